@@ -1,0 +1,31 @@
+// The CPU reference implementation of every op: plain, fp32, exact to the spec's formulas.
+// One op (or one small family) per .cc file. GEMMs go through BLAS (OpenBLAS).
+// These are the definitions the CUDA kernels are checked against.
+#pragma once
+
+#include "absl/status/status.h"
+#include "kernels/api/attention.h"
+#include "kernels/api/conv.h"
+#include "kernels/api/elementwise.h"
+#include "kernels/api/gemm.h"
+#include "kernels/api/gka.h"
+#include "kernels/api/norm.h"
+#include "kernels/api/sampling.h"
+
+namespace gka::kernels::cpu {
+
+absl::Status Gemm(const GemmParams& p);                  // gemm.cc
+absl::Status Embedding(const EmbeddingParams& p);        // elementwise.cc
+absl::Status SiluMul(const SiluMulParams& p);            // elementwise.cc
+absl::Status Add(const AddParams& p);                    // elementwise.cc
+absl::Status RmsNorm(const RmsNormParams& p);            // norm.cc
+absl::Status QkNormRope(const QkNormRopeParams& p);      // norm.cc
+absl::Status GatedRmsNorm(const GatedRmsNormParams& p);  // norm.cc
+absl::Status KvCacheWrite(const KvCacheWriteParams& p);  // attention.cc
+absl::Status PagedAttention(const PagedAttentionParams& p);  // attention.cc
+absl::Status CausalConv(const CausalConvParams& p);      // conv.cc
+absl::Status GkaGates(const GkaGatesParams& p);          // gka.cc
+absl::Status GkaCore(const GkaCoreParams& p);            // gka.cc
+absl::Status Sample(const SampleParams& p);              // sampling.cc
+
+}  // namespace gka::kernels::cpu
