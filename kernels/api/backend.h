@@ -16,6 +16,13 @@
 //  - Ops validate shapes and dtypes and return InvalidArgument on mismatch; they never
 //    abort on bad parameters.
 //  - Ops run in order on the backend's single stream; Synchronize() waits for all of them.
+//  - Dtypes the engine uses (the CPU backend accepts F32 only; CUDA must accept these):
+//      activation dtype A = F32 (`--dtype fp32`) or BF16 (`--dtype bf16`);
+//      GEMM weights and the embedding table: A; logits: F32 (Gemm y = F32 with x, w in A);
+//      small per-channel vectors (every norm weight, conv weights, A_log, dt_bias, biases): F32;
+//      CausalConv: x in A, out F32, state F32;  GkaGates: a/b/c in A, everything else F32;
+//      GkaCore: all F32;  GatedRmsNorm: x F32, gate in A, out in A;
+//      RmsNorm / QkNormRope / SiluMul / Add / Embedding / attention q,k,v,out and KV pages: A.
 //
 // Thread-safety: a Backend is used by one engine thread at a time.
 #pragma once
