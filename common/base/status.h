@@ -25,7 +25,7 @@
 
 // `lhs` may be a declaration (`auto x`) or an existing lvalue.
 #define GKA_ASSIGN_OR_RETURN(lhs, rexpr) \
-  GKA_ASSIGN_OR_RETURN_IMPL_(GKA_STATUS_CONCAT_(gka_statusor_, __LINE__), lhs, rexpr)
+  GKA_ASSIGN_OR_RETURN_IMPL_(GKA_STATUS_CONCAT_(gka_statusor_, __COUNTER__), lhs, rexpr)
 
 #define GKA_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
   auto statusor = (rexpr);                               \
