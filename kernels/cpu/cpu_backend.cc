@@ -20,7 +20,8 @@ absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(tensor::Shape shape, DType dty
   const size_t rounded = (bytes + 63) / 64 * 64 + 64;
   void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat("host allocation of ", bytes, " bytes failed"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("host allocation of ", bytes, " bytes failed"));
   }
   std::memset(p, 0, rounded);
   return DeviceBuffer(this, tensor::TensorView{p, dtype, shape, tensor::Device::kCpu});
@@ -70,11 +71,13 @@ absl::Status CpuBackend::Convert(const tensor::TensorView& src, const tensor::Te
     return absl::OkStatus();
   }
   if (src.dtype == DType::kF32 && dst.dtype == DType::kBF16) {
-    for (int64_t i = 0; i < n; ++i) dst.data<uint16_t>()[i] = tensor::FloatToBF16(src.data<float>()[i]);
+    for (int64_t i = 0; i < n; ++i)
+      dst.data<uint16_t>()[i] = tensor::FloatToBF16(src.data<float>()[i]);
     return absl::OkStatus();
   }
   if (src.dtype == DType::kF32 && dst.dtype == DType::kF16) {
-    for (int64_t i = 0; i < n; ++i) dst.data<uint16_t>()[i] = tensor::FloatToF16(src.data<float>()[i]);
+    for (int64_t i = 0; i < n; ++i)
+      dst.data<uint16_t>()[i] = tensor::FloatToF16(src.data<float>()[i]);
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat("Convert: ", tensor::DTypeName(src.dtype), " -> ",

@@ -1,5 +1,6 @@
 // The CPU reference implementation of every op: plain, fp32, exact to the spec's formulas.
-// One op (or one small family) per .cc file. GEMMs go through BLAS (OpenBLAS).
+// One op (or one small family) per .cc file. No BLAS: OpenBLAS results depend on the batch
+// size (gemm.cc), and every op here must be batch invariant.
 // These are the definitions the CUDA kernels are checked against.
 #pragma once
 
@@ -14,18 +15,18 @@
 
 namespace gka::kernels::cpu {
 
-absl::Status Gemm(const GemmParams& p);                  // gemm.cc
-absl::Status Embedding(const EmbeddingParams& p);        // elementwise.cc
-absl::Status SiluMul(const SiluMulParams& p);            // elementwise.cc
-absl::Status Add(const AddParams& p);                    // elementwise.cc
-absl::Status RmsNorm(const RmsNormParams& p);            // norm.cc
-absl::Status QkNormRope(const QkNormRopeParams& p);      // norm.cc
-absl::Status GatedRmsNorm(const GatedRmsNormParams& p);  // norm.cc
-absl::Status KvCacheWrite(const KvCacheWriteParams& p);  // attention.cc
+absl::Status Gemm(const GemmParams& p);                      // gemm.cc
+absl::Status Embedding(const EmbeddingParams& p);            // elementwise.cc
+absl::Status SiluMul(const SiluMulParams& p);                // elementwise.cc
+absl::Status Add(const AddParams& p);                        // elementwise.cc
+absl::Status RmsNorm(const RmsNormParams& p);                // norm.cc
+absl::Status QkNormRope(const QkNormRopeParams& p);          // norm.cc
+absl::Status GatedRmsNorm(const GatedRmsNormParams& p);      // norm.cc
+absl::Status KvCacheWrite(const KvCacheWriteParams& p);      // attention.cc
 absl::Status PagedAttention(const PagedAttentionParams& p);  // attention.cc
-absl::Status CausalConv(const CausalConvParams& p);      // conv.cc
-absl::Status GkaGates(const GkaGatesParams& p);          // gka.cc
-absl::Status GkaCore(const GkaCoreParams& p);            // gka.cc
-absl::Status Sample(const SampleParams& p);              // sampling.cc
+absl::Status CausalConv(const CausalConvParams& p);          // conv.cc
+absl::Status GkaGates(const GkaGatesParams& p);              // gka.cc
+absl::Status GkaCore(const GkaCoreParams& p);                // gka.cc
+absl::Status Sample(const SampleParams& p);                  // sampling.cc
 
 }  // namespace gka::kernels::cpu
