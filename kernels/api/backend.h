@@ -33,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/base/check.h"
 #include "common/tensor/tensor.h"
 #include "kernels/api/attention.h"
 #include "kernels/api/conv.h"
@@ -67,6 +68,11 @@ class DeviceBuffer {
   }
   size_t nbytes() const { return view_.nbytes(); }
   bool empty() const { return view_.ptr == nullptr; }
+  // Gives the buffer another shape with the same element count (e.g. [C, 1, K] -> [C, K]).
+  void Reshape(tensor::Shape shape) {
+    GKA_CHECK(shape.numel() == view_.shape.numel()) << shape.ToString();
+    view_.shape = shape;
+  }
   void Reset();
 
  private:

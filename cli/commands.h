@@ -1,0 +1,25 @@
+// The `gka` tool's subcommands. Each registers its flags on a CLI11 subcommand and runs
+// through an absl::Status-returning function, so errors reach the user as one clear line.
+// The CLI is the top of the house: it may depend on anything.
+#pragma once
+
+#include <functional>
+
+#include "absl/status/status.h"
+
+namespace CLI {
+class App;
+}
+
+namespace gka::cli {
+
+// Registers a subcommand; `run` is set to the action to perform if the subcommand is chosen.
+using Action = std::function<absl::Status()>;
+
+void RegisterEval(CLI::App& app, Action& run);
+void RegisterGenerate(CLI::App& app, Action& run);
+void RegisterChat(CLI::App& app, Action& run);
+void RegisterTokenize(CLI::App& app, Action& run);
+void RegisterMakeTinyModel(CLI::App& app, Action& run);
+
+}  // namespace gka::cli

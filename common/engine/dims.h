@@ -1,0 +1,34 @@
+// Model dimensions the engine uses, derived once from ModelConfig (one place that reads it).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/model/config.h"
+
+namespace gka::engine {
+
+struct ModelDims {
+  int64_t vocab = 0;
+  int64_t hidden = 0;
+  int64_t ffn = 0;
+  int32_t num_layers = 0;
+  std::vector<bool> is_gka;  // [num_layers]
+  // attention
+  int32_t hq = 0, hkv = 0, head_dim = 0;
+  float rope_theta = 10000.f;
+  float rms_eps = 1e-6f;
+  // GKA
+  int32_t gka_h = 0, gka_hq = 0, gka_hk = 0, gka_hv = 0, gka_d = 0;
+  int32_t conv_k = 4;
+  int64_t dq = 0, dk = 0, dv = 0, de = 0;
+  float ridge = 0.02f;
+  float gka_norm_eps = 1e-6f;
+  int32_t num_iter = 30;
+  bool use_beta = true, use_alpha = true, use_decay = true, use_decay_kk = true;
+  bool use_v_conv = true, use_gate = true, gla_rescale = true;
+};
+
+ModelDims DimsFromConfig(const model::ModelConfig& config);
+
+}  // namespace gka::engine

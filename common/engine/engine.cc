@@ -1,0 +1,705 @@
+#include "common/engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/base/check.h"
+#include "common/base/logging.h"
+#include "common/base/status.h"
+#include "common/engine/dims.h"
+#include "kernels/registry.h"
+
+namespace gka::engine {
+
+using kernels::DeviceBuffer;
+using tensor::DType;
+using tensor::Shape;
+using tensor::TensorView;
+
+namespace {
+
+TensorView Reshape(TensorView v, Shape shape) {
+  GKA_CHECK(shape.numel() == v.numel()) << v.shape.ToString() << " -> " << shape.ToString();
+  v.shape = shape;
+  return v;
+}
+
+// Rows [begin, end) of a row-major tensor.
+TensorView Rows(const TensorView& v, int64_t begin, int64_t end) {
+  const int64_t row = v.numel() / v.shape[0];
+  TensorView out = v;
+  out.ptr = static_cast<char*>(v.ptr) + begin * row * tensor::DTypeSize(v.dtype);
+  out.shape[0] = end - begin;
+  return out;
+}
+
+// Slot `slot` of a pool [num_slots, ...].
+TensorView Slot(const DeviceBuffer& pool, int32_t slot) {
+  TensorView v = Rows(pool.view(), slot, slot + 1);
+  Shape inner;
+  inner = Shape::FromRange(&v.shape[1], &v.shape[1] + (v.shape.rank() - 1));
+  v.shape = inner;
+  return v;
+}
+
+}  // namespace
+
+// Scratch tensors reused across steps; grown when a step needs more, never shrunk.
+class Engine::Workspace {
+ public:
+  explicit Workspace(kernels::Backend* backend) : backend_(backend) {}
+
+  absl::StatusOr<TensorView> Get(int key, Shape shape, DType dtype) {
+    if (key >= static_cast<int>(buffers_.size())) buffers_.resize(key + 1);
+    DeviceBuffer& buf = buffers_[key];
+    const size_t need = static_cast<size_t>(shape.numel()) * tensor::DTypeSize(dtype);
+    if (buf.empty() || buf.nbytes() < need) {
+      buf.Reset();
+      const int64_t elems = std::max<int64_t>(1, static_cast<int64_t>((need + 3) / 4 * 5 / 4));
+      GKA_ASSIGN_OR_RETURN(buf, backend_->Allocate(Shape{elems}, DType::kF32));
+    }
+    return TensorView{buf.view().ptr, dtype, shape, backend_->device()};
+  }
+
+  absl::StatusOr<const int32_t*> Upload(int key, const std::vector<int32_t>& host) {
+    GKA_ASSIGN_OR_RETURN(TensorView v, Get(key, Shape{std::max<int64_t>(1, host.size())},
+                                           DType::kI32));
+    GKA_RETURN_IF_ERROR(backend_->CopyFromHost(v.ptr, host.data(), host.size() * 4));
+    return v.data<int32_t>();
+  }
+
+ private:
+  kernels::Backend* backend_;
+  std::vector<DeviceBuffer> buffers_;
+};
+
+namespace {
+// Workspace keys.
+enum : int {
+  kIds, kPositions, kCuSeqlens, kSlots, kNumIter, kPageTable, kContextLens, kSlotMapping,
+  kRowIndex, kHidden, kResidual, kNormed, kMixOut, kAttnQ, kAttnK, kAttnV, kAttnO, kGkaQRaw,
+  kGkaKRaw, kGkaVRaw, kGkaA, kGkaB, kGkaC, kGkaZ, kGkaQConv, kGkaKConv, kGkaVConv, kGkaQ,
+  kGkaK, kGkaV, kGkaAlpha, kGkaG, kGkaCore, kGkaGated, kMlpGateUp, kMlpAct, kGathered,
+  kLogits,
+};
+}  // namespace
+
+// Per-step metadata, uploaded once and shared by every layer.
+struct Engine::BatchMeta {
+  int32_t num_seqs = 0;
+  int64_t num_tokens = 0;
+  int32_t max_q_len = 0;
+  int32_t max_context = 0;
+  const int32_t* positions = nullptr;     // [T]
+  const int32_t* cu_seqlens = nullptr;    // [B+1]
+  const int32_t* slots = nullptr;         // [B]
+  const int32_t* num_iter = nullptr;      // [B]
+  const int32_t* page_table = nullptr;    // [B, max_pages_per_seq]
+  const int32_t* context_lens = nullptr;  // [B]
+  const int32_t* slot_mapping = nullptr;  // [T]
+};
+
+Engine::Engine(const EngineOptions& options, const model::ModelConfig& config,
+               std::unique_ptr<kernels::Backend> backend)
+    : options_(options),
+      config_(config),
+      backend_(std::move(backend)),
+      dims_(DimsFromConfig(config)),
+      pages_(0),
+      slots_(0) {}
+
+Engine::~Engine() {
+  // Buffers free through the backend; drop them before it.
+  ws_.reset();
+  kv_.clear();
+  gka_.clear();
+  weights_ = ModelWeights();
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
+                                                       const model::ModelConfig& config,
+                                                       const model::Checkpoint& checkpoint) {
+  if (options.page_size <= 0 || options.num_state_slots <= 0) {
+    return absl::InvalidArgumentError("page_size and num_state_slots must be positive");
+  }
+  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("engine dtype must be fp32 or bf16");
+  }
+  if (options.backend == kernels::BackendKind::kCpu && options.dtype != DType::kF32) {
+    return absl::InvalidArgumentError(
+        "the CPU backend computes in fp32 only: use --dtype fp32 (bf16 needs --backend cuda)");
+  }
+  GKA_ASSIGN_OR_RETURN(auto backend, kernels::CreateBackend({.kind = options.backend,
+                                                             .device_ordinal =
+                                                                 options.device_ordinal}));
+  std::unique_ptr<Engine> engine(new Engine(options, config, std::move(backend)));
+  const ModelDims& d = engine->dims_;
+  engine->default_num_iter_ = options.default_num_iter >= 0 ? options.default_num_iter : d.num_iter;
+  int64_t max_len = options.max_seq_len > 0 ? options.max_seq_len
+                                            : std::min<int64_t>(config.max_position_embeddings, 8192);
+  if (max_len <= 0) max_len = 8192;
+  engine->max_seq_len_ = static_cast<int32_t>(max_len);
+  engine->max_pages_per_seq_ = PagesFor(max_len, options.page_size);
+  GKA_ASSIGN_OR_RETURN(engine->weights_,
+                       LoadWeights(*engine->backend_, config, checkpoint, options.dtype));
+  engine->ws_ = std::make_unique<Workspace>(engine->backend_.get());
+  GKA_RETURN_IF_ERROR(engine->AllocatePools());
+  return engine;
+}
+
+absl::Status Engine::AllocatePools() {
+  const ModelDims& d = dims_;
+  const int32_t num_pages = options_.num_pages > 0
+                                ? options_.num_pages
+                                : max_pages_per_seq_ * options_.num_state_slots;
+  pages_ = KvPagePool(num_pages);
+  slots_ = StateSlotPool(options_.num_state_slots);
+  kv_.resize(d.num_layers);
+  gka_.resize(d.num_layers);
+  const int64_t s = options_.num_state_slots;
+  for (int l = 0; l < d.num_layers; ++l) {
+    if (!d.is_gka[l]) {
+      const Shape page_shape{num_pages, options_.page_size, d.hkv, d.head_dim};
+      GKA_ASSIGN_OR_RETURN(kv_[l].k_pages, backend_->Allocate(page_shape, options_.dtype));
+      GKA_ASSIGN_OR_RETURN(kv_[l].v_pages, backend_->Allocate(page_shape, options_.dtype));
+    } else {
+      const int64_t k1 = d.conv_k - 1;
+      GKA_ASSIGN_OR_RETURN(gka_[l].h_kk,
+                           backend_->Allocate(Shape{s, d.gka_h, d.gka_d, d.gka_d}, DType::kF32));
+      GKA_ASSIGN_OR_RETURN(gka_[l].h_kv,
+                           backend_->Allocate(Shape{s, d.gka_h, d.gka_d, d.gka_d}, DType::kF32));
+      GKA_ASSIGN_OR_RETURN(gka_[l].conv_q, backend_->Allocate(Shape{s, d.dq, k1}, DType::kF32));
+      GKA_ASSIGN_OR_RETURN(gka_[l].conv_k, backend_->Allocate(Shape{s, d.dk, k1}, DType::kF32));
+      if (d.use_v_conv) {
+        GKA_ASSIGN_OR_RETURN(gka_[l].conv_v, backend_->Allocate(Shape{s, d.dv, k1}, DType::kF32));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::ZeroSlot(SlotId slot) {
+  for (GkaState& g : gka_) {
+    for (DeviceBuffer* b : {&g.h_kk, &g.h_kv, &g.conv_q, &g.conv_k, &g.conv_v}) {
+      if (!b->empty()) GKA_RETURN_IF_ERROR(backend_->Fill(Slot(*b, slot.value()), 0.0f));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::AddSequence(SequenceId id) {
+  if (sequences_.contains(id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", id.value(), " already exists"));
+  }
+  auto slot = slots_.Allocate(1);
+  if (!slot.ok()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no free GKA state slot (", slots_.capacity(), " in use)"));
+  }
+  absl::Status zeroed = ZeroSlot((*slot)[0]);
+  if (!zeroed.ok()) {
+    slots_.Free(*slot);
+    return zeroed;
+  }
+  sequences_[id] = SequenceMemory{.slot = (*slot)[0]};
+  return absl::OkStatus();
+}
+
+absl::Status Engine::RemoveSequence(SequenceId id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("no sequence ", id.value()));
+  }
+  pages_.Free(it->second.pages);
+  slots_.Free({it->second.slot});
+  sequences_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Engine::SequenceLength(SequenceId id) const {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return absl::NotFoundError(absl::StrCat("no sequence ", id.value()));
+  return it->second.length;
+}
+
+absl::Status Engine::EnsurePages(SequenceMemory& mem, int64_t new_length) {
+  const int32_t need = PagesFor(new_length, options_.page_size) -
+                       static_cast<int32_t>(mem.pages.size());
+  if (need <= 0) return absl::OkStatus();
+  GKA_ASSIGN_OR_RETURN(std::vector<PageId> got, pages_.Allocate(need));
+  mem.pages.insert(mem.pages.end(), got.begin(), got.end());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepResult> Engine::Forward(absl::Span<const SequenceInput> batch) {
+  const ModelDims& d = dims_;
+  if (batch.empty()) return absl::InvalidArgumentError("empty batch");
+
+  // ---- validate everything before changing any state -------------------------------
+  int64_t total_tokens = 0;
+  int32_t pages_needed = 0;
+  absl::flat_hash_map<SequenceId, int> seen;
+  for (const SequenceInput& in : batch) {
+    auto it = sequences_.find(in.id);
+    if (it == sequences_.end()) {
+      return absl::NotFoundError(absl::StrCat("no sequence ", in.id.value()));
+    }
+    if (!seen.emplace(in.id, 1).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", in.id.value(), " appears twice in one batch"));
+    }
+    if (in.tokens.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", in.id.value(), ": no tokens to feed"));
+    }
+    for (int32_t t : in.tokens) {
+      if (t < 0 || t >= d.vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range [0, ",
+                                                       d.vocab, ")"));
+      }
+    }
+    if (in.num_iter < -1 || in.num_iter > 1000) {
+      return absl::InvalidArgumentError(absl::StrCat("num_iter ", in.num_iter,
+                                                     " out of range [0, 1000]"));
+    }
+    const int64_t new_len = it->second.length + static_cast<int64_t>(in.tokens.size());
+    if (new_len > max_seq_len_) {
+      return absl::OutOfRangeError(absl::StrCat("sequence ", in.id.value(), " would reach ",
+                                                new_len, " tokens; the limit is ", max_seq_len_));
+    }
+    pages_needed += std::max<int32_t>(0, PagesFor(new_len, options_.page_size) -
+                                             static_cast<int32_t>(it->second.pages.size()));
+    total_tokens += static_cast<int64_t>(in.tokens.size());
+  }
+  if (pages_needed > pages_.num_free()) {
+    return absl::ResourceExhaustedError(absl::StrCat("step needs ", pages_needed,
+                                                     " KV pages, ", pages_.num_free(), " free"));
+  }
+
+  // ---- host metadata ------------------------------------------------------------------
+  const int32_t B = static_cast<int32_t>(batch.size());
+  const int64_t T = total_tokens;
+  std::vector<int32_t> ids, positions, cu{0}, slots, num_iter, table(B * max_pages_per_seq_, 0),
+      context_lens, slot_mapping, row_index, row_offsets{0};
+  ids.reserve(T);
+  BatchMeta meta;
+  meta.num_seqs = B;
+  meta.num_tokens = T;
+  for (int32_t b = 0; b < B; ++b) {
+    const SequenceInput& in = batch[b];
+    SequenceMemory& mem = sequences_[in.id];
+    GKA_CHECK_OK(EnsurePages(mem, mem.length + static_cast<int64_t>(in.tokens.size())));
+    const int32_t q_len = static_cast<int32_t>(in.tokens.size());
+    for (int32_t i = 0; i < q_len; ++i) {
+      const int64_t pos = mem.length + i;
+      ids.push_back(in.tokens[i]);
+      positions.push_back(static_cast<int32_t>(pos));
+      const PageId page = mem.pages[pos / options_.page_size];
+      slot_mapping.push_back(page.value() * options_.page_size +
+                             static_cast<int32_t>(pos % options_.page_size));
+    }
+    for (size_t p = 0; p < mem.pages.size(); ++p) {
+      table[b * max_pages_per_seq_ + p] = mem.pages[p].value();
+    }
+    const int32_t row0 = cu.back();
+    cu.push_back(row0 + q_len);
+    slots.push_back(mem.slot.value());
+    num_iter.push_back(in.num_iter >= 0 ? in.num_iter : default_num_iter_);
+    context_lens.push_back(static_cast<int32_t>(mem.length + q_len));
+    if (in.all_logits) {
+      for (int32_t i = 0; i < q_len; ++i) row_index.push_back(row0 + i);
+    } else {
+      row_index.push_back(row0 + q_len - 1);
+    }
+    row_offsets.push_back(static_cast<int32_t>(row_index.size()));
+    meta.max_q_len = std::max(meta.max_q_len, q_len);
+    meta.max_context = std::max(meta.max_context, context_lens.back());
+  }
+  Workspace& ws = *ws_;
+  GKA_ASSIGN_OR_RETURN(const int32_t* ids_dev, ws.Upload(kIds, ids));
+  GKA_ASSIGN_OR_RETURN(meta.positions, ws.Upload(kPositions, positions));
+  GKA_ASSIGN_OR_RETURN(meta.cu_seqlens, ws.Upload(kCuSeqlens, cu));
+  GKA_ASSIGN_OR_RETURN(meta.slots, ws.Upload(kSlots, slots));
+  GKA_ASSIGN_OR_RETURN(meta.num_iter, ws.Upload(kNumIter, num_iter));
+  GKA_ASSIGN_OR_RETURN(meta.page_table, ws.Upload(kPageTable, table));
+  GKA_ASSIGN_OR_RETURN(meta.context_lens, ws.Upload(kContextLens, context_lens));
+  GKA_ASSIGN_OR_RETURN(meta.slot_mapping, ws.Upload(kSlotMapping, slot_mapping));
+  GKA_ASSIGN_OR_RETURN(const int32_t* row_index_dev, ws.Upload(kRowIndex, row_index));
+
+  // ---- the model ------------------------------------------------------------------------
+  const DType A = options_.dtype;
+  kernels::Backend& be = *backend_;
+  GKA_ASSIGN_OR_RETURN(TensorView hidden, ws.Get(kHidden, Shape{T, d.hidden}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView residual, ws.Get(kResidual, Shape{T, d.hidden}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView normed, ws.Get(kNormed, Shape{T, d.hidden}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView mix, ws.Get(kMixOut, Shape{T, d.hidden}, A));
+  GKA_RETURN_IF_ERROR(be.Embedding({.table = weights_.embed.view(), .ids = ids_dev, .out = hidden}));
+  // residual = embedding; every later norm fuses "residual += x" (vLLM's form).
+  GKA_RETURN_IF_ERROR(be.Fill(residual, 0.0f));
+  for (int l = 0; l < d.num_layers; ++l) {
+    const LayerWeights& lw = weights_.layers[l];
+    GKA_RETURN_IF_ERROR(be.RmsNorm({.x = hidden, .residual = residual,
+                                    .weight = lw.input_norm.view(), .out = normed,
+                                    .eps = d.rms_eps}));
+    if (d.is_gka[l]) {
+      GKA_RETURN_IF_ERROR(GkaLayer(l, meta, normed, mix));
+    } else {
+      GKA_RETURN_IF_ERROR(AttentionLayer(l, meta, normed, mix));
+    }
+    GKA_RETURN_IF_ERROR(be.RmsNorm({.x = mix, .residual = residual,
+                                    .weight = lw.post_norm.view(), .out = normed,
+                                    .eps = d.rms_eps}));
+    GKA_RETURN_IF_ERROR(Mlp(l, normed, hidden));
+  }
+  GKA_RETURN_IF_ERROR(be.RmsNorm({.x = hidden, .residual = residual,
+                                  .weight = weights_.final_norm.view(), .out = normed,
+                                  .eps = d.rms_eps}));
+  const int64_t R = static_cast<int64_t>(row_index.size());
+  GKA_ASSIGN_OR_RETURN(TensorView gathered, ws.Get(kGathered, Shape{R, d.hidden}, A));
+  // A row gather is an embedding lookup with the hidden states as the table.
+  GKA_RETURN_IF_ERROR(be.Embedding({.table = normed, .ids = row_index_dev, .out = gathered}));
+  GKA_ASSIGN_OR_RETURN(TensorView logits, ws.Get(kLogits, Shape{R, d.vocab}, DType::kF32));
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = gathered, .w = weights_.lm_head.view(), .y = logits}));
+
+  for (const SequenceInput& in : batch) {
+    sequences_[in.id].length += static_cast<int64_t>(in.tokens.size());
+  }
+  return StepResult{.logits = logits, .row_offsets = std::move(row_offsets)};
+}
+
+absl::Status Engine::AttentionLayer(int layer, const BatchMeta& meta, const TensorView& x,
+                                    const TensorView& out) {
+  const ModelDims& d = dims_;
+  const AttentionWeights& w = weights_.layers[layer].attn;
+  kernels::Backend& be = *backend_;
+  Workspace& ws = *ws_;
+  const int64_t T = meta.num_tokens;
+  const DType A = options_.dtype;
+  GKA_ASSIGN_OR_RETURN(TensorView q, ws.Get(kAttnQ, Shape{T, d.hq * d.head_dim}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView k, ws.Get(kAttnK, Shape{T, d.hkv * d.head_dim}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView v, ws.Get(kAttnV, Shape{T, d.hkv * d.head_dim}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView o, ws.Get(kAttnO, Shape{T, d.hq * d.head_dim}, A));
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.q_proj.view(), .y = q}));
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.k_proj.view(), .y = k}));
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.v_proj.view(), .y = v}));
+  const TensorView q3 = Reshape(q, Shape{T, d.hq, d.head_dim});
+  const TensorView k3 = Reshape(k, Shape{T, d.hkv, d.head_dim});
+  const TensorView v3 = Reshape(v, Shape{T, d.hkv, d.head_dim});
+  GKA_RETURN_IF_ERROR(be.QkNormRope({.q = q3, .k = k3, .q_weight = w.q_norm.view(),
+                                     .k_weight = w.k_norm.view(), .positions = meta.positions,
+                                     .theta = d.rope_theta, .eps = d.rms_eps}));
+  const AttentionCache& cache = kv_[layer];
+  GKA_RETURN_IF_ERROR(be.KvCacheWrite({.k = k3, .v = v3, .k_pages = cache.k_pages.view(),
+                                       .v_pages = cache.v_pages.view(),
+                                       .slot_mapping = meta.slot_mapping}));
+  GKA_RETURN_IF_ERROR(be.PagedAttention(
+      {.q = q3, .out = Reshape(o, Shape{T, d.hq, d.head_dim}), .k_pages = cache.k_pages.view(),
+       .v_pages = cache.v_pages.view(), .page_table = meta.page_table, .cu_q = meta.cu_seqlens,
+       .context_lens = meta.context_lens, .num_seqs = meta.num_seqs,
+       .max_pages_per_seq = max_pages_per_seq_, .max_q_len = meta.max_q_len,
+       .max_context_len = meta.max_context,
+       .scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim))}));
+  return be.Gemm({.x = o, .w = w.o_proj.view(), .y = out});
+}
+
+absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView& x,
+                              const TensorView& out) {
+  const ModelDims& d = dims_;
+  const GkaWeights& w = weights_.layers[layer].gka;
+  const GkaState& st = gka_[layer];
+  kernels::Backend& be = *backend_;
+  Workspace& ws = *ws_;
+  const int64_t T = meta.num_tokens;
+  const int64_t H = d.gka_h, D = d.gka_d;
+  const DType A = options_.dtype;
+  const DType F32 = DType::kF32;
+
+  // Projections (separate GEMMs keep every output contiguous).
+  GKA_ASSIGN_OR_RETURN(TensorView q_raw, ws.Get(kGkaQRaw, Shape{T, d.dq}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView k_raw, ws.Get(kGkaKRaw, Shape{T, d.dk}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView v_raw, ws.Get(kGkaVRaw, Shape{T, d.dv}, A));
+  GKA_ASSIGN_OR_RETURN(TensorView a, ws.Get(kGkaA, Shape{T, H}, A));
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.q_proj.view(), .y = q_raw}));
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.k_proj.view(), .y = k_raw}));
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.v_proj.view(), .y = v_raw}));
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.a_proj.view(), .y = a}));
+  TensorView b, c, z;
+  if (d.use_beta) {
+    GKA_ASSIGN_OR_RETURN(b, ws.Get(kGkaB, Shape{T, H}, A));
+    GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.b_proj.view(), .y = b}));
+  }
+  if (d.use_alpha) {
+    GKA_ASSIGN_OR_RETURN(c, ws.Get(kGkaC, Shape{T, H}, A));
+    GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.alpha_proj.view(), .y = c}));
+  }
+  if (d.use_gate) {
+    GKA_ASSIGN_OR_RETURN(z, ws.Get(kGkaZ, Shape{T, d.de}, A));
+    GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.g_proj.view(), .y = z}));
+  }
+
+  // Short causal convs over the raw projections, carrying the slot's conv state.
+  GKA_ASSIGN_OR_RETURN(TensorView q_conv, ws.Get(kGkaQConv, Shape{T, d.dq}, F32));
+  GKA_ASSIGN_OR_RETURN(TensorView k_conv, ws.Get(kGkaKConv, Shape{T, d.dk}, F32));
+  GKA_ASSIGN_OR_RETURN(TensorView v_conv, ws.Get(kGkaVConv, Shape{T, d.dv}, F32));
+  auto conv = [&](const TensorView& raw, const TensorView& y, const DeviceBuffer& weight,
+                  const DeviceBuffer& state) {
+    return be.CausalConv({.x = raw, .out = y, .weight = weight.view(), .state = state.view(),
+                          .slots = meta.slots, .cu_seqlens = meta.cu_seqlens,
+                          .num_seqs = meta.num_seqs});
+  };
+  GKA_RETURN_IF_ERROR(conv(q_raw, q_conv, w.q_conv, st.conv_q));
+  GKA_RETURN_IF_ERROR(conv(k_raw, k_conv, w.k_conv, st.conv_k));
+  if (d.use_v_conv) {
+    GKA_RETURN_IF_ERROR(conv(v_raw, v_conv, w.v_conv, st.conv_v));
+  } else {
+    GKA_RETURN_IF_ERROR(be.Convert(v_raw, v_conv));
+  }
+
+  // Per-token gates, then the state core.
+  GKA_ASSIGN_OR_RETURN(TensorView qh, ws.Get(kGkaQ, Shape{T, H, D}, F32));
+  GKA_ASSIGN_OR_RETURN(TensorView kh, ws.Get(kGkaK, Shape{T, H, D}, F32));
+  GKA_ASSIGN_OR_RETURN(TensorView vh, ws.Get(kGkaV, Shape{T, H, D}, F32));
+  GKA_ASSIGN_OR_RETURN(TensorView alpha, ws.Get(kGkaAlpha, Shape{T, H}, F32));
+  GKA_ASSIGN_OR_RETURN(TensorView g, ws.Get(kGkaG, Shape{T, H}, F32));
+  GKA_RETURN_IF_ERROR(be.GkaGates({.q_conv = q_conv, .k_conv = k_conv, .v_conv = v_conv,
+                                   .a = a, .b = b, .c = c, .a_log = w.a_log.view(),
+                                   .dt_bias = w.dt_bias.view(),
+                                   .b_bias = d.use_beta ? w.b_bias.view() : TensorView{},
+                                   .alpha_bias = d.use_alpha ? w.alpha_bias.view() : TensorView{},
+                                   .use_forgetting_gate = d.use_decay, .q_out = qh, .k_out = kh,
+                                   .v_out = vh, .alpha = alpha, .g = g}));
+  GKA_ASSIGN_OR_RETURN(TensorView core, ws.Get(kGkaCore, Shape{T, H, D}, F32));
+  GKA_RETURN_IF_ERROR(be.GkaCore(
+      {.q = qh, .k = kh, .v = vh, .alpha = alpha, .g = g, .out = core, .h_kk = st.h_kk.view(),
+       .h_kv = st.h_kv.view(), .slots = meta.slots, .cu_seqlens = meta.cu_seqlens,
+       .num_iter = meta.num_iter, .num_seqs = meta.num_seqs, .max_seqlen = meta.max_q_len,
+       .ridge_ratio = d.ridge,
+       .scale = d.gla_rescale ? 1.0f / std::sqrt(static_cast<float>(D)) : 1.0f,
+       .decay_kk = d.use_decay && d.use_decay_kk}));
+
+  GKA_ASSIGN_OR_RETURN(TensorView gated, ws.Get(kGkaGated, Shape{T * H, D}, A));
+  GKA_RETURN_IF_ERROR(be.GatedRmsNorm({.x = Reshape(core, Shape{T * H, D}),
+                                       .gate = d.use_gate ? Reshape(z, Shape{T * H, D})
+                                                          : TensorView{},
+                                       .weight = w.o_norm.view(), .out = gated,
+                                       .eps = d.gka_norm_eps}));
+  return be.Gemm({.x = Reshape(gated, Shape{T, H * D}), .w = w.o_proj.view(), .y = out});
+}
+
+absl::Status Engine::Mlp(int layer, const TensorView& x, const TensorView& out) {
+  const ModelDims& d = dims_;
+  const LayerWeights& lw = weights_.layers[layer];
+  const int64_t T = x.shape[0];
+  GKA_ASSIGN_OR_RETURN(TensorView gate_up, ws_->Get(kMlpGateUp, Shape{T, 2 * d.ffn},
+                                                    options_.dtype));
+  GKA_ASSIGN_OR_RETURN(TensorView act, ws_->Get(kMlpAct, Shape{T, d.ffn}, options_.dtype));
+  GKA_RETURN_IF_ERROR(backend_->Gemm({.x = x, .w = lw.gate_up.view(), .y = gate_up}));
+  GKA_RETURN_IF_ERROR(backend_->SiluMul({.gate_up = gate_up, .out = act}));
+  return backend_->Gemm({.x = act, .w = lw.down.view(), .y = out});
+}
+
+absl::StatusOr<tensor::Buffer> Engine::LogitsToHost(const StepResult& result) {
+  tensor::Buffer host = tensor::Buffer::Allocate(result.logits.shape, DType::kF32);
+  GKA_RETURN_IF_ERROR(backend_->CopyToHost(host.data<void>(), result.logits.ptr, host.nbytes()));
+  return host;
+}
+
+absl::StatusOr<std::vector<Engine::Sampled>> Engine::Sample(
+    const StepResult& result, absl::Span<const SampleRequest> requests, int32_t vocab_limit) {
+  const int32_t B = static_cast<int32_t>(result.row_offsets.size()) - 1;
+  if (static_cast<int32_t>(requests.size()) != B) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(requests.size(), " sampling requests for ", B, " sequences"));
+  }
+  // Last row of each sequence, gathered into a [B, V] tensor (penalties modify it in place).
+  const int64_t V = result.logits.shape[1];
+  std::vector<int32_t> last_rows;
+  for (int32_t b = 0; b < B; ++b) last_rows.push_back(result.row_offsets[b + 1] - 1);
+  GKA_ASSIGN_OR_RETURN(const int32_t* rows_dev, ws_->Upload(kRowIndex, last_rows));
+  GKA_ASSIGN_OR_RETURN(TensorView sel, ws_->Get(kGathered, Shape{B, V}, DType::kF32));
+  GKA_RETURN_IF_ERROR(backend_->Embedding({.table = result.logits, .ids = rows_dev, .out = sel}));
+
+  std::vector<kernels::SamplingConfig> configs;
+  std::vector<uint64_t> steps;
+  std::vector<int32_t> history, offsets{0};
+  for (const SampleRequest& r : requests) {
+    configs.push_back(r.config);
+    steps.push_back(r.step);
+    history.insert(history.end(), r.history.begin(), r.history.end());
+    offsets.push_back(static_cast<int32_t>(history.size()));
+  }
+  std::vector<int32_t> out(B);
+  std::vector<float> logprobs(B);
+  GKA_RETURN_IF_ERROR(backend_->Sample({.logits = sel, .vocab_limit = vocab_limit,
+                                        .configs = configs.data(), .steps = steps.data(),
+                                        .history = history.data(),
+                                        .history_offsets = offsets.data(),
+                                        .out_ids = out.data(), .out_logprobs = logprobs.data(),
+                                        .num_seqs = B}));
+  std::vector<Sampled> sampled(B);
+  for (int32_t b = 0; b < B; ++b) sampled[b] = {out[b], logprobs[b]};
+  return sampled;
+}
+
+// ---- export / import -------------------------------------------------------------------
+
+std::vector<std::pair<std::string, MemorySegment>> Engine::Segments(const SequenceMemory& mem) {
+  const ModelDims& d = dims_;
+  std::vector<std::pair<std::string, MemorySegment>> out;
+  for (int l = 0; l < d.num_layers; ++l) {
+    if (!d.is_gka[l]) {
+      for (const char* which : {"k", "v"}) {
+        const DeviceBuffer& pool = which[0] == 'k' ? kv_[l].k_pages : kv_[l].v_pages;
+        for (PageId p : mem.pages) {
+          const TensorView page = Slot(pool, p.value());
+          out.push_back({absl::StrCat("layer", l, ".", which), {page.ptr, page.nbytes()}});
+        }
+      }
+    } else {
+      const GkaState& g = gka_[l];
+      const std::pair<const char*, const DeviceBuffer*> parts[] = {
+          {"h_kk", &g.h_kk}, {"h_kv", &g.h_kv}, {"conv_q", &g.conv_q},
+          {"conv_k", &g.conv_k}, {"conv_v", &g.conv_v}};
+      for (const auto& [name, buf] : parts) {
+        if (buf->empty()) continue;
+        const TensorView s = Slot(*buf, mem.slot.value());
+        out.push_back({absl::StrCat("layer", l, ".", name), {s.ptr, s.nbytes()}});
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<SequenceState> Engine::ExportSequence(SequenceId id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return absl::NotFoundError(absl::StrCat("no sequence ", id.value()));
+  const ModelDims& d = dims_;
+  SequenceState state;
+  state.length = it->second.length;
+  const int64_t num_pages = static_cast<int64_t>(it->second.pages.size());
+  // Group consecutive segments of the same name (a layer's pages) into one host tensor.
+  auto segments = Segments(it->second);
+  for (size_t i = 0; i < segments.size();) {
+    size_t j = i;
+    size_t bytes = 0;
+    while (j < segments.size() && segments[j].first == segments[i].first) {
+      bytes += segments[j].second.bytes;
+      ++j;
+    }
+    const std::string& name = segments[i].first;
+    Shape shape;
+    DType dtype = DType::kF32;
+    const bool is_kv = absl::EndsWith(name, ".k") || absl::EndsWith(name, ".v");
+    if (is_kv) {
+      shape = Shape{num_pages, options_.page_size, d.hkv, d.head_dim};
+      dtype = options_.dtype;
+    } else {
+      shape = Shape{static_cast<int64_t>(bytes / 4)};
+    }
+    tensor::Buffer buf = tensor::Buffer::Allocate(shape, dtype);
+    GKA_CHECK(buf.nbytes() == bytes) << name;
+    size_t off = 0;
+    for (size_t s = i; s < j; ++s) {
+      GKA_RETURN_IF_ERROR(backend_->CopyToHost(buf.data<char>() + off, segments[s].second.ptr,
+                                               segments[s].second.bytes));
+      off += segments[s].second.bytes;
+    }
+    state.segments.push_back({name, std::move(buf)});
+    i = j;
+  }
+  return state;
+}
+
+absl::Status Engine::ReserveForImport(SequenceId id, int64_t length) {
+  if (length < 0 || length > max_seq_len_) {
+    return absl::OutOfRangeError(absl::StrCat("sequence length ", length, " outside [0, ",
+                                              max_seq_len_, "]"));
+  }
+  if (PagesFor(length, options_.page_size) > pages_.num_free()) {
+    return absl::ResourceExhaustedError(absl::StrCat("need ", PagesFor(length, options_.page_size),
+                                                     " KV pages, ", pages_.num_free(), " free"));
+  }
+  GKA_RETURN_IF_ERROR(AddSequence(id));
+  SequenceMemory& mem = sequences_[id];
+  GKA_CHECK_OK(EnsurePages(mem, length));
+  mem.length = length;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<MemorySegment>> Engine::DescribeSequence(SequenceId id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return absl::NotFoundError(absl::StrCat("no sequence ", id.value()));
+  std::vector<MemorySegment> out;
+  for (auto& [name, seg] : Segments(it->second)) out.push_back(seg);
+  return out;
+}
+
+absl::Status Engine::ImportSequence(SequenceId id, const SequenceState& state) {
+  GKA_RETURN_IF_ERROR(ReserveForImport(id, state.length));
+  auto segments = Segments(sequences_[id]);
+  // Validate names and sizes against our own layout before writing anything.
+  size_t seg = 0;
+  std::vector<std::pair<const StateSegment*, size_t>> plan;
+  for (const StateSegment& s : state.segments) {
+    size_t bytes = 0;
+    const size_t first = seg;
+    while (seg < segments.size() && segments[seg].first == s.name) {
+      bytes += segments[seg].second.bytes;
+      ++seg;
+    }
+    if (seg == first || bytes != s.data.nbytes()) {
+      (void)RemoveSequence(id);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "imported state segment '", s.name, "' (", s.data.nbytes(),
+          " bytes) does not match this engine's layout (", bytes, " bytes expected)"));
+    }
+    plan.push_back({&s, first});
+  }
+  if (seg != segments.size()) {
+    (void)RemoveSequence(id);
+    return absl::InvalidArgumentError(
+        absl::StrCat("imported state is missing segment '", segments[seg].first, "'"));
+  }
+  for (const auto& [s, first] : plan) {
+    size_t off = 0;
+    for (size_t i = first; off < s->data.nbytes(); ++i) {
+      GKA_RETURN_IF_ERROR(backend_->CopyFromHost(segments[i].second.ptr,
+                                                 s->data.data<char>() + off,
+                                                 segments[i].second.bytes));
+      off += segments[i].second.bytes;
+    }
+  }
+  return absl::OkStatus();
+}
+
+uint64_t Engine::LayoutHash() const {
+  const ModelDims& d = dims_;
+  // FNV-1a over the numbers that fix the byte layout of a sequence's state.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](int64_t v) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= static_cast<uint64_t>((v >> (8 * i)) & 0xff);
+      h *= 1099511628211ull;
+    }
+  };
+  mix(d.hidden);
+  mix(d.num_layers);
+  for (bool g : d.is_gka) mix(g);
+  mix(d.hkv);
+  mix(d.head_dim);
+  mix(d.gka_h);
+  mix(d.gka_d);
+  mix(d.dq);
+  mix(d.dk);
+  mix(d.dv);
+  mix(d.conv_k);
+  mix(d.use_v_conv);
+  mix(options_.page_size);
+  mix(static_cast<int64_t>(options_.dtype));
+  return h;
+}
+
+}  // namespace gka::engine

@@ -1,0 +1,200 @@
+// The model runtime: weights on a kernel backend, paged KV cache + GKA state slots, and one
+// forward step over a varlen batch of sequences (prefill chunks and decode tokens mixed).
+//
+// Owns: ModelWeights, the KV page pools and GKA state pools (allocated once at Create), the
+// per-sequence memory bookkeeping (pages + slot), Forward/Sample, and export/import of one
+// sequence's complete state as flat buffers (what the transfer layer moves).
+// Must not depend on gRPC, protobuf, UCX or the scheduler.
+//
+//   GKA_ASSIGN_OR_RETURN(auto engine, Engine::Create(options, config, checkpoint));
+//   GKA_RETURN_IF_ERROR(engine->AddSequence(SequenceId(1)));
+//   GKA_ASSIGN_OR_RETURN(StepResult r, engine->Forward({{.id = SequenceId(1), .tokens = ids}}));
+//   GKA_ASSIGN_OR_RETURN(tensor::Buffer logits, engine->LogitsToHost(r));   // [1, V] f32
+//
+// Thread-safety: not thread-safe. One engine thread owns an Engine; other threads talk to
+// that thread through queues (architecture.md).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/base/ids.h"
+#include "common/engine/dims.h"
+#include "common/engine/page_pools.h"
+#include "common/engine/weights.h"
+#include "common/model/config.h"
+#include "common/model/safetensors.h"
+#include "common/tensor/tensor.h"
+#include "kernels/api/backend.h"
+
+namespace gka::engine {
+
+using base::SequenceId;
+
+struct EngineOptions {
+  kernels::BackendKind backend = kernels::BackendKind::kCpu;
+  int device_ordinal = 0;
+  // Weights, activations and KV pages. The CPU backend supports F32 only; CUDA F32 or BF16.
+  // GKA state (h_kk, h_kv, conv) is F32 always (model-spec §10).
+  tensor::DType dtype = tensor::DType::kF32;
+  int32_t page_size = 16;
+  int32_t num_state_slots = 8;   // sequences that can be resident at once
+  int32_t num_pages = 0;         // 0: enough for every slot at max_seq_len
+  int32_t max_seq_len = 0;       // 0: config max_position_embeddings (capped at 8192)
+  int32_t default_num_iter = -1;  // -1: the checkpoint's gka num_iter
+};
+
+// New tokens of one sequence for one Forward.
+struct SequenceInput {
+  SequenceId id;
+  std::vector<int32_t> tokens;  // prefill chunk (any length ≥ 1) or one decode token
+  int32_t num_iter = -1;        // GKA Chebyshev iterations for these tokens; -1 = default
+  bool all_logits = false;      // logits for every new token (eval) or only the last one
+};
+
+struct StepResult {
+  // [R, V] F32 in backend memory, valid until the next Forward. Rows of sequence b are
+  // row_offsets[b] .. row_offsets[b+1]-1, in the order of the Forward's inputs.
+  tensor::TensorView logits;
+  std::vector<int32_t> row_offsets;
+};
+
+// One named piece of a sequence's exported state, e.g. "layer1.h_kk" or "layer0.k".
+struct StateSegment {
+  std::string name;
+  tensor::Buffer data;  // host copy; shapes in the segment docs of ExportSequence
+};
+
+struct SequenceState {
+  int64_t length = 0;  // tokens consumed
+  std::vector<StateSegment> segments;
+};
+
+// Where a sequence's memory lives in backend memory, for the transfer layer: segments in the
+// canonical order of ExportSequence (per attention layer: its K pages in sequence order, then
+// its V pages; per GKA layer: h_kk, h_kv, conv_q, conv_k, conv_v of its slot).
+struct MemorySegment {
+  void* ptr;
+  size_t bytes;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
+                                                        const model::ModelConfig& config,
+                                                        const model::Checkpoint& checkpoint);
+  ~Engine();
+
+  const model::ModelConfig& config() const { return config_; }
+  const ModelDims& dims() const { return dims_; }
+  const EngineOptions& options() const { return options_; }
+  kernels::Backend& backend() { return *backend_; }
+  int32_t vocab_size() const { return static_cast<int32_t>(config_.vocab_size); }
+  int32_t default_num_iter() const { return default_num_iter_; }
+
+  // --- sequences ---------------------------------------------------------------------
+  // Takes a zeroed state slot. ResourceExhausted when none is free; AlreadyExists on reuse.
+  absl::Status AddSequence(SequenceId id);
+  // Frees the sequence's pages and slot. NotFound for an unknown id.
+  absl::Status RemoveSequence(SequenceId id);
+  bool HasSequence(SequenceId id) const { return sequences_.contains(id); }
+  absl::StatusOr<int64_t> SequenceLength(SequenceId id) const;
+  int32_t free_pages() const { return pages_.num_free(); }
+  int32_t free_slots() const { return slots_.num_free(); }
+  int32_t max_seq_len() const { return max_seq_len_; }
+
+  // --- compute -----------------------------------------------------------------------
+  // Runs the model over every sequence's new tokens (appended after its current length) and
+  // returns logits. Validates ids, lengths and capacity before touching any state: on error
+  // nothing changed. A sequence's results are bitwise independent of the rest of the batch.
+  absl::StatusOr<StepResult> Forward(absl::Span<const SequenceInput> batch);
+  absl::StatusOr<tensor::Buffer> LogitsToHost(const StepResult& result);
+
+  // Samples one token per sequence from the last logits row of each sequence in `result`.
+  struct SampleRequest {
+    kernels::SamplingConfig config;
+    uint64_t step = 0;                     // generation step index (seeds the RNG)
+    absl::Span<const int32_t> history;     // previously generated ids (penalties)
+  };
+  struct Sampled {
+    int32_t token;
+    float logprob;
+  };
+  absl::StatusOr<std::vector<Sampled>> Sample(const StepResult& result,
+                                              absl::Span<const SampleRequest> requests,
+                                              int32_t vocab_limit);
+
+  // --- state export / import ---------------------------------------------------------
+  // Segments (host, in canonical order): per attention layer l: "layer{l}.k", "layer{l}.v"
+  // [num_pages_used, page_size, Hkv, D] in the engine dtype (rows past `length` are
+  // don't-care); per GKA layer l: "layer{l}.h_kk", "layer{l}.h_kv" [H, D, D] F32,
+  // "layer{l}.conv_q|conv_k|conv_v" [C, K-1] F32 (oldest input first).
+  absl::StatusOr<SequenceState> ExportSequence(SequenceId id);
+  // Creates sequence `id` (must not exist) from an exported state of this model and layout.
+  absl::Status ImportSequence(SequenceId id, const SequenceState& state);
+  // Reserves memory for a sequence of `length` tokens whose state will be written directly
+  // into backend memory (by the transfer layer), and describes where.
+  absl::StatusOr<std::vector<MemorySegment>> DescribeSequence(SequenceId id);
+  absl::Status ReserveForImport(SequenceId id, int64_t length);
+
+  // Hash of everything that fixes the exported layout (model dims, layer pattern, dtypes,
+  // page size). Sender and receiver must agree before moving bytes.
+  uint64_t LayoutHash() const;
+
+ private:
+  struct SequenceMemory {
+    SlotId slot;
+    std::vector<PageId> pages;
+    int64_t length = 0;
+  };
+  struct AttentionCache {
+    kernels::DeviceBuffer k_pages;  // [num_pages, page_size, Hkv, D] dtype
+    kernels::DeviceBuffer v_pages;
+  };
+  struct GkaState {
+    kernels::DeviceBuffer h_kk;    // [num_slots, H, D, D] F32
+    kernels::DeviceBuffer h_kv;    // [num_slots, H, D, D] F32
+    kernels::DeviceBuffer conv_q;  // [num_slots, Dq, K-1] F32
+    kernels::DeviceBuffer conv_k;  // [num_slots, Dk, K-1] F32
+    kernels::DeviceBuffer conv_v;  // [num_slots, Dv, K-1] F32 (empty without v conv)
+  };
+  class Workspace;
+  struct BatchMeta;
+
+  Engine(const EngineOptions& options, const model::ModelConfig& config,
+         std::unique_ptr<kernels::Backend> backend);
+  absl::Status AllocatePools();
+  absl::Status ZeroSlot(SlotId slot);
+  absl::Status EnsurePages(SequenceMemory& mem, int64_t new_length);
+  std::vector<std::pair<std::string, MemorySegment>> Segments(const SequenceMemory& mem);
+
+  absl::Status AttentionLayer(int layer, const BatchMeta& meta, const tensor::TensorView& x,
+                              const tensor::TensorView& out);
+  absl::Status GkaLayer(int layer, const BatchMeta& meta, const tensor::TensorView& x,
+                        const tensor::TensorView& out);
+  absl::Status Mlp(int layer, const tensor::TensorView& x, const tensor::TensorView& out);
+
+  EngineOptions options_;
+  model::ModelConfig config_;
+  std::unique_ptr<kernels::Backend> backend_;
+  ModelDims dims_;
+  ModelWeights weights_;
+  int32_t default_num_iter_ = 0;
+  int32_t max_seq_len_ = 0;
+  int32_t max_pages_per_seq_ = 0;
+
+  KvPagePool pages_;
+  StateSlotPool slots_;
+  std::vector<AttentionCache> kv_;  // indexed by layer (empty for GKA layers)
+  std::vector<GkaState> gka_;       // indexed by layer (empty for attention layers)
+  absl::flat_hash_map<SequenceId, SequenceMemory> sequences_;
+
+  std::unique_ptr<Workspace> ws_;
+};
+
+}  // namespace gka::engine

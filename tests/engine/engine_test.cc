@@ -1,0 +1,257 @@
+// Engine consistency on the authors' tiny hybrid (tests/data/authors_tiny/hybrid_fp32):
+// chunking, splitting, decode vs prefill, batching, export/import, per-sequence num_iter, and
+// bad input that must leave every sequence untouched.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "common/engine/engine.h"
+#include "common/model/safetensors.h"
+#include "tests/testing/golden_util.h"
+
+namespace gka::engine {
+namespace {
+
+using testing::RelL2;
+
+constexpr char kModel[] = "tests/data/authors_tiny/hybrid_fp32";
+
+std::unique_ptr<Engine> MakeEngine(int slots = 4, int page_size = 16, int num_pages = 0) {
+  auto cfg = model::ModelConfig::FromJsonFile(testing::RepoPath(std::string(kModel) + "/config.json"));
+  GKA_CHECK(cfg.ok()) << cfg.status();
+  auto ckpt = model::Checkpoint::Open(testing::RepoPath(kModel));
+  GKA_CHECK(ckpt.ok()) << ckpt.status();
+  auto eng = Engine::Create({.page_size = page_size, .num_state_slots = slots,
+                             .num_pages = num_pages, .max_seq_len = 512},
+                            *cfg, **ckpt);
+  GKA_CHECK(eng.ok()) << eng.status();
+  return std::move(*eng);
+}
+
+std::vector<int32_t> Prompt(int n, int seed) {
+  std::vector<int32_t> ids;
+  uint32_t x = 12345u + seed * 7919u;
+  for (int i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    ids.push_back(static_cast<int32_t>((x >> 8) % 1024));
+  }
+  return ids;
+}
+
+// Feeds `ids` to a fresh sequence in chunks; returns the logits of every position.
+std::vector<float> RunChunked(Engine& eng, SequenceId id, const std::vector<int32_t>& ids,
+                              int chunk, int32_t num_iter = -1) {
+  EXPECT_TRUE(eng.AddSequence(id).ok());
+  std::vector<float> all;
+  for (size_t i = 0; i < ids.size(); i += chunk) {
+    std::vector<int32_t> part(ids.begin() + i, ids.begin() + std::min(ids.size(), i + chunk));
+    auto r = eng.Forward({{.id = id, .tokens = part, .num_iter = num_iter, .all_logits = true}});
+    EXPECT_TRUE(r.ok()) << r.status();
+    auto h = eng.LogitsToHost(*r);
+    all.insert(all.end(), h->data<float>(), h->data<float>() + h->shape().numel());
+  }
+  return all;
+}
+
+std::vector<float> StateOf(Engine& eng, SequenceId id, const std::string& name) {
+  auto st = eng.ExportSequence(id);
+  GKA_CHECK(st.ok());
+  for (auto& s : st->segments) {
+    if (s.name == name) {
+      return std::vector<float>(s.data.data<float>(), s.data.data<float>() + s.data.shape().numel());
+    }
+  }
+  GKA_CHECK(false) << "no segment " << name;
+  return {};
+}
+
+TEST(EngineTest, ChunkSizesAndSplitPointsMatchOnePrefill) {
+  auto eng = MakeEngine();
+  const auto ids = Prompt(200, 1);
+  const auto whole = RunChunked(*eng, SequenceId(0), ids, 200);
+  const auto whole_hkk = StateOf(*eng, SequenceId(0), "layer3.h_kk");
+  ASSERT_TRUE(eng->RemoveSequence(SequenceId(0)).ok());
+  for (int chunk : {16, 64, 128, 37}) {
+    const auto got = RunChunked(*eng, SequenceId(1), ids, chunk);
+    EXPECT_LE(RelL2(got, whole), 1e-5) << "chunk " << chunk;
+    EXPECT_LE(RelL2(StateOf(*eng, SequenceId(1), "layer3.h_kk"), whole_hkk), 1e-5);
+    ASSERT_TRUE(eng->RemoveSequence(SequenceId(1)).ok());
+  }
+}
+
+TEST(EngineTest, TeacherForcedDecodeEqualsOnePrefill) {
+  auto eng = MakeEngine();
+  const auto ids = Prompt(80, 2);
+  const auto whole = RunChunked(*eng, SequenceId(0), ids, 80);
+  const auto stepped = RunChunked(*eng, SequenceId(1), ids, 64);  // 64 then 16
+  ASSERT_TRUE(eng->RemoveSequence(SequenceId(1)).ok());
+  // 64-token prefill, then 16 single-token decode steps.
+  std::vector<int32_t> prompt(ids.begin(), ids.begin() + 64);
+  auto decoded = RunChunked(*eng, SequenceId(1), prompt, 64);
+  for (int i = 64; i < 80; ++i) {
+    auto r = eng->Forward({{.id = SequenceId(1), .tokens = {ids[i]}}});
+    ASSERT_TRUE(r.ok());
+    auto h = eng->LogitsToHost(*r);
+    decoded.insert(decoded.end(), h->data<float>(), h->data<float>() + h->shape().numel());
+  }
+  EXPECT_LE(RelL2(decoded, whole), 1e-5);
+  EXPECT_LE(RelL2(stepped, whole), 1e-5);
+}
+
+TEST(EngineTest, BatchOfDifferentLengthsEqualsSeparateRunsBitwise) {
+  auto eng = MakeEngine();
+  const std::vector<std::vector<int32_t>> prompts = {Prompt(5, 3), Prompt(70, 4), Prompt(1, 5)};
+  std::vector<std::vector<float>> alone;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    alone.push_back(RunChunked(*eng, SequenceId(10 + i), prompts[i], 1000));
+    ASSERT_TRUE(eng->RemoveSequence(SequenceId(10 + i)).ok());
+  }
+  std::vector<SequenceInput> batch;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(eng->AddSequence(SequenceId(i)).ok());
+    batch.push_back({.id = SequenceId(i), .tokens = prompts[i], .all_logits = true});
+  }
+  auto r = eng->Forward(batch);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto h = eng->LogitsToHost(*r);
+  const int64_t V = eng->vocab_size();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const float* rows = h->data<float>() + r->row_offsets[i] * V;
+    ASSERT_EQ(alone[i].size(), (r->row_offsets[i + 1] - r->row_offsets[i]) * V);
+    EXPECT_EQ(std::memcmp(rows, alone[i].data(), alone[i].size() * 4), 0) << "sequence " << i;
+  }
+}
+
+TEST(EngineTest, DecodeLogitsAreBitwiseBatchInvariant) {
+  auto eng = MakeEngine();
+  const auto a = Prompt(30, 6), b = Prompt(90, 7), c = Prompt(3, 8);
+  // Alone.
+  RunChunked(*eng, SequenceId(0), a, 100);
+  auto solo = eng->Forward({{.id = SequenceId(0), .tokens = {7}}});
+  ASSERT_TRUE(solo.ok());
+  auto solo_h = eng->LogitsToHost(*solo);
+  // Same history, decoded beside two other sequences (one prefilling).
+  RunChunked(*eng, SequenceId(1), a, 100);
+  RunChunked(*eng, SequenceId(2), b, 100);
+  ASSERT_TRUE(eng->AddSequence(SequenceId(3)).ok());
+  auto mixed = eng->Forward({{.id = SequenceId(2), .tokens = {9}},
+                             {.id = SequenceId(1), .tokens = {7}},
+                             {.id = SequenceId(3), .tokens = c}});
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  auto mixed_h = eng->LogitsToHost(*mixed);
+  const int64_t V = eng->vocab_size();
+  EXPECT_EQ(std::memcmp(solo_h->data<float>(), mixed_h->data<float>() + mixed->row_offsets[1] * V,
+                        V * 4),
+            0);
+}
+
+TEST(EngineTest, ExportImportMidwayEqualsUninterruptedRun) {
+  auto eng = MakeEngine(/*slots=*/4, /*page_size=*/16);
+  const auto ids = Prompt(60, 9);
+  const auto whole = RunChunked(*eng, SequenceId(0), ids, 60);
+  std::vector<int32_t> head(ids.begin(), ids.begin() + 37), tail(ids.begin() + 37, ids.end());
+  RunChunked(*eng, SequenceId(1), head, 37);
+  auto state = eng->ExportSequence(SequenceId(1));
+  ASSERT_TRUE(state.ok());
+  ASSERT_TRUE(eng->RemoveSequence(SequenceId(1)).ok());
+  // A second engine stands in for the decode worker.
+  auto other = MakeEngine(/*slots=*/2, /*page_size=*/16);
+  ASSERT_EQ(other->LayoutHash(), eng->LayoutHash());
+  ASSERT_TRUE(other->ImportSequence(SequenceId(5), *state).ok());
+  auto r = other->Forward({{.id = SequenceId(5), .tokens = tail, .all_logits = true}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto h = other->LogitsToHost(*r);
+  const int64_t V = eng->vocab_size();
+  EXPECT_EQ(std::memcmp(h->data<float>(), whole.data() + 37 * V, tail.size() * V * 4), 0);
+}
+
+TEST(EngineTest, ImportRejectsForeignLayout) {
+  auto eng = MakeEngine(4, 16);
+  RunChunked(*eng, SequenceId(0), Prompt(20, 1), 20);
+  auto state = eng->ExportSequence(SequenceId(0));
+  ASSERT_TRUE(state.ok());
+  auto other = MakeEngine(4, /*page_size=*/32);
+  EXPECT_NE(other->LayoutHash(), eng->LayoutHash());
+  const auto status = other->ImportSequence(SequenceId(1), *state);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_FALSE(other->HasSequence(SequenceId(1)));
+  EXPECT_EQ(other->free_slots(), 4);
+}
+
+TEST(EngineTest, PerSequenceNumIterInOneBatch) {
+  auto eng = MakeEngine();
+  const auto ids = Prompt(40, 11);
+  const auto it0 = RunChunked(*eng, SequenceId(0), ids, 40, /*num_iter=*/0);
+  const auto it30 = RunChunked(*eng, SequenceId(1), ids, 40, /*num_iter=*/30);
+  EXPECT_GT(RelL2(it0, it30), 1e-3);  // the knob matters
+  // num_iter 0 still maintains h_kk; the first GKA layer's state does not depend on N.
+  const auto hkk0 = StateOf(*eng, SequenceId(0), "layer1.h_kk");
+  EXPECT_EQ(hkk0, StateOf(*eng, SequenceId(1), "layer1.h_kk"));
+  double norm = 0;
+  for (float v : hkk0) norm += v * v;
+  EXPECT_GT(norm, 0);
+  // Mixed in one batch: each sequence gets its own N, bitwise as when run alone.
+  ASSERT_TRUE(eng->AddSequence(SequenceId(2)).ok());
+  ASSERT_TRUE(eng->AddSequence(SequenceId(3)).ok());
+  auto r = eng->Forward({{.id = SequenceId(2), .tokens = ids, .num_iter = 0, .all_logits = true},
+                         {.id = SequenceId(3), .tokens = ids, .num_iter = 30, .all_logits = true}});
+  ASSERT_TRUE(r.ok());
+  auto h = eng->LogitsToHost(*r);
+  const int64_t V = eng->vocab_size();
+  EXPECT_EQ(std::memcmp(h->data<float>(), it0.data(), 40 * V * 4), 0);
+  EXPECT_EQ(std::memcmp(h->data<float>() + 40 * V, it30.data(), 40 * V * 4), 0);
+}
+
+TEST(EngineTest, BadInputChangesNothing) {
+  auto eng = MakeEngine(/*slots=*/2, /*page_size=*/16, /*num_pages=*/8);
+  RunChunked(*eng, SequenceId(0), Prompt(10, 1), 10);
+  const auto before = eng->ExportSequence(SequenceId(0));
+  ASSERT_TRUE(before.ok());
+  const int free_pages = eng->free_pages();
+
+  auto bad_id = eng->Forward({{.id = SequenceId(0), .tokens = {1, 5000}}});
+  EXPECT_EQ(bad_id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad_id.status().message()), ::testing::HasSubstr("5000"));
+  auto unknown = eng->Forward({{.id = SequenceId(0), .tokens = {1}}, {.id = SequenceId(9), .tokens = {1}}});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  auto empty = eng->Forward({{.id = SequenceId(0), .tokens = {}}});
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  auto dup = eng->Forward({{.id = SequenceId(0), .tokens = {1}}, {.id = SequenceId(0), .tokens = {2}}});
+  EXPECT_EQ(dup.status().code(), absl::StatusCode::kInvalidArgument);
+  auto too_many_pages = eng->Forward({{.id = SequenceId(0), .tokens = Prompt(200, 2)}});
+  EXPECT_EQ(too_many_pages.status().code(), absl::StatusCode::kResourceExhausted);
+  auto too_long = eng->Forward({{.id = SequenceId(0), .tokens = Prompt(600, 2)}});
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kOutOfRange);
+  auto bad_iter = eng->Forward({{.id = SequenceId(0), .tokens = {1}, .num_iter = -5}});
+  EXPECT_EQ(bad_iter.status().code(), absl::StatusCode::kInvalidArgument);
+
+  EXPECT_EQ(*eng->SequenceLength(SequenceId(0)), 10);
+  EXPECT_EQ(eng->free_pages(), free_pages);
+  const auto after = eng->ExportSequence(SequenceId(0));
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->segments.size(), before->segments.size());
+  for (size_t i = 0; i < after->segments.size(); ++i) {
+    EXPECT_EQ(std::memcmp(after->segments[i].data.data<void>(),
+                          before->segments[i].data.data<void>(),
+                          before->segments[i].data.nbytes()),
+              0)
+        << after->segments[i].name;
+  }
+  EXPECT_EQ(eng->AddSequence(SequenceId(0)).code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(eng->AddSequence(SequenceId(1)).ok());
+  EXPECT_EQ(eng->AddSequence(SequenceId(2)).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(eng->RemoveSequence(SequenceId(7)).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(EngineTest, CpuRejectsBf16) {
+  auto cfg = model::ModelConfig::FromJsonFile(testing::RepoPath(std::string(kModel) + "/config.json"));
+  auto ckpt = model::Checkpoint::Open(testing::RepoPath(kModel));
+  auto eng = Engine::Create({.dtype = tensor::DType::kBF16}, *cfg, **ckpt);
+  EXPECT_EQ(eng.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(eng.status().message()), ::testing::HasSubstr("fp32"));
+}
+
+}  // namespace
+}  // namespace gka::engine
