@@ -12,7 +12,7 @@ APT_PACKAGES=(
   libucx-dev ucx-utils libxxhash-dev
   prometheus-cpp-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libpcre2-dev libcli11-dev libopenblas-dev
+  nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libopenblas-dev
 )
 
 missing=()

@@ -1,0 +1,43 @@
+// Test-only helpers of gka::text's tests: where the test data lives and how to read it.
+//
+// The real Qwen3 tokenizer is installed by `make deps` under third_party/npm (git-ignored);
+// its directory comes from the build (GKA_QWEN3_TOKENIZER_DIR), so tests run from anywhere.
+//
+//   std::unique_ptr<Tokenizer> tok = LoadQwen3Tokenizer();  // nullptr + failure if missing
+//   for (const nlohmann::json& c : ReadJsonLines(TestDataPath("golden.jsonl"))) ...
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/string_view.h"
+#include "common/text/tokenizer.h"
+
+namespace gka::text {
+
+// tests/data/tokenizer/<name> in the source tree.
+std::string TestDataPath(absl::string_view name);
+
+// Directory holding the real Qwen3 tokenizer.json and tokenizer_config.json.
+std::string Qwen3TokenizerDir();
+
+// The real Qwen3 tokenizer; on failure records a test failure that says to run `make deps`
+// and returns nullptr.
+std::unique_ptr<Tokenizer> LoadQwen3Tokenizer();
+
+// File contents; a test failure (and "") when unreadable.
+std::string ReadFileOrDie(const std::string& path);
+nlohmann::json ReadJsonFile(const std::string& path);
+std::vector<nlohmann::json> ReadJsonLines(const std::string& path);
+
+// Writes `contents` to a fresh file under the test's temporary directory; returns its path.
+std::string WriteTempFile(absl::string_view name, absl::string_view contents);
+
+// GPT-2's byte-level spelling of one byte ("Ġ" for ' ').
+std::string ByteLevelSpelling(uint8_t byte);
+
+}  // namespace gka::text
