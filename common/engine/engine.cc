@@ -579,6 +579,7 @@ absl::StatusOr<SequenceState> Engine::ExportSequence(SequenceId id) {
   const ModelDims& d = dims_;
   SequenceState state;
   state.length = it->second.length;
+  state.layout_hash = LayoutHash();
   const int64_t num_pages = static_cast<int64_t>(it->second.pages.size());
   // Group consecutive segments of the same name (a layer's pages) into one host tensor.
   auto segments = Segments(it->second);
@@ -638,6 +639,11 @@ absl::StatusOr<std::vector<MemorySegment>> Engine::DescribeSequence(SequenceId i
 }
 
 absl::Status Engine::ImportSequence(SequenceId id, const SequenceState& state) {
+  if (state.layout_hash != LayoutHash()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "imported state has layout hash ", state.layout_hash, ", this engine's is ", LayoutHash(),
+        " (different model, dtype or page size)"));
+  }
   GKA_RETURN_IF_ERROR(ReserveForImport(id, state.length));
   auto segments = Segments(sequences_[id]);
   // Validate names and sizes against our own layout before writing anything.

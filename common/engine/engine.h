@@ -71,7 +71,8 @@ struct StateSegment {
 };
 
 struct SequenceState {
-  int64_t length = 0;  // tokens consumed
+  int64_t length = 0;       // tokens consumed
+  uint64_t layout_hash = 0;  // Engine::LayoutHash() of the exporting engine
   std::vector<StateSegment> segments;
 };
 

@@ -1,6 +1,7 @@
 // Engine consistency on the authors' tiny hybrid (tests/data/authors_tiny/hybrid_fp32):
 // chunking, splitting, decode vs prefill, batching, export/import, per-sequence num_iter, and
 // bad input that must leave every sequence untouched.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
