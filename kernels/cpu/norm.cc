@@ -90,13 +90,16 @@ absl::Status QkNormRope(const QkNormRopeParams& p) {
   }
 
   const int64_t half = head_dim / 2;
-  // The reference (gka_reference.rope_cos_sin) builds the table in fp64 and rounds cos/sin
-  // to the activation dtype; we do the same, so the angle is exact to fp64 even at 128K
-  // positions (an fp32 angle product is off by up to ~4e-3 rad there).
-  std::vector<double> inv_freq(half);
+  // As norm.h states (and HF, which trained the model, does): inv_freq in fp32 (from an fp64
+  // pow), angle = the fp32 product position · inv_freq, then cos/sin of that fp32 angle,
+  // evaluated in fp64 and rounded once. The CUDA kernel computes the same table, so the
+  // backends agree to an ulp at any position. The fp64 golden reference uses an fp64 angle;
+  // the two differ by < 1e-6 at golden positions but by up to ~4e-3 rad near 128K.
+  std::vector<float> inv_freq(half);
   for (int64_t j = 0; j < half; ++j) {
-    inv_freq[j] = 1.0 / std::pow(static_cast<double>(p.theta),
-                                 static_cast<double>(2 * j) / static_cast<double>(head_dim));
+    inv_freq[j] = static_cast<float>(
+        1.0 / std::pow(static_cast<double>(p.theta),
+                       static_cast<double>(2 * j) / static_cast<double>(head_dim)));
   }
   std::vector<float> cos_t(half), sin_t(half), normed(head_dim);
   auto norm_rope = [&](float* head, const float* w) {
@@ -112,7 +115,7 @@ absl::Status QkNormRope(const QkNormRopeParams& p) {
   const int64_t hkv = p.k.shape[1];
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t j = 0; j < half; ++j) {
-      const double angle = static_cast<double>(p.positions[t]) * inv_freq[j];
+      const double angle = static_cast<float>(p.positions[t]) * inv_freq[j];  // fp32 product
       cos_t[j] = static_cast<float>(std::cos(angle));
       sin_t[j] = static_cast<float>(std::sin(angle));
     }

@@ -57,6 +57,10 @@ bool Overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes);
 // --- arithmetic -----------------------------------------------------------------------
 
 // Eight fp32 lanes; GCC lowers it to one AVX or two SSE registers with identical results.
+// These helpers are inline and never cross a library boundary, so GCC's note that 32-byte
+// vector arguments change the ABI without AVX does not apply.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
 typedef float Lanes8 __attribute__((vector_size(32)));
 
 inline Lanes8 LoadLanes8(const float* p) {
@@ -118,6 +122,8 @@ inline void MatVecRows(const float* m, const float* x, int64_t rows, int64_t k, 
   for (; r + 4 <= rows; r += 4) DotTile<1, 4>(x, m + r * k, k, y + r, 1, 0.0f);
   for (; r < rows; ++r) DotTile<1, 1>(x, m + r * k, k, y + r, 1, 0.0f);
 }
+
+#pragma GCC diagnostic pop
 
 // 1 / sqrt(mean(x²) + eps), the RMSNorm factor, in fp32.
 inline float InvRms(const float* x, int64_t n, float eps) {
