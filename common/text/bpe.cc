@@ -42,10 +42,10 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(
   for (int b = 0; b < 256; ++b) {
     auto it = vocab.find(std::string(1, static_cast<char>(b)));
     if (it == vocab.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model.vocab has no token for byte 0x", absl::Hex(b, absl::kZeroPad2), " (\"",
-          BytesToByteLevel(std::string(1, static_cast<char>(b))),
-          "\"); only byte-level BPE vocabularies are supported"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.vocab has no token for byte 0x", absl::Hex(b, absl::kZeroPad2),
+                       " (\"", BytesToByteLevel(std::string(1, static_cast<char>(b))),
+                       "\"); only byte-level BPE vocabularies are supported"));
     }
     model->byte_ids_[b] = it->second;
   }

@@ -45,7 +45,8 @@ class BpeModel {
     int32_t id;
   };
   static uint64_t PairKey(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
+           static_cast<uint32_t>(right);
   }
   BpeModel() = default;
   void MergeAll(absl::string_view word, std::vector<int32_t>* ids) const;
@@ -56,8 +57,7 @@ class BpeModel {
   bool ignore_merges_ = false;
 
   mutable absl::Mutex cache_mu_;
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_
-      ABSL_GUARDED_BY(cache_mu_);
+  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 }  // namespace gka::text::internal

@@ -79,9 +79,9 @@ absl::Status AppendAssistant(const ChatMessage& message, bool after_last_query, 
     if (i > 0 || !content.empty()) out->push_back('\n');
     std::string arguments = call.arguments;
     if (call.arguments_format == ToolCall::ArgumentsFormat::kJsonValue) {
-      GKA_ASSIGN_OR_RETURN(arguments,
-                           ToJson(call.arguments, absl::StrCat("arguments of tool call ", i, " (",
-                                                               call.name, ")")));
+      GKA_ASSIGN_OR_RETURN(
+          arguments,
+          ToJson(call.arguments, absl::StrCat("arguments of tool call ", i, " (", call.name, ")")));
     }
     absl::StrAppend(out, "<tool_call>\n{\"name\": \"", call.name, "\", \"arguments\": ", arguments,
                     "}\n</tool_call>");
@@ -91,7 +91,8 @@ absl::Status AppendAssistant(const ChatMessage& message, bool after_last_query, 
 }
 
 bool IsToolResponseText(absl::string_view content) {
-  return absl::StartsWith(content, "<tool_response>") && absl::EndsWith(content, "</tool_response>");
+  return absl::StartsWith(content, "<tool_response>") &&
+         absl::EndsWith(content, "</tool_response>");
 }
 
 // Plain ChatML for configs without a template: every turn as <|im_start|>role\n...<|im_end|>.
@@ -165,16 +166,20 @@ absl::StatusOr<Role> ParseRole(absl::string_view role) {
   if (role == "user") return Role::kUser;
   if (role == "assistant") return Role::kAssistant;
   if (role == "tool") return Role::kTool;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown message role \"", role, "\"; expected system, user, assistant or tool"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown message role \"", role,
+                                                 "\"; expected system, user, assistant or tool"));
 }
 
 absl::string_view RoleName(Role role) {
   switch (role) {
-    case Role::kSystem: return "system";
-    case Role::kUser: return "user";
-    case Role::kAssistant: return "assistant";
-    case Role::kTool: return "tool";
+    case Role::kSystem:
+      return "system";
+    case Role::kUser:
+      return "user";
+    case Role::kAssistant:
+      return "assistant";
+    case Role::kTool:
+      return "tool";
   }
   return "user";
 }
@@ -216,8 +221,9 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfigJson(
   if (text.empty()) {
     ChatTemplate fallback = PlainChatMl();
     fallback.description_ = absl::StrCat(
-        source, " has no chat_template (nor a chat_template.jinja beside it): using plain ChatML "
-                "(no tools, no thinking switch)");
+        source,
+        " has no chat_template (nor a chat_template.jinja beside it): using plain ChatML "
+        "(no tools, no thinking switch)");
     GKA_LOG(WARNING) << fallback.description_;
     return fallback;
   }
@@ -226,8 +232,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfigJson(
                     absl::StrCat("Qwen3 chat template from ", source, " (thinking switch ",
                                  thinking_switch ? "on" : "off", ")"));
   // The rendering is native, so a template of another family would render wrongly: say so.
-  for (absl::string_view marker : {"<|im_start|>", "<tools>", "<tool_call>", "<tool_response>",
-                                   "last_query_index"}) {
+  for (absl::string_view marker :
+       {"<|im_start|>", "<tools>", "<tool_call>", "<tool_response>", "last_query_index"}) {
     if (!absl::StrContains(text, marker)) {
       absl::StrAppend(&chat.description_, "; WARNING: its chat_template lacks \"", marker,
                       "\" and may not be Qwen3's, but is rendered as Qwen3's");
@@ -239,15 +245,10 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfigJson(
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(absl::string_view path) {
-  std::string config_path(path);
-  std::string dir;
-  if (internal::IsDirectory(path)) {
-    dir = std::string(path);
-    config_path = absl::StrCat(path, "/tokenizer_config.json");
-  } else {
-    const size_t slash = config_path.rfind('/');
-    dir = slash == std::string::npos ? "." : config_path.substr(0, slash);
-  }
+  const bool is_dir = internal::IsDirectory(path);
+  const std::string dir = is_dir ? std::string(path) : internal::DirName(path);
+  const std::string config_path =
+      is_dir ? absl::StrCat(path, "/tokenizer_config.json") : std::string(path);
   GKA_ASSIGN_OR_RETURN(std::string config, internal::ReadFile(config_path));
   std::string jinja;
   if (auto read = internal::ReadFile(absl::StrCat(dir, "/chat_template.jinja")); read.ok()) {
@@ -340,14 +341,16 @@ absl::StatusOr<std::vector<ChatMessage>> ParseChatMessagesJson(absl::string_view
     GKA_ASSIGN_OR_RETURN(message.role, ParseRole(role));
     GKA_ASSIGN_OR_RETURN(message.content, ParseContent(m, where));
     if (const Json* r = FindNonNull(m, "reasoning_content"); r != nullptr) {
-      if (!r->is_string()) return TypeError(absl::StrCat(where, ".reasoning_content"), "a string", *r);
+      if (!r->is_string())
+        return TypeError(absl::StrCat(where, ".reasoning_content"), "a string", *r);
       message.reasoning_content = r->get<std::string>();
     }
     if (const Json* calls = FindNonNull(m, "tool_calls"); calls != nullptr) {
-      if (!calls->is_array()) return TypeError(absl::StrCat(where, ".tool_calls"), "an array", *calls);
+      if (!calls->is_array())
+        return TypeError(absl::StrCat(where, ".tool_calls"), "an array", *calls);
       for (size_t j = 0; j < calls->size(); ++j) {
-        GKA_ASSIGN_OR_RETURN(ToolCall call,
-                             ParseToolCall((*calls)[j], absl::StrCat(where, ".tool_calls[", j, "]")));
+        GKA_ASSIGN_OR_RETURN(
+            ToolCall call, ParseToolCall((*calls)[j], absl::StrCat(where, ".tool_calls[", j, "]")));
         message.tool_calls.push_back(std::move(call));
       }
     }
@@ -361,7 +364,8 @@ absl::StatusOr<std::vector<std::string>> ParseToolsJson(absl::string_view tools_
   if (!tools.is_array()) return TypeError("tools", "an array", tools);
   std::vector<std::string> out;
   for (size_t i = 0; i < tools.size(); ++i) {
-    if (!tools[i].is_object()) return TypeError(absl::StrCat("tools[", i, "]"), "an object", tools[i]);
+    if (!tools[i].is_object())
+      return TypeError(absl::StrCat("tools[", i, "]"), "an object", tools[i]);
     out.push_back(tools[i].dump());
   }
   return out;

@@ -59,7 +59,8 @@ struct ChatMessage {
   // Assistant turns only. When set (even to ""), the template uses it as the reasoning and
   // does not look for <think>...</think> in `content`.
   std::optional<std::string> reasoning_content;
-  std::vector<ToolCall> tool_calls;  // assistant turns only; ignored on others, as the template does
+  std::vector<ToolCall>
+      tool_calls;  // assistant turns only; ignored on others, as the template does
 };
 
 struct ChatRenderOptions {
@@ -78,7 +79,7 @@ struct ChatRenderOptions {
 class ChatTemplate {
  public:
   enum class Kind {
-    kQwen3,  // the Qwen3 template's rendering (tokenizer_config.json has a chat_template)
+    kQwen3,   // the Qwen3 template's rendering (tokenizer_config.json has a chat_template)
     kChatMl,  // no chat_template found: plain ChatML turns, no tools, no thinking switch
   };
 

@@ -1,11 +1,12 @@
 #include "common/text/chat_template.h"
 
-#include <string>
-#include <vector>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/text/python_json.h"
@@ -17,23 +18,31 @@ namespace {
 using ::testing::HasSubstr;
 using OrderedJson = nlohmann::ordered_json;
 
-ChatTemplate RealQwen3Template() {
+// The real Qwen3 template; std::nullopt (and a test failure) when it cannot be read.
+std::optional<ChatTemplate> RealQwen3Template() {
+  if (::testing::AssertionResult installed = Qwen3TokenizerInstalled(); !installed) {
+    ADD_FAILURE() << installed.message();
+    return std::nullopt;
+  }
   auto chat = ChatTemplate::FromTokenizerConfig(Qwen3TokenizerDir());
-  EXPECT_TRUE(chat.ok()) << chat.status() << " (run `make deps` if the file is missing)";
-  return chat.ok() ? *std::move(chat) : ChatTemplate::PlainChatMl();
+  EXPECT_TRUE(chat.ok()) << chat.status();
+  if (!chat.ok()) return std::nullopt;
+  return *std::move(chat);
 }
 
 TEST(ChatTemplateTest, RealConfigIsQwen3WithThinkingSwitch) {
-  ChatTemplate chat = RealQwen3Template();
-  EXPECT_EQ(chat.kind(), ChatTemplate::Kind::kQwen3);
-  EXPECT_TRUE(chat.has_thinking_switch());
-  EXPECT_THAT(chat.description(), HasSubstr("tokenizer_config.json"));
-  EXPECT_THAT(chat.description(), ::testing::Not(HasSubstr("WARNING")));
+  std::optional<ChatTemplate> chat = RealQwen3Template();
+  ASSERT_TRUE(chat.has_value());
+  EXPECT_EQ(chat->kind(), ChatTemplate::Kind::kQwen3);
+  EXPECT_TRUE(chat->has_thinking_switch());
+  EXPECT_THAT(chat->description(), HasSubstr("tokenizer_config.json"));
+  EXPECT_THAT(chat->description(), ::testing::Not(HasSubstr("WARNING")));
 }
 
 // Every case was rendered by the real Jinja template (tools/tokenizer/render_chat_goldens.py).
 TEST(ChatTemplateTest, MatchesJinjaGoldens) {
-  const ChatTemplate chat = RealQwen3Template();
+  const std::optional<ChatTemplate> chat = RealQwen3Template();
+  ASSERT_TRUE(chat.has_value());
   const OrderedJson goldens = OrderedJson::parse(ReadFileOrDie(TestDataPath("chat_golden.json")));
   ASSERT_GE(goldens.size(), 15u);
   for (const OrderedJson& g : goldens) {
@@ -49,7 +58,7 @@ TEST(ChatTemplateTest, MatchesJinjaGoldens) {
       ASSERT_TRUE(tools.ok()) << tools.status();
       options.tools = *tools;
     }
-    auto rendered = chat.Render(*messages, options);
+    auto rendered = chat->Render(*messages, options);
     ASSERT_TRUE(rendered.ok()) << rendered.status();
     EXPECT_EQ(*rendered, g["expected"].get<std::string>());
   }
@@ -80,8 +89,7 @@ TEST(ChatTemplateTest, ConfigWithoutTemplateFallsBackToPlainChatMl) {
             "<|im_start|>assistant\n");
   ChatRenderOptions with_tools;
   with_tools.tools = {R"({"type": "function"})"};
-  EXPECT_EQ(chat->Render(messages, with_tools).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(chat->Render(messages, with_tools).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ChatTemplateTest, TemplateFromSeparateJinjaFileAndNamedList) {

@@ -1,12 +1,12 @@
 #include "common/text/incremental_detokenizer.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "common/text/test_util.h"
 #include "common/text/utf8.h"

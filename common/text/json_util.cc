@@ -14,12 +14,20 @@ bool IsDirectory(absl::string_view path) {
   return ::stat(std::string(path).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+std::string DirName(absl::string_view path) {
+  const size_t slash = path.rfind('/');
+  if (slash == absl::string_view::npos) return ".";
+  if (slash == 0) return "/";
+  return std::string(path.substr(0, slash));
+}
+
 absl::StatusOr<std::string> ReadFile(absl::string_view path) {
   const std::string p(path);
   struct stat st;
   if (::stat(p.c_str(), &st) != 0) {
     const int err = errno;
-    if (err == ENOENT || err == ENOTDIR) return absl::NotFoundError(absl::StrCat(p, " does not exist"));
+    if (err == ENOENT || err == ENOTDIR)
+      return absl::NotFoundError(absl::StrCat(p, " does not exist"));
     return absl::InternalError(absl::StrCat("cannot stat ", p, ": ", std::strerror(err)));
   }
   if (S_ISDIR(st.st_mode)) {
@@ -34,4 +42,3 @@ absl::StatusOr<std::string> ReadFile(absl::string_view path) {
 }
 
 }  // namespace gka::text::internal
-

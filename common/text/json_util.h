@@ -8,9 +8,8 @@
 #pragma once
 
 #include <exception>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,6 +24,9 @@ absl::StatusOr<std::string> ReadFile(absl::string_view path);
 
 // True when `path` names an existing directory.
 bool IsDirectory(absl::string_view path);
+
+// The directory part of a file path ("." for a bare file name).
+std::string DirName(absl::string_view path);
 
 // Parses `text`; InvalidArgument naming `source` and nlohmann's position on a syntax error.
 // JsonT is nlohmann::json (fast lookups) or nlohmann::ordered_json (keeps key order).
@@ -60,8 +62,8 @@ absl::StatusOr<bool> GetBool(const JsonT& obj, absl::string_view key, bool fallb
   const JsonT* v = FindNonNull(obj, key);
   if (v == nullptr) return fallback;
   if (!v->is_boolean()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ".", key, " must be a boolean, not ",
-                                                   JsonTypeName(*v)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".", key, " must be a boolean, not ", JsonTypeName(*v)));
   }
   return v->template get<bool>();
 }
@@ -72,8 +74,8 @@ absl::StatusOr<std::string> GetString(const JsonT& obj, absl::string_view key,
   const JsonT* v = FindNonNull(obj, key);
   if (v == nullptr) return std::string(fallback);
   if (!v->is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ".", key, " must be a string, not ",
-                                                   JsonTypeName(*v)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ".", key, " must be a string, not ", JsonTypeName(*v)));
   }
   return v->template get<std::string>();
 }

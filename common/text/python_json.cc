@@ -15,13 +15,27 @@ void AppendPythonString(const std::string& s, std::string* out) {
   out->push_back('"');
   for (char ch : s) {
     switch (ch) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      case '\b': out->append("\\b"); break;
-      case '\f': out->append("\\f"); break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      case '\b':
+        out->append("\\b");
+        break;
+      case '\f':
+        out->append("\\f");
+        break;
       default:
         if (static_cast<unsigned char>(ch) < 0x20) {
           absl::StrAppendFormat(out, "\\u%04x", static_cast<unsigned char>(ch));
@@ -36,12 +50,24 @@ void AppendPythonString(const std::string& s, std::string* out) {
 void Append(const nlohmann::ordered_json& v, std::string* out) {
   using Type = nlohmann::ordered_json::value_t;
   switch (v.type()) {
-    case Type::null: out->append("null"); break;
-    case Type::boolean: out->append(v.get<bool>() ? "true" : "false"); break;
-    case Type::number_integer: absl::StrAppend(out, v.get<int64_t>()); break;
-    case Type::number_unsigned: absl::StrAppend(out, v.get<uint64_t>()); break;
-    case Type::number_float: out->append(PythonFloatRepr(v.get<double>())); break;
-    case Type::string: AppendPythonString(v.get_ref<const std::string&>(), out); break;
+    case Type::null:
+      out->append("null");
+      break;
+    case Type::boolean:
+      out->append(v.get<bool>() ? "true" : "false");
+      break;
+    case Type::number_integer:
+      absl::StrAppend(out, v.get<int64_t>());
+      break;
+    case Type::number_unsigned:
+      absl::StrAppend(out, v.get<uint64_t>());
+      break;
+    case Type::number_float:
+      out->append(PythonFloatRepr(v.get<double>()));
+      break;
+    case Type::string:
+      AppendPythonString(v.get_ref<const std::string&>(), out);
+      break;
     case Type::array: {
       out->push_back('[');
       bool first = true;
@@ -67,7 +93,9 @@ void Append(const nlohmann::ordered_json& v, std::string* out) {
       break;
     }
     case Type::binary:
-    case Type::discarded: out->append("null"); break;  // never produced by parse()
+    case Type::discarded:
+      out->append("null");
+      break;  // never produced by parse()
   }
 }
 
@@ -76,8 +104,8 @@ void Append(const nlohmann::ordered_json& v, std::string* out) {
 std::string PythonFloatRepr(double value) {
   // Shortest round-trip digits, as Python's repr, in scientific form "d.ddde+XX".
   char buffer[64];
-  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value,
-                                    std::chars_format::scientific);
+  const auto result =
+      std::to_chars(buffer, buffer + sizeof(buffer), value, std::chars_format::scientific);
   std::string sci(buffer, result.ptr);
   const size_t e = sci.find('e');
   const int exponent = std::atoi(sci.c_str() + e + 1);

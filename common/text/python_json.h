@@ -8,9 +8,8 @@
 //   std::string text = PythonJsonDumps(nlohmann::ordered_json::parse(tool_json));
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace gka::text::internal {
 

@@ -74,9 +74,9 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(absl::string_view pattern,
   code->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                              options, &error_code, &error_offset, nullptr);
   if (code->code == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("pre-tokenizer regex does not compile at offset ",
-                                                   error_offset, ": ", Pcre2ErrorMessage(error_code),
-                                                   " (pattern as given to PCRE2: ", translated, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pre-tokenizer regex does not compile at offset ", error_offset, ": ",
+        Pcre2ErrorMessage(error_code), " (pattern as given to PCRE2: ", translated, ")"));
   }
   // Without JIT (PCRE2 built without it) the interpreter gives the same answers, slower.
   code->jit = pcre2_jit_compile(code->code, PCRE2_JIT_COMPLETE) == 0;
@@ -105,8 +105,8 @@ absl::Status Regex::FindAll(absl::string_view text, std::vector<Match>* matches)
                                data.get(), context.get());
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
-      return absl::InternalError(absl::StrCat("pre-tokenizer regex failed at byte ", start, ": ",
-                                              Pcre2ErrorMessage(rc)));
+      return absl::InternalError(
+          absl::StrCat("pre-tokenizer regex failed at byte ", start, ": ", Pcre2ErrorMessage(rc)));
     }
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
     const size_t begin = ovector[0];

@@ -30,7 +30,7 @@ namespace gka::text {
 class StopMatcher {
  public:
   struct Result {
-    std::string text;     // safe to send now
+    std::string text;      // safe to send now
     bool stopped = false;  // a stop string completed; `text` ends just before it
     int stop_index = -1;   // index into the stop strings given to Create, when stopped
   };

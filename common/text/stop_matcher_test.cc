@@ -1,10 +1,10 @@
 #include "common/text/stop_matcher.h"
 
-#include <string>
-#include <vector>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
 
 namespace gka::text {
 namespace {
@@ -85,8 +85,8 @@ TEST(StopMatcherTest, OverlappingPrefixesKeepTheLongestCandidate) {
 TEST(StopMatcherTest, EarliestCompletedStopWinsWhateverThePieces) {
   const std::vector<std::string> stops = {"abc", "b"};
   // "b" completes (end 2) before "abc" (end 3) in every cut of the same text.
-  for (const auto& pieces : std::vector<std::vector<std::string>>{
-           {"abc"}, {"a", "b", "c"}, {"ab", "c"}, {"xabc"}}) {
+  for (const auto& pieces :
+       std::vector<std::vector<std::string>>{{"abc"}, {"a", "b", "c"}, {"ab", "c"}, {"xabc"}}) {
     Streamed s = StreamThrough(stops, pieces);
     EXPECT_EQ(s.stop_index, 1);
     EXPECT_EQ(s.text, pieces.size() == 1 && pieces[0] == "xabc" ? "xa" : "a");
@@ -134,7 +134,8 @@ TEST(StopMatcherTest, ResultIsIndependentOfPieceBoundaries) {
   EXPECT_EQ(whole.stop_index, 0);
   for (size_t i = 0; i <= text.size(); ++i) {
     for (size_t j = i; j <= text.size(); ++j) {
-      const Streamed s = StreamThrough(stops, {text.substr(0, i), text.substr(i, j - i), text.substr(j)});
+      const Streamed s =
+          StreamThrough(stops, {text.substr(0, i), text.substr(i, j - i), text.substr(j)});
       ASSERT_EQ(s.text, whole.text) << i << "," << j;
       ASSERT_EQ(s.stop_index, whole.stop_index) << i << "," << j;
     }

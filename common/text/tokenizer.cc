@@ -87,7 +87,8 @@ absl::Status Tokenizer::Impl::ParseNormalizer(const Json& root) {
     }
     for (const Json& step : *steps) {
       GKA_ASSIGN_OR_RETURN(std::string t, GetString(step, "type", "", "normalizer.normalizers[]"));
-      if (t != "NFC") return Unsupported(absl::StrCat("normalizer ", Quoted(t), " is not supported"));
+      if (t != "NFC")
+        return Unsupported(absl::StrCat("normalizer ", Quoted(t), " is not supported"));
       nfc = true;
     }
     return absl::OkStatus();
@@ -108,8 +109,8 @@ absl::Status Tokenizer::Impl::ParsePreTokenizer(const Json& step, absl::string_v
       return absl::InvalidArgumentError(absl::StrCat(where, ".pretokenizers must be an array"));
     }
     for (size_t i = 0; i < steps->size(); ++i) {
-      GKA_RETURN_IF_ERROR(
-          ParsePreTokenizer((*steps)[i], absl::StrCat(where, ".pretokenizers[", i, "]"), byte_level));
+      GKA_RETURN_IF_ERROR(ParsePreTokenizer(
+          (*steps)[i], absl::StrCat(where, ".pretokenizers[", i, "]"), byte_level));
     }
     return absl::OkStatus();
   }
@@ -176,8 +177,8 @@ absl::Status Tokenizer::Impl::ParseModel(const Json& model) {
   for (auto it = vocab_json->begin(); it != vocab_json->end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
         it.value().get<int64_t>() >= (int64_t{1} << 30)) {
-      return absl::InvalidArgumentError(absl::StrCat("model.vocab[", Quoted(it.key()),
-                                                     "] must be a token id in [0, 2^30)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.vocab[", Quoted(it.key()), "] must be a token id in [0, 2^30)"));
     }
     std::optional<std::string> bytes = internal::ByteLevelToBytes(it.key());
     if (!bytes.has_value()) {
@@ -326,8 +327,7 @@ std::optional<int32_t> Tokenizer::Impl::ConfigTokenId(const Json& config,
   return Lookup(content->get<std::string>());
 }
 
-absl::Status Tokenizer::Impl::ParseConfig(absl::string_view config_json,
-                                          absl::string_view source) {
+absl::Status Tokenizer::Impl::ParseConfig(absl::string_view config_json, absl::string_view source) {
   special_ids.endoftext = Lookup("<|endoftext|>");
   special_ids.im_start = Lookup("<|im_start|>");
   special_ids.im_end = Lookup("<|im_end|>");
@@ -418,39 +418,33 @@ absl::Status Tokenizer::Impl::Parse(const Json& root) {
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(
     absl::string_view tokenizer_json, absl::string_view tokenizer_config_json,
     absl::string_view source) {
-  GKA_ASSIGN_OR_RETURN(Json root, internal::ParseJson<Json>(tokenizer_json, source));
+  return FromJsonFiles(tokenizer_json, source, tokenizer_config_json, "tokenizer_config.json");
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonFiles(
+    absl::string_view tokenizer_json, absl::string_view tokenizer_source,
+    absl::string_view tokenizer_config_json, absl::string_view config_source) {
+  GKA_ASSIGN_OR_RETURN(Json root, internal::ParseJson<Json>(tokenizer_json, tokenizer_source));
   auto impl = std::make_unique<Impl>();
-  GKA_RETURN_IF_ERROR(base::Annotate(impl->Parse(root), source));
-  GKA_RETURN_IF_ERROR(impl->ParseConfig(tokenizer_config_json, "tokenizer_config.json"));
+  GKA_RETURN_IF_ERROR(base::Annotate(impl->Parse(root), tokenizer_source));
+  GKA_RETURN_IF_ERROR(impl->ParseConfig(tokenizer_config_json, config_source));
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(absl::string_view path) {
-  std::string json_path(path);
-  std::string config_path;
-  if (internal::IsDirectory(path)) {
-    json_path = absl::StrCat(path, "/tokenizer.json");
-    config_path = absl::StrCat(path, "/tokenizer_config.json");
-  }
+  const bool is_dir = internal::IsDirectory(path);
+  const std::string json_path = is_dir ? absl::StrCat(path, "/tokenizer.json") : std::string(path);
+  const std::string config_path =
+      absl::StrCat(is_dir ? std::string(path) : internal::DirName(path), "/tokenizer_config.json");
   auto json = internal::ReadFile(json_path);
-  if (!json.ok()) {
-    return base::Annotate(json.status(), "loading the tokenizer (tokenizer.json)");
-  }
+  if (!json.ok()) return base::Annotate(json.status(), "loading the tokenizer");
   std::string config;
-  if (!config_path.empty()) {
-    auto read = internal::ReadFile(config_path);
-    if (read.ok()) {
-      config = *std::move(read);
-    } else if (!absl::IsNotFound(read.status())) {
-      return read.status();
-    }
+  if (auto read = internal::ReadFile(config_path); read.ok()) {
+    config = *std::move(read);
+  } else if (!absl::IsNotFound(read.status())) {
+    return read.status();
   }
-  auto tokenizer = FromJson(*json, config, json_path);
-  if (!tokenizer.ok() && !config_path.empty()) {
-    // Say which of the two files was at fault when it was the config.
-    return base::Annotate(tokenizer.status(), absl::StrCat("loading ", path));
-  }
-  return tokenizer;
+  return FromJsonFiles(*json, json_path, config, config_path);
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text) const {

@@ -53,8 +53,9 @@ struct SpecialTokenIds {
 
 class Tokenizer {
  public:
-  // `path` is a tokenizer.json file, or a directory holding tokenizer.json (and optionally
-  // tokenizer_config.json, read for eos_token / pad_token). NotFound when the file is
+  // `path` is a tokenizer.json file, or a directory holding tokenizer.json. A
+  // tokenizer_config.json beside it, if any, is read for eos_token / pad_token. NotFound when
+  // the file is
   // missing; InvalidArgument, naming the file and the offending key, when the JSON is
   // malformed or describes a tokenizer this class does not implement (it supports byte-level
   // BPE with an optional NFC normalizer and Split / ByteLevel pre-tokenizers).
@@ -109,6 +110,9 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJsonFiles(
+      absl::string_view tokenizer_json, absl::string_view tokenizer_source,
+      absl::string_view tokenizer_config_json, absl::string_view config_source);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,14 +1,16 @@
 #include "common/text/tokenizer.h"
 
-#include <chrono>
-#include <fstream>
-#include <sstream>
-#include <string>
-#include <vector>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/text/test_util.h"
@@ -92,6 +94,7 @@ TEST_F(Qwen3TokenizerTest, MatchesHuggingFaceGoldens) {
 // lstrip / rstrip / single_word / normalized added tokens: Qwen3 itself uses none of them, so
 // the goldens add tokens that do to the real tokenizer.json.
 TEST(AddedTokenFlagsTest, MatchesHuggingFaceGoldens) {
+  ASSERT_TRUE(Qwen3TokenizerInstalled());
   const Json golden = ReadJsonFile(TestDataPath("added_flags_golden.json"));
   std::string text = ReadFileOrDie(absl::StrCat(Qwen3TokenizerDir(), "/tokenizer.json"));
   Json root = Json::parse(text);
@@ -111,9 +114,9 @@ TEST(AddedTokenFlagsTest, MatchesHuggingFaceGoldens) {
 
 TEST_F(Qwen3TokenizerTest, InvalidUtf8IsInvalidArgument) {
   for (const std::string bad : {std::string("\xff"), std::string("abc\xc3"),
-                                std::string("\xc0\xaf"),       // overlong '/'
-                                std::string("\xed\xa0\x80"),   // UTF-16 surrogate
-                                std::string("ok \xe4\xb8"),    // cut character
+                                std::string("\xc0\xaf"),             // overlong '/'
+                                std::string("\xed\xa0\x80"),         // UTF-16 surrogate
+                                std::string("ok \xe4\xb8"),          // cut character
                                 std::string("\xf4\x90\x80\x80")}) {  // above U+10FFFF
     auto ids = tok().Encode(bad);
     ASSERT_FALSE(ids.ok()) << Json::binary({bad.begin(), bad.end()}).dump();
@@ -164,6 +167,54 @@ TEST_F(Qwen3TokenizerTest, EncodesHundredKilobytesWellUnderASecond) {
   EXPECT_EQ(tok().Decode(*ids).value(), tok().Decode(tok().Encode(text).value()).value());
 }
 
+// Inputs that make a backtracking regex or a quadratic merge loop slow: one huge word, long
+// whitespace runs before a letter, thousands of emoji, digits, newlines.
+TEST_F(Qwen3TokenizerTest, PathologicalInputsStayFast) {
+  const std::vector<std::string> inputs = {
+      std::string(200000, 'a'),
+      std::string(200000, ' ') + "x",
+      std::string(200000, '\n') + " y",
+      std::string(100000, '\t') + std::string(100000, ' '),
+      std::string(200000, '7'),
+      [] {
+        std::string s;
+        for (int i = 0; i < 40000; ++i) s += "\xF0\x9F\x98\x80";  // U+1F600
+        return s;
+      }(),
+      [] {
+        std::string s;
+        for (int i = 0; i < 50000; ++i) s += " \n\t";
+        return s + "z";
+      }(),
+  };
+  for (const std::string& text : inputs) {
+    const auto start = std::chrono::steady_clock::now();
+    auto ids = tok().Encode(text);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_LT(seconds, 1.0) << text.size() << " bytes starting " << Json(text.substr(0, 8)).dump();
+    EXPECT_EQ(tok().Decode(*ids).value(), text);
+  }
+}
+
+TEST_F(Qwen3TokenizerTest, ConcurrentEncodesAgree) {
+  const std::vector<Json> cases = ReadJsonLines(TestDataPath("golden.jsonl"));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = t; i < cases.size() * 2; i += 3) {
+        const Json& c = cases[i % cases.size()];
+        auto ids = tok().Encode(c["text"].get<std::string>());
+        if (!ids.ok() || *ids != c["ids"].get<std::vector<int32_t>>()) ++mismatches;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
 // --- Loading errors -------------------------------------------------------------------------
 
 TEST(TokenizerLoadTest, MissingFileIsNotFound) {
@@ -197,11 +248,11 @@ Json TinyTokenizerJson() {
   vocab["ab"] = 256;
   return Json{
       {"normalizer", {{"type", "NFC"}}},
-      {"pre_tokenizer",
-       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
       {"decoder", {{"type", "ByteLevel"}}},
       {"added_tokens",
-       Json::array({{{"id", 257}, {"content", "<eos>"}, {"special", true}, {"normalized", false}}})},
+       Json::array(
+           {{{"id", 257}, {"content", "<eos>"}, {"special", true}, {"normalized", false}}})},
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array({"a b"})}}},
   };
 }
@@ -213,6 +264,28 @@ TEST(TokenizerLoadTest, TinyTokenizerWorks) {
   EXPECT_EQ((*tok)->VocabSize(), 258);
   EXPECT_EQ((*tok)->Decode({256, 257}, true).value(), "ab");
   EXPECT_EQ((*tok)->special_ids().im_end, std::nullopt);
+}
+
+TEST(TokenizerLoadTest, FilePathAlsoReadsTheConfigBesideIt) {
+  ASSERT_TRUE(Qwen3TokenizerInstalled());
+  auto tok = Tokenizer::FromFile(absl::StrCat(Qwen3TokenizerDir(), "/tokenizer.json"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->special_ids().eos, 151645);
+}
+
+TEST(TokenizerLoadTest, BadConfigBesideTokenizerIsInvalidArgument) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/bad_config");
+  ASSERT_EQ(system(absl::StrCat("mkdir -p ", dir).c_str()), 0);
+  WriteTempFile("bad_config/tokenizer.json", TinyTokenizerJson().dump());
+  WriteTempFile("bad_config/tokenizer_config.json", "{\"eos_token\": ");
+  auto tok = Tokenizer::FromFile(dir);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tok.status().message(), HasSubstr(absl::StrCat(dir, "/tokenizer_config.json")));
+  WriteTempFile("bad_config/tokenizer_config.json", "{\"eos_token\": {\"content\": \"<eos>\"}}");
+  tok = Tokenizer::FromFile(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->special_ids().eos, 257);  // the older {"content": ...} form
 }
 
 TEST(TokenizerLoadTest, MissingMergesIsInvalidArgument) {
@@ -240,22 +313,27 @@ TEST(TokenizerLoadTest, MalformedPiecesAreInvalidArgument) {
       {"vocab id not a number", [](Json& j) { j["model"]["vocab"]["a"] = "one"; },
        "must be a token id"},
       {"WordPiece model", [](Json& j) { j["model"]["type"] = "WordPiece"; }, "model.type"},
-      {"no byte-level step", [](Json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; },
+      {"no byte-level step",
+       [](Json& j) {
+         j["pre_tokenizer"] = {{"type", "Whitespace"}};
+       },
        "pre-tokenizer \"Whitespace\" is not supported"},
       {"bad regex",
        [](Json& j) {
-         j["pre_tokenizer"] = {{"type", "Sequence"},
-                               {"pretokenizers",
-                                {{{"type", "Split"},
-                                  {"pattern", {{"Regex", "(unclosed"}}},
-                                  {"behavior", "Isolated"}},
-                                 {{"type", "ByteLevel"}, {"add_prefix_space", false}}}}};
+         j["pre_tokenizer"] = {
+             {"type", "Sequence"},
+             {"pretokenizers",
+              {{{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}},
+               {{"type", "ByteLevel"}, {"add_prefix_space", false}}}}};
        },
        "does not compile"},
       {"missing byte token", [](Json& j) { j["model"]["vocab"].erase("Ā"); }, "byte 0x00"},
       {"added token without id", [](Json& j) { j["added_tokens"][0].erase("id"); },
        "added_tokens[0].id"},
-      {"lowercase normalizer", [](Json& j) { j["normalizer"] = {{"type", "Lowercase"}}; },
+      {"lowercase normalizer",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Lowercase"}};
+       },
        "normalizer \"Lowercase\""},
       {"model not an object", [](Json& j) { j["model"] = 3; }, "\"model\" must be an object"},
       {"not an object", [](Json& j) { j = Json::array(); }, "must hold a JSON object"},

@@ -1,11 +1,11 @@
 #include "common/text/unicode.h"
 
-#include <limits>
-
 #include <unicode/bytestream.h>
 #include <unicode/normalizer2.h>
 #include <unicode/stringpiece.h>
 #include <unicode/uchar.h>
+
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 

@@ -34,7 +34,8 @@ size_t ConsistentPrefix(absl::string_view s, size_t pos, int* expected) {
   size_t n = 1;
   while (n < static_cast<size_t>(info.length) && pos + n < s.size()) {
     const uint8_t b = static_cast<uint8_t>(s[pos + n]);
-    const bool ok = n == 1 ? (b >= info.second_lo && b <= info.second_hi) : (b >= 0x80 && b <= 0xBF);
+    const bool ok =
+        n == 1 ? (b >= info.second_lo && b <= info.second_hi) : (b >= 0x80 && b <= 0xBF);
     if (!ok) break;
     ++n;
   }

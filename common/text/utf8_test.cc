@@ -1,8 +1,8 @@
 #include "common/text/utf8.h"
 
-#include <string>
-
 #include <gtest/gtest.h>
+
+#include <string>
 
 namespace gka::text {
 namespace {
@@ -11,10 +11,10 @@ TEST(Utf8Test, Validation) {
   EXPECT_TRUE(IsValidUtf8(""));
   EXPECT_TRUE(IsValidUtf8("plain ascii"));
   EXPECT_TRUE(IsValidUtf8("é 中 😀 \xF4\x8F\xBF\xBF"));  // U+10FFFF is the last valid one
-  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));           // U+110000
-  EXPECT_FALSE(IsValidUtf8("\xC0\x80"));                   // overlong NUL
-  EXPECT_FALSE(IsValidUtf8("\xE0\x9F\xBF"));               // overlong
-  EXPECT_FALSE(IsValidUtf8("\xED\xBF\xBF"));               // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));        // U+110000
+  EXPECT_FALSE(IsValidUtf8("\xC0\x80"));                // overlong NUL
+  EXPECT_FALSE(IsValidUtf8("\xE0\x9F\xBF"));            // overlong
+  EXPECT_FALSE(IsValidUtf8("\xED\xBF\xBF"));            // surrogate
   EXPECT_FALSE(IsValidUtf8("\x80"));
   EXPECT_EQ(FirstInvalidUtf8Offset("ab\xFF"), 2u);
 }
