@@ -1,6 +1,7 @@
 #include "kernels/cpu/op_util.h"
 
 #include <algorithm>
+#include <atomic>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -106,12 +107,21 @@ bool Overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
   return a_bytes > 0 && b_bytes > 0 && pa < pb + b_bytes && pb < pa + a_bytes;
 }
 
+namespace {
+std::atomic<int> max_threads_override{0};
+}  // namespace
+
+void SetMaxThreadsForTesting(int threads) { max_threads_override = std::max(threads, 0); }
+
 void ParallelFor(int64_t n, double cost_per_item,
                  const std::function<void(int64_t begin, int64_t end)>& fn) {
   if (n <= 0) return;
   // Starting a thread costs tens of microseconds; below ~2 Mflop a thread does not pay off.
   constexpr double kMinCostPerThread = 2e6;
-  const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int override_threads = max_threads_override.load();
+  const int64_t hw = override_threads > 0
+                         ? override_threads
+                         : std::max<int64_t>(1, std::thread::hardware_concurrency());
   const int64_t by_cost = static_cast<int64_t>(n * cost_per_item / kMinCostPerThread);
   const int64_t threads = std::clamp<int64_t>(std::min(hw, by_cost), 1, n);
   if (threads == 1) {

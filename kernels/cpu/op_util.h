@@ -143,6 +143,10 @@ inline float Silu(float z) { return z / (1.0f + std::exp(-z)); }
 void ParallelFor(int64_t n, double cost_per_item,
                  const std::function<void(int64_t begin, int64_t end)>& fn);
 
+// Caps the threads ParallelFor may use (default: hardware_concurrency; 0 restores it).
+// Lets tests show that results do not depend on the thread count.
+void SetMaxThreadsForTesting(int threads);
+
 // ParallelFor over every (sequence b, head h) pair, calling fn(b, h); `total_cost` is the
 // flop estimate of the whole call.
 void ParallelForSequenceHeads(int64_t num_seqs, int64_t num_heads, double total_cost,

@@ -103,6 +103,21 @@ TEST(CpuGemmTest, RowsAreBatchInvariant) {
   }
 }
 
+TEST(CpuGemmTest, ResultsDoNotDependOnThreadCount) {
+  std::mt19937 rng(7);
+  HostTensor x = RandomTensor({37, 600}, rng), w = RandomTensor({700, 600}, rng);
+  std::vector<std::vector<float>> results;
+  for (int threads : {1, 3, 8}) {
+    internal::SetMaxThreadsForTesting(threads);
+    HostTensor y({37, 700});
+    ASSERT_TRUE(Gemm({.x = x.view(), .w = w.view(), .y = y.view()}).ok());
+    results.push_back(y.values());
+  }
+  internal::SetMaxThreadsForTesting(0);
+  EXPECT_TRUE(BitwiseEqual(results[0], results[1]));
+  EXPECT_TRUE(BitwiseEqual(results[0], results[2]));
+}
+
 #if GKA_HAVE_CBLAS
 // The probe behind gemm.cc's design. OpenBLAS must agree numerically; whether its rows are
 // bitwise batch invariant is recorded (as a test property and on stdout), not asserted,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/op_util.h"
 #include "kernels/cpu/ops.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -393,6 +394,27 @@ TEST(CpuGkaCoreTest, VarlenBatchEqualsSeparateRunsBitwise) {
   }
   EXPECT_TRUE(BitwiseEqual(alone.h_kk.values(), batch.h_kk.values()));
   EXPECT_TRUE(BitwiseEqual(alone.h_kv.values(), batch.h_kv.values()));
+}
+
+TEST(CpuGkaCoreTest, ResultsDoNotDependOnThreadCount) {
+  std::mt19937 rng(9);
+  constexpr int kH = 8, kD = 64;
+  const std::vector<int32_t> lens = {3, 1, 4}, slots = {0, 1, 2}, num_iter = {30, 30, 10};
+  CoreInputs in(8, kH, kD, rng);
+  std::vector<HostTensor> outs;
+  std::vector<CoreState> states;
+  for (int threads : {1, 3, 8}) {
+    internal::SetMaxThreadsForTesting(threads);
+    states.emplace_back(3, kH, kD);
+    outs.emplace_back(tensor::Shape{8, kH, kD});
+    ASSERT_TRUE(RunCore(in, states.back(), outs.back(), lens, slots, num_iter).ok());
+  }
+  internal::SetMaxThreadsForTesting(0);
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_TRUE(BitwiseEqual(outs[i].values(), outs[0].values())) << i;
+    EXPECT_TRUE(BitwiseEqual(states[i].h_kk.values(), states[0].h_kk.values())) << i;
+    EXPECT_TRUE(BitwiseEqual(states[i].h_kv.values(), states[0].h_kv.values())) << i;
+  }
 }
 
 // Spec §7: the states never depend on num_iter; N = 0 reads out q̂ directly.
