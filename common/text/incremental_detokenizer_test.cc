@@ -16,16 +16,8 @@ namespace {
 
 using Json = nlohmann::json;
 
-class IncrementalDetokenizerTest : public ::testing::Test {
+class IncrementalDetokenizerTest : public Qwen3TokenizerTestBase {
  protected:
-  static void SetUpTestSuite() { tokenizer_ = LoadQwen3Tokenizer().release(); }
-  static void TearDownTestSuite() {
-    delete tokenizer_;
-    tokenizer_ = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(tokenizer_, nullptr) << "the Qwen3 tokenizer did not load"; }
-  static const Tokenizer& tok() { return *tokenizer_; }
-
   // Feeds ids one at a time; checks no piece ends inside a character; returns all text.
   static std::string Stream(absl::Span<const int32_t> ids, bool skip_special) {
     IncrementalDetokenizer detok(tok(), skip_special);
@@ -39,11 +31,7 @@ class IncrementalDetokenizerTest : public ::testing::Test {
     }
     return all + detok.Finish();
   }
-
- private:
-  static Tokenizer* tokenizer_;
 };
-Tokenizer* IncrementalDetokenizerTest::tokenizer_ = nullptr;
 
 TEST_F(IncrementalDetokenizerTest, ReproducesEveryGolden) {
   for (const Json& c : ReadJsonLines(TestDataPath("golden.jsonl"))) {

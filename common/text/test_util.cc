@@ -43,6 +43,21 @@ std::unique_ptr<Tokenizer> LoadQwen3Tokenizer() {
   return *std::move(tok);
 }
 
+Tokenizer* Qwen3TokenizerTestBase::tokenizer_ = nullptr;
+
+void Qwen3TokenizerTestBase::SetUpTestSuite() {
+  if (tokenizer_ == nullptr) tokenizer_ = LoadQwen3Tokenizer().release();
+}
+
+void Qwen3TokenizerTestBase::TearDownTestSuite() {
+  delete tokenizer_;
+  tokenizer_ = nullptr;
+}
+
+void Qwen3TokenizerTestBase::SetUp() {
+  ASSERT_NE(tokenizer_, nullptr) << "the Qwen3 tokenizer did not load (see the failure above)";
+}
+
 std::string ReadFileOrDie(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {

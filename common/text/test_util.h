@@ -34,6 +34,19 @@ std::string Qwen3TokenizerDir();
 // the files are missing) and returns nullptr.
 std::unique_ptr<Tokenizer> LoadQwen3Tokenizer();
 
+// Fixture base for suites that share one loaded Qwen3 tokenizer (loading takes a moment).
+// Tests fail with the `make deps` hint when it is not installed.
+class Qwen3TokenizerTestBase : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite();
+  static void TearDownTestSuite();
+  void SetUp() override;
+  static const Tokenizer& tok() { return *tokenizer_; }
+
+ private:
+  static Tokenizer* tokenizer_;
+};
+
 // File contents; a test failure (and "") when unreadable.
 std::string ReadFileOrDie(const std::string& path);
 nlohmann::json ReadJsonFile(const std::string& path);

@@ -22,23 +22,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Json = nlohmann::json;
 
-// One shared Qwen3 tokenizer: loading the 11 MB tokenizer.json takes a moment.
-class Qwen3TokenizerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { tokenizer_ = LoadQwen3Tokenizer().release(); }
-  static void TearDownTestSuite() {
-    delete tokenizer_;
-    tokenizer_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_NE(tokenizer_, nullptr) << "the Qwen3 tokenizer did not load (see the error above)";
-  }
-  static const Tokenizer& tok() { return *tokenizer_; }
-
- private:
-  static Tokenizer* tokenizer_;
-};
-Tokenizer* Qwen3TokenizerTest::tokenizer_ = nullptr;
+using Qwen3TokenizerTest = Qwen3TokenizerTestBase;
 
 TEST_F(Qwen3TokenizerTest, SpecialTokensAndVocab) {
   EXPECT_EQ(tok().VocabSize(), 151669);
