@@ -1,0 +1,60 @@
+#!/bin/bash
+# One device call: environment check, the CUDA parity test (every op vs the CPU reference),
+# then the kernel benchmarks; prints a short table last. Run on the GPU machine from the
+# repository root with the collected binaries carried (scripts/gpu/collect.sh):
+#
+#   device run: bash scripts/gpu/run_all.sh [all|parity|bench|check] [gtest filter]
+#   (carry: .devcarry/gpu)
+#
+# Full logs go to $OUT (the device tool's output folder) when set, else /tmp/gka-gpu.
+set -uo pipefail
+MODE=${1:-all}
+FILTER=${2:-*}
+CARRY=.devcarry/gpu
+LOGS=${OUT:-/tmp/gka-gpu}
+mkdir -p "$LOGS"
+
+echo "== environment"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
+  --format=csv 2>&1 | head -3
+ldd --version | head -1
+# cuBLAS comes from the machine (it is far too large to carry): the toolkit's, else pip's.
+CUBLAS_DIR=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64 \
+         $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, s, "lib") for p in nvidia.__path__ for s in ("cu13", "cublas")))' 2>/dev/null); do
+  if [[ -e "$d/libcublas.so.13" ]]; then CUBLAS_DIR=$d; break; fi
+done
+echo "cuBLAS from: ${CUBLAS_DIR:-NOT FOUND}"
+export LD_LIBRARY_PATH="$CARRY/lib:${CUBLAS_DIR}:${LD_LIBRARY_PATH:-}"
+# Our libstdc++ only if the machine's lacks a symbol version we need.
+if ldd "$CARRY/bin/cuda_parity_test" 2>&1 | grep -q "GLIBCXX\|not found"; then
+  echo "using carried libstdc++"
+  export LD_LIBRARY_PATH="$CARRY/compat:$LD_LIBRARY_PATH"
+fi
+ldd "$CARRY/bin/cuda_parity_test" | grep -E "not found|cublas|absl_status\.|stdc" | sed 's/^/  /'
+[[ "$MODE" == "check" ]] && { "$CARRY/bin/cuda_parity_test" --gtest_filter='*FillAndConvert*'; exit $?; }
+
+rc=0
+if [[ "$MODE" == "all" || "$MODE" == "parity" ]]; then
+  echo "== parity (CUDA vs CPU reference), one process per test so a fault stays contained"
+  : >"$LOGS/parity.log"
+  tests=$("$CARRY/bin/cuda_parity_test" --gtest_list_tests --gtest_filter="$FILTER" |
+          awk '/^[^ ]/ {s=$1} /^  / {print s $1}')
+  for t in $tests; do
+    timeout ${PARITY_TIMEOUT:-180} "$CARRY/bin/cuda_parity_test" --gtest_color=no \
+      --gtest_filter="$t" >>"$LOGS/parity.log" 2>&1
+    r=$?
+    if [[ $r -ne 0 ]]; then rc=1; echo "  FAIL ($r) $t"; else echo "  ok   $t"; fi
+  done
+  grep -E "^\[ (parity)" "$LOGS/parity.log" | awk '
+    /\[ parity/ { n++; if ($0 ~ /non_finite=[1-9]/) bad++ } END { print "  parity lines:", n, " with non-finite:", bad+0 }'
+  grep -E -A4 "Failure$" "$LOGS/parity.log" | head -60
+fi
+if [[ "$MODE" == "all" || "$MODE" == "bench" ]]; then
+  echo "== benchmarks"
+  timeout ${BENCH_TIMEOUT:-240} "$CARRY/bin/cuda_kernels_bench" ${BENCH_ARGS:-} >"$LOGS/bench.log" 2>&1 || rc=$?
+  tail -5 "$LOGS/bench.log" | grep -v "^====" >/dev/null
+  sed -n '/^==== CUDA kernels/,$p' "$LOGS/bench.log"
+  grep -iE "error|fail" "$LOGS/bench.log" | head -5
+fi
+exit $rc
