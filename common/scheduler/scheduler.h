@@ -32,11 +32,14 @@
 //
 // Preemption: a sequence that needs memory (a decode step's next page, a prefill chunk, a
 // resume, an admission) may preempt resident sequences ranked strictly below it, lowest first
-// (rank: priority, then arrival; earlier wins ties). A decode sequence that finds nobody below
-// it preempts itself. So the highest-ranked sequence is never preempted while a lower one keeps
-// pages, sequences of one rank order never swap each other back and forth, and the plan
-// never waits on memory it cannot get (no deadlock). After a sequence is preempted or blocked
-// in a step, nothing ranked below it may take memory in that step.
+// (rank: higher priority first, then earlier arrival). A decode sequence that cannot get its
+// page even so steps aside: it preempts itself. Hence the highest-ranked sequence is never
+// preempted while a lower one keeps pages; since only a higher rank (or the sequence itself)
+// preempts, two sequences never swap each other back and forth; and after a sequence is
+// preempted or blocked in a step, nothing ranked below it takes memory in that step, so it is
+// not overtaken. Progress (no deadlock, no starvation of the best sequence) needs only that one
+// sequence of max_model_len tokens fits in the worker's memory: the best sequence can always
+// reclaim everything the scheduler holds.
 //
 // Thread-safety: not thread-safe. Owned by the worker's engine thread; gRPC handlers hand
 // requests and aborts to that thread through a queue.
