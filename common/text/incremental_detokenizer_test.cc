@@ -36,8 +36,9 @@ class IncrementalDetokenizerTest : public Qwen3TokenizerTestBase {
 TEST_F(IncrementalDetokenizerTest, ReproducesEveryGolden) {
   for (const Json& c : ReadJsonLines(TestDataPath("golden.jsonl"))) {
     const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
-    EXPECT_EQ(Stream(ids, false), c["decoded"].get<std::string>()) << c["text"].dump();
-    EXPECT_EQ(Stream(ids, true), c["decoded_skip_special"].get<std::string>()) << c["text"].dump();
+    const std::string where = c["text"].dump().substr(0, 160);
+    EXPECT_EQ(Stream(ids, false), c["decoded"].get<std::string>()) << where;
+    EXPECT_EQ(Stream(ids, true), c["decoded_skip_special"].get<std::string>()) << where;
   }
 }
 

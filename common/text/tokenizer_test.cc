@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -23,6 +24,13 @@ using ::testing::HasSubstr;
 using Json = nlohmann::json;
 
 using Qwen3TokenizerTest = Qwen3TokenizerTestBase;
+
+// A text for failure messages: JSON-quoted, cut to 160 bytes (the goldens hold 30 KB ones).
+std::string Show(const std::string& text) {
+  const std::string cut = text.size() > 160 ? text.substr(0, 160) : text;
+  return Json(cut).dump(-1, ' ', false, Json::error_handler_t::replace) +
+         (text.size() > 160 ? absl::StrCat("... (", text.size(), " bytes)") : "");
+}
 
 TEST_F(Qwen3TokenizerTest, SpecialTokensAndVocab) {
   EXPECT_EQ(tok().VocabSize(), 151669);
@@ -62,12 +70,14 @@ TEST_F(Qwen3TokenizerTest, MatchesHuggingFaceGoldens) {
     const std::string text = c["text"].get<std::string>();
     const std::vector<int32_t> expected = c["ids"].get<std::vector<int32_t>>();
     auto ids = tok().Encode(text);
-    ASSERT_TRUE(ids.ok()) << ids.status() << " for " << Json(text).dump();
+    ASSERT_TRUE(ids.ok()) << ids.status() << " for " << Show(text);
     if (*ids != expected && ++failures <= 10) {
-      ADD_FAILURE() << "encode " << Json(text).dump() << "\n  got      " << Json(*ids).dump()
-                    << "\n  expected " << Json(expected).dump();
+      auto first_diff = std::mismatch(ids->begin(), ids->end(), expected.begin(), expected.end());
+      ADD_FAILURE() << "encode " << Show(text) << "\n  first differing id at index "
+                    << (first_diff.first - ids->begin()) << " of " << ids->size() << " (expected "
+                    << expected.size() << ")";
     }
-    EXPECT_EQ(tok().Decode(expected).value(), c["decoded"].get<std::string>()) << Json(text).dump();
+    EXPECT_EQ(tok().Decode(expected).value(), c["decoded"].get<std::string>()) << Show(text);
     EXPECT_EQ(tok().Decode(expected, true).value(), c["decoded_skip_special"].get<std::string>());
     // decode(encode(s)) == s wherever NFC leaves s unchanged (HF's decode says so).
     if (c["decoded"] == c["text"]) EXPECT_EQ(tok().Decode(*ids).value(), text);
@@ -90,8 +100,8 @@ TEST(AddedTokenFlagsTest, MatchesHuggingFaceGoldens) {
     const std::string s = c["text"].get<std::string>();
     auto ids = (*tok)->Encode(s);
     ASSERT_TRUE(ids.ok()) << ids.status();
-    EXPECT_EQ(*ids, c["ids"].get<std::vector<int32_t>>()) << Json(s).dump();
-    EXPECT_EQ((*tok)->Decode(*ids).value(), c["decoded"].get<std::string>()) << Json(s).dump();
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int32_t>>()) << Show(s);
+    EXPECT_EQ((*tok)->Decode(*ids).value(), c["decoded"].get<std::string>()) << Show(s);
     EXPECT_EQ((*tok)->Decode(*ids, true).value(), c["decoded_skip_special"].get<std::string>());
   }
 }
@@ -103,7 +113,7 @@ TEST_F(Qwen3TokenizerTest, InvalidUtf8IsInvalidArgument) {
                                 std::string("ok \xe4\xb8"),          // cut character
                                 std::string("\xf4\x90\x80\x80")}) {  // above U+10FFFF
     auto ids = tok().Encode(bad);
-    ASSERT_FALSE(ids.ok()) << Json::binary({bad.begin(), bad.end()}).dump();
+    ASSERT_FALSE(ids.ok()) << Show(bad);
     EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(ids.status().message(), HasSubstr("not valid UTF-8"));
   }
@@ -177,7 +187,7 @@ TEST_F(Qwen3TokenizerTest, PathologicalInputsStayFast) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ASSERT_TRUE(ids.ok()) << ids.status();
-    EXPECT_LT(seconds, 1.0) << text.size() << " bytes starting " << Json(text.substr(0, 8)).dump();
+    EXPECT_LT(seconds, 1.0) << Show(text);
     EXPECT_EQ(tok().Decode(*ids).value(), text);
   }
 }
