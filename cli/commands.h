@@ -21,5 +21,6 @@ void RegisterGenerate(CLI::App& app, Action& run);
 void RegisterChat(CLI::App& app, Action& run);
 void RegisterTokenize(CLI::App& app, Action& run);
 void RegisterMakeTinyModel(CLI::App& app, Action& run);
+void RegisterCompare(CLI::App& app, Action& run);
 
 }  // namespace gka::cli

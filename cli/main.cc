@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   gka::cli::RegisterChat(app, run);
   gka::cli::RegisterTokenize(app, run);
   gka::cli::RegisterMakeTinyModel(app, run);
+  gka::cli::RegisterCompare(app, run);
   CLI11_PARSE(app, argc, argv);
   if (!run) return 2;
   const absl::Status status = run();

@@ -43,6 +43,29 @@ def write_safetensors(path, tensors):
             fh.write(b)
 
 
+def write_eval_golden(strict, path, length, num_iter):
+    """The authors' keys mapped to `gka eval`'s (make_golden.py's) keys and layouts.
+
+    input_ids = prompt.L<len>; decode_ids = gen_tokens (t_0 = argmax of the last prefill logit,
+    decode step i feeds t_i); conv caches [B, C, 4] newest last -> [B, C, 3] = columns 1..3.
+    """
+    p = f"hyb.fp32ieee.it{num_iter}.L{length}."
+    out = {"input_ids": strict[f"prompt.L{length}"], "decode_ids": strict[p + "gen_tokens"],
+           "prefill_logits": strict[p + "prefill_logits"],
+           "decode_logits": strict[p + "decode_logits"]}
+    for k, (dtype, shape, raw) in strict.items():
+        if not k.startswith(p + "prefill_state."):
+            continue
+        name = "state." + k[len(p + "prefill_state."):]
+        if ".conv_" in name:
+            b, c, w = shape
+            vals = struct.unpack(f"<{b * c * w}f", raw)
+            kept = [vals[i * w + j] for i in range(b * c) for j in range(1, w)]
+            raw, shape = struct.pack(f"<{len(kept)}f", *kept), [b, c, w - 1]
+        out[name] = (dtype, shape, raw)
+    write_safetensors(path, out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--src", default=os.path.join(ROOT, "..", "shared", "golden", "authors-tiny"))
@@ -68,6 +91,7 @@ def main():
         if k.startswith("plain.fp32."):
             keep[k] = v
     write_safetensors(os.path.join(a.out, "golden.safetensors"), keep)
+    write_eval_golden(strict, os.path.join(a.out, "eval_L64_it30.safetensors"), 64, 30)
     total = sum(len(v[2]) for v in keep.values())
     print(f"wrote {len(keep)} tensors ({total / 2**20:.1f} MiB) to {a.out}/golden.safetensors")
 
