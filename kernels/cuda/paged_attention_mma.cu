@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <type_traits>
 
 #include "common/base/status.h"
 #include "kernels/cuda/cuda_status.h"
@@ -35,6 +36,7 @@ constexpr int kLds = kD + 8;  // padded smem row (272 B): ldmatrix rows hit dist
 constexpr int kKeyTile = 64;
 constexpr int kThreads = 128;
 constexpr float kNegInf = -INFINITY;
+constexpr int kPageCache = 512;  // page-table entries of one split kept in shared memory
 
 enum class Layout { kRowsSplit, kKeysSplit };
 
@@ -131,6 +133,17 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionMmaKernel(const MmaArg
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, tig = lane & 3;
 
+  // The split's slice of the page table, staged once, keeps the per-tile address math off the
+  // global-load latency path (falls back to global reads for very long splits).
+  __shared__ int page_cache[kPageCache];
+  const int first_page = kv_begin / a.page_size;
+  const int num_pages_split = kv_end > kv_begin ? (kv_end - 1) / a.page_size - first_page + 1 : 0;
+  const bool cached_pages = num_pages_split <= kPageCache;
+  const int32_t* table = a.page_table + static_cast<int64_t>(b) * a.max_pages;
+  if (cached_pages) {
+    for (int i = tid; i < num_pages_split; i += kThreads) page_cache[i] = table[first_page + i];
+  }
+
   // Q tile → shared memory (rows past the sequence are zeros).
   for (int c = tid; c < C::kRows * (kD / 8); c += kThreads) {
     const int r = c / (kD / 8), part = c % (kD / 8);
@@ -151,7 +164,8 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionMmaKernel(const MmaArg
       const bool valid = kabs < kv_end;
       int64_t off = 0;
       if (valid) {
-        const int page = a.page_table[static_cast<int64_t>(b) * a.max_pages + kabs / a.page_size];
+        const int pi = kabs / a.page_size;
+        const int page = cached_pages ? page_cache[pi - first_page] : table[pi];
         off = (static_cast<int64_t>(page) * a.page_size + kabs % a.page_size) * kv_row_stride +
               static_cast<int64_t>(hk) * kD + part * 8;
       }
@@ -161,9 +175,9 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionMmaKernel(const MmaArg
   };
 
   const int num_tiles = kv_end > kv_begin ? (kv_end - kv_begin + kKeyTile - 1) / kKeyTile : 0;
+  __syncthreads();  // Q and the page cache visible
   if (num_tiles > 0) load_tile(0, kv_begin);
   CpAsyncCommit();
-  __syncthreads();  // Q visible
 
   // This warp's rows and their causal limits (position; -1 for padding rows).
   const int row_base = L == Layout::kRowsSplit ? warp * 16 : 0;
@@ -421,27 +435,50 @@ __global__ void CombineSplitsKernel(const float* __restrict__ part_m, const floa
   Store4(out + row * kD + 4 * lane, make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv));
 }
 
-template <Layout L, int G>
-absl::Status Launch(const CudaContext& ctx, const MmaArgs& args, dim3 grid) {
-  const size_t smem = Cfg<L>::kSmemBytes;
-  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(PagedAttentionMmaKernel<L, G>,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(smem)));
-  PagedAttentionMmaKernel<L, G><<<grid, kThreads, smem, ctx.stream()>>>(args);
-  GKA_CUDA_RETURN_IF_LAUNCH_ERROR("PagedAttentionMmaKernel");
-  return absl::OkStatus();
-}
-
-template <Layout L>
-absl::Status LaunchForGroup(const CudaContext& ctx, const MmaArgs& args, dim3 grid, int G) {
+// Calls fn(std::integral_constant<int, G>) for the supported group sizes.
+template <typename F>
+absl::Status WithGroup(int G, F&& fn) {
   switch (G) {
-    case 1: return Launch<L, 1>(ctx, args, grid);
-    case 2: return Launch<L, 2>(ctx, args, grid);
-    case 4: return Launch<L, 4>(ctx, args, grid);
-    case 8: return Launch<L, 8>(ctx, args, grid);
-    case 16: return Launch<L, 16>(ctx, args, grid);
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 8: return fn(std::integral_constant<int, 8>{});
+    case 16: return fn(std::integral_constant<int, 16>{});
     default: return absl::InternalError("PagedAttentionMma: unsupported group size");
   }
+}
+
+// Raises the kernel's shared-memory limit and returns how many CTAs fit on one SM.
+template <Layout L, int G>
+absl::StatusOr<int> Prepare() {
+  const int smem = static_cast<int>(Cfg<L>::kSmemBytes);
+  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      PagedAttentionMmaKernel<L, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int n = 0;
+  GKA_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &n, PagedAttentionMmaKernel<L, G>, kThreads, smem));
+  return std::max(n, 1);
+}
+
+// Decode: all CTAs have equal work, so pick the split count whose grid comes closest to a
+// whole number of waves (a 2.1-wave grid ran at 79% of copy bandwidth where 1 full wave is
+// the goal), charging each split its partials traffic (write + read of D + 2 floats per query
+// row, against the KV bytes the split replaces).
+int DecodeSplits(int64_t base_ctas, int64_t capacity, int max_ctx, int G) {
+  int best = 1;
+  double best_cost = 1e30;
+  const int max_splits = std::max(1, std::min(256, (max_ctx + 127) / 128));
+  for (int s = 1; s <= max_splits; ++s) {
+    const double waves = static_cast<double>(base_ctas) * s / static_cast<double>(capacity);
+    const double quantisation = std::ceil(waves) / waves;
+    const double partials = s > 1 ? s * G * (kD + 2) * 4.0 * 2 / (max_ctx * kD * 2.0 * 2) : 0.0;
+    const double cost = quantisation * (1.0 + partials);
+    if (cost < best_cost - 1e-9) {
+      best_cost = cost;
+      best = s;
+    }
+  }
+  return best;
 }
 
 }  // namespace
@@ -470,13 +507,27 @@ absl::Status PagedAttentionMma(const CudaContext& ctx, const PagedAttentionParam
   if (row_tiles > 65535 || static_cast<int64_t>(p.num_seqs) * hkv > 65535) {
     return absl::InvalidArgumentError("PagedAttention: batch too large for one launch");
   }
-  // Split the KV range until the grid fills the GPU a few times over; each split keeps at
-  // least 256 keys so the partials stay small next to the KV they summarise.
-  const int64_t base_ctas = static_cast<int64_t>(p.num_seqs) * hkv * row_tiles;
-  const int64_t target = static_cast<int64_t>(ctx.num_sms()) * (decode ? 6 : 4);
   const int max_ctx = std::max(1, p.max_context_len);
-  int splits = static_cast<int>(std::min<int64_t>((target + base_ctas - 1) / base_ctas,
-                                                  (max_ctx + 255) / 256));
+  const int64_t base_ctas = static_cast<int64_t>(p.num_seqs) * hkv * row_tiles;
+  int per_sm = 1;
+  GKA_RETURN_IF_ERROR(WithGroup(G, [&](auto g) -> absl::Status {
+    constexpr int kG = decltype(g)::value;
+    absl::StatusOr<int> n =
+        decode ? Prepare<Layout::kKeysSplit, kG>() : Prepare<Layout::kRowsSplit, kG>();
+    if (!n.ok()) return n.status();
+    per_sm = *n;
+    return absl::OkStatus();
+  }));
+  int splits;
+  if (decode) {
+    splits = DecodeSplits(base_ctas, static_cast<int64_t>(ctx.num_sms()) * per_sm, max_ctx, G);
+  } else {
+    // Prefill CTAs differ in work (causal), so just fill the GPU a few times over; each split
+    // keeps at least 256 keys.
+    const int64_t target = static_cast<int64_t>(ctx.num_sms()) * per_sm * 2;
+    splits = static_cast<int>(std::min<int64_t>((target + base_ctas - 1) / base_ctas,
+                                                (max_ctx + 255) / 256));
+  }
   splits = std::max(1, std::min(splits, 1024));
   int kps = (max_ctx + splits - 1) / splits;
   kps = (kps + kKeyTile - 1) / kKeyTile * kKeyTile;
@@ -499,11 +550,18 @@ absl::Status PagedAttentionMma(const CudaContext& ctx, const PagedAttentionParam
     args.part_l = args.part_m + static_cast<size_t>(splits) * rows;
   }
   const dim3 grid(splits, row_tiles, p.num_seqs * static_cast<int>(hkv));
-  if (decode) {
-    GKA_RETURN_IF_ERROR(LaunchForGroup<Layout::kKeysSplit>(ctx, args, grid, G));
-  } else {
-    GKA_RETURN_IF_ERROR(LaunchForGroup<Layout::kRowsSplit>(ctx, args, grid, G));
-  }
+  GKA_RETURN_IF_ERROR(WithGroup(G, [&](auto g) -> absl::Status {
+    constexpr int kG = decltype(g)::value;
+    const size_t smem_k = Cfg<Layout::kKeysSplit>::kSmemBytes;
+    const size_t smem_r = Cfg<Layout::kRowsSplit>::kSmemBytes;
+    if (decode) {
+      PagedAttentionMmaKernel<Layout::kKeysSplit, kG><<<grid, kThreads, smem_k, ctx.stream()>>>(args);
+    } else {
+      PagedAttentionMmaKernel<Layout::kRowsSplit, kG><<<grid, kThreads, smem_r, ctx.stream()>>>(args);
+    }
+    GKA_CUDA_RETURN_IF_LAUNCH_ERROR("PagedAttentionMmaKernel");
+    return absl::OkStatus();
+  }));
   if (splits > 1) {
     constexpr int kWarps = 8;
     CombineSplitsKernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kWarps * 32, 0,
