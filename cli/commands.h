@@ -22,5 +22,7 @@ void RegisterChat(CLI::App& app, Action& run);
 void RegisterTokenize(CLI::App& app, Action& run);
 void RegisterMakeTinyModel(CLI::App& app, Action& run);
 void RegisterCompare(CLI::App& app, Action& run);
+void RegisterLocal(CLI::App& app, Action& run);
+void RegisterHealth(CLI::App& app, Action& run);
 
 }  // namespace gka::cli

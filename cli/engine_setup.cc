@@ -11,8 +11,7 @@
 namespace gka::cli {
 
 void AddEngineFlags(CLI::App& cmd, EngineFlags& flags) {
-  cmd.add_option("--model", flags.model_dir, "checkpoint directory (config.json + safetensors)")
-      ->required();
+  cmd.add_option("--model", flags.model_dir, "checkpoint directory (config.json + safetensors)");
   cmd.add_option("--backend", flags.backend, "cpu | cuda")->capture_default_str();
   cmd.add_option("--dtype", flags.dtype, "fp32 | bf16 (bf16 needs --backend cuda)")
       ->capture_default_str();
@@ -23,6 +22,7 @@ void AddEngineFlags(CLI::App& cmd, EngineFlags& flags) {
 }
 
 absl::StatusOr<LoadedModel> LoadModel(const EngineFlags& flags) {
+  if (flags.model_dir.empty()) return absl::InvalidArgumentError("--model DIR is required");
   LoadedModel m;
   GKA_ASSIGN_OR_RETURN(m.config,
                        model::ModelConfig::FromJsonFile(flags.model_dir + "/config.json"));

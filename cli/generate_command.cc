@@ -18,6 +18,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
+#if GKA_WITH_GRPC
+#include "cli/client_commands.h"
+#endif
 #include "cli/engine_setup.h"
 #include "cli/offline_generate.h"
 #include "common/base/logging.h"
@@ -49,6 +52,8 @@ struct GenerateFlags {
   bool ignore_eos = false;
   bool json = false;
   bool enable_thinking = false;
+  std::string addr;  // a router: run through the cluster instead of a local engine
+  std::string tier;
 };
 
 void AddSamplingFlags(CLI::App& cmd, GenerateFlags& f) {
@@ -106,7 +111,35 @@ absl::StatusOr<std::unique_ptr<text::Tokenizer>> TokenizerOf(const std::string& 
   return text::Tokenizer::FromFile(dir);
 }
 
+absl::Status RunViaRouter(const GenerateFlags& f, bool chat) {
+#if GKA_WITH_GRPC
+  RemoteGenerateRequest r{.addr = f.addr, .chat = chat, .prompt = f.prompt, .system = f.system,
+                          .message = f.message, .enable_thinking = f.enable_thinking,
+                          .tier = f.tier, .max_tokens = f.max_tokens};
+  if (!f.prompt_ids.empty()) {
+    GKA_ASSIGN_OR_RETURN(r.prompt_ids, ParseIds(f.prompt_ids));
+  }
+  r.temperature = f.sampling.temperature;
+  r.top_k = f.sampling.top_k;
+  r.top_p = f.sampling.top_p;
+  r.min_p = f.sampling.min_p;
+  r.repetition_penalty = f.sampling.repetition_penalty;
+  r.presence_penalty = f.sampling.presence_penalty;
+  r.frequency_penalty = f.sampling.frequency_penalty;
+  r.seed = f.sampling.seed;
+  r.prefill_num_iter = f.prefill_num_iter;
+  r.decode_num_iter = f.decode_num_iter;
+  r.ignore_eos = f.ignore_eos;
+  r.json = f.json;
+  return RunRemoteGenerate(r);
+#else
+  return absl::UnimplementedError("this build has no gRPC client (configure with GKA_WITH_GRPC)");
+#endif
+}
+
 absl::Status RunGenerate(const GenerateFlags& f, bool chat) {
+  if (!f.addr.empty()) return RunViaRouter(f, chat);
+  if (f.engine.model_dir.empty()) return absl::InvalidArgumentError("give --model DIR or --addr HOST:PORT");
   GKA_ASSIGN_OR_RETURN(auto tokenizer, TokenizerOf(f.engine.model_dir));
   std::vector<int32_t> prompt;
   if (chat) {

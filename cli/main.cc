@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   gka::cli::RegisterTokenize(app, run);
   gka::cli::RegisterMakeTinyModel(app, run);
   gka::cli::RegisterCompare(app, run);
+  gka::cli::RegisterLocal(app, run);
+  gka::cli::RegisterHealth(app, run);
   CLI11_PARSE(app, argc, argv);
   if (!run) return 2;
   const absl::Status status = run();

@@ -1,0 +1,263 @@
+// gka local: the whole cluster as separate processes on 127.0.0.1.
+//
+//   gka local --model DIR [--port 50051] [--metrics-port 9400] [--prefill-workers 1]
+//             [--decode-workers 1] [--tiers FILE] [--state-file F] [--log-dir D]
+//             [--backend cpu] [--num-slots 16] [--page-size 16] [-- extra router flags]
+//
+// Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
+// (metrics on MP+1, MP+2, ...) and the decode workers (after the prefill ones); worker gRPC and
+// UCX ports are ephemeral. Prints one JSON line per process ({"role", "index", "pid", "grpc",
+// "metrics"}) and writes them to --state-file. The children share one process group and get
+// SIGKILL if this process dies (PR_SET_PDEATHSIG); SIGINT/SIGTERM stop them all.
+#include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "common/base/logging.h"
+#include "common/base/status.h"
+
+namespace gka::cli {
+namespace {
+
+struct LocalFlags {
+  std::string model_dir;
+  int port = 50051;
+  int metrics_port = 9400;
+  int prefill_workers = 1;
+  int decode_workers = 1;
+  std::string tiers;
+  std::string state_file;
+  std::string log_dir;
+  std::string backend = "cpu";
+  int num_slots = 16;
+  int page_size = 16;
+  int ready_timeout_s = 120;
+};
+
+struct Child {
+  std::string role;
+  int index = 0;
+  pid_t pid = -1;
+  int stdout_fd = -1;
+  nlohmann::json info;
+};
+
+std::atomic<int> g_stop_signal{0};
+void OnSignal(int sig) { g_stop_signal.store(sig); }
+
+std::string BinDir() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string exe(buf, n);
+  return exe.substr(0, exe.rfind('/'));
+}
+
+// Forks and execs `argv` into process group `pgid` (0: start a new group). The child's stdout
+// is a pipe we read; it dies with us.
+absl::StatusOr<Child> Spawn(const std::string& role, int index, std::vector<std::string> argv,
+                            pid_t pgid, const std::string& log_dir) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork failed: ", strerror(errno)));
+  if (pid == 0) {
+    setpgid(0, pgid);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);  // the parent died before prctl took effect
+    dup2(fds[1], STDOUT_FILENO);
+    if (!log_dir.empty()) {
+      const std::string log = absl::StrCat(log_dir, "/", role, "-", index, ".log");
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) dup2(fd, STDERR_FILENO);
+    }
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    std::fprintf(stderr, "gka local: cannot exec %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+  }
+  setpgid(pid, pgid == 0 ? pid : pgid);  // also from the parent: no race with the child
+  close(fds[1]);
+  return Child{.role = role, .index = index, .pid = pid, .stdout_fd = fds[0]};
+}
+
+// Reads the child's first stdout line (its JSON "serving" line) with a deadline.
+absl::Status AwaitReady(Child& child, int timeout_s) {
+  std::string line;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  char c;
+  while (std::chrono::steady_clock::now() < deadline) {
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET(child.stdout_fd, &set);
+    timeval tv{0, 200000};
+    const int r = select(child.stdout_fd + 1, &set, nullptr, nullptr, &tv);
+    if (r < 0 && errno != EINTR) break;
+    if (g_stop_signal.load()) return absl::CancelledError("interrupted");
+    if (r <= 0) continue;
+    const ssize_t n = read(child.stdout_fd, &c, 1);
+    if (n <= 0) {
+      return absl::UnavailableError(absl::StrCat(child.role, "-", child.index,
+                                                 " exited before it was ready (see its log)"));
+    }
+    if (c != '\n') {
+      line.push_back(c);
+      continue;
+    }
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("grpc")) {
+      line.clear();  // a stray line; keep waiting for the JSON one
+      continue;
+    }
+    child.info = std::move(j);
+    return absl::OkStatus();
+  }
+  return absl::DeadlineExceededError(absl::StrCat(child.role, "-", child.index,
+                                                  " not ready within ", timeout_s, " s"));
+}
+
+void StopAll(std::vector<Child>& children, pid_t pgid) {
+  if (pgid > 0) kill(-pgid, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (Child& c : children) {
+    while (true) {
+      const pid_t r = waitpid(c.pid, nullptr, WNOHANG);
+      if (r == c.pid || r < 0) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(c.pid, SIGKILL);
+        waitpid(c.pid, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (c.stdout_fd >= 0) close(c.stdout_fd);
+  }
+}
+
+absl::Status RunLocal(const LocalFlags& f) {
+  if (f.prefill_workers < 1 || f.decode_workers < 1) {
+    return absl::InvalidArgumentError("need at least one prefill and one decode worker");
+  }
+  if (!std::ifstream(f.model_dir + "/config.json").good()) {
+    return absl::NotFoundError(absl::StrCat(f.model_dir, "/config.json not found"));
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGPIPE, SIG_IGN);
+  const std::string bin = BinDir();
+  std::vector<Child> children;
+  pid_t pgid = 0;
+  auto start = [&](const std::string& role, int index,
+                   std::vector<std::string> argv) -> absl::Status {
+    GKA_ASSIGN_OR_RETURN(Child c, Spawn(role, index, std::move(argv), pgid, f.log_dir));
+    if (pgid == 0) pgid = c.pid;
+    children.push_back(std::move(c));
+    absl::Status ready = AwaitReady(children.back(), f.ready_timeout_s);
+    if (!ready.ok()) return ready;
+    nlohmann::json line = children.back().info;
+    line["role"] = role;
+    line["index"] = index;
+    line["pid"] = children.back().pid;
+    std::cout << line.dump() << std::endl;
+    children.back().info = line;
+    return absl::OkStatus();
+  };
+
+  std::vector<std::string> router = {bin + "/gka-router", "--port", absl::StrCat(f.port),
+                                     "--metrics-port", absl::StrCat(f.metrics_port),
+                                     "--model", f.model_dir};
+  if (!f.tiers.empty()) {
+    router.push_back("--tiers");
+    router.push_back(f.tiers);
+  }
+  absl::Status status = start("router", 0, router);
+  std::string router_addr;
+  if (status.ok()) router_addr = children[0].info["grpc"].get<std::string>();
+  int metrics = f.metrics_port;
+  for (int i = 0; status.ok() && i < f.prefill_workers; ++i) {
+    status = start("prefill", i,
+                   {bin + "/gka-prefill-worker", "--model", f.model_dir, "--router", router_addr,
+                    "--port", "0", "--metrics-port", absl::StrCat(++metrics), "--backend",
+                    f.backend, "--worker-id", absl::StrCat("prefill-", i)});
+  }
+  for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
+    status = start("decode", i,
+                   {bin + "/gka-decode-worker", "--model", f.model_dir, "--router", router_addr,
+                    "--port", "0", "--metrics-port", absl::StrCat(++metrics), "--backend",
+                    f.backend, "--worker-id", absl::StrCat("decode-", i), "--num-slots",
+                    absl::StrCat(f.num_slots), "--page-size", absl::StrCat(f.page_size)});
+  }
+  if (status.ok() && !f.state_file.empty()) {
+    std::ofstream out(f.state_file);
+    for (const Child& c : children) out << c.info.dump() << "\n";
+  }
+  if (status.ok()) {
+    GKA_LOG(INFO) << "cluster up: router " << router_addr << "; Ctrl-C stops it";
+    // Serve until a signal or until any child exits (then everything stops: no half cluster).
+    while (!g_stop_signal.load()) {
+      int wstatus;
+      const pid_t gone = waitpid(-pgid, &wstatus, WNOHANG);
+      if (gone > 0) {
+        for (Child& c : children) {
+          if (c.pid == gone) {
+            status = absl::AbortedError(absl::StrCat(c.role, "-", c.index, " (pid ", gone,
+                                                     ") exited; stopping the cluster"));
+            c.pid = -1;
+          }
+        }
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  std::vector<Child> alive;
+  for (Child& c : children) {
+    if (c.pid > 0) alive.push_back(c);
+  }
+  StopAll(alive, pgid);
+  if (!f.state_file.empty()) std::remove(f.state_file.c_str());
+  if (g_stop_signal.load() && (status.ok() || absl::IsCancelled(status))) return absl::OkStatus();
+  return status;
+}
+
+}  // namespace
+
+void RegisterLocal(CLI::App& app, Action& run) {
+  auto f = std::make_shared<LocalFlags>();
+  CLI::App* cmd = app.add_subcommand("local", "Run router + workers as processes on 127.0.0.1");
+  cmd->add_option("--model", f->model_dir, "checkpoint directory")->required();
+  cmd->add_option("--port", f->port, "router gRPC port (0 = any)")->capture_default_str();
+  cmd->add_option("--metrics-port", f->metrics_port, "router metrics port; workers use the next")
+      ->capture_default_str();
+  cmd->add_option("--prefill-workers", f->prefill_workers, "prefill processes")
+      ->capture_default_str();
+  cmd->add_option("--decode-workers", f->decode_workers, "decode processes")
+      ->capture_default_str();
+  cmd->add_option("--tiers", f->tiers, "tier file (JSON)");
+  cmd->add_option("--state-file", f->state_file, "write the processes' JSON lines here");
+  cmd->add_option("--log-dir", f->log_dir, "children's stderr to DIR/<role>-<i>.log");
+  cmd->add_option("--backend", f->backend, "cpu | cuda")->capture_default_str();
+  cmd->add_option("--num-slots", f->num_slots, "decode worker state slots")->capture_default_str();
+  cmd->add_option("--page-size", f->page_size, "KV page size")->capture_default_str();
+  cmd->add_option("--ready-timeout", f->ready_timeout_s, "seconds to wait for each process")
+      ->capture_default_str();
+  cmd->callback([f, &run] { run = [f] { return RunLocal(*f); }; });
+}
+
+}  // namespace gka::cli
