@@ -8,6 +8,9 @@
 // The JSON output of generate is the offline form's: {"token_ids", "text", "finish_reason"}.
 #include "cli/client_commands.h"
 
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
 #include <iostream>
 #include <nlohmann/json.hpp>
 
