@@ -196,9 +196,10 @@ class TransferEngine {
       void* addr, uint64_t length, MemoryKind kind = MemoryKind::kHost) = 0;
 
   // Sender: connects (cached per address), unpacks the target's keys and performs the
-  // begin handshake; blocks until the receiver accepted or refused, or `deadline`. Errors:
-  // INVALID_ARGUMENT (bad address or key), the receiver's refusal (see TransferOutcome),
-  // UNAVAILABLE, DEADLINE_EXCEEDED. Nothing is written when this fails.
+  // begin handshake; blocks until the receiver accepted or refused. `deadline` (finite: the
+  // ticket's lease, or sooner) bounds the whole transfer, Finish included. Errors:
+  // INVALID_ARGUMENT (bad address or key, infinite deadline), the receiver's refusal (see
+  // TransferOutcome), UNAVAILABLE, DEADLINE_EXCEEDED. Nothing is written when this fails.
   virtual absl::StatusOr<std::unique_ptr<OutgoingTransfer>> StartTransfer(
       const TransferTarget& target, uint64_t transfer_id, absl::Time deadline) = 0;
 

@@ -46,11 +46,11 @@ struct UcxOptions {
   // How bytes move. kPut: ucp_put_nbx into the receiver's registered memory (one-sided; the
   // receiver can stop a writer only by asking it: Fence waits for its confirmation).
   // kActiveMessage: eager active messages that the receiver's progress thread copies into
-  // place after checking that the transfer is active and the range is registered (Fence is
-  // immediate and local). kAuto picks kPut only for hardware RMA transports (rc, dc, ib,
-  // cuda_ipc, gdr_copy) named in the transport list: UCX emulates RMA over tcp and shared
-  // memory with active messages anyway, and 1.13's emulation aborts the receiving process
-  // when a sender dies mid-put. Never force kPut over tcp.
+  // place after checking that the transfer is active and the range is registered host
+  // memory (Fence is immediate and local; device memory needs kPut). kAuto picks kPut only for
+  // hardware RMA transports (rc, dc, ib, cuda_ipc, gdr_copy) named in the transport list: UCX
+  // emulates RMA over tcp and shared memory with active messages anyway, and 1.13's emulation
+  // aborts the receiving process when a sender dies mid-put. Never force kPut over tcp.
   enum class DataPath { kAuto, kPut, kActiveMessage };
   DataPath data_path = DataPath::kAuto;
   // Active-message data path: largest message (segments are split).
@@ -62,6 +62,8 @@ struct UcxOptions {
   absl::Duration fail_flush_grace = absl::Seconds(1);
   // UCX keepalive period (UCX_KEEPALIVE_INTERVAL): how soon a silent dead peer is noticed.
   absl::Duration keepalive_interval = absl::Seconds(1);
+  // How long StartTransfer waits for the receiver to accept (capped by the deadline).
+  absl::Duration begin_timeout = absl::Seconds(10);
   // How long destruction waits for endpoints to close.
   absl::Duration shutdown_timeout = absl::Seconds(2);
 };
