@@ -4,11 +4,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "common/model/config.h"
 
 namespace gka::engine {
 
+// Per tensor-parallel rank: head counts and widths are this rank's share (model-spec §6);
+// hidden and vocab are whole (norms, embedding and lm_head are replicated).
 struct ModelDims {
+  int32_t tp_size = 1;
+  int32_t tp_rank = 0;
   int64_t vocab = 0;
   int64_t hidden = 0;
   int64_t ffn = 0;
@@ -29,6 +34,9 @@ struct ModelDims {
   bool use_v_conv = true, use_gate = true, gla_rescale = true;
 };
 
-ModelDims DimsFromConfig(const model::ModelConfig& config);
+// InvalidArgument when tp_size does not divide the attention KV heads, the GKA K/V heads or the
+// MLP width (a GQA group or a GKA head must never straddle ranks).
+absl::StatusOr<ModelDims> DimsFromConfig(const model::ModelConfig& config, int tp_size = 1,
+                                         int tp_rank = 0);
 
 }  // namespace gka::engine

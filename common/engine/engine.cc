@@ -103,11 +103,11 @@ struct Engine::BatchMeta {
 };
 
 Engine::Engine(const EngineOptions& options, const model::ModelConfig& config,
-               std::unique_ptr<kernels::Backend> backend)
+               const ModelDims& dims, std::unique_ptr<kernels::Backend> backend)
     : options_(options),
       config_(config),
       backend_(std::move(backend)),
-      dims_(DimsFromConfig(config)),
+      dims_(dims),
       pages_(0),
       slots_(0) {}
 
@@ -132,10 +132,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     return absl::InvalidArgumentError(
         "the CPU backend computes in fp32 only: use --dtype fp32 (bf16 needs --backend cuda)");
   }
+  const int tp = options.communicator ? options.communicator->world_size() : 1;
+  const int rank = options.communicator ? options.communicator->rank() : 0;
+  GKA_ASSIGN_OR_RETURN(ModelDims dims, DimsFromConfig(config, tp, rank));
   GKA_ASSIGN_OR_RETURN(auto backend, kernels::CreateBackend({.kind = options.backend,
                                                              .device_ordinal =
                                                                  options.device_ordinal}));
-  std::unique_ptr<Engine> engine(new Engine(options, config, std::move(backend)));
+  std::unique_ptr<Engine> engine(new Engine(options, config, dims, std::move(backend)));
   const ModelDims& d = engine->dims_;
   engine->default_num_iter_ = options.default_num_iter >= 0 ? options.default_num_iter : d.num_iter;
   int64_t max_len = options.max_seq_len > 0 ? options.max_seq_len
@@ -144,7 +147,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   engine->max_seq_len_ = static_cast<int32_t>(max_len);
   engine->max_pages_per_seq_ = PagesFor(max_len, options.page_size);
   GKA_ASSIGN_OR_RETURN(engine->weights_,
-                       LoadWeights(*engine->backend_, config, checkpoint, options.dtype));
+                       LoadWeights(*engine->backend_, config, checkpoint, options.dtype, dims));
   engine->ws_ = std::make_unique<Workspace>(engine->backend_.get());
   GKA_RETURN_IF_ERROR(engine->AllocatePools());
   return engine;
@@ -402,7 +405,15 @@ absl::Status Engine::AttentionLayer(int layer, const BatchMeta& meta, const Tens
        .max_pages_per_seq = max_pages_per_seq_, .max_q_len = meta.max_q_len,
        .max_context_len = meta.max_context,
        .scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim))}));
-  return be.Gemm({.x = o, .w = w.o_proj.view(), .y = out});
+  GKA_RETURN_IF_ERROR(be.Gemm({.x = o, .w = w.o_proj.view(), .y = out}));
+  return AllReduce(out);
+}
+
+absl::Status Engine::AllReduce(const TensorView& t) {
+  if (options_.communicator == nullptr || dims_.tp_size == 1) return absl::OkStatus();
+  // The in-process communicator works on host memory; NCCL on device memory.
+  GKA_RETURN_IF_ERROR(backend_->Synchronize());
+  return options_.communicator->AllReduceSum(t);
 }
 
 absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView& x,
@@ -486,7 +497,9 @@ absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView
                                                           : TensorView{},
                                        .weight = w.o_norm.view(), .out = gated,
                                        .eps = d.gka_norm_eps}));
-  return be.Gemm({.x = Reshape(gated, Shape{T, H * D}), .w = w.o_proj.view(), .y = out});
+  GKA_RETURN_IF_ERROR(
+      be.Gemm({.x = Reshape(gated, Shape{T, H * D}), .w = w.o_proj.view(), .y = out}));
+  return AllReduce(out);
 }
 
 absl::Status Engine::Mlp(int layer, const TensorView& x, const TensorView& out) {
@@ -498,7 +511,8 @@ absl::Status Engine::Mlp(int layer, const TensorView& x, const TensorView& out) 
   GKA_ASSIGN_OR_RETURN(TensorView act, ws_->Get(kMlpAct, Shape{T, d.ffn}, options_.dtype));
   GKA_RETURN_IF_ERROR(backend_->Gemm({.x = x, .w = lw.gate_up.view(), .y = gate_up}));
   GKA_RETURN_IF_ERROR(backend_->SiluMul({.gate_up = gate_up, .out = act}));
-  return backend_->Gemm({.x = act, .w = lw.down.view(), .y = out});
+  GKA_RETURN_IF_ERROR(backend_->Gemm({.x = act, .w = lw.down.view(), .y = out}));
+  return AllReduce(out);
 }
 
 absl::StatusOr<tensor::Buffer> Engine::LogitsToHost(const StepResult& result) {
@@ -705,6 +719,8 @@ uint64_t Engine::LayoutHash() const {
   mix(d.use_v_conv);
   mix(options_.page_size);
   mix(static_cast<int64_t>(options_.dtype));
+  mix(d.tp_size);
+  mix(d.tp_rank);
   return h;
 }
 

@@ -29,6 +29,7 @@
 #include "common/engine/weights.h"
 #include "common/model/config.h"
 #include "common/model/safetensors.h"
+#include "common/parallel/communicator.h"
 #include "common/tensor/tensor.h"
 #include "kernels/api/backend.h"
 
@@ -47,6 +48,10 @@ struct EngineOptions {
   int32_t num_pages = 0;         // 0: enough for every slot at max_seq_len
   int32_t max_seq_len = 0;       // 0: config max_position_embeddings (capped at 8192)
   int32_t default_num_iter = -1;  // -1: the checkpoint's gka num_iter
+  // Tensor parallelism: this engine is rank communicator->rank() of world_size() and holds
+  // that share of the heads, MLP width and GKA state (model-spec §6). Not owned; must outlive
+  // the engine. Null: a single rank.
+  parallel::Communicator* communicator = nullptr;
 };
 
 // New tokens of one sequence for one Forward.
@@ -167,8 +172,10 @@ class Engine {
   class Workspace;
   struct BatchMeta;
 
-  Engine(const EngineOptions& options, const model::ModelConfig& config,
+  Engine(const EngineOptions& options, const model::ModelConfig& config, const ModelDims& dims,
          std::unique_ptr<kernels::Backend> backend);
+  // Sums a row-parallel GEMM's partial output over the tensor-parallel ranks.
+  absl::Status AllReduce(const tensor::TensorView& t);
   absl::Status AllocatePools();
   absl::Status ZeroSlot(SlotId slot);
   absl::Status EnsurePages(SequenceMemory& mem, int64_t new_length);

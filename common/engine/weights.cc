@@ -1,6 +1,7 @@
 #include "common/engine/weights.h"
 
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
@@ -15,55 +16,58 @@ using tensor::Shape;
 
 namespace {
 
+// Loads tensors for one tensor-parallel rank (model-spec §6): column-parallel weights take
+// this rank's rows, row-parallel weights its columns, per-head vectors its heads; everything
+// else is replicated. Only the rank's slice is read from the mapped file.
 class Uploader {
  public:
-  Uploader(kernels::Backend& backend, const model::Checkpoint& ckpt, DType dtype)
-      : backend_(backend), ckpt_(ckpt), dtype_(dtype) {}
+  Uploader(kernels::Backend& backend, const model::Checkpoint& ckpt, DType dtype, int rank,
+           int world)
+      : backend_(backend), ckpt_(ckpt), dtype_(dtype), rank_(rank), world_(world) {}
 
-  // A GEMM weight or the embedding: the engine dtype.
-  absl::StatusOr<DeviceBuffer> Matrix(const std::string& name) { return Load({name}, dtype_); }
-  // A small vector: F32 whatever the checkpoint stores.
-  absl::StatusOr<DeviceBuffer> Vector(const std::string& name) { return Load({name}, DType::kF32); }
-  // Tensors stacked along dim 0 into one buffer (e.g. gate_proj over up_proj).
-  absl::StatusOr<DeviceBuffer> Stacked(const std::vector<std::string>& names) {
-    return Load(names, dtype_);
+  // Replicated GEMM weight or embedding, in the engine dtype.
+  absl::StatusOr<DeviceBuffer> Matrix(const std::string& name) { return Load({name}, dtype_, -1); }
+  // Column-parallel: this rank's rows (output features).
+  absl::StatusOr<DeviceBuffer> Rows(const std::string& name) { return Load({name}, dtype_, 0); }
+  // Row-parallel: this rank's columns (input features).
+  absl::StatusOr<DeviceBuffer> Cols(const std::string& name) { return Load({name}, dtype_, 1); }
+  // Several column-parallel weights, each sliced, stacked along dim 0 (gate over up).
+  absl::StatusOr<DeviceBuffer> StackedRows(const std::vector<std::string>& names) {
+    return Load(names, dtype_, 0);
   }
-  // A depthwise conv weight [C, 1, K] as [C, K] F32.
+  // Small F32 vectors: replicated (norm weights) or per head (A_log, biases).
+  absl::StatusOr<DeviceBuffer> Vector(const std::string& name) { return Load({name}, DType::kF32, -1); }
+  absl::StatusOr<DeviceBuffer> HeadVector(const std::string& name) {
+    return Load({name}, DType::kF32, 0);
+  }
+  // A depthwise conv weight [C, 1, K]: this rank's channels as [C/t, K] F32.
   absl::StatusOr<DeviceBuffer> Conv(const std::string& name) {
-    GKA_ASSIGN_OR_RETURN(DeviceBuffer b, Load({name}, DType::kF32));
+    GKA_ASSIGN_OR_RETURN(DeviceBuffer b, Load({name}, DType::kF32, 0));
     const Shape s = b.view().shape;
     b.Reshape(Shape{s[0], s[2]});
     return b;
   }
 
  private:
-  absl::StatusOr<DeviceBuffer> Load(const std::vector<std::string>& names, DType to) {
-    std::vector<model::TensorInfo> infos;
+  // `dim` < 0: whole tensor; else the rank's even slice along `dim`.
+  absl::StatusOr<DeviceBuffer> Load(const std::vector<std::string>& names, DType to, int dim) {
+    std::vector<tensor::Buffer> parts;
     int64_t rows = 0;
     for (const std::string& n : names) {
-      GKA_ASSIGN_OR_RETURN(model::TensorInfo t, ckpt_.Get(n));
-      rows += t.shape[0];
-      infos.push_back(std::move(t));
+      std::optional<model::Slice> slice;
+      if (dim >= 0 && world_ > 1) {
+        GKA_ASSIGN_OR_RETURN(model::TensorInfo info, ckpt_.Get(n));
+        GKA_ASSIGN_OR_RETURN(slice, model::EvenSlice(info.shape[dim], dim, rank_, world_));
+      }
+      GKA_ASSIGN_OR_RETURN(tensor::Buffer host, model::LoadTensor(ckpt_, n, to, slice));
+      rows += host.shape()[0];
+      parts.push_back(std::move(host));
     }
-    Shape shape = infos[0].shape;
+    Shape shape = parts[0].shape();
     shape[0] = rows;
     GKA_ASSIGN_OR_RETURN(DeviceBuffer dev, backend_.Allocate(shape, to));
     size_t offset = 0;
-    for (const model::TensorInfo& t : infos) {
-      tensor::Buffer host = tensor::Buffer::Allocate(t.shape, to);
-      const size_t n = static_cast<size_t>(t.shape.numel());
-      if (t.dtype == to) {
-        std::memcpy(host.data<void>(), t.data, t.nbytes);
-      } else if (to == DType::kF32) {
-        tensor::ConvertToF32(t.data, t.dtype, n, host.data<float>());
-      } else if (to == DType::kBF16) {
-        std::vector<float> f(n);
-        tensor::ConvertToF32(t.data, t.dtype, n, f.data());
-        for (size_t i = 0; i < n; ++i) host.data<uint16_t>()[i] = tensor::FloatToBF16(f[i]);
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat("cannot convert ", t.name, " to ",
-                                                       tensor::DTypeName(to)));
-      }
+    for (const tensor::Buffer& host : parts) {
       GKA_RETURN_IF_ERROR(backend_.CopyFromHost(dev.data<char>() + offset, host.data<void>(),
                                                 host.nbytes()));
       offset += host.nbytes();
@@ -74,16 +78,18 @@ class Uploader {
   kernels::Backend& backend_;
   const model::Checkpoint& ckpt_;
   DType dtype_;
+  int rank_;
+  int world_;
 };
 
 }  // namespace
 
 absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
                                          const model::ModelConfig& config,
-                                         const model::Checkpoint& checkpoint, DType dtype) {
+                                         const model::Checkpoint& checkpoint, DType dtype,
+                                         const ModelDims& d) {
   GKA_RETURN_IF_ERROR(model::ValidateCheckpoint(config, checkpoint));
-  const ModelDims d = DimsFromConfig(config);
-  Uploader up(backend, checkpoint, dtype);
+  Uploader up(backend, checkpoint, dtype, d.tp_rank, d.tp_size);
   ModelWeights w;
   GKA_ASSIGN_OR_RETURN(w.embed, up.Matrix("model.embed_tokens.weight"));
   GKA_ASSIGN_OR_RETURN(w.final_norm, up.Vector("model.norm.weight"));
@@ -96,28 +102,28 @@ absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
     const std::string p = absl::StrCat("model.layers.", l, ".");
     GKA_ASSIGN_OR_RETURN(lw.input_norm, up.Vector(p + "input_layernorm.weight"));
     GKA_ASSIGN_OR_RETURN(lw.post_norm, up.Vector(p + "post_attention_layernorm.weight"));
-    GKA_ASSIGN_OR_RETURN(lw.gate_up,
-                         up.Stacked({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}));
-    GKA_ASSIGN_OR_RETURN(lw.down, up.Matrix(p + "mlp.down_proj.weight"));
+    GKA_ASSIGN_OR_RETURN(
+        lw.gate_up, up.StackedRows({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}));
+    GKA_ASSIGN_OR_RETURN(lw.down, up.Cols(p + "mlp.down_proj.weight"));
     if (!d.is_gka[l]) {
       const std::string a = p + "self_attn.";
-      GKA_ASSIGN_OR_RETURN(lw.attn.q_proj, up.Matrix(a + "q_proj.weight"));
-      GKA_ASSIGN_OR_RETURN(lw.attn.k_proj, up.Matrix(a + "k_proj.weight"));
-      GKA_ASSIGN_OR_RETURN(lw.attn.v_proj, up.Matrix(a + "v_proj.weight"));
-      GKA_ASSIGN_OR_RETURN(lw.attn.o_proj, up.Matrix(a + "o_proj.weight"));
+      GKA_ASSIGN_OR_RETURN(lw.attn.q_proj, up.Rows(a + "q_proj.weight"));
+      GKA_ASSIGN_OR_RETURN(lw.attn.k_proj, up.Rows(a + "k_proj.weight"));
+      GKA_ASSIGN_OR_RETURN(lw.attn.v_proj, up.Rows(a + "v_proj.weight"));
+      GKA_ASSIGN_OR_RETURN(lw.attn.o_proj, up.Cols(a + "o_proj.weight"));
       GKA_ASSIGN_OR_RETURN(lw.attn.q_norm, up.Vector(a + "q_norm.weight"));
       GKA_ASSIGN_OR_RETURN(lw.attn.k_norm, up.Vector(a + "k_norm.weight"));
       continue;
     }
     const std::string g = p + "gka.";
     GkaWeights& gw = lw.gka;
-    GKA_ASSIGN_OR_RETURN(gw.q_proj, up.Matrix(g + "q_proj.weight"));
-    GKA_ASSIGN_OR_RETURN(gw.k_proj, up.Matrix(g + "k_proj.weight"));
-    GKA_ASSIGN_OR_RETURN(gw.v_proj, up.Matrix(g + "v_proj.weight"));
-    GKA_ASSIGN_OR_RETURN(gw.a_proj, up.Matrix(g + "a_proj.weight"));
-    GKA_ASSIGN_OR_RETURN(gw.o_proj, up.Matrix(g + "o_proj.weight"));
-    GKA_ASSIGN_OR_RETURN(gw.a_log, up.Vector(g + "A_log"));
-    GKA_ASSIGN_OR_RETURN(gw.dt_bias, up.Vector(g + "dt_bias"));
+    GKA_ASSIGN_OR_RETURN(gw.q_proj, up.Rows(g + "q_proj.weight"));
+    GKA_ASSIGN_OR_RETURN(gw.k_proj, up.Rows(g + "k_proj.weight"));
+    GKA_ASSIGN_OR_RETURN(gw.v_proj, up.Rows(g + "v_proj.weight"));
+    GKA_ASSIGN_OR_RETURN(gw.a_proj, up.Rows(g + "a_proj.weight"));
+    GKA_ASSIGN_OR_RETURN(gw.o_proj, up.Cols(g + "o_proj.weight"));
+    GKA_ASSIGN_OR_RETURN(gw.a_log, up.HeadVector(g + "A_log"));
+    GKA_ASSIGN_OR_RETURN(gw.dt_bias, up.HeadVector(g + "dt_bias"));
     GKA_ASSIGN_OR_RETURN(gw.o_norm, up.Vector(g + "o_norm.weight"));
     GKA_ASSIGN_OR_RETURN(gw.q_conv, up.Conv(g + "q_conv1d.weight"));
     GKA_ASSIGN_OR_RETURN(gw.k_conv, up.Conv(g + "k_conv1d.weight"));
@@ -125,15 +131,15 @@ absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
       GKA_ASSIGN_OR_RETURN(gw.v_conv, up.Conv(g + "v_conv1d.weight"));
     }
     if (d.use_beta) {
-      GKA_ASSIGN_OR_RETURN(gw.b_proj, up.Matrix(g + "b_proj.weight"));
-      GKA_ASSIGN_OR_RETURN(gw.b_bias, up.Vector(g + "b_proj.bias"));
+      GKA_ASSIGN_OR_RETURN(gw.b_proj, up.Rows(g + "b_proj.weight"));
+      GKA_ASSIGN_OR_RETURN(gw.b_bias, up.HeadVector(g + "b_proj.bias"));
     }
     if (d.use_alpha) {
-      GKA_ASSIGN_OR_RETURN(gw.alpha_proj, up.Matrix(g + "alpha_proj.weight"));
-      GKA_ASSIGN_OR_RETURN(gw.alpha_bias, up.Vector(g + "alpha_proj.bias"));
+      GKA_ASSIGN_OR_RETURN(gw.alpha_proj, up.Rows(g + "alpha_proj.weight"));
+      GKA_ASSIGN_OR_RETURN(gw.alpha_bias, up.HeadVector(g + "alpha_proj.bias"));
     }
     if (d.use_gate) {
-      GKA_ASSIGN_OR_RETURN(gw.g_proj, up.Matrix(g + "g_proj.weight"));
+      GKA_ASSIGN_OR_RETURN(gw.g_proj, up.Rows(g + "g_proj.weight"));
     }
   }
   return w;

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model/config.h"
+#include "common/engine/dims.h"
 #include "common/model/safetensors.h"
 #include "kernels/api/backend.h"
 
@@ -59,10 +60,11 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 };
 
-// Validates the checkpoint against the config (presence, shapes, dtypes), then uploads.
+// Validates the checkpoint against the config (presence, shapes, dtypes), then uploads this
+// tensor-parallel rank's share (dims.tp_rank of dims.tp_size).
 absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
                                          const model::ModelConfig& config,
                                          const model::Checkpoint& checkpoint,
-                                         tensor::DType dtype);
+                                         tensor::DType dtype, const ModelDims& dims);
 
 }  // namespace gka::engine
