@@ -17,6 +17,8 @@
 //   receiver: on_complete(TransferCompletion{checksum verified, payload})
 //   on lease expiry or release: receiver calls Fence(transfer_id): OK means no write of this
 //   transfer can land any more (memory reusable); an error means quarantine the memory.
+//   (How bytes move is the implementation's business: UCX puts, or messages the receiver
+//   places itself; the latter make Fence immediate and refuse writes outside the ranges.)
 //
 //   // Sender side, with a ticket rank converted to a TransferTarget:
 //   GKA_ASSIGN_OR_RETURN(auto t, engine->StartTransfer(target, ticket.transfer_id, deadline));
@@ -112,9 +114,13 @@ struct TransferOutcome {
   // Fail closed: true when this side cannot prove that no write of this transfer will still
   // land in the receiver's memory (puts were in flight when the transfer failed, and the
   // endpoint had to be force-closed). The receiver must then quarantine the memory. Also
-  // false for every outcome of a transfer that wrote nothing. After the outcome is delivered
-  // the engine reads none of the transfer's local source buffers any more.
+  // false for every outcome of a transfer that wrote nothing.
   bool remote_may_be_written = false;
+  // True only when the transport could neither complete nor cancel the writes (UCX shared
+  // memory to a dead receiver): the source buffers may still be referenced by queued
+  // operations until the engine is destroyed; keep them allocated. Otherwise the engine
+  // reads none of the transfer's source buffers after the outcome.
+  bool local_may_be_read = false;
   uint64_t bytes = 0;
   uint64_t checksum = 0;
   uint32_t segments = 0;
@@ -175,8 +181,9 @@ struct ExpectedTransfer {
   // A sender that tries to begin after this is refused (DEADLINE_EXCEEDED).
   absl::Time lease_deadline = absl::InfiniteFuture();
   // Host ranges the transfer must fill exactly; when non-empty the engine verifies the
-  // checksum and byte count before reporting completion (DATA_LOSS otherwise). Empty: the
-  // caller verifies (e.g. device memory) with ChecksumInAddressOrder.
+  // checksum and byte count before reporting completion (DATA_LOSS otherwise), and an engine
+  // that places bytes itself refuses writes outside them. Empty: the caller verifies (e.g.
+  // device memory) with ChecksumInAddressOrder.
   std::vector<LocalRange> verify_ranges;
 };
 
@@ -207,13 +214,13 @@ class TransferEngine {
   virtual absl::Status Expect(ExpectedTransfer expected, CompletionCallback on_complete) = 0;
 
   // Receiver: makes sure no write of `transfer_id` can land any more. OK: quiescent (it
-  // completed, never began, or the sender confirmed it stopped after flushing; unknown ids
-  // are quiescent too), and the expectation is gone (its callback got CANCELLED unless it had
-  // completed). Otherwise the memory may still be written and must be quarantined:
-  // DEADLINE_EXCEEDED (the sender did not confirm in `timeout`), UNAVAILABLE (the sender is
-  // gone: a dead process writes no more, but bytes it sent may still be in flight in the
-  // transport for a while), ABORTED (the sender had to force-close with writes in flight).
-  // The expectation stays until a later Fence succeeds.
+  // completed, never began, the receiver itself refuses its writes from now on, or the
+  // sender confirmed it stopped after flushing; unknown ids are quiescent too), and the
+  // expectation is gone (its callback got CANCELLED unless it had completed). Otherwise the memory
+  // may still be written and must be quarantined: DEADLINE_EXCEEDED (the sender did not confirm in
+  // `timeout`), UNAVAILABLE (the sender is gone: a dead process writes no more, but bytes it sent
+  // may still be in flight in the transport for a while), ABORTED (the sender had to force-close
+  // with writes in flight). The expectation stays until a later Fence succeeds.
   virtual absl::Status Fence(uint64_t transfer_id, absl::Duration timeout) = 0;
 };
 

@@ -509,10 +509,9 @@ struct UcxTransferEngine::Impl {
     const uint64_t peer_id = peer.id;
     if (!peer.detects_failure) {
       // UCX allows a forced close only with peer error handling, and a graceful one never
-      // completes against a dead peer: the endpoint is abandoned to the worker's destruction.
-      // Its stuck operations cannot touch the peer's memory more than a dead peer allows, and
-      // they read our buffers only through the kernel (cma), never by CPU copy.
-      OnPeerClosed(peer_id);
+      // completes against a dead peer: the endpoint is abandoned to the worker's destruction,
+      // with whatever operations are queued on it (TransferOutcome::local_may_be_read).
+      OnPeerClosed(peer_id, /*abandoned=*/true);
       return;
     }
     PendingOp* op = NewOp([this, peer_id](ucs_status_t) { OnPeerClosed(peer_id); });
@@ -532,7 +531,7 @@ struct UcxTransferEngine::Impl {
     Track(ucp_ep_close_nbx(peer.ep, &params), op);
   }
 
-  void OnPeerClosed(uint64_t peer_id) {
+  void OnPeerClosed(uint64_t peer_id, bool abandoned = false) {
     Peer* peer = FindPeer(peer_id);
     if (peer == nullptr) return;
     peer_by_ep.erase(peer->ep);
@@ -543,6 +542,8 @@ struct UcxTransferEngine::Impl {
     }
     for (uint64_t id : ids) {
       Session& s = sessions.at(id);
+      // An abandoned endpoint (no forced close possible) keeps its queued writes.
+      s.outcome.local_may_be_read = s.unflushed && abandoned;
       Resolve(s, s.pending_failure, /*may_be_written=*/s.unflushed);
     }
   }

@@ -14,8 +14,8 @@
 // self). "cma" alone does not work: UCX needs posix or sysv beside it for active messages.
 // Over shared memory only, UCX cannot detect a dead peer: a transfer to a dead receiver ends
 // at its deadline (not sooner), and its endpoint is abandoned rather than force-closed (UCX
-// forbids that without peer error handling) until the engine is destroyed; its stuck writes
-// reach our source buffers only through the kernel (cma), so freeing them is safe.
+// forbids that without peer error handling) until the engine is destroyed, with its queued
+// writes (the outcome says local_may_be_read: keep those source buffers).
 // Wire messages: one active-message id, a fixed 48-byte header (magic, version, type, ids,
 // checksum, byte count, status code) and a body that starts with the sender's worker address,
 // so every message can be answered. Malformed messages are logged and dropped.
