@@ -19,16 +19,19 @@
 // read and written once) and N·D² + 4·D² FMAs (N = num_iter: 0.5 MFMA at N = 30). At 3 TB/s
 // the traffic takes 85 ns per (sequence, head), the FMAs ~15 ns of one SM's share of the chip,
 // so decode is bandwidth bound if the solves overlap other CTAs' streaming; 2 CTAs per SM
-// (128 registers, 71 KiB shared memory each) do that. A solve iteration is issue bound: 64
-// mat-vec FMAs plus ~45 reduction/update/barrier instructions per thread (~460 cycles with two
-// CTAs per SM), which is why N = 30 costs ~40 us more than N = 10 at N=128, H=16.
+// (128 registers, 71 KiB shared memory each) do that. A solve iteration is latency bound
+// (64 mat-vec FMAs → 4 dependent shuffle stages → update → barrier, ~460 cycles with two CTAs
+// interleaved) and not hidden by memory at N=128, H=16: N = 30 costs ~40 us more than N = 10.
 // Variants measured on an H100 (N=128 H=16, num_iter 30 / 10, us):
 //   this kernel: 16×16 grid of 8×8 blocks, 256 threads, 2 CTAs/SM ...... 243.5 / 202
 //   16×8 grid of 8×16 blocks, 128 threads, 3 CTAs/SM ...................... 273 / 222
 //   persistent 1 CTA/SM, next item prefetched with cp.async ............... 285 / 215
 //   persistent, warp-specialised producer with bulk copies (TMA) ......... 265 / 225
+//   this layout with lane-permuted rows (select-free reduction) + ω table .. 246.4 / 205
 // One item in flight per SM serialises its memory and its solve; fewer threads per item
-// lengthen the solve's dependency chain. Both lose to two full-width CTAs per SM.
+// lengthen the solve's dependency chain; cutting instructions from the iteration changed
+// nothing (the iteration is bound by its dependency chain: FMAs → 4 shuffle stages → update →
+// barrier, ~460 cycles with two CTAs interleaved). Run-to-run spread here is ~1%.
 // A multi-token sequence (prefill) runs its tokens sequentially in the same kernel: correct,
 // but latency bound (one solve after another); the chunk-parallel form (§5) is future work.
 #include <cuda_pipeline.h>

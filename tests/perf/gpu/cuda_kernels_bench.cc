@@ -446,6 +446,192 @@ void SampleRows(Bench& b) {
   }
 }
 
+// ---- one decode step of the 32B model on one GPU, broken down by op ----------------------
+//
+// Batch 64 at 4K context, TP = 1 shapes (hidden 5120, 64 q / 8 KV heads, FFN 25600, 64 GKA
+// heads, num_iter 30), bf16 weights and activations, fp32 GKA state. The whole model does not
+// fit one 80 GB GPU with its KV cache, so one attention layer and one GKA layer are timed op
+// by op (each op twice, as everywhere) and scaled by the 32 + 32 layers of the real pattern;
+// embedding, final norm, lm_head and greedy sampling are added once. The op sequence is the
+// engine's (common/engine/engine.cc).
+struct StepOp {
+  std::string name;
+  double us;   // min of the two runs
+  int calls;   // per decode step
+};
+
+void DecodeStepBreakdown(Bench& b) {
+  const int64_t B = 64, hidden = 5120, D = 128, hq = 64, hkv = 8, ffn = 25600, H = 64;
+  const int ctx = 4096, ps = 16, V = 151936, layers_each = 32;
+  const DType A = DType::kBF16, F32 = DType::kF32;
+  std::vector<StepOp> ops;
+  auto time = [&](const std::string& name, int calls, const std::function<void()>& fn) {
+    const Row r = b.Run("step: " + name, 0, 0, 3, 20, fn);
+    ops.push_back({name, std::min(r.us1, r.us2), calls});
+  };
+  auto alloc = [&](Shape s, DType d) {
+    auto buf = b.be().Allocate(s, d);
+    BENCH_CHECK(buf.status());
+    return std::move(buf).value();
+  };
+  auto gemm = [&](const std::string& name, int calls, const TensorView& x, int64_t n,
+                  DeviceBuffer& y) {
+    GpuTensor w = b.Random(Shape{n, x.shape[1]}, A, 0.02f);
+    y = alloc(Shape{x.shape[0], n}, y.empty() ? A : y.view().dtype);
+    time(name, calls, [&] { BENCH_CHECK(b.be().Gemm({.x = x, .w = w.view(), .y = y.view()})); });
+  };
+  GpuTensor h = b.Random(Shape{B, hidden}, A), res = b.Random(Shape{B, hidden}, A);
+  GpuTensor norm_w = b.Random(Shape{hidden}, F32, 0.1f, 1.0f);
+  DeviceBuffer xn = alloc(Shape{B, hidden}, A);
+  auto rms = [&](const std::string& name) {
+    time(name, 4 * layers_each + 1, [&] {
+      BENCH_CHECK(b.be().RmsNorm({.x = h.view(), .residual = res.view(), .weight = norm_w.view(),
+                                  .out = xn.view()}));
+    });
+  };
+  std::vector<int32_t> iota(B);
+  std::iota(iota.begin(), iota.end(), 0);
+  DeviceBuffer cu = b.Ints([&] {
+    std::vector<int32_t> c(B + 1);
+    std::iota(c.begin(), c.end(), 0);
+    return c;
+  }());
+
+  // Global ops.
+  GpuTensor table = b.Random(Shape{V, hidden}, A);
+  DeviceBuffer ids = b.Ints(iota);
+  DeviceBuffer emb = alloc(Shape{B, hidden}, A);
+  time("Embedding", 1, [&] {
+    BENCH_CHECK(b.be().Embedding({.table = table.view(), .ids = ids.data<int32_t>(),
+                                  .out = emb.view()}));
+  });
+  DeviceBuffer logits;
+  logits = alloc(Shape{1}, F32);
+  gemm("lm_head Gemm 5120->151936 (F32 logits)", 1, xn.view(), V, logits);
+  std::vector<kernels::SamplingConfig> greedy(B, {.temperature = 0.0f});
+  std::vector<uint64_t> steps(B, 0);
+  std::vector<int32_t> out_ids(B);
+  time("Sample greedy", 1, [&] {
+    BENCH_CHECK(b.be().Sample({.logits = logits.view(), .configs = greedy.data(),
+                               .steps = steps.data(), .out_ids = out_ids.data(),
+                               .num_seqs = static_cast<int32_t>(B)}));
+  });
+
+  // Attention layer.
+  rms("RmsNorm + residual (2 per layer, + final)");
+  DeviceBuffer q, k, v, o, gu, act, mlp_out;
+  gemm("attn q_proj 5120->8192", layers_each, xn.view(), hq * D, q);
+  gemm("attn k_proj 5120->1024", layers_each, xn.view(), hkv * D, k);
+  gemm("attn v_proj 5120->1024", layers_each, xn.view(), hkv * D, v);
+  GpuTensor qkw = b.Random(Shape{D}, F32, 0.1f, 1.0f);
+  std::vector<int32_t> pos(B, ctx - 1);
+  DeviceBuffer pos_dev = b.Ints(pos);
+  const TensorView q3{q.view().ptr, A, Shape{B, hq, D}, q.view().device};
+  const TensorView k3{k.view().ptr, A, Shape{B, hkv, D}, k.view().device};
+  const TensorView v3{v.view().ptr, A, Shape{B, hkv, D}, v.view().device};
+  time("QkNormRope", layers_each, [&] {
+    BENCH_CHECK(b.be().QkNormRope({.q = q3, .k = k3, .q_weight = qkw.view(), .k_weight = qkw.view(),
+                                   .positions = pos_dev.data<int32_t>(), .theta = 5e6f}));
+  });
+  KvCache c = MakeCache(b, B, ctx, hkv, ps, [&] {
+    std::vector<int32_t> cq(B + 1);
+    std::iota(cq.begin(), cq.end(), 0);
+    return cq;
+  }());
+  std::vector<int32_t> slot_map(B);
+  for (int64_t i = 0; i < B; ++i) slot_map[i] = static_cast<int32_t>(i * (ctx / ps) * ps);
+  DeviceBuffer slot_dev = b.Ints(slot_map);
+  time("KvCacheWrite", layers_each, [&] {
+    BENCH_CHECK(b.be().KvCacheWrite({.k = k3, .v = v3, .k_pages = c.kp.view(),
+                                     .v_pages = c.vp.view(), .slot_mapping = slot_dev.data<int32_t>()}));
+  });
+  DeviceBuffer attn = alloc(Shape{B, hq, D}, A);
+  time("PagedAttention decode ctx 4K Hq64/Hkv8", layers_each, [&] {
+    BENCH_CHECK(b.be().PagedAttention(
+        {.q = q3, .out = attn.view(), .k_pages = c.kp.view(), .v_pages = c.vp.view(),
+         .page_table = c.table.data<int32_t>(), .cu_q = c.cu.data<int32_t>(),
+         .context_lens = c.ctx.data<int32_t>(), .num_seqs = static_cast<int32_t>(B),
+         .max_pages_per_seq = c.max_pages, .max_q_len = 1, .max_context_len = ctx,
+         .scale = 0.08838834764831845f}));
+  });
+  const TensorView attn2{attn.view().ptr, A, Shape{B, hq * D}, attn.view().device};
+  gemm("o_proj 8192->5120 (attn and GKA)", 2 * layers_each, attn2, hidden, o);
+  gemm("MLP gate_up 5120->51200", 2 * layers_each, xn.view(), 2 * ffn, gu);
+  act = alloc(Shape{B, ffn}, A);
+  time("SiluMul 25600", 2 * layers_each, [&] {
+    BENCH_CHECK(b.be().SiluMul({.gate_up = gu.view(), .out = act.view()}));
+  });
+  gemm("MLP down 25600->5120", 2 * layers_each, act.view(), hidden, mlp_out);
+
+  // GKA layer (attention-shaped q/k/v/o GEMMs are the same shapes: counted above for o_proj).
+  DeviceBuffer gq, gk, gv, ga, gb, gc, gz;
+  gemm("gka q_proj 5120->8192", layers_each, xn.view(), H * D, gq);
+  gemm("gka k_proj 5120->1024", layers_each, xn.view(), hkv * D, gk);
+  gemm("gka v_proj 5120->1024", layers_each, xn.view(), hkv * D, gv);
+  gemm("gka a/b/alpha_proj 5120->64 (x3)", 3 * layers_each, xn.view(), H, ga);
+  gemm("gka g_proj 5120->8192", layers_each, xn.view(), H * D, gz);
+  GpuTensor cw = b.Random(Shape{H * D, 4}, F32, 0.3f);
+  GpuTensor cst = b.Random(Shape{B, H * D, 3}, F32);
+  DeviceBuffer qc = alloc(Shape{B, H * D}, F32), kc = alloc(Shape{B, hkv * D}, F32),
+               vc = alloc(Shape{B, hkv * D}, F32);
+  DeviceBuffer slots = b.Ints(iota);
+  time("CausalConv q (8192 ch)", layers_each, [&] {
+    BENCH_CHECK(b.be().CausalConv({.x = gq.view(), .out = qc.view(), .weight = cw.view(),
+                                   .state = cst.view(), .slots = slots.data<int32_t>(),
+                                   .cu_seqlens = cu.data<int32_t>(),
+                                   .num_seqs = static_cast<int32_t>(B)}));
+  });
+  GpuTensor cw2 = b.Random(Shape{hkv * D, 4}, F32, 0.3f);
+  GpuTensor cst2 = b.Random(Shape{B, hkv * D, 3}, F32);
+  time("CausalConv k, v (1024 ch, x2)", 2 * layers_each, [&] {
+    BENCH_CHECK(b.be().CausalConv({.x = gk.view(), .out = kc.view(), .weight = cw2.view(),
+                                   .state = cst2.view(), .slots = slots.data<int32_t>(),
+                                   .cu_seqlens = cu.data<int32_t>(),
+                                   .num_seqs = static_cast<int32_t>(B)}));
+  });
+  GpuTensor alog = b.Random(Shape{H}, F32, 0.5f, 1.0f), dtb = b.Random(Shape{H}, F32, 0.5f, -4.f);
+  DeviceBuffer qh = alloc(Shape{B, H, D}, F32), kh = alloc(Shape{B, H, D}, F32),
+               vh = alloc(Shape{B, H, D}, F32), al = alloc(Shape{B, H}, F32),
+               gg = alloc(Shape{B, H}, F32);
+  time("GkaGates", layers_each, [&] {
+    BENCH_CHECK(b.be().GkaGates({.q_conv = qc.view(), .k_conv = kc.view(), .v_conv = vc.view(),
+                                 .a = ga.view(), .b = ga.view(), .c = ga.view(),
+                                 .a_log = alog.view(), .dt_bias = dtb.view(),
+                                 .b_bias = alog.view(), .alpha_bias = alog.view(),
+                                 .q_out = qh.view(), .k_out = kh.view(), .v_out = vh.view(),
+                                 .alpha = al.view(), .g = gg.view()}));
+  });
+  GkaBuffers st = MakeGka(b, B, H, B, [&] {
+    std::vector<int32_t> cq(B + 1);
+    std::iota(cq.begin(), cq.end(), 0);
+    return cq;
+  }(), 30);
+  time("GkaCore decode 64 seqs x 64 heads num_iter 30", layers_each,
+       [&] { GkaCoreRun(b, st, static_cast<int>(B), 1); });
+  DeviceBuffer gated = alloc(Shape{B * H, D}, A);
+  GpuTensor onw = b.Random(Shape{D}, F32, 0.1f, 1.0f);
+  const TensorView z2{gz.view().ptr, A, Shape{B * H, D}, gz.view().device};
+  const TensorView core2{st.out.view().ptr, F32, Shape{B * H, D}, st.out.view().device};
+  time("GatedRmsNorm", layers_each, [&] {
+    BENCH_CHECK(b.be().GatedRmsNorm({.x = core2, .gate = z2, .weight = onw.view(),
+                                     .out = gated.view()}));
+  });
+
+  double total = 0;
+  for (const StepOp& op : ops) total += op.us * op.calls;
+  std::printf("\n==== one decode step, 32B shape (TP 1), batch 64, ctx 4K, on %s ====\n",
+              b.device_name().c_str());
+  std::printf("%-48s | %9s | %5s | %10s | %6s\n", "op", "us/call", "calls", "us/step", "share");
+  std::sort(ops.begin(), ops.end(),
+            [](const StepOp& x, const StepOp& y) { return x.us * x.calls > y.us * y.calls; });
+  for (const StepOp& op : ops) {
+    std::printf("%-48s | %9.1f | %5d | %10.1f | %5.1f%%\n", op.name.c_str(), op.us, op.calls,
+                op.us * op.calls, 100.0 * op.us * op.calls / total);
+  }
+  std::printf("%-48s | %9s | %5s | %10.1f | (%.1f tok/s at batch 64)\n", "total", "", "", total,
+              64.0 / (total * 1e-6));
+}
+
 }  // namespace
 }  // namespace gka::gpu_testing
 
@@ -468,5 +654,6 @@ int main(int argc, char** argv) {
   SampleRows(b);
   GkaPrefillRows(b);
   b.PrintTable();
+  DecodeStepBreakdown(b);
   return 0;
 }
