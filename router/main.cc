@@ -1,0 +1,117 @@
+// gka-router: the gkaserve router process.
+//
+//   gka-router --port 50051 --metrics-port 9400 --model /models/GKA-primed-HQwen3-32B-Instruct
+//
+// On start it prints one JSON line on stdout, for launchers:
+//   {"role":"router","grpc":"127.0.0.1:50051","metrics":"127.0.0.1:9400","pid":1234}
+// Logs go to stderr. SIGTERM / SIGINT drain: new requests are refused (UNAVAILABLE,
+// retryable), running ones get --drain-grace-ms to finish, then the process exits 0.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/logging.h"
+#include "router/router.h"
+
+namespace {
+
+// JSON string literal (addresses and ids are plain ASCII, but stay correct regardless).
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrCat("\\u00", c < 0x10 ? "0" : "", absl::Hex(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gka-router: the gkaserve router (public gRPC API, worker registry, metrics)"};
+  gka::router::RouterOptions options;
+  std::string host = "127.0.0.1";
+  int port = 0;
+  int metrics_port = 0;
+  int64_t heartbeat_timeout_ms = 3000;
+  int64_t drain_grace_ms = 30000;
+  int64_t lease_ms = 30000;
+  app.add_option("--host", host, "address to listen on (gRPC and metrics)")
+      ->capture_default_str();
+  app.add_option("--port", port, "gRPC port; 0 picks a free one (printed on stdout)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--metrics-port", metrics_port,
+                 "Prometheus /metrics port; 0 picks a free one, -1 disables")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 65535));
+  app.add_option("--tiers", options.tiers_file,
+                 "tier file (JSON); default: interactive 30/30, standard 10/10, batch 5/5");
+  app.add_option("--model", options.model_dir,
+                 "model directory: served model name, EOS ids, sampling defaults, tokenizer");
+  app.add_option("--tokenizer", options.tokenizer_dir,
+                 "directory with tokenizer.json (+ tokenizer_config.json); default: --model's");
+  app.add_option("--served-model-name", options.served_model_name,
+                 "model name clients must use; default: the --model directory's name");
+  app.add_option("--default-max-tokens", options.default_max_tokens,
+                 "max_tokens for requests that leave it out")
+      ->capture_default_str();
+  app.add_option("--heartbeat-timeout-ms", heartbeat_timeout_ms,
+                 "a worker silent this long is unhealthy (it heartbeats every third of it)")
+      ->capture_default_str();
+  app.add_option("--api-key", options.api_key,
+                 "require 'authorization: Bearer KEY' on public calls (health and worker "
+                 "registration exempt); default: env GKA_API_KEY, else none");
+  app.add_option("--router-id", options.router_id, "id reported in responses; default: random");
+  app.add_option("--max-attempts", options.max_attempts,
+                 "placements per request (retries on another worker before the first token)")
+      ->capture_default_str();
+  app.add_option("--lease-ms", lease_ms, "reservation lease asked of decode workers")
+      ->capture_default_str();
+  app.add_option("--drain-grace-ms", drain_grace_ms,
+                 "on SIGTERM, how long running requests may take to finish")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (options.api_key.empty()) {
+    if (const char* key = std::getenv("GKA_API_KEY")) options.api_key = key;
+  }
+  options.address = absl::StrCat(host, ":", port);
+  options.metrics_address = metrics_port < 0 ? "" : absl::StrCat(host, ":", metrics_port);
+  options.heartbeat_timeout = absl::Milliseconds(heartbeat_timeout_ms);
+  options.lease = absl::Milliseconds(lease_ms);
+
+  // Signals are taken by sigwait below; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<gka::router::Router>> router =
+      gka::router::Router::Create(options);
+  if (!router.ok()) {
+    std::cerr << "gka-router: " << router.status() << std::endl;
+    return 1;
+  }
+  std::cout << "{\"role\":\"router\",\"grpc\":" << JsonString((*router)->address())
+            << ",\"metrics\":" << JsonString((*router)->metrics_address())
+            << ",\"pid\":" << getpid() << "}" << std::endl;
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  GKA_LOG(INFO) << "signal " << signal_number << ": draining";
+  (*router)->Drain(absl::Milliseconds(drain_grace_ms));
+  router->reset();
+  GKA_LOG(INFO) << "router stopped";
+  return 0;
+}
