@@ -92,6 +92,12 @@ def main():
             keep[k] = v
     write_safetensors(os.path.join(a.out, "golden.safetensors"), keep)
     write_eval_golden(strict, os.path.join(a.out, "eval_L64_it30.safetensors"), 64, 30)
+    # The authors' own bf16 path on the bf16-cast weights, as an eval result: the number our
+    # bf16 engine must beat against the strict fp32 golden (gka compare).
+    bf16 = read_safetensors(os.path.join(a.src, "golden", "golden_bf16.safetensors"))
+    write_safetensors(os.path.join(a.out, "authors_bf16_L64_it30.safetensors"),
+                      {"prefill_logits": bf16["hyb.bf16.it30.L64.prefill_logits"],
+                       "decode_logits": bf16["hyb.bf16.it30.L64.decode_logits"]})
     total = sum(len(v[2]) for v in keep.values())
     print(f"wrote {len(keep)} tensors ({total / 2**20:.1f} MiB) to {a.out}/golden.safetensors")
 
