@@ -189,18 +189,20 @@ absl::Status RunLocal(const LocalFlags& f) {
   absl::Status status = start("router", 0, router);
   std::string router_addr;
   if (status.ok()) router_addr = children[0].info["grpc"].get<std::string>();
+  // Workers' metrics ports follow the router's; with --metrics-port 0 every port is ephemeral.
   int metrics = f.metrics_port;
+  auto NextMetricsPort = [&] { return absl::StrCat(f.metrics_port == 0 ? 0 : ++metrics); };
   for (int i = 0; status.ok() && i < f.prefill_workers; ++i) {
     status = start("prefill", i,
                    {bin + "/gka-prefill-worker", "--model", f.model_dir, "--router", router_addr,
-                    "--port", "0", "--metrics-port", absl::StrCat(++metrics), "--backend",
-                    f.backend, "--worker-id", absl::StrCat("prefill-", i)});
+                    "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
+                    "--worker-id", absl::StrCat("prefill-", i)});
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
     status = start("decode", i,
                    {bin + "/gka-decode-worker", "--model", f.model_dir, "--router", router_addr,
-                    "--port", "0", "--metrics-port", absl::StrCat(++metrics), "--backend",
-                    f.backend, "--worker-id", absl::StrCat("decode-", i), "--num-slots",
+                    "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
+                    "--worker-id", absl::StrCat("decode-", i), "--num-slots",
                     absl::StrCat(f.num_slots), "--page-size", absl::StrCat(f.page_size)});
   }
   if (status.ok() && !f.state_file.empty()) {
