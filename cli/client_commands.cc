@@ -28,12 +28,11 @@ namespace pb = ::gka::serving::v1;
 absl::Status RunHealth(const std::string& addr, double timeout_s) {
   auto channel = rpc::CreateChannel(addr, rpc::ChannelOptions{});
   GKA_RETURN_IF_ERROR(rpc::WaitForReady(*channel, absl::Now() + absl::Seconds(timeout_s)));
-  GKA_ASSIGN_OR_RETURN(bool serving,
-                       rpc::CheckHealth(*channel, "gka.serving.v1.GenerateService",
-                                        absl::Now() + absl::Seconds(timeout_s)));
+  GKA_ASSIGN_OR_RETURN(bool serving, rpc::CheckHealth(*channel, "gka.serving.v1.GenerateService",
+                                                      absl::Now() + absl::Seconds(timeout_s)));
   if (!serving) {
-    return absl::UnavailableError(absl::StrCat(
-        addr, " is up but not serving (needs a healthy prefill and decode worker)"));
+    return absl::UnavailableError(
+        absl::StrCat(addr, " is up but not serving (needs a healthy prefill and decode worker)"));
   }
   std::cout << "SERVING" << std::endl;
   return absl::OkStatus();
@@ -90,14 +89,21 @@ absl::Status RunRemoteGenerate(const RemoteGenerateRequest& r) {
       if (!r.json) std::cout << resp.chunk().text() << std::flush;
     } else if (resp.has_final()) {
       switch (resp.final().finish_reason()) {
-        case pb::FINISH_REASON_STOP: finish = "stop"; break;
-        case pb::FINISH_REASON_LENGTH: finish = "length"; break;
-        case pb::FINISH_REASON_ABORT: finish = "abort"; break;
-        default: finish = "error";
+        case pb::FINISH_REASON_STOP:
+          finish = "stop";
+          break;
+        case pb::FINISH_REASON_LENGTH:
+          finish = "length";
+          break;
+        case pb::FINISH_REASON_ABORT:
+          finish = "abort";
+          break;
+        default:
+          finish = "error";
       }
     } else if (resp.has_error()) {
-      error = absl::Status(static_cast<absl::StatusCode>(resp.error().code()),
-                           resp.error().message());
+      error =
+          absl::Status(static_cast<absl::StatusCode>(resp.error().code()), resp.error().message());
     }
   }
   GKA_RETURN_IF_ERROR(rpc::FromGrpcStatus(reader->Finish()));

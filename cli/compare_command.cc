@@ -49,8 +49,8 @@ absl::Status RunCompare(const CompareFlags& f) {
     GKA_ASSIGN_OR_RETURN(model::TensorInfo a, actual->Get(key));
     GKA_ASSIGN_OR_RETURN(model::TensorInfo e, expected->Get(golden_key));
     if (a.shape.numel() != e.shape.numel()) {
-      return absl::InvalidArgumentError(absl::StrCat(key, ": actual ", a.shape.ToString(),
-                                                     " vs expected ", e.shape.ToString()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, ": actual ", a.shape.ToString(), " vs expected ", e.shape.ToString()));
     }
     const std::vector<float> av = AsF32(a), ev = AsF32(e);
     double num = 0, den = 0, max_abs = 0;
@@ -81,8 +81,8 @@ absl::Status RunCompare(const CompareFlags& f) {
   }
   if (compared == 0) return absl::NotFoundError("no common keys to compare");
   if (failed > 0) {
-    return absl::OutOfRangeError(absl::StrCat(failed, " of ", compared,
-                                              " tensors exceed relative L2 ", f.tol));
+    return absl::OutOfRangeError(
+        absl::StrCat(failed, " of ", compared, " tensors exceed relative L2 ", f.tol));
   }
   std::printf("all %d tensors within relative L2 %.1e\n", compared, f.tol);
   return absl::OkStatus();

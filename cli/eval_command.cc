@@ -36,8 +36,7 @@ struct EvalFlags {
 };
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> ReadIds(const model::SafetensorsFile& file,
-                                                          absl::string_view key,
-                                                          bool required) {
+                                                          absl::string_view key, bool required) {
   if (!file.Contains(key)) {
     if (required) {
       return absl::InvalidArgumentError(
@@ -47,10 +46,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> ReadIds(const model::Safetenso
   }
   GKA_ASSIGN_OR_RETURN(model::TensorInfo t, file.Get(key));
   if (t.shape.rank() != 2 || (t.dtype != DType::kI64 && t.dtype != DType::kI32)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", key, "' in ", file.path(),
-                                                   " must be [B,T] int64, got ",
-                                                   tensor::DTypeName(t.dtype), " ",
-                                                   t.shape.ToString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", key, "' in ", file.path(), " must be [B,T] int64, got ",
+                     tensor::DTypeName(t.dtype), " ", t.shape.ToString()));
   }
   std::vector<std::vector<int32_t>> rows(t.shape[0]);
   for (int64_t b = 0; b < t.shape[0]; ++b) {
@@ -124,8 +122,7 @@ absl::Status RunEval(const EvalFlags& flags) {
       if (!is_kv) {
         const int64_t n = seg.data.shape().numel();
         const bool conv = absl::StrContains(seg.name, "conv_");
-        per_seq = conv ? Shape{n / (d.conv_k - 1), d.conv_k - 1}
-                       : Shape{d.gka_h, d.gka_d, d.gka_d};
+        per_seq = conv ? Shape{n / (d.conv_k - 1), d.conv_k - 1} : Shape{d.gka_h, d.gka_d, d.gka_d};
       }
       auto [it, inserted] = out.try_emplace(key);
       if (inserted) {
@@ -155,10 +152,11 @@ absl::Status RunEval(const EvalFlags& flags) {
 
   std::vector<model::NamedTensor> named;
   for (auto& [k, v] : out) named.push_back({k, v.view()});
-  GKA_RETURN_IF_ERROR(model::WriteSafetensors(
-      flags.out, named,
-      {{"backend", flags.engine.backend}, {"dtype", flags.engine.dtype},
-       {"num_iter", absl::StrCat(eng.default_num_iter())}}));
+  GKA_RETURN_IF_ERROR(
+      model::WriteSafetensors(flags.out, named,
+                              {{"backend", flags.engine.backend},
+                               {"dtype", flags.engine.dtype},
+                               {"num_iter", absl::StrCat(eng.default_num_iter())}}));
   GKA_LOG(INFO) << "wrote " << named.size() << " tensors to " << flags.out;
   return absl::OkStatus();
 }

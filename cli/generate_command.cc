@@ -57,8 +57,7 @@ struct GenerateFlags {
 };
 
 void AddSamplingFlags(CLI::App& cmd, GenerateFlags& f) {
-  cmd.add_option("--max-tokens", f.max_tokens, "tokens to generate at most")
-      ->capture_default_str();
+  cmd.add_option("--max-tokens", f.max_tokens, "tokens to generate at most")->capture_default_str();
   cmd.add_option("--temperature", f.sampling.temperature, "0 = greedy (default: checkpoint's)");
   cmd.add_option("--top-k", f.sampling.top_k, "0 = off");
   cmd.add_option("--top-p", f.sampling.top_p, "nucleus mass in (0, 1]");
@@ -84,7 +83,8 @@ absl::StatusOr<kernels::SamplingConfig> Sampling(const SamplingFlags& f,
   if (f.frequency_penalty) s.frequency_penalty = *f.frequency_penalty;
   s.seed = f.seed;
   if (s.temperature < 0) return absl::InvalidArgumentError("--temperature must be >= 0");
-  if (!(s.top_p > 0 && s.top_p <= 1)) return absl::InvalidArgumentError("--top-p must be in (0, 1]");
+  if (!(s.top_p > 0 && s.top_p <= 1))
+    return absl::InvalidArgumentError("--top-p must be in (0, 1]");
   if (s.top_k < 0) return absl::InvalidArgumentError("--top-k must be >= 0");
   if (s.min_p < 0 || s.min_p > 1) return absl::InvalidArgumentError("--min-p must be in [0, 1]");
   if (s.repetition_penalty <= 0) {
@@ -113,9 +113,14 @@ absl::StatusOr<std::unique_ptr<text::Tokenizer>> TokenizerOf(const std::string& 
 
 absl::Status RunViaRouter(const GenerateFlags& f, bool chat) {
 #if GKA_WITH_GRPC
-  RemoteGenerateRequest r{.addr = f.addr, .chat = chat, .prompt = f.prompt, .system = f.system,
-                          .message = f.message, .enable_thinking = f.enable_thinking,
-                          .tier = f.tier, .max_tokens = f.max_tokens};
+  RemoteGenerateRequest r{.addr = f.addr,
+                          .chat = chat,
+                          .prompt = f.prompt,
+                          .system = f.system,
+                          .message = f.message,
+                          .enable_thinking = f.enable_thinking,
+                          .tier = f.tier,
+                          .max_tokens = f.max_tokens};
   if (!f.prompt_ids.empty()) {
     GKA_ASSIGN_OR_RETURN(r.prompt_ids, ParseIds(f.prompt_ids));
   }
@@ -139,11 +144,13 @@ absl::Status RunViaRouter(const GenerateFlags& f, bool chat) {
 
 absl::Status RunGenerate(const GenerateFlags& f, bool chat) {
   if (!f.addr.empty()) return RunViaRouter(f, chat);
-  if (f.engine.model_dir.empty()) return absl::InvalidArgumentError("give --model DIR or --addr HOST:PORT");
+  if (f.engine.model_dir.empty())
+    return absl::InvalidArgumentError("give --model DIR or --addr HOST:PORT");
   GKA_ASSIGN_OR_RETURN(auto tokenizer, TokenizerOf(f.engine.model_dir));
   std::vector<int32_t> prompt;
   if (chat) {
-    if (!tokenizer) return absl::FailedPreconditionError("gka chat needs a checkpoint with a tokenizer");
+    if (!tokenizer)
+      return absl::FailedPreconditionError("gka chat needs a checkpoint with a tokenizer");
     GKA_ASSIGN_OR_RETURN(text::ChatTemplate tmpl,
                          text::ChatTemplate::FromTokenizerConfig(f.engine.model_dir));
     std::vector<text::ChatMessage> messages;
@@ -166,11 +173,14 @@ absl::Status RunGenerate(const GenerateFlags& f, bool chat) {
   ef.max_seq_len = static_cast<int32_t>(prompt.size()) + std::max(f.max_tokens, 1);
   GKA_ASSIGN_OR_RETURN(LoadedModel m, LoadModel(ef));
   GKA_ASSIGN_OR_RETURN(kernels::SamplingConfig sampling, Sampling(f.sampling, m.generation));
-  GenerateOptions options{.prompt = prompt, .max_tokens = f.max_tokens, .sampling = sampling,
+  GenerateOptions options{.prompt = prompt,
+                          .max_tokens = f.max_tokens,
+                          .sampling = sampling,
                           .prefill_num_iter = f.prefill_num_iter,
-                          .decode_num_iter = f.decode_num_iter, .ignore_eos = f.ignore_eos};
-  const int32_t vocab_limit = tokenizer ? std::min(tokenizer->VocabSize(), m.engine->vocab_size())
-                                        : 0;
+                          .decode_num_iter = f.decode_num_iter,
+                          .ignore_eos = f.ignore_eos};
+  const int32_t vocab_limit =
+      tokenizer ? std::min(tokenizer->VocabSize(), m.engine->vocab_size()) : 0;
   const std::vector<int32_t> eos = EosIds(m.config, m.generation, tokenizer.get());
 
   // Stream text as it completes unless the output is one JSON object.

@@ -9,13 +9,13 @@
 // UCX ports are ephemeral. Prints one JSON line per process ({"role", "index", "pid", "grpc",
 // "metrics"}) and writes them to --state-file. The children share one process group and get
 // SIGKILL if this process dies (PR_SET_PDEATHSIG); SIGINT/SIGTERM stop them all.
-#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -113,8 +113,8 @@ absl::Status AwaitReady(Child& child, int timeout_s) {
     if (r <= 0) continue;
     const ssize_t n = read(child.stdout_fd, &c, 1);
     if (n <= 0) {
-      return absl::UnavailableError(absl::StrCat(child.role, "-", child.index,
-                                                 " exited before it was ready (see its log)"));
+      return absl::UnavailableError(
+          absl::StrCat(child.role, "-", child.index, " exited before it was ready (see its log)"));
     }
     if (c != '\n') {
       line.push_back(c);
@@ -128,8 +128,8 @@ absl::Status AwaitReady(Child& child, int timeout_s) {
     child.info = std::move(j);
     return absl::OkStatus();
   }
-  return absl::DeadlineExceededError(absl::StrCat(child.role, "-", child.index,
-                                                  " not ready within ", timeout_s, " s"));
+  return absl::DeadlineExceededError(
+      absl::StrCat(child.role, "-", child.index, " not ready within ", timeout_s, " s"));
 }
 
 void StopAll(std::vector<Child>& children, pid_t pgid) {
@@ -179,9 +179,9 @@ absl::Status RunLocal(const LocalFlags& f) {
     return absl::OkStatus();
   };
 
-  std::vector<std::string> router = {bin + "/gka-router", "--port", absl::StrCat(f.port),
-                                     "--metrics-port", absl::StrCat(f.metrics_port),
-                                     "--model", f.model_dir};
+  std::vector<std::string> router = {
+      bin + "/gka-router",          "--port",  absl::StrCat(f.port), "--metrics-port",
+      absl::StrCat(f.metrics_port), "--model", f.model_dir};
   if (!f.tiers.empty()) {
     router.push_back("--tiers");
     router.push_back(f.tiers);
@@ -249,8 +249,7 @@ void RegisterLocal(CLI::App& app, Action& run) {
       ->capture_default_str();
   cmd->add_option("--prefill-workers", f->prefill_workers, "prefill processes")
       ->capture_default_str();
-  cmd->add_option("--decode-workers", f->decode_workers, "decode processes")
-      ->capture_default_str();
+  cmd->add_option("--decode-workers", f->decode_workers, "decode processes")->capture_default_str();
   cmd->add_option("--tiers", f->tiers, "tier file (JSON)");
   cmd->add_option("--state-file", f->state_file, "write the processes' JSON lines here");
   cmd->add_option("--log-dir", f->log_dir, "children's stderr to DIR/<role>-<i>.log");

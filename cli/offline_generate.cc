@@ -56,9 +56,9 @@ absl::StatusOr<GenerateResult> Generate(engine::Engine& engine, const GenerateOp
       status = forward.status();
       break;
     }
-    const engine::Engine::SampleRequest request{
-        .config = options.sampling, .step = static_cast<uint64_t>(step),
-        .history = result.token_ids};
+    const engine::Engine::SampleRequest request{.config = options.sampling,
+                                                .step = static_cast<uint64_t>(step),
+                                                .history = result.token_ids};
     auto sampled = engine.Sample(*forward, {request}, vocab_limit);
     if (!sampled.ok()) {
       status = sampled.status();

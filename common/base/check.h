@@ -36,13 +36,13 @@ struct Voidify {
 
 }  // namespace gka::base::internal
 
-#define GKA_CHECK(cond)                                      \
-  (cond) ? (void)0                                           \
-         : ::gka::base::internal::Voidify() &                \
+#define GKA_CHECK(cond)                       \
+  (cond) ? (void)0                            \
+         : ::gka::base::internal::Voidify() & \
                ::gka::base::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 
-#define GKA_CHECK_OK(expr)                                              \
-  do {                                                                  \
-    ::absl::Status gka_check_status_ = (expr);                          \
+#define GKA_CHECK_OK(expr)                                             \
+  do {                                                                 \
+    ::absl::Status gka_check_status_ = (expr);                         \
     GKA_CHECK(gka_check_status_.ok()) << gka_check_status_.ToString(); \
   } while (false)

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <sstream>
+
 #include "absl/strings/string_view.h"
 
 namespace gka::base {
@@ -34,7 +35,7 @@ class LogMessage {
 #define GKA_LOG_LEVEL_WARNING ::gka::base::LogLevel::kWarning
 #define GKA_LOG_LEVEL_ERROR ::gka::base::LogLevel::kError
 
-#define GKA_LOG(level)                                            \
-  if (GKA_LOG_LEVEL_##level < ::gka::base::MinLogLevel()) {       \
-  } else                                                          \
+#define GKA_LOG(level)                                      \
+  if (GKA_LOG_LEVEL_##level < ::gka::base::MinLogLevel()) { \
+  } else                                                    \
     ::gka::base::LogMessage(GKA_LOG_LEVEL_##level, __FILE__, __LINE__).stream()

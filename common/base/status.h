@@ -17,18 +17,18 @@
 #define GKA_STATUS_CONCAT_(a, b) GKA_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define GKA_RETURN_IF_ERROR(expr)                  \
-  do {                                             \
-    ::absl::Status gka_status_ = (expr);           \
-    if (!gka_status_.ok()) return gka_status_;     \
+#define GKA_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status gka_status_ = (expr);       \
+    if (!gka_status_.ok()) return gka_status_; \
   } while (false)
 
 // `lhs` may be a declaration (`auto x`) or an existing lvalue.
 #define GKA_ASSIGN_OR_RETURN(lhs, rexpr) \
   GKA_ASSIGN_OR_RETURN_IMPL_(GKA_STATUS_CONCAT_(gka_statusor_, __COUNTER__), lhs, rexpr)
 
-#define GKA_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
-  auto statusor = (rexpr);                               \
+#define GKA_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr)   \
+  auto statusor = (rexpr);                                 \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

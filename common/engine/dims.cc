@@ -12,8 +12,8 @@ absl::StatusOr<ModelDims> DimsFromConfig(const model::ModelConfig& c, int tp, in
   const model::GkaDims g0 = c.gka.dims();
   auto divides = [&](int64_t n, const char* what) -> absl::Status {
     if (n % tp != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor-parallel size ", tp,
-                                                     " does not divide ", what, " (", n, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor-parallel size ", tp, " does not divide ", what, " (", n, ")"));
     }
     return absl::OkStatus();
   };

@@ -65,8 +65,8 @@ class Engine::Workspace {
   }
 
   absl::StatusOr<const int32_t*> Upload(int key, const std::vector<int32_t>& host) {
-    GKA_ASSIGN_OR_RETURN(TensorView v, Get(key, Shape{std::max<int64_t>(1, host.size())},
-                                           DType::kI32));
+    GKA_ASSIGN_OR_RETURN(TensorView v,
+                         Get(key, Shape{std::max<int64_t>(1, host.size())}, DType::kI32));
     GKA_RETURN_IF_ERROR(backend_->CopyFromHost(v.ptr, host.data(), host.size() * 4));
     return v.data<int32_t>();
   }
@@ -79,10 +79,43 @@ class Engine::Workspace {
 namespace {
 // Workspace keys.
 enum : int {
-  kIds, kPositions, kCuSeqlens, kSlots, kNumIter, kPageTable, kContextLens, kSlotMapping,
-  kRowIndex, kHidden, kResidual, kNormed, kMixOut, kAttnQ, kAttnK, kAttnV, kAttnO, kGkaQRaw,
-  kGkaKRaw, kGkaVRaw, kGkaA, kGkaB, kGkaC, kGkaZ, kGkaQConv, kGkaKConv, kGkaVConv, kGkaQ,
-  kGkaK, kGkaV, kGkaAlpha, kGkaG, kGkaCore, kGkaGated, kMlpGateUp, kMlpAct, kGathered,
+  kIds,
+  kPositions,
+  kCuSeqlens,
+  kSlots,
+  kNumIter,
+  kPageTable,
+  kContextLens,
+  kSlotMapping,
+  kRowIndex,
+  kHidden,
+  kResidual,
+  kNormed,
+  kMixOut,
+  kAttnQ,
+  kAttnK,
+  kAttnV,
+  kAttnO,
+  kGkaQRaw,
+  kGkaKRaw,
+  kGkaVRaw,
+  kGkaA,
+  kGkaB,
+  kGkaC,
+  kGkaZ,
+  kGkaQConv,
+  kGkaKConv,
+  kGkaVConv,
+  kGkaQ,
+  kGkaK,
+  kGkaV,
+  kGkaAlpha,
+  kGkaG,
+  kGkaCore,
+  kGkaGated,
+  kMlpGateUp,
+  kMlpAct,
+  kGathered,
   kLogits,
 };
 }  // namespace
@@ -135,14 +168,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   const int tp = options.communicator ? options.communicator->world_size() : 1;
   const int rank = options.communicator ? options.communicator->rank() : 0;
   GKA_ASSIGN_OR_RETURN(ModelDims dims, DimsFromConfig(config, tp, rank));
-  GKA_ASSIGN_OR_RETURN(auto backend, kernels::CreateBackend({.kind = options.backend,
-                                                             .device_ordinal =
-                                                                 options.device_ordinal}));
+  GKA_ASSIGN_OR_RETURN(
+      auto backend,
+      kernels::CreateBackend({.kind = options.backend, .device_ordinal = options.device_ordinal}));
   std::unique_ptr<Engine> engine(new Engine(options, config, dims, std::move(backend)));
   const ModelDims& d = engine->dims_;
   engine->default_num_iter_ = options.default_num_iter >= 0 ? options.default_num_iter : d.num_iter;
-  int64_t max_len = options.max_seq_len > 0 ? options.max_seq_len
-                                            : std::min<int64_t>(config.max_position_embeddings, 8192);
+  int64_t max_len = options.max_seq_len > 0
+                        ? options.max_seq_len
+                        : std::min<int64_t>(config.max_position_embeddings, 8192);
   if (max_len <= 0) max_len = 8192;
   engine->max_seq_len_ = static_cast<int32_t>(max_len);
   engine->max_pages_per_seq_ = PagesFor(max_len, options.page_size);
@@ -155,9 +189,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
 
 absl::Status Engine::AllocatePools() {
   const ModelDims& d = dims_;
-  const int32_t num_pages = options_.num_pages > 0
-                                ? options_.num_pages
-                                : max_pages_per_seq_ * options_.num_state_slots;
+  const int32_t num_pages =
+      options_.num_pages > 0 ? options_.num_pages : max_pages_per_seq_ * options_.num_state_slots;
   pages_ = KvPagePool(num_pages);
   slots_ = StateSlotPool(options_.num_state_slots);
   kv_.resize(d.num_layers);
@@ -229,8 +262,8 @@ absl::StatusOr<int64_t> Engine::SequenceLength(SequenceId id) const {
 }
 
 absl::Status Engine::EnsurePages(SequenceMemory& mem, int64_t new_length) {
-  const int32_t need = PagesFor(new_length, options_.page_size) -
-                       static_cast<int32_t>(mem.pages.size());
+  const int32_t need =
+      PagesFor(new_length, options_.page_size) - static_cast<int32_t>(mem.pages.size());
   if (need <= 0) return absl::OkStatus();
   GKA_ASSIGN_OR_RETURN(std::vector<PageId> got, pages_.Allocate(need));
   mem.pages.insert(mem.pages.end(), got.begin(), got.end());
@@ -260,26 +293,26 @@ absl::StatusOr<StepResult> Engine::Forward(absl::Span<const SequenceInput> batch
     }
     for (int32_t t : in.tokens) {
       if (t < 0 || t >= d.vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range [0, ",
-                                                       d.vocab, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", t, " out of range [0, ", d.vocab, ")"));
       }
     }
     if (in.num_iter < -1 || in.num_iter > 1000) {
-      return absl::InvalidArgumentError(absl::StrCat("num_iter ", in.num_iter,
-                                                     " out of range [0, 1000]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("num_iter ", in.num_iter, " out of range [0, 1000]"));
     }
     const int64_t new_len = it->second.length + static_cast<int64_t>(in.tokens.size());
     if (new_len > max_seq_len_) {
       return absl::OutOfRangeError(absl::StrCat("sequence ", in.id.value(), " would reach ",
                                                 new_len, " tokens; the limit is ", max_seq_len_));
     }
-    pages_needed += std::max<int32_t>(0, PagesFor(new_len, options_.page_size) -
-                                             static_cast<int32_t>(it->second.pages.size()));
+    pages_needed += std::max<int32_t>(
+        0, PagesFor(new_len, options_.page_size) - static_cast<int32_t>(it->second.pages.size()));
     total_tokens += static_cast<int64_t>(in.tokens.size());
   }
   if (pages_needed > pages_.num_free()) {
-    return absl::ResourceExhaustedError(absl::StrCat("step needs ", pages_needed,
-                                                     " KV pages, ", pages_.num_free(), " free"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("step needs ", pages_needed, " KV pages, ", pages_.num_free(), " free"));
   }
 
   // ---- host metadata ------------------------------------------------------------------
@@ -339,26 +372,33 @@ absl::StatusOr<StepResult> Engine::Forward(absl::Span<const SequenceInput> batch
   GKA_ASSIGN_OR_RETURN(TensorView residual, ws.Get(kResidual, Shape{T, d.hidden}, A));
   GKA_ASSIGN_OR_RETURN(TensorView normed, ws.Get(kNormed, Shape{T, d.hidden}, A));
   GKA_ASSIGN_OR_RETURN(TensorView mix, ws.Get(kMixOut, Shape{T, d.hidden}, A));
-  GKA_RETURN_IF_ERROR(be.Embedding({.table = weights_.embed.view(), .ids = ids_dev, .out = hidden}));
+  GKA_RETURN_IF_ERROR(
+      be.Embedding({.table = weights_.embed.view(), .ids = ids_dev, .out = hidden}));
   // residual = embedding; every later norm fuses "residual += x" (vLLM's form).
   GKA_RETURN_IF_ERROR(be.Fill(residual, 0.0f));
   for (int l = 0; l < d.num_layers; ++l) {
     const LayerWeights& lw = weights_.layers[l];
-    GKA_RETURN_IF_ERROR(be.RmsNorm({.x = hidden, .residual = residual,
-                                    .weight = lw.input_norm.view(), .out = normed,
+    GKA_RETURN_IF_ERROR(be.RmsNorm({.x = hidden,
+                                    .residual = residual,
+                                    .weight = lw.input_norm.view(),
+                                    .out = normed,
                                     .eps = d.rms_eps}));
     if (d.is_gka[l]) {
       GKA_RETURN_IF_ERROR(GkaLayer(l, meta, normed, mix));
     } else {
       GKA_RETURN_IF_ERROR(AttentionLayer(l, meta, normed, mix));
     }
-    GKA_RETURN_IF_ERROR(be.RmsNorm({.x = mix, .residual = residual,
-                                    .weight = lw.post_norm.view(), .out = normed,
+    GKA_RETURN_IF_ERROR(be.RmsNorm({.x = mix,
+                                    .residual = residual,
+                                    .weight = lw.post_norm.view(),
+                                    .out = normed,
                                     .eps = d.rms_eps}));
     GKA_RETURN_IF_ERROR(Mlp(l, normed, hidden));
   }
-  GKA_RETURN_IF_ERROR(be.RmsNorm({.x = hidden, .residual = residual,
-                                  .weight = weights_.final_norm.view(), .out = normed,
+  GKA_RETURN_IF_ERROR(be.RmsNorm({.x = hidden,
+                                  .residual = residual,
+                                  .weight = weights_.final_norm.view(),
+                                  .out = normed,
                                   .eps = d.rms_eps}));
   const int64_t R = static_cast<int64_t>(row_index.size());
   GKA_ASSIGN_OR_RETURN(TensorView gathered, ws.Get(kGathered, Shape{R, d.hidden}, A));
@@ -391,20 +431,32 @@ absl::Status Engine::AttentionLayer(int layer, const BatchMeta& meta, const Tens
   const TensorView q3 = Reshape(q, Shape{T, d.hq, d.head_dim});
   const TensorView k3 = Reshape(k, Shape{T, d.hkv, d.head_dim});
   const TensorView v3 = Reshape(v, Shape{T, d.hkv, d.head_dim});
-  GKA_RETURN_IF_ERROR(be.QkNormRope({.q = q3, .k = k3, .q_weight = w.q_norm.view(),
-                                     .k_weight = w.k_norm.view(), .positions = meta.positions,
-                                     .theta = d.rope_theta, .eps = d.rms_eps}));
+  GKA_RETURN_IF_ERROR(be.QkNormRope({.q = q3,
+                                     .k = k3,
+                                     .q_weight = w.q_norm.view(),
+                                     .k_weight = w.k_norm.view(),
+                                     .positions = meta.positions,
+                                     .theta = d.rope_theta,
+                                     .eps = d.rms_eps}));
   const AttentionCache& cache = kv_[layer];
-  GKA_RETURN_IF_ERROR(be.KvCacheWrite({.k = k3, .v = v3, .k_pages = cache.k_pages.view(),
+  GKA_RETURN_IF_ERROR(be.KvCacheWrite({.k = k3,
+                                       .v = v3,
+                                       .k_pages = cache.k_pages.view(),
                                        .v_pages = cache.v_pages.view(),
                                        .slot_mapping = meta.slot_mapping}));
-  GKA_RETURN_IF_ERROR(be.PagedAttention(
-      {.q = q3, .out = Reshape(o, Shape{T, d.hq, d.head_dim}), .k_pages = cache.k_pages.view(),
-       .v_pages = cache.v_pages.view(), .page_table = meta.page_table, .cu_q = meta.cu_seqlens,
-       .context_lens = meta.context_lens, .num_seqs = meta.num_seqs,
-       .max_pages_per_seq = max_pages_per_seq_, .max_q_len = meta.max_q_len,
-       .max_context_len = meta.max_context,
-       .scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim))}));
+  GKA_RETURN_IF_ERROR(
+      be.PagedAttention({.q = q3,
+                         .out = Reshape(o, Shape{T, d.hq, d.head_dim}),
+                         .k_pages = cache.k_pages.view(),
+                         .v_pages = cache.v_pages.view(),
+                         .page_table = meta.page_table,
+                         .cu_q = meta.cu_seqlens,
+                         .context_lens = meta.context_lens,
+                         .num_seqs = meta.num_seqs,
+                         .max_pages_per_seq = max_pages_per_seq_,
+                         .max_q_len = meta.max_q_len,
+                         .max_context_len = meta.max_context,
+                         .scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim))}));
   GKA_RETURN_IF_ERROR(be.Gemm({.x = o, .w = w.o_proj.view(), .y = out}));
   return AllReduce(out);
 }
@@ -457,8 +509,12 @@ absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView
   GKA_ASSIGN_OR_RETURN(TensorView v_conv, ws.Get(kGkaVConv, Shape{T, d.dv}, F32));
   auto conv = [&](const TensorView& raw, const TensorView& y, const DeviceBuffer& weight,
                   const DeviceBuffer& state) {
-    return be.CausalConv({.x = raw, .out = y, .weight = weight.view(), .state = state.view(),
-                          .slots = meta.slots, .cu_seqlens = meta.cu_seqlens,
+    return be.CausalConv({.x = raw,
+                          .out = y,
+                          .weight = weight.view(),
+                          .state = state.view(),
+                          .slots = meta.slots,
+                          .cu_seqlens = meta.cu_seqlens,
                           .num_seqs = meta.num_seqs});
   };
   GKA_RETURN_IF_ERROR(conv(q_raw, q_conv, w.q_conv, st.conv_q));
@@ -475,28 +531,48 @@ absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView
   GKA_ASSIGN_OR_RETURN(TensorView vh, ws.Get(kGkaV, Shape{T, H, D}, F32));
   GKA_ASSIGN_OR_RETURN(TensorView alpha, ws.Get(kGkaAlpha, Shape{T, H}, F32));
   GKA_ASSIGN_OR_RETURN(TensorView g, ws.Get(kGkaG, Shape{T, H}, F32));
-  GKA_RETURN_IF_ERROR(be.GkaGates({.q_conv = q_conv, .k_conv = k_conv, .v_conv = v_conv,
-                                   .a = a, .b = b, .c = c, .a_log = w.a_log.view(),
+  GKA_RETURN_IF_ERROR(be.GkaGates({.q_conv = q_conv,
+                                   .k_conv = k_conv,
+                                   .v_conv = v_conv,
+                                   .a = a,
+                                   .b = b,
+                                   .c = c,
+                                   .a_log = w.a_log.view(),
                                    .dt_bias = w.dt_bias.view(),
                                    .b_bias = d.use_beta ? w.b_bias.view() : TensorView{},
                                    .alpha_bias = d.use_alpha ? w.alpha_bias.view() : TensorView{},
-                                   .use_forgetting_gate = d.use_decay, .q_out = qh, .k_out = kh,
-                                   .v_out = vh, .alpha = alpha, .g = g}));
+                                   .use_forgetting_gate = d.use_decay,
+                                   .q_out = qh,
+                                   .k_out = kh,
+                                   .v_out = vh,
+                                   .alpha = alpha,
+                                   .g = g}));
   GKA_ASSIGN_OR_RETURN(TensorView core, ws.Get(kGkaCore, Shape{T, H, D}, F32));
-  GKA_RETURN_IF_ERROR(be.GkaCore(
-      {.q = qh, .k = kh, .v = vh, .alpha = alpha, .g = g, .out = core, .h_kk = st.h_kk.view(),
-       .h_kv = st.h_kv.view(), .slots = meta.slots, .cu_seqlens = meta.cu_seqlens,
-       .num_iter = meta.num_iter, .num_seqs = meta.num_seqs, .max_seqlen = meta.max_q_len,
-       .ridge_ratio = d.ridge,
-       .scale = d.gla_rescale ? 1.0f / std::sqrt(static_cast<float>(D)) : 1.0f,
-       .decay_kk = d.use_decay && d.use_decay_kk}));
+  GKA_RETURN_IF_ERROR(
+      be.GkaCore({.q = qh,
+                  .k = kh,
+                  .v = vh,
+                  .alpha = alpha,
+                  .g = g,
+                  .out = core,
+                  .h_kk = st.h_kk.view(),
+                  .h_kv = st.h_kv.view(),
+                  .slots = meta.slots,
+                  .cu_seqlens = meta.cu_seqlens,
+                  .num_iter = meta.num_iter,
+                  .num_seqs = meta.num_seqs,
+                  .max_seqlen = meta.max_q_len,
+                  .ridge_ratio = d.ridge,
+                  .scale = d.gla_rescale ? 1.0f / std::sqrt(static_cast<float>(D)) : 1.0f,
+                  .decay_kk = d.use_decay && d.use_decay_kk}));
 
   GKA_ASSIGN_OR_RETURN(TensorView gated, ws.Get(kGkaGated, Shape{T * H, D}, A));
-  GKA_RETURN_IF_ERROR(be.GatedRmsNorm({.x = Reshape(core, Shape{T * H, D}),
-                                       .gate = d.use_gate ? Reshape(z, Shape{T * H, D})
-                                                          : TensorView{},
-                                       .weight = w.o_norm.view(), .out = gated,
-                                       .eps = d.gka_norm_eps}));
+  GKA_RETURN_IF_ERROR(
+      be.GatedRmsNorm({.x = Reshape(core, Shape{T * H, D}),
+                       .gate = d.use_gate ? Reshape(z, Shape{T * H, D}) : TensorView{},
+                       .weight = w.o_norm.view(),
+                       .out = gated,
+                       .eps = d.gka_norm_eps}));
   GKA_RETURN_IF_ERROR(
       be.Gemm({.x = Reshape(gated, Shape{T, H * D}), .w = w.o_proj.view(), .y = out}));
   return AllReduce(out);
@@ -506,8 +582,8 @@ absl::Status Engine::Mlp(int layer, const TensorView& x, const TensorView& out) 
   const ModelDims& d = dims_;
   const LayerWeights& lw = weights_.layers[layer];
   const int64_t T = x.shape[0];
-  GKA_ASSIGN_OR_RETURN(TensorView gate_up, ws_->Get(kMlpGateUp, Shape{T, 2 * d.ffn},
-                                                    options_.dtype));
+  GKA_ASSIGN_OR_RETURN(TensorView gate_up,
+                       ws_->Get(kMlpGateUp, Shape{T, 2 * d.ffn}, options_.dtype));
   GKA_ASSIGN_OR_RETURN(TensorView act, ws_->Get(kMlpAct, Shape{T, d.ffn}, options_.dtype));
   GKA_RETURN_IF_ERROR(backend_->Gemm({.x = x, .w = lw.gate_up.view(), .y = gate_up}));
   GKA_RETURN_IF_ERROR(backend_->SiluMul({.gate_up = gate_up, .out = act}));
@@ -547,11 +623,14 @@ absl::StatusOr<std::vector<Engine::Sampled>> Engine::Sample(
   }
   std::vector<int32_t> out(B);
   std::vector<float> logprobs(B);
-  GKA_RETURN_IF_ERROR(backend_->Sample({.logits = sel, .vocab_limit = vocab_limit,
-                                        .configs = configs.data(), .steps = steps.data(),
+  GKA_RETURN_IF_ERROR(backend_->Sample({.logits = sel,
+                                        .vocab_limit = vocab_limit,
+                                        .configs = configs.data(),
+                                        .steps = steps.data(),
                                         .history = history.data(),
                                         .history_offsets = offsets.data(),
-                                        .out_ids = out.data(), .out_logprobs = logprobs.data(),
+                                        .out_ids = out.data(),
+                                        .out_logprobs = logprobs.data(),
                                         .num_seqs = B}));
   std::vector<Sampled> sampled(B);
   for (int32_t b = 0; b < B; ++b) sampled[b] = {out[b], logprobs[b]};
@@ -574,9 +653,11 @@ std::vector<std::pair<std::string, MemorySegment>> Engine::Segments(const Sequen
       }
     } else {
       const GkaState& g = gka_[l];
-      const std::pair<const char*, const DeviceBuffer*> parts[] = {
-          {"h_kk", &g.h_kk}, {"h_kv", &g.h_kv}, {"conv_q", &g.conv_q},
-          {"conv_k", &g.conv_k}, {"conv_v", &g.conv_v}};
+      const std::pair<const char*, const DeviceBuffer*> parts[] = {{"h_kk", &g.h_kk},
+                                                                   {"h_kv", &g.h_kv},
+                                                                   {"conv_q", &g.conv_q},
+                                                                   {"conv_k", &g.conv_k},
+                                                                   {"conv_v", &g.conv_v}};
       for (const auto& [name, buf] : parts) {
         if (buf->empty()) continue;
         const TensorView s = Slot(*buf, mem.slot.value());
@@ -630,8 +711,8 @@ absl::StatusOr<SequenceState> Engine::ExportSequence(SequenceId id) {
 
 absl::Status Engine::ReserveForImport(SequenceId id, int64_t length) {
   if (length < 0 || length > max_seq_len_) {
-    return absl::OutOfRangeError(absl::StrCat("sequence length ", length, " outside [0, ",
-                                              max_seq_len_, "]"));
+    return absl::OutOfRangeError(
+        absl::StrCat("sequence length ", length, " outside [0, ", max_seq_len_, "]"));
   }
   if (PagesFor(length, options_.page_size) > pages_.num_free()) {
     return absl::ResourceExhaustedError(absl::StrCat("need ", PagesFor(length, options_.page_size),
@@ -654,9 +735,9 @@ absl::StatusOr<std::vector<MemorySegment>> Engine::DescribeSequence(SequenceId i
 
 absl::Status Engine::ImportSequence(SequenceId id, const SequenceState& state) {
   if (state.layout_hash != LayoutHash()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "imported state has layout hash ", state.layout_hash, ", this engine's is ", LayoutHash(),
-        " (different model, dtype or page size)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("imported state has layout hash ", state.layout_hash, ", this engine's is ",
+                     LayoutHash(), " (different model, dtype or page size)"));
   }
   GKA_RETURN_IF_ERROR(ReserveForImport(id, state.length));
   auto segments = Segments(sequences_[id]);
@@ -672,9 +753,9 @@ absl::Status Engine::ImportSequence(SequenceId id, const SequenceState& state) {
     }
     if (seg == first || bytes != s.data.nbytes()) {
       (void)RemoveSequence(id);
-      return absl::InvalidArgumentError(absl::StrCat(
-          "imported state segment '", s.name, "' (", s.data.nbytes(),
-          " bytes) does not match this engine's layout (", bytes, " bytes expected)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("imported state segment '", s.name, "' (", s.data.nbytes(),
+                       " bytes) does not match this engine's layout (", bytes, " bytes expected)"));
     }
     plan.push_back({&s, first});
   }
@@ -686,8 +767,7 @@ absl::Status Engine::ImportSequence(SequenceId id, const SequenceState& state) {
   for (const auto& [s, first] : plan) {
     size_t off = 0;
     for (size_t i = first; off < s->data.nbytes(); ++i) {
-      GKA_RETURN_IF_ERROR(backend_->CopyFromHost(segments[i].second.ptr,
-                                                 s->data.data<char>() + off,
+      GKA_RETURN_IF_ERROR(backend_->CopyFromHost(segments[i].second.ptr, s->data.data<char>() + off,
                                                  segments[i].second.bytes));
       off += segments[i].second.bytes;
     }

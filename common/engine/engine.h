@@ -44,9 +44,9 @@ struct EngineOptions {
   // GKA state (h_kk, h_kv, conv) is F32 always (model-spec §10).
   tensor::DType dtype = tensor::DType::kF32;
   int32_t page_size = 16;
-  int32_t num_state_slots = 8;   // sequences that can be resident at once
-  int32_t num_pages = 0;         // 0: enough for every slot at max_seq_len
-  int32_t max_seq_len = 0;       // 0: config max_position_embeddings (capped at 8192)
+  int32_t num_state_slots = 8;    // sequences that can be resident at once
+  int32_t num_pages = 0;          // 0: enough for every slot at max_seq_len
+  int32_t max_seq_len = 0;        // 0: config max_position_embeddings (capped at 8192)
   int32_t default_num_iter = -1;  // -1: the checkpoint's gka num_iter
   // Tensor parallelism: this engine is rank communicator->rank() of world_size() and holds
   // that share of the heads, MLP width and GKA state (model-spec §6). Not owned; must outlive
@@ -76,7 +76,7 @@ struct StateSegment {
 };
 
 struct SequenceState {
-  int64_t length = 0;       // tokens consumed
+  int64_t length = 0;        // tokens consumed
   uint64_t layout_hash = 0;  // Engine::LayoutHash() of the exporting engine
   std::vector<StateSegment> segments;
 };
@@ -124,8 +124,8 @@ class Engine {
   // Samples one token per sequence from the last logits row of each sequence in `result`.
   struct SampleRequest {
     kernels::SamplingConfig config;
-    uint64_t step = 0;                     // generation step index (seeds the RNG)
-    absl::Span<const int32_t> history;     // previously generated ids (penalties)
+    uint64_t step = 0;                  // generation step index (seeds the RNG)
+    absl::Span<const int32_t> history;  // previously generated ids (penalties)
   };
   struct Sampled {
     int32_t token;

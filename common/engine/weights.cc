@@ -36,7 +36,9 @@ class Uploader {
     return Load(names, dtype_, 0);
   }
   // Small F32 vectors: replicated (norm weights) or per head (A_log, biases).
-  absl::StatusOr<DeviceBuffer> Vector(const std::string& name) { return Load({name}, DType::kF32, -1); }
+  absl::StatusOr<DeviceBuffer> Vector(const std::string& name) {
+    return Load({name}, DType::kF32, -1);
+  }
   absl::StatusOr<DeviceBuffer> HeadVector(const std::string& name) {
     return Load({name}, DType::kF32, 0);
   }
@@ -68,8 +70,8 @@ class Uploader {
     GKA_ASSIGN_OR_RETURN(DeviceBuffer dev, backend_.Allocate(shape, to));
     size_t offset = 0;
     for (const tensor::Buffer& host : parts) {
-      GKA_RETURN_IF_ERROR(backend_.CopyFromHost(dev.data<char>() + offset, host.data<void>(),
-                                                host.nbytes()));
+      GKA_RETURN_IF_ERROR(
+          backend_.CopyFromHost(dev.data<char>() + offset, host.data<void>(), host.nbytes()));
       offset += host.nbytes();
     }
     return dev;
@@ -93,17 +95,16 @@ absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
   ModelWeights w;
   GKA_ASSIGN_OR_RETURN(w.embed, up.Matrix("model.embed_tokens.weight"));
   GKA_ASSIGN_OR_RETURN(w.final_norm, up.Vector("model.norm.weight"));
-  GKA_ASSIGN_OR_RETURN(w.lm_head, up.Matrix(config.tie_word_embeddings
-                                                ? "model.embed_tokens.weight"
-                                                : "lm_head.weight"));
+  GKA_ASSIGN_OR_RETURN(w.lm_head, up.Matrix(config.tie_word_embeddings ? "model.embed_tokens.weight"
+                                                                       : "lm_head.weight"));
   w.layers.resize(d.num_layers);
   for (int l = 0; l < d.num_layers; ++l) {
     LayerWeights& lw = w.layers[l];
     const std::string p = absl::StrCat("model.layers.", l, ".");
     GKA_ASSIGN_OR_RETURN(lw.input_norm, up.Vector(p + "input_layernorm.weight"));
     GKA_ASSIGN_OR_RETURN(lw.post_norm, up.Vector(p + "post_attention_layernorm.weight"));
-    GKA_ASSIGN_OR_RETURN(
-        lw.gate_up, up.StackedRows({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}));
+    GKA_ASSIGN_OR_RETURN(lw.gate_up,
+                         up.StackedRows({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}));
     GKA_ASSIGN_OR_RETURN(lw.down, up.Cols(p + "mlp.down_proj.weight"));
     if (!d.is_gka[l]) {
       const std::string a = p + "self_attn.";

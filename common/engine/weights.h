@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/model/config.h"
 #include "common/engine/dims.h"
+#include "common/model/config.h"
 #include "common/model/safetensors.h"
 #include "kernels/api/backend.h"
 
@@ -64,7 +64,7 @@ struct ModelWeights {
 // tensor-parallel rank's share (dims.tp_rank of dims.tp_size).
 absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
                                          const model::ModelConfig& config,
-                                         const model::Checkpoint& checkpoint,
-                                         tensor::DType dtype, const ModelDims& dims);
+                                         const model::Checkpoint& checkpoint, tensor::DType dtype,
+                                         const ModelDims& dims);
 
 }  // namespace gka::engine

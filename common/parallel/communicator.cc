@@ -118,8 +118,8 @@ class InProcess final : public Communicator {
     for (int r = 0; r < rv_->size(); ++r) {
       const TensorView& v = rv_->view(r);
       if (v.numel() != mine.numel() || v.dtype != mine.dtype) {
-        return absl::InvalidArgumentError(absl::StrCat("collective mismatch: rank ", r, " passed ",
-                                                       v.numel(), " elements"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("collective mismatch: rank ", r, " passed ", v.numel(), " elements"));
       }
     }
     return absl::OkStatus();

@@ -29,10 +29,10 @@
 
 #include <cstdint>
 #include <memory>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/base/check.h"
 #include "common/tensor/tensor.h"
 #include "kernels/api/attention.h"

@@ -8,9 +8,9 @@
 namespace gka::kernels {
 
 struct EmbeddingParams {
-  tensor::TensorView table;        // [V, hidden]
-  const int32_t* ids = nullptr;    // [T]; caller guarantees 0 <= id < V (checked at admission)
-  tensor::TensorView out;          // [T, hidden]
+  tensor::TensorView table;      // [V, hidden]
+  const int32_t* ids = nullptr;  // [T]; caller guarantees 0 <= id < V (checked at admission)
+  tensor::TensorView out;        // [T, hidden]
 };
 
 // out = silu(gate_up[:, :F]) ⊙ gate_up[:, F:]   (gate and up projections fused in one GEMM)

@@ -22,10 +22,10 @@ struct RmsNormParams {
 // neox (rotate-half, pairs (j, j + D/2)) RoPE over all head_dim dims at `positions`.
 // inv_freq[j] = theta^(-2j/D); angle computed as positions[t] * inv_freq[j] in fp32.
 struct QkNormRopeParams {
-  tensor::TensorView q;           // [T, Hq, D]
-  tensor::TensorView k;           // [T, Hkv, D]
-  tensor::TensorView q_weight;    // [D]
-  tensor::TensorView k_weight;    // [D]
+  tensor::TensorView q;                // [T, Hq, D]
+  tensor::TensorView k;                // [T, Hkv, D]
+  tensor::TensorView q_weight;         // [D]
+  tensor::TensorView k_weight;         // [D]
   const int32_t* positions = nullptr;  // [T] absolute positions
   float theta = 10000.0f;
   float eps = 1e-6f;

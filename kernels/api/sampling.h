@@ -11,9 +11,9 @@ namespace gka::kernels {
 // Order: penalties on raw logits → temperature → top-k → top-p → min-p → draw.
 struct SamplingConfig {
   float temperature = 1.0f;
-  int32_t top_k = 0;              // 0 = off
-  float top_p = 1.0f;             // 1 = off
-  float min_p = 0.0f;             // 0 = off
+  int32_t top_k = 0;                // 0 = off
+  float top_p = 1.0f;               // 1 = off
+  float min_p = 0.0f;               // 0 = off
   float repetition_penalty = 1.0f;  // HF: logit > 0 ? logit / p : logit * p, on seen tokens
   float presence_penalty = 0.0f;    // OpenAI: − p if the token was generated before
   float frequency_penalty = 0.0f;   // OpenAI: − p · count in the generated tokens
@@ -23,17 +23,17 @@ struct SamplingConfig {
 // Draw for sequence b uses a counter-based RNG keyed by (seed[b], step[b]) so the result does
 // not depend on the batch it runs in.
 struct SampleParams {
-  tensor::TensorView logits;              // [B, V] F32 (modified in place by penalties)
-  int32_t vocab_limit = 0;                // sample only ids < vocab_limit (0 = V)
-  const SamplingConfig* configs = nullptr;   // [B] host
-  const uint64_t* steps = nullptr;           // [B] host, generation step index per sequence
+  tensor::TensorView logits;                // [B, V] F32 (modified in place by penalties)
+  int32_t vocab_limit = 0;                  // sample only ids < vocab_limit (0 = V)
+  const SamplingConfig* configs = nullptr;  // [B] host
+  const uint64_t* steps = nullptr;          // [B] host, generation step index per sequence
   // Token history for penalties: sequence b's previously generated ids are
   // history[history_offsets[b] .. history_offsets[b+1]) (host). Prompt ids are included in
   // the repetition penalty only when listed here too.
   const int32_t* history = nullptr;
   const int32_t* history_offsets = nullptr;  // [B + 1] or null (no penalties)
-  int32_t* out_ids = nullptr;               // [B] host
-  float* out_logprobs = nullptr;            // [B] host or null: log-softmax of the chosen id
+  int32_t* out_ids = nullptr;                // [B] host
+  float* out_logprobs = nullptr;             // [B] host or null: log-softmax of the chosen id
   int32_t num_seqs = 0;
 };
 

@@ -1,6 +1,8 @@
 // Engine consistency on the authors' tiny hybrid (tests/data/authors_tiny/hybrid_fp32):
 // chunking, splitting, decode vs prefill, batching, export/import, per-sequence num_iter, and
 // bad input that must leave every sequence untouched.
+#include "common/engine/engine.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -8,7 +10,6 @@
 #include <memory>
 #include <vector>
 
-#include "common/engine/engine.h"
 #include "common/model/safetensors.h"
 #include "tests/testing/golden_util.h"
 
@@ -20,12 +21,15 @@ using testing::RelL2;
 constexpr char kModel[] = "tests/data/authors_tiny/hybrid_fp32";
 
 std::unique_ptr<Engine> MakeEngine(int slots = 4, int page_size = 16, int num_pages = 0) {
-  auto cfg = model::ModelConfig::FromJsonFile(testing::RepoPath(std::string(kModel) + "/config.json"));
+  auto cfg =
+      model::ModelConfig::FromJsonFile(testing::RepoPath(std::string(kModel) + "/config.json"));
   GKA_CHECK(cfg.ok()) << cfg.status();
   auto ckpt = model::Checkpoint::Open(testing::RepoPath(kModel));
   GKA_CHECK(ckpt.ok()) << ckpt.status();
-  auto eng = Engine::Create({.page_size = page_size, .num_state_slots = slots,
-                             .num_pages = num_pages, .max_seq_len = 512},
+  auto eng = Engine::Create({.page_size = page_size,
+                             .num_state_slots = slots,
+                             .num_pages = num_pages,
+                             .max_seq_len = 512},
                             *cfg, **ckpt);
   GKA_CHECK(eng.ok()) << eng.status();
   return std::move(*eng);
@@ -61,7 +65,8 @@ std::vector<float> StateOf(Engine& eng, SequenceId id, const std::string& name) 
   GKA_CHECK(st.ok());
   for (auto& s : st->segments) {
     if (s.name == name) {
-      return std::vector<float>(s.data.data<float>(), s.data.data<float>() + s.data.shape().numel());
+      return std::vector<float>(s.data.data<float>(),
+                                s.data.data<float>() + s.data.shape().numel());
     }
   }
   GKA_CHECK(false) << "no segment " << name;
@@ -143,9 +148,9 @@ TEST(EngineTest, DecodeLogitsAreBitwiseBatchInvariant) {
   ASSERT_TRUE(mixed.ok()) << mixed.status();
   auto mixed_h = eng->LogitsToHost(*mixed);
   const int64_t V = eng->vocab_size();
-  EXPECT_EQ(std::memcmp(solo_h->data<float>(), mixed_h->data<float>() + mixed->row_offsets[1] * V,
-                        V * 4),
-            0);
+  EXPECT_EQ(
+      std::memcmp(solo_h->data<float>(), mixed_h->data<float>() + mixed->row_offsets[1] * V, V * 4),
+      0);
 }
 
 TEST(EngineTest, ExportImportMidwayEqualsUninterruptedRun) {
@@ -215,11 +220,13 @@ TEST(EngineTest, BadInputChangesNothing) {
   auto bad_id = eng->Forward({{.id = SequenceId(0), .tokens = {1, 5000}}});
   EXPECT_EQ(bad_id.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bad_id.status().message()), ::testing::HasSubstr("5000"));
-  auto unknown = eng->Forward({{.id = SequenceId(0), .tokens = {1}}, {.id = SequenceId(9), .tokens = {1}}});
+  auto unknown =
+      eng->Forward({{.id = SequenceId(0), .tokens = {1}}, {.id = SequenceId(9), .tokens = {1}}});
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
   auto empty = eng->Forward({{.id = SequenceId(0), .tokens = {}}});
   EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
-  auto dup = eng->Forward({{.id = SequenceId(0), .tokens = {1}}, {.id = SequenceId(0), .tokens = {2}}});
+  auto dup =
+      eng->Forward({{.id = SequenceId(0), .tokens = {1}}, {.id = SequenceId(0), .tokens = {2}}});
   EXPECT_EQ(dup.status().code(), absl::StatusCode::kInvalidArgument);
   auto too_many_pages = eng->Forward({{.id = SequenceId(0), .tokens = Prompt(200, 2)}});
   EXPECT_EQ(too_many_pages.status().code(), absl::StatusCode::kResourceExhausted);
@@ -235,8 +242,7 @@ TEST(EngineTest, BadInputChangesNothing) {
   ASSERT_EQ(after->segments.size(), before->segments.size());
   for (size_t i = 0; i < after->segments.size(); ++i) {
     EXPECT_EQ(std::memcmp(after->segments[i].data.data<void>(),
-                          before->segments[i].data.data<void>(),
-                          before->segments[i].data.nbytes()),
+                          before->segments[i].data.data<void>(), before->segments[i].data.nbytes()),
               0)
         << after->segments[i].name;
   }
@@ -247,7 +253,8 @@ TEST(EngineTest, BadInputChangesNothing) {
 }
 
 TEST(EngineTest, CpuRejectsBf16) {
-  auto cfg = model::ModelConfig::FromJsonFile(testing::RepoPath(std::string(kModel) + "/config.json"));
+  auto cfg =
+      model::ModelConfig::FromJsonFile(testing::RepoPath(std::string(kModel) + "/config.json"));
   auto ckpt = model::Checkpoint::Open(testing::RepoPath(kModel));
   auto eng = Engine::Create({.dtype = tensor::DType::kBF16}, *cfg, **ckpt);
   EXPECT_EQ(eng.status().code(), absl::StatusCode::kInvalidArgument);

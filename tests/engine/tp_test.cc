@@ -22,7 +22,8 @@ using testing::RelL2;
 const std::string& ModelDir() {
   static const std::string* dir = [] {
     auto* d = new std::string(
-        (std::filesystem::temp_directory_path() / absl::StrCat("gka_tp_model_", getpid())).string());
+        (std::filesystem::temp_directory_path() / absl::StrCat("gka_tp_model_", getpid()))
+            .string());
     model::TinyModelOptions o;
     o.pattern = "*-GKA-GKA-*";
     o.hidden_size = 64;
@@ -57,9 +58,8 @@ std::vector<RankResult> RunRanks(int tp, const std::vector<int32_t>& prompt) {
   for (int r = 0; r < tp; ++r) {
     threads.emplace_back([&, r] {
       RankResult& res = out[r];
-      auto eng = Engine::Create({.num_state_slots = 2, .max_seq_len = 256,
-                                 .communicator = group[r].get()},
-                                *cfg, **ckpt);
+      auto eng = Engine::Create(
+          {.num_state_slots = 2, .max_seq_len = 256, .communicator = group[r].get()}, *cfg, **ckpt);
       if (!eng.ok()) {
         res.status = eng.status();
         return;
@@ -107,7 +107,8 @@ TEST_P(TensorParallelTest, LogitsAndGatheredStatesEqualTp1) {
   int compared = 0;
   for (size_t i = 0; i < ref[0].state.segments.size(); ++i) {
     const StateSegment& whole = ref[0].state.segments[i];
-    if (whole.name.find(".h_") == std::string::npos && whole.name.find(".conv_") == std::string::npos) {
+    if (whole.name.find(".h_") == std::string::npos &&
+        whole.name.find(".conv_") == std::string::npos) {
       continue;
     }
     const float* w = whole.data.data<float>();

@@ -41,9 +41,8 @@ Model Load(const std::string& dir, int32_t num_iter) {
   m.config = *cfg;
   auto ckpt = model::Checkpoint::Open(testing::RepoPath(dir));
   EXPECT_TRUE(ckpt.ok()) << ckpt.status();
-  auto eng = Engine::Create({.num_state_slots = 2, .max_seq_len = 512,
-                             .default_num_iter = num_iter},
-                            m.config, **ckpt);
+  auto eng = Engine::Create(
+      {.num_state_slots = 2, .max_seq_len = 512, .default_num_iter = num_iter}, m.config, **ckpt);
   EXPECT_TRUE(eng.ok()) << eng.status();
   m.engine = std::move(*eng);
   return m;
@@ -51,7 +50,8 @@ Model Load(const std::string& dir, int32_t num_iter) {
 
 const model::SafetensorsFile& Golden() {
   static auto* file = [] {
-    auto f = model::SafetensorsFile::Open(testing::RepoPath("tests/data/authors_tiny/golden.safetensors"));
+    auto f = model::SafetensorsFile::Open(
+        testing::RepoPath("tests/data/authors_tiny/golden.safetensors"));
     GKA_CHECK(f.ok()) << f.status();
     return f->release();
   }();
@@ -148,8 +148,7 @@ std::vector<Case> AllCases() {
 
 INSTANTIATE_TEST_SUITE_P(AllLengthsAndIters, AuthorsHybridTest, ::testing::ValuesIn(AllCases()),
                          [](const auto& info) {
-                           return absl::StrCat("it", info.param.num_iter, "_L",
-                                               info.param.length);
+                           return absl::StrCat("it", info.param.num_iter, "_L", info.param.length);
                          });
 
 class AuthorsPlainTest : public ::testing::TestWithParam<int> {};

@@ -77,7 +77,8 @@ int Main(int argc, char** argv) {
     auto ckpt = model::Checkpoint::Open(dir);
     GKA_CHECK(ckpt.ok());
     for (int batch : batches) {
-      auto eng = engine::Engine::Create({.backend = *kind, .num_state_slots = batch,
+      auto eng = engine::Engine::Create({.backend = *kind,
+                                         .num_state_slots = batch,
                                          .max_seq_len = prompt_len + decode_steps + 1},
                                         *cfg, **ckpt);
       GKA_CHECK(eng.ok()) << eng.status();
@@ -94,7 +95,8 @@ int Main(int argc, char** argv) {
       auto t1 = Clock::now();
       for (int s = 0; s < decode_steps; ++s) {
         std::vector<engine::SequenceInput> step;
-        for (int b = 0; b < batch; ++b) step.push_back({.id = engine::SequenceId(b), .tokens = {s + 1}});
+        for (int b = 0; b < batch; ++b)
+          step.push_back({.id = engine::SequenceId(b), .tokens = {s + 1}});
         GKA_CHECK((*eng)->Forward(step).ok());
       }
       GKA_CHECK_OK((*eng)->backend().Synchronize());
