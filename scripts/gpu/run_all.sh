@@ -35,6 +35,21 @@ ldd "$CARRY/bin/cuda_parity_test" | grep -E "not found|cublas|absl_status\.|stdc
 [[ "$MODE" == "check" ]] && { "$CARRY/bin/cuda_parity_test" --gtest_filter='*FillAndConvert*'; exit $?; }
 
 rc=0
+if [[ "$MODE" == "sanitize" ]]; then
+  # memcheck over every op's parity cases (cuBLAS excluded: not ours), racecheck over the
+  # kernels that share data through shared memory. Slow: minutes.
+  CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  echo "== compute-sanitizer memcheck"
+  timeout ${SAN_TIMEOUT:-420} "$CS" --tool memcheck --leak-check full --error-exitcode 3 \
+    "$CARRY/bin/cuda_parity_test" --gtest_filter="${FILTER/#\*/-*Gemm*}" >"$LOGS/memcheck.log" 2>&1
+  echo "  memcheck rc=$?"; grep -E "ERROR SUMMARY|Invalid|out of bounds|\[  (PASSED|FAILED)" "$LOGS/memcheck.log" | head -20
+  echo "== compute-sanitizer racecheck (GkaCore, PagedAttention, Sample)"
+  timeout ${SAN_TIMEOUT:-420} "$CS" --tool racecheck --error-exitcode 3 \
+    "$CARRY/bin/cuda_parity_test" --gtest_filter='*GkaCore*:*PagedAttention*:*Sample*' \
+    >"$LOGS/racecheck.log" 2>&1
+  echo "  racecheck rc=$?"; grep -E "RACECHECK SUMMARY|hazard|\[  (PASSED|FAILED)" "$LOGS/racecheck.log" | head -20
+  exit 0
+fi
 if [[ "$MODE" == "all" || "$MODE" == "parity" ]]; then
   echo "== parity (CUDA vs CPU reference), one process per test so a fault stays contained"
   : >"$LOGS/parity.log"
