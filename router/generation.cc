@@ -49,6 +49,8 @@ struct Generation::Attempt {
   w::PrefillRequest prefill_request;
   w::PrefillResult prefill_result;
   bool prefilling = false;
+  // Counted in the registry's in-flight prefill load until the prefill ends or is dropped.
+  bool prefill_counted = false;
   bool prefill_ok = false;
   bool prefill_failed = false;
   absl::Time prefill_sent;
@@ -213,6 +215,11 @@ void Generation::StartAttemptLocked(Actions& actions) {
   a->prefill_stubs = &core_.StubsFor(a->prefill.grpc_address);
   attempts_.push_back(std::move(attempt));
   current_ = a;
+  // Counted now, not when the calls return, so that a burst of requests spreads over the
+  // workers instead of all landing on the one that looked emptiest.
+  registry.NoteReserved(a->decode.id, prompt_tokens);
+  registry.NotePrefillStarted(a->prefill.id, prompt_tokens);
+  a->prefill_counted = true;
 
   w::ReserveRequest& r = a->reserve_request;
   r.set_request_id(a->worker_request_id);
@@ -237,11 +244,7 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
     const absl::Status status = rpc::FromGrpcStatus(
         grpc_status, absl::StrCat("Reserve on decode worker ", a->decode.id, " (",
                                   a->decode.grpc_address, ")"));
-    if (status.ok()) {
-      a->reserved = true;
-      core_.registry().NoteReserved(a->decode.id,
-                                    static_cast<uint32_t>(plan_.prompt.token_ids.size()));
-    }
+    if (status.ok()) a->reserved = true;
     if (finished_ || a->abandoned) {
       // Cleaned up while the reservation was in flight: give it back.
       if (status.ok()) {
@@ -259,6 +262,7 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
                                        ? kRetryDecodeFull
                                        : kRetryDecodeUnavailable);
         a->abandoned = true;
+        UncountPrefillLocked(a);
         StartAttemptLocked(actions);
       } else {
         FailLocked(status, false, actions);
@@ -279,8 +283,6 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
     rpc::SetDeadline(a->prefill_ctx, deadline_);
     a->prefilling = true;
     a->prefill_sent = absl::Now();
-    core_.registry().NotePrefillStarted(a->prefill.id,
-                                        static_cast<uint32_t>(plan_.prompt.token_ids.size()));
 
     w::StartDecodeRequest& d = a->decode_request;
     d.set_request_id(a->worker_request_id);
@@ -306,8 +308,7 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
 void Generation::OnPrefilled(Attempt* a, const grpc::Status& grpc_status) {
   Run([&](Actions& actions) {
     a->prefilling = false;
-    core_.registry().NotePrefillFinished(a->prefill.id,
-                                         static_cast<uint32_t>(plan_.prompt.token_ids.size()));
+    UncountPrefillLocked(a);
     if (finished_ || a->abandoned) return;
     const absl::Status status = rpc::FromGrpcStatus(
         grpc_status, absl::StrCat("Prefill on prefill worker ", a->prefill.id, " (",
@@ -639,7 +640,15 @@ void Generation::EndLocked(absl::StatusCode code, Actions& actions) {
   actions.push_back([this, self = shared_from_this()] { core_.Forget(request_id_, this); });
 }
 
+void Generation::UncountPrefillLocked(Attempt* a) {
+  if (!a->prefill_counted) return;
+  a->prefill_counted = false;
+  core_.registry().NotePrefillFinished(a->prefill.id,
+                                       static_cast<uint32_t>(plan_.prompt.token_ids.size()));
+}
+
 void Generation::CleanupLocked(Attempt* a, absl::string_view reason, Actions& actions) {
+  if (!a->prefilling) UncountPrefillLocked(a);  // else when the cancelled call returns
   if (a->abandoned) return;
   a->abandoned = true;
   std::shared_ptr<Generation> self = shared_from_this();

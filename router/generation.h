@@ -120,6 +120,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // Frees whatever `a` holds on the workers (cancel calls, Abort, Release).
   void CleanupLocked(Attempt* a, absl::string_view reason, Actions& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UncountPrefillLocked(Attempt* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendAbort(Attempt* a);
   void SendRelease(Attempt* a, std::string reason);
   void Enqueue(serving::v1::GenerateResponse response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
