@@ -1,10 +1,11 @@
 #!/bin/bash
-# Builds the GPU test and benchmark binaries on this (GPU-less) machine and collects them, with
-# the shared libraries they need that the GPU machine lacks (Abseil; not cuBLAS or the driver,
-# which it has), into .devcarry/gpu — git-ignored, named in the device tool's `carry`.
+# Builds the GPU test and benchmark binaries and the `gka` CLI on this (GPU-less) machine and
+# packs them, with the shared libraries the GPU machine lacks (Abseil, ICU 72, PCRE2; not
+# cuBLAS or the driver, which it has), into .devcarry/gpu/bundle.tar.xz — git-ignored, named
+# in the device tool's `carry` (xz keeps the call under its 64 MiB limit with tests/data).
 #
-#   scripts/gpu/collect.sh                 # configure + build build-cuda, then collect
-#   BUILD=/path/to/build scripts/gpu/collect.sh   # collect from an existing build dir
+#   scripts/gpu/collect.sh                         # configure + build build-cuda, then pack
+#   BUILD=/path/to/build scripts/gpu/collect.sh    # pack from an existing build dir
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build-cuda}
@@ -12,22 +13,27 @@ if [[ ! -f "$BUILD/build.ninja" ]]; then
   cmake -S . -B "$BUILD" -G Ninja -DGKA_WITH_CUDA=ON -DGKA_WITH_GRPC=OFF \
     -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-ninja -C "$BUILD" cuda_parity_test cuda_kernels_bench
-OUT=.devcarry/gpu
-rm -rf "$OUT" && mkdir -p "$OUT/bin" "$OUT/lib" "$OUT/compat"
-for b in "$BUILD/tests/cuda_parity_test" "$BUILD/bin/cuda_kernels_bench"; do
-  cp "$b" "$OUT/bin/"
-  strip --strip-debug "$OUT/bin/$(basename "$b")"
+targets=(cuda_parity_test cuda_kernels_bench)
+[[ "${WITH_GKA:-1}" == 1 ]] && targets+=(gka)
+ninja -C "$BUILD" "${targets[@]}"
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/compat"
+bins=("$BUILD/tests/cuda_parity_test" "$BUILD/bin/cuda_kernels_bench")
+[[ "${WITH_GKA:-1}" == 1 ]] && bins+=("$BUILD/bin/gka")
+for b in "${bins[@]}"; do
+  cp "$b" "$STAGE/bin/"
+  strip --strip-debug "$STAGE/bin/$(basename "$b")"
 done
-# Abseil (and anything else outside glibc/CUDA) that the binaries link dynamically.
-for b in "$OUT"/bin/*; do
+for b in "$STAGE"/bin/*; do
   ldd "$b" | awk '/=> \// {print $3}' | while read -r lib; do
     case "$(basename "$lib")" in
       libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libcublas*|libcudart*) ;;
-      libstdc++*|libgcc_s*) cp -L "$lib" "$OUT/compat/" ;;  # used only if the host's are older
-      *) cp -L "$lib" "$OUT/lib/" ;;
+      libstdc++*|libgcc_s*) cp -L "$lib" "$STAGE/compat/" ;;  # used only if the host's are older
+      *) cp -L "$lib" "$STAGE/lib/" ;;
     esac
   done
 done
-cp scripts/gpu/run_all.sh "$OUT/"
-du -sh "$OUT"
+rm -rf .devcarry/gpu && mkdir -p .devcarry/gpu
+tar -C "$STAGE" -cf - bin lib compat | xz -6 -T2 > .devcarry/gpu/bundle.tar.xz
+du -sh .devcarry/gpu

@@ -3,16 +3,21 @@
 # then the kernel benchmarks; prints a short table last. Run on the GPU machine from the
 # repository root with the collected binaries carried (scripts/gpu/collect.sh):
 #
-#   device run: bash scripts/gpu/run_all.sh [all|parity|bench|check] [gtest filter]
+#   device run: bash scripts/gpu/run_all.sh [all|parity|golden|bench|sanitize|check] [gtest filter]
 #   (carry: .devcarry/gpu)
+#
+# all = parity + golden + bench. golden runs `gka eval --backend cuda` (fp32 and bf16) on the
+# authors' tiny model against their strict fp32 golden with `gka compare`.
 #
 # Full logs go to $OUT (the device tool's output folder) when set, else /tmp/gka-gpu.
 set -uo pipefail
 MODE=${1:-all}
 FILTER=${2:-*}
-CARRY=.devcarry/gpu
 LOGS=${OUT:-/tmp/gka-gpu}
 mkdir -p "$LOGS"
+CARRY=/tmp/gka-carry
+rm -rf "$CARRY" && mkdir -p "$CARRY"
+xz -dc .devcarry/gpu/bundle.tar.xz | tar -C "$CARRY" -xf - || { echo "no bundle: run scripts/gpu/collect.sh and carry .devcarry/gpu"; exit 2; }
 
 echo "== environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
@@ -64,6 +69,27 @@ if [[ "$MODE" == "all" || "$MODE" == "parity" ]]; then
   grep -E "^\[ (parity)" "$LOGS/parity.log" | awk '
     /\[ parity/ { n++; if ($0 ~ /non_finite=[1-9]/) bad++ } END { print "  parity lines:", n, " with non-finite:", bad+0 }'
   grep -E -A4 "Failure$" "$LOGS/parity.log" | head -60
+fi
+if [[ ( "$MODE" == "all" || "$MODE" == "golden" ) && -x "$CARRY/bin/gka" ]]; then
+  echo "== golden: gka eval --backend cuda on the authors' tiny model vs their strict fp32 golden"
+  D=tests/data/authors_tiny
+  G=$D/eval_L64_it30.safetensors
+  for dt in fp32 bf16; do
+    "$CARRY/bin/gka" eval --model $D/hybrid_fp32 --inputs $G --backend cuda --dtype $dt \
+      --out "$LOGS/eval_cuda_$dt.safetensors" >"$LOGS/golden_$dt.log" 2>&1 || { rc=1; tail -5 "$LOGS/golden_$dt.log"; }
+    # fp32: as tight as the CPU engine (1e-4); bf16: model-spec §10 (logits 3e-2, states 1e-2).
+    tol=$([[ $dt == fp32 ]] && echo 1e-4 || echo 3e-2)
+    echo "-- --dtype $dt (tolerance $tol)"
+    "$CARRY/bin/gka" compare --expected $G --actual "$LOGS/eval_cuda_$dt.safetensors" --tol $tol \
+      >"$LOGS/compare_$dt.log" 2>&1 || rc=1
+    grep -E "logits|all |exceed" "$LOGS/compare_$dt.log" | head -8
+    grep -E "state" "$LOGS/compare_$dt.log" | sort -k2 -g | tail -2
+  done
+  if [[ -f $D/authors_bf16_L64_it30.safetensors ]]; then
+    echo "-- the authors' own bf16 run vs their strict fp32 golden, for comparison"
+    "$CARRY/bin/gka" compare --expected $G --actual $D/authors_bf16_L64_it30.safetensors \
+      --keys prefill_logits,decode_logits --tol 1 2>&1 | grep -E "logits" | head -4
+  fi
 fi
 if [[ "$MODE" == "all" || "$MODE" == "bench" ]]; then
   echo "== benchmarks"
