@@ -21,6 +21,7 @@ void RegisterGenerate(CLI::App& app, Action& run);
 void RegisterChat(CLI::App& app, Action& run);
 void RegisterTokenize(CLI::App& app, Action& run);
 void RegisterMakeTinyModel(CLI::App& app, Action& run);
+void RegisterMakeRandomModel(CLI::App& app, Action& run);
 void RegisterCompare(CLI::App& app, Action& run);
 void RegisterLocal(CLI::App& app, Action& run);
 void RegisterHealth(CLI::App& app, Action& run);

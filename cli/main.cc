@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   gka::cli::RegisterChat(app, run);
   gka::cli::RegisterTokenize(app, run);
   gka::cli::RegisterMakeTinyModel(app, run);
+  gka::cli::RegisterMakeRandomModel(app, run);
   gka::cli::RegisterCompare(app, run);
   gka::cli::RegisterLocal(app, run);
   gka::cli::RegisterHealth(app, run);

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "common/base/logging.h"
+#include "common/base/status.h"
 #include "common/model/tiny_model.h"
 
 namespace gka::cli {
@@ -33,7 +34,43 @@ absl::Status RunTiny(TinyFlags flags) {
   return s;
 }
 
+struct RandomFlags {
+  std::string preset = "hqwen3-32b-gka";
+  std::string out;
+  uint64_t seed = 0;
+  double shard_gb = 5.0;
+  std::string tokenizer_dir = GKA_DEFAULT_TOKENIZER_DIR;
+  bool no_tokenizer = false;
+};
+
+absl::Status RunRandom(const RandomFlags& f) {
+  GKA_ASSIGN_OR_RETURN(model::TinyModelOptions o, model::PresetOptions(f.preset));
+  o.seed = f.seed;
+  o.shard_bytes = static_cast<int64_t>(f.shard_gb * 1e9);
+  if (o.shard_bytes <= 0) return absl::InvalidArgumentError("--shard-gb must be > 0");
+  if (!f.no_tokenizer) o.tokenizer_dir = f.tokenizer_dir;
+  GKA_LOG(INFO) << "writing " << f.preset << " (" << o.pattern << ") to " << f.out;
+  GKA_RETURN_IF_ERROR(model::MakeTinyModel(o, f.out));
+  GKA_LOG(INFO) << "done";
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+void RegisterMakeRandomModel(CLI::App& app, Action& run) {
+  auto f = std::make_shared<RandomFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "make-random-model", "Write a real-size random checkpoint (sharded, with an index)");
+  cmd->add_option("--preset", f->preset, "hqwen3-32b-gka | hqwen3-32b-gka-importance | qwen3-32b")
+      ->capture_default_str();
+  cmd->add_option("--out", f->out, "output directory")->required();
+  cmd->add_option("--seed", f->seed, "weight seed")->capture_default_str();
+  cmd->add_option("--shard-gb", f->shard_gb, "shard size in GB")->capture_default_str();
+  cmd->add_option("--tokenizer-dir", f->tokenizer_dir, "tokenizer.json + tokenizer_config.json")
+      ->capture_default_str();
+  cmd->add_flag("--no-tokenizer", f->no_tokenizer, "write no tokenizer files");
+  cmd->callback([f, &run] { run = [f] { return RunRandom(*f); }; });
+}
 
 void RegisterMakeTinyModel(CLI::App& app, Action& run) {
   auto f = std::make_shared<TinyFlags>();

@@ -3,10 +3,12 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/base/status.h"
 #include "common/model/config.h"
@@ -197,7 +199,150 @@ absl::Status CopyTokenizer(const std::string& from, const fs::path& to) {
   return absl::OkStatus();
 }
 
+// SplitMix64: a counter-based stream, so chunk c of tensor t is the same whatever thread
+// draws it.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+void StoreValue(const tensor::Buffer& b, int64_t i, float v) {
+  switch (b.dtype()) {
+    case DType::kF32:
+      b.data<float>()[i] = v;
+      break;
+    case DType::kF16:
+      b.data<uint16_t>()[i] = tensor::FloatToF16(v);
+      break;
+    default:
+      b.data<uint16_t>()[i] = tensor::FloatToBF16(v);
+  }
+}
+
+// Fills `b` for tensor number `index` in parallel chunks of 1 Mi elements.
+void FillFast(const ExpectedTensor& e, uint64_t seed, uint64_t index, tensor::Buffer& b) {
+  constexpr int64_t kChunk = 1 << 20;
+  const int64_t n = e.shape.numel();
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const WeightSampler sampler(e.name, e.shape);
+  const bool big = e.shape.rank() == 2 && !absl::StrContains(e.name, "conv1d");
+  // Uniform(-a, a) has standard deviation a/sqrt(3).
+  const double half_width =
+      std::sqrt(3.0) * (absl::StrContains(e.name, "embed_tokens")
+                            ? 1.0
+                            : 1.0 / std::sqrt(static_cast<double>(e.shape[big ? 1 : 0])));
+  const int threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int64_t c = t; c < chunks; c += threads) {
+        const uint64_t key = Mix(seed ^ Mix(index * 0x100000001b3ull + static_cast<uint64_t>(c)));
+        const int64_t end = std::min(n, (c + 1) * kChunk);
+        if (big) {
+          uint64_t state = key;
+          for (int64_t i = c * kChunk; i < end; ++i) {
+            state = Mix(state);
+            const double u = static_cast<double>(state >> 11) * 0x1.0p-53;
+            StoreValue(b, i, static_cast<float>((2.0 * u - 1.0) * half_width));
+          }
+        } else {
+          Rng rng(key);
+          for (int64_t i = c * kChunk; i < end; ++i) {
+            StoreValue(b, i, static_cast<float>(sampler.Sample(rng)));
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& th : pool) th.join();
+}
+
+// Streams shards to disk one tensor at a time (a 32B model does not fit in memory twice).
+absl::Status WriteSharded(const ModelConfig& config, const TinyModelOptions& o,
+                          const fs::path& dir) {
+  const std::vector<ExpectedTensor> all = ExpectedWeightShapes(config);
+  const size_t elem = tensor::DTypeSize(o.weight_dtype);
+  std::vector<std::vector<size_t>> shards(1);
+  int64_t in_shard = 0;
+  for (size_t i = 0; i < all.size(); ++i) {
+    const int64_t bytes = all[i].shape.numel() * static_cast<int64_t>(elem);
+    if (in_shard > 0 && in_shard + bytes > o.shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(i);
+    in_shard += bytes;
+  }
+  Json weight_map = Json::object();
+  int64_t total = 0;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
+    Json header = {{"__metadata__", {{"format", "pt"}}}};
+    uint64_t offset = 0;
+    for (size_t i : shards[s]) {
+      const uint64_t bytes = static_cast<uint64_t>(all[i].shape.numel()) * elem;
+      std::vector<int64_t> dims;
+      for (int d = 0; d < all[i].shape.rank(); ++d) dims.push_back(all[i].shape[d]);
+      header[all[i].name] = {{"dtype", std::string(tensor::DTypeName(o.weight_dtype))},
+                             {"shape", dims},
+                             {"data_offsets", {offset, offset + bytes}}};
+      offset += bytes;
+      weight_map[all[i].name] = name;
+    }
+    total += static_cast<int64_t>(offset);
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    const fs::path path = dir / name;
+    FILE* f = std::fopen(path.c_str(), "wb");
+    if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+    const uint64_t len = text.size();
+    bool ok = std::fwrite(&len, 8, 1, f) == 1 && std::fwrite(text.data(), 1, len, f) == len;
+    for (size_t i : shards[s]) {
+      if (!ok) break;
+      tensor::Buffer b = tensor::Buffer::Allocate(all[i].shape, o.weight_dtype);
+      FillFast(all[i], o.seed, i, b);
+      ok = std::fwrite(b.data<void>(), 1, b.nbytes(), f) == b.nbytes();
+    }
+    if (std::fclose(f) != 0 || !ok) {
+      return absl::InternalError(absl::StrCat("short write to ", path.string(), " (disk full?)"));
+    }
+  }
+  const Json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  return internal::WriteFileAtomically((dir / "model.safetensors.index.json").string(),
+                                       index.dump(2) + "\n");
+}
+
 }  // namespace
+
+absl::StatusOr<TinyModelOptions> PresetOptions(absl::string_view preset) {
+  TinyModelOptions o;
+  o.vocab_size = 151936;
+  o.hidden_size = 5120;
+  o.intermediate_size = 25600;
+  o.num_attention_heads = 64;
+  o.num_key_value_heads = 8;
+  o.head_dim = 128;
+  o.max_position_embeddings = 131072;
+  o.rope_theta = 5e6;
+  o.shard_bytes = 5'000'000'000;
+  std::vector<std::string> layers(64, "*");
+  if (preset == "hqwen3-32b-gka") {
+    for (int i = 1; i < 64; i += 2) layers[i] = "GKA";
+  } else if (preset == "hqwen3-32b-gka-importance") {
+    for (int i : {2,  3,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 20, 22, 23, 24,
+                  26, 27, 28, 29, 32, 33, 35, 36, 39, 40, 41, 43, 44, 57, 60, 63}) {
+      layers[i] = "GKA";
+    }
+  } else if (preset != "qwen3-32b") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown preset '", preset, "' (hqwen3-32b-gka, hqwen3-32b-gka-importance, qwen3-32b)"));
+  }
+  o.pattern = absl::StrJoin(layers, "-");
+  return o;
+}
 
 absl::Status MakeTinyModel(const TinyModelOptions& options, absl::string_view out_dir) {
   if (options.weight_dtype != DType::kBF16 && options.weight_dtype != DType::kF32 &&
@@ -224,6 +369,11 @@ absl::Status MakeTinyModel(const TinyModelOptions& options, absl::string_view ou
   GKA_RETURN_IF_ERROR(internal::WriteFileAtomically((dir / "generation_config.json").string(),
                                                     GenerationConfigJson(options).dump(2) + "\n"));
 
+  if (options.shard_bytes > 0) {
+    GKA_RETURN_IF_ERROR(WriteSharded(*config, options, dir));
+    if (options.tokenizer_dir) GKA_RETURN_IF_ERROR(CopyTokenizer(*options.tokenizer_dir, dir));
+    return absl::OkStatus();
+  }
   Rng rng(options.seed);
   std::vector<tensor::Buffer> buffers;
   std::vector<NamedTensor> tensors;

@@ -48,7 +48,20 @@ struct TinyModelOptions {
   // Directory holding tokenizer.json and tokenizer_config.json to copy beside the model;
   // std::nullopt copies nothing. A given directory without those files is an error.
   std::optional<std::string> tokenizer_dir;
+  // > 0: write shards of at most this many bytes named model-0000i-of-0000n.safetensors plus
+  // model.safetensors.index.json (the release layout), generating weights with a fast
+  // counter-based sampler on all cores (uniform with the reference's standard deviation for
+  // linear and embedding weights). Meant for real-size shapes; 0 keeps the single
+  // model.safetensors drawn exactly as make_random_weights does.
+  int64_t shard_bytes = 0;
 };
+
+// Real-size shapes (model-spec §1) for benchmarks without the released checkpoint:
+//   "hqwen3-32b-gka"            GKA at the alternating layout (1, 3, ..., 63)
+//   "hqwen3-32b-gka-importance" GKA at the importance-ranked layers of model-spec §1.2 (b)
+//   "qwen3-32b"                 all 64 layers attention (the transformer baseline)
+// InvalidArgument for an unknown preset. Shards default to 5 GB.
+absl::StatusOr<TinyModelOptions> PresetOptions(absl::string_view preset);
 
 // Creates `out_dir` (and parents) if needed and writes the model into it, overwriting files
 // of the same names. Deterministic: the same options give byte-identical files.
