@@ -20,7 +20,10 @@ __device__ __forceinline__ int FindSeq(const int32_t* __restrict__ cu, int num_s
   int lo = 0, hi = num_seqs - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
-    if (cu[mid] <= t) lo = mid; else hi = mid - 1;
+    if (cu[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -78,13 +81,12 @@ absl::Status CausalConv(const CudaContext& ctx, const CausalConvParams& p) {
   const int64_t stride = p.x_row_stride == 0 ? C : p.x_row_stride;
   if (stride < C) return absl::InvalidArgumentError("CausalConv: x_row_stride < C");
   if (K < 2 || K > kMaxTaps) {
-    return absl::InvalidArgumentError(absl::StrCat("CausalConv: kernel width ", K,
-                                                   " unsupported (2..", kMaxTaps, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CausalConv: kernel width ", K, " unsupported (2..", kMaxTaps, ")"));
   }
   GKA_RETURN_IF_ERROR(CheckShape(p.out, tensor::Shape{T, C}, kOp, "out"));
   GKA_RETURN_IF_ERROR(CheckShape(p.weight, tensor::Shape{C, K}, kOp, "weight"));
-  GKA_RETURN_IF_ERROR(
-      CheckShape(p.state, tensor::Shape{p.state.shape[0], C, K - 1}, kOp, "state"));
+  GKA_RETURN_IF_ERROR(CheckShape(p.state, tensor::Shape{p.state.shape[0], C, K - 1}, kOp, "state"));
   GKA_RETURN_IF_ERROR(CheckDType(p.out, {tensor::DType::kF32}, kOp, "out"));
   GKA_RETURN_IF_ERROR(CheckDType(p.weight, {tensor::DType::kF32}, kOp, "weight"));
   GKA_RETURN_IF_ERROR(CheckDType(p.state, {tensor::DType::kF32}, kOp, "state"));
@@ -96,22 +98,20 @@ absl::Status CausalConv(const CudaContext& ctx, const CausalConvParams& p) {
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.weight, kOp, "weight"));
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.state, kOp, "state"));
   const int k = static_cast<int>(K);
-  GKA_DISPATCH_ACT(
-      p.x.dtype, T_,
-      {
-        const T_* x = p.x.data<T_>();
-        if (T > 0) {
-          GKA_RETURN_IF_ERROR(CheckOnDevice(p.x, kOp, "x"));
-          GKA_RETURN_IF_ERROR(CheckOnDevice(p.out, kOp, "out"));
-          CausalConvKernel<T_><<<GridFor(T * C, 256, ctx), 256, 0, ctx.stream()>>>(
-              x, stride, p.out.data<float>(), p.weight.data<float>(), p.state.data<float>(),
-              p.slots, p.cu_seqlens, p.num_seqs, T, C, k);
-          GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvKernel");
-        }
-        CausalConvStateKernel<T_><<<GridFor(p.num_seqs * C, 256, ctx), 256, 0, ctx.stream()>>>(
-            x, stride, p.state.data<float>(), p.slots, p.cu_seqlens, p.num_seqs, C, k);
-        GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvStateKernel");
-      });
+  GKA_DISPATCH_ACT(p.x.dtype, T_, {
+    const T_* x = p.x.data<T_>();
+    if (T > 0) {
+      GKA_RETURN_IF_ERROR(CheckOnDevice(p.x, kOp, "x"));
+      GKA_RETURN_IF_ERROR(CheckOnDevice(p.out, kOp, "out"));
+      CausalConvKernel<T_><<<GridFor(T * C, 256, ctx), 256, 0, ctx.stream()>>>(
+          x, stride, p.out.data<float>(), p.weight.data<float>(), p.state.data<float>(), p.slots,
+          p.cu_seqlens, p.num_seqs, T, C, k);
+      GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvKernel");
+    }
+    CausalConvStateKernel<T_><<<GridFor(p.num_seqs * C, 256, ctx), 256, 0, ctx.stream()>>>(
+        x, stride, p.state.data<float>(), p.slots, p.cu_seqlens, p.num_seqs, C, k);
+    GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvStateKernel");
+  });
   return absl::OkStatus();
 }
 

@@ -55,8 +55,8 @@ absl::StatusOr<DeviceBuffer> CudaBackend::Allocate(tensor::Shape shape, tensor::
   const cudaError_t e = cudaMalloc(&p, rounded);
   if (e != cudaSuccess) {
     cudaGetLastError();
-    return CudaStatus(e, absl::StrCat("cudaMalloc(", bytes, " bytes for ", shape.ToString(),
-                                      " ", tensor::DTypeName(dtype), ")"));
+    return CudaStatus(e, absl::StrCat("cudaMalloc(", bytes, " bytes for ", shape.ToString(), " ",
+                                      tensor::DTypeName(dtype), ")"));
   }
   // Zero-initialised per the Backend contract. Stream-ordered, so later ops see zeros.
   GKA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p, 0, rounded, ctx_->stream()));

@@ -74,16 +74,16 @@ absl::StatusOr<std::unique_ptr<CudaContext>> CudaContext::Create(int device_ordi
   int count = 0;
   GKA_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
   if (device_ordinal < 0 || device_ordinal >= count) {
-    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", device_ordinal,
-                                                   " does not exist (", count, " visible)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", device_ordinal, " does not exist (", count, " visible)"));
   }
   GKA_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_ordinal));
   cudaDeviceProp prop;
   GKA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device_ordinal));
   if (prop.major < 9) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("device ", device_ordinal, " (", prop.name, ") is sm_", prop.major,
-                     prop.minor, "; this build targets sm_90a (Hopper)"));
+    return absl::FailedPreconditionError(absl::StrCat("device ", device_ordinal, " (", prop.name,
+                                                      ") is sm_", prop.major, prop.minor,
+                                                      "; this build targets sm_90a (Hopper)"));
   }
   GKA_ASSIGN_OR_RETURN(CudaStream stream, CudaStream::Create());
   GKA_ASSIGN_OR_RETURN(CublasHandle cublas, CublasHandle::Create(stream.get()));

@@ -72,8 +72,7 @@ class CudaEvent {
 class CublasHandle {
  public:
   static absl::StatusOr<CublasHandle> Create(cudaStream_t stream);
-  CublasHandle(CublasHandle&& o) noexcept
-      : h_(o.h_), workspace_(std::move(o.workspace_)) {
+  CublasHandle(CublasHandle&& o) noexcept : h_(o.h_), workspace_(std::move(o.workspace_)) {
     o.h_ = nullptr;
   }
   CublasHandle& operator=(CublasHandle&&) = delete;

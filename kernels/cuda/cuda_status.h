@@ -19,9 +19,8 @@ namespace gka::kernels::cuda {
 // failure is Internal, since after a kernel fault the context is unusable anyway.
 inline absl::Status CudaStatus(cudaError_t e, absl::string_view call) {
   if (e == cudaSuccess) return absl::OkStatus();
-  const std::string msg =
-      absl::StrCat(call, ": ", cudaGetErrorName(e), " (", static_cast<int>(e), "): ",
-                   cudaGetErrorString(e));
+  const std::string msg = absl::StrCat(call, ": ", cudaGetErrorName(e), " (", static_cast<int>(e),
+                                       "): ", cudaGetErrorString(e));
   if (e == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
   if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
     return absl::UnavailableError(msg);
@@ -42,16 +41,16 @@ inline absl::Status CublasStatus(cublasStatus_t s, absl::string_view call) {
 
 }  // namespace gka::kernels::cuda
 
-#define GKA_CUDA_RETURN_IF_ERROR(expr)                                                   \
-  do {                                                                                   \
-    ::absl::Status gka_cuda_status_ = ::gka::kernels::cuda::CudaStatus((expr), #expr);   \
-    if (!gka_cuda_status_.ok()) return gka_cuda_status_;                                 \
+#define GKA_CUDA_RETURN_IF_ERROR(expr)                                                 \
+  do {                                                                                 \
+    ::absl::Status gka_cuda_status_ = ::gka::kernels::cuda::CudaStatus((expr), #expr); \
+    if (!gka_cuda_status_.ok()) return gka_cuda_status_;                               \
   } while (false)
 
-#define GKA_CUBLAS_RETURN_IF_ERROR(expr)                                                 \
-  do {                                                                                   \
+#define GKA_CUBLAS_RETURN_IF_ERROR(expr)                                                   \
+  do {                                                                                     \
     ::absl::Status gka_cublas_status_ = ::gka::kernels::cuda::CublasStatus((expr), #expr); \
-    if (!gka_cublas_status_.ok()) return gka_cublas_status_;                             \
+    if (!gka_cublas_status_.ok()) return gka_cublas_status_;                               \
   } while (false)
 
 // After a launch: the launch error (bad configuration) named with the kernel.

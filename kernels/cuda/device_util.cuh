@@ -38,7 +38,9 @@ __device__ __forceinline__ bf16 FromFloat<bf16>(float v) {
 }
 
 // Four consecutive elements as floats; p must be 4-element aligned (8 B for bf16, 16 B f32).
-__device__ __forceinline__ float4 Load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 Load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
 __device__ __forceinline__ float4 Load4(const bf16* p) {
   const uint2 raw = *reinterpret_cast<const uint2*>(p);
   const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
@@ -87,18 +89,18 @@ __device__ __forceinline__ float Sigmoid(float z) { return 1.0f / (1.0f + expf(-
 
 // Runs the body (the variadic tail, so it may contain commas) with `T` bound to float (F32)
 // or bf16 (BF16). The caller validates the dtype first; any other dtype runs nothing.
-#define GKA_DISPATCH_ACT(dtype, T, ...)           \
-  switch (dtype) {                                \
-    case ::gka::tensor::DType::kF32: {            \
-      using T = float;                            \
-      __VA_ARGS__;                                \
-      break;                                      \
-    }                                             \
-    case ::gka::tensor::DType::kBF16: {           \
-      using T = ::gka::kernels::cuda::bf16;       \
-      __VA_ARGS__;                                \
-      break;                                      \
-    }                                             \
-    default:                                      \
-      break;                                      \
+#define GKA_DISPATCH_ACT(dtype, T, ...)     \
+  switch (dtype) {                          \
+    case ::gka::tensor::DType::kF32: {      \
+      using T = float;                      \
+      __VA_ARGS__;                          \
+      break;                                \
+    }                                       \
+    case ::gka::tensor::DType::kBF16: {     \
+      using T = ::gka::kernels::cuda::bf16; \
+      __VA_ARGS__;                          \
+      break;                                \
+    }                                       \
+    default:                                \
+      break;                                \
   }

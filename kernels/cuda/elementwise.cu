@@ -90,19 +90,17 @@ bool Aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % 
 
 template <typename X>
 absl::Status LaunchAdd(const CudaContext& ctx, const X* x, const tensor::TensorView& y, int64_t n) {
-  const bool vec = n % 4 == 0 && Aligned(x, 4 * sizeof(X)) &&
-                   Aligned(y.ptr, 4 * tensor::DTypeSize(y.dtype));
+  const bool vec =
+      n % 4 == 0 && Aligned(x, 4 * sizeof(X)) && Aligned(y.ptr, 4 * tensor::DTypeSize(y.dtype));
   const int64_t work = vec ? n / 4 : n;
   const unsigned grid = GridFor(work, 256, ctx);
-  GKA_DISPATCH_ACT(
-      y.dtype, Y,
-      {
-        if (vec) {
-          AddVec4Kernel<X, Y><<<grid, 256, 0, ctx.stream()>>>(x, y.data<Y>(), n / 4);
-        } else {
-          AddKernel<X, Y><<<grid, 256, 0, ctx.stream()>>>(x, y.data<Y>(), n);
-        }
-      });
+  GKA_DISPATCH_ACT(y.dtype, Y, {
+    if (vec) {
+      AddVec4Kernel<X, Y><<<grid, 256, 0, ctx.stream()>>>(x, y.data<Y>(), n / 4);
+    } else {
+      AddKernel<X, Y><<<grid, 256, 0, ctx.stream()>>>(x, y.data<Y>(), n);
+    }
+  });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("AddKernel");
   return absl::OkStatus();
 }
@@ -128,12 +126,12 @@ absl::Status Embedding(const CudaContext& ctx, const EmbeddingParams& p) {
   const size_t row_bytes = hidden * tensor::DTypeSize(p.out.dtype);
   if (row_bytes % 16 == 0 && Aligned(p.table.ptr, 16) && Aligned(p.out.ptr, 16)) {
     EmbeddingVecKernel<<<T, 256, 0, ctx.stream()>>>(static_cast<const uint4*>(p.table.ptr), p.ids,
-                                                    static_cast<uint4*>(p.out.ptr),
-                                                    row_bytes / 16, V);
+                                                    static_cast<uint4*>(p.out.ptr), row_bytes / 16,
+                                                    V);
   } else {
     GKA_DISPATCH_ACT(p.out.dtype, T_,
-                     EmbeddingKernel<T_><<<T, 256, 0, ctx.stream()>>>(
-                         p.table.data<T_>(), p.ids, p.out.data<T_>(), hidden, V));
+                     EmbeddingKernel<T_><<<T, 256, 0, ctx.stream()>>>(p.table.data<T_>(), p.ids,
+                                                                      p.out.data<T_>(), hidden, V));
   }
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("EmbeddingKernel");
   return absl::OkStatus();
@@ -155,17 +153,15 @@ absl::Status SiluMul(const CudaContext& ctx, const SiluMulParams& p) {
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.out, kOp, "out"));
   const size_t es = tensor::DTypeSize(p.out.dtype);
   const bool vec = F % 4 == 0 && Aligned(p.gate_up.ptr, 4 * es) && Aligned(p.out.ptr, 4 * es);
-  GKA_DISPATCH_ACT(
-      p.out.dtype, T,
-      {
-        if (vec) {
-          SiluMulVec4Kernel<T><<<GridFor(rows * F / 4, 256, ctx), 256, 0, ctx.stream()>>>(
-              p.gate_up.data<T>(), p.out.data<T>(), rows, F);
-        } else {
-          SiluMulKernel<T><<<GridFor(rows * F, 256, ctx), 256, 0, ctx.stream()>>>(
-              p.gate_up.data<T>(), p.out.data<T>(), rows, F);
-        }
-      });
+  GKA_DISPATCH_ACT(p.out.dtype, T, {
+    if (vec) {
+      SiluMulVec4Kernel<T><<<GridFor(rows * F / 4, 256, ctx), 256, 0, ctx.stream()>>>(
+          p.gate_up.data<T>(), p.out.data<T>(), rows, F);
+    } else {
+      SiluMulKernel<T><<<GridFor(rows * F, 256, ctx), 256, 0, ctx.stream()>>>(
+          p.gate_up.data<T>(), p.out.data<T>(), rows, F);
+    }
+  });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("SiluMulKernel");
   return absl::OkStatus();
 }
@@ -173,8 +169,8 @@ absl::Status SiluMul(const CudaContext& ctx, const SiluMulParams& p) {
 absl::Status Add(const CudaContext& ctx, const AddParams& p) {
   constexpr absl::string_view kOp = "Add";
   if (!(p.x.shape == p.y.shape)) {
-    return absl::InvalidArgumentError(absl::StrCat("Add: x ", p.x.shape.ToString(), " vs y ",
-                                                   p.y.shape.ToString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Add: x ", p.x.shape.ToString(), " vs y ", p.y.shape.ToString()));
   }
   const int64_t n = p.x.numel();
   if (n == 0) return absl::OkStatus();

@@ -67,21 +67,19 @@ absl::Status GatedRmsNorm(const CudaContext& ctx, const GatedRmsNormParams& p) {
   if (has_gate) GKA_RETURN_IF_ERROR(CheckOnDevice(p.gate, kOp, "gate"));
   constexpr int kWarps = 8;
   const unsigned grid = static_cast<unsigned>((rows + kWarps - 1) / kWarps);
-  GKA_DISPATCH_ACT(
-      p.out.dtype, T,
-      {
-        const T* g = has_gate ? p.gate.data<T>() : nullptr;
-        const float* x = p.x.data<float>();
-        const float* w = p.weight.data<float>();
-        T* o = p.out.data<T>();
-        if (D == 64) {
-          GatedRmsNormKernel<T, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, p.eps);
-        } else if (D == 128) {
-          GatedRmsNormKernel<T, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, p.eps);
-        } else {
-          GatedRmsNormKernel<T, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, p.eps);
-        }
-      });
+  GKA_DISPATCH_ACT(p.out.dtype, T, {
+    const T* g = has_gate ? p.gate.data<T>() : nullptr;
+    const float* x = p.x.data<float>();
+    const float* w = p.weight.data<float>();
+    T* o = p.out.data<T>();
+    if (D == 64) {
+      GatedRmsNormKernel<T, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, p.eps);
+    } else if (D == 128) {
+      GatedRmsNormKernel<T, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, p.eps);
+    } else {
+      GatedRmsNormKernel<T, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, p.eps);
+    }
+  });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GatedRmsNormKernel");
   return absl::OkStatus();
 }

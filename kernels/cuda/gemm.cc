@@ -31,14 +31,13 @@ absl::Status Gemm(const CudaContext& ctx, const GemmParams& p) {
   }
   GKA_RETURN_IF_ERROR(CheckShape(p.y, tensor::Shape{M, N}, kOp, "y"));
   if (!IsFloatActivation(p.x.dtype) || p.w.dtype != p.x.dtype) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Gemm: x and w must both be F32 or both BF16 (x ", tensor::DTypeName(p.x.dtype), ", w ",
-        tensor::DTypeName(p.w.dtype), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Gemm: x and w must both be F32 or both BF16 (x ",
+                     tensor::DTypeName(p.x.dtype), ", w ", tensor::DTypeName(p.w.dtype), ")"));
   }
   if (p.y.dtype != p.x.dtype && p.y.dtype != tensor::DType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Gemm: y must be ", tensor::DTypeName(p.x.dtype), " or F32, not ",
-                     tensor::DTypeName(p.y.dtype)));
+    return absl::InvalidArgumentError(absl::StrCat("Gemm: y must be ", tensor::DTypeName(p.x.dtype),
+                                                   " or F32, not ", tensor::DTypeName(p.y.dtype)));
   }
   if (M == 0 || N == 0) return absl::OkStatus();
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.x, kOp, "x"));

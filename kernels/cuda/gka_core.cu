@@ -116,8 +116,8 @@ __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
 template <int D>
 struct CoreSmem {
   float q[D], k[D], v[D];
-  float x[2][D];         // Chebyshev iterate, double buffered
-  float qm[D];           // q_mix
+  float x[2][D];                   // Chebyshev iterate, double buffered
+  float qm[D];                     // q_mix
   float o[kThreads / (D / 4)][D];  // readout partials per row group
   float red[32];
 };
@@ -130,9 +130,9 @@ constexpr size_t CoreSmemBytes() {
 
 template <int D>
 __global__ void __launch_bounds__(kThreads, 2) GkaCoreKernel(const CoreArgs a) {
-  constexpr int R = D / 16;        // block edge
-  constexpr int U = R / 4;         // float4 column groups per thread (2 for D = 128)
-  constexpr int JQ = D / 4;        // float4 columns of a row (h_kv phase)
+  constexpr int R = D / 16;          // block edge
+  constexpr int U = R / 4;           // float4 column groups per thread (2 for D = 128)
+  constexpr int JQ = D / 4;          // float4 columns of a row (h_kv phase)
   constexpr int RG = kThreads / JQ;  // row groups of the h_kv phase
   extern __shared__ __align__(16) float smem_raw[];
   float* S = smem_raw;  // h_kv [D][D]
@@ -159,7 +159,8 @@ __global__ void __launch_bounds__(kThreads, 2) GkaCoreKernel(const CoreArgs a) {
   for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const float4 t = __ldcs(reinterpret_cast<const float4*>(gkk + (R * bi + r) * D + 64 * u + 4 * bj));
+      const float4 t =
+          __ldcs(reinterpret_cast<const float4*>(gkk + (R * bi + r) * D + 64 * u + 4 * bj));
       h[r][4 * u + 0] = t.x;
       h[r][4 * u + 1] = t.y;
       h[r][4 * u + 2] = t.z;
@@ -357,12 +358,21 @@ absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p) {
   for (const auto* t : {&p.q, &p.k, &p.v, &p.alpha, &p.g, &p.out, &p.h_kk, &p.h_kv}) {
     GKA_RETURN_IF_ERROR(CheckOnDevice(*t, kOp, "tensor"));
   }
-  const CoreArgs args{.q = p.q.data<float>(), .k = p.k.data<float>(), .v = p.v.data<float>(),
-                      .alpha = p.alpha.data<float>(), .g = p.g.data<float>(),
-                      .out = p.out.data<float>(), .h_kk = p.h_kk.data<float>(),
-                      .h_kv = p.h_kv.data<float>(), .slots = p.slots, .cu = p.cu_seqlens,
-                      .num_iter = p.num_iter, .H = static_cast<int>(H), .ridge = p.ridge_ratio,
-                      .scale = p.scale, .decay_kk = p.decay_kk};
+  const CoreArgs args{.q = p.q.data<float>(),
+                      .k = p.k.data<float>(),
+                      .v = p.v.data<float>(),
+                      .alpha = p.alpha.data<float>(),
+                      .g = p.g.data<float>(),
+                      .out = p.out.data<float>(),
+                      .h_kk = p.h_kk.data<float>(),
+                      .h_kv = p.h_kv.data<float>(),
+                      .slots = p.slots,
+                      .cu = p.cu_seqlens,
+                      .num_iter = p.num_iter,
+                      .H = static_cast<int>(H),
+                      .ridge = p.ridge_ratio,
+                      .scale = p.scale,
+                      .decay_kk = p.decay_kk};
   if (D == 128) return LaunchCore<128>(ctx, args, static_cast<int>(H), p.num_seqs);
   return LaunchCore<64>(ctx, args, static_cast<int>(H), p.num_seqs);
 }

@@ -109,9 +109,10 @@ absl::Status GkaGates(const CudaContext& ctx, const GkaGatesParams& p) {
   GKA_RETURN_IF_ERROR(CheckShape(p.v_out, p.q_out.shape, kOp, "v_out"));
   GKA_RETURN_IF_ERROR(CheckShape(p.alpha, tensor::Shape{T, H}, kOp, "alpha"));
   GKA_RETURN_IF_ERROR(CheckShape(p.g, tensor::Shape{T, H}, kOp, "g"));
-  for (const auto* t : {&p.q_out, &p.k_out, &p.v_out, &p.alpha, &p.g, &p.q_conv, &p.k_conv,
-                        &p.v_conv}) {
-    GKA_RETURN_IF_ERROR(CheckDType(*t, {tensor::DType::kF32}, kOp, "outputs, conv inputs, A_log, dt_bias"));
+  for (const auto* t :
+       {&p.q_out, &p.k_out, &p.v_out, &p.alpha, &p.g, &p.q_conv, &p.k_conv, &p.v_conv}) {
+    GKA_RETURN_IF_ERROR(
+        CheckDType(*t, {tensor::DType::kF32}, kOp, "outputs, conv inputs, A_log, dt_bias"));
   }
   GKA_RETURN_IF_ERROR(CheckRank(p.q_conv, 2, kOp, "q_conv"));
   GKA_RETURN_IF_ERROR(CheckRank(p.k_conv, 2, kOp, "k_conv"));
@@ -135,8 +136,8 @@ absl::Status GkaGates(const CudaContext& ctx, const GkaGatesParams& p) {
   for (const auto* t : {&p.a, &p.b, &p.c}) {
     if (t->ptr == nullptr) continue;
     if (t->shape.rank() != 2 || t->shape[0] != T || t->shape[1] != H) {
-      return absl::InvalidArgumentError(absl::StrCat("GkaGates: a/b/c must be [T, H] = [", T,
-                                                     ", ", H, "], got ", t->shape.ToString()));
+      return absl::InvalidArgumentError(absl::StrCat("GkaGates: a/b/c must be [T, H] = [", T, ", ",
+                                                     H, "], got ", t->shape.ToString()));
     }
     if (!first && t->dtype != gate_dtype) {
       return absl::InvalidArgumentError("GkaGates: a, b and c must share one dtype");
@@ -152,37 +153,45 @@ absl::Status GkaGates(const CudaContext& ctx, const GkaGatesParams& p) {
     GKA_RETURN_IF_ERROR(CheckShape(p.a_log, tensor::Shape{H}, kOp, "a_log"));
     GKA_RETURN_IF_ERROR(CheckShape(p.dt_bias, tensor::Shape{H}, kOp, "dt_bias"));
   }
-  if (p.b_bias.ptr != nullptr) GKA_RETURN_IF_ERROR(CheckShape(p.b_bias, tensor::Shape{H}, kOp, "b_bias"));
+  if (p.b_bias.ptr != nullptr)
+    GKA_RETURN_IF_ERROR(CheckShape(p.b_bias, tensor::Shape{H}, kOp, "b_bias"));
   if (p.alpha_bias.ptr != nullptr) {
     GKA_RETURN_IF_ERROR(CheckShape(p.alpha_bias, tensor::Shape{H}, kOp, "alpha_bias"));
   }
   if (T == 0) return absl::OkStatus();
-  GatesArgs args{
-      .q_conv = p.q_conv.data<float>(), .k_conv = p.k_conv.data<float>(),
-      .v_conv = p.v_conv.data<float>(), .a = p.a.ptr, .b = has_b ? p.b.ptr : nullptr,
-      .c = has_c ? p.c.ptr : nullptr, .gate_stride = stride,
-      .a_log = p.use_forgetting_gate ? p.a_log.data<float>() : nullptr,
-      .dt_bias = p.use_forgetting_gate ? p.dt_bias.data<float>() : nullptr,
-      .b_bias = p.b_bias.ptr != nullptr ? p.b_bias.data<float>() : nullptr,
-      .alpha_bias = p.alpha_bias.ptr != nullptr ? p.alpha_bias.data<float>() : nullptr,
-      .use_decay = p.use_forgetting_gate, .q_out = p.q_out.data<float>(),
-      .k_out = p.k_out.data<float>(), .v_out = p.v_out.data<float>(),
-      .alpha = p.alpha.data<float>(), .g = p.g.data<float>(), .T = T,
-      .H = static_cast<int>(H), .Hq = static_cast<int>(Hq), .Hk = static_cast<int>(Hk),
-      .Hv = static_cast<int>(Hv)};
+  GatesArgs args{.q_conv = p.q_conv.data<float>(),
+                 .k_conv = p.k_conv.data<float>(),
+                 .v_conv = p.v_conv.data<float>(),
+                 .a = p.a.ptr,
+                 .b = has_b ? p.b.ptr : nullptr,
+                 .c = has_c ? p.c.ptr : nullptr,
+                 .gate_stride = stride,
+                 .a_log = p.use_forgetting_gate ? p.a_log.data<float>() : nullptr,
+                 .dt_bias = p.use_forgetting_gate ? p.dt_bias.data<float>() : nullptr,
+                 .b_bias = p.b_bias.ptr != nullptr ? p.b_bias.data<float>() : nullptr,
+                 .alpha_bias = p.alpha_bias.ptr != nullptr ? p.alpha_bias.data<float>() : nullptr,
+                 .use_decay = p.use_forgetting_gate,
+                 .q_out = p.q_out.data<float>(),
+                 .k_out = p.k_out.data<float>(),
+                 .v_out = p.v_out.data<float>(),
+                 .alpha = p.alpha.data<float>(),
+                 .g = p.g.data<float>(),
+                 .T = T,
+                 .H = static_cast<int>(H),
+                 .Hq = static_cast<int>(Hq),
+                 .Hk = static_cast<int>(Hk),
+                 .Hv = static_cast<int>(Hv)};
   constexpr int kWarps = 8;
   const unsigned grid = static_cast<unsigned>((T * H + kWarps - 1) / kWarps);
-  GKA_DISPATCH_ACT(
-      gate_dtype, A,
-      {
-        if (D == 64) {
-          GkaGatesKernel<A, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
-        } else if (D == 128) {
-          GkaGatesKernel<A, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
-        } else {
-          GkaGatesKernel<A, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
-        }
-      });
+  GKA_DISPATCH_ACT(gate_dtype, A, {
+    if (D == 64) {
+      GkaGatesKernel<A, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+    } else if (D == 128) {
+      GkaGatesKernel<A, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+    } else {
+      GkaGatesKernel<A, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+    }
+  });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaGatesKernel");
   return absl::OkStatus();
 }

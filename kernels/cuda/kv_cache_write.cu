@@ -44,8 +44,7 @@ absl::Status KvCacheWrite(const CudaContext& ctx, const KvCacheWriteParams& p) {
       CheckShape(p.k_pages, tensor::Shape{num_pages, page_size, hkv, D}, kOp, "k_pages"));
   GKA_RETURN_IF_ERROR(CheckShape(p.v_pages, p.k_pages.shape, kOp, "v_pages"));
   const tensor::DType dt = p.k.dtype;
-  if (!IsFloatActivation(dt) || p.v.dtype != dt || p.k_pages.dtype != dt ||
-      p.v_pages.dtype != dt) {
+  if (!IsFloatActivation(dt) || p.v.dtype != dt || p.k_pages.dtype != dt || p.v_pages.dtype != dt) {
     return absl::InvalidArgumentError(
         "KvCacheWrite: k, v and the pages must share one dtype, F32 or BF16");
   }
@@ -54,7 +53,8 @@ absl::Status KvCacheWrite(const CudaContext& ctx, const KvCacheWriteParams& p) {
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.v, kOp, "v"));
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.k_pages, kOp, "k_pages"));
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.v_pages, kOp, "v_pages"));
-  if (p.slot_mapping == nullptr) return absl::InvalidArgumentError("KvCacheWrite: slot_mapping is null");
+  if (p.slot_mapping == nullptr)
+    return absl::InvalidArgumentError("KvCacheWrite: slot_mapping is null");
   const int64_t num_slots = num_pages * page_size;
   const int64_t row_bytes = hkv * D * static_cast<int64_t>(tensor::DTypeSize(dt));
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
@@ -68,8 +68,8 @@ absl::Status KvCacheWrite(const CudaContext& ctx, const KvCacheWriteParams& p) {
   } else {
     GKA_DISPATCH_ACT(dt, T_,
                      KvCacheWriteKernel<T_><<<T, 256, 0, ctx.stream()>>>(
-                         p.k.data<T_>(), p.v.data<T_>(), p.k_pages.data<T_>(),
-                         p.v_pages.data<T_>(), p.slot_mapping, hkv * D, num_slots));
+                         p.k.data<T_>(), p.v.data<T_>(), p.k_pages.data<T_>(), p.v_pages.data<T_>(),
+                         p.slot_mapping, hkv * D, num_slots));
   }
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("KvCacheWriteKernel");
   return absl::OkStatus();

@@ -18,13 +18,21 @@ using tensor::DType;
 template <typename T>
 __device__ __forceinline__ T Cast(float v);
 template <>
-__device__ __forceinline__ float Cast<float>(float v) { return v; }
+__device__ __forceinline__ float Cast<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ bf16 Cast<bf16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ bf16 Cast<bf16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 template <>
-__device__ __forceinline__ __half Cast<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half Cast<__half>(float v) {
+  return __float2half_rn(v);
+}
 template <>
-__device__ __forceinline__ int32_t Cast<int32_t>(float v) { return static_cast<int32_t>(v); }
+__device__ __forceinline__ int32_t Cast<int32_t>(float v) {
+  return static_cast<int32_t>(v);
+}
 
 __device__ __forceinline__ float Widen(float v) { return v; }
 __device__ __forceinline__ float Widen(bf16 v) { return __bfloat162float(v); }

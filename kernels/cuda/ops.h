@@ -22,22 +22,26 @@
 
 namespace gka::kernels::cuda {
 
-absl::Status Fill(const CudaContext& ctx, const tensor::TensorView& t, float value);  // memory_ops.cu
+absl::Status Fill(const CudaContext& ctx, const tensor::TensorView& t,
+                  float value);  // memory_ops.cu
 absl::Status Convert(const CudaContext& ctx, const tensor::TensorView& src,
-                     const tensor::TensorView& dst);                                 // memory_ops.cu
-absl::Status Gemm(const CudaContext& ctx, const GemmParams& p);                      // gemm.cc
-absl::Status Embedding(const CudaContext& ctx, const EmbeddingParams& p);            // elementwise.cu
-absl::Status SiluMul(const CudaContext& ctx, const SiluMulParams& p);                // elementwise.cu
-absl::Status Add(const CudaContext& ctx, const AddParams& p);                        // elementwise.cu
-absl::Status RmsNorm(const CudaContext& ctx, const RmsNormParams& p);                // rms_norm.cu
-absl::Status QkNormRope(const CudaContext& ctx, const QkNormRopeParams& p);          // qk_norm_rope.cu
-absl::Status GatedRmsNorm(const CudaContext& ctx, const GatedRmsNormParams& p);      // gated_rms_norm.cu
-absl::Status KvCacheWrite(const CudaContext& ctx, const KvCacheWriteParams& p);      // kv_cache_write.cu
-absl::Status PagedAttention(const CudaContext& ctx, const PagedAttentionParams& p);  // paged_attention.cu
-absl::Status CausalConv(const CudaContext& ctx, const CausalConvParams& p);          // causal_conv.cu
-absl::Status GkaGates(const CudaContext& ctx, const GkaGatesParams& p);              // gka_gates.cu
-absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p);                // gka_core.cu
-absl::Status Sample(const CudaContext& ctx, const SampleParams& p);                  // sampling.cu
+                     const tensor::TensorView& dst);                         // memory_ops.cu
+absl::Status Gemm(const CudaContext& ctx, const GemmParams& p);              // gemm.cc
+absl::Status Embedding(const CudaContext& ctx, const EmbeddingParams& p);    // elementwise.cu
+absl::Status SiluMul(const CudaContext& ctx, const SiluMulParams& p);        // elementwise.cu
+absl::Status Add(const CudaContext& ctx, const AddParams& p);                // elementwise.cu
+absl::Status RmsNorm(const CudaContext& ctx, const RmsNormParams& p);        // rms_norm.cu
+absl::Status QkNormRope(const CudaContext& ctx, const QkNormRopeParams& p);  // qk_norm_rope.cu
+absl::Status GatedRmsNorm(const CudaContext& ctx,
+                          const GatedRmsNormParams& p);  // gated_rms_norm.cu
+absl::Status KvCacheWrite(const CudaContext& ctx,
+                          const KvCacheWriteParams& p);  // kv_cache_write.cu
+absl::Status PagedAttention(const CudaContext& ctx,
+                            const PagedAttentionParams& p);                  // paged_attention.cu
+absl::Status CausalConv(const CudaContext& ctx, const CausalConvParams& p);  // causal_conv.cu
+absl::Status GkaGates(const CudaContext& ctx, const GkaGatesParams& p);      // gka_gates.cu
+absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p);        // gka_core.cu
+absl::Status Sample(const CudaContext& ctx, const SampleParams& p);          // sampling.cu
 
 // The bf16 tensor-core attention path (paged_attention_mma.cu), for shapes where
 // PagedAttentionMmaSupported(p) holds (validated params, BF16, head_dim 128, Hq/Hkv dividing
@@ -49,7 +53,8 @@ absl::Status PagedAttentionMma(const CudaContext& ctx, const PagedAttentionParam
 
 inline absl::Status CheckOnDevice(const tensor::TensorView& t, absl::string_view op,
                                   absl::string_view name) {
-  if (t.ptr == nullptr) return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is empty"));
+  if (t.ptr == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is empty"));
   if (t.device != tensor::Device::kCuda) {
     return absl::InvalidArgumentError(
         absl::StrCat(op, ": ", name, " is not CUDA memory (allocate it through the backend)"));
@@ -69,9 +74,8 @@ inline absl::Status CheckDType(const tensor::TensorView& t, std::initializer_lis
 inline absl::Status CheckShape(const tensor::TensorView& t, const tensor::Shape& want,
                                absl::string_view op, absl::string_view name) {
   if (!(t.shape == want)) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " has shape ",
-                                                   t.shape.ToString(), ", expected ",
-                                                   want.ToString()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": ", name, " has shape ", t.shape.ToString(), ", expected ", want.ToString()));
   }
   return absl::OkStatus();
 }
@@ -79,8 +83,8 @@ inline absl::Status CheckShape(const tensor::TensorView& t, const tensor::Shape&
 inline absl::Status CheckRank(const tensor::TensorView& t, int rank, absl::string_view op,
                               absl::string_view name) {
   if (t.shape.rank() != rank) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " must have rank ", rank,
-                                                   ", has shape ", t.shape.ToString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", name, " must have rank ", rank, ", has shape ", t.shape.ToString()));
   }
   return absl::OkStatus();
 }

@@ -39,7 +39,10 @@ __device__ __forceinline__ int FindSeq(const int32_t* __restrict__ cu, int num_s
   int lo = 0, hi = num_seqs - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
-    if (cu[mid] <= t) lo = mid; else hi = mid - 1;
+    if (cu[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -149,24 +152,30 @@ absl::Status PagedAttention(const CudaContext& ctx, const PagedAttentionParams& 
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.v_pages, kOp, "v_pages"));
   if (PagedAttentionMmaSupported(p)) return PagedAttentionMma(ctx, p);
 
-  const GenericArgs args{.q = p.q.ptr, .out = p.out.ptr, .k_pages = p.k_pages.ptr,
-                         .v_pages = p.v_pages.ptr, .page_table = p.page_table, .cu_q = p.cu_q,
-                         .context_lens = p.context_lens, .total_tokens = T,
-                         .num_seqs = p.num_seqs, .max_pages = p.max_pages_per_seq,
-                         .hq = static_cast<int>(hq), .hkv = static_cast<int>(hkv),
-                         .page_size = static_cast<int>(p.k_pages.shape[1]), .scale = p.scale};
+  const GenericArgs args{.q = p.q.ptr,
+                         .out = p.out.ptr,
+                         .k_pages = p.k_pages.ptr,
+                         .v_pages = p.v_pages.ptr,
+                         .page_table = p.page_table,
+                         .cu_q = p.cu_q,
+                         .context_lens = p.context_lens,
+                         .total_tokens = T,
+                         .num_seqs = p.num_seqs,
+                         .max_pages = p.max_pages_per_seq,
+                         .hq = static_cast<int>(hq),
+                         .hkv = static_cast<int>(hkv),
+                         .page_size = static_cast<int>(p.k_pages.shape[1]),
+                         .scale = p.scale};
   const unsigned grid = static_cast<unsigned>((T * hq + kWarps - 1) / kWarps);
-  GKA_DISPATCH_ACT(
-      dt, T_,
-      {
-        if (D == 64) {
-          PagedAttentionGenericKernel<T_, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
-        } else if (D == 128) {
-          PagedAttentionGenericKernel<T_, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
-        } else {
-          PagedAttentionGenericKernel<T_, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
-        }
-      });
+  GKA_DISPATCH_ACT(dt, T_, {
+    if (D == 64) {
+      PagedAttentionGenericKernel<T_, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+    } else if (D == 128) {
+      PagedAttentionGenericKernel<T_, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+    } else {
+      PagedAttentionGenericKernel<T_, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+    }
+  });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("PagedAttentionGenericKernel");
   return absl::OkStatus();
 }

@@ -48,9 +48,9 @@ struct MmaArgs {
   const int32_t* page_table;
   const int32_t* cu_q;
   const int32_t* context_lens;
-  float* part_m;    // [splits, T, Hq] (log2 domain), null when splits == 1
-  float* part_l;    // [splits, T, Hq]
-  float* part_o;    // [splits, T, Hq, D]
+  float* part_m;  // [splits, T, Hq] (log2 domain), null when splits == 1
+  float* part_l;  // [splits, T, Hq]
+  float* part_o;  // [splits, T, Hq, D]
   int64_t total_tokens;
   int max_pages;
   int hq, hkv, page_size;
@@ -127,8 +127,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionMmaKernel(const MmaArg
   const int tok_end = min(q_len, tok0 + kTok);
   const int kv_begin = split * a.keys_per_split;
   // The last split runs to the causal bound even if max_context_len undersized the launch.
-  const int split_end =
-      split == a.num_splits - 1 ? INT_MAX : (split + 1) * a.keys_per_split;
+  const int split_end = split == a.num_splits - 1 ? INT_MAX : (split + 1) * a.keys_per_split;
   const int kv_end = min(split_end, p0 + tok_end);  // causal bound
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, tig = lane & 3;
@@ -282,10 +281,9 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionMmaKernel(const MmaArg
       // O += P V.
 #pragma unroll
       for (int j = 0; j < C::kNt / 2; ++j) {
-        const uint32_t pa[4] = {PackBf16(s[2 * j][0], s[2 * j][1]),
-                                PackBf16(s[2 * j][2], s[2 * j][3]),
-                                PackBf16(s[2 * j + 1][0], s[2 * j + 1][1]),
-                                PackBf16(s[2 * j + 1][2], s[2 * j + 1][3])};
+        const uint32_t pa[4] = {
+            PackBf16(s[2 * j][0], s[2 * j][1]), PackBf16(s[2 * j][2], s[2 * j][3]),
+            PackBf16(s[2 * j + 1][0], s[2 * j + 1][1]), PackBf16(s[2 * j + 1][2], s[2 * j + 1][3])};
 #pragma unroll
         for (int dp = 0; dp < kD / 16; ++dp) {
           uint32_t vb[4];
@@ -408,7 +406,8 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionMmaKernel(const MmaArg
 }
 
 // Merges the splits of one (token, head) row: one warp, four dims per lane.
-__global__ void CombineSplitsKernel(const float* __restrict__ part_m, const float* __restrict__ part_l,
+__global__ void CombineSplitsKernel(const float* __restrict__ part_m,
+                                    const float* __restrict__ part_l,
                                     const float* __restrict__ part_o, bf16* __restrict__ out,
                                     int64_t rows, int num_splits) {
   const int64_t row = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
@@ -439,12 +438,18 @@ __global__ void CombineSplitsKernel(const float* __restrict__ part_m, const floa
 template <typename F>
 absl::Status WithGroup(int G, F&& fn) {
   switch (G) {
-    case 1: return fn(std::integral_constant<int, 1>{});
-    case 2: return fn(std::integral_constant<int, 2>{});
-    case 4: return fn(std::integral_constant<int, 4>{});
-    case 8: return fn(std::integral_constant<int, 8>{});
-    case 16: return fn(std::integral_constant<int, 16>{});
-    default: return absl::InternalError("PagedAttentionMma: unsupported group size");
+    case 1:
+      return fn(std::integral_constant<int, 1>{});
+    case 2:
+      return fn(std::integral_constant<int, 2>{});
+    case 4:
+      return fn(std::integral_constant<int, 4>{});
+    case 8:
+      return fn(std::integral_constant<int, 8>{});
+    case 16:
+      return fn(std::integral_constant<int, 16>{});
+    default:
+      return absl::InternalError("PagedAttentionMma: unsupported group size");
   }
 }
 
@@ -452,8 +457,8 @@ absl::Status WithGroup(int G, F&& fn) {
 template <Layout L, int G>
 absl::StatusOr<int> Prepare() {
   const int smem = static_cast<int>(Cfg<L>::kSmemBytes);
-  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      PagedAttentionMmaKernel<L, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(PagedAttentionMmaKernel<L, G>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int n = 0;
   GKA_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &n, PagedAttentionMmaKernel<L, G>, kThreads, smem));
@@ -525,21 +530,32 @@ absl::Status PagedAttentionMma(const CudaContext& ctx, const PagedAttentionParam
     // Prefill CTAs differ in work (causal), so just fill the GPU a few times over; each split
     // keeps at least 256 keys.
     const int64_t target = static_cast<int64_t>(ctx.num_sms()) * per_sm * 2;
-    splits = static_cast<int>(std::min<int64_t>((target + base_ctas - 1) / base_ctas,
-                                                (max_ctx + 255) / 256));
+    splits = static_cast<int>(
+        std::min<int64_t>((target + base_ctas - 1) / base_ctas, (max_ctx + 255) / 256));
   }
   splits = std::max(1, std::min(splits, 1024));
   int kps = (max_ctx + splits - 1) / splits;
   kps = (kps + kKeyTile - 1) / kKeyTile * kKeyTile;
   splits = (max_ctx + kps - 1) / kps;
 
-  MmaArgs args{.q = p.q.data<bf16>(), .out = p.out.data<bf16>(),
-               .k_pages = p.k_pages.data<bf16>(), .v_pages = p.v_pages.data<bf16>(),
-               .page_table = p.page_table, .cu_q = p.cu_q, .context_lens = p.context_lens,
-               .part_m = nullptr, .part_l = nullptr, .part_o = nullptr, .total_tokens = T,
-               .max_pages = p.max_pages_per_seq, .hq = static_cast<int>(hq),
-               .hkv = static_cast<int>(hkv), .page_size = static_cast<int>(p.k_pages.shape[1]),
-               .num_splits = splits, .keys_per_split = kps, .num_row_tiles = row_tiles,
+  MmaArgs args{.q = p.q.data<bf16>(),
+               .out = p.out.data<bf16>(),
+               .k_pages = p.k_pages.data<bf16>(),
+               .v_pages = p.v_pages.data<bf16>(),
+               .page_table = p.page_table,
+               .cu_q = p.cu_q,
+               .context_lens = p.context_lens,
+               .part_m = nullptr,
+               .part_l = nullptr,
+               .part_o = nullptr,
+               .total_tokens = T,
+               .max_pages = p.max_pages_per_seq,
+               .hq = static_cast<int>(hq),
+               .hkv = static_cast<int>(hkv),
+               .page_size = static_cast<int>(p.k_pages.shape[1]),
+               .num_splits = splits,
+               .keys_per_split = kps,
+               .num_row_tiles = row_tiles,
                .scale_log2 = p.scale * 1.4426950408889634f};
   const int64_t rows = T * hq;
   if (splits > 1) {
@@ -555,9 +571,11 @@ absl::Status PagedAttentionMma(const CudaContext& ctx, const PagedAttentionParam
     const size_t smem_k = Cfg<Layout::kKeysSplit>::kSmemBytes;
     const size_t smem_r = Cfg<Layout::kRowsSplit>::kSmemBytes;
     if (decode) {
-      PagedAttentionMmaKernel<Layout::kKeysSplit, kG><<<grid, kThreads, smem_k, ctx.stream()>>>(args);
+      PagedAttentionMmaKernel<Layout::kKeysSplit, kG>
+          <<<grid, kThreads, smem_k, ctx.stream()>>>(args);
     } else {
-      PagedAttentionMmaKernel<Layout::kRowsSplit, kG><<<grid, kThreads, smem_r, ctx.stream()>>>(args);
+      PagedAttentionMmaKernel<Layout::kRowsSplit, kG>
+          <<<grid, kThreads, smem_r, ctx.stream()>>>(args);
     }
     GKA_CUDA_RETURN_IF_LAUNCH_ERROR("PagedAttentionMmaKernel");
     return absl::OkStatus();

@@ -97,24 +97,22 @@ absl::Status QkNormRope(const CudaContext& ctx, const QkNormRopeParams& p) {
   constexpr int kWarpsPerBlock = 8;
   const unsigned grid = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
   const int ihq = static_cast<int>(hq), ihkv = static_cast<int>(hkv);
-  GKA_DISPATCH_ACT(
-      p.q.dtype, T_,
-      {
-        T_* q = p.q.data<T_>();
-        T_* k = p.k.data<T_>();
-        const float* qw = p.q_weight.data<float>();
-        const float* kw = p.k_weight.data<float>();
-        if (D == 64) {
-          QkNormRopeKernel<T_, 2><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-              q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
-        } else if (D == 128) {
-          QkNormRopeKernel<T_, 4><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-              q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
-        } else {
-          QkNormRopeKernel<T_, 8><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-              q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
-        }
-      });
+  GKA_DISPATCH_ACT(p.q.dtype, T_, {
+    T_* q = p.q.data<T_>();
+    T_* k = p.k.data<T_>();
+    const float* qw = p.q_weight.data<float>();
+    const float* kw = p.k_weight.data<float>();
+    if (D == 64) {
+      QkNormRopeKernel<T_, 2><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
+          q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
+    } else if (D == 128) {
+      QkNormRopeKernel<T_, 4><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
+          q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
+    } else {
+      QkNormRopeKernel<T_, 8><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
+          q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
+    }
+  });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("QkNormRopeKernel");
   return absl::OkStatus();
 }

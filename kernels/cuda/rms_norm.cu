@@ -17,8 +17,9 @@ namespace {
 constexpr int kThreads = 256;
 
 template <typename T, bool kResidual>
-__global__ void __launch_bounds__(kThreads) RmsNormVec4Kernel(
-    const T* x, T* residual, const float* __restrict__ weight, T* out, int64_t n, float eps) {
+__global__ void __launch_bounds__(kThreads)
+    RmsNormVec4Kernel(const T* x, T* residual, const float* __restrict__ weight, T* out, int64_t n,
+                      float eps) {
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * n;
@@ -40,15 +41,15 @@ __global__ void __launch_bounds__(kThreads) RmsNormVec4Kernel(
   for (int64_t i = threadIdx.x; i < n4; i += kThreads) {
     const float4 v = kResidual ? Load4(rr + 4 * i) : Load4(xr + 4 * i);
     const float4 w = Load4(weight + 4 * i);
-    Store4(orow + 4 * i, make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z,
-                                     v.w * inv * w.w));
+    Store4(orow + 4 * i,
+           make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w));
   }
 }
 
 template <typename T, bool kResidual>
-__global__ void __launch_bounds__(kThreads) RmsNormKernel(const T* x, T* residual,
-                                                          const float* __restrict__ weight, T* out,
-                                                          int64_t n, float eps) {
+__global__ void __launch_bounds__(kThreads)
+    RmsNormKernel(const T* x, T* residual, const float* __restrict__ weight, T* out, int64_t n,
+                  float eps) {
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * n;
@@ -98,23 +99,21 @@ absl::Status RmsNorm(const CudaContext& ctx, const RmsNormParams& p) {
   const bool vec = n % 4 == 0 && Aligned16(p.x.ptr) && Aligned16(p.out.ptr) &&
                    Aligned16(p.weight.ptr) && (!has_res || Aligned16(p.residual.ptr)) &&
                    (n * tensor::DTypeSize(p.x.dtype)) % 16 == 0;
-  GKA_DISPATCH_ACT(
-      p.x.dtype, T,
-      {
-        const T* x = p.x.data<T>();
-        T* res = has_res ? p.residual.data<T>() : nullptr;
-        T* out = p.out.data<T>();
-        const float* w = p.weight.data<float>();
-        if (vec && has_res) {
-          RmsNormVec4Kernel<T, true><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
-        } else if (vec) {
-          RmsNormVec4Kernel<T, false><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
-        } else if (has_res) {
-          RmsNormKernel<T, true><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
-        } else {
-          RmsNormKernel<T, false><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
-        }
-      });
+  GKA_DISPATCH_ACT(p.x.dtype, T, {
+    const T* x = p.x.data<T>();
+    T* res = has_res ? p.residual.data<T>() : nullptr;
+    T* out = p.out.data<T>();
+    const float* w = p.weight.data<float>();
+    if (vec && has_res) {
+      RmsNormVec4Kernel<T, true><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+    } else if (vec) {
+      RmsNormVec4Kernel<T, false><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+    } else if (has_res) {
+      RmsNormKernel<T, true><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+    } else {
+      RmsNormKernel<T, false><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+    }
+  });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("RmsNormKernel");
   return absl::OkStatus();
 }

@@ -89,14 +89,16 @@ __device__ ArgMax BlockArgMax(ArgMax x, ArgMax* shared) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
-    x = Better(x, ArgMax{__shfl_xor_sync(0xffffffffu, x.v, o), __shfl_xor_sync(0xffffffffu, x.id, o)});
+    x = Better(x,
+               ArgMax{__shfl_xor_sync(0xffffffffu, x.v, o), __shfl_xor_sync(0xffffffffu, x.id, o)});
   }
   if (lane == 0) shared[warp] = x;
   __syncthreads();
   ArgMax t = lane < kThreads / 32 ? shared[lane] : ArgMax{-INFINITY, 0x7fffffff};
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
-    t = Better(t, ArgMax{__shfl_xor_sync(0xffffffffu, t.v, o), __shfl_xor_sync(0xffffffffu, t.id, o)});
+    t = Better(t,
+               ArgMax{__shfl_xor_sync(0xffffffffu, t.v, o), __shfl_xor_sync(0xffffffffu, t.id, o)});
   }
   __syncthreads();
   return t;
@@ -120,12 +122,10 @@ struct Row {
   }
 };
 
-__global__ void __launch_bounds__(kThreads) SampleKernel(float* logits, int64_t V, int n,
-                                                         const RowParams* __restrict__ rows,
-                                                         const int32_t* __restrict__ pen_tokens,
-                                                         const int32_t* __restrict__ pen_counts,
-                                                         int32_t* __restrict__ out_ids,
-                                                         float* __restrict__ out_logprobs) {
+__global__ void __launch_bounds__(kThreads)
+    SampleKernel(float* logits, int64_t V, int n, const RowParams* __restrict__ rows,
+                 const int32_t* __restrict__ pen_tokens, const int32_t* __restrict__ pen_counts,
+                 int32_t* __restrict__ out_ids, float* __restrict__ out_logprobs) {
   __shared__ float red_f[32];
   __shared__ double red_d[32];
   __shared__ ArgMax red_am[32];
@@ -193,7 +193,10 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(float* logits, int64_t 
     uint32_t hi = 0xffffffffu;
     while (lo < hi) {
       const uint32_t mid = static_cast<uint32_t>((uint64_t{lo} + hi + 1) / 2);
-      if (f(mid)) lo = mid; else hi = mid - 1;
+      if (f(mid))
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     return lo;
   };
@@ -202,7 +205,10 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(float* logits, int64_t 
     int lo = 0, hi = n - 1;
     while (lo < hi) {
       const int mid = (lo + hi) / 2;
-      if (g(mid)) hi = mid; else lo = mid + 1;
+      if (g(mid))
+        hi = mid;
+      else
+        lo = mid + 1;
     }
     return lo;
   };
@@ -210,9 +216,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(float* logits, int64_t 
   Cut top_k, top_p;  // default cuts keep everything
   if (rp.top_k > 0 && rp.top_k < n) {
     const float k = static_cast<float>(rp.top_k);
-    top_k.key = bisect_key(0, [&](uint32_t K) {
-      return count_if([&](uint32_t key, int) { return key >= K; }) >= k;
-    });
+    top_k.key = bisect_key(
+        0, [&](uint32_t K) { return count_if([&](uint32_t key, int) { return key >= K; }) >= k; });
     const float above = count_if([&](uint32_t key, int) { return key > top_k.key; });
     const float need = k - above;  // ties at the cut value, lowest ids first
     top_k.id = bisect_id([&](int x) {
@@ -223,7 +228,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(float* logits, int64_t 
     const double kept = mass_if([&](uint32_t key, int i) { return top_k.Keeps(key, i); });
     const double target = static_cast<double>(rp.top_p) * kept;
     top_p.key = bisect_key(0, [&](uint32_t K) {
-      return mass_if([&](uint32_t key, int i) { return key >= K && top_k.Keeps(key, i); }) >= target;
+      return mass_if([&](uint32_t key, int i) { return key >= K && top_k.Keeps(key, i); }) >=
+             target;
     });
     const double above =
         mass_if([&](uint32_t key, int i) { return key > top_p.key && top_k.Keeps(key, i); });
@@ -232,7 +238,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(float* logits, int64_t 
     top_p.id = bisect_id([&](int x) {
       return mass_if([&](uint32_t key, int i) {
                return key == top_p.key && i <= x && top_k.Keeps(key, i);
-             }) + above >= target;
+             }) + above >=
+             target;
     });
   }
   const double min_p = rp.min_p;
@@ -313,8 +320,8 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
         !(c.top_p > 0.0f && c.top_p <= 1.0f) || !(c.min_p >= 0.0f && c.min_p <= 1.0f) ||
         !(c.repetition_penalty > 0.0f) || !std::isfinite(c.repetition_penalty) ||
         !std::isfinite(c.presence_penalty) || !std::isfinite(c.frequency_penalty)) {
-      return absl::InvalidArgumentError(absl::StrCat("Sample: sequence ", b,
-                                                     ": invalid sampling config"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("Sample: sequence ", b, ": invalid sampling config"));
     }
     RowParams& r = rows[b];
     std::memset(&r, 0, sizeof(r));
@@ -328,8 +335,8 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
     r.seed = c.seed;
     r.step = p.steps[b];
     r.pen_begin = static_cast<int32_t>(tokens.size());
-    const bool penalties = c.repetition_penalty != 1.0f || c.presence_penalty != 0.0f ||
-                           c.frequency_penalty != 0.0f;
+    const bool penalties =
+        c.repetition_penalty != 1.0f || c.presence_penalty != 0.0f || c.frequency_penalty != 0.0f;
     if (p.history_offsets != nullptr && penalties) {
       std::vector<int32_t> ids(p.history + p.history_offsets[b],
                                p.history + p.history_offsets[b + 1]);
@@ -338,8 +345,8 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
         size_t j = i;
         while (j < ids.size() && ids[j] == ids[i]) ++j;
         if (ids[i] < 0 || ids[i] >= V) {
-          return absl::InvalidArgumentError(absl::StrCat("Sample: history id ", ids[i],
-                                                         " is outside [0, ", V, ")"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("Sample: history id ", ids[i], " is outside [0, ", V, ")"));
         }
         tokens.push_back(ids[i]);
         counts.push_back(static_cast<int32_t>(j - i));
@@ -371,8 +378,8 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
       reinterpret_cast<const int32_t*>(dev + rows_bytes + tok_bytes), d_ids, d_lp);
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("SampleKernel");
   std::vector<float> lp(B);
-  GKA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(p.out_ids, d_ids, sizeof(int32_t) * B,
-                                           cudaMemcpyDeviceToHost, ctx.stream()));
+  GKA_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(p.out_ids, d_ids, sizeof(int32_t) * B, cudaMemcpyDeviceToHost, ctx.stream()));
   GKA_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(lp.data(), d_lp, sizeof(float) * B, cudaMemcpyDeviceToHost, ctx.stream()));
   GKA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(ctx.stream()));

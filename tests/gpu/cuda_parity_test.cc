@@ -100,11 +100,11 @@ struct GemmCase {
 
 TEST_F(CudaParityTest, Gemm) {
   const GemmCase cases[] = {
-      {64, 6400, 5120, DType::kBF16, DType::kBF16, 0.f, 1e-2},    // MLP gate_up, TP 8, decode
-      {64, 5120, 3200, DType::kBF16, DType::kBF16, 1.f, 1e-2},    // down proj + residual
-      {8, 18992, 5120, DType::kBF16, DType::kF32, 0.f, 1e-4},     // lm_head shard → F32 logits
-      {300, 1024, 5120, DType::kBF16, DType::kBF16, 0.f, 1e-2},   // prefill k/v proj
-      {33, 257, 129, DType::kF32, DType::kF32, 0.f, 1e-5},        // odd sizes, true fp32
+      {64, 6400, 5120, DType::kBF16, DType::kBF16, 0.f, 1e-2},   // MLP gate_up, TP 8, decode
+      {64, 5120, 3200, DType::kBF16, DType::kBF16, 1.f, 1e-2},   // down proj + residual
+      {8, 18992, 5120, DType::kBF16, DType::kF32, 0.f, 1e-4},    // lm_head shard → F32 logits
+      {300, 1024, 5120, DType::kBF16, DType::kBF16, 0.f, 1e-2},  // prefill k/v proj
+      {33, 257, 129, DType::kF32, DType::kF32, 0.f, 1e-5},       // odd sizes, true fp32
       {64, 1024, 5120, DType::kF32, DType::kF32, 1.f, 1e-5},
   };
   for (const GemmCase& c : cases) {
@@ -133,8 +133,10 @@ TEST_F(CudaParityTest, Embedding) {
     auto out = cuda_->Allocate(Shape{T, hidden}, d);
     ASSERT_TRUE(out.ok());
     Poison(*cuda_, out->view());
-    ASSERT_TRUE(cuda_->Embedding({.table = table.view(), .ids = ids_dev.data<int32_t>(),
-                                  .out = out->view()}).ok());
+    ASSERT_TRUE(
+        cuda_
+            ->Embedding({.table = table.view(), .ids = ids_dev.data<int32_t>(), .out = out->view()})
+            .ok());
     DeviceBuffer tc = ToCpu(*cpu_, table);
     DeviceBuffer oc = ToCpu(*cpu_, Shape{T, hidden}, std::vector<float>(T * hidden));
     ASSERT_TRUE(cpu_->Embedding({.table = tc.view(), .ids = ids.data(), .out = oc.view()}).ok());
@@ -185,15 +187,24 @@ TEST_F(CudaParityTest, RmsNorm) {
         if (!alias) Poison(*cuda_, out);
         DeviceBuffer xc = ToCpu(*cpu_, x), rc = ToCpu(*cpu_, res), wc = ToCpu(*cpu_, w);
         DeviceBuffer oc = ToCpu(*cpu_, Shape{rows, n}, std::vector<float>(rows * n));
-        ASSERT_TRUE(cuda_->RmsNorm({.x = x.view(), .residual = fused ? res.view() : TensorView{},
-                                    .weight = w.view(), .out = out, .eps = 1e-6f}).ok());
-        ASSERT_TRUE(cpu_->RmsNorm({.x = xc.view(), .residual = fused ? rc.view() : TensorView{},
-                                   .weight = wc.view(), .out = oc.view(), .eps = 1e-6f}).ok());
+        ASSERT_TRUE(cuda_
+                        ->RmsNorm({.x = x.view(),
+                                   .residual = fused ? res.view() : TensorView{},
+                                   .weight = w.view(),
+                                   .out = out,
+                                   .eps = 1e-6f})
+                        .ok());
+        ASSERT_TRUE(cpu_->RmsNorm({.x = xc.view(),
+                                   .residual = fused ? rc.view() : TensorView{},
+                                   .weight = wc.view(),
+                                   .out = oc.view(),
+                                   .eps = 1e-6f})
+                        .ok());
         const double tol = d == DType::kBF16 ? 1e-2 : 1e-5;
-        const std::string tag = absl::StrCat(Name(d), fused ? " fused-residual" : "",
-                                             alias ? " out=x" : "");
-        Expect(absl::StrCat("RmsNorm out ", tag).c_str(), Download(*cuda_, out),
-               FromCpu(oc.view()), tol);
+        const std::string tag =
+            absl::StrCat(Name(d), fused ? " fused-residual" : "", alias ? " out=x" : "");
+        Expect(absl::StrCat("RmsNorm out ", tag).c_str(), Download(*cuda_, out), FromCpu(oc.view()),
+               tol);
         if (fused) {
           Expect(absl::StrCat("RmsNorm residual ", tag).c_str(), Download(*cuda_, res.view()),
                  FromCpu(rc.view()), d == DType::kBF16 ? 1e-2 : 1e-6);
@@ -220,15 +231,26 @@ TEST_F(CudaParityTest, QkNormRope) {
     DeviceBuffer pos_dev = UploadInts(*cuda_, pos);
     DeviceBuffer qc = ToCpu(*cpu_, q), kc = ToCpu(*cpu_, k), qwc = ToCpu(*cpu_, qw),
                  kwc = ToCpu(*cpu_, kw);
-    ASSERT_TRUE(cuda_->QkNormRope({.q = q.view(), .k = k.view(), .q_weight = qw.view(),
-                                   .k_weight = kw.view(), .positions = pos_dev.data<int32_t>(),
-                                   .theta = 5e6f, .eps = 1e-6f}).ok());
-    ASSERT_TRUE(cpu_->QkNormRope({.q = qc.view(), .k = kc.view(), .q_weight = qwc.view(),
-                                  .k_weight = kwc.view(), .positions = pos.data(), .theta = 5e6f,
-                                  .eps = 1e-6f}).ok());
+    ASSERT_TRUE(cuda_
+                    ->QkNormRope({.q = q.view(),
+                                  .k = k.view(),
+                                  .q_weight = qw.view(),
+                                  .k_weight = kw.view(),
+                                  .positions = pos_dev.data<int32_t>(),
+                                  .theta = 5e6f,
+                                  .eps = 1e-6f})
+                    .ok());
+    ASSERT_TRUE(cpu_->QkNormRope({.q = qc.view(),
+                                  .k = kc.view(),
+                                  .q_weight = qwc.view(),
+                                  .k_weight = kwc.view(),
+                                  .positions = pos.data(),
+                                  .theta = 5e6f,
+                                  .eps = 1e-6f})
+                    .ok());
     const double tol = c.d == DType::kBF16 ? 1e-2 : 1e-5;
-    const std::string tag = absl::StrCat(Name(c.d), " T=", c.T, " Hq=", c.hq, " Hkv=", c.hkv,
-                                         " D=", c.D);
+    const std::string tag =
+        absl::StrCat(Name(c.d), " T=", c.T, " Hq=", c.hq, " Hkv=", c.hkv, " D=", c.D);
     Expect(absl::StrCat("QkNormRope q ", tag).c_str(), Download(*cuda_, q.view()),
            FromCpu(qc.view()), tol);
     Expect(absl::StrCat("QkNormRope k ", tag).c_str(), Download(*cuda_, k.view()),
@@ -247,13 +269,20 @@ TEST_F(CudaParityTest, GatedRmsNorm) {
         auto out = cuda_->Allocate(Shape{rows, D}, d);
         ASSERT_TRUE(out.ok());
         Poison(*cuda_, out->view());
-        ASSERT_TRUE(cuda_->GatedRmsNorm({.x = x.view(), .gate = gated ? gate.view() : TensorView{},
-                                         .weight = w.view(), .out = out->view(), .eps = 1e-6f})
+        ASSERT_TRUE(cuda_
+                        ->GatedRmsNorm({.x = x.view(),
+                                        .gate = gated ? gate.view() : TensorView{},
+                                        .weight = w.view(),
+                                        .out = out->view(),
+                                        .eps = 1e-6f})
                         .ok());
         DeviceBuffer xc = ToCpu(*cpu_, x), gc = ToCpu(*cpu_, gate), wc = ToCpu(*cpu_, w);
         DeviceBuffer oc = ToCpu(*cpu_, Shape{rows, D}, std::vector<float>(rows * D));
-        ASSERT_TRUE(cpu_->GatedRmsNorm({.x = xc.view(), .gate = gated ? gc.view() : TensorView{},
-                                        .weight = wc.view(), .out = oc.view(), .eps = 1e-6f})
+        ASSERT_TRUE(cpu_->GatedRmsNorm({.x = xc.view(),
+                                        .gate = gated ? gc.view() : TensorView{},
+                                        .weight = wc.view(),
+                                        .out = oc.view(),
+                                        .eps = 1e-6f})
                         .ok());
         Expect(absl::StrCat("GatedRmsNorm ", Name(d), gated ? " gated" : "", " D=", D).c_str(),
                Download(*cuda_, out->view()), FromCpu(oc.view()), d == DType::kBF16 ? 1e-2 : 1e-5);
@@ -274,13 +303,20 @@ TEST_F(CudaParityTest, KvCacheWrite) {
     std::vector<int32_t> perm = Permutation(pages * ps);
     std::vector<int32_t> slots(perm.begin(), perm.begin() + T);
     DeviceBuffer slots_dev = UploadInts(*cuda_, slots);
-    ASSERT_TRUE(cuda_->KvCacheWrite({.k = k.view(), .v = v.view(), .k_pages = kp.view(),
-                                     .v_pages = vp.view(), .slot_mapping = slots_dev.data<int32_t>()})
+    ASSERT_TRUE(cuda_
+                    ->KvCacheWrite({.k = k.view(),
+                                    .v = v.view(),
+                                    .k_pages = kp.view(),
+                                    .v_pages = vp.view(),
+                                    .slot_mapping = slots_dev.data<int32_t>()})
                     .ok());
     DeviceBuffer kc = ToCpu(*cpu_, k), vc = ToCpu(*cpu_, v), kpc = ToCpu(*cpu_, kp),
                  vpc = ToCpu(*cpu_, vp);
-    ASSERT_TRUE(cpu_->KvCacheWrite({.k = kc.view(), .v = vc.view(), .k_pages = kpc.view(),
-                                    .v_pages = vpc.view(), .slot_mapping = slots.data()})
+    ASSERT_TRUE(cpu_->KvCacheWrite({.k = kc.view(),
+                                    .v = vc.view(),
+                                    .k_pages = kpc.view(),
+                                    .v_pages = vpc.view(),
+                                    .slot_mapping = slots.data()})
                     .ok());
     Expect(absl::StrCat("KvCacheWrite k_pages ", Name(d)).c_str(), Download(*cuda_, kp.view()),
            FromCpu(kpc.view()), 0.0);
@@ -300,14 +336,42 @@ struct AttnCase {
 
 TEST_F(CudaParityTest, PagedAttention) {
   std::vector<AttnCase> cases = {
-      {"decode bf16 TP8 page16 ctx<=32K (mma)", DType::kBF16, 8, 1, 128, 16,
-       {1, 1, 1, 1, 1, 1, 1, 1}, {1, 17, 64, 65, 1000, 4097, 20000, 32768}, 2e-2},
-      {"decode f32 TP8 page64 (generic)", DType::kF32, 8, 1, 128, 64,
-       {1, 1, 1, 1}, {1, 63, 200, 8192}, 1e-5},
-      {"prefill bf16 Hq16/Hkv2 page64 (mma)", DType::kBF16, 16, 2, 128, 64,
-       {200, 64, 1, 130}, {200, 1064, 5000, 130}, 2e-2},
-      {"prefill f32 Hq16/Hkv2 page16 (generic)", DType::kF32, 16, 2, 128, 16,
-       {37, 1, 100}, {37, 700, 300}, 1e-5},
+      {"decode bf16 TP8 page16 ctx<=32K (mma)",
+       DType::kBF16,
+       8,
+       1,
+       128,
+       16,
+       {1, 1, 1, 1, 1, 1, 1, 1},
+       {1, 17, 64, 65, 1000, 4097, 20000, 32768},
+       2e-2},
+      {"decode f32 TP8 page64 (generic)",
+       DType::kF32,
+       8,
+       1,
+       128,
+       64,
+       {1, 1, 1, 1},
+       {1, 63, 200, 8192},
+       1e-5},
+      {"prefill bf16 Hq16/Hkv2 page64 (mma)",
+       DType::kBF16,
+       16,
+       2,
+       128,
+       64,
+       {200, 64, 1, 130},
+       {200, 1064, 5000, 130},
+       2e-2},
+      {"prefill f32 Hq16/Hkv2 page16 (generic)",
+       DType::kF32,
+       16,
+       2,
+       128,
+       16,
+       {37, 1, 100},
+       {37, 700, 300},
+       1e-5},
       {"prefill bf16 G=1 (mma)", DType::kBF16, 4, 4, 128, 16, {70, 3}, {100, 3}, 2e-2},
       {"prefill bf16 G=16 (mma)", DType::kBF16, 16, 1, 128, 64, {33, 1}, {33, 999}, 2e-2},
       {"prefill bf16 G=3 (generic)", DType::kBF16, 6, 2, 128, 16, {20, 1}, {50, 77}, 2e-2},
@@ -355,19 +419,33 @@ TEST_F(CudaParityTest, PagedAttention) {
     ASSERT_TRUE(out.ok());
     Poison(*cuda_, out->view());
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
-    const absl::Status s = cuda_->PagedAttention(
-        {.q = q.view(), .out = out->view(), .k_pages = kp.view(), .v_pages = vp.view(),
-         .page_table = table_dev.data<int32_t>(), .cu_q = cu_dev.data<int32_t>(),
-         .context_lens = ctx_dev.data<int32_t>(), .num_seqs = B, .max_pages_per_seq = max_pages,
-         .max_q_len = max_q, .max_context_len = max_ctx, .scale = scale});
+    const absl::Status s = cuda_->PagedAttention({.q = q.view(),
+                                                  .out = out->view(),
+                                                  .k_pages = kp.view(),
+                                                  .v_pages = vp.view(),
+                                                  .page_table = table_dev.data<int32_t>(),
+                                                  .cu_q = cu_dev.data<int32_t>(),
+                                                  .context_lens = ctx_dev.data<int32_t>(),
+                                                  .num_seqs = B,
+                                                  .max_pages_per_seq = max_pages,
+                                                  .max_q_len = max_q,
+                                                  .max_context_len = max_ctx,
+                                                  .scale = scale});
     ASSERT_TRUE(s.ok()) << s;
     DeviceBuffer qc = ToCpu(*cpu_, q), kc = ToCpu(*cpu_, kp), vc = ToCpu(*cpu_, vp);
     DeviceBuffer oc = ToCpu(*cpu_, Shape{T, c.hq, c.D}, std::vector<float>(T * c.hq * c.D));
-    const absl::Status sc = cpu_->PagedAttention(
-        {.q = qc.view(), .out = oc.view(), .k_pages = kc.view(), .v_pages = vc.view(),
-         .page_table = table.data(), .cu_q = cu_q.data(), .context_lens = ctx.data(),
-         .num_seqs = B, .max_pages_per_seq = max_pages, .max_q_len = max_q,
-         .max_context_len = max_ctx, .scale = scale});
+    const absl::Status sc = cpu_->PagedAttention({.q = qc.view(),
+                                                  .out = oc.view(),
+                                                  .k_pages = kc.view(),
+                                                  .v_pages = vc.view(),
+                                                  .page_table = table.data(),
+                                                  .cu_q = cu_q.data(),
+                                                  .context_lens = ctx.data(),
+                                                  .num_seqs = B,
+                                                  .max_pages_per_seq = max_pages,
+                                                  .max_q_len = max_q,
+                                                  .max_context_len = max_ctx,
+                                                  .scale = scale});
     ASSERT_TRUE(sc.ok()) << sc;
     Expect(absl::StrCat("PagedAttention ", c.name).c_str(), Download(*cuda_, out->view()),
            FromCpu(oc.view()), c.tol);
@@ -394,15 +472,24 @@ TEST_F(CudaParityTest, CausalConv) {
       auto out = cuda_->Allocate(Shape{T, C}, DType::kF32);
       ASSERT_TRUE(out.ok());
       Poison(*cuda_, out->view());
-      ASSERT_TRUE(cuda_->CausalConv({.x = x.view(), .out = out->view(), .weight = w.view(),
-                                     .state = st.view(), .slots = slots_dev.data<int32_t>(),
-                                     .cu_seqlens = cu_dev.data<int32_t>(), .num_seqs = B})
+      ASSERT_TRUE(cuda_
+                      ->CausalConv({.x = x.view(),
+                                    .out = out->view(),
+                                    .weight = w.view(),
+                                    .state = st.view(),
+                                    .slots = slots_dev.data<int32_t>(),
+                                    .cu_seqlens = cu_dev.data<int32_t>(),
+                                    .num_seqs = B})
                       .ok());
       DeviceBuffer xc = ToCpu(*cpu_, x), wc = ToCpu(*cpu_, w), sc = ToCpu(*cpu_, st);
       DeviceBuffer oc = ToCpu(*cpu_, Shape{T, C}, std::vector<float>(T * C));
-      ASSERT_TRUE(cpu_->CausalConv({.x = xc.view(), .out = oc.view(), .weight = wc.view(),
-                                    .state = sc.view(), .slots = slots.data(),
-                                    .cu_seqlens = cu.data(), .num_seqs = B})
+      ASSERT_TRUE(cpu_->CausalConv({.x = xc.view(),
+                                    .out = oc.view(),
+                                    .weight = wc.view(),
+                                    .state = sc.view(),
+                                    .slots = slots.data(),
+                                    .cu_seqlens = cu.data(),
+                                    .num_seqs = B})
                       .ok());
       const std::string tag = absl::StrCat(Name(d), " C=", C);
       Expect(absl::StrCat("CausalConv out ", tag).c_str(), Download(*cuda_, out->view()),
@@ -440,37 +527,54 @@ TEST_F(CudaParityTest, GkaGates) {
     GpuTensor bb = UploadRandom(*cuda_, Shape{c.H}, DType::kF32, rng_, 0.5f);
     GpuTensor ab = UploadRandom(*cuda_, Shape{c.H}, DType::kF32, rng_, 0.5f);
     std::vector<DeviceBuffer> outs;
-    for (int i = 0; i < 3; ++i) outs.push_back(std::move(cuda_->Allocate(Shape{c.T, c.H, c.D}, DType::kF32)).value());
-    for (int i = 0; i < 2; ++i) outs.push_back(std::move(cuda_->Allocate(Shape{c.T, c.H}, DType::kF32)).value());
+    for (int i = 0; i < 3; ++i)
+      outs.push_back(std::move(cuda_->Allocate(Shape{c.T, c.H, c.D}, DType::kF32)).value());
+    for (int i = 0; i < 2; ++i)
+      outs.push_back(std::move(cuda_->Allocate(Shape{c.T, c.H}, DType::kF32)).value());
     for (auto& o : outs) Poison(*cuda_, o.view());
-    ASSERT_TRUE(cuda_->GkaGates({.q_conv = qc.view(), .k_conv = kc.view(), .v_conv = vc.view(),
-                                 .a = c.decay ? a.view() : TensorView{},
-                                 .b = c.beta ? b.view() : TensorView{},
-                                 .c = c.alpha ? cc.view() : TensorView{},
-                                 .a_log = c.decay ? alog_t.view() : TensorView{},
-                                 .dt_bias = c.decay ? dtb_t.view() : TensorView{},
-                                 .b_bias = c.beta ? bb.view() : TensorView{},
-                                 .alpha_bias = c.alpha ? ab.view() : TensorView{},
-                                 .use_forgetting_gate = c.decay, .q_out = outs[0].view(),
-                                 .k_out = outs[1].view(), .v_out = outs[2].view(),
-                                 .alpha = outs[3].view(), .g = outs[4].view()})
+    ASSERT_TRUE(cuda_
+                    ->GkaGates({.q_conv = qc.view(),
+                                .k_conv = kc.view(),
+                                .v_conv = vc.view(),
+                                .a = c.decay ? a.view() : TensorView{},
+                                .b = c.beta ? b.view() : TensorView{},
+                                .c = c.alpha ? cc.view() : TensorView{},
+                                .a_log = c.decay ? alog_t.view() : TensorView{},
+                                .dt_bias = c.decay ? dtb_t.view() : TensorView{},
+                                .b_bias = c.beta ? bb.view() : TensorView{},
+                                .alpha_bias = c.alpha ? ab.view() : TensorView{},
+                                .use_forgetting_gate = c.decay,
+                                .q_out = outs[0].view(),
+                                .k_out = outs[1].view(),
+                                .v_out = outs[2].view(),
+                                .alpha = outs[3].view(),
+                                .g = outs[4].view()})
                     .ok());
     DeviceBuffer qh = ToCpu(*cpu_, qc), kh = ToCpu(*cpu_, kc), vh = ToCpu(*cpu_, vc),
                  ah = ToCpu(*cpu_, a), bh = ToCpu(*cpu_, b), ch = ToCpu(*cpu_, cc),
                  alh = ToCpu(*cpu_, alog_t), dth = ToCpu(*cpu_, dtb_t), bbh = ToCpu(*cpu_, bb),
                  abh = ToCpu(*cpu_, ab);
     std::vector<DeviceBuffer> couts;
-    for (int i = 0; i < 3; ++i) couts.push_back(ToCpu(*cpu_, Shape{c.T, c.H, c.D}, std::vector<float>(c.T * c.H * c.D)));
-    for (int i = 0; i < 2; ++i) couts.push_back(ToCpu(*cpu_, Shape{c.T, c.H}, std::vector<float>(c.T * c.H)));
-    const absl::Status s = cpu_->GkaGates(
-        {.q_conv = qh.view(), .k_conv = kh.view(), .v_conv = vh.view(),
-         .a = c.decay ? ah.view() : TensorView{}, .b = c.beta ? bh.view() : TensorView{},
-         .c = c.alpha ? ch.view() : TensorView{}, .a_log = c.decay ? alh.view() : TensorView{},
-         .dt_bias = c.decay ? dth.view() : TensorView{},
-         .b_bias = c.beta ? bbh.view() : TensorView{},
-         .alpha_bias = c.alpha ? abh.view() : TensorView{}, .use_forgetting_gate = c.decay,
-         .q_out = couts[0].view(), .k_out = couts[1].view(), .v_out = couts[2].view(),
-         .alpha = couts[3].view(), .g = couts[4].view()});
+    for (int i = 0; i < 3; ++i)
+      couts.push_back(ToCpu(*cpu_, Shape{c.T, c.H, c.D}, std::vector<float>(c.T * c.H * c.D)));
+    for (int i = 0; i < 2; ++i)
+      couts.push_back(ToCpu(*cpu_, Shape{c.T, c.H}, std::vector<float>(c.T * c.H)));
+    const absl::Status s = cpu_->GkaGates({.q_conv = qh.view(),
+                                           .k_conv = kh.view(),
+                                           .v_conv = vh.view(),
+                                           .a = c.decay ? ah.view() : TensorView{},
+                                           .b = c.beta ? bh.view() : TensorView{},
+                                           .c = c.alpha ? ch.view() : TensorView{},
+                                           .a_log = c.decay ? alh.view() : TensorView{},
+                                           .dt_bias = c.decay ? dth.view() : TensorView{},
+                                           .b_bias = c.beta ? bbh.view() : TensorView{},
+                                           .alpha_bias = c.alpha ? abh.view() : TensorView{},
+                                           .use_forgetting_gate = c.decay,
+                                           .q_out = couts[0].view(),
+                                           .k_out = couts[1].view(),
+                                           .v_out = couts[2].view(),
+                                           .alpha = couts[3].view(),
+                                           .g = couts[4].view()});
     ASSERT_TRUE(s.ok()) << s;
     const char* names[] = {"q_hat", "k_tilde", "v_tilde", "alpha", "g"};
     for (int i = 0; i < 5; ++i) {
@@ -525,11 +629,19 @@ struct CoreCase {
 
 TEST_F(CudaParityTest, GkaCore) {
   std::vector<CoreCase> cases = {
-      {"decode N=128 H=16 D=128 num_iter {0,1,10,30}", 16, 128, std::vector<int>(128, 1),
-       {0, 1, 10, 30}, 6},
+      {"decode N=128 H=16 D=128 num_iter {0,1,10,30}",
+       16,
+       128,
+       std::vector<int>(128, 1),
+       {0, 1, 10, 30},
+       6},
       {"decode N=16 H=64 D=128", 64, 128, std::vector<int>(16, 1), {30, 10}, 6},
       {"decode N=256 H=8 D=128", 8, 128, std::vector<int>(256, 1), {30}, 3},
-      {"prefill varlen {37,64,1,0} H=8 D=128 from state", 8, 128, {37, 64, 1, 0}, {30, 10, 0, 5},
+      {"prefill varlen {37,64,1,0} H=8 D=128 from state",
+       8,
+       128,
+       {37, 64, 1, 0},
+       {30, 10, 0, 5},
        4},
       {"prefill {50} H=8 D=128 from zero state", 8, 128, {50}, {30}, 0},
       {"tiny D=64 {5,1,9} H=4", 4, 64, {5, 1, 9}, {30, 1, 10}, 3},
@@ -591,22 +703,43 @@ TEST_F(CudaParityTest, GkaCore) {
     ASSERT_TRUE(out.ok());
     Poison(*cuda_, out->view());
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    const absl::Status s = cuda_->GkaCore(
-        {.q = qd.view(), .k = kd.view(), .v = vd.view(), .alpha = ad.view(), .g = gd.view(),
-         .out = out->view(), .h_kk = kkd.view(), .h_kv = kvd.view(),
-         .slots = slots_dev.data<int32_t>(), .cu_seqlens = cu_dev.data<int32_t>(),
-         .num_iter = it_dev.data<int32_t>(), .num_seqs = B, .max_seqlen = max_len,
-         .ridge_ratio = 0.02f, .scale = scale, .decay_kk = true});
+    const absl::Status s = cuda_->GkaCore({.q = qd.view(),
+                                           .k = kd.view(),
+                                           .v = vd.view(),
+                                           .alpha = ad.view(),
+                                           .g = gd.view(),
+                                           .out = out->view(),
+                                           .h_kk = kkd.view(),
+                                           .h_kv = kvd.view(),
+                                           .slots = slots_dev.data<int32_t>(),
+                                           .cu_seqlens = cu_dev.data<int32_t>(),
+                                           .num_iter = it_dev.data<int32_t>(),
+                                           .num_seqs = B,
+                                           .max_seqlen = max_len,
+                                           .ridge_ratio = 0.02f,
+                                           .scale = scale,
+                                           .decay_kk = true});
     ASSERT_TRUE(s.ok()) << s;
     DeviceBuffer qc = ToCpu(*cpu_, qd), kc = ToCpu(*cpu_, kd), vc = ToCpu(*cpu_, vd),
                  ac = ToCpu(*cpu_, ad), gc = ToCpu(*cpu_, gd), kkc = ToCpu(*cpu_, kkd),
                  kvc = ToCpu(*cpu_, kvd);
     DeviceBuffer oc = ToCpu(*cpu_, Shape{T, H, D}, std::vector<float>(T * H * D));
-    const absl::Status sc = cpu_->GkaCore(
-        {.q = qc.view(), .k = kc.view(), .v = vc.view(), .alpha = ac.view(), .g = gc.view(),
-         .out = oc.view(), .h_kk = kkc.view(), .h_kv = kvc.view(), .slots = slots.data(),
-         .cu_seqlens = cu.data(), .num_iter = iters.data(), .num_seqs = B,
-         .max_seqlen = max_len, .ridge_ratio = 0.02f, .scale = scale, .decay_kk = true});
+    const absl::Status sc = cpu_->GkaCore({.q = qc.view(),
+                                           .k = kc.view(),
+                                           .v = vc.view(),
+                                           .alpha = ac.view(),
+                                           .g = gc.view(),
+                                           .out = oc.view(),
+                                           .h_kk = kkc.view(),
+                                           .h_kv = kvc.view(),
+                                           .slots = slots.data(),
+                                           .cu_seqlens = cu.data(),
+                                           .num_iter = iters.data(),
+                                           .num_seqs = B,
+                                           .max_seqlen = max_len,
+                                           .ridge_ratio = 0.02f,
+                                           .scale = scale,
+                                           .decay_kk = true});
     ASSERT_TRUE(sc.ok()) << sc;
     Expect(absl::StrCat("GkaCore out ", c.name).c_str(), Download(*cuda_, out->view()),
            FromCpu(oc.view()), 1e-4);
@@ -629,11 +762,13 @@ TEST_F(CudaParityTest, Sample) {
       {.temperature = 0.8f, .min_p = 0.05f},
       {.temperature = 1.2f, .top_k = 1},
       {.temperature = 1.0f, .top_k = 40, .top_p = 0.8f, .min_p = 0.02f},
-      {.temperature = 0.0f, .repetition_penalty = 1.3f, .presence_penalty = 0.5f,
+      {.temperature = 0.0f,
+       .repetition_penalty = 1.3f,
+       .presence_penalty = 0.5f,
        .frequency_penalty = 0.2f},
       {.temperature = 0.9f, .top_p = 0.95f, .repetition_penalty = 1.1f, .frequency_penalty = 0.3f},
       {.temperature = 1.0f, .top_k = 7, .top_p = 0.5f},  // tie-heavy row below
-      {.temperature = 1.0f, .top_p = 0.3f},               // tie-heavy row below
+      {.temperature = 1.0f, .top_p = 0.3f},              // tie-heavy row below
       {.temperature = 2.0f},
   };
   const int B = static_cast<int>(configs.size());
@@ -658,9 +793,12 @@ TEST_F(CudaParityTest, Sample) {
     DeviceBuffer lc = ToCpu(*cpu_, lg);
     std::vector<int32_t> ids_gpu(B, -1), ids_cpu(B, -2);
     std::vector<float> lp_gpu(B), lp_cpu(B);
-    const kernels::SampleParams base{.vocab_limit = vocab_limit, .configs = configs.data(),
-                                     .steps = steps.data(), .history = history.data(),
-                                     .history_offsets = offsets.data(), .num_seqs = B};
+    const kernels::SampleParams base{.vocab_limit = vocab_limit,
+                                     .configs = configs.data(),
+                                     .steps = steps.data(),
+                                     .history = history.data(),
+                                     .history_offsets = offsets.data(),
+                                     .num_seqs = B};
     kernels::SampleParams pg = base, pc = base;
     pg.logits = lg.view();
     pg.out_ids = ids_gpu.data();
@@ -672,8 +810,9 @@ TEST_F(CudaParityTest, Sample) {
     ASSERT_TRUE(s.ok()) << s;
     ASSERT_TRUE(cpu_->Sample(pc).ok());
     for (int b = 0; b < B; ++b) {
-      std::printf("[ parity   ] Sample row %2d limit %6d: cuda id %6d lp %.6f | cpu id %6d lp %.6f\n",
-                  b, vocab_limit, ids_gpu[b], lp_gpu[b], ids_cpu[b], lp_cpu[b]);
+      std::printf(
+          "[ parity   ] Sample row %2d limit %6d: cuda id %6d lp %.6f | cpu id %6d lp %.6f\n", b,
+          vocab_limit, ids_gpu[b], lp_gpu[b], ids_cpu[b], lp_cpu[b]);
       EXPECT_EQ(ids_gpu[b], ids_cpu[b]) << "row " << b << " seed " << seed_;
       EXPECT_NEAR(lp_gpu[b], lp_cpu[b], 1e-4) << "row " << b;
     }

@@ -141,8 +141,8 @@ inline std::vector<float> FromCpu(const TensorView& t) {
 }
 
 struct ErrorStats {
-  double rel_l2 = 0;   // ‖got − want‖ / ‖want‖
-  double max_abs = 0;  // max |got − want|
+  double rel_l2 = 0;       // ‖got − want‖ / ‖want‖
+  double max_abs = 0;      // max |got − want|
   int64_t non_finite = 0;  // got NaN/Inf where want is finite (unwritten or broken outputs)
   std::string ToString() const {
     return absl::StrCat("rel_l2=", rel_l2, " max_abs=", max_abs, " non_finite=", non_finite);

@@ -31,8 +31,8 @@ __global__ void RandomFillKernel(void* p, int64_t n, bool bf16, uint64_t seed, f
 
 }  // namespace
 
-cudaError_t RandomFillDevice(void* p, int64_t n, bool bf16, uint64_t seed, float scale,
-                             float mean, cudaStream_t stream) {
+cudaError_t RandomFillDevice(void* p, int64_t n, bool bf16, uint64_t seed, float scale, float mean,
+                             cudaStream_t stream) {
   RandomFillKernel<<<1024, 256, 0, stream>>>(p, n, bf16, seed, scale, mean);
   return cudaGetLastError();
 }

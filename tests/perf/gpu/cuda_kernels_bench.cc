@@ -8,8 +8,8 @@
 //   cuda_kernels_bench [--quick]      (--quick: fewer iterations, for smoke runs)
 //
 // Prints a table; rows marked GATE are the issue's hard gates.
-#include <cuda_runtime_api.h>
 #include <cublas_v2.h>
+#include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cmath>
@@ -31,22 +31,22 @@
 namespace gka::gpu_testing {
 namespace {
 
-#define BENCH_CHECK(expr)                                                              \
-  do {                                                                                 \
-    const auto& bench_s_ = (expr);                                                     \
-    if (!bench_s_.ok()) {                                                              \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,               \
-                   std::string(bench_s_.message()).c_str());                           \
-      std::exit(1);                                                                    \
-    }                                                                                  \
+#define BENCH_CHECK(expr)                                                \
+  do {                                                                   \
+    const auto& bench_s_ = (expr);                                       \
+    if (!bench_s_.ok()) {                                                \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, \
+                   std::string(bench_s_.message()).c_str());             \
+      std::exit(1);                                                      \
+    }                                                                    \
   } while (0)
-#define CUDA_CHECK(expr)                                                                     \
-  do {                                                                                       \
-    cudaError_t e_ = (expr);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
+#define CUDA_CHECK(expr)                                                                          \
+  do {                                                                                            \
+    cudaError_t e_ = (expr);                                                                      \
+    if (e_ != cudaSuccess) {                                                                      \
       std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                          \
-    }                                                                                        \
+      std::exit(1);                                                                               \
+    }                                                                                             \
   } while (0)
 
 struct Row {
@@ -117,8 +117,8 @@ class Bench {
     std::printf("\n==== CUDA kernels (issue 4) on %s ====\n", device_name().c_str());
     std::printf("ceilings: D2D copy %.0f GB/s (read+write), cuBLAS bf16 GEMM %.0f TFLOP/s\n",
                 copy_gbs_, gemm_tflops_);
-    std::printf("%-58s | %9s | %9s | %10s | %8s | %s\n", "case", "run1 us", "run2 us",
-                "achieved", "roofline", "note");
+    std::printf("%-58s | %9s | %9s | %10s | %8s | %s\n", "case", "run1 us", "run2 us", "achieved",
+                "roofline", "note");
     for (const Row& r : rows_) {
       const double us = std::min(r.us1, r.us2);
       std::string ach = "", roof = "";
@@ -142,8 +142,8 @@ class Bench {
     auto buf = be_->Allocate(s, d);
     BENCH_CHECK(buf.status());
     t.buf = std::move(buf).value();
-    CUDA_CHECK(RandomFillDevice(t.buf.view().ptr, s.numel(), d == DType::kBF16, rng_(), scale,
-                                mean, stream_));
+    CUDA_CHECK(RandomFillDevice(t.buf.view().ptr, s.numel(), d == DType::kBF16, rng_(), scale, mean,
+                                stream_));
     return t;
   }
   DeviceBuffer Ints(const std::vector<int32_t>& v) { return UploadInts(*be_, v); }
@@ -188,13 +188,13 @@ double CublasRate(Bench& b, int m, int n, int k, const char* label) {
   CUDA_CHECK(cudaMalloc(&ws, 32 << 20));
   cublasSetWorkspace(h, ws, 32 << 20);
   const float alpha = 1, beta = 0;
-  const Row r = b.Run(absl::StrCat("cuBLAS alone bf16 ", label, " ", m, "x", n, "x", k),
-                      0, 2.0 * m * n * k, 3, 20, [&] {
-                        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w.view().ptr,
-                                     CUDA_R_16BF, k, x.view().ptr, CUDA_R_16BF, k, &beta,
-                                     y->view().ptr, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
-                                     CUBLAS_GEMM_DEFAULT);
-                      });
+  const Row r =
+      b.Run(absl::StrCat("cuBLAS alone bf16 ", label, " ", m, "x", n, "x", k), 0, 2.0 * m * n * k,
+            3, 20, [&] {
+              cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w.view().ptr, CUDA_R_16BF,
+                           k, x.view().ptr, CUDA_R_16BF, k, &beta, y->view().ptr, CUDA_R_16BF, n,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            });
   cublasDestroy(h);
   CUDA_CHECK(cudaFree(ws));
   return 2.0 * m * n * k / (std::min(r.us1, r.us2) * 1e-6) / 1e12;
@@ -207,9 +207,9 @@ void GemmRows(Bench& b) {
     int m, n, k;
     const char* what;
   };
-  for (const G& g : {G{64, 6400, 5120, "decode gate_up TP8"}, G{64, 5120, 3200, "decode down TP8"},
-                     G{64, 18992, 5120, "decode lm_head shard"},
-                     G{4096, 6400, 5120, "prefill gate_up TP8"}}) {
+  for (const G& g :
+       {G{64, 6400, 5120, "decode gate_up TP8"}, G{64, 5120, 3200, "decode down TP8"},
+        G{64, 18992, 5120, "decode lm_head shard"}, G{4096, 6400, 5120, "prefill gate_up TP8"}}) {
     GpuTensor x = b.Random(Shape{g.m, g.k}, DType::kBF16);
     GpuTensor w = b.Random(Shape{g.n, g.k}, DType::kBF16, 0.02f);
     auto y = b.be().Allocate(Shape{g.m, g.n}, DType::kBF16);
@@ -217,9 +217,8 @@ void GemmRows(Bench& b) {
     const double weight_bytes = 2.0 * g.n * g.k + 2.0 * g.m * (g.k + g.n);
     const bool decode = g.m <= 256;
     b.Run(absl::StrCat("Gemm (backend) ", g.what, " ", g.m, "x", g.n, "x", g.k),
-          decode ? weight_bytes : 0, decode ? 0 : 2.0 * g.m * g.n * g.k, 3, 30, [&] {
-            BENCH_CHECK(b.be().Gemm({.x = x.view(), .w = w.view(), .y = y->view()}));
-          });
+          decode ? weight_bytes : 0, decode ? 0 : 2.0 * g.m * g.n * g.k, 3, 30,
+          [&] { BENCH_CHECK(b.be().Gemm({.x = x.view(), .w = w.view(), .y = y->view()})); });
     CublasRate(b, g.m, g.n, g.k, g.what);
   }
 }
@@ -256,12 +255,22 @@ GkaBuffers MakeGka(Bench& b, int64_t N, int64_t H, int64_t T_total, std::vector<
 }
 
 void GkaCoreRun(Bench& b, const GkaBuffers& g, int N, int max_len) {
-  BENCH_CHECK(b.be().GkaCore(
-      {.q = g.q.view(), .k = g.k.view(), .v = g.v.view(), .alpha = g.alpha.view(),
-       .g = g.g.view(), .out = g.out.view(), .h_kk = g.hkk.view(), .h_kv = g.hkv.view(),
-       .slots = g.slots.data<int32_t>(), .cu_seqlens = g.cu.data<int32_t>(),
-       .num_iter = g.iters.data<int32_t>(), .num_seqs = N, .max_seqlen = max_len,
-       .ridge_ratio = 0.02f, .scale = 0.08838834764831845f, .decay_kk = true}));
+  BENCH_CHECK(b.be().GkaCore({.q = g.q.view(),
+                              .k = g.k.view(),
+                              .v = g.v.view(),
+                              .alpha = g.alpha.view(),
+                              .g = g.g.view(),
+                              .out = g.out.view(),
+                              .h_kk = g.hkk.view(),
+                              .h_kv = g.hkv.view(),
+                              .slots = g.slots.data<int32_t>(),
+                              .cu_seqlens = g.cu.data<int32_t>(),
+                              .num_iter = g.iters.data<int32_t>(),
+                              .num_seqs = N,
+                              .max_seqlen = max_len,
+                              .ridge_ratio = 0.02f,
+                              .scale = 0.08838834764831845f,
+                              .decay_kk = true}));
 }
 
 void GkaDecodeRows(Bench& b) {
@@ -276,10 +285,11 @@ void GkaDecodeRows(Bench& b) {
     std::iota(cu.begin(), cu.end(), 0);
     GkaBuffers g = MakeGka(b, c.N, c.H, c.N, cu, c.iters);
     const double bytes = 4.0 * c.N * c.H * 128 * 128 * 4;  // h_kk, h_kv read + written
-    b.Run(absl::StrFormat("%sGKA decode N=%d H=%d num_iter=%d", c.gate ? "GATE " : "", c.N, c.H,
-                          c.iters),
-          bytes, 0, 3, 30, [&] { GkaCoreRun(b, g, c.N, 1); },
-          absl::StrFormat("target <= %.0f us (authors' Triton %.0f us)", c.target_us, c.triton_us));
+    b.Run(
+        absl::StrFormat("%sGKA decode N=%d H=%d num_iter=%d", c.gate ? "GATE " : "", c.N, c.H,
+                        c.iters),
+        bytes, 0, 3, 30, [&] { GkaCoreRun(b, g, c.N, 1); },
+        absl::StrFormat("target <= %.0f us (authors' Triton %.0f us)", c.target_us, c.triton_us));
   }
 }
 
@@ -288,9 +298,10 @@ void GkaPrefillRows(Bench& b) {
     const int T = b.quick() ? 2048 : 16384;
     GkaBuffers g = MakeGka(b, 1, 16, T, {0, T}, iters);
     const double flops = 2.0 * T * 16 * 128.0 * 128 * (iters + 4);
-    b.Run(absl::StrFormat("GKA prefill T=%d H=16 num_iter=%d (token-sequential)", T, iters), 0,
-          flops, 1, 2, [&] { GkaCoreRun(b, g, 1, T); },
-          absl::StrFormat("target <= %.1f ms", iters == 30 ? 3.6 : 2.0));
+    b.Run(
+        absl::StrFormat("GKA prefill T=%d H=16 num_iter=%d (token-sequential)", T, iters), 0, flops,
+        1, 2, [&] { GkaCoreRun(b, g, 1, T); },
+        absl::StrFormat("target <= %.1f ms", iters == 30 ? 3.6 : 2.0));
   }
 }
 
@@ -330,18 +341,25 @@ void AttentionRows(Bench& b) {
       auto out = b.be().Allocate(Shape{B, hq, 128}, DType::kBF16);
       BENCH_CHECK(out.status());
       const double bytes = 2.0 * B * ctx * hkv * 128 * 2;
-      b.Run(absl::StrFormat("%sPaged decode attn B=64 ctx=16K Hq=%d Hkv=%d page=%d",
-                            hkv == 1 && ps == 16 ? "GATE " : "", hq, hkv, ps),
-            bytes, 0, 3, 20,
-            [&] {
-              BENCH_CHECK(b.be().PagedAttention(
-                  {.q = q.view(), .out = out->view(), .k_pages = c.kp.view(),
-                   .v_pages = c.vp.view(), .page_table = c.table.data<int32_t>(),
-                   .cu_q = c.cu.data<int32_t>(), .context_lens = c.ctx.data<int32_t>(),
-                   .num_seqs = B, .max_pages_per_seq = c.max_pages, .max_q_len = 1,
-                   .max_context_len = ctx, .scale = 0.08838834764831845f}));
-            },
-            "target >= 80% of copy bandwidth");
+      b.Run(
+          absl::StrFormat("%sPaged decode attn B=64 ctx=16K Hq=%d Hkv=%d page=%d",
+                          hkv == 1 && ps == 16 ? "GATE " : "", hq, hkv, ps),
+          bytes, 0, 3, 20,
+          [&] {
+            BENCH_CHECK(b.be().PagedAttention({.q = q.view(),
+                                               .out = out->view(),
+                                               .k_pages = c.kp.view(),
+                                               .v_pages = c.vp.view(),
+                                               .page_table = c.table.data<int32_t>(),
+                                               .cu_q = c.cu.data<int32_t>(),
+                                               .context_lens = c.ctx.data<int32_t>(),
+                                               .num_seqs = B,
+                                               .max_pages_per_seq = c.max_pages,
+                                               .max_q_len = 1,
+                                               .max_context_len = ctx,
+                                               .scale = 0.08838834764831845f}));
+          },
+          "target >= 80% of copy bandwidth");
     }
   }
   // Prefill: one 16K prompt, causal.
@@ -352,17 +370,23 @@ void AttentionRows(Bench& b) {
     auto out = b.be().Allocate(Shape{T, hq, 128}, DType::kBF16);
     BENCH_CHECK(out.status());
     const double flops = 4.0 * (double(T) * T / 2) * 128 * hq;
-    b.Run(absl::StrFormat("Paged prefill attn T=16K causal Hq=%d Hkv=%d", hq, hkv), 0, flops, 2,
-          5,
-          [&] {
-            BENCH_CHECK(b.be().PagedAttention(
-                {.q = q.view(), .out = out->view(), .k_pages = c.kp.view(), .v_pages = c.vp.view(),
-                 .page_table = c.table.data<int32_t>(), .cu_q = c.cu.data<int32_t>(),
-                 .context_lens = c.ctx.data<int32_t>(), .num_seqs = 1,
-                 .max_pages_per_seq = c.max_pages, .max_q_len = T, .max_context_len = T,
-                 .scale = 0.08838834764831845f}));
-          },
-          "target >= 50% of bf16 GEMM rate");
+    b.Run(
+        absl::StrFormat("Paged prefill attn T=16K causal Hq=%d Hkv=%d", hq, hkv), 0, flops, 2, 5,
+        [&] {
+          BENCH_CHECK(b.be().PagedAttention({.q = q.view(),
+                                             .out = out->view(),
+                                             .k_pages = c.kp.view(),
+                                             .v_pages = c.vp.view(),
+                                             .page_table = c.table.data<int32_t>(),
+                                             .cu_q = c.cu.data<int32_t>(),
+                                             .context_lens = c.ctx.data<int32_t>(),
+                                             .num_seqs = 1,
+                                             .max_pages_per_seq = c.max_pages,
+                                             .max_q_len = T,
+                                             .max_context_len = T,
+                                             .scale = 0.08838834764831845f}));
+        },
+        "target >= 50% of bf16 GEMM rate");
   }
 }
 
@@ -375,28 +399,26 @@ void SmallOpRows(Bench& b) {
   GpuTensor w = b.Random(Shape{hidden}, DType::kF32, 0.1f, 1.0f);
   auto y = b.be().Allocate(Shape{T, hidden}, DType::kBF16);
   b.Run("RmsNorm fused residual 64x5120 bf16", 2.0 * T * hidden * 4, 0, 5, 50, [&] {
-    BENCH_CHECK(b.be().RmsNorm({.x = x.view(), .residual = res.view(), .weight = w.view(),
-                                .out = y->view()}));
+    BENCH_CHECK(b.be().RmsNorm(
+        {.x = x.view(), .residual = res.view(), .weight = w.view(), .out = y->view()}));
   });
   GpuTensor gu = b.Random(Shape{T, 2 * F}, DType::kBF16);
   auto act = b.be().Allocate(Shape{T, F}, DType::kBF16);
-  b.Run("SiluMul 64x(2x3200) bf16", 2.0 * T * 3 * F, 0, 5, 50, [&] {
-    BENCH_CHECK(b.be().SiluMul({.gate_up = gu.view(), .out = act->view()}));
-  });
+  b.Run("SiluMul 64x(2x3200) bf16", 2.0 * T * 3 * F, 0, 5, 50,
+        [&] { BENCH_CHECK(b.be().SiluMul({.gate_up = gu.view(), .out = act->view()})); });
   // Prefill-sized streaming ops, where bandwidth is measurable (not launch bound).
   const int64_t TP = 16384;
   GpuTensor xp = b.Random(Shape{TP, hidden}, DType::kBF16);
   GpuTensor rp = b.Random(Shape{TP, hidden}, DType::kBF16);
   auto yp = b.be().Allocate(Shape{TP, hidden}, DType::kBF16);
   b.Run("RmsNorm fused residual 16384x5120 bf16", 2.0 * TP * hidden * 4, 0, 3, 20, [&] {
-    BENCH_CHECK(b.be().RmsNorm({.x = xp.view(), .residual = rp.view(), .weight = w.view(),
-                                .out = yp->view()}));
+    BENCH_CHECK(b.be().RmsNorm(
+        {.x = xp.view(), .residual = rp.view(), .weight = w.view(), .out = yp->view()}));
   });
   GpuTensor gup = b.Random(Shape{TP, 2 * F}, DType::kBF16);
   auto actp = b.be().Allocate(Shape{TP, F}, DType::kBF16);
-  b.Run("SiluMul 16384x(2x3200) bf16", 2.0 * TP * 3 * F, 0, 3, 20, [&] {
-    BENCH_CHECK(b.be().SiluMul({.gate_up = gup.view(), .out = actp->view()}));
-  });
+  b.Run("SiluMul 16384x(2x3200) bf16", 2.0 * TP * 3 * F, 0, 3, 20,
+        [&] { BENCH_CHECK(b.be().SiluMul({.gate_up = gup.view(), .out = actp->view()})); });
   GpuTensor q = b.Random(Shape{TP, 8, 128}, DType::kBF16);
   GpuTensor k = b.Random(Shape{TP, 1, 128}, DType::kBF16);
   GpuTensor qw = b.Random(Shape{128}, DType::kF32, 0.1f, 1.0f);
@@ -404,8 +426,11 @@ void SmallOpRows(Bench& b) {
   std::iota(pos.begin(), pos.end(), 0);
   DeviceBuffer pos_dev = b.Ints(pos);
   b.Run("QkNormRope 16384 x (8+1) x 128 bf16", 2.0 * TP * 9 * 128 * 2, 0, 3, 20, [&] {
-    BENCH_CHECK(b.be().QkNormRope({.q = q.view(), .k = k.view(), .q_weight = qw.view(),
-                                   .k_weight = qw.view(), .positions = pos_dev.data<int32_t>(),
+    BENCH_CHECK(b.be().QkNormRope({.q = q.view(),
+                                   .k = k.view(),
+                                   .q_weight = qw.view(),
+                                   .k_weight = qw.view(),
+                                   .positions = pos_dev.data<int32_t>(),
                                    .theta = 5e6f}));
   });
   // GKA elementwise ops at 16 heads (TP 8 per-rank at 64 heads would be 8).
@@ -416,16 +441,20 @@ void SmallOpRows(Bench& b) {
   auto conv_out = b.be().Allocate(Shape{TP, C}, DType::kF32);
   DeviceBuffer zero = b.Ints({0}), cu = b.Ints({0, static_cast<int32_t>(TP)});
   b.Run("CausalConv 16384x2048 bf16->f32", TP * C * (2.0 + 4.0), 0, 3, 20, [&] {
-    BENCH_CHECK(b.be().CausalConv({.x = raw.view(), .out = conv_out->view(), .weight = cw.view(),
-                                   .state = cst.view(), .slots = zero.data<int32_t>(),
-                                   .cu_seqlens = cu.data<int32_t>(), .num_seqs = 1}));
+    BENCH_CHECK(b.be().CausalConv({.x = raw.view(),
+                                   .out = conv_out->view(),
+                                   .weight = cw.view(),
+                                   .state = cst.view(),
+                                   .slots = zero.data<int32_t>(),
+                                   .cu_seqlens = cu.data<int32_t>(),
+                                   .num_seqs = 1}));
   });
   GpuTensor core = b.Random(Shape{TP * H, 128}, DType::kF32);
   GpuTensor z = b.Random(Shape{TP * H, 128}, DType::kBF16);
   auto gated = b.be().Allocate(Shape{TP * H, 128}, DType::kBF16);
   b.Run("GatedRmsNorm 16384x16x128 f32,bf16->bf16", TP * H * 128 * (4.0 + 2 + 2), 0, 3, 20, [&] {
-    BENCH_CHECK(b.be().GatedRmsNorm({.x = core.view(), .gate = z.view(), .weight = qw.view(),
-                                     .out = gated->view()}));
+    BENCH_CHECK(b.be().GatedRmsNorm(
+        {.x = core.view(), .gate = z.view(), .weight = qw.view(), .out = gated->view()}));
   });
 }
 
@@ -439,8 +468,10 @@ void SampleRows(Bench& b) {
   for (auto* cfg : {&greedy, &topp}) {
     b.Run(cfg == &greedy ? "Sample greedy B=64 V=151936" : "Sample top-k 50 top-p 0.9 B=64",
           B * V * 4.0, 0, 2, 10, [&] {
-            BENCH_CHECK(b.be().Sample({.logits = logits.view(), .configs = cfg->data(),
-                                       .steps = steps.data(), .out_ids = ids.data(),
+            BENCH_CHECK(b.be().Sample({.logits = logits.view(),
+                                       .configs = cfg->data(),
+                                       .steps = steps.data(),
+                                       .out_ids = ids.data(),
                                        .num_seqs = static_cast<int32_t>(B)}));
           });
   }
@@ -456,8 +487,8 @@ void SampleRows(Bench& b) {
 // engine's (common/engine/engine.cc).
 struct StepOp {
   std::string name;
-  double us;   // min of the two runs
-  int calls;   // per decode step
+  double us;  // min of the two runs
+  int calls;  // per decode step
 };
 
 void DecodeStepBreakdown(Bench& b) {
@@ -485,8 +516,8 @@ void DecodeStepBreakdown(Bench& b) {
   DeviceBuffer xn = alloc(Shape{B, hidden}, A);
   auto rms = [&](const std::string& name) {
     time(name, 4 * layers_each + 1, [&] {
-      BENCH_CHECK(b.be().RmsNorm({.x = h.view(), .residual = res.view(), .weight = norm_w.view(),
-                                  .out = xn.view()}));
+      BENCH_CHECK(b.be().RmsNorm(
+          {.x = h.view(), .residual = res.view(), .weight = norm_w.view(), .out = xn.view()}));
     });
   };
   std::vector<int32_t> iota(B);
@@ -502,8 +533,8 @@ void DecodeStepBreakdown(Bench& b) {
   DeviceBuffer ids = b.Ints(iota);
   DeviceBuffer emb = alloc(Shape{B, hidden}, A);
   time("Embedding", 1, [&] {
-    BENCH_CHECK(b.be().Embedding({.table = table.view(), .ids = ids.data<int32_t>(),
-                                  .out = emb.view()}));
+    BENCH_CHECK(
+        b.be().Embedding({.table = table.view(), .ids = ids.data<int32_t>(), .out = emb.view()}));
   });
   DeviceBuffer logits;
   logits = alloc(Shape{1}, F32);
@@ -512,8 +543,10 @@ void DecodeStepBreakdown(Bench& b) {
   std::vector<uint64_t> steps(B, 0);
   std::vector<int32_t> out_ids(B);
   time("Sample greedy", 1, [&] {
-    BENCH_CHECK(b.be().Sample({.logits = logits.view(), .configs = greedy.data(),
-                               .steps = steps.data(), .out_ids = out_ids.data(),
+    BENCH_CHECK(b.be().Sample({.logits = logits.view(),
+                               .configs = greedy.data(),
+                               .steps = steps.data(),
+                               .out_ids = out_ids.data(),
                                .num_seqs = static_cast<int32_t>(B)}));
   });
 
@@ -530,8 +563,12 @@ void DecodeStepBreakdown(Bench& b) {
   const TensorView k3{k.view().ptr, A, Shape{B, hkv, D}, k.view().device};
   const TensorView v3{v.view().ptr, A, Shape{B, hkv, D}, v.view().device};
   time("QkNormRope", layers_each, [&] {
-    BENCH_CHECK(b.be().QkNormRope({.q = q3, .k = k3, .q_weight = qkw.view(), .k_weight = qkw.view(),
-                                   .positions = pos_dev.data<int32_t>(), .theta = 5e6f}));
+    BENCH_CHECK(b.be().QkNormRope({.q = q3,
+                                   .k = k3,
+                                   .q_weight = qkw.view(),
+                                   .k_weight = qkw.view(),
+                                   .positions = pos_dev.data<int32_t>(),
+                                   .theta = 5e6f}));
   });
   KvCache c = MakeCache(b, B, ctx, hkv, ps, [&] {
     std::vector<int32_t> cq(B + 1);
@@ -542,25 +579,33 @@ void DecodeStepBreakdown(Bench& b) {
   for (int64_t i = 0; i < B; ++i) slot_map[i] = static_cast<int32_t>(i * (ctx / ps) * ps);
   DeviceBuffer slot_dev = b.Ints(slot_map);
   time("KvCacheWrite", layers_each, [&] {
-    BENCH_CHECK(b.be().KvCacheWrite({.k = k3, .v = v3, .k_pages = c.kp.view(),
-                                     .v_pages = c.vp.view(), .slot_mapping = slot_dev.data<int32_t>()}));
+    BENCH_CHECK(b.be().KvCacheWrite({.k = k3,
+                                     .v = v3,
+                                     .k_pages = c.kp.view(),
+                                     .v_pages = c.vp.view(),
+                                     .slot_mapping = slot_dev.data<int32_t>()}));
   });
   DeviceBuffer attn = alloc(Shape{B, hq, D}, A);
   time("PagedAttention decode ctx 4K Hq64/Hkv8", layers_each, [&] {
-    BENCH_CHECK(b.be().PagedAttention(
-        {.q = q3, .out = attn.view(), .k_pages = c.kp.view(), .v_pages = c.vp.view(),
-         .page_table = c.table.data<int32_t>(), .cu_q = c.cu.data<int32_t>(),
-         .context_lens = c.ctx.data<int32_t>(), .num_seqs = static_cast<int32_t>(B),
-         .max_pages_per_seq = c.max_pages, .max_q_len = 1, .max_context_len = ctx,
-         .scale = 0.08838834764831845f}));
+    BENCH_CHECK(b.be().PagedAttention({.q = q3,
+                                       .out = attn.view(),
+                                       .k_pages = c.kp.view(),
+                                       .v_pages = c.vp.view(),
+                                       .page_table = c.table.data<int32_t>(),
+                                       .cu_q = c.cu.data<int32_t>(),
+                                       .context_lens = c.ctx.data<int32_t>(),
+                                       .num_seqs = static_cast<int32_t>(B),
+                                       .max_pages_per_seq = c.max_pages,
+                                       .max_q_len = 1,
+                                       .max_context_len = ctx,
+                                       .scale = 0.08838834764831845f}));
   });
   const TensorView attn2{attn.view().ptr, A, Shape{B, hq * D}, attn.view().device};
   gemm("o_proj 8192->5120 (attn and GKA)", 2 * layers_each, attn2, hidden, o);
   gemm("MLP gate_up 5120->51200", 2 * layers_each, xn.view(), 2 * ffn, gu);
   act = alloc(Shape{B, ffn}, A);
-  time("SiluMul 25600", 2 * layers_each, [&] {
-    BENCH_CHECK(b.be().SiluMul({.gate_up = gu.view(), .out = act.view()}));
-  });
+  time("SiluMul 25600", 2 * layers_each,
+       [&] { BENCH_CHECK(b.be().SiluMul({.gate_up = gu.view(), .out = act.view()})); });
   gemm("MLP down 25600->5120", 2 * layers_each, act.view(), hidden, mlp_out);
 
   // GKA layer (attention-shaped q/k/v/o GEMMs are the same shapes: counted above for o_proj).
@@ -576,16 +621,22 @@ void DecodeStepBreakdown(Bench& b) {
                vc = alloc(Shape{B, hkv * D}, F32);
   DeviceBuffer slots = b.Ints(iota);
   time("CausalConv q (8192 ch)", layers_each, [&] {
-    BENCH_CHECK(b.be().CausalConv({.x = gq.view(), .out = qc.view(), .weight = cw.view(),
-                                   .state = cst.view(), .slots = slots.data<int32_t>(),
+    BENCH_CHECK(b.be().CausalConv({.x = gq.view(),
+                                   .out = qc.view(),
+                                   .weight = cw.view(),
+                                   .state = cst.view(),
+                                   .slots = slots.data<int32_t>(),
                                    .cu_seqlens = cu.data<int32_t>(),
                                    .num_seqs = static_cast<int32_t>(B)}));
   });
   GpuTensor cw2 = b.Random(Shape{hkv * D, 4}, F32, 0.3f);
   GpuTensor cst2 = b.Random(Shape{B, hkv * D, 3}, F32);
   time("CausalConv k, v (1024 ch, x2)", 2 * layers_each, [&] {
-    BENCH_CHECK(b.be().CausalConv({.x = gk.view(), .out = kc.view(), .weight = cw2.view(),
-                                   .state = cst2.view(), .slots = slots.data<int32_t>(),
+    BENCH_CHECK(b.be().CausalConv({.x = gk.view(),
+                                   .out = kc.view(),
+                                   .weight = cw2.view(),
+                                   .state = cst2.view(),
+                                   .slots = slots.data<int32_t>(),
                                    .cu_seqlens = cu.data<int32_t>(),
                                    .num_seqs = static_cast<int32_t>(B)}));
   });
@@ -594,18 +645,30 @@ void DecodeStepBreakdown(Bench& b) {
                vh = alloc(Shape{B, H, D}, F32), al = alloc(Shape{B, H}, F32),
                gg = alloc(Shape{B, H}, F32);
   time("GkaGates", layers_each, [&] {
-    BENCH_CHECK(b.be().GkaGates({.q_conv = qc.view(), .k_conv = kc.view(), .v_conv = vc.view(),
-                                 .a = ga.view(), .b = ga.view(), .c = ga.view(),
-                                 .a_log = alog.view(), .dt_bias = dtb.view(),
-                                 .b_bias = alog.view(), .alpha_bias = alog.view(),
-                                 .q_out = qh.view(), .k_out = kh.view(), .v_out = vh.view(),
-                                 .alpha = al.view(), .g = gg.view()}));
+    BENCH_CHECK(b.be().GkaGates({.q_conv = qc.view(),
+                                 .k_conv = kc.view(),
+                                 .v_conv = vc.view(),
+                                 .a = ga.view(),
+                                 .b = ga.view(),
+                                 .c = ga.view(),
+                                 .a_log = alog.view(),
+                                 .dt_bias = dtb.view(),
+                                 .b_bias = alog.view(),
+                                 .alpha_bias = alog.view(),
+                                 .q_out = qh.view(),
+                                 .k_out = kh.view(),
+                                 .v_out = vh.view(),
+                                 .alpha = al.view(),
+                                 .g = gg.view()}));
   });
-  GkaBuffers st = MakeGka(b, B, H, B, [&] {
-    std::vector<int32_t> cq(B + 1);
-    std::iota(cq.begin(), cq.end(), 0);
-    return cq;
-  }(), 30);
+  GkaBuffers st = MakeGka(
+      b, B, H, B,
+      [&] {
+        std::vector<int32_t> cq(B + 1);
+        std::iota(cq.begin(), cq.end(), 0);
+        return cq;
+      }(),
+      30);
   time("GkaCore decode 64 seqs x 64 heads num_iter 30", layers_each,
        [&] { GkaCoreRun(b, st, static_cast<int>(B), 1); });
   DeviceBuffer gated = alloc(Shape{B * H, D}, A);
@@ -613,8 +676,8 @@ void DecodeStepBreakdown(Bench& b) {
   const TensorView z2{gz.view().ptr, A, Shape{B * H, D}, gz.view().device};
   const TensorView core2{st.out.view().ptr, F32, Shape{B * H, D}, st.out.view().device};
   time("GatedRmsNorm", layers_each, [&] {
-    BENCH_CHECK(b.be().GatedRmsNorm({.x = core2, .gate = z2, .weight = onw.view(),
-                                     .out = gated.view()}));
+    BENCH_CHECK(
+        b.be().GatedRmsNorm({.x = core2, .gate = z2, .weight = onw.view(), .out = gated.view()}));
   });
 
   double total = 0;
