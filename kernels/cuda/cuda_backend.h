@@ -17,6 +17,10 @@
 //
 // Thread-safety: one thread at a time (the engine thread), like every Backend. Ops are
 // asynchronous on the backend's stream; Copy*Host and Synchronize wait for it.
+//
+// CUDA graphs: every op except Sample (host in/out) and the host copies is capturable on
+// stream_handle(). PagedAttention's split-KV scratch grows on first use: replay the largest
+// step once before capturing (a capture that would allocate fails with FailedPrecondition).
 #pragma once
 
 #include <memory>

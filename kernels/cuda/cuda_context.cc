@@ -97,6 +97,16 @@ absl::StatusOr<std::unique_ptr<CudaContext>> CudaContext::Create(int device_ordi
 
 absl::StatusOr<void*> CudaContext::Scratch(size_t bytes) const {
   if (bytes > scratch_.size()) {
+    // Allocation is illegal while the stream is being captured into a CUDA graph: run the
+    // largest step once before capturing, so the arena is already big enough.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    GKA_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream_.get(), &capture));
+    if (capture != cudaStreamCaptureStatusNone) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("CUDA scratch must grow to ", bytes,
+                       " bytes during graph capture; run the same step "
+                       "once uncaptured first"));
+    }
     // Grow by at least 2x so a slowly growing batch does not reallocate every step. The old
     // arena may still be read by queued kernels: cudaFree waits for the device first.
     size_t grow = scratch_.size() * 2;
