@@ -390,6 +390,9 @@ void Generation::ProcessDecodeLocked(Attempt* a, const w::DecodeStreamResponse& 
     return;
   }
   if (!first_token_sent_) {
+    // The decode worker is done even if the client has not seen it yet (the stream may close
+    // before the prefill result arrives).
+    if (message.kind_case() == w::DecodeStreamResponse::kDone) a->decode_done = true;
     held_.push_back(message);
     return;
   }

@@ -26,11 +26,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     v1::GenerateRequest request;
     const absl::Status parsed = ParseFromWire(request_bytes, &request);
     if (!parsed.ok()) {
-      v1::GenerateResponse response;
-      response.mutable_error()->set_code(static_cast<int32_t>(parsed.code()));
-      response.mutable_error()->set_message(std::string(parsed.message()));
-      OnResponse(std::move(response));
-      OnFinish(parsed);
+      core.Reject(this, "", "", parsed, /*retryable=*/false);
       return;
     }
     // Outlives the handler: the Generation calls back until OnFinish.

@@ -26,6 +26,15 @@ RouterCore::RouterCore(CoreOptions options, TierTable tiers, TextAssets text,
       registry_(options_.registry) {}
 
 RouterCore::~RouterCore() {
+  // Normally empty: the server's shutdown cancelled every call. In-process callers may have
+  // left some running.
+  absl::flat_hash_map<std::string, std::shared_ptr<Generation>> running;
+  {
+    absl::MutexLock lock(&running_mu_);
+    running.swap(running_);
+  }
+  for (auto& [id, generation] : running) generation->Cancel();
+  running.clear();
   // Completions of Abort/Release calls (bounded by cleanup_timeout) may still hold requests.
   absl::MutexLock lock(&running_mu_);
   while (!running_mu_.AwaitWithTimeout(

@@ -89,6 +89,12 @@ class RouterCore {
   std::shared_ptr<Generation> StartGeneration(const serving::v1::GenerateRequest& request,
                                               GenerationSink* sink, absl::Time deadline);
 
+  // Delivers a rejection to `sink` (an Error response, then OnFinish(status)) and counts it
+  // under `tier` (the default tier when empty). For requests refused before admission, e.g.
+  // bytes that do not parse.
+  void Reject(GenerationSink* sink, const std::string& request_id, absl::string_view tier,
+              const absl::Status& status, bool retryable);
+
   // Ends the running request `request_id` with finish_reason ABORT; false when unknown.
   bool AbortRequest(absl::string_view request_id);
 
@@ -126,9 +132,6 @@ class RouterCore {
  private:
   RequestContext MakeRequestContext() const;
   std::string ServedModelName() const;
-  // Delivers a rejection (Error response + finish) to `sink` and counts it.
-  void Reject(GenerationSink* sink, const std::string& request_id, absl::string_view tier,
-              const absl::Status& status, bool retryable);
 
   const CoreOptions options_;
   const TierTable tiers_;

@@ -648,6 +648,13 @@ TEST_F(RouterMetricsTest, MetricsExposeTheRouterSeries) {
   EXPECT_EQ(MetricValue(scrape, "gka_num_iter_count{phase=\"decode\",tier=\"standard\"}"), 1);
   EXPECT_GE(MetricValue(scrape, "gka_itl_seconds_count{tier=\"standard\"}"), 1);
   EXPECT_EQ(MetricValue(scrape, "gka_retries_total{reason=\"decode_full\",tier=\"batch\"}"), 0);
+  // What Prometheus accepts, lint included.
+  if (std::system("command -v promtool >/dev/null 2>&1") == 0) {
+    FILE* promtool = popen("promtool check metrics", "w");
+    ASSERT_NE(promtool, nullptr);
+    fwrite(scrape.data(), 1, scrape.size(), promtool);
+    EXPECT_EQ(pclose(promtool), 0);
+  }
 }
 
 TEST_F(RouterIntegrationTest, ConcurrentRequestsOfMixedTiers) {
