@@ -1,5 +1,6 @@
 #!/bin/bash
-# Builds the GPU test and benchmark binaries and the `gka` CLI on this (GPU-less) machine and
+# Builds the GPU test and benchmark binaries, the `gka` CLI and the engine's GPU golden test
+# (tests/golden/gpu_golden_test) on this (GPU-less) machine and
 # packs them, with the shared libraries the GPU machine lacks (Abseil, ICU 72, PCRE2; not
 # cuBLAS or the driver, which it has), into .devcarry/gpu/bundle.tar.xz — git-ignored, named
 # in the device tool's `carry` (xz keeps the call under its 64 MiB limit with tests/data).
@@ -14,13 +15,13 @@ if [[ ! -f "$BUILD/build.ninja" ]]; then
     -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 targets=(cuda_parity_test cuda_kernels_bench)
-[[ "${WITH_GKA:-1}" == 1 ]] && targets+=(gka)
+[[ "${WITH_GKA:-1}" == 1 ]] && targets+=(gka gpu_golden_test)
 ninja -C "$BUILD" "${targets[@]}"
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/compat"
 bins=("$BUILD/tests/cuda_parity_test" "$BUILD/bin/cuda_kernels_bench")
-[[ "${WITH_GKA:-1}" == 1 ]] && bins+=("$BUILD/bin/gka")
+[[ "${WITH_GKA:-1}" == 1 ]] && bins+=("$BUILD/bin/gka" "$BUILD/tests/gpu_golden_test")
 for b in "${bins[@]}"; do
   cp "$b" "$STAGE/bin/"
   strip --strip-debug "$STAGE/bin/$(basename "$b")"

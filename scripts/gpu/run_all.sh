@@ -85,6 +85,11 @@ if [[ ( "$MODE" == "all" || "$MODE" == "golden" ) && -x "$CARRY/bin/gka" ]]; the
     grep -E "logits|all |exceed" "$LOGS/compare_$dt.log" | head -8
     grep -E "state" "$LOGS/compare_$dt.log" | sort -k2 -g | tail -2
   done
+  if [[ -x "$CARRY/bin/gpu_golden_test" ]]; then
+    echo "-- tests/golden/gpu_golden_test (the engine's own GPU golden test)"
+    timeout 300 "$CARRY/bin/gpu_golden_test" --gtest_color=no >"$LOGS/gpu_golden_test.log" 2>&1 || rc=1
+    grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure$" "$LOGS/gpu_golden_test.log" | head -10
+  fi
   if [[ -f $D/authors_bf16_L64_it30.safetensors ]]; then
     echo "-- the authors' own bf16 run vs their strict fp32 golden, for comparison"
     "$CARRY/bin/gka" compare --expected $G --actual $D/authors_bf16_L64_it30.safetensors \
