@@ -1,0 +1,65 @@
+#include "decode_worker/common/flags.h"
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/logging.h"
+#include "common/base/status.h"
+#include "decode_worker/common/process.h"
+
+namespace gka::worker_common {
+
+void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
+  app.add_option("--model", o.model.model_dir, "checkpoint directory")->required();
+  app.add_option("--router", o.router_address,
+                 "host:port of the router's WorkerRegistry (empty: do not register)");
+  app.add_option("--host", f.host, "address to listen on")->capture_default_str();
+  app.add_option("--port", f.port, "gRPC port (0: pick a free one)")->capture_default_str();
+  app.add_option("--metrics-port", f.metrics_port,
+                 "Prometheus /metrics port (0: pick a free one, -1: none)")
+      ->capture_default_str();
+  app.add_option("--worker-id", o.worker_id, "worker id (metrics label, registration)")
+      ->capture_default_str();
+  app.add_option("--backend", o.model.backend, "cpu (cuda: later)")->capture_default_str();
+  app.add_option("--num-slots", o.model.num_slots, "GKA state slots (sequences resident at once)")
+      ->capture_default_str();
+  app.add_option("--num-pages", o.model.num_pages, "KV pages (0: enough for every slot)")
+      ->capture_default_str();
+  app.add_option("--page-size", o.model.page_size,
+                 "tokens per KV page (prefill and decode workers must agree)")
+      ->capture_default_str();
+  app.add_option("--max-seq-len", o.model.max_seq_len, "context limit (0: the model's)")
+      ->capture_default_str();
+  app.add_option("--heartbeat-ms", f.heartbeat_ms, "heartbeat period unless the router sets one")
+      ->capture_default_str();
+  app.add_option("--ucx-transports", o.ucx_transports,
+                 "UCX transports (UCX_TLS syntax; empty: UCX_TLS or UCX's default)");
+  app.add_option("--vocab-limit", o.vocab_limit, "sample ids below this (0: whole vocabulary)")
+      ->capture_default_str();
+  app.add_option("--tiers", f.tiers_file, "tier file (JSON): per-tier series exist from start");
+  app.add_option("--shutdown-grace-ms", f.shutdown_grace_ms,
+                 "time calls in flight get to finish on SIGTERM")
+      ->capture_default_str();
+}
+
+absl::Status ApplyWorkerFlags(const WorkerFlags& f, WorkerOptions& o) {
+  o.grpc_address = absl::StrCat(f.host, ":", f.port);
+  o.metrics_address = f.metrics_port < 0 ? "" : absl::StrCat(f.host, ":", f.metrics_port);
+  o.heartbeat_interval = absl::Milliseconds(f.heartbeat_ms);
+  if (!f.tiers_file.empty()) {
+    GKA_ASSIGN_OR_RETURN(o.tiers, ReadTierNames(f.tiers_file));
+  }
+  return absl::OkStatus();
+}
+
+int ServeUntilSignalled(const std::string& ready_line, const WorkerFlags& flags,
+                        const std::function<void(absl::Duration)>& shutdown) {
+  std::cout << ready_line << std::endl;
+  const int signal = WaitForTerminationSignal();
+  GKA_LOG(INFO) << "signal " << signal << ": shutting down";
+  shutdown(absl::Milliseconds(flags.shutdown_grace_ms));
+  return 0;
+}
+
+}  // namespace gka::worker_common

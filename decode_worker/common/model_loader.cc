@@ -1,0 +1,40 @@
+#include "decode_worker/common/model_loader.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/base/logging.h"
+#include "common/base/status.h"
+#include "common/model/safetensors.h"
+#include "kernels/registry.h"
+
+namespace gka::worker_common {
+
+absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
+  if (options.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  if (options.page_size < 1) return absl::InvalidArgumentError("--page-size must be >= 1");
+  if (options.num_slots < 1) return absl::InvalidArgumentError("--num-slots must be >= 1");
+  if (options.num_pages < 0) return absl::InvalidArgumentError("--num-pages must be >= 0");
+  if (options.max_seq_len < 0) return absl::InvalidArgumentError("--max-seq-len must be >= 0");
+  LoadedModel m;
+  GKA_ASSIGN_OR_RETURN(m.config,
+                       model::ModelConfig::FromJsonFile(options.model_dir + "/config.json"));
+  GKA_ASSIGN_OR_RETURN(auto checkpoint, model::Checkpoint::Open(options.model_dir));
+  engine::EngineOptions eo;
+  GKA_ASSIGN_OR_RETURN(eo.backend, kernels::ParseBackendKind(options.backend));
+  eo.page_size = options.page_size;
+  eo.num_state_slots = options.num_slots;
+  eo.num_pages = options.num_pages;
+  eo.max_seq_len = options.max_seq_len;
+  GKA_ASSIGN_OR_RETURN(m.engine, engine::Engine::Create(eo, m.config, *checkpoint));
+  m.total_pages = m.engine->free_pages();
+  m.total_slots = m.engine->free_slots();
+  std::vector<absl::string_view> parts = absl::StrSplit(options.model_dir, '/', absl::SkipEmpty());
+  m.name = parts.empty() ? options.model_dir : std::string(parts.back());
+  GKA_LOG(INFO) << "loaded " << options.model_dir << " (" << m.config.LayoutString() << ") on "
+                << options.backend << ": " << m.total_slots << " slots, " << m.total_pages
+                << " pages of " << options.page_size << " tokens, max_seq_len "
+                << m.engine->max_seq_len();
+  return m;
+}
+
+}  // namespace gka::worker_common

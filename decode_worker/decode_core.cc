@@ -1,0 +1,777 @@
+#include "decode_worker/decode_core.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "common/base/logging.h"
+#include "common/base/status.h"
+#include "decode_worker/common/sampling.h"
+
+namespace gka::decode_worker {
+namespace {
+
+using scheduler::FinishedSequence;
+using scheduler::FinishReason;
+
+spb::FinishReason ToProto(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStopToken:
+      return spb::FINISH_REASON_STOP;
+    case FinishReason::kMaxTokens:
+      return spb::FINISH_REASON_LENGTH;
+    case FinishReason::kAborted:
+      return spb::FINISH_REASON_ABORT;
+    case FinishReason::kError:
+      return spb::FINISH_REASON_ERROR;
+    case FinishReason::kPrefillDone:
+      break;
+  }
+  return spb::FINISH_REASON_UNSPECIFIED;
+}
+
+}  // namespace
+
+struct DecodeCore::Entry {
+  std::string request_id;
+  uint64_t generation = 0;
+  SequenceId seq;
+  Phase phase = Phase::kAwaitingTransfer;
+  int32_t prompt_tokens = 0;
+  int32_t pages = 0;  // PagesFor(prompt_tokens): what the reservation holds in the engine
+  int32_t priority = 0;
+  std::string tier;
+  transfer::Lease lease;
+  absl::Time reserved_at;
+  // This reservation's UCX registrations; cleared (revoked) as soon as nothing may write.
+  std::vector<std::unique_ptr<transfer::MemoryRegion>> regions;
+  // No write of the transfer can land any more: memory may return to the pool.
+  bool quiescent = false;
+  bool fence_in_flight = false;
+  absl::Time next_fence;
+  std::vector<ReleaseCallback> on_freed;
+  // The completion.
+  int32_t first_token = -1;
+  std::optional<float> first_logprob;
+  uint64_t transfer_bytes = 0;
+  absl::Duration transfer_time;
+  // The StartDecode call.
+  DecodeStream* stream = nullptr;
+  bool has_request = false;
+  kernels::SamplingConfig sampling;
+  bool logprobs = false;
+  std::vector<int32_t> stop_ids;
+  int32_t max_new_tokens = 0;
+  int32_t decode_num_iter = -1;
+  std::vector<int32_t> generated;  // the first token included
+  absl::Time decode_start;
+
+  void Send(wpb::DecodeStreamResponse m) {
+    if (stream == nullptr) return;
+    m.set_request_id(request_id);
+    stream->Send(std::move(m));
+  }
+  void Close(const absl::Status& s) {
+    if (stream == nullptr) return;
+    stream->Close(s);
+    stream = nullptr;
+  }
+};
+
+absl::StatusOr<std::unique_ptr<DecodeMetrics>> DecodeMetrics::Create(
+    metrics::Registry& registry, const std::string& worker, const std::vector<std::string>& tiers) {
+  auto metrics = std::make_unique<DecodeMetrics>();
+  DecodeMetrics& m = *metrics;
+  m.worker = worker;
+  const metrics::Labels w = {{"worker", worker}};
+  auto gauge = [&](absl::string_view name,
+                   absl::string_view help) -> absl::StatusOr<metrics::Gauge> {
+    GKA_ASSIGN_OR_RETURN(metrics::GaugeFamily * f, registry.AddGauge(name, help, {"worker"}));
+    return f->Labels(w);
+  };
+  auto counter = [&](absl::string_view name,
+                     absl::string_view help) -> absl::StatusOr<metrics::Counter> {
+    GKA_ASSIGN_OR_RETURN(metrics::CounterFamily * f, registry.AddCounter(name, help, {"worker"}));
+    return f->Labels(w);
+  };
+  GKA_ASSIGN_OR_RETURN(m.running, gauge("gka_decode_running", "Sequences in the running batch"));
+  GKA_ASSIGN_OR_RETURN(
+      m.waiting, gauge("gka_decode_waiting", "Sequences admitted but waiting (incl. preempted)"));
+  GKA_ASSIGN_OR_RETURN(m.kv_pages_used, gauge("gka_kv_pages_used", "KV cache pages in use"));
+  GKA_ASSIGN_OR_RETURN(m.kv_pages_total, gauge("gka_kv_pages_total", "KV cache pages"));
+  GKA_ASSIGN_OR_RETURN(m.slots_used, gauge("gka_state_slots_used", "GKA state slots in use"));
+  GKA_ASSIGN_OR_RETURN(m.slots_total, gauge("gka_state_slots_total", "GKA state slots"));
+  GKA_ASSIGN_OR_RETURN(m.reservations_active,
+                       gauge("gka_reservations_active", "Leases waiting for a transfer"));
+  GKA_ASSIGN_OR_RETURN(m.reservations_expired, counter("gka_reservations_expired_total",
+                                                       "Leases that expired before completion"));
+  GKA_ASSIGN_OR_RETURN(m.checksum_failures,
+                       counter("gka_checksum_failures_total", "Transfers refused by the checksum"));
+  GKA_ASSIGN_OR_RETURN(m.preemptions,
+                       counter("gka_preemptions_total", "Sequences swapped out to host"));
+  GKA_ASSIGN_OR_RETURN(metrics::HistogramFamily * batch,
+                       registry.AddHistogram("gka_decode_batch_size", "Sequences per decode step",
+                                             {"worker"}, metrics::ExponentialBuckets(1, 2, 10)));
+  m.batch_size = batch->Labels(w);
+  GKA_ASSIGN_OR_RETURN(metrics::HistogramFamily * step,
+                       registry.AddHistogram("gka_decode_step_seconds", "One engine step",
+                                             {"worker"}, metrics::LatencyBuckets()));
+  m.step_seconds = step->Labels(w);
+  GKA_ASSIGN_OR_RETURN(
+      m.num_iter, registry.AddHistogram("gka_decode_num_iter", "num_iter per decoded token",
+                                        {"worker", "tier"}, {0, 1, 2, 5, 10, 15, 20, 30, 50, 100}));
+  for (const std::string& tier : tiers) m.num_iter->Labels({{"worker", worker}, {"tier", tier}});
+  return metrics;
+}
+
+absl::StatusOr<std::unique_ptr<DecodeCore>> DecodeCore::Create(
+    const DecodeCoreOptions& options, engine::Engine* engine, transfer::TransferEngine* transfer,
+    worker_common::TaskQueue* engine_queue, worker_common::TaskQueue* fence_queue,
+    DecodeMetrics* metrics) {
+  std::unique_ptr<DecodeCore> core(
+      new DecodeCore(options, engine, transfer, engine_queue, fence_queue, metrics));
+  scheduler::SchedulerOptions so;
+  so.max_batch_tokens = options.max_batch_tokens;
+  so.max_running_seqs = std::min(options.total_slots, options.max_batch_tokens);
+  so.prefill_chunk_size = options.max_batch_tokens;
+  so.max_model_len = engine->max_seq_len();
+  // Stop ids arrive per request (the router includes the model's EOS ids).
+  GKA_ASSIGN_OR_RETURN(core->scheduler_, scheduler::Scheduler::Create(so, core->memory_.get()));
+  core->runner_ = std::make_unique<worker_common::StepRunner>(engine, core->scheduler_.get(),
+                                                              options.vocab_limit);
+  core->UpdateGauges();
+  return core;
+}
+
+DecodeCore::DecodeCore(const DecodeCoreOptions& options, engine::Engine* engine,
+                       transfer::TransferEngine* transfer, worker_common::TaskQueue* engine_queue,
+                       worker_common::TaskQueue* fence_queue, DecodeMetrics* metrics)
+    : options_(options),
+      engine_(engine),
+      transfer_(transfer),
+      engine_queue_(engine_queue),
+      fence_queue_(fence_queue),
+      metrics_(metrics),
+      layout_(worker_common::HandoffLayout::Of(*engine)),
+      memory_(std::make_unique<worker_common::EngineMemory>(*engine)),
+      // Distinct from every earlier run of this worker: a completion addressed to a previous
+      // process (same address reused) can never match a live generation.
+      generation_base_(static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())) << 16) {}
+
+DecodeCore::~DecodeCore() = default;
+
+DecodeCore::Entry* DecodeCore::Live(const std::string& request_id) {
+  auto it = live_.find(request_id);
+  return it == live_.end() ? nullptr : ByGeneration(it->second);
+}
+
+DecodeCore::Entry* DecodeCore::ByGeneration(uint64_t generation) {
+  auto it = entries_.find(generation);
+  return it == entries_.end() ? nullptr : it->second.get();
+}
+
+std::string DecodeCore::TierOf(const Entry& e) const { return e.tier.empty() ? "default" : e.tier; }
+
+// --- Reserve ---------------------------------------------------------------------------
+
+void DecodeCore::Reserve(const wpb::ReserveRequest& request, TicketCallback done) {
+  done(DoReserve(request));
+  UpdateGauges();
+}
+
+absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequest& request) {
+  if (request.request_id().empty()) return absl::InvalidArgumentError("request_id is empty");
+  if (live_.contains(request.request_id())) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("request ", request.request_id(), " already holds a reservation here"));
+  }
+  const int64_t prompt = request.prompt_tokens();
+  const int64_t max_new = std::max<int64_t>(1, request.max_new_tokens());
+  if (prompt < 1) return absl::InvalidArgumentError("prompt_tokens must be >= 1");
+  if (prompt + max_new > engine_->max_seq_len()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt_tokens (", prompt, ") + max_new_tokens (", max_new,
+                     ") exceed this worker's context of ", engine_->max_seq_len(), " tokens"));
+  }
+  const absl::Duration lease_length =
+      request.lease_ms() == 0
+          ? options_.default_lease
+          : std::min(absl::Milliseconds(request.lease_ms()), options_.max_lease);
+  // Room for the prompt and its first decode step.
+  const int32_t need_pages = engine::PagesFor(prompt + 1, engine_->options().page_size);
+  if (engine_->free_slots() < 1) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no free GKA state slot (", options_.total_slots, " in use)"));
+  }
+  if (engine_->free_pages() < need_pages) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("need ", need_pages, " KV pages, ", engine_->free_pages(), " free"));
+  }
+
+  auto e = std::make_unique<Entry>();
+  e->request_id = request.request_id();
+  e->seq = SequenceId(next_sequence_++);
+  e->generation = generation_base_ + static_cast<uint64_t>(e->seq.value());
+  e->prompt_tokens = static_cast<int32_t>(prompt);
+  e->pages = engine::PagesFor(prompt, engine_->options().page_size);
+  e->priority = request.priority();
+  e->tier = request.tier();
+  e->reserved_at = absl::Now();
+  e->lease = transfer::Lease::In(lease_length, e->reserved_at);
+
+  GKA_RETURN_IF_ERROR(engine_->ReserveForImport(e->seq, prompt));
+  absl::Cleanup unreserve = [&] {
+    e->regions.clear();
+    (void)engine_->RemoveSequence(e->seq);
+  };
+  GKA_ASSIGN_OR_RETURN(std::vector<engine::MemorySegment> segments,
+                       engine_->DescribeSequence(e->seq));
+  GKA_RETURN_IF_ERROR(layout_.Check(segments, prompt));
+  const std::vector<worker_common::SegmentSpec> specs = layout_.Segments(prompt);
+
+  wpb::TransferTicket ticket;
+  ticket.set_request_id(e->request_id);
+  ticket.set_transfer_id(e->generation);
+  ticket.set_decode_worker_id(options_.worker_id);
+  ticket.set_page_size(layout_.page_size());
+  ticket.set_lease_deadline_unix_ms(e->lease.ToUnixMillis());
+  ticket.set_compat_hash(layout_.compat_hash());
+  ticket.set_tp_size(1);
+  wpb::RankTicket* rank = ticket.add_ranks();
+  rank->set_rank(0);
+  rank->set_ucx_worker_address(transfer_->WorkerAddress());
+  rank->mutable_kv_heads()->set_first(0);
+  rank->mutable_kv_heads()->set_count(layout_.kv_heads());
+  rank->mutable_gka_heads()->set_first(0);
+  rank->mutable_gka_heads()->set_count(layout_.gka_heads());
+
+  // One registration per contiguous run of same-kind segments: exactly this reservation's
+  // bytes are writable by peers, and revoking them touches no other reservation.
+  transfer::ExpectedTransfer expected;
+  expected.transfer_id = e->generation;
+  expected.lease_deadline = e->lease.deadline;
+  size_t run_begin = 0;
+  for (size_t i = 0; i <= segments.size(); ++i) {
+    const bool extends = i < segments.size() && i > run_begin &&
+                         specs[i].kind == specs[i - 1].kind &&
+                         static_cast<char*>(segments[i - 1].ptr) + segments[i - 1].bytes ==
+                             static_cast<char*>(segments[i].ptr);
+    if (i > 0 && (i == segments.size() || !extends) && i > run_begin) {
+      char* begin = static_cast<char*>(segments[run_begin].ptr);
+      const uint64_t length = static_cast<uint64_t>(static_cast<char*>(segments[i - 1].ptr) +
+                                                    segments[i - 1].bytes - begin);
+      GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::MemoryRegion> region,
+                           transfer_->RegisterMemory(begin, length, transfer::MemoryKind::kHost));
+      wpb::MemoryRegion* r = rank->add_regions();
+      r->set_kind(worker_common::ToRegionKind(specs[run_begin].kind));
+      r->set_remote_addr(region->remote().remote_addr);
+      r->set_length(region->remote().length);
+      r->set_packed_rkey(region->remote().packed_rkey);
+      const uint32_t index = static_cast<uint32_t>(e->regions.size());
+      for (size_t s = run_begin; s < i; ++s) {
+        wpb::TransferSegment* seg = rank->add_segments();
+        seg->set_region(index);
+        seg->set_remote_addr(region->remote().remote_addr +
+                             (static_cast<char*>(segments[s].ptr) - begin));
+        seg->set_length(segments[s].bytes);
+        seg->set_kind(worker_common::ToRegionKind(specs[s].kind));
+      }
+      e->regions.push_back(std::move(region));
+      run_begin = i;
+    }
+  }
+  for (const engine::MemorySegment& s : segments) {
+    expected.verify_ranges.push_back({s.ptr, s.bytes});
+  }
+  const uint64_t generation = e->generation;
+  GKA_RETURN_IF_ERROR(transfer_->Expect(
+      std::move(expected), [queue = engine_queue_, core = this, generation](
+                               absl::StatusOr<transfer::TransferCompletion> result) mutable {
+        // The transfer engine's progress thread: hand over, never block.
+        queue->Post([core, generation, result = std::move(result)]() mutable {
+          core->OnTransferResult(generation, std::move(result));
+        });
+      }));
+  std::move(unreserve).Cancel();
+  live_[e->request_id] = generation;
+  by_sequence_[e->seq] = generation;
+  entries_[generation] = std::move(e);
+  return ticket;
+}
+
+// --- completion --------------------------------------------------------------------------
+
+void DecodeCore::OnTransferResult(uint64_t generation,
+                                  absl::StatusOr<transfer::TransferCompletion> result) {
+  Entry* e = ByGeneration(generation);
+  if (e == nullptr || e->phase != Phase::kAwaitingTransfer) {
+    // Expired, released or aborted meanwhile: whatever it says, its memory is being fenced
+    // (the fence, not this message, decides when the memory may be reused).
+    if (result.ok()) ++completions_discarded_;
+    GKA_LOG(INFO) << "discarding the late completion of transfer " << generation << " ("
+                  << (result.ok() ? "OK" : result.status().ToString()) << ")";
+    return;
+  }
+  // The transfer engine reports a transfer's end only when nothing of it can still land:
+  // the sender flushed before its completion, or stopped after a flush.
+  e->quiescent = true;
+  e->regions.clear();  // nothing may write any more: revoke
+  if (!result.ok() && e->lease.Expired()) {
+    // The sender gave up at the lease (its deadline): the lease expired before completion.
+    Expire(*e);
+    UpdateGauges();
+    return;
+  }
+  if (!result.ok()) {
+    if (result.status().code() == absl::StatusCode::kDataLoss) {
+      ++checksum_failures_;
+      metrics_->checksum_failures->Increment();
+    }
+    EndEntry(*e,
+             base::Annotate(result.status(), absl::StrCat("transfer for request ", e->request_id)),
+             std::nullopt);
+    UpdateGauges();
+    return;
+  }
+  absl::StatusOr<wpb::HandoffCompletion> c = worker_common::DecodeCompletion(result->payload);
+  absl::Status bad;
+  if (!c.ok()) {
+    bad = c.status();
+  } else if (c->transfer_id() != generation) {
+    ++completions_discarded_;
+    bad = absl::DataLossError(absl::StrCat("the completion carries generation ", c->transfer_id(),
+                                           ", the reservation is generation ", generation));
+  } else if (c->request_id() != e->request_id) {
+    bad = absl::DataLossError(absl::StrCat("the completion is for request ", c->request_id()));
+  } else if (static_cast<int32_t>(c->prompt_tokens()) != e->prompt_tokens) {
+    bad = absl::DataLossError(absl::StrCat("the completion is for a prompt of ", c->prompt_tokens(),
+                                           " tokens, the reservation for ", e->prompt_tokens));
+  } else if (c->first_token() < 0 || c->first_token() >= engine_->vocab_size()) {
+    bad = absl::DataLossError(absl::StrCat("first token ", c->first_token(), " out of range"));
+  }
+  if (!bad.ok()) {
+    GKA_LOG(WARNING) << "request " << e->request_id << ": refusing its completion: " << bad;
+    EndEntry(*e, bad, std::nullopt);
+    UpdateGauges();
+    return;
+  }
+  e->phase = Phase::kTransferred;
+  e->first_token = c->first_token();
+  if (c->has_first_logprob()) e->first_logprob = c->first_logprob();
+  e->transfer_bytes = result->bytes;
+  e->transfer_time = absl::Now() - e->reserved_at;
+  MaybeAdmit(*e);
+  UpdateGauges();
+}
+
+// --- StartDecode -------------------------------------------------------------------------
+
+void DecodeCore::StartDecode(const wpb::StartDecodeRequest& request, DecodeStream* stream) {
+  Entry* e = Live(request.request_id());
+  if (e == nullptr) {
+    stream->Close(absl::NotFoundError(
+        absl::StrCat("no reservation for request ", request.request_id(),
+                     " on this worker (never made, released, expired or failed)")));
+    return;
+  }
+  if (request.transfer_id() != 0 && request.transfer_id() != e->generation) {
+    stream->Close(absl::FailedPreconditionError(
+        absl::StrCat("transfer_id ", request.transfer_id(), " is not the current reservation ",
+                     e->generation, " of request ", request.request_id())));
+    return;
+  }
+  if (e->stream != nullptr || e->has_request) {
+    stream->Close(absl::AlreadyExistsError(
+        absl::StrCat("request ", request.request_id(), " is already decoding")));
+    return;
+  }
+  if (absl::Status s = AttachDecode(*e, request, stream); !s.ok()) {
+    stream->Close(s);
+    return;
+  }
+  MaybeAdmit(*e);
+  UpdateGauges();
+}
+
+absl::Status DecodeCore::AttachDecode(Entry& e, const wpb::StartDecodeRequest& request,
+                                      DecodeStream* stream) {
+  GKA_ASSIGN_OR_RETURN(e.sampling, worker_common::SamplingFromProto(request.sampling()));
+  if (request.max_new_tokens() < 1) {
+    return absl::InvalidArgumentError("max_new_tokens must be >= 1");
+  }
+  if (static_cast<int64_t>(e.prompt_tokens) + request.max_new_tokens() > engine_->max_seq_len()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", e.prompt_tokens, " tokens) + max_new_tokens (", request.max_new_tokens(),
+        ") exceed this worker's context of ", engine_->max_seq_len(), " tokens"));
+  }
+  if (request.decode_num_iter() < -1) {
+    return absl::InvalidArgumentError("decode_num_iter must be >= 0 (or -1: the model's)");
+  }
+  for (int32_t id : request.sampling().stop_token_ids()) {
+    if (id < 0) return absl::InvalidArgumentError(absl::StrCat("stop token id ", id, " < 0"));
+  }
+  e.stop_ids.assign(request.sampling().stop_token_ids().begin(),
+                    request.sampling().stop_token_ids().end());
+  e.logprobs = request.sampling().logprobs();
+  e.max_new_tokens = static_cast<int32_t>(request.max_new_tokens());
+  e.decode_num_iter = request.decode_num_iter();
+  if (request.priority() != 0) e.priority = request.priority();
+  if (!request.tier().empty()) e.tier = request.tier();
+  e.has_request = true;
+  e.stream = stream;
+  by_stream_[stream->id()] = e.generation;
+  return absl::OkStatus();
+}
+
+void DecodeCore::MaybeAdmit(Entry& e) {
+  if (e.phase != Phase::kTransferred || !e.has_request) return;
+  scheduler::Request r;
+  r.id = e.seq;
+  r.priority = e.priority;
+  // The prompt's ids never reach this worker (its state did); the scheduler only counts them.
+  r.prompt.assign(e.prompt_tokens, 0);
+  r.max_new_tokens = e.max_new_tokens;
+  r.stop_token_ids = e.stop_ids;
+  r.ignore_eos = true;
+  r.decode_num_iter = e.decode_num_iter;
+  absl::StatusOr<std::optional<FinishReason>> added = scheduler_->AddPrefilled(r, e.first_token);
+  if (!added.ok()) {
+    EndEntry(e, added.status(), std::nullopt);
+    return;
+  }
+  e.phase = Phase::kDecoding;
+  e.decode_start = absl::Now();
+  e.generated = {e.first_token};
+  ++generated_tokens_;
+  wpb::DecodeStreamResponse started;
+  started.mutable_started()->set_first_token(e.first_token);
+  started.mutable_started()->set_transfer_bytes(e.transfer_bytes);
+  started.mutable_started()->set_transfer_ms(absl::ToDoubleMilliseconds(e.transfer_time));
+  e.Send(std::move(started));
+  if (added->has_value()) {
+    const FinishedSequence f{e.seq, **added, scheduler::Residence::kDevice, {e.first_token}};
+    runner_->Release(f);
+    Finalize(e, f);
+  }
+}
+
+// --- ending ------------------------------------------------------------------------------
+
+void DecodeCore::Finalize(Entry& e, const FinishedSequence& f) {
+  if (f.reason == FinishReason::kError) {
+    e.Close(absl::InternalError(absl::StrCat("decoding request ", e.request_id, " failed")));
+  } else {
+    wpb::DecodeStreamResponse m;
+    wpb::DecodeDone* done = m.mutable_done();
+    done->set_finish_reason(ToProto(f.reason));
+    done->set_generated_tokens(static_cast<uint32_t>(e.generated.size()));
+    done->set_decode_ms(absl::ToDoubleMilliseconds(absl::Now() - e.decode_start));
+    if (f.reason == FinishReason::kStopToken && !e.generated.empty()) {
+      done->set_matched_stop_token_id(e.generated.back());
+    }
+    done->set_decode_num_iter(e.decode_num_iter < 0 ? engine_->default_num_iter()
+                                                    : e.decode_num_iter);
+    e.Send(std::move(m));
+    e.Close(absl::OkStatus());
+  }
+  ++decoded_sequences_;
+  Forget(e);
+}
+
+void DecodeCore::EndEntry(Entry& e, const absl::Status& stream_status,
+                          std::optional<wpb::DecodeDone> done) {
+  if (e.phase == Phase::kDecoding) {
+    absl::StatusOr<FinishedSequence> f = runner_->Abort(e.seq);
+    if (done.has_value()) {
+      wpb::DecodeStreamResponse m;
+      *m.mutable_done() = *done;
+      e.Send(std::move(m));
+    }
+    e.Close(stream_status);
+    Forget(e);
+    return;
+  }
+  if (done.has_value()) {
+    wpb::DecodeStreamResponse m;
+    *m.mutable_done() = *done;
+    e.Send(std::move(m));
+  }
+  e.Close(stream_status);
+  StartFreeing(e);
+}
+
+void DecodeCore::StartFreeing(Entry& e) {
+  auto live = live_.find(e.request_id);
+  if (live != live_.end() && live->second == e.generation) live_.erase(live);
+  if (e.phase == Phase::kFreeing || e.phase == Phase::kQuarantined) return;
+  // Fail closed, step 1: revoke the registrations so the transport refuses new writes
+  // where it can; step 2 (the fence) proves that nothing already sent can still land.
+  e.regions.clear();
+  e.phase = Phase::kFreeing;
+  if (e.quiescent) {
+    FreeNow(e, /*quarantined=*/false);
+  } else {
+    StartFence(e);
+  }
+}
+
+void DecodeCore::StartFence(Entry& e) {
+  e.fence_in_flight = true;
+  const bool posted =
+      fence_queue_->Post([transfer = transfer_, queue = engine_queue_, core = this,
+                          generation = e.generation, timeout = options_.fence_timeout] {
+        absl::Status s = transfer->Fence(generation, timeout);
+        queue->Post([core, generation, s] { core->OnFenced(generation, s); });
+      });
+  if (!posted) e.fence_in_flight = false;  // shutting down: the memory stays as it is
+}
+
+void DecodeCore::OnFenced(uint64_t generation, absl::Status status) {
+  Entry* e = ByGeneration(generation);
+  if (e == nullptr) return;
+  e->fence_in_flight = false;
+  if (status.ok()) {
+    e->quiescent = true;
+    FreeNow(*e, false);
+  } else {
+    if (e->phase != Phase::kQuarantined) {
+      GKA_LOG(WARNING) << "request " << e->request_id << ": transfer " << generation
+                       << " could not be proven stopped (" << status << "): quarantining "
+                       << e->pages << " pages and one slot";
+    }
+    e->phase = Phase::kQuarantined;
+    e->next_fence = absl::Now() + options_.quarantine_retry;
+    for (ReleaseCallback& cb : e->on_freed) {
+      wpb::ReleaseResponse r;
+      r.set_released(true);
+      r.set_quarantined(true);
+      cb(r);
+    }
+    e->on_freed.clear();
+  }
+  UpdateGauges();
+}
+
+void DecodeCore::FreeNow(Entry& e, bool quarantined) {
+  (void)engine_->RemoveSequence(e.seq);
+  for (ReleaseCallback& cb : e.on_freed) {
+    wpb::ReleaseResponse r;
+    r.set_released(true);
+    r.set_quarantined(quarantined);
+    cb(r);
+  }
+  e.on_freed.clear();
+  Forget(e);
+}
+
+void DecodeCore::Forget(Entry& e) {
+  GKA_CHECK(e.stream == nullptr) << "forgetting request " << e.request_id << " with a stream";
+  auto live = live_.find(e.request_id);
+  if (live != live_.end() && live->second == e.generation) live_.erase(live);
+  by_sequence_.erase(e.seq);
+  for (auto it = by_stream_.begin(); it != by_stream_.end();) {
+    if (it->second == e.generation) {
+      by_stream_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  entries_.erase(e.generation);  // destroys e
+}
+
+void DecodeCore::Expire(Entry& e) {
+  ++reservations_expired_;
+  metrics_->reservations_expired->Increment();
+  const bool transferred = e.phase == Phase::kTransferred;
+  GKA_LOG(INFO) << "request " << e.request_id << ": lease expired before "
+                << (transferred ? "StartDecode" : "the transfer completed");
+  EndEntry(e,
+           absl::DeadlineExceededError(
+               absl::StrCat("the lease of request ", e.request_id, " expired before ",
+                            transferred ? "StartDecode arrived" : "its transfer completed")),
+           std::nullopt);
+}
+
+bool DecodeCore::Abort(const std::string& request_id) {
+  Entry* e = Live(request_id);
+  if (e == nullptr) return false;
+  wpb::DecodeDone done;
+  done.set_finish_reason(spb::FINISH_REASON_ABORT);
+  done.set_generated_tokens(static_cast<uint32_t>(e->generated.size()));
+  EndEntry(*e, absl::OkStatus(), done);
+  UpdateGauges();
+  return true;
+}
+
+void DecodeCore::Release(const wpb::ReleaseRequest& request, ReleaseCallback done) {
+  Entry* e = Live(request.request_id());
+  if (e == nullptr || (request.transfer_id() != 0 && request.transfer_id() != e->generation)) {
+    done(wpb::ReleaseResponse());
+    return;
+  }
+  const absl::Status why = absl::AbortedError(
+      absl::StrCat("request ", request.request_id(), " was released",
+                   request.reason().empty() ? "" : absl::StrCat(" (", request.reason(), ")")));
+  if (e->phase == Phase::kDecoding) {
+    EndEntry(*e, why, std::nullopt);
+    wpb::ReleaseResponse r;
+    r.set_released(true);
+    done(r);
+  } else {
+    e->on_freed.push_back(std::move(done));
+    EndEntry(*e, why, std::nullopt);  // replies once fenced
+  }
+  UpdateGauges();
+}
+
+void DecodeCore::StreamCancelled(uint64_t stream_id) {
+  auto it = by_stream_.find(stream_id);
+  if (it == by_stream_.end()) return;
+  Entry* e = ByGeneration(it->second);
+  if (e == nullptr) return;
+  EndEntry(*e, absl::CancelledError("the StartDecode call was cancelled"), std::nullopt);
+  UpdateGauges();
+}
+
+void DecodeCore::AbortAll(const absl::Status& why) {
+  std::vector<uint64_t> generations;
+  for (const auto& [g, e] : entries_) generations.push_back(g);
+  for (uint64_t g : generations) {
+    Entry* e = ByGeneration(g);
+    if (e == nullptr) continue;
+    if (e->phase == Phase::kFreeing || e->phase == Phase::kQuarantined) continue;
+    EndEntry(*e, why, std::nullopt);
+  }
+  UpdateGauges();
+}
+
+// --- the loop ----------------------------------------------------------------------------
+
+absl::Time DecodeCore::Tick() {
+  absl::Time now = absl::Now();
+  std::vector<uint64_t> expired, refence;
+  for (const auto& [g, e] : entries_) {
+    const bool leased = e->phase == Phase::kAwaitingTransfer || e->phase == Phase::kTransferred;
+    if (leased && e->lease.Expired(now)) expired.push_back(g);
+    if (e->phase == Phase::kQuarantined && !e->fence_in_flight && now >= e->next_fence) {
+      refence.push_back(g);
+    }
+  }
+  for (uint64_t g : expired) {
+    if (Entry* e = ByGeneration(g)) Expire(*e);
+  }
+  for (uint64_t g : refence) {
+    if (Entry* e = ByGeneration(g)) StartFence(*e);
+  }
+  bool ran = false;
+  if (scheduler_->num_sequences() > 0) {
+    RunStep();
+    ran = true;
+  }
+  UpdateGauges();
+  now = absl::Now();
+  if (ran) return now;
+  absl::Time next = absl::InfiniteFuture();
+  for (const auto& [g, e] : entries_) {
+    if (e->phase == Phase::kAwaitingTransfer || e->phase == Phase::kTransferred) {
+      next = std::min(next, e->lease.deadline);
+    }
+    if (e->phase == Phase::kQuarantined && !e->fence_in_flight) {
+      next = std::min(next, e->next_fence);
+    }
+  }
+  return next;
+}
+
+void DecodeCore::RunStep() {
+  auto entry_of = [this](SequenceId id) -> Entry* {
+    auto it = by_sequence_.find(id);
+    GKA_CHECK(it != by_sequence_.end()) << "sequence " << id << " without a request";
+    return ByGeneration(it->second);
+  };
+  worker_common::StepRunner::Report r = runner_->Step([&](SequenceId id) {
+    Entry* e = entry_of(id);
+    return worker_common::StepRunner::Sampling{
+        .config = e->sampling, .step = e->generated.size(), .history = e->generated};
+  });
+  if (r.ran) {
+    metrics_->batch_size->Observe(r.batch_size);
+    metrics_->step_seconds->Observe(absl::ToDoubleSeconds(r.elapsed));
+  }
+  if (r.preempted > 0) {
+    preemptions_ += r.preempted;
+    metrics_->preemptions->Increment(r.preempted);
+  }
+  for (const worker_common::StepRunner::Token& t : r.tokens) {
+    Entry* e = entry_of(t.id);
+    e->generated.push_back(t.token);
+    ++generated_tokens_;
+    metrics_->num_iter->Labels({{"worker", metrics_->worker}, {"tier", TierOf(*e)}})
+        .Observe(t.num_iter);
+    wpb::DecodeStreamResponse m;
+    m.mutable_tokens()->add_token_ids(t.token);
+    if (e->logprobs) {
+      spb::TokenLogprob* lp = m.mutable_tokens()->add_logprobs();
+      lp->set_token_id(t.token);
+      lp->set_logprob(t.logprob);
+    }
+    e->Send(std::move(m));
+  }
+  for (const FinishedSequence& f : r.finished) {
+    Entry* e = entry_of(f.id);
+    if (f.reason == FinishReason::kError) {
+      GKA_LOG(WARNING) << "request " << e->request_id << " failed in the engine: " << r.error;
+    }
+    Finalize(*e, f);
+  }
+}
+
+void DecodeCore::UpdateGauges() {
+  const DecodeStats s = Stats();
+  metrics_->running->Set(s.running);
+  metrics_->waiting->Set(s.waiting);
+  metrics_->kv_pages_used->Set(s.total_pages - s.free_pages);
+  metrics_->kv_pages_total->Set(s.total_pages);
+  metrics_->slots_used->Set(s.total_slots - s.free_slots);
+  metrics_->slots_total->Set(s.total_slots);
+  metrics_->reservations_active->Set(s.reservations);
+}
+
+DecodeStats DecodeCore::Stats() const {
+  DecodeStats s;
+  s.free_pages = engine_->free_pages();
+  s.total_pages = options_.total_pages;
+  s.free_slots = engine_->free_slots();
+  s.total_slots = options_.total_slots;
+  for (const auto& [g, e] : entries_) {
+    switch (e->phase) {
+      case Phase::kAwaitingTransfer:
+      case Phase::kTransferred:
+        ++s.reservations;
+        s.reserved_pages += e->pages;
+        ++s.reserved_slots;
+        break;
+      case Phase::kFreeing:
+        ++s.freeing;
+        break;
+      case Phase::kQuarantined:
+        s.quarantined_pages += e->pages;
+        ++s.quarantined_slots;
+        break;
+      case Phase::kDecoding:
+        break;
+    }
+  }
+  s.running = scheduler_->num_resident();
+  s.waiting = scheduler_->num_waiting() + scheduler_->num_preempted();
+  s.generated_tokens = generated_tokens_;
+  s.reservations_expired = reservations_expired_;
+  s.checksum_failures = checksum_failures_;
+  s.preemptions = preemptions_;
+  s.completions_discarded = completions_discarded_;
+  s.decoded_sequences = decoded_sequences_;
+  return s;
+}
+
+}  // namespace gka::decode_worker

@@ -1,0 +1,199 @@
+// DecodeCore: the decode worker's engine-thread state — reservations under leases, the
+// receiving side of hand-offs, and the continuous decode batch.
+//
+// Owns the engine's sequences and the scheduler, every reservation's UCX registrations, and
+// the streams' bookkeeping (not the gRPC reactors: streams are borrowed until Close). Depends
+// on engine, scheduler, transfer (interface only), metrics, the worker proto; not on gRPC.
+//
+// One request, as this side sees it:
+//   Reserve        ReserveForImport(prompt pages + slot) -> register the reservation's memory
+//                  (one region per contiguous run of its segments) -> Expect(generation,
+//                  lease, verify ranges) -> TransferTicket.
+//   completion     (common/transfer, after every put is complete here) checksum verified by
+//                  the transfer engine; payload = HandoffCompletion carrying the generation:
+//                  a payload of another generation is discarded. Registrations are revoked
+//                  (nothing may write any more).
+//   StartDecode    (before or after the completion) once both are in: AddPrefilled, stream
+//                  DecodeStarted, then TokenBatch per step, then DecodeDone.
+//   lease expiry, Abort, Release, cancelled stream: revoke the registrations, then Fence the
+//                  transfer on the fencer thread; only a successful fence returns pages and
+//                  slot to the pool. A failed fence quarantines them (retried periodically).
+//
+// Thread-safety: not thread-safe. Every method runs on the worker's engine thread (posted
+// through its TaskQueue); callbacks it is given may be called only there, too.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/engine/engine.h"
+#include "common/metrics/metrics.h"
+#include "common/scheduler/scheduler.h"
+#include "common/transfer/lease.h"
+#include "common/transfer/transfer_engine.h"
+#include "decode_worker/common/handoff.h"
+#include "decode_worker/common/step_runner.h"
+#include "decode_worker/common/task_queue.h"
+#include "gka/worker/v1/worker.pb.h"
+#include "kernels/api/sampling.h"
+
+namespace gka::decode_worker {
+
+namespace wpb = ::gka::worker::v1;
+namespace spb = ::gka::serving::v1;
+
+using base::SequenceId;
+
+// The sending half of one StartDecode call. Send queues (never blocks); Close is the last
+// call the core makes on a stream, after which it forgets the pointer.
+class DecodeStream {
+ public:
+  virtual ~DecodeStream() = default;
+  virtual uint64_t id() const = 0;  // unique per process; names the stream in cancellations
+  virtual void Send(wpb::DecodeStreamResponse message) = 0;
+  virtual void Close(const absl::Status& status) = 0;
+};
+
+// Series handles of docs/metrics.md's decode section, created at start (at 0).
+struct DecodeMetrics {
+  static absl::StatusOr<std::unique_ptr<DecodeMetrics>> Create(
+      metrics::Registry& registry, const std::string& worker,
+      const std::vector<std::string>& tiers);
+  std::optional<metrics::Gauge> running, waiting, kv_pages_used, kv_pages_total, slots_used,
+      slots_total, reservations_active;
+  std::optional<metrics::Histogram> batch_size, step_seconds;
+  std::optional<metrics::Counter> reservations_expired, checksum_failures, preemptions;
+  metrics::HistogramFamily* num_iter = nullptr;  // {worker, tier}
+  std::string worker;
+};
+
+struct DecodeCoreOptions {
+  std::string worker_id;
+  int32_t max_batch_tokens = 256;
+  absl::Duration default_lease = absl::Seconds(10);
+  absl::Duration max_lease = absl::Seconds(60);
+  // How long one Fence may wait for the sender to confirm it stopped.
+  absl::Duration fence_timeout = absl::Seconds(2);
+  // How often a quarantined reservation's fence is retried.
+  absl::Duration quarantine_retry = absl::Seconds(1);
+  int32_t vocab_limit = 0;  // sample ids < vocab_limit (0: the whole vocabulary)
+  int32_t total_pages = 0;
+  int32_t total_slots = 0;
+};
+
+// What tests and the load report read (a snapshot).
+struct DecodeStats {
+  int32_t free_pages = 0, total_pages = 0, free_slots = 0, total_slots = 0;
+  int32_t reservations = 0;  // awaiting a transfer or a StartDecode
+  int32_t reserved_pages = 0, reserved_slots = 0;
+  int32_t freeing = 0;  // fences in progress
+  int32_t quarantined_pages = 0, quarantined_slots = 0;
+  int32_t running = 0, waiting = 0;  // scheduler residents; waiting + preempted
+  int64_t generated_tokens = 0;
+  int64_t reservations_expired = 0, checksum_failures = 0, preemptions = 0;
+  int64_t completions_discarded = 0;  // late or foreign completions dropped
+  int64_t decoded_sequences = 0;
+};
+
+class DecodeCore {
+ public:
+  // `engine`, `transfer`, `engine_queue` (the engine thread's) and `fence_queue` (the fencer
+  // thread's) are borrowed and must outlive the core; so must `metrics`.
+  static absl::StatusOr<std::unique_ptr<DecodeCore>> Create(const DecodeCoreOptions& options,
+                                                            engine::Engine* engine,
+                                                            transfer::TransferEngine* transfer,
+                                                            worker_common::TaskQueue* engine_queue,
+                                                            worker_common::TaskQueue* fence_queue,
+                                                            DecodeMetrics* metrics);
+  ~DecodeCore();
+
+  using TicketCallback = absl::AnyInvocable<void(absl::StatusOr<wpb::TransferTicket>)>;
+  using ReleaseCallback = absl::AnyInvocable<void(wpb::ReleaseResponse)>;
+
+  // INVALID_ARGUMENT (empty id, no prompt, prompt + max_new_tokens past the context),
+  // ALREADY_EXISTS (a live reservation with this id), RESOURCE_EXHAUSTED (no slot or pages).
+  void Reserve(const wpb::ReserveRequest& request, TicketCallback done);
+  // Frees a reservation (or aborts a decoding sequence). Idempotent; replies once the memory
+  // is fenced (or quarantined).
+  void Release(const wpb::ReleaseRequest& request, ReleaseCallback done);
+  // True when a live reservation or sequence had this id.
+  bool Abort(const std::string& request_id);
+  // The stream is borrowed until the core Closes it.
+  void StartDecode(const wpb::StartDecodeRequest& request, DecodeStream* stream);
+  void StreamCancelled(uint64_t stream_id);
+
+  // From the transfer engine's callbacks and the fencer thread (posted here).
+  void OnTransferResult(uint64_t generation, absl::StatusOr<transfer::TransferCompletion> result);
+  void OnFenced(uint64_t generation, absl::Status status);
+
+  // Expires leases, retries quarantine fences, runs one engine step when there is work.
+  // Returns the time by which it wants to be called again (now when it has more work).
+  absl::Time Tick();
+
+  // Ends every stream with `why` and frees every reservation (shutdown).
+  void AbortAll(const absl::Status& why);
+
+  DecodeStats Stats() const;
+
+ private:
+  enum class Phase {
+    kAwaitingTransfer,  // reserved, registered, expected
+    kTransferred,       // completion verified; waiting for StartDecode
+    kDecoding,          // in the scheduler
+    kFreeing,           // registrations revoked, fence in flight
+    kQuarantined,       // fence failed: memory held back, fence retried
+  };
+  struct Entry;
+
+  DecodeCore(const DecodeCoreOptions& options, engine::Engine* engine,
+             transfer::TransferEngine* transfer, worker_common::TaskQueue* engine_queue,
+             worker_common::TaskQueue* fence_queue, DecodeMetrics* metrics);
+
+  absl::StatusOr<wpb::TransferTicket> DoReserve(const wpb::ReserveRequest& request);
+  absl::Status AttachDecode(Entry& e, const wpb::StartDecodeRequest& request, DecodeStream* stream);
+  void MaybeAdmit(Entry& e);
+  // Ends a live entry before decoding (or while decoding) and frees its memory safely.
+  void EndEntry(Entry& e, const absl::Status& stream_status, std::optional<wpb::DecodeDone> done);
+  void StartFreeing(Entry& e);
+  void StartFence(Entry& e);
+  void FreeNow(Entry& e, bool quarantined);
+  void Forget(Entry& e);
+  void RunStep();
+  void Finalize(Entry& e, const scheduler::FinishedSequence& f);
+  void Expire(Entry& e);
+  std::string TierOf(const Entry& e) const;
+  Entry* Live(const std::string& request_id);
+  Entry* ByGeneration(uint64_t generation);
+  void UpdateGauges();
+
+  const DecodeCoreOptions options_;
+  engine::Engine* engine_;
+  transfer::TransferEngine* transfer_;
+  worker_common::TaskQueue* engine_queue_;
+  worker_common::TaskQueue* fence_queue_;
+  DecodeMetrics* metrics_;
+  const worker_common::HandoffLayout layout_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<worker_common::StepRunner> runner_;
+  std::unique_ptr<scheduler::MemoryModel> memory_;
+
+  // Generations are unique per process start and never reused (transfer ids).
+  uint64_t generation_base_ = 0;
+  int64_t next_sequence_ = 1;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Entry>> entries_;  // by generation
+  absl::flat_hash_map<std::string, uint64_t> live_;  // request id -> generation (not freeing)
+  absl::flat_hash_map<SequenceId, uint64_t> by_sequence_;
+  absl::flat_hash_map<uint64_t, uint64_t> by_stream_;  // stream id -> generation
+
+  int64_t generated_tokens_ = 0, reservations_expired_ = 0, checksum_failures_ = 0,
+          preemptions_ = 0, completions_discarded_ = 0, decoded_sequences_ = 0;
+};
+
+}  // namespace gka::decode_worker

@@ -1,0 +1,316 @@
+#include "decode_worker/decode_worker.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <deque>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/base/logging.h"
+#include "common/base/status.h"
+#include "common/rpc/status.h"
+#include "common/transfer/ucx/ucx_transfer_engine.h"
+#include "decode_worker/common/process.h"
+#include "decode_worker/common/runtime.h"
+#include "gka/worker/v1/worker.grpc.pb.h"
+
+namespace gka::decode_worker {
+
+class DecodeServiceImpl;
+
+struct DecodeWorker::Impl {
+  DecodeWorkerOptions options;
+  // Declaration order is teardown order reversed: the engine's memory outlives the transfer
+  // engine (no write can land after it is gone), which outlives the registrations the core
+  // holds; the queues outlive the transfer engine, whose callbacks post into them.
+  worker_common::LoadedModel model;
+  worker_common::TaskQueue fence_queue;
+  worker_common::WorkerRuntime runtime;  // the engine thread and its queue, server, exposer
+  std::unique_ptr<transfer::UcxTransferEngine> transfer;
+  std::shared_ptr<metrics::Registry> registry;
+  std::unique_ptr<DecodeMetrics> metrics;
+  std::unique_ptr<DecodeCore> core;
+  std::unique_ptr<DecodeServiceImpl> service;
+  std::thread fence_thread;
+  std::atomic<uint64_t> next_stream_id{1};
+
+  worker_common::Published<DecodeStats> stats;
+  worker_common::RateMeter token_rate;  // the registry thread's
+
+  worker_common::TaskQueue& engine_queue() { return runtime.engine_queue(); }
+  void RunFencer();
+  void Publish();
+  wpb::LoadReport Load();
+};
+
+namespace {
+
+// One StartDecode call: a queue of messages written one at a time. The core Sends and then
+// Closes; writes that pile up while one is in flight are merged (token batches).
+class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStreamResponse>,
+                                 public DecodeStream {
+ public:
+  StartDecodeReactor(DecodeWorker::Impl* w, uint64_t id) : w_(w), id_(id) {}
+
+  uint64_t id() const override { return id_; }
+
+  void Send(wpb::DecodeStreamResponse message) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_ || broken_) return;
+      pending_.push_back(std::move(message));
+    }
+    Pump();
+  }
+
+  void Close(const absl::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) return;
+      closed_ = true;
+      final_ = rpc::ToGrpcStatus(status);
+    }
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        broken_ = true;
+        pending_.clear();
+      }
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    DecodeWorker::Impl* w = w_;
+    const uint64_t id = id_;
+    // The core answers with Close (Finish must still be called after a cancellation).
+    if (!w->engine_queue().Post([w, id] { w->core->StreamCancelled(id); })) {
+      Close(absl::CancelledError("cancelled while the worker shuts down"));
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Pump() {
+    enum { kNothing, kWrite, kFinish } action = kNothing;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      if (!pending_.empty()) {
+        current_ = std::move(pending_.front());
+        pending_.pop_front();
+        // Tokens that queued up behind a slow write go out as one batch.
+        while (current_.has_tokens() && !pending_.empty() && pending_.front().has_tokens()) {
+          current_.mutable_tokens()->MergeFrom(pending_.front().tokens());
+          pending_.pop_front();
+        }
+        writing_ = true;
+        action = kWrite;
+      } else if (closed_) {
+        finished_ = true;
+        action = kFinish;
+      }
+    }
+    // Outside the lock: gRPC may run reactions inline.
+    if (action == kWrite) StartWrite(&current_);
+    if (action == kFinish) Finish(final_);
+  }
+
+  DecodeWorker::Impl* const w_;
+  const uint64_t id_;
+  absl::Mutex mu_;
+  std::deque<wpb::DecodeStreamResponse> pending_ ABSL_GUARDED_BY(mu_);
+  wpb::DecodeStreamResponse current_;  // owned by the write in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_ ABSL_GUARDED_BY(mu_);
+};
+
+grpc::Status ShuttingDown() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the decode worker is shutting down");
+}
+
+}  // namespace
+
+class DecodeServiceImpl final : public wpb::DecodeService::CallbackService {
+ public:
+  explicit DecodeServiceImpl(DecodeWorker::Impl* w) : w_(w) {}
+
+  grpc::ServerUnaryReactor* Reserve(grpc::CallbackServerContext* ctx,
+                                    const wpb::ReserveRequest* request,
+                                    wpb::TransferTicket* response) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    DecodeWorker::Impl* w = w_;
+    if (!w->engine_queue().Post([w, request, response, reactor] {
+          w->core->Reserve(*request, [response, reactor](absl::StatusOr<wpb::TransferTicket> t) {
+            if (t.ok()) *response = *std::move(t);
+            reactor->Finish(rpc::ToGrpcStatus(t.status()));
+          });
+        })) {
+      reactor->Finish(ShuttingDown());
+    }
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
+                                    const wpb::ReleaseRequest* request,
+                                    wpb::ReleaseResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    DecodeWorker::Impl* w = w_;
+    if (!w->engine_queue().Post([w, request, response, reactor] {
+          w->core->Release(*request, [response, reactor](wpb::ReleaseResponse r) {
+            *response = std::move(r);
+            reactor->Finish(grpc::Status::OK);
+          });
+        })) {
+      reactor->Finish(ShuttingDown());
+    }
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx,
+                                  const spb::AbortRequest* request,
+                                  spb::AbortResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    DecodeWorker::Impl* w = w_;
+    if (!w->engine_queue().Post([w, request, response, reactor] {
+          response->set_found(w->core->Abort(request->request_id()));
+          reactor->Finish(grpc::Status::OK);
+        })) {
+      reactor->Finish(ShuttingDown());
+    }
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<wpb::DecodeStreamResponse>* StartDecode(
+      grpc::CallbackServerContext* ctx, const wpb::StartDecodeRequest* request) override {
+    DecodeWorker::Impl* w = w_;
+    auto* reactor = new StartDecodeReactor(w, w->next_stream_id++);
+    if (!w->engine_queue().Post(
+            [w, request, reactor] { w->core->StartDecode(*request, reactor); })) {
+      reactor->Close(absl::UnavailableError("the decode worker is shutting down"));
+    }
+    return reactor;
+  }
+
+ private:
+  DecodeWorker::Impl* const w_;
+};
+
+void DecodeWorker::Impl::RunFencer() {
+  while (!fence_queue.closed()) {
+    for (auto& task : fence_queue.Wait(absl::InfiniteFuture())) task();
+  }
+}
+
+void DecodeWorker::Impl::Publish() { stats.Set(core->Stats()); }
+
+wpb::LoadReport DecodeWorker::Impl::Load() {
+  const DecodeStats s = stats.Get();
+  wpb::LoadReport r;
+  r.set_free_kv_pages(s.free_pages);
+  r.set_total_kv_pages(s.total_pages);
+  r.set_free_state_slots(s.free_slots);
+  r.set_total_state_slots(s.total_slots);
+  r.set_running_sequences(s.running);
+  r.set_waiting_sequences(s.waiting);
+  r.set_reserved_kv_pages(s.reserved_pages);
+  r.set_reserved_state_slots(s.reserved_slots);
+  r.set_quarantined_kv_pages(s.quarantined_pages);
+  r.set_quarantined_state_slots(s.quarantined_slots);
+  r.set_tokens_per_second(token_rate.Update(s.generated_tokens));
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
+    const DecodeWorkerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  Impl* w = impl.get();
+  w->options = options;
+  if (options.common.worker_id.empty()) return absl::InvalidArgumentError("--worker-id is empty");
+  if (options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError("--max-batch-tokens must be >= 1");
+  }
+  GKA_ASSIGN_OR_RETURN(w->model, worker_common::LoadModel(options.common.model));
+  if (w->model.engine->options().backend != kernels::BackendKind::kCpu) {
+    // Registering device memory needs UCX with CUDA support or staging; neither is here yet.
+    return absl::UnimplementedError(
+        "the decode worker receives hand-offs into host memory only: use --backend cpu");
+  }
+  GKA_ASSIGN_OR_RETURN(
+      w->transfer, transfer::UcxTransferEngine::Create({.transports = options.common.ucx_transports,
+                                                        .name = options.common.worker_id}));
+  w->registry = std::make_shared<metrics::Registry>();
+  GKA_ASSIGN_OR_RETURN(w->metrics, DecodeMetrics::Create(*w->registry, options.common.worker_id,
+                                                         options.common.tiers));
+  DecodeCoreOptions co;
+  co.worker_id = options.common.worker_id;
+  co.max_batch_tokens = options.max_batch_tokens;
+  co.default_lease = options.default_lease;
+  co.max_lease = options.max_lease;
+  co.fence_timeout = options.fence_timeout;
+  co.quarantine_retry = options.quarantine_retry;
+  co.vocab_limit = options.common.vocab_limit;
+  co.total_pages = w->model.total_pages;
+  co.total_slots = w->model.total_slots;
+  GKA_ASSIGN_OR_RETURN(
+      w->core, DecodeCore::Create(co, w->model.engine.get(), w->transfer.get(), &w->engine_queue(),
+                                  &w->fence_queue, w->metrics.get()));
+  w->Publish();
+  w->runtime.StartEngineThread([w] { return w->core->Tick(); }, [w] { w->Publish(); });
+  w->fence_thread = std::thread([w] { w->RunFencer(); });
+  std::unique_ptr<DecodeWorker> worker(new DecodeWorker(std::move(impl)));
+
+  w->service = std::make_unique<DecodeServiceImpl>(w);
+  const worker_common::ServeOptions so = worker_common::ServeOptions::Of(
+      options.common,
+      worker_common::Registration(wpb::WORKER_ROLE_DECODE, options.common, w->model,
+                                  worker_common::HandoffLayout::Of(*w->model.engine).compat_hash(),
+                                  options.max_batch_tokens));
+  GKA_RETURN_IF_ERROR(
+      w->runtime.Serve(so, {w->service.get()}, w->registry, [w] { return w->Load(); }));
+  return worker;
+}
+
+DecodeWorker::DecodeWorker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+DecodeWorker::~DecodeWorker() { Shutdown(absl::ZeroDuration()); }
+
+void DecodeWorker::Shutdown(absl::Duration grace) {
+  Impl* w = impl_.get();
+  // Calls in flight get `grace`; the engine thread keeps running meanwhile, so streams end
+  // normally or, cancelled, through the core.
+  w->runtime.Shutdown(grace, [w] {
+    w->core->AbortAll(absl::UnavailableError("the decode worker is shutting down"));
+  });
+  w->fence_queue.Close();
+  if (w->fence_thread.joinable()) w->fence_thread.join();
+}
+
+const std::string& DecodeWorker::grpc_address() const { return impl_->runtime.grpc_address(); }
+const std::string& DecodeWorker::metrics_address() const {
+  return impl_->runtime.metrics_address();
+}
+
+std::string DecodeWorker::ReadyLine() const {
+  return worker_common::ReadyLine("decode", grpc_address(), metrics_address());
+}
+
+DecodeStats DecodeWorker::Stats() const { return impl_->stats.Get(); }
+
+metrics::Registry& DecodeWorker::registry() { return *impl_->registry; }
+
+int64_t DecodeWorker::registrations() const { return impl_->runtime.registrations(); }
+
+}  // namespace gka::decode_worker

@@ -1,0 +1,88 @@
+// The sending half of a hand-off: checking a decode worker's TransferTicket against this
+// worker's layout, and writing one prefilled sequence into the ticket's memory with the
+// transfer engine — KV pages layer by layer, then the GKA h_kk/h_kv and conv states, then
+// (after UCX reports every put complete) the completion carrying the first token, the
+// checksum and the reservation's generation.
+//
+// Owns nothing long-lived. Depends on transfer (interface only), the worker proto,
+// worker_common's hand-off format.
+//
+//   GKA_ASSIGN_OR_RETURN(ParsedTicket t, ParseTicket(request.ticket(), layout, prompt_len));
+//   ...  // after prefill, on the engine thread:
+//   job.local = engine.DescribeSequence(id);
+//   HandoffResult r = RunHandoff(transfer, job);   // on a sender thread: blocks
+//
+// Thread-safety: ParseTicket is a pure function; RunHandoff blocks and reads the job's local
+// memory, which the engine thread must leave alone until it returns.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/engine/engine.h"
+#include "common/transfer/transfer_engine.h"
+#include "decode_worker/common/handoff.h"
+#include "gka/worker/v1/worker.pb.h"
+
+namespace gka::prefill_worker {
+
+namespace wpb = ::gka::worker::v1;
+
+struct ParsedTicket {
+  uint64_t transfer_id = 0;
+  std::string decode_worker_id;
+  absl::Time lease_deadline;
+  transfer::TransferTarget target;
+  // Destination of each canonical segment (worker_common::HandoffLayout order).
+  std::vector<transfer::Segment> destinations;  // `local` unset
+};
+
+// FAILED_PRECONDITION for a ticket of another layout (compat hash, page size, TP size);
+// INVALID_ARGUMENT naming the field for a malformed ticket (segment count or sizes that do not
+// fit a prompt of `prompt_tokens`, a segment outside its region, a missing address or key);
+// DEADLINE_EXCEEDED when its lease has passed.
+absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
+                                         const worker_common::HandoffLayout& layout,
+                                         int64_t prompt_tokens, absl::Time now = absl::Now());
+
+// Fault injection (builds with GKA_FAULT_INJECTION only; otherwise never set).
+struct HandoffFaults {
+  bool corrupt_byte = false;        // flip a source byte after its put, before the checksum
+  absl::Duration delay_completion;  // sleep before the completion (e.g. past the lease)
+  bool freeze = false;              // block before the completion until cancelled (60 s cap)
+  bool stale_generation = false;    // the completion names generation - 1
+};
+
+struct HandoffJob {
+  ParsedTicket ticket;
+  std::vector<worker_common::SegmentSpec> specs;  // canonical order
+  std::vector<engine::MemorySegment> local;       // DescribeSequence, same order
+  wpb::HandoffCompletion completion;
+  // Stop trying at this time (the lease, or the Prefill call's deadline if earlier).
+  absl::Time deadline;
+  // Set by the engine thread when the Prefill call is cancelled; checked between puts.
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  HandoffFaults faults;
+};
+
+struct HandoffResult {
+  transfer::TransferOutcome outcome;
+  uint64_t kv_bytes = 0;
+  uint64_t state_bytes = 0;
+  // Start until the KV puts are posted; then until the completion was acknowledged (state
+  // puts, the flush of everything, the completion round trip).
+  absl::Duration kv_time;
+  absl::Duration state_time;
+  // gka_transfer_failures_total's reason: "peer", "timeout", "lease", "checksum"; empty on
+  // success and when the Prefill call itself was cancelled.
+  std::string failure_reason;
+};
+
+HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job);
+
+}  // namespace gka::prefill_worker
