@@ -4,7 +4,10 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?=
 
-.PHONY: deps configure build test run clean format format-check
+.PHONY: deps configure build cuda-build test run clean format format-check
+
+NVCC ?= /usr/local/cuda/bin/nvcc
+CUDA_BUILD ?= build-cuda
 
 deps:
 	@./scripts/timed.sh deps ./scripts/deps.sh
@@ -15,9 +18,22 @@ configure: deps
 build: configure
 	@./scripts/timed.sh build cmake --build $(BUILD) -j $(JOBS)
 
-# Tests: unit, golden, integration (real processes on 127.0.0.1). GPU tests skip without a GPU.
-test: build
+# The CUDA backend (sm_90a) and its GPU tests, compiled whenever nvcc exists (CI has no GPU:
+# the tests then skip). Engine and kernels only: the GPU build needs no gRPC or UCX.
+cuda-build: deps
+	@if [ -x $(NVCC) ]; then \
+	  ./scripts/timed.sh cuda-configure cmake -S . -B $(CUDA_BUILD) -G Ninja -DGKA_WITH_CUDA=ON \
+	    -DGKA_WITH_GRPC=OFF -DCMAKE_BUILD_TYPE=Release && \
+	  ./scripts/timed.sh cuda-build cmake --build $(CUDA_BUILD) -j $(JOBS) --target \
+	    gka_kernels_cuda cuda_parity_test cuda_kernels_bench gpu_golden_test gka; \
+	else echo "cuda-build: $(NVCC) not found, skipping the CUDA targets"; fi
+
+# Tests: unit, golden, integration (real processes on 127.0.0.1); the GPU tests run from the
+# CUDA build and skip without a GPU.
+test: build cuda-build
 	@./scripts/timed.sh test ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
+	@if [ -d $(CUDA_BUILD) ]; then ./scripts/timed.sh gpu-test ctest --test-dir $(CUDA_BUILD) \
+	  --output-on-failure -L gpu $(CTEST_FLAGS); fi
 
 # The main job: a local cluster on the embedded tiny model answering one chat request.
 run: build
