@@ -15,27 +15,38 @@ if [[ -n $missing ]]; then
   exit 1
 fi
 
+mapfile -t libs < <(ldd "$@" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u)
+# Merged /usr: dpkg may have recorded the /lib or the /usr/lib spelling of a file, and ldd
+# may print a symlink; ask for every spelling at once (one dpkg-query call is fast, one per
+# library is not).
+declare -A spelling_of=()
+for lib in "${libs[@]}"; do
+  real=$(realpath "$lib")
+  for s in "$lib" "$real" "/usr${lib#/usr}" "${lib#/usr}" "/usr${real#/usr}" "${real#/usr}"; do
+    spelling_of[$s]=$lib
+  done
+done
+declare -A owner_of=()
+while IFS= read -r line; do
+  # "libfoo1:amd64: /usr/lib/x86_64-linux-gnu/libfoo.so.1" (diversions have other shapes)
+  [[ $line =~ ^([^:,[:space:]]+)(:[a-z0-9]+)?:\ (/.*)$ ]] || continue
+  lib=${spelling_of[${BASH_REMATCH[3]}]:-}
+  [[ -n $lib ]] && owner_of[$lib]=${BASH_REMATCH[1]}
+done < <(dpkg-query -S "${!spelling_of[@]}" 2>/dev/null || true)
+
 unowned=()
 declare -A packages=()
-while read -r lib; do
-  # Merged /usr: dpkg may record the /lib or the /usr/lib spelling of the same file.
-  real=$(realpath "$lib")
-  owner=""
-  for candidate in "$lib" "$real" "/usr${lib#/usr}" "${real#/usr}"; do
-    owner=$(dpkg-query -S "$candidate" 2>/dev/null | head -n1 | cut -d: -f1) && [[ -n $owner ]] && break
-  done
-  if [[ -z $owner ]]; then
-    unowned+=("$lib")
+for lib in "${libs[@]}"; do
+  if [[ -n ${owner_of[$lib]:-} ]]; then
+    packages[${owner_of[$lib]}]=1
   else
-    packages[$owner]=1
+    unowned+=("$lib")
   fi
-done < <(ldd "$@" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u)
-
+done
 if ((${#unowned[@]})); then
   echo "runtime-packages: no Debian package owns: ${unowned[*]}" >&2
   exit 1
 fi
 for p in "${!packages[@]}"; do
-  # Architecture-qualified names (libfoo:amd64) install fine as name:arch=version.
   printf '%s=%s\n' "$p" "$(dpkg-query -W -f='${Version}' "$p")"
 done | sort

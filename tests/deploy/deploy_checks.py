@@ -44,6 +44,7 @@ EXAMPLE = ROOT / "deploy/examples/production.yaml"
 NPM = ROOT / "third_party/npm"
 NODE_MODULES = NPM / "node_modules"
 SKIP = 77
+BIN_DIR = None  # --bin-dir: this build's binaries (the docker check maps their libraries)
 
 # The example's release: `helm template gkaserve ... --namespace gkaserve`.
 EXAMPLE_RELEASE = "gkaserve"
@@ -536,12 +537,11 @@ def cmd_docker(work):
         require(must in ignore, f"Dockerfile.dockerignore does not exclude {must}")
     print(f"ok Dockerfile builds and installs {', '.join(sorted(commands))} and runs as {uid}")
 
-    # runtime-packages.sh on binaries built here (any build tree), as the Dockerfile runs it.
-    found = {}
-    for b in sorted(ROOT.glob("build*/bin/gka*")):
-        found.setdefault(b.name, b)
+    # runtime-packages.sh on the binaries of this build, as the Dockerfile runs it.
+    names = ("gka", "gka-router", "gka-prefill-worker", "gka-decode-worker")
+    found = {n: BIN_DIR / n for n in names if BIN_DIR and (BIN_DIR / n).exists()}
     if not found:
-        print("note: no built gka binaries under build*/bin; runtime-packages.sh not exercised")
+        print(f"note: no gka binaries in {BIN_DIR}; runtime-packages.sh not exercised")
         return
     find_tool("dpkg-query")
     p = run([ROOT / "deploy/docker/runtime-packages.sh", *found.values()], check=False)
@@ -570,7 +570,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("command", choices=sorted(COMMANDS) + ["write-example"])
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
+    ap.add_argument("--bin-dir", help="this build's bin directory (default: build/bin)")
     a = ap.parse_args()
+    global BIN_DIR
+    BIN_DIR = Path(a.bin_dir or ROOT / "build/bin").resolve()
     if a.command == "write-example":
         EXAMPLE.parent.mkdir(parents=True, exist_ok=True)
         EXAMPLE.write_text(example_text())

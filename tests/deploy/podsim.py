@@ -61,6 +61,65 @@ def grpc_health(address, service="", timeout=1.0):
     return reply[1] if reply[:1] == b"\x08" and len(reply) >= 2 else 0
 
 
+def _field(number, payload):
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _top_level_fields(message):
+    """Field numbers at the top level of a protobuf message (varint and length-delimited)."""
+    fields, i = [], 0
+    while i < len(message):
+        key, i = _read_varint(message, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _read_varint(message, i)
+        elif wire == 2:
+            length, i = _read_varint(message, i)
+            i += length
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+        fields.append(number)
+    return fields
+
+
+def _read_varint(data, i):
+    shift = value = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def raw_generate(address, prompt_ids, max_tokens, tier="", api_key=None, timeout=30):
+    """gka.serving.v1.GenerateService/Generate with protobuf written by hand:
+    GenerateRequest{token_ids = 3 {ids = 1}, sampling = 5 {max_tokens = 9}, tier = 6}.
+    Returns (status code name, number of responses, whether a Final (field 3) arrived)."""
+    packed = b"".join(_varint(i) for i in prompt_ids)
+    request = (_field(3, _field(1, packed)) + _field(5, _varint(9 << 3) + _varint(max_tokens))
+               + (_field(6, tier.encode()) if tier else b""))
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    count, final = 0, False
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_stream("/gka.serving.v1.GenerateService/Generate")
+        try:
+            for reply in call(request, timeout=timeout, metadata=metadata):
+                count += 1
+                final = final or 3 in _top_level_fields(reply)
+        except grpc.RpcError as e:
+            return e.code().name, count, final
+    return "OK", count, final
+
+
+def cli_has_remote_generate(gka):
+    """Whether this gka's `generate` takes --addr (the client path through a router)."""
+    p = subprocess.run([gka, "generate", "--help"], capture_output=True, text=True)
+    return "--addr" in p.stdout
+
+
 def expand(text, env):
     """Kubernetes $(VAR) expansion: known variables are replaced, unknown ones stay as
     written, $$ is a literal $."""
@@ -92,8 +151,8 @@ class Cluster:
 
     def __init__(self, docs, bin_dir, work, volumes, secrets, namespace):
         self.docs = docs
-        self.bin_dir = Path(bin_dir)
-        self.work = Path(work)
+        self.bin_dir = Path(bin_dir).resolve()
+        self.work = Path(work).resolve()
         self.volume_sources = volumes  # PVC claim name -> local directory
         self.secrets = secrets  # Secret name -> {key: value}
         self.namespace = namespace

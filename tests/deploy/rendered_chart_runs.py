@@ -23,7 +23,6 @@ Exit 77 (skip) only when a binary or tool is missing, unless GKA_REQUIRE_TOOLS=1
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import grpc
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -61,18 +59,13 @@ def component(pod):
     return pod.labels["app.kubernetes.io/component"]
 
 
-def generate_raw(address, api_key):
-    """gka.serving.v1.GenerateService/Generate with text "hi" (GenerateRequest field 2),
-    optionally with the bearer key; the gRPC status code name of the stream's end."""
-    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-    with grpc.insecure_channel(address) as ch:
-        call = ch.unary_stream("/gka.serving.v1.GenerateService/Generate")
-        try:
-            for _ in call(b"\x12\x02hi", timeout=10, metadata=metadata):
-                pass
-        except grpc.RpcError as e:
-            return e.code().name
-    return "OK"
+def healthy_workers(metrics_text, role):
+    """gka_workers{role=ROLE,state="healthy"} from the router's /metrics text."""
+    for line in metrics_text.splitlines():
+        if (line.startswith("gka_workers{") and f'role="{role}"' in line
+                and 'state="healthy"' in line):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def run_cluster(a, work):
@@ -99,18 +92,29 @@ def run_cluster(a, work):
               f"{time.monotonic() - t0:.1f} s")
 
         router = cluster.service_address(f"{RELEASE}-gkaserve-router", 50051)
-        p = subprocess.run([a.gka, "generate", "--addr", router, "--prompt-ids", "1,2,3",
-                            "--max-tokens", "4", "--json"], capture_output=True, text=True,
-                           timeout=60)
-        if p.returncode != 0:
-            raise RuntimeError(f"gka generate through the router Service failed:\n{p.stdout}"
-                               f"{p.stderr}\n" + "\n".join(cluster.log_tail(x) for x in
-                                                           cluster.pods))
-        out = json.loads(p.stdout.strip().splitlines()[-1])
-        ids = out.get("token_ids", [])
-        assert 1 <= len(ids) <= 4 and out.get("finish_reason"), out
-        print(f"ok gka generate via Service {RELEASE}-gkaserve-router ({router}): "
-              f"token_ids {ids}, finish_reason {out['finish_reason']}")
+        if podsim.cli_has_remote_generate(a.gka):
+            p = subprocess.run([a.gka, "generate", "--addr", router, "--prompt-ids", "1,2,3",
+                                "--max-tokens", "4", "--json"], capture_output=True, text=True,
+                               timeout=60)
+            if p.returncode != 0:
+                raise RuntimeError(f"gka generate through the router Service failed:\n"
+                                   f"{p.stdout}{p.stderr}\n" +
+                                   "\n".join(cluster.log_tail(x) for x in cluster.pods))
+            out = json.loads(p.stdout.strip().splitlines()[-1])
+            ids = out.get("token_ids", [])
+            assert 1 <= len(ids) <= 4 and out.get("finish_reason"), out
+            print(f"ok gka generate via Service {RELEASE}-gkaserve-router ({router}): "
+                  f"token_ids {ids}, finish_reason {out['finish_reason']}")
+        else:
+            # This build's `gka generate` has no --addr: the same request, by hand.
+            code, n, final = podsim.raw_generate(router, [1, 2, 3], 4)
+            if code != "OK" or not final:
+                raise RuntimeError(f"Generate through the router Service: {code}, {n} "
+                                   f"responses, final {final}\n" +
+                                   "\n".join(cluster.log_tail(x) for x in cluster.pods))
+            print(f"ok Generate via Service {RELEASE}-gkaserve-router ({router}): {n} "
+                  "responses ending in a Final (note: this gka generate has no --addr; the "
+                  "request was sent with a hand-encoded GenerateRequest)")
 
         # What a PodMonitor would scrape: every pod's `metrics` port.
         for pod in cluster.pods:
@@ -122,14 +126,19 @@ def run_cluster(a, work):
             if component(pod) != "router":
                 assert f'worker="{pod.name}"' in text, f"{url}: no worker=\"{pod.name}\" label"
         print("ok every pod's metrics port serves gka_ metrics; workers are labelled by pod name")
+        # Every worker registers under its pod name (workers retry until the router answers).
         router_pod = next(p for p in cluster.pods if component(p) == "router")
-        metrics = urllib.request.urlopen(
-            f"http://127.0.0.1:{router_pod.port(9400)}/metrics", timeout=5).read().decode()
-        for role, want in (("prefill", 1), ("decode", 2)):
-            m = re.search(rf'gka_workers\{{[^}}]*role="{role}"[^}}]*state="healthy"[^}}]*\}} (\S+)',
-                          metrics) or re.search(
-                rf'gka_workers\{{[^}}]*state="healthy"[^}}]*role="{role}"[^}}]*\}} (\S+)', metrics)
-            assert m and float(m.group(1)) == want, f"router sees {m and m.group(1)} {role}, want {want}"
+        metrics_url = f"http://127.0.0.1:{router_pod.port(9400)}/metrics"
+        want = {"prefill": 1, "decode": 2}
+        deadline = time.monotonic() + 30
+        while True:
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+            seen = {role: healthy_workers(text, role) for role in want}
+            if seen == want:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the router counts {seen} healthy workers, want {want}")
+            time.sleep(0.5)
         print("ok the router counts 1 healthy prefill and 2 healthy decode workers")
 
         results = cluster.stop()
@@ -157,7 +166,9 @@ def run_api_key(a, work):
         c = router[0].spec["containers"][0]
         cluster.probe(router[0], c, "startupProbe")
         address = cluster.service_address(f"{RELEASE}-gkaserve-router", 50051)
-        without, wrong, right = (generate_raw(address, k) for k in (None, "nope", API_KEY))
+        without, wrong, right = (podsim.raw_generate(address, [1, 2, 3], 4, api_key=k,
+                                                     timeout=10)[0]
+                                 for k in (None, "nope", API_KEY))
         assert without == "UNAUTHENTICATED" and wrong == "UNAUTHENTICATED", (without, wrong)
         # No workers run here: the right key gets past authentication to placement.
         assert right != "UNAUTHENTICATED", right
@@ -171,6 +182,7 @@ def main():
     ap.add_argument("--gka", required=True)
     ap.add_argument("--work")
     a = ap.parse_args()
+    a.gka = str(Path(a.gka).resolve())
     for b in ("gka-router", "gka-prefill-worker", "gka-decode-worker"):
         if not (Path(a.bin_dir) / b).exists():
             skip(f"{b} is not built in {a.bin_dir}")
@@ -190,7 +202,7 @@ def main():
         try:
             run_cluster(a, work)
             run_api_key(a, work)
-        except (RuntimeError, AssertionError, subprocess.TimeoutExpired) as e:
+        except (RuntimeError, AssertionError, OSError, subprocess.TimeoutExpired) as e:
             print(f"FAIL: {e}")
             return 1
     return 0
