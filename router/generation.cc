@@ -183,9 +183,8 @@ void Generation::StartAttemptLocked(Actions& actions) {
                            ? absl::UnavailableError("no healthy decode worker is registered")
                            : last_error_;
     if (!last_error_.ok() && !excluded_decode_.empty()) {
-      why = absl::Status(last_error_.code(),
-                         absl::StrCat("no other decode worker to try; last: ",
-                                      last_error_.message()));
+      why = absl::Status(last_error_.code(), absl::StrCat("no other decode worker to try; last: ",
+                                                          last_error_.message()));
     }
     FailLocked(why, RetryableCode(why.code()), actions);
     return;
@@ -207,8 +206,7 @@ void Generation::StartAttemptLocked(Actions& actions) {
   auto attempt = std::make_unique<Attempt>();
   Attempt* a = attempt.get();
   a->number = static_cast<int>(attempts_.size()) + 1;
-  a->worker_request_id =
-      a->number == 1 ? request_id_ : absl::StrCat(request_id_, "#", a->number);
+  a->worker_request_id = a->number == 1 ? request_id_ : absl::StrCat(request_id_, "#", a->number);
   a->decode = *decode;
   a->prefill = std::move(*prefill);
   a->decode_stubs = &core_.StubsFor(a->decode.grpc_address);
@@ -242,8 +240,8 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
   Run([&](Actions& actions) {
     a->reserving = false;
     const absl::Status status = rpc::FromGrpcStatus(
-        grpc_status, absl::StrCat("Reserve on decode worker ", a->decode.id, " (",
-                                  a->decode.grpc_address, ")"));
+        grpc_status,
+        absl::StrCat("Reserve on decode worker ", a->decode.id, " (", a->decode.grpc_address, ")"));
     if (status.ok()) a->reserved = true;
     if (finished_ || a->abandoned) {
       // Cleaned up while the reservation was in flight: give it back.
@@ -310,9 +308,9 @@ void Generation::OnPrefilled(Attempt* a, const grpc::Status& grpc_status) {
     a->prefilling = false;
     UncountPrefillLocked(a);
     if (finished_ || a->abandoned) return;
-    const absl::Status status = rpc::FromGrpcStatus(
-        grpc_status, absl::StrCat("Prefill on prefill worker ", a->prefill.id, " (",
-                                  a->prefill.grpc_address, ")"));
+    const absl::Status status =
+        rpc::FromGrpcStatus(grpc_status, absl::StrCat("Prefill on prefill worker ", a->prefill.id,
+                                                      " (", a->prefill.grpc_address, ")"));
     if (!status.ok()) {
       PrefillFailedLocked(a, status,
                           status.code() == absl::StatusCode::kResourceExhausted
@@ -418,8 +416,8 @@ void Generation::OnDecodeClosed(Attempt* a, const grpc::Status& grpc_status) {
 }
 
 void Generation::DecodeFailedLocked(Attempt* a, const absl::Status& status, Actions& actions) {
-  const std::string where = absl::StrCat("decode worker ", a->decode.id, " (",
-                                         a->decode.grpc_address, ")");
+  const std::string where =
+      absl::StrCat("decode worker ", a->decode.id, " (", a->decode.grpc_address, ")");
   if (status.code() == absl::StatusCode::kDeadlineExceeded && absl::Now() >= deadline_) {
     FailLocked(base::Annotate(status, where), false, actions);
     return;
@@ -432,9 +430,8 @@ void Generation::DecodeFailedLocked(Attempt* a, const absl::Status& status, Acti
   }
   // A worker that died or gave up mid-stream: retry while the client has seen nothing,
   // otherwise a retryable UNAVAILABLE.
-  const absl::Status failure = absl::UnavailableError(
-      absl::StrCat(where, " failed: ", absl::StatusCodeToString(status.code()), ": ",
-                   status.message()));
+  const absl::Status failure = absl::UnavailableError(absl::StrCat(
+      where, " failed: ", absl::StatusCodeToString(status.code()), ": ", status.message()));
   excluded_decode_.insert(a->decode.id);
   if (RetryLocked(a, failure, kRetryDecodeUnavailable, actions)) return;
   FailLocked(failure, true, actions);
@@ -444,8 +441,8 @@ void Generation::OnWorkerLost(const std::string& worker_id) {
   Run([&](Actions& actions) {
     Attempt* a = current_;
     if (finished_ || a == nullptr || a->abandoned) return;
-    const absl::Status lost = absl::UnavailableError(
-        absl::StrCat("worker ", worker_id, " stopped sending heartbeats"));
+    const absl::Status lost =
+        absl::UnavailableError(absl::StrCat("worker ", worker_id, " stopped sending heartbeats"));
     if (a->decode.id == worker_id && (a->reserving || a->reserved) && !a->decode_done) {
       DecodeFailedLocked(a, lost, actions);
     } else if (a->prefill.id == worker_id && a->prefilling && !a->decode_started) {
@@ -506,8 +503,7 @@ void Generation::EmitTokensLocked(Attempt* a, const std::vector<int32_t>& ids,
   const int n = chunk->token_ids_size();
   if (n > 0 || !text.empty()) {
     chunk->set_text(std::move(text));
-    chunk->mutable_usage()->set_prompt_tokens(
-        static_cast<uint32_t>(plan_.prompt.token_ids.size()));
+    chunk->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(plan_.prompt.token_ids.size()));
     chunk->mutable_usage()->set_completion_tokens(completion_tokens_);
     Enqueue(std::move(response));
     RouterMetrics::TierSeries& m = core_.metrics().ForTier(plan_.tier->name);
@@ -534,14 +530,13 @@ void Generation::DecodeDoneLocked(Attempt* a, const w::DecodeDone& done, Actions
     v1::GenerateResponse response;
     v1::Chunk* chunk = response.mutable_chunk();
     chunk->set_text(std::move(last.text));
-    chunk->mutable_usage()->set_prompt_tokens(
-        static_cast<uint32_t>(plan_.prompt.token_ids.size()));
+    chunk->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(plan_.prompt.token_ids.size()));
     chunk->mutable_usage()->set_completion_tokens(completion_tokens_);
     Enqueue(std::move(response));
   }
   if (last.stopped) {
-    FinishFinalLocked(v1::FINISH_REASON_STOP, output_.stop_strings()[last.stop_index],
-                      std::nullopt, actions);
+    FinishFinalLocked(v1::FINISH_REASON_STOP, output_.stop_strings()[last.stop_index], std::nullopt,
+                      actions);
     return;
   }
   switch (done.finish_reason()) {
@@ -554,9 +549,9 @@ void Generation::DecodeDoneLocked(Attempt* a, const w::DecodeDone& done, Actions
                         actions);
       return;
     case v1::FINISH_REASON_ABORT:
-      FailLocked(absl::AbortedError(absl::StrCat("decode worker ", a->decode.id,
-                                                 " aborted the sequence")),
-                 true, actions);
+      FailLocked(
+          absl::AbortedError(absl::StrCat("decode worker ", a->decode.id, " aborted the sequence")),
+          true, actions);
       return;
     default:
       FailLocked(absl::InternalError(absl::StrCat("decode worker ", a->decode.id,
@@ -567,8 +562,7 @@ void Generation::DecodeDoneLocked(Attempt* a, const w::DecodeDone& done, Actions
 }
 
 void Generation::FinishFinalLocked(v1::FinishReason reason, const std::string& matched_stop,
-                                   std::optional<int32_t> matched_stop_token_id,
-                                   Actions& actions) {
+                                   std::optional<int32_t> matched_stop_token_id, Actions& actions) {
   if (finished_) return;
   if (current_ != nullptr && !current_->decode_done) {
     CleanupLocked(current_,
@@ -621,9 +615,8 @@ void Generation::Cancel() {
   Run([&](Actions& actions) {
     if (finished_) return;
     const bool expired = absl::Now() >= deadline_;
-    const absl::Status status =
-        expired ? absl::DeadlineExceededError("the call's deadline passed")
-                : absl::CancelledError("the client cancelled the call");
+    const absl::Status status = expired ? absl::DeadlineExceededError("the call's deadline passed")
+                                        : absl::CancelledError("the client cancelled the call");
     if (current_ != nullptr) CleanupLocked(current_, status.message(), actions);
     outbox_.push_back({.finish = status});
     EndLocked(status.code(), actions);

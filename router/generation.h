@@ -100,8 +100,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void DecodeFailedLocked(Attempt* a, const absl::Status& status, Actions& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Another attempt if nothing reached the client and attempts remain; false otherwise.
-  bool RetryLocked(Attempt* a, const absl::Status& why, absl::string_view reason,
-                   Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool RetryLocked(Attempt* a, const absl::Status& why, absl::string_view reason, Actions& actions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ProcessDecodeLocked(Attempt* a, const worker::v1::DecodeStreamResponse& message,
                            Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EmitFirstTokenLocked(Attempt* a, int32_t token, const serving::v1::TokenLogprob* logprob,

@@ -164,8 +164,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::Register(grpc::CallbackServerCont
                                                         const w::RegisterRequest* request,
                                                         w::RegisterResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<w::RegisterResponse> registered =
-      core_.registry().Register(*request, absl::Now());
+  absl::StatusOr<w::RegisterResponse> registered = core_.registry().Register(*request, absl::Now());
   if (registered.ok()) {
     *response = std::move(*registered);
     response->set_router_id(core_.options().router_id);

@@ -45,8 +45,7 @@ int main(int argc, char** argv) {
   int64_t heartbeat_timeout_ms = 3000;
   int64_t drain_grace_ms = 30000;
   int64_t lease_ms = 30000;
-  app.add_option("--host", host, "address to listen on (gRPC and metrics)")
-      ->capture_default_str();
+  app.add_option("--host", host, "address to listen on (gRPC and metrics)")->capture_default_str();
   app.add_option("--port", port, "gRPC port; 0 picks a free one (printed on stdout)")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));

@@ -35,9 +35,8 @@ absl::StatusOr<std::vector<int32_t>> EosIds(const json& doc, const std::string& 
   if (!doc.contains("eos_token_id") || doc["eos_token_id"].is_null()) return ids;
   const json& v = doc["eos_token_id"];
   const auto bad = [&] {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": eos_token_id must be an integer or a list of integers, got ",
-                     v.dump()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": eos_token_id must be an integer or a list of integers, got ", v.dump()));
   };
   if (v.is_number_integer()) {
     ids.push_back(v.get<int32_t>());
@@ -87,8 +86,8 @@ absl::StatusOr<ModelDescription> ReadModelDir(absl::string_view dir) {
     GKA_RETURN_IF_ERROR(ReadNumber(*generation, "top_k", generation_path, &s.top_k));
     GKA_RETURN_IF_ERROR(ReadNumber(*generation, "top_p", generation_path, &s.top_p));
     GKA_RETURN_IF_ERROR(ReadNumber(*generation, "min_p", generation_path, &s.min_p));
-    GKA_RETURN_IF_ERROR(ReadNumber(*generation, "repetition_penalty", generation_path,
-                                   &s.repetition_penalty));
+    GKA_RETURN_IF_ERROR(
+        ReadNumber(*generation, "repetition_penalty", generation_path, &s.repetition_penalty));
     // do_sample=false means greedy whatever the temperature says (transformers' rule).
     if (generation->contains("do_sample") && (*generation)["do_sample"].is_boolean() &&
         !(*generation)["do_sample"].get<bool>()) {
@@ -101,9 +100,9 @@ absl::StatusOr<ModelDescription> ReadModelDir(absl::string_view dir) {
 absl::StatusOr<TextAssets> LoadTextAssets(absl::string_view dir) {
   TextAssets assets;
   if (dir.empty() || !FileExists(JoinPath(dir, "tokenizer.json"))) {
-    assets.description = dir.empty() ? "no tokenizer (token ids only)"
-                                     : absl::StrCat("no tokenizer.json in ", dir,
-                                                    " (token ids only)");
+    assets.description = dir.empty()
+                             ? "no tokenizer (token ids only)"
+                             : absl::StrCat("no tokenizer.json in ", dir, " (token ids only)");
     return assets;
   }
   absl::StatusOr<std::unique_ptr<text::Tokenizer>> tokenizer = text::Tokenizer::FromFile(dir);
@@ -119,9 +118,9 @@ absl::StatusOr<TextAssets> LoadTextAssets(absl::string_view dir) {
                      << ": chat requests use plain ChatML turns";
     assets.chat_template = text::ChatTemplate::PlainChatMl();
   }
-  assets.description = absl::StrCat("tokenizer from ", dir, " (", assets.tokenizer->VocabSize(),
-                                    " tokens); chat template: ",
-                                    assets.chat_template->description());
+  assets.description =
+      absl::StrCat("tokenizer from ", dir, " (", assets.tokenizer->VocabSize(),
+                   " tokens); chat template: ", assets.chat_template->description());
   return assets;
 }
 

@@ -101,7 +101,7 @@ TEST_F(OutputTextTest, HiddenStopIdsAndSpecialTokensProduceNoText) {
   const int32_t seven = Ids("7")[0];
   OutputText out = *OutputText::Create(&tok(), {}, {seven});
   EXPECT_EQ(out.Add(Ids("Hi")[0]).text, "Hi");
-  EXPECT_EQ(out.Add(seven).text, "");  // a stop token id: hidden
+  EXPECT_EQ(out.Add(seven).text, "");   // a stop token id: hidden
   EXPECT_EQ(out.Add(im_end).text, "");  // special: skipped by the detokenizer
   // Ids past the tokenizer (a padded model vocabulary) produce nothing and do not throw.
   EXPECT_EQ(out.Add(tok().VocabSize() + 10).text, "");

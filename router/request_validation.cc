@@ -27,9 +27,7 @@ class FieldErrors {
     errors_.push_back(absl::StrCat(field, ": ", problem));
   }
   bool empty() const { return errors_.empty(); }
-  absl::Status ToStatus() const {
-    return absl::InvalidArgumentError(absl::StrJoin(errors_, "; "));
-  }
+  absl::Status ToStatus() const { return absl::InvalidArgumentError(absl::StrJoin(errors_, "; ")); }
 
  private:
   std::vector<std::string> errors_;
@@ -98,9 +96,9 @@ absl::Status CheckPromptVocabulary(const std::vector<int32_t>& ids, const Reques
   if (context.vocab_size <= 0) return absl::OkStatus();
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] >= context.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": token ", i, " of the prompt has id ", ids[i],
-                       ", outside the model's vocabulary of ", context.vocab_size));
+      return absl::InvalidArgumentError(absl::StrCat(field, ": token ", i, " of the prompt has id ",
+                                                     ids[i], ", outside the model's vocabulary of ",
+                                                     context.vocab_size));
     }
   }
   return absl::OkStatus();
@@ -119,10 +117,8 @@ void CheckSampling(const v1::SamplingParams& s, const RequestContext& context,
   if (s.has_top_k() && s.top_k() < 0) {
     errors.Add("sampling.top_k", absl::StrCat(s.top_k(), " must be >= 0 (0 disables top-k)"));
   }
-  range(s.has_top_p(), s.top_p(), "top_p", s.top_p() > 0 && s.top_p() <= 1,
-        "is outside (0, 1]");
-  range(s.has_min_p(), s.min_p(), "min_p", s.min_p() >= 0 && s.min_p() <= 1,
-        "is outside [0, 1]");
+  range(s.has_top_p(), s.top_p(), "top_p", s.top_p() > 0 && s.top_p() <= 1, "is outside (0, 1]");
+  range(s.has_min_p(), s.min_p(), "min_p", s.min_p() >= 0 && s.min_p() <= 1, "is outside [0, 1]");
   range(s.has_repetition_penalty(), s.repetition_penalty(), "repetition_penalty",
         s.repetition_penalty() > 0, "must be > 0 (1 is none)");
   range(s.has_presence_penalty(), s.presence_penalty(), "presence_penalty",
@@ -175,8 +171,8 @@ worker::v1::WorkerSamplingParams ResolveSampling(const v1::SamplingParams& s,
   w.set_top_logprobs(s.top_logprobs());
   w.set_logprobs(s.logprobs() || s.top_logprobs() > 0);
   std::vector<int32_t> stops(s.stop_token_ids().begin(), s.stop_token_ids().end());
-  if (!s.ignore_eos()) stops.insert(stops.end(), context.eos_token_ids.begin(),
-                                    context.eos_token_ids.end());
+  if (!s.ignore_eos())
+    stops.insert(stops.end(), context.eos_token_ids.begin(), context.eos_token_ids.end());
   std::vector<int32_t> unique;
   for (int32_t id : stops) {
     if (std::find(unique.begin(), unique.end(), id) == unique.end()) unique.push_back(id);
@@ -270,8 +266,8 @@ absl::StatusOr<ResolvedRequest> ResolveRequest(const v1::GenerateRequest& reques
 
   // Static checks first, all of them, so a client sees every mistake at once.
   if (request.request_id().size() > kMaxRequestIdBytes) {
-    errors.Add("request_id", absl::StrCat(request.request_id().size(), " bytes; at most ",
-                                          kMaxRequestIdBytes));
+    errors.Add("request_id",
+               absl::StrCat(request.request_id().size(), " bytes; at most ", kMaxRequestIdBytes));
   } else if (std::any_of(request.request_id().begin(), request.request_id().end(),
                          [](char c) { return static_cast<unsigned char>(c) < 0x20; })) {
     errors.Add("request_id", "contains control characters");
@@ -351,29 +347,28 @@ absl::StatusOr<ResolvedRequest> ResolveRequest(const v1::GenerateRequest& reques
     case v1::GenerateRequest::INPUT_NOT_SET:
       break;  // rejected above
   }
-  const char* input_field = request.input_case() == v1::GenerateRequest::kTokenIds
-                                ? "token_ids.ids"
-                                : (request.input_case() == v1::GenerateRequest::kChat ? "chat"
-                                                                                      : "text");
+  const char* input_field =
+      request.input_case() == v1::GenerateRequest::kTokenIds
+          ? "token_ids.ids"
+          : (request.input_case() == v1::GenerateRequest::kChat ? "chat" : "text");
 
   // Length: explicit max_tokens must fit; the default shrinks to what is left.
   plan.tier = *tier;
   const int64_t prompt_tokens = static_cast<int64_t>(plan.prompt.token_ids.size());
   const int64_t context_tokens = context.max_context_tokens;
   if (context_tokens > 0 && prompt_tokens >= context_tokens) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(input_field, ": the prompt has ", prompt_tokens,
-                     " tokens, which leaves no room in the model context of ", context_tokens,
-                     " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        input_field, ": the prompt has ", prompt_tokens,
+        " tokens, which leaves no room in the model context of ", context_tokens, " tokens"));
   }
   int64_t max_tokens = s.has_max_tokens() ? s.max_tokens() : context.default_max_tokens;
   if (plan.tier->max_tokens > 0) max_tokens = std::min<int64_t>(max_tokens, plan.tier->max_tokens);
   if (context_tokens > 0 && prompt_tokens + max_tokens > context_tokens) {
     if (s.has_max_tokens() && s.max_tokens() <= max_tokens) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "sampling.max_tokens: the prompt (", prompt_tokens, " tokens) + max_tokens (",
-          max_tokens, ") = ", prompt_tokens + max_tokens, " exceeds the model context of ",
-          context_tokens, " tokens; ask for at most ", context_tokens - prompt_tokens));
+          "sampling.max_tokens: the prompt (", prompt_tokens, " tokens) + max_tokens (", max_tokens,
+          ") = ", prompt_tokens + max_tokens, " exceeds the model context of ", context_tokens,
+          " tokens; ask for at most ", context_tokens - prompt_tokens));
     }
     max_tokens = context_tokens - prompt_tokens;
   }
@@ -385,8 +380,7 @@ absl::StatusOr<ResolvedRequest> ResolveRequest(const v1::GenerateRequest& reques
                                      : std::nullopt,
       plan.tier->prefill_num_iter);
   plan.decode_num_iter = plan.tier->ClampNumIter(
-      request.has_decode_num_iter() ? std::optional<int>(request.decode_num_iter())
-                                    : std::nullopt,
+      request.has_decode_num_iter() ? std::optional<int>(request.decode_num_iter()) : std::nullopt,
       plan.tier->decode_num_iter);
   plan.sampling = ResolveSampling(s, context);
   plan.stop_strings.assign(s.stop().begin(), s.stop().end());

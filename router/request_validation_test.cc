@@ -116,8 +116,7 @@ TEST_F(RequestValidationTest, TokenIdsAndChat) {
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->prompt.text,
             "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
-  EXPECT_EQ(plan->prompt.token_ids,
-            *RouterTestText::Get().tokenizer->Encode(plan->prompt.text));
+  EXPECT_EQ(plan->prompt.token_ids, *RouterTestText::Get().tokenizer->Encode(plan->prompt.text));
   // Absent enable_thinking: the template's default (thinking on, no empty think block).
   chat.mutable_chat()->clear_enable_thinking();
   plan = ResolveRequest(chat, context_);

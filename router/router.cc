@@ -26,8 +26,8 @@ std::string RandomRouterId() {
 
 absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& options) {
   if (options.default_max_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--default-max-tokens must be >= 1, got ",
-                                                   options.default_max_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--default-max-tokens must be >= 1, got ", options.default_max_tokens));
   }
   if (options.heartbeat_timeout < absl::Milliseconds(30)) {
     return absl::InvalidArgumentError(
@@ -128,8 +128,8 @@ void Router::Drain(absl::Duration grace) {
   core_->StopAccepting();
   const size_t running = core_->RunningRequests();
   if (running > 0) {
-    GKA_LOG(INFO) << "draining: waiting up to " << absl::FormatDuration(grace) << " for "
-                  << running << " running request(s)";
+    GKA_LOG(INFO) << "draining: waiting up to " << absl::FormatDuration(grace) << " for " << running
+                  << " running request(s)";
   }
   if (!core_->WaitIdle(deadline)) {
     GKA_LOG(WARNING) << "drain grace over; cancelling " << core_->RunningRequests()

@@ -37,10 +37,10 @@ RouterCore::~RouterCore() {
   running.clear();
   // Completions of Abort/Release calls (bounded by cleanup_timeout) may still hold requests.
   absl::MutexLock lock(&running_mu_);
-  while (!running_mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](int* live) { return *live == 0; }, &live_generations_),
-      absl::Seconds(5))) {
+  while (
+      !running_mu_.AwaitWithTimeout(absl::Condition(
+                                        +[](int* live) { return *live == 0; }, &live_generations_),
+                                    absl::Seconds(5))) {
     GKA_LOG(WARNING) << "waiting for " << live_generations_ << " requests to finish their calls";
   }
 }
@@ -84,16 +84,16 @@ RequestContext RouterCore::MakeRequestContext() const {
   context.vocab_size =
       model_.vocab_size > 0 ? model_.vocab_size : static_cast<int32_t>(registry_.VocabSize());
   context.max_context_tokens = registry_.MaxContextTokens();
-  context.eos_token_ids = ResolveEosIds(
-      model_.eos_token_ids.empty() ? registry_.EosTokenIds() : model_.eos_token_ids,
-      text_.tokenizer.get());
+  context.eos_token_ids =
+      ResolveEosIds(model_.eos_token_ids.empty() ? registry_.EosTokenIds() : model_.eos_token_ids,
+                    text_.tokenizer.get());
   context.sampling_defaults = model_.sampling;
   context.default_max_tokens = options_.default_max_tokens;
   return context;
 }
 
-void RouterCore::Reject(GenerationSink* sink, const std::string& request_id,
-                        absl::string_view tier, const absl::Status& status, bool retryable) {
+void RouterCore::Reject(GenerationSink* sink, const std::string& request_id, absl::string_view tier,
+                        const absl::Status& status, bool retryable) {
   metrics_->CountFinished(tier, status.code());
   v1::GenerateResponse response;
   response.set_request_id(request_id);
@@ -106,8 +106,7 @@ void RouterCore::Reject(GenerationSink* sink, const std::string& request_id,
 }
 
 std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateRequest& request,
-                                                        GenerationSink* sink,
-                                                        absl::Time deadline) {
+                                                        GenerationSink* sink, absl::Time deadline) {
   const absl::Time arrival = absl::Now();
   // Requests that fail before their tier is known count under the default tier.
   absl::StatusOr<const Tier*> tier = tiers_.Find(request.tier());

@@ -38,61 +38,62 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(metrics::Re
                                                                      const TierTable& tiers) {
   const std::vector<double> latency = metrics::LatencyBuckets();
   const std::vector<double> iters = {0, 1, 2, 3, 5, 10, 15, 20, 30, 50, 100};
-  GKA_ASSIGN_OR_RETURN(auto* requests,
-                       registry.AddCounter("gka_requests_total",
-                                           "Finished requests by final status (OK included)",
-                                           {"tier", "code"}));
+  GKA_ASSIGN_OR_RETURN(
+      auto* requests,
+      registry.AddCounter("gka_requests_total", "Finished requests by final status (OK included)",
+                          {"tier", "code"}));
   GKA_ASSIGN_OR_RETURN(auto* errors,
                        registry.AddCounter("gka_request_errors_total",
                                            "Requests that ended with an error", {"tier", "code"}));
-  GKA_ASSIGN_OR_RETURN(auto* ttft, registry.AddHistogram(
-                                       "gka_ttft_seconds",
-                                       "Request arrival to first token sent to the client",
-                                       {"tier"}, latency));
-  GKA_ASSIGN_OR_RETURN(auto* itl, registry.AddHistogram(
-                                      "gka_itl_seconds",
-                                      "Time between consecutive tokens sent to the client",
-                                      {"tier"}, latency));
-  GKA_ASSIGN_OR_RETURN(auto* e2e,
-                       registry.AddHistogram("gka_e2e_latency_seconds",
-                                             "Request arrival to final message", {"tier"}, latency));
-  GKA_ASSIGN_OR_RETURN(auto* queue, registry.AddHistogram(
-                                        "gka_queue_seconds",
-                                        "Request arrival to prefill started (router + prefill "
-                                        "queue)",
-                                        {"tier"}, latency));
-  GKA_ASSIGN_OR_RETURN(auto* prompt_tokens,
-                       registry.AddCounter("gka_prompt_tokens_total", "Prompt tokens admitted",
-                                           {"tier"}));
-  GKA_ASSIGN_OR_RETURN(auto* generated,
-                       registry.AddCounter("gka_generated_tokens_total",
-                                           "Tokens streamed to clients", {"tier"}));
+  GKA_ASSIGN_OR_RETURN(
+      auto* ttft,
+      registry.AddHistogram("gka_ttft_seconds", "Request arrival to first token sent to the client",
+                            {"tier"}, latency));
+  GKA_ASSIGN_OR_RETURN(
+      auto* itl,
+      registry.AddHistogram("gka_itl_seconds", "Time between consecutive tokens sent to the client",
+                            {"tier"}, latency));
+  GKA_ASSIGN_OR_RETURN(
+      auto* e2e, registry.AddHistogram("gka_e2e_latency_seconds",
+                                       "Request arrival to final message", {"tier"}, latency));
+  GKA_ASSIGN_OR_RETURN(auto* queue,
+                       registry.AddHistogram("gka_queue_seconds",
+                                             "Request arrival to prefill started (router + prefill "
+                                             "queue)",
+                                             {"tier"}, latency));
+  GKA_ASSIGN_OR_RETURN(
+      auto* prompt_tokens,
+      registry.AddCounter("gka_prompt_tokens_total", "Prompt tokens admitted", {"tier"}));
+  GKA_ASSIGN_OR_RETURN(
+      auto* generated,
+      registry.AddCounter("gka_generated_tokens_total", "Tokens streamed to clients", {"tier"}));
   GKA_ASSIGN_OR_RETURN(auto* running,
                        registry.AddGauge("gka_requests_running",
                                          "Requests between admission and final message", {"tier"}));
   GKA_ASSIGN_OR_RETURN(auto* num_iter,
                        registry.AddHistogram("gka_num_iter", "GKA num_iter served per request",
                                              {"tier", "phase"}, iters));
-  GKA_ASSIGN_OR_RETURN(auto* workers, registry.AddGauge("gka_workers", "Registered workers",
-                                                        {"role", "state"}));
-  GKA_ASSIGN_OR_RETURN(auto* retries,
-                       registry.AddCounter("gka_retries_total",
-                                           "Requests placed again on another worker, by reason",
-                                           {"tier", "reason"}));
+  GKA_ASSIGN_OR_RETURN(auto* workers,
+                       registry.AddGauge("gka_workers", "Registered workers", {"role", "state"}));
+  GKA_ASSIGN_OR_RETURN(
+      auto* retries,
+      registry.AddCounter("gka_retries_total", "Requests placed again on another worker, by reason",
+                          {"tier", "reason"}));
 
   std::unique_ptr<RouterMetrics> m(new RouterMetrics());
   for (const Tier& tier : tiers.tiers()) {
     const metrics::Labels t = {{"tier", tier.name}};
     auto state = std::make_unique<TierState>(TierState{
-        .series = {.ttft = ttft->Labels(t),
-                   .itl = itl->Labels(t),
-                   .e2e = e2e->Labels(t),
-                   .queue = queue->Labels(t),
-                   .prefill_num_iter = num_iter->Labels({{"tier", tier.name}, {"phase", "prefill"}}),
-                   .decode_num_iter = num_iter->Labels({{"tier", tier.name}, {"phase", "decode"}}),
-                   .prompt_tokens = prompt_tokens->Labels(t),
-                   .generated_tokens = generated->Labels(t),
-                   .running = running->Labels(t)}});
+        .series = {
+            .ttft = ttft->Labels(t),
+            .itl = itl->Labels(t),
+            .e2e = e2e->Labels(t),
+            .queue = queue->Labels(t),
+            .prefill_num_iter = num_iter->Labels({{"tier", tier.name}, {"phase", "prefill"}}),
+            .decode_num_iter = num_iter->Labels({{"tier", tier.name}, {"phase", "decode"}}),
+            .prompt_tokens = prompt_tokens->Labels(t),
+            .generated_tokens = generated->Labels(t),
+            .running = running->Labels(t)}});
     for (absl::StatusCode code : kAllCodes) {
       const metrics::Labels labels = {{"tier", tier.name},
                                       {"code", absl::StatusCodeToString(code)}};
@@ -100,8 +101,9 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(metrics::Re
       if (code != absl::StatusCode::kOk) state->errors.emplace(code, errors->Labels(labels));
     }
     for (absl::string_view reason : kRetryReasons) {
-      state->retries.emplace(std::string(reason),
-                             retries->Labels({{"tier", tier.name}, {"reason", std::string(reason)}}));
+      state->retries.emplace(
+          std::string(reason),
+          retries->Labels({{"tier", tier.name}, {"reason", std::string(reason)}}));
     }
     m->tiers_.emplace(tier.name, std::move(state));
   }

@@ -29,9 +29,9 @@ absl::Status CheckKeys(const json& object, const std::set<std::string>& known,
                        absl::string_view source, absl::string_view where) {
   for (const auto& [key, value] : object.items()) {
     if (known.count(key) == 0) {
-      return Bad(source, where,
-                 absl::StrCat("unknown field '", key, "' (known: ", absl::StrJoin(known, ", "),
-                              ")"));
+      return Bad(
+          source, where,
+          absl::StrCat("unknown field '", key, "' (known: ", absl::StrJoin(known, ", "), ")"));
     }
   }
   return absl::OkStatus();
@@ -52,8 +52,8 @@ absl::StatusOr<int> GetInt(const json& object, const char* key, absl::string_vie
   return static_cast<int>(i);
 }
 
-absl::StatusOr<double> GetNonNegative(const json& object, const char* key,
-                                      absl::string_view source, absl::string_view where) {
+absl::StatusOr<double> GetNonNegative(const json& object, const char* key, absl::string_view source,
+                                      absl::string_view where) {
   const json& v = object.at(key);
   if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0) {
     return Bad(source, absl::StrCat(where, ".", key),
@@ -73,8 +73,7 @@ absl::StatusOr<Tier> ParseTier(const json& t, absl::string_view source, absl::st
   if (!t.is_object()) return Bad(source, where, "expected an object");
   GKA_RETURN_IF_ERROR(CheckKeys(t,
                                 {"name", "prefill_num_iter", "decode_num_iter", "priority",
-                                 "num_iter_range", "ttft_target_ms", "itl_target_ms",
-                                 "max_tokens"},
+                                 "num_iter_range", "ttft_target_ms", "itl_target_ms", "max_tokens"},
                                 source, where));
   for (const char* required : {"name", "prefill_num_iter", "decode_num_iter"}) {
     if (!t.contains(required)) {
@@ -110,22 +109,21 @@ absl::StatusOr<Tier> ParseTier(const json& t, absl::string_view source, absl::st
   if (t.contains("num_iter_range")) {
     const json& r = t["num_iter_range"];
     const std::string field = absl::StrCat(at, ".num_iter_range");
-    if (!r.is_array() || r.size() != 2 || !r[0].is_number_integer() ||
-        !r[1].is_number_integer()) {
+    if (!r.is_array() || r.size() != 2 || !r[0].is_number_integer() || !r[1].is_number_integer()) {
       return Bad(source, field, absl::StrCat("expected [min, max] integers, got ", r.dump()));
     }
     const int64_t min = r[0].get<int64_t>();
     const int64_t max = r[1].get<int64_t>();
     if (min < 0 || max > kMaxNumIter || min > max) {
-      return Bad(source, field,
-                 absl::StrCat("[", min, ", ", max, "] must satisfy 0 <= min <= max <= ",
-                              kMaxNumIter));
+      return Bad(
+          source, field,
+          absl::StrCat("[", min, ", ", max, "] must satisfy 0 <= min <= max <= ", kMaxNumIter));
     }
     if (lo < min || hi > max) {
-      return Bad(source, field,
-                 absl::StrCat("[", min, ", ", max, "] does not contain the tier's own num_iter (",
-                              tier.prefill_num_iter, " prefill, ", tier.decode_num_iter,
-                              " decode)"));
+      return Bad(
+          source, field,
+          absl::StrCat("[", min, ", ", max, "] does not contain the tier's own num_iter (",
+                       tier.prefill_num_iter, " prefill, ", tier.decode_num_iter, " decode)"));
     }
     tier.num_iter_min = static_cast<int>(min);
     tier.num_iter_max = static_cast<int>(max);
@@ -172,7 +170,8 @@ absl::StatusOr<TierTable> TierTable::FromJson(absl::string_view text, absl::stri
   std::vector<Tier> tiers;
   std::set<std::string> seen;
   for (size_t i = 0; i < doc["tiers"].size(); ++i) {
-    GKA_ASSIGN_OR_RETURN(Tier tier, ParseTier(doc["tiers"][i], source, absl::StrCat("tiers[", i, "]")));
+    GKA_ASSIGN_OR_RETURN(Tier tier,
+                         ParseTier(doc["tiers"][i], source, absl::StrCat("tiers[", i, "]")));
     if (!seen.insert(tier.name).second) {
       return Bad(source, absl::StrCat("tiers[", i, "].name"),
                  absl::StrCat("tier '", tier.name, "' is defined twice"));
@@ -182,14 +181,16 @@ absl::StatusOr<TierTable> TierTable::FromJson(absl::string_view text, absl::stri
   size_t default_index = 0;
   if (doc.contains("default")) {
     if (!doc["default"].is_string()) {
-      return Bad(source, "default", absl::StrCat("expected a tier name, got ", doc["default"].dump()));
+      return Bad(source, "default",
+                 absl::StrCat("expected a tier name, got ", doc["default"].dump()));
     }
     const std::string name = doc["default"].get<std::string>();
-    auto it = std::find_if(tiers.begin(), tiers.end(), [&](const Tier& t) { return t.name == name; });
+    auto it =
+        std::find_if(tiers.begin(), tiers.end(), [&](const Tier& t) { return t.name == name; });
     if (it == tiers.end()) {
-      return Bad(source, "default",
-                 absl::StrCat("unknown tier '", name, "' (defined: ", absl::StrJoin(seen, ", "),
-                              ")"));
+      return Bad(
+          source, "default",
+          absl::StrCat("unknown tier '", name, "' (defined: ", absl::StrJoin(seen, ", "), ")"));
     }
     default_index = static_cast<size_t>(it - tiers.begin());
   }
@@ -201,8 +202,8 @@ absl::StatusOr<const Tier*> TierTable::Find(absl::string_view name) const {
   for (const Tier& tier : tiers_) {
     if (tier.name == name) return &tier;
   }
-  return absl::InvalidArgumentError(absl::StrCat("tier: unknown tier '", name,
-                                                 "'; this router serves: ", Names()));
+  return absl::InvalidArgumentError(
+      absl::StrCat("tier: unknown tier '", name, "'; this router serves: ", Names()));
 }
 
 std::string TierTable::Names() const {

@@ -4,10 +4,10 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/message.h>
 #include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/proto_buffer_writer.h>
 #include <grpcpp/support/slice.h>
-#include <grpcpp/impl/codegen/proto_utils.h>
 
 #include <map>
 #include <vector>

@@ -37,12 +37,11 @@ std::string WorkerRegistry::FreshIdLocked(w::WorkerRole role) {
 absl::StatusOr<w::RegisterResponse> WorkerRegistry::Register(const w::RegisterRequest& request,
                                                              absl::Time now) {
   if (request.role() != w::WORKER_ROLE_PREFILL && request.role() != w::WORKER_ROLE_DECODE) {
-    return absl::InvalidArgumentError(
-        "role: must be WORKER_ROLE_PREFILL or WORKER_ROLE_DECODE");
+    return absl::InvalidArgumentError("role: must be WORKER_ROLE_PREFILL or WORKER_ROLE_DECODE");
   }
   if (!HasPort(request.grpc_address())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "grpc_address: '", request.grpc_address(), "' is not host:port of the worker's server"));
+    return absl::InvalidArgumentError(absl::StrCat("grpc_address: '", request.grpc_address(),
+                                                   "' is not host:port of the worker's server"));
   }
   absl::MutexLock lock(&mu_);
   std::string id = request.worker_id();
@@ -94,8 +93,7 @@ absl::StatusOr<w::RegisterResponse> WorkerRegistry::Register(const w::RegisterRe
   return response;
 }
 
-w::HeartbeatResponse WorkerRegistry::Heartbeat(const w::HeartbeatRequest& request,
-                                               absl::Time now) {
+w::HeartbeatResponse WorkerRegistry::Heartbeat(const w::HeartbeatRequest& request, absl::Time now) {
   w::HeartbeatResponse response;
   response.set_heartbeat_interval_ms(
       static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
@@ -156,8 +154,8 @@ std::vector<std::string> WorkerRegistry::Sweep(absl::Time now) {
 }
 
 uint32_t WorkerRegistry::PagesFor(const Entry& e, uint32_t tokens) const {
-  const uint32_t page = e.info.capacity.page_size() > 0 ? e.info.capacity.page_size()
-                                                        : options_.default_page_size;
+  const uint32_t page =
+      e.info.capacity.page_size() > 0 ? e.info.capacity.page_size() : options_.default_page_size;
   return (tokens + page - 1) / page;
 }
 

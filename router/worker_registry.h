@@ -79,8 +79,8 @@ class WorkerRegistry {
   // Assigns an id: the suggested one when free (or held by the same address, i.e. the same
   // worker registering again, or by a dead worker), else "<role>-<n>". INVALID_ARGUMENT
   // naming the field for a missing role or grpc_address.
-  absl::StatusOr<worker::v1::RegisterResponse> Register(
-      const worker::v1::RegisterRequest& request, absl::Time now);
+  absl::StatusOr<worker::v1::RegisterResponse> Register(const worker::v1::RegisterRequest& request,
+                                                        absl::Time now);
 
   // Records the load report. reregister=true for an unknown id.
   worker::v1::HeartbeatResponse Heartbeat(const worker::v1::HeartbeatRequest& request,

@@ -138,9 +138,9 @@ TEST_F(WorkerRegistryTest, DecodeRankingPrefersRoom) {
   ASSERT_TRUE(registry_.Register(Decode("a", 1, 100, 4), kT0).ok());
   ASSERT_TRUE(registry_.Register(Decode("b", 2, 100, 4), kT0).ok());
   ASSERT_TRUE(registry_.Register(Decode("c", 3, 100, 4), kT0).ok());
-  registry_.Heartbeat(Beat("a", 5, 4), kT0);    // few pages
-  registry_.Heartbeat(Beat("b", 50, 4), kT0);   // most pages
-  registry_.Heartbeat(Beat("c", 40, 0), kT0);   // no slot
+  registry_.Heartbeat(Beat("a", 5, 4), kT0);   // few pages
+  registry_.Heartbeat(Beat("b", 50, 4), kT0);  // most pages
+  registry_.Heartbeat(Beat("c", 40, 0), kT0);  // no slot
   // 100 tokens + 1 = 7 pages: a has no room, b does, c has no slot.
   EXPECT_THAT(Ids(registry_.RankDecode(100, {})), ElementsAre("b", "c", "a"));
   EXPECT_THAT(Ids(registry_.RankDecode(100, {"b"})), ElementsAre("c", "a"));

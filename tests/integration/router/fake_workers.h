@@ -114,8 +114,7 @@ struct DecodeOptions {
   grpc::StatusCode reserve_error = grpc::StatusCode::OK;
 };
 
-class FakeDecodeWorker final : public FakeWorkerBase,
-                               public worker::v1::DecodeService::Service {
+class FakeDecodeWorker final : public FakeWorkerBase, public worker::v1::DecodeService::Service {
  public:
   static std::unique_ptr<FakeDecodeWorker> Start(FakeCluster& cluster, DecodeOptions options,
                                                  const std::string& router_address);
@@ -125,8 +124,7 @@ class FakeDecodeWorker final : public FakeWorkerBase,
                        worker::v1::TransferTicket* ticket) override;
   grpc::Status Release(grpc::ServerContext* ctx, const worker::v1::ReleaseRequest* request,
                        worker::v1::ReleaseResponse* response) override;
-  grpc::Status StartDecode(grpc::ServerContext* ctx,
-                           const worker::v1::StartDecodeRequest* request,
+  grpc::Status StartDecode(grpc::ServerContext* ctx, const worker::v1::StartDecodeRequest* request,
                            grpc::ServerWriter<worker::v1::DecodeStreamResponse>* writer) override;
   grpc::Status Abort(grpc::ServerContext* ctx, const serving::v1::AbortRequest* request,
                      serving::v1::AbortResponse* response) override;
@@ -166,8 +164,7 @@ struct PrefillOptions {
   uint64_t compat_hash = 0;
 };
 
-class FakePrefillWorker final : public FakeWorkerBase,
-                                public worker::v1::PrefillService::Service {
+class FakePrefillWorker final : public FakeWorkerBase, public worker::v1::PrefillService::Service {
  public:
   static std::unique_ptr<FakePrefillWorker> Start(FakeCluster& cluster, PrefillOptions options,
                                                   const std::string& router_address);

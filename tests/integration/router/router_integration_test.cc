@@ -5,14 +5,13 @@
 // public Abort, bad requests, health, metrics; and the gka-router binary's start-up line and
 // SIGTERM drain.
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <grpcpp/grpcpp.h>
 
 #include <cstdio>
 #include <optional>
@@ -38,11 +37,11 @@ namespace gka::router {
 namespace {
 
 namespace v1 = ::gka::serving::v1;
-using ::testing::HasSubstr;
 using testing::DecodeOptions;
 using testing::FakeCluster;
 using testing::FakeDecodeWorker;
 using testing::FakePrefillWorker;
+using ::testing::HasSubstr;
 using testing::PrefillOptions;
 using testing::Script;
 
@@ -72,7 +71,8 @@ std::string HttpGet(const std::string& address, const std::string& path) {
     close(fd);
     return "";
   }
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", address, "\r\n\r\n");
   if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return "";
@@ -175,8 +175,7 @@ class RouterIntegrationTest : public ::testing::Test {
   }
 
   // Runs Generate to the end. `on_response` returning false cancels the call there.
-  Result Generate(const v1::GenerateRequest& request,
-                  absl::Duration timeout = absl::Seconds(10),
+  Result Generate(const v1::GenerateRequest& request, absl::Duration timeout = absl::Seconds(10),
                   const std::function<bool(const v1::GenerateResponse&)>& on_response = {}) {
     Result result;
     const absl::Time start = absl::Now();
@@ -323,8 +322,9 @@ TEST_F(RouterIntegrationTest, HappyPathTextToTokensToText) {
   EXPECT_EQ(r.final->prefill_num_iter(), 30);
   EXPECT_EQ(r.final->decode_num_iter(), 30);
   const worker::v1::PrefillRequest p2 = prefill.prefills().back();
-  EXPECT_EQ(std::vector<int32_t>(p2.token_ids().begin(), p2.token_ids().end()),
-            Encode("<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+  EXPECT_EQ(
+      std::vector<int32_t>(p2.token_ids().begin(), p2.token_ids().end()),
+      Encode("<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"));
   EXPECT_EQ(p2.priority(), 10);
   EXPECT_EQ(decode.decodes().back().decode_num_iter(), 30);
 }
@@ -388,8 +388,7 @@ TEST_F(RouterIntegrationTest, StopStringAcrossTokensAbortsTheDecode) {
 
 TEST_F(RouterMetricsTest, FailedPrefillWorkerIsRetriedOnAnother) {
   FakeDecodeWorker& decode = AddDecode({});
-  FakePrefillWorker& bad =
-      AddPrefill({.id = "prefill-a", .error = grpc::StatusCode::UNAVAILABLE});
+  FakePrefillWorker& bad = AddPrefill({.id = "prefill-a", .error = grpc::StatusCode::UNAVAILABLE});
   FakePrefillWorker& good = AddPrefill({.id = "prefill-b"});
   ASSERT_TRUE(WaitHealth(true));
   SetScript("fine");
@@ -409,11 +408,10 @@ TEST_F(RouterMetricsTest, FailedPrefillWorkerIsRetriedOnAnother) {
   while (decode.releases().empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
   ASSERT_FALSE(decode.releases().empty());
   EXPECT_EQ(decode.releases()[0].request_id(), "retry-1");
-  EXPECT_EQ(decode.releases()[0].transfer_id(),
-            bad.prefills()[0].ticket().transfer_id());
-  EXPECT_GE(MetricValue(Scrape(),
-                        "gka_retries_total{reason=\"prefill_unavailable\",tier=\"standard\"}"),
-            1);
+  EXPECT_EQ(decode.releases()[0].transfer_id(), bad.prefills()[0].ticket().transfer_id());
+  EXPECT_GE(
+      MetricValue(Scrape(), "gka_retries_total{reason=\"prefill_unavailable\",tier=\"standard\"}"),
+      1);
 }
 
 TEST_F(RouterIntegrationTest, PrefillWorkerThatDiesIsRetriedOnAnother) {
@@ -457,8 +455,8 @@ TEST_F(RouterIntegrationTest, FullDecodeWorkerSendsTheRequestToAnother) {
 }
 
 TEST_F(RouterIntegrationTest, DecodeWorkerDeathMidStreamIsRetryableUnavailable) {
-  FakeDecodeWorker& dying = AddDecode({.id = "decode-a", .total_kv_pages = 5000,
-                                       .die_after_tokens = 3});
+  FakeDecodeWorker& dying =
+      AddDecode({.id = "decode-a", .total_kv_pages = 5000, .die_after_tokens = 3});
   AddDecode({.id = "decode-b", .total_kv_pages = 100});
   AddPrefill({});
   ASSERT_TRUE(WaitHealth(true));
@@ -469,7 +467,7 @@ TEST_F(RouterIntegrationTest, DecodeWorkerDeathMidStreamIsRetryableUnavailable) 
   ASSERT_TRUE(r.error.has_value());
   EXPECT_TRUE(r.error->retryable());
   EXPECT_THAT(r.error->message(), HasSubstr("decode-a"));
-  EXPECT_FALSE(r.tokens.empty());  // tokens were streamed before the death
+  EXPECT_FALSE(r.tokens.empty());          // tokens were streamed before the death
   EXPECT_LT(r.elapsed, absl::Seconds(5));  // well within the deadline: no hang
   EXPECT_TRUE(dying.dead());
   // The router keeps serving on the surviving worker.
@@ -590,9 +588,8 @@ TEST_F(RouterMetricsTest, BadRequestsNameTheFieldAndTheServerKeepsServing) {
   Result ok = Generate(TextRequest("Hello", 8));
   ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
   EXPECT_EQ(ok.text, "ok");
-  EXPECT_GE(MetricValue(Scrape(),
-                        "gka_requests_total{code=\"INVALID_ARGUMENT\",tier=\"standard\"}"),
-            8);
+  EXPECT_GE(
+      MetricValue(Scrape(), "gka_requests_total{code=\"INVALID_ARGUMENT\",tier=\"standard\"}"), 8);
 }
 
 TEST_F(RouterIntegrationTest, TokenizeAndModelInfo) {
@@ -761,9 +758,10 @@ TEST(GkaRouterBinaryTest, PrintsItsAddressesAndDrainsOnSigterm) {
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, out[0]);
   const std::string binary = GKA_ROUTER_BINARY;
-  std::vector<std::string> args = {binary, "--port", "0", "--metrics-port", "0",
-                                   "--tokenizer", kTokenizerDir, "--heartbeat-timeout-ms", "600",
-                                   "--drain-grace-ms", "2000"};
+  std::vector<std::string> args = {
+      binary, "--port",           "0",           "--metrics-port",
+      "0",    "--tokenizer",      kTokenizerDir, "--heartbeat-timeout-ms",
+      "600",  "--drain-grace-ms", "2000"};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -784,9 +782,9 @@ TEST(GkaRouterBinaryTest, PrintsItsAddressesAndDrainsOnSigterm) {
   auto channel = rpc::CreateChannel(grpc_address, {});
   EXPECT_TRUE(rpc::CheckHealth(*channel, "", absl::Now() + absl::Seconds(5)).value_or(false));
   // No workers: the cluster is not ready.
-  EXPECT_FALSE(rpc::CheckHealth(*channel, std::string(kGenerateServiceName),
-                                absl::Now() + absl::Seconds(5))
-                   .value_or(true));
+  EXPECT_FALSE(
+      rpc::CheckHealth(*channel, std::string(kGenerateServiceName), absl::Now() + absl::Seconds(5))
+          .value_or(true));
   EXPECT_THAT(HttpGet(metrics_address, "/metrics"), HasSubstr("gka_workers"));
 
   const absl::Time start = absl::Now();
