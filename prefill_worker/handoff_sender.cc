@@ -133,14 +133,23 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
 #ifdef GKA_FAULT_INJECTION
   // A slow or frozen sender overstays the lease: its own deadline does not stop it, the
   // receiver's fence must.
-  if (job.faults.delay_completion > absl::ZeroDuration() || job.faults.freeze) {
-    deadline = absl::Now() + job.faults.delay_completion + absl::Seconds(60);
+  if (job.faults.delay_completion > absl::ZeroDuration() ||
+      job.faults.delay_puts > absl::ZeroDuration() || job.faults.freeze) {
+    deadline =
+        absl::Now() + job.faults.delay_completion + job.faults.delay_puts + absl::Seconds(60);
   }
 #endif
   absl::StatusOr<std::unique_ptr<transfer::OutgoingTransfer>> started =
       transfer.StartTransfer(job.ticket.target, job.ticket.transfer_id, deadline);
   if (!started.ok()) return fail(started.status(), false);
   transfer::OutgoingTransfer& t = **started;
+#ifdef GKA_FAULT_INJECTION
+  if (job.faults.delay_puts > absl::ZeroDuration()) {
+    GKA_LOG(WARNING) << "fault injection: delaying the writes of transfer "
+                     << job.ticket.transfer_id << " by " << job.faults.delay_puts;
+    absl::SleepFor(job.faults.delay_puts);
+  }
+#endif
   auto cancel = [&](absl::Status why) {
     transfer::TransferOutcome o = t.CancelAndWait();
     r.outcome = o;

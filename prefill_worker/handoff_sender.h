@@ -53,6 +53,7 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
 // Fault injection (builds with GKA_FAULT_INJECTION only; otherwise never set).
 struct HandoffFaults {
   bool corrupt_byte = false;        // flip a source byte after its put, before the checksum
+  absl::Duration delay_puts;        // sleep between the begin handshake and the first put
   absl::Duration delay_completion;  // sleep before the completion (e.g. past the lease)
   bool freeze = false;              // block before the completion until cancelled (60 s cap)
   bool stale_generation = false;    // the completion names generation - 1

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
 #ifdef GKA_FAULT_INJECTION
   app.add_flag("--fault-injection", o.fault_injection,
                "honour fault-injection request ids (fault-corrupt, fault-delay-<ms>, "
-               "fault-freeze, fault-stale-generation)");
+               "fault-delay-puts-<ms>, fault-freeze, fault-stale-generation)");
 #endif
   CLI11_PARSE(app, argc, argv);
   if (absl::Status s = wc::ApplyWorkerFlags(flags, o.common); !s.ok()) {

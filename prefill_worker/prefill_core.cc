@@ -210,9 +210,19 @@ void PrefillCore::OnHandoffDone(uint64_t serial, HandoffResult result) {
   auto it = entries_.find(serial);
   if (it == entries_.end()) return;
   Entry& e = *it->second;
-  // The sender reads none of the sequence's memory any more: it may return to the pool.
-  runner_->Release({e.seq, FinishReason::kPrefillDone, scheduler::Residence::kDevice, {}});
   const transfer::TransferOutcome& o = result.outcome;
+  if (o.local_may_be_read) {
+    // Writes the transport could neither finish nor cancel may still read the sequence's
+    // memory: keep it out of the pool for good (fail closed) rather than let it be reused.
+    quarantined_pages_ +=
+        engine::PagesFor(static_cast<int64_t>(e.task.prompt.size()), engine_->options().page_size);
+    ++quarantined_slots_;
+    GKA_LOG(ERROR) << "request " << e.task.request_id
+                   << ": the transport may still read its memory; quarantining it";
+  } else {
+    // The sender reads none of the sequence's memory any more: it may return to the pool.
+    runner_->Release({e.seq, FinishReason::kPrefillDone, scheduler::Residence::kDevice, {}});
+  }
   if (!o.status.ok()) {
     ++handoffs_failed_;
     if (!result.failure_reason.empty()) {
@@ -288,6 +298,8 @@ PrefillStats PrefillCore::Stats() const {
   s.prefilled_tokens = prefilled_tokens_;
   s.handoffs_ok = handoffs_ok_;
   s.handoffs_failed = handoffs_failed_;
+  s.quarantined_pages = quarantined_pages_;
+  s.quarantined_slots = quarantined_slots_;
   return s;
 }
 

@@ -70,6 +70,8 @@ struct PrefillStats {
   int64_t queued_prompt_tokens = 0;
   int64_t prefilled_tokens = 0;
   int64_t handoffs_ok = 0, handoffs_failed = 0;
+  // Memory of hand-offs whose writes the transport could not stop (kept, never reused).
+  int32_t quarantined_pages = 0, quarantined_slots = 0;
 };
 
 class PrefillCore {
@@ -121,6 +123,7 @@ class PrefillCore {
   absl::flat_hash_map<uint64_t, std::unique_ptr<Entry>> entries_;  // by serial
   absl::flat_hash_map<SequenceId, uint64_t> by_sequence_;
   int64_t prefilled_tokens_ = 0, handoffs_ok_ = 0, handoffs_failed_ = 0;
+  int32_t quarantined_pages_ = 0, quarantined_slots_ = 0;
 };
 
 }  // namespace gka::prefill_worker

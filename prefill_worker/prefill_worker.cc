@@ -71,6 +71,18 @@ class PrefillReactor final : public grpc::ServerUnaryReactor {
   const uint64_t serial_;
 };
 
+// The milliseconds after `prefix` in `id` ("...fault-delay-1500..." -> 1500 ms); zero if absent.
+[[maybe_unused]] absl::Duration MillisAfter(absl::string_view id, absl::string_view prefix) {
+  const size_t at = id.find(prefix);
+  if (at == absl::string_view::npos) return absl::ZeroDuration();
+  absl::string_view rest = id.substr(at + prefix.size());
+  size_t digits = 0;
+  while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
+  int64_t ms = 0;
+  if (!absl::SimpleAtoi(rest.substr(0, digits), &ms)) return absl::ZeroDuration();
+  return absl::Milliseconds(ms);
+}
+
 HandoffFaults FaultsFor(absl::string_view request_id, bool enabled) {
   HandoffFaults f;
 #ifdef GKA_FAULT_INJECTION
@@ -78,14 +90,8 @@ HandoffFaults FaultsFor(absl::string_view request_id, bool enabled) {
   f.corrupt_byte = absl::StrContains(request_id, "fault-corrupt");
   f.freeze = absl::StrContains(request_id, "fault-freeze");
   f.stale_generation = absl::StrContains(request_id, "fault-stale-generation");
-  constexpr absl::string_view kDelay = "fault-delay-";
-  if (size_t at = request_id.find(kDelay); at != absl::string_view::npos) {
-    absl::string_view rest = request_id.substr(at + kDelay.size());
-    size_t digits = 0;
-    while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
-    int64_t ms = 0;
-    if (absl::SimpleAtoi(rest.substr(0, digits), &ms)) f.delay_completion = absl::Milliseconds(ms);
-  }
+  f.delay_completion = MillisAfter(request_id, "fault-delay-");
+  f.delay_puts = MillisAfter(request_id, "fault-delay-puts-");
 #endif
   return f;
 }
@@ -177,6 +183,8 @@ wpb::LoadReport PrefillWorker::Impl::Load() {
   r.set_running_sequences(s.running + s.handing_off);
   r.set_waiting_sequences(s.waiting);
   r.set_queued_prompt_tokens(s.queued_prompt_tokens);
+  r.set_quarantined_kv_pages(s.quarantined_pages);
+  r.set_quarantined_state_slots(s.quarantined_slots);
   r.set_tokens_per_second(token_rate.Update(s.prefilled_tokens));
   return r;
 }

@@ -15,7 +15,8 @@
 //
 // Fault injection (builds with -DGKA_FAULT_INJECTION=ON and options.fault_injection): a
 // request id containing "fault-corrupt" corrupts a transferred byte, "fault-delay-<ms>"
-// delays the completion, "fault-freeze" freezes before it until cancelled,
+// delays the completion, "fault-delay-puts-<ms>" delays the writes (both overstay the
+// lease), "fault-freeze" freezes before the completion until cancelled,
 // "fault-stale-generation" sends a completion naming another generation.
 //
 // Thread-safety: public methods are thread-safe.

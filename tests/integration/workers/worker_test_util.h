@@ -137,6 +137,9 @@ struct RequestSpec {
   std::vector<int32_t> stop_ids;
   std::string tier;
   bool skip_prefill = false;  // reserve and stream only (lease expiry)
+  // Open StartDecode only after the Prefill call returned and `before_decode` ran.
+  bool decode_after_prefill = false;
+  std::function<void()> before_decode;
   // Called with each token as it arrives (the first included); may abort the request.
   std::function<void(int32_t)> on_token;
 };
@@ -179,8 +182,8 @@ inline RequestOutcome RunRequest(wpb::DecodeService::Stub& decode,
   sd.set_max_new_tokens(spec.max_tokens);
   sd.set_decode_num_iter(spec.decode_num_iter);
   sd.set_tier(spec.tier);
-  std::unique_ptr<grpc::ClientReader<wpb::DecodeStreamResponse>> reader =
-      decode.StartDecode(&dctx, sd);
+  std::unique_ptr<grpc::ClientReader<wpb::DecodeStreamResponse>> reader;
+  if (!spec.decode_after_prefill) reader = decode.StartDecode(&dctx, sd);
   if (!spec.skip_prefill) {
     wpb::PrefillRequest p;
     p.set_request_id(spec.id);
@@ -193,6 +196,8 @@ inline RequestOutcome RunRequest(wpb::DecodeService::Stub& decode,
     rpc::SetTimeout(pctx, absl::Seconds(60));
     out.prefill = rpc::FromGrpcStatus(prefill.Prefill(&pctx, p, &out.prefill_result));
   }
+  if (spec.before_decode) spec.before_decode();
+  if (spec.decode_after_prefill) reader = decode.StartDecode(&dctx, sd);
   wpb::DecodeStreamResponse m;
   while (reader->Read(&m)) {
     if (m.has_started()) {

@@ -392,6 +392,40 @@ TEST_P(WorkersTest, LateCompletionAfterExpiryIsDiscarded) {
   EXPECT_NE(o2.ticket.transfer_id(), o.ticket.transfer_id());
 }
 
+// A sender that overstays its lease before it writes anything: the decode worker fences the
+// transfer and frees the memory, the next reservation gets the very same pages and slot, and
+// the late writes must not land in them (the next request's answer stays exact).
+TEST_P(WorkersTest, LateWritesAfterExpiryNeverReachReusedMemory) {
+  if (!FaultInjectionCompiled()) GTEST_SKIP() << "needs -DGKA_FAULT_INJECTION=ON";
+  StartCluster();
+  RequestSpec late;
+  late.id = "req-fault-delay-puts-1500";
+  late.prompt = Prompt(20, 30, kVocab);
+  late.lease_ms = 400;
+  RequestOutcome late_outcome;
+  std::thread late_thread([&] { late_outcome = Run(late); });
+  ASSERT_TRUE(Eventually([&] { return decode_->Stats().reservations_expired == 1; }));
+  ASSERT_TRUE(Eventually([&] { return AtBaseline(); }));
+
+  RequestSpec next;
+  next.id = "reuses-the-pages";
+  next.prompt = Prompt(21, 30, kVocab);  // same length: the same pages (LIFO pools)
+  next.max_tokens = 16;
+  next.decode_after_prefill = true;
+  // Decode only once the late sender has finished trying: its writes had their chance.
+  next.before_decode = [&] { late_thread.join(); };
+  RequestOutcome o = Run(next);
+  EXPECT_FALSE(late_outcome.prefill.ok());
+  EXPECT_EQ(late_outcome.decode.code(), absl::StatusCode::kDeadlineExceeded) << late_outcome.decode;
+  ASSERT_TRUE(o.prefill.ok()) << o.prefill;
+  ASSERT_TRUE(o.decode.ok()) << o.decode;
+  ASSERT_GT(o.ticket.ranks(0).segments_size(), 0);
+  EXPECT_EQ(o.ticket.ranks(0).segments(0).remote_addr(),
+            late_outcome.ticket.ranks(0).segments(0).remote_addr());
+  EXPECT_EQ(o.tokens, *reference_->Generate(next));
+  EXPECT_TRUE(Eventually([&] { return AtBaseline(); }));
+}
+
 // A completion that names another generation than the reservation it reaches is refused.
 TEST_P(WorkersTest, CompletionOfAnotherGenerationIsRefused) {
   if (!FaultInjectionCompiled()) GTEST_SKIP() << "needs -DGKA_FAULT_INJECTION=ON";

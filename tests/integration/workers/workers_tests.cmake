@@ -3,6 +3,17 @@
 include_guard(GLOBAL)
 
 set(dir ${PROJECT_SOURCE_DIR}/tests/integration/workers)
+
+# In-process workers with real gRPC servers and real UCX (tcp and shared memory).
 gka_cc_test(NAME workers_test SRCS ${dir}/workers_test.cc
   DEPS gka::prefill_worker gka::decode_worker gka::cli_lib gka::rpc gka::proto
   LABELS integration TIMEOUT 300)
+
+# The gka-prefill-worker and gka-decode-worker binaries as processes.
+gka_cc_test(NAME worker_binaries_test SRCS ${dir}/worker_binaries_test.cc
+  DEPS gka::worker_common gka::cli_lib gka::rpc gka::proto nlohmann_json::nlohmann_json
+  LABELS integration TIMEOUT 300)
+target_compile_definitions(worker_binaries_test PRIVATE
+  GKA_PREFILL_WORKER_PATH="$<TARGET_FILE:gka-prefill-worker>"
+  GKA_DECODE_WORKER_PATH="$<TARGET_FILE:gka-decode-worker>")
+add_dependencies(worker_binaries_test gka-prefill-worker gka-decode-worker)
