@@ -69,6 +69,8 @@ void AddSamplingFlags(CLI::App& cmd, GenerateFlags& f) {
   cmd.add_option("--prefill-num-iter", f.prefill_num_iter, "GKA num_iter for the prompt");
   cmd.add_option("--decode-num-iter", f.decode_num_iter, "GKA num_iter for generated tokens");
   cmd.add_flag("--ignore-eos", f.ignore_eos, "keep generating past end-of-sequence");
+  cmd.add_option("--addr", f.addr, "router HOST:PORT: run through the cluster, not a local engine");
+  cmd.add_option("--tier", f.tier, "traffic tier (with --addr)");
 }
 
 absl::StatusOr<kernels::SamplingConfig> Sampling(const SamplingFlags& f,
