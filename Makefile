@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?=
 
-.PHONY: deps configure build cuda-build test run clean format format-check
+.PHONY: deps configure build cuda-build test run prometheus clean format format-check
 
 NVCC ?= /usr/local/cuda/bin/nvcc
 CUDA_BUILD ?= build-cuda
@@ -38,6 +38,10 @@ test: build cuda-build
 # The main job: a local cluster on the embedded tiny model answering one chat request.
 run: build
 	@./scripts/timed.sh run ./scripts/run_local.sh $(BUILD)
+
+# A local cluster scraped by a real Prometheus with the project's rules (deploy/Makefile).
+prometheus: build
+	@$(MAKE) -C deploy prometheus BUILD=$(abspath $(BUILD))
 
 format:
 	@git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i
