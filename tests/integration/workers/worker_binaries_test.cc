@@ -49,7 +49,9 @@ std::string HttpGet(const std::string& address, const std::string& path) {
 
 // promtool's complaints about `text`, one per line ("" when it is clean or absent).
 std::string PromtoolProblems(const std::string& text) {
-  const std::string in = absl::StrCat(::testing::TempDir(), "/scrape.txt");
+  static int file = 0;  // tests of other processes share TempDir(): name files apart
+  const std::string in =
+      absl::StrCat(::testing::TempDir(), "/scrape-", getpid(), "-", file++, ".txt");
   std::ofstream(in) << text;
   FILE* p = popen(absl::StrCat("promtool check metrics < ", in, " 2>&1").c_str(), "r");
   if (p == nullptr) return "";
@@ -67,7 +69,7 @@ class WorkerBinariesTest : public ::testing::TestWithParam<std::string> {
     auto server = rpc::GrpcServer::Create({.address = "127.0.0.1:0"}, {&registry_});
     ASSERT_TRUE(server.ok()) << server.status();
     registry_server_ = *std::move(server);
-    tier_file_ = absl::StrCat(::testing::TempDir(), "/tiers.json");
+    tier_file_ = absl::StrCat(::testing::TempDir(), "/tiers-", getpid(), ".json");
     std::ofstream(tier_file_) << R"({"default": "standard", "tiers": [
         {"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10},
         {"name": "batch", "prefill_num_iter": 5, "decode_num_iter": 5}]})";
@@ -94,8 +96,9 @@ class WorkerBinariesTest : public ::testing::TestWithParam<std::string> {
                                      "--tiers",
                                      tier_file_};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    auto p = WorkerProcess::Spawn(argv, {absl::StrCat("UCX_TLS=", GetParam())},
-                                  absl::StrCat(::testing::TempDir(), "/", id, ".log"));
+    auto p =
+        WorkerProcess::Spawn(argv, {absl::StrCat("UCX_TLS=", GetParam())},
+                             absl::StrCat(::testing::TempDir(), "/", id, "-", getpid(), ".log"));
     EXPECT_TRUE(p.ok()) << p.status();
     return p.ok() ? *std::move(p) : nullptr;
   }

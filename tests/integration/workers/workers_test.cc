@@ -5,6 +5,7 @@
 #include <atomic>
 #include <thread>
 
+#include "common/model/tiny_model.h"
 #include "decode_worker/decode_worker.h"
 #include "gtest/gtest.h"
 #include "prefill_worker/prefill_worker.h"
@@ -25,28 +26,22 @@ struct ClusterOptions {
   int32_t decode_pages = 0;
   int32_t decode_max_seq_len = 256;
   absl::Duration fence_timeout = absl::Seconds(2);
+  std::string model_dir = kModelDir;
 };
 
 class WorkersTest : public ::testing::TestWithParam<std::string> {
  protected:
-  static void SetUpTestSuite() {
-    auto ref = OfflineReference::Load(kModelDir);
-    ASSERT_TRUE(ref.ok()) << ref.status();
-    reference_ = ref->release();
-  }
-  static void TearDownTestSuite() {
-    delete reference_;
-    reference_ = nullptr;
-  }
-
   void StartCluster(const ClusterOptions& c = {}) {
+    auto reference = OfflineReference::Load(c.model_dir);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    reference_ = *std::move(reference);
     auto registry_server = rpc::GrpcServer::Create({.address = "127.0.0.1:0"}, {&registry_});
     ASSERT_TRUE(registry_server.ok()) << registry_server.status();
     registry_server_ = *std::move(registry_server);
 
     DecodeWorkerOptions d;
     d.common = Common("decode-0");
-    d.common.model = {.model_dir = kModelDir,
+    d.common.model = {.model_dir = c.model_dir,
                       .num_slots = c.decode_slots,
                       .num_pages = c.decode_pages,
                       .max_seq_len = c.decode_max_seq_len};
@@ -58,7 +53,7 @@ class WorkersTest : public ::testing::TestWithParam<std::string> {
 
     PrefillWorkerOptions p;
     p.common = Common("prefill-0");
-    p.common.model = {.model_dir = kModelDir, .num_slots = 8, .max_seq_len = 256};
+    p.common.model = {.model_dir = c.model_dir, .num_slots = 8, .max_seq_len = 256};
     p.max_batch_tokens = 64;  // several prompts share a step, long ones are chunked
     p.prefill_chunk_size = 24;
     p.fault_injection = true;
@@ -126,7 +121,7 @@ class WorkersTest : public ::testing::TestWithParam<std::string> {
   std::string DecodeMetrics() { return decode_->registry().Serialize(); }
   std::string PrefillMetrics() { return prefill_->registry().Serialize(); }
 
-  static OfflineReference* reference_;
+  std::unique_ptr<OfflineReference> reference_;
   RegistryStandIn registry_;
   std::unique_ptr<rpc::GrpcServer> registry_server_;
   std::unique_ptr<DecodeWorker> decode_;
@@ -135,8 +130,6 @@ class WorkersTest : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<wpb::PrefillService::Stub> prefill_stub_;
   decode_worker::DecodeStats baseline_;
 };
-
-OfflineReference* WorkersTest::reference_ = nullptr;
 
 bool FaultInjectionCompiled() {
 #ifdef GKA_FAULT_INJECTION
@@ -207,6 +200,39 @@ TEST_P(WorkersTest, GreedyHandOffMatchesOfflineEngineTokenForToken) {
   ASSERT_TRUE(registry_.WaitFor("decode-0", 3, absl::Seconds(10)));
   EXPECT_EQ(registry_.Get("decode-0")->last_load.total_kv_pages(),
             static_cast<uint32_t>(baseline_.total_pages));
+}
+
+// A checkpoint shaped like one TP=8 rank of the 32B model (head_dim 128, 8 GKA heads, one KV
+// head): about 1 MiB of GKA state per layer moves per request.
+TEST_P(WorkersTest, RankShapedCheckpointHandOffMatchesOfflineEngine) {
+  const std::string dir =
+      absl::StrCat(::testing::TempDir(), "/rank_shaped_", GetParam(), "_", getpid());
+  model::TinyModelOptions m;
+  m.pattern = "*-GKA-*-GKA";
+  m.vocab_size = kVocab;
+  m.hidden_size = 256;
+  m.num_attention_heads = 8;
+  m.num_key_value_heads = 1;
+  m.head_dim = 128;
+  m.weight_dtype = tensor::DType::kF32;
+  ASSERT_TRUE(model::MakeTinyModel(m, dir).ok());
+  StartCluster({.model_dir = dir});
+  std::vector<RequestSpec> specs;
+  for (int i = 0; i < 4; ++i) {
+    RequestSpec s;
+    s.id = absl::StrCat("rank-", i);
+    s.prompt = Prompt(700 + i, 7 + 13 * i, kVocab);
+    s.max_tokens = 8;
+    s.prefill_num_iter = i % 2 == 0 ? 30 : 10;
+    s.decode_num_iter = i % 2 == 0 ? 30 : 5;
+    specs.push_back(s);
+  }
+  const std::vector<RequestOutcome> outcomes = RunAllAndCompare(specs);
+  for (const RequestOutcome& o : outcomes) {
+    // Two GKA layers: h_kk + h_kv of [8, 128, 128] f32 each, plus conv states.
+    EXPECT_GT(o.prefill_result.transfer().state_bytes(), 2u * (1u << 20));
+  }
+  EXPECT_TRUE(Eventually([&] { return AtBaseline(); }));
 }
 
 TEST_P(WorkersTest, LeaseExpiryReturnsPagesAndSlot) {
