@@ -2,7 +2,7 @@
 //
 //   gka local --model DIR [--port 50051] [--metrics-port 9400] [--prefill-workers 1]
 //             [--decode-workers 1] [--tiers FILE] [--state-file F] [--log-dir D]
-//             [--backend cpu] [--num-slots 16] [--page-size 16] [-- extra router flags]
+//             [--backend cpu] [--num-slots 16] [--page-size 16] [--restart]
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
 // (metrics on MP+1, MP+2, ...) and the decode workers (after the prefill ones); worker gRPC and
@@ -45,11 +45,13 @@ struct LocalFlags {
   int num_slots = 16;
   int page_size = 16;
   int ready_timeout_s = 120;
+  bool restart = false;  // restart a child that exits instead of stopping the cluster
 };
 
 struct Child {
   std::string role;
   int index = 0;
+  std::vector<std::string> argv;  // to restart it
   pid_t pid = -1;
   int stdout_fd = -1;
   nlohmann::json info;
@@ -68,7 +70,7 @@ std::string BinDir() {
 
 // Forks and execs `argv` into process group `pgid` (0: start a new group). The child's stdout
 // is a pipe we read; it dies with us.
-absl::StatusOr<Child> Spawn(const std::string& role, int index, std::vector<std::string> argv,
+absl::StatusOr<Child> Spawn(const std::string& role, int index, const std::vector<std::string>& argv,
                             pid_t pgid, const std::string& log_dir) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
@@ -85,8 +87,9 @@ absl::StatusOr<Child> Spawn(const std::string& role, int index, std::vector<std:
       const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (fd >= 0) dup2(fd, STDERR_FILENO);
     }
+    std::vector<std::string> copy = argv;
     std::vector<char*> args;
-    for (std::string& a : argv) args.push_back(a.data());
+    for (std::string& a : copy) args.push_back(a.data());
     args.push_back(nullptr);
     execv(args[0], args.data());
     std::fprintf(stderr, "gka local: cannot exec %s: %s\n", args[0], strerror(errno));
@@ -94,7 +97,7 @@ absl::StatusOr<Child> Spawn(const std::string& role, int index, std::vector<std:
   }
   setpgid(pid, pgid == 0 ? pid : pgid);  // also from the parent: no race with the child
   close(fds[1]);
-  return Child{.role = role, .index = index, .pid = pid, .stdout_fd = fds[0]};
+  return Child{.role = role, .index = index, .argv = argv, .pid = pid, .stdout_fd = fds[0]};
 }
 
 // Reads the child's first stdout line (its JSON "serving" line) with a deadline.
@@ -163,20 +166,37 @@ absl::Status RunLocal(const LocalFlags& f) {
   const std::string bin = BinDir();
   std::vector<Child> children;
   pid_t pgid = 0;
-  auto start = [&](const std::string& role, int index,
-                   std::vector<std::string> argv) -> absl::Status {
-    GKA_ASSIGN_OR_RETURN(Child c, Spawn(role, index, std::move(argv), pgid, f.log_dir));
+  // Starts (or, with `slot` >= 0, restarts in place) one child and waits for its JSON line.
+  auto start = [&](const std::string& role, int index, std::vector<std::string> argv,
+                   int slot = -1) -> absl::Status {
+    GKA_ASSIGN_OR_RETURN(Child c, Spawn(role, index, argv, pgid, f.log_dir));
     if (pgid == 0) pgid = c.pid;
-    children.push_back(std::move(c));
-    absl::Status ready = AwaitReady(children.back(), f.ready_timeout_s);
+    if (slot < 0) {
+      children.push_back(std::move(c));
+      slot = static_cast<int>(children.size()) - 1;
+    } else {
+      if (children[slot].stdout_fd >= 0) close(children[slot].stdout_fd);
+      children[slot] = std::move(c);
+    }
+    Child& child = children[slot];
+    absl::Status ready = AwaitReady(child, f.ready_timeout_s);
     if (!ready.ok()) return ready;
-    nlohmann::json line = children.back().info;
+    nlohmann::json line = child.info;
     line["role"] = role;
     line["index"] = index;
-    line["pid"] = children.back().pid;
+    line["pid"] = child.pid;
     std::cout << line.dump() << std::endl;
-    children.back().info = line;
+    child.info = line;
     return absl::OkStatus();
+  };
+  auto write_state = [&] {
+    if (f.state_file.empty()) return;
+    const std::string tmp = f.state_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      for (const Child& c : children) out << c.info.dump() << "\n";
+    }
+    std::rename(tmp.c_str(), f.state_file.c_str());
   };
 
   std::vector<std::string> router = {
@@ -205,10 +225,7 @@ absl::Status RunLocal(const LocalFlags& f) {
                     "--worker-id", absl::StrCat("decode-", i), "--num-slots",
                     absl::StrCat(f.num_slots), "--page-size", absl::StrCat(f.page_size)});
   }
-  if (status.ok() && !f.state_file.empty()) {
-    std::ofstream out(f.state_file);
-    for (const Child& c : children) out << c.info.dump() << "\n";
-  }
+  if (status.ok()) write_state();
   if (status.ok()) {
     GKA_LOG(INFO) << "cluster up: router " << router_addr << "; Ctrl-C stops it";
     // Serve until a signal or until any child exits (then everything stops: no half cluster).
@@ -216,14 +233,22 @@ absl::Status RunLocal(const LocalFlags& f) {
       int wstatus;
       const pid_t gone = waitpid(-pgid, &wstatus, WNOHANG);
       if (gone > 0) {
-        for (Child& c : children) {
-          if (c.pid == gone) {
+        for (size_t i = 0; i < children.size(); ++i) {
+          Child& c = children[i];
+          if (c.pid != gone) continue;
+          c.pid = -1;
+          if (f.restart) {
+            GKA_LOG(WARNING) << c.role << "-" << c.index << " (pid " << gone
+                             << ") exited; restarting it";
+            status = start(c.role, c.index, c.argv, static_cast<int>(i));
+            if (status.ok()) write_state();
+          } else {
             status = absl::AbortedError(absl::StrCat(c.role, "-", c.index, " (pid ", gone,
                                                      ") exited; stopping the cluster"));
-            c.pid = -1;
           }
         }
-        break;
+        if (!status.ok()) break;
+        continue;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -258,6 +283,9 @@ void RegisterLocal(CLI::App& app, Action& run) {
   cmd->add_option("--page-size", f->page_size, "KV page size")->capture_default_str();
   cmd->add_option("--ready-timeout", f->ready_timeout_s, "seconds to wait for each process")
       ->capture_default_str();
+  cmd->add_flag("--restart", f->restart,
+                "restart a process that exits (default: stop the whole cluster); a restarted "
+                "router keeps its address only with a fixed --port");
   cmd->callback([f, &run] { run = [f] { return RunLocal(*f); }; });
 }
 
