@@ -4,7 +4,8 @@
 #   2. kill -9 of a prefill worker under load: requests are retried and complete;
 #   3. kill -9 of a decode worker under load: its requests end with a retryable UNAVAILABLE
 #      within their deadline, the others complete; `gka local --restart` brings it back;
-#   4. afterwards every decode worker's KV pages and state slots are back to zero.
+#   4. afterwards every decode worker's KV pages and state slots are back to zero;
+#   and clients hanging up mid-stream free their pages and slots at once.
 set -euo pipefail
 BIN=$1
 export UCX_TLS=${2:-tcp}
@@ -71,14 +72,34 @@ collect() {  # tag -> counts ok / unavailable / other; fails on a hang (timeout 
   echo "   $1: ok=$OK unavailable=$UNAVAIL other=$OTHER"
 }
 
-echo "-- 2. kill -9 a prefill worker under load"
+echo "-- 2. clients that hang up mid-stream"
+pages_used() {  # sum of every decode worker's used pages and slots
+  local total=0
+  for i in 0 1; do
+    body=$(curl -s "http://$(field decode $i metrics)/metrics")
+    total=$((total + $(grep -E '^gka_(kv_pages|state_slots)_used' <<<"$body" | awk '{s += $2} END {print s + 0}')))
+  done
+  echo $total
+}
+load 6 2000 cancel
+sleep 2
+busy=$(pages_used)
+[[ $busy -gt 0 ]] || { echo "no pages in use while 6 requests decode: the gauge check would be vacuous"; exit 1; }
+for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+sleep 1
+left=$(pages_used)
+[[ $left == 0 ]] || { echo "$left pages/slots still held after the clients left (were $busy)"; exit 1; }
+echo "   pages+slots in use: $busy while decoding, 0 after the clients hung up"
+
+echo "-- 3. kill -9 a prefill worker under load"
 load 12 24 prefill
 sleep 0.3
 kill -9 "$(field prefill 0 pid)"
 collect prefill
 [[ $OTHER -eq 0 && $UNAVAIL -eq 0 ]] || { echo "prefill failure must be retried, not surfaced"; exit 1; }
 
-echo "-- 3. kill -9 a decode worker under load"
+echo "-- 4. kill -9 a decode worker under load"
 sleep 3  # let the restarted prefill worker register
 load 12 400 decode
 sleep 2
@@ -87,7 +108,7 @@ collect decode
 [[ $OTHER -eq 0 ]] || { echo "decode death must give UNAVAILABLE (retryable), not another error"; exit 1; }
 [[ $OK -ge 1 ]] || { echo "requests on the surviving decode worker must complete"; exit 1; }
 
-echo "-- 4. pages and slots back at baseline"
+echo "-- 5. pages and slots back at baseline"
 for _ in $(seq 1 100); do  # the restarted decode worker re-registers
   [[ $(field decode 0 pid) != "" ]] && "$GKA" health --addr "$ADDR" --timeout 5 >/dev/null 2>&1 && break
   sleep 0.2
