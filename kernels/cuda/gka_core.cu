@@ -32,9 +32,13 @@
 // lengthen the solve's dependency chain; cutting instructions from the iteration changed
 // nothing (the iteration is bound by its dependency chain: FMAs → 4 shuffle stages → update →
 // barrier, ~460 cycles with two CTAs interleaved). Run-to-run spread here is ~1%.
-// A multi-token sequence (prefill) runs its tokens sequentially in the same kernel: correct,
-// but latency bound (one solve after another); the chunk-parallel form (§5) is future work.
+// A multi-token sequence runs its tokens sequentially in this kernel: correct, but latency bound
+// (one solve after another, 16 of 132 SMs busy for one 16-head prompt: 174 ms at T = 16K,
+// N = 30). Sequences longer than kChunkedMinTokens go to the chunk-parallel path instead
+// (gka_prefill.cu), which solves every chunk of every head at once.
 #include <cuda_pipeline.h>
+
+#include <climits>
 
 #include "common/base/status.h"
 #include "kernels/cuda/cuda_status.h"
@@ -60,6 +64,7 @@ struct CoreArgs {
   const int32_t* cu;
   const int32_t* num_iter;
   int H;
+  int max_len;  // longer sequences are left to the chunk-parallel path
   float ridge;
   float scale;
   bool decay_kk;
@@ -141,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 2) GkaCoreKernel(const CoreArgs a) {
   const int e = blockIdx.x;
   const int b = blockIdx.y;
   const int t0 = a.cu[b], t1 = a.cu[b + 1];
-  if (t1 <= t0) return;  // empty sequence: state untouched
+  if (t1 <= t0 || t1 - t0 > a.max_len) return;  // empty (state untouched) or chunked
   const int tid = threadIdx.x, lane = tid & 31;
   const int bi = tid / 16, bj = tid % 16;
   const int64_t state_off = (static_cast<int64_t>(a.slots[b]) * a.H + e) * D * D;
@@ -326,7 +331,17 @@ absl::Status LaunchCore(const CudaContext& ctx, const CoreArgs& args, int H, int
   return absl::OkStatus();
 }
 
+// Sequences longer than this take the chunk-parallel path (one chunk's solve costs about as
+// much as a token-sequential token of each of its 64 tokens on one SM, so the gain is the
+// parallelism over chunks, which a one-chunk sequence does not have).
+constexpr int kChunkedMinTokens = 64;
+
 }  // namespace
+
+// gka_prefill.cu: the chunk-parallel core for sequences with more than min_len tokens (the
+// others are left alone); params validated by GkaCore.
+bool GkaCoreChunkedSupported(int64_t head_dim);
+absl::Status GkaCoreChunked(const CudaContext& ctx, const GkaCoreParams& p, int min_len);
 
 absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p) {
   constexpr absl::string_view kOp = "GkaCore";
@@ -358,6 +373,7 @@ absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p) {
   for (const auto* t : {&p.q, &p.k, &p.v, &p.alpha, &p.g, &p.out, &p.h_kk, &p.h_kv}) {
     GKA_RETURN_IF_ERROR(CheckOnDevice(*t, kOp, "tensor"));
   }
+  const bool chunked = GkaCoreChunkedSupported(D) && p.max_seqlen > kChunkedMinTokens;
   const CoreArgs args{.q = p.q.data<float>(),
                       .k = p.k.data<float>(),
                       .v = p.v.data<float>(),
@@ -370,11 +386,17 @@ absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p) {
                       .cu = p.cu_seqlens,
                       .num_iter = p.num_iter,
                       .H = static_cast<int>(H),
+                      .max_len = chunked ? kChunkedMinTokens : INT_MAX,
                       .ridge = p.ridge_ratio,
                       .scale = p.scale,
                       .decay_kk = p.decay_kk};
-  if (D == 128) return LaunchCore<128>(ctx, args, static_cast<int>(H), p.num_seqs);
-  return LaunchCore<64>(ctx, args, static_cast<int>(H), p.num_seqs);
+  if (D == 128) {
+    GKA_RETURN_IF_ERROR(LaunchCore<128>(ctx, args, static_cast<int>(H), p.num_seqs));
+  } else {
+    GKA_RETURN_IF_ERROR(LaunchCore<64>(ctx, args, static_cast<int>(H), p.num_seqs));
+  }
+  if (chunked) GKA_RETURN_IF_ERROR(GkaCoreChunked(ctx, p, kChunkedMinTokens));
+  return absl::OkStatus();
 }
 
 }  // namespace gka::kernels::cuda

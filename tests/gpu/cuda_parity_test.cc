@@ -625,6 +625,7 @@ struct CoreCase {
   std::vector<int> lens;
   std::vector<int> iters;
   int state_rank;  // 0: zero initial state
+  bool decay_kk = true;
 };
 
 TEST_F(CudaParityTest, GkaCore) {
@@ -645,6 +646,17 @@ TEST_F(CudaParityTest, GkaCore) {
        4},
       {"prefill {50} H=8 D=128 from zero state", 8, 128, {50}, {30}, 0},
       {"tiny D=64 {5,1,9} H=4", 4, 64, {5, 1, 9}, {30, 1, 10}, 3},
+      // Sequences longer than 64 tokens take the chunk-parallel path (gka_prefill.cu); the
+      // short ones in the same batch stay token-sequential.
+      {"chunked varlen {300,64,129,1,0,65} H=8 from state",
+       8,
+       128,
+       {300, 64, 129, 1, 0, 65},
+       {30, 10, 0, 5},
+       4},
+      {"chunked {200} H=8 decay_kk=false from state", 8, 128, {200}, {30}, 4, false},
+      {"chunked {1000} H=8 from zero state", 8, 128, {1000}, {30}, 0},
+      {"chunked T=16384 H=8 num_iter 10 from state", 8, 128, {16384}, {10}, 4},
   };
   for (const CoreCase& c : cases) {
     const int B = static_cast<int>(c.lens.size());
@@ -718,7 +730,7 @@ TEST_F(CudaParityTest, GkaCore) {
                                            .max_seqlen = max_len,
                                            .ridge_ratio = 0.02f,
                                            .scale = scale,
-                                           .decay_kk = true});
+                                           .decay_kk = c.decay_kk});
     ASSERT_TRUE(s.ok()) << s;
     DeviceBuffer qc = ToCpu(*cpu_, qd), kc = ToCpu(*cpu_, kd), vc = ToCpu(*cpu_, vd),
                  ac = ToCpu(*cpu_, ad), gc = ToCpu(*cpu_, gd), kkc = ToCpu(*cpu_, kkd),
@@ -739,7 +751,7 @@ TEST_F(CudaParityTest, GkaCore) {
                                            .max_seqlen = max_len,
                                            .ridge_ratio = 0.02f,
                                            .scale = scale,
-                                           .decay_kk = true});
+                                           .decay_kk = c.decay_kk});
     ASSERT_TRUE(sc.ok()) << sc;
     Expect(absl::StrCat("GkaCore out ", c.name).c_str(), Download(*cuda_, out->view()),
            FromCpu(oc.view()), 1e-4);

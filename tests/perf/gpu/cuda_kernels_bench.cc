@@ -5,7 +5,9 @@
 // of warm-up + timed iterations, median of per-iteration cudaEvent timings) and both medians are
 // printed, so a difference smaller than the spread between the two is not believed.
 //
-//   cuda_kernels_bench [--quick]      (--quick: fewer iterations, for smoke runs)
+//   cuda_kernels_bench [--quick] [--gka | --gka-prefill]
+//     --quick: fewer iterations, for smoke runs; --gka: only the GKA core rows (after the copy
+//     and GEMM ceilings); --gka-prefill: only the GKA prefill rows.
 //
 // Prints a table; rows marked GATE are the hard gates.
 #include <cublas_v2.h>
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -293,15 +296,35 @@ void GkaDecodeRows(Bench& b) {
   }
 }
 
+// Prefill rows. Sequences longer than 64 tokens take the chunk-parallel path; its solver is
+// chosen by GKA_CUDA_GKA_PREFILL (fp32 CUDA cores by default, tf32x3, or sequential = the
+// token-sequential kernel for every length), printed in the row name.
 void GkaPrefillRows(Bench& b) {
-  for (int iters : {30, 10}) {
-    const int T = b.quick() ? 2048 : 16384;
-    GkaBuffers g = MakeGka(b, 1, 16, T, {0, T}, iters);
-    const double flops = 2.0 * T * 16 * 128.0 * 128 * (iters + 4);
+  const char* env = std::getenv("GKA_CUDA_GKA_PREFILL");
+  const std::string path = env != nullptr && *env != 0 ? env : "default";
+  struct C {
+    int seqs, len, iters;
+    double target_ms;
+  };
+  const int T16 = b.quick() ? 2048 : 16384;
+  for (const C& c : {C{1, T16, 30, 3.6}, C{1, T16, 10, 2.0}, C{8, 2048, 30, 0},
+                     C{1, 1024, 30, 0}, C{1, 128, 30, 0}, C{1, 64, 30, 0}}) {
+    const int T = c.seqs * c.len;
+    std::vector<int32_t> cu(c.seqs + 1);
+    for (int i = 0; i <= c.seqs; ++i) cu[i] = i * c.len;
+    GkaBuffers g = MakeGka(b, c.seqs, 16, T, cu, c.iters);
+    // The chunked path's useful FLOPs (gka_prefill.cu roofline): 3.6 MFLOP·(N + 2) per
+    // 64-token chunk and head.
+    const double chunks = c.seqs * std::ceil(c.len / 64.0);
+    const double flops = chunks * 16 * 2.0 * (c.iters + 2) *
+                         (64.0 * 128 * 128 + 64.0 * 64 * 128 + 64.0 * 64 * 128 / 2);
+    const bool slow = path == "sequential" && T >= 16384;
     b.Run(
-        absl::StrFormat("GKA prefill T=%d H=16 num_iter=%d (token-sequential)", T, iters), 0, flops,
-        1, 2, [&] { GkaCoreRun(b, g, 1, T); },
-        absl::StrFormat("target <= %.1f ms", iters == 30 ? 3.6 : 2.0));
+        absl::StrFormat("GKA prefill %dx%d H=16 num_iter=%d [%s]", c.seqs, c.len, c.iters,
+                        path.c_str()),
+        0, flops, 1, slow ? 2 : 5, [&] { GkaCoreRun(b, g, c.seqs, c.len); },
+        c.target_ms > 0 ? absl::StrFormat("target <= %.1f ms; FP32 FMA peak 67 TF/s", c.target_ms)
+                        : std::string("FP32 FMA peak 67 TF/s"));
   }
 }
 
@@ -700,23 +723,35 @@ void DecodeStepBreakdown(Bench& b) {
 
 int main(int argc, char** argv) {
   using namespace gka::gpu_testing;
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, gka_only = false, prefill_only = false;
+  for (int i = 1; i < argc; ++i) {
+    quick |= std::strcmp(argv[i], "--quick") == 0;
+    gka_only |= std::strcmp(argv[i], "--gka") == 0;
+    prefill_only |= std::strcmp(argv[i], "--gka-prefill") == 0;
+  }
   if (gka::kernels::cuda::CudaDeviceCount() == 0) {
     std::printf("no CUDA device: nothing to benchmark\n");
     return 0;
   }
   Bench b(quick);
   std::printf("device: %s\n", b.device_name().c_str());
+  if (prefill_only) {
+    GkaPrefillRows(b);
+    b.PrintTable();
+    return 0;
+  }
   const double copy = CopyBandwidth(b);
   const double gemm = CublasRate(b, 8192, 8192, 8192, "peak");
   b.SetCeilings(copy, gemm);
   GkaDecodeRows(b);
-  AttentionRows(b);
-  GemmRows(b);
-  SmallOpRows(b);
-  SampleRows(b);
+  if (!gka_only) {
+    AttentionRows(b);
+    GemmRows(b);
+    SmallOpRows(b);
+    SampleRows(b);
+  }
   GkaPrefillRows(b);
   b.PrintTable();
-  DecodeStepBreakdown(b);
+  if (!gka_only) DecodeStepBreakdown(b);
   return 0;
 }

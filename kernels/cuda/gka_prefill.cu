@@ -1,0 +1,624 @@
+// The chunk-parallel GKA state core for long sequences (model-spec §5): the same function as
+// the token-sequential kernel in gka_core.cu, computed chunk by chunk so that every chunk of
+// every (sequence, head) solves at once. All fp32 (CUDA-core FMAs; no tensor cores yet).
+//
+// For a chunk of C = 64 tokens with start states (H0, S0) and decay factors d_r = e^{g_r}:
+//   e_t    = Π_{r≤t} d_r,   M[t,s] = Π_{s<r≤t} d_r (s ≤ t, else 0)
+//   H_t x  = e_t·H0 x + Σ_{s≤t} M[t,s] (k̃_s·x) k̃_s
+//   ‖H_t‖²_F = e_t²‖H0‖² + 2 e_t Σ_s M[t,s] k̃_sᵀH0k̃_s + Σ_{s,r} M[t,s] M[t,r] (k̃_s·k̃_r)²
+//   o_t    = scale·[ e_t·S0ᵀ q_mix,t + Σ_{s≤t} M[t,s] (q_mix,t·k̃_s) ṽ_s ]
+//   H_end  = e_last·H0 + Σ_s M[last,s] k̃_s k̃_sᵀ   (S_end likewise with ṽ)
+// The decay is a running product of the same e^{g} the recurrence multiplies by, not the
+// exponent of a cumulative sum: G_t − G_s of fp32 cumsums loses ulp(|G|) to cancellation
+// when the decays are large, a product does not. With decay_kk false the h_kk factors are 1.
+//
+// Two kernels per window of chunks (windows bound the boundary-state scratch):
+//  1. GkaChunkScanKernel, one CTA per (sequence, head, state, 16-column tile): carries its
+//     128×16 slice of h_kk or h_kv in registers through the window's chunks, writes each
+//     chunk's start state to scratch (h_kk transposed, the layout the solve reads) and the
+//     window's end state back to the slot. cp.async double-buffers the next chunk's keys.
+//  2. GkaChunkSolveKernel, one CTA per (sequence, head, chunk): H0ᵀ, K̃, K̃ᵀ, the iterate X
+//     and M in shared memory (194 KiB, 1 CTA/SM); the C Chebyshev solves run as one
+//     [C×D]·[D×D] + [C×D]·[D×C] product, the causal [C×C]·[C×D] product, and the row-wise
+//     update; then the readout with (S0, Ṽ) in place of (H0, K̃).
+//
+// Roofline, per chunk of one (sequence, head), D = 128, C = 64, N = num_iter:
+//   FLOPs: 2·(N + 2)·(C·D² + C²·D + C²·D/2) (solve iterations, norm pre-pass, readout;
+//          the causal product is half of [C×C]·[C×D]): 3.6 MFLOP·(N + 2) → 115 MFLOP at N = 30.
+//   Bytes: q, k, v, out (4·C·D·4 = 128 KiB) + the scan's and the solve's H0/S0 (4·D²·4 =
+//          256 KiB): 384 KiB.
+// T = 16384, 16 heads, N = 30: 470 GFLOP and 1.5 GB, so compute bound: at the H100's 67 TFLOP/s
+// fp32 FMA peak ~7 ms (the bytes take 0.5 ms). Reaching the issue's 3.6 ms needs the products
+// on tensor cores with fp32-accurate splitting (3×TF32 / split bf16), which is the next step.
+//
+// Precision: every product and the solver state are fp32, so the chunked and token-sequential
+// paths differ only in summation order (measured against the CPU reference in
+// tests/gpu/cuda_parity_test.cc, cases "chunked ...").
+#include <cuda_pipeline.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "common/base/status.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/ops.h"
+
+namespace gka::kernels::cuda {
+namespace {
+
+constexpr int kD = 128;            // head_dim (the only one this path supports)
+constexpr int kC = 64;             // chunk length
+constexpr int kSolveThreads = 256;
+constexpr int kScanThreads = 128;
+constexpr int kScanCols = 16;      // state columns per scan CTA
+constexpr int kScanTiles = kD / kScanCols;
+// Boundary states per window are bounded by this (at least one chunk per sequence and head).
+constexpr int64_t kScratchBudgetBytes = int64_t{256} << 20;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+struct ChunkArgs {
+  const float* q;      // [T, H, D]
+  const float* k;      // [T, H, D]
+  const float* v;      // [T, H, D]
+  const float* alpha;  // [T, H]
+  const float* g;      // [T, H]
+  float* out;          // [T, H, D]
+  float* h_kk;         // [num_slots, H, D, D]
+  float* h_kv;         // [num_slots, H, D, D]
+  const int32_t* slots;
+  const int32_t* cu;
+  const int32_t* num_iter;
+  // [window chunks, H, 2, D, D]: per chunk the start h_kk, transposed ([j][i] = H0[i][j]),
+  // then the start h_kv as stored ([key][value]).
+  float* bounds;
+  int H;
+  int min_len;  // sequences with more tokens than this take this path
+  int c0;       // first chunk (sequence-local index) of this window
+  int W;        // chunks per window
+  float ridge;
+  float scale;
+  bool decay_kk;
+};
+
+// Chunks of sequence b in this window (0 when it is short or already done).
+__device__ __forceinline__ int WindowChunks(const ChunkArgs& a, int b) {
+  const int len = a.cu[b + 1] - a.cu[b];
+  if (len <= a.min_len) return 0;
+  const int n = (len + kC - 1) / kC - a.c0;
+  return n < 0 ? 0 : (n < a.W ? n : a.W);
+}
+
+// Σ_{b' < b} WindowChunks(b'): the first scratch chunk of sequence b. Every lane of a full warp
+// calls it and gets the sum (each CTA recomputes it: B reads, negligible next to its work).
+__device__ __forceinline__ int WindowBase(const ChunkArgs& a, int b, int lane) {
+  int s = 0;
+  for (int i = lane; i < b; i += 32) s += WindowChunks(a, i);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(kFullMask, s, o);
+  return s;
+}
+
+__device__ __forceinline__ float4 Ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ void St4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ float Comp(const float4& v, int i) {
+  return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
+}
+
+// ---- 1. boundary states ------------------------------------------------------------------
+
+struct ScanSmem {
+  float k[2][kC][kD];         // k̃ rows of the chunk, double buffered
+  float y[2][kC][kScanCols];  // this CTA's columns of k̃ (h_kk) or ṽ (h_kv)
+  float g[2][kC];
+  float wy[kC][kScanCols];    // M[last, s]·y_s
+  float decay_all;            // e_last
+};
+
+__global__ void __launch_bounds__(kScanThreads, 2) GkaChunkScanKernel(const ChunkArgs a) {
+  extern __shared__ __align__(16) unsigned char scan_smem_raw[];
+  ScanSmem& sm = *reinterpret_cast<ScanSmem*>(scan_smem_raw);
+  const int m = blockIdx.x / kScanTiles;  // 0: h_kk, 1: h_kv
+  const int j0 = (blockIdx.x % kScanTiles) * kScanCols;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int n_here = WindowChunks(a, b);
+  if (n_here == 0) return;
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int base = WindowBase(a, b, lane);
+  const int t0 = a.cu[b], len = a.cu[b + 1] - t0;
+  const bool kv = m == 1;
+  // Thread tile: rows 4·ig.., columns j0 + 4·jg... The h_kk mapping (ig fastest) makes the
+  // transposed scratch stores one 512-byte run per warp; the h_kv one gives 64-byte row runs.
+  const int ig = kv ? tid >> 2 : tid & 31;
+  const int jg = kv ? tid & 3 : tid >> 5;
+  float* state = (kv ? a.h_kv : a.h_kk) + (static_cast<int64_t>(a.slots[b]) * a.H + h) * kD * kD;
+  const float* ysrc = kv ? a.v : a.k;
+  const bool decay = kv || a.decay_kk;
+
+  float st[4][4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const float4 t = Ld4(state + (4 * ig + r) * kD + j0 + 4 * jg);
+    st[r][0] = t.x;
+    st[r][1] = t.y;
+    st[r][2] = t.z;
+    st[r][3] = t.w;
+  }
+
+  const auto issue = [&](int c, int buf) {
+    const int tb = t0 + c * kC;
+    const int lc = min(kC, len - c * kC);
+    for (int f = tid; f < lc * (kD / 4); f += kScanThreads) {
+      const int s = f / (kD / 4), q4 = f % (kD / 4);
+      __pipeline_memcpy_async(&sm.k[buf][s][4 * q4],
+                              a.k + (static_cast<int64_t>(tb + s) * a.H + h) * kD + 4 * q4, 16);
+    }
+    for (int f = tid; f < lc * (kScanCols / 4); f += kScanThreads) {
+      const int s = f / (kScanCols / 4), q4 = f % (kScanCols / 4);
+      __pipeline_memcpy_async(&sm.y[buf][s][4 * q4],
+                              ysrc + (static_cast<int64_t>(tb + s) * a.H + h) * kD + j0 + 4 * q4,
+                              16);
+    }
+    for (int s = tid; s < lc; s += kScanThreads) {
+      __pipeline_memcpy_async(&sm.g[buf][s], a.g + static_cast<int64_t>(tb + s) * a.H + h, 4);
+    }
+    __pipeline_commit();
+  };
+
+  issue(a.c0, 0);
+  for (int c = a.c0; c < a.c0 + n_here; ++c) {
+    const int buf = (c - a.c0) & 1;
+    const int lc = min(kC, len - c * kC);
+    float* bnd = a.bounds + ((static_cast<int64_t>(base + c - a.c0) * a.H + h) * 2 + m) * kD * kD;
+    if (kv) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        St4(bnd + (4 * ig + r) * kD + j0 + 4 * jg,
+            make_float4(st[r][0], st[r][1], st[r][2], st[r][3]));
+      }
+    } else {
+#pragma unroll
+      for (int cc = 0; cc < 4; ++cc) {
+        St4(bnd + (j0 + 4 * jg + cc) * kD + 4 * ig,
+            make_float4(st[0][cc], st[1][cc], st[2][cc], st[3][cc]));
+      }
+    }
+    if (c + 1 < a.c0 + n_here) {
+      issue(c + 1, buf ^ 1);
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
+    }
+    __syncthreads();
+
+    if (tid < 32) {
+      // Suffix products w_s = Π_{s<r<lc} d_r over lane pairs (rows 2·lane, 2·lane + 1).
+      const int r0 = 2 * lane, r1 = 2 * lane + 1;
+      const float e0 = r0 < lc && decay ? expf(sm.g[buf][r0]) : 1.0f;
+      const float e1 = r1 < lc && decay ? expf(sm.g[buf][r1]) : 1.0f;
+      float incl = e0 * e1;  // becomes Π over lanes ≥ lane
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float t = __shfl_down_sync(kFullMask, incl, o);
+        if (lane + o < 32) incl *= t;
+      }
+      float excl = __shfl_down_sync(kFullMask, incl, 1);
+      if (lane == 31) excl = 1.0f;
+      const float w1 = excl, w0 = e1 * excl;
+      if (lane == 0) sm.decay_all = incl;
+#pragma unroll
+      for (int jj = 0; jj < kScanCols; ++jj) {
+        if (r0 < lc) sm.wy[r0][jj] = w0 * sm.y[buf][r0][jj];
+        if (r1 < lc) sm.wy[r1][jj] = w1 * sm.y[buf][r1][jj];
+      }
+    }
+    __syncthreads();
+
+    float acc[4][4] = {};
+    for (int s = 0; s < lc; ++s) {
+      const float4 kk = Ld4(&sm.k[buf][s][4 * ig]);
+      const float4 yy = Ld4(&sm.wy[s][4 * jg]);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float kr = Comp(kk, r);
+        acc[r][0] = fmaf(kr, yy.x, acc[r][0]);
+        acc[r][1] = fmaf(kr, yy.y, acc[r][1]);
+        acc[r][2] = fmaf(kr, yy.z, acc[r][2]);
+        acc[r][3] = fmaf(kr, yy.w, acc[r][3]);
+      }
+    }
+    const float dall = sm.decay_all;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+#pragma unroll
+      for (int cc = 0; cc < 4; ++cc) st[r][cc] = fmaf(dall, st[r][cc], acc[r][cc]);
+    }
+    // The next iteration refills the other buffer and rewrites wy.
+    __syncthreads();
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    St4(state + (4 * ig + r) * kD + j0 + 4 * jg,
+        make_float4(st[r][0], st[r][1], st[r][2], st[r][3]));
+  }
+}
+
+// ---- 2. solves and readout ---------------------------------------------------------------
+
+struct SolveSmem {
+  float w[kD * kD];   // H0ᵀ [j][i] in the solve, S0 [key][value] in the readout
+  float x[kC * kD];   // the iterate's rows (K̃ in the norm pre-pass, q_mix in the readout)
+  float kt[kD * kC];  // K̃ᵀ [j][s]
+  float y[kC * kD];   // K̃ rows in the solve, Ṽ rows in the readout
+  float a[kC * kC];   // (X K̃ᵀ) ∘ M
+  float m[kC * kC];   // M[t][s]
+  float eg[kC];       // e_t
+  float dec[kC];      // d_t = e^{g_t} (1 past the chunk's end)
+  float khk[kC];      // k̃_sᵀ H0 k̃_s
+  float lam[kC], step[kC], r4[kC];
+  float alpha[kC];
+  float red[32];
+};
+
+// M and e from dec (all factors 1 when !decay). Threads 0..63 one column each, thread 64 e.
+__device__ __forceinline__ void BuildDecay(SolveSmem& sm, bool decay, int tid) {
+  if (tid < kC) {
+    const int s = tid;
+    float p = 1.0f;
+    for (int t = 0; t < kC; ++t) {
+      if (t > s && decay) p *= sm.dec[t];
+      sm.m[t * kC + s] = t >= s ? p : 0.0f;
+    }
+  } else if (tid == kC) {
+    float p = 1.0f;
+    for (int t = 0; t < kC; ++t) {
+      if (decay) p *= sm.dec[t];
+      sm.eg[t] = p;
+    }
+  }
+}
+
+// Thread (ty, tx) owns rows 4·ty + r (r < 4) and columns Col(tx, c) (c < 8) of a [C×D] result,
+// and rows 4·ty + r, columns 4·tx + c (c < 4) of a [C×C] one.
+__device__ __forceinline__ int Col(int tx, int c) { return c < 4 ? 4 * tx + c : 64 + 4 * tx + c - 4; }
+
+// p = X·W ([C×D]·[D×D]) and q = X·K̃ᵀ ([C×D]·[D×C]) for the thread's tiles.
+__device__ __forceinline__ void Products(const SolveSmem& sm, int ty, int tx, float (&p)[4][8],
+                                         float (&q)[4][4]) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+#pragma unroll
+    for (int c = 0; c < 8; ++c) p[r][c] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) q[r][c] = 0.0f;
+  }
+#pragma unroll 2
+  for (int j = 0; j < kD; j += 4) {
+    float4 xr[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) xr[r] = Ld4(&sm.x[(4 * ty + r) * kD + j]);
+#pragma unroll
+    for (int jj = 0; jj < 4; ++jj) {
+      const float4 w0 = Ld4(&sm.w[(j + jj) * kD + 4 * tx]);
+      const float4 w1 = Ld4(&sm.w[(j + jj) * kD + 64 + 4 * tx]);
+      const float4 kt = Ld4(&sm.kt[(j + jj) * kC + 4 * tx]);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float xv = Comp(xr[r], jj);
+        p[r][0] = fmaf(xv, w0.x, p[r][0]);
+        p[r][1] = fmaf(xv, w0.y, p[r][1]);
+        p[r][2] = fmaf(xv, w0.z, p[r][2]);
+        p[r][3] = fmaf(xv, w0.w, p[r][3]);
+        p[r][4] = fmaf(xv, w1.x, p[r][4]);
+        p[r][5] = fmaf(xv, w1.y, p[r][5]);
+        p[r][6] = fmaf(xv, w1.z, p[r][6]);
+        p[r][7] = fmaf(xv, w1.w, p[r][7]);
+        q[r][0] = fmaf(xv, kt.x, q[r][0]);
+        q[r][1] = fmaf(xv, kt.y, q[r][1]);
+        q[r][2] = fmaf(xv, kt.z, q[r][2]);
+        q[r][3] = fmaf(xv, kt.w, q[r][3]);
+      }
+    }
+  }
+}
+
+// p = diag(e)·X·W + ((X·K̃ᵀ) ∘ M)·Y. Contains one barrier (A published); X, W, K̃ᵀ, M, e and Y
+// must be ready when it starts, and A must be free (a barrier since its last reader).
+__device__ __forceinline__ void Apply(SolveSmem& sm, int ty, int tx, int warp, float (&p)[4][8]) {
+  float q[4][4];
+  Products(sm, ty, tx, p, q);
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int t = 4 * ty + r;
+    const float e = sm.eg[t];
+#pragma unroll
+    for (int c = 0; c < 8; ++c) p[r][c] *= e;
+    const float4 mm = Ld4(&sm.m[t * kC + 4 * tx]);
+    St4(&sm.a[t * kC + 4 * tx],
+        make_float4(q[r][0] * mm.x, q[r][1] * mm.y, q[r][2] * mm.z, q[r][3] * mm.w));
+  }
+  __syncthreads();
+  // This warp's rows are < 8·warp + 8 and A[t][s] = 0 for s > t: the causal half is skipped.
+  const int s_end = 8 * warp + 8;
+  for (int s = 0; s < s_end; s += 4) {
+    float4 ar[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) ar[r] = Ld4(&sm.a[(4 * ty + r) * kC + s]);
+#pragma unroll
+    for (int ss = 0; ss < 4; ++ss) {
+      const float4 y0 = Ld4(&sm.y[(s + ss) * kD + 4 * tx]);
+      const float4 y1 = Ld4(&sm.y[(s + ss) * kD + 64 + 4 * tx]);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float av = Comp(ar[r], ss);
+        p[r][0] = fmaf(av, y0.x, p[r][0]);
+        p[r][1] = fmaf(av, y0.y, p[r][1]);
+        p[r][2] = fmaf(av, y0.z, p[r][2]);
+        p[r][3] = fmaf(av, y0.w, p[r][3]);
+        p[r][4] = fmaf(av, y1.x, p[r][4]);
+        p[r][5] = fmaf(av, y1.y, p[r][5]);
+        p[r][6] = fmaf(av, y1.z, p[r][6]);
+        p[r][7] = fmaf(av, y1.w, p[r][7]);
+      }
+    }
+  }
+}
+
+// Loads the thread's [4×8] tile of a [C×D] smem matrix / stores it.
+__device__ __forceinline__ void LoadTile(const float* base, int ty, int tx, float (&v)[4][8]) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const float4 a = Ld4(base + (4 * ty + r) * kD + 4 * tx);
+    const float4 b = Ld4(base + (4 * ty + r) * kD + 64 + 4 * tx);
+    v[r][0] = a.x, v[r][1] = a.y, v[r][2] = a.z, v[r][3] = a.w;
+    v[r][4] = b.x, v[r][5] = b.y, v[r][6] = b.z, v[r][7] = b.w;
+  }
+}
+__device__ __forceinline__ void StoreTile(float* base, int ty, int tx, const float (&v)[4][8]) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    St4(base + (4 * ty + r) * kD + 4 * tx, make_float4(v[r][0], v[r][1], v[r][2], v[r][3]));
+    St4(base + (4 * ty + r) * kD + 64 + 4 * tx, make_float4(v[r][4], v[r][5], v[r][6], v[r][7]));
+  }
+}
+
+// Rows [tb, tb + lc) of a [T, H, D] tensor (head h) into smem rows, zeros past lc.
+__device__ __forceinline__ void LoadRows(float* dst, float* dst_t, const float* src, int64_t tb,
+                                         int lc, int H, int h, int tid) {
+  for (int f = tid; f < kC * (kD / 4); f += kSolveThreads) {
+    const int s = f / (kD / 4), i = 4 * (f % (kD / 4));
+    const float4 val = s < lc ? Ld4(src + ((tb + s) * H + h) * kD + i)
+                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    St4(dst + s * kD + i, val);
+    if (dst_t != nullptr) {
+      dst_t[(i + 0) * kC + s] = val.x;
+      dst_t[(i + 1) * kC + s] = val.y;
+      dst_t[(i + 2) * kC + s] = val.z;
+      dst_t[(i + 3) * kC + s] = val.w;
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kSolveThreads, 1) GkaChunkSolveKernel(const ChunkArgs a) {
+  extern __shared__ __align__(16) unsigned char solve_smem_raw[];
+  SolveSmem& sm = *reinterpret_cast<SolveSmem*>(solve_smem_raw);
+  const int cw = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  if (cw >= WindowChunks(a, b)) return;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int ty = tid >> 4, tx = tid & 15;
+  const int base = WindowBase(a, b, lane);
+  const int c = a.c0 + cw;
+  const int len = a.cu[b + 1] - a.cu[b];
+  const int64_t tb = a.cu[b] + static_cast<int64_t>(c) * kC;
+  const int lc = min(kC, len - c * kC);
+  const float* bnd = a.bounds + (static_cast<int64_t>(base + cw) * a.H + h) * 2 * kD * kD;
+  const int n_iter = a.num_iter[b];
+
+  for (int f = tid; f < kD * kD / 4; f += kSolveThreads) St4(&sm.w[4 * f], Ld4(bnd + 4 * f));
+  LoadRows(sm.y, sm.kt, a.k, tb, lc, a.H, h, tid);
+  if (tid < kC) {
+    const bool in = tid < lc;
+    sm.dec[tid] = in ? expf(a.g[(tb + tid) * a.H + h]) : 1.0f;
+    sm.alpha[tid] = in ? a.alpha[(tb + tid) * a.H + h] : 0.0f;
+  }
+  float q[4][8];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int t = 4 * ty + r;
+#pragma unroll
+    for (int cc = 0; cc < 8; ++cc) {
+      q[r][cc] = t < lc ? a.q[((tb + t) * a.H + h) * kD + Col(tx, cc)] : 0.0f;
+    }
+  }
+  __syncthreads();
+  BuildDecay(sm, a.decay_kk, tid);
+  __syncthreads();
+
+  if (n_iter > 0) {
+    // Norm pre-pass with X = K̃: p = H0 k̃_t (rows), pq = k̃_t·k̃_s.
+    for (int f = tid; f < kC * kD / 4; f += kSolveThreads) St4(&sm.x[4 * f], Ld4(&sm.y[4 * f]));
+    __syncthreads();
+    {
+      float p[4][8], pq[4][4], kown[4][8];
+      Products(sm, ty, tx, p, pq);
+      LoadTile(sm.y, ty, tx, kown);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        float part = 0.0f;
+#pragma unroll
+        for (int cc = 0; cc < 8; ++cc) part = fmaf(kown[r][cc], p[r][cc], part);
+        // The 16 lanes of a row group (lane bits 0-3 = tx).
+        part += __shfl_xor_sync(kFullMask, part, 8);
+        part += __shfl_xor_sync(kFullMask, part, 4);
+        part += __shfl_xor_sync(kFullMask, part, 2);
+        part += __shfl_xor_sync(kFullMask, part, 1);
+        if (tx == 0) sm.khk[4 * ty + r] = part;
+        St4(&sm.a[(4 * ty + r) * kC + 4 * tx],
+            make_float4(pq[r][0] * pq[r][0], pq[r][1] * pq[r][1], pq[r][2] * pq[r][2],
+                        pq[r][3] * pq[r][3]));
+      }
+    }
+    float h0sq = 0.0f;
+    for (int f = tid; f < kD * kD; f += kSolveThreads) h0sq = fmaf(sm.w[f], sm.w[f], h0sq);
+    h0sq = BlockSum(h0sq, sm.red);  // also publishes khk and a
+    {
+      // Four lanes per row t: Σ_s M[t,s]·(Σ_r (k̃_s·k̃_r)² M[t,r]) and Σ_s M[t,s]·khk_s.
+      const int t = tid >> 2, part = tid & 3;
+      float s3 = 0.0f, s2 = 0.0f;
+      for (int s = part; s <= t; s += 4) {
+        float inner = 0.0f;
+        for (int r = 0; r <= t; ++r) inner = fmaf(sm.a[s * kC + r], sm.m[t * kC + r], inner);
+        const float mts = sm.m[t * kC + s];
+        s3 = fmaf(mts, inner, s3);
+        s2 = fmaf(mts, sm.khk[s], s2);
+      }
+      s3 += __shfl_xor_sync(kFullMask, s3, 1);
+      s3 += __shfl_xor_sync(kFullMask, s3, 2);
+      s2 += __shfl_xor_sync(kFullMask, s2, 1);
+      s2 += __shfl_xor_sync(kFullMask, s2, 2);
+      if (part == 0) {
+        const float e = sm.eg[t];
+        const float fro = sqrtf(fmaxf(e * e * h0sq + 2.0f * e * s2 + s3, 0.0f));
+        // fro = 0 (every key so far zero): step 0 keeps x = 0, as the sequential kernel does.
+        float lam = 0.0f, step = 0.0f, r4 = 0.0f;
+        if (fro > 0.0f) {
+          lam = a.ridge * fro;
+          step = 2.0f / (2.0f * lam + fro);
+          const float rho = fro / (2.0f * lam + fro) / 2.0f;
+          r4 = rho * rho;
+        }
+        sm.lam[t] = lam;
+        sm.step[t] = step;
+        sm.r4[t] = r4;
+      }
+    }
+    __syncthreads();
+
+    float lam[4], step[4], r4[4], omega[4], xprev[4][8], x[4][8];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int t = 4 * ty + r;
+      lam[r] = sm.lam[t];
+      step[r] = sm.step[t];
+      r4[r] = sm.r4[t];
+      omega[r] = 2.0f;
+#pragma unroll
+      for (int cc = 0; cc < 8; ++cc) {
+        x[r][cc] = step[r] * q[r][cc];
+        xprev[r][cc] = 0.0f;
+      }
+    }
+    StoreTile(sm.x, ty, tx, x);
+    __syncthreads();
+    for (int it = 0; it < n_iter; ++it) {
+      float hx[4][8];
+      Apply(sm, ty, tx, warp, hx);
+      LoadTile(sm.x, ty, tx, x);  // own elements: every reader of X passed Apply's barrier
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        omega[r] = 1.0f / (1.0f - r4[r] * omega[r]);
+#pragma unroll
+        for (int cc = 0; cc < 8; ++cc) {
+          const float res = hx[r][cc] + lam[r] * x[r][cc] - q[r][cc];
+          const float xn = omega[r] * (x[r][cc] - step[r] * res) + (1.0f - omega[r]) * xprev[r][cc];
+          xprev[r][cc] = x[r][cc];
+          x[r][cc] = xn;
+        }
+      }
+      StoreTile(sm.x, ty, tx, x);
+      __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const float al = sm.alpha[4 * ty + r];
+#pragma unroll
+      for (int cc = 0; cc < 8; ++cc) x[r][cc] = q[r][cc] + al * (x[r][cc] - q[r][cc]);
+    }
+    StoreTile(sm.x, ty, tx, x);
+  } else {
+    StoreTile(sm.x, ty, tx, q);  // num_iter 0: q_mix = q̂
+  }
+  __syncthreads();  // the solve's readers of W, Y, M, A are done
+
+  // Readout: o = scale·(diag(e)·Q_mix·S0 + ((Q_mix·K̃ᵀ) ∘ M)·Ṽ) with h_kv's decay.
+  for (int f = tid; f < kD * kD / 4; f += kSolveThreads) {
+    St4(&sm.w[4 * f], Ld4(bnd + kD * kD + 4 * f));
+  }
+  LoadRows(sm.y, nullptr, a.v, tb, lc, a.H, h, tid);
+  BuildDecay(sm, true, tid);
+  __syncthreads();
+  float o[4][8];
+  Apply(sm, ty, tx, warp, o);
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int t = 4 * ty + r;
+    if (t >= lc) continue;
+    float* dst = a.out + ((tb + t) * a.H + h) * kD;
+    St4(dst + 4 * tx, make_float4(a.scale * o[r][0], a.scale * o[r][1], a.scale * o[r][2],
+                                  a.scale * o[r][3]));
+    St4(dst + 64 + 4 * tx, make_float4(a.scale * o[r][4], a.scale * o[r][5], a.scale * o[r][6],
+                                       a.scale * o[r][7]));
+  }
+}
+
+}  // namespace
+
+// ---- host --------------------------------------------------------------------------------
+
+bool GkaCoreChunkedSupported(int64_t head_dim) { return head_dim == kD; }
+
+absl::Status GkaCoreChunked(const CudaContext& ctx, const GkaCoreParams& p, int min_len) {
+  const int64_t T = p.q.shape[0], H = p.q.shape[1];
+  const int64_t B = p.num_seqs;
+  const int max_chunks = (p.max_seqlen + kC - 1) / kC;
+  const int64_t chunk_bytes = H * 2 * kD * kD * static_cast<int64_t>(sizeof(float));
+  // At most T/C + B chunks exist in all (each sequence's last one may be partial); a window of
+  // W chunk indices holds at most B·W of them.
+  const int64_t total_bound = T / kC + B;
+  int W = max_chunks;
+  if (total_bound * chunk_bytes > kScratchBudgetBytes) {
+    W = static_cast<int>(std::clamp<int64_t>(kScratchBudgetBytes / (B * chunk_bytes), 1,
+                                             max_chunks));
+  }
+  const int64_t slots = std::min<int64_t>(total_bound, B * W);
+  GKA_ASSIGN_OR_RETURN(void* scratch, ctx.Scratch(static_cast<size_t>(slots * chunk_bytes)));
+
+  constexpr size_t scan_smem = sizeof(ScanSmem);
+  constexpr size_t solve_smem = sizeof(SolveSmem);
+  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      GkaChunkScanKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(scan_smem)));
+  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GkaChunkSolveKernel,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(solve_smem)));
+  ChunkArgs args{.q = p.q.data<float>(),
+                 .k = p.k.data<float>(),
+                 .v = p.v.data<float>(),
+                 .alpha = p.alpha.data<float>(),
+                 .g = p.g.data<float>(),
+                 .out = p.out.data<float>(),
+                 .h_kk = p.h_kk.data<float>(),
+                 .h_kv = p.h_kv.data<float>(),
+                 .slots = p.slots,
+                 .cu = p.cu_seqlens,
+                 .num_iter = p.num_iter,
+                 .bounds = static_cast<float*>(scratch),
+                 .H = static_cast<int>(H),
+                 .min_len = min_len,
+                 .c0 = 0,
+                 .W = W,
+                 .ridge = p.ridge_ratio,
+                 .scale = p.scale,
+                 .decay_kk = p.decay_kk};
+  for (int c0 = 0; c0 < max_chunks; c0 += W) {
+    args.c0 = c0;
+    const int w_here = std::min(W, max_chunks - c0);
+    GkaChunkScanKernel<<<dim3(2 * kScanTiles, H, B), kScanThreads, scan_smem, ctx.stream()>>>(
+        args);
+    GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaChunkScanKernel");
+    GkaChunkSolveKernel<<<dim3(w_here, H, B), kSolveThreads, solve_smem, ctx.stream()>>>(args);
+    GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaChunkSolveKernel");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace gka::kernels::cuda
