@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# gka bench serve against a live `gka local` cluster (router + 1 prefill + 1 decode worker as
+# real processes, the tiny model): a closed-loop run over two tiers and a two-rate sweep. The
+# JSON must add up (every request accounted for, tokens = requests x --output-len with
+# --ignore-eos, each tier served with its own decode num_iter) and the plots must be valid SVG.
+#   bench_cluster_smoke_test.sh BIN_DIR
+set -euo pipefail
+BIN=$1
+GKA=$BIN/gka
+TMP=$(mktemp -d)
+cleanup() {
+  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+json() {  # json FILE EXPR -> prints the JS expression's value over the file's JSON `j`
+  node -e 'const j=require(process.argv[1]); console.log(eval(process.argv[2]))' "$1" "$2"
+}
+expect() {  # expect WHAT ACTUAL EXPECTED
+  if [[ "$2" != "$3" ]]; then echo "FAIL: $1: got $2, want $3"; exit 1; fi
+}
+
+"$GKA" make-tiny-model --out "$TMP/m" 2>/dev/null
+cat >"$TMP/tiers.json" <<'JSON'
+{"default": "standard",
+ "tiers": [{"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5},
+           {"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10}]}
+JSON
+"$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --prefill-workers 1 --decode-workers 1 \
+  --tiers "$TMP/tiers.json" --state-file "$TMP/state" --log-dir "$TMP" >"$TMP/local.out" &
+LOCAL_PID=$!
+for _ in $(seq 1 300); do
+  [[ -s $TMP/state ]] && [[ $(wc -l <"$TMP/state") -ge 3 ]] && break
+  kill -0 $LOCAL_PID 2>/dev/null || { cat "$TMP"/*.log >&2; echo "gka local died"; exit 1; }
+  sleep 0.1
+done
+ADDR=$(head -1 "$TMP/state" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).grpc))')
+"$GKA" health --addr "$ADDR" --timeout 20 >/dev/null
+
+timeout 40 "$GKA" bench serve --addr "$ADDR" --concurrency 2 --num-requests 8 --input-len 16 \
+  --output-len 6 --ignore-eos --tier-mix interactive=0.5,standard=0.5 --slo ttft=20s,e2e=30s \
+  --seed 3 --out "$TMP/run.json" --save-requests 2>"$TMP/bench.err" || { cat "$TMP/bench.err"; exit 1; }
+R="$TMP/run.json"
+expect "ok" "$(json "$R" j.report.overall.requests.ok)" 8
+expect "failed" "$(json "$R" j.report.overall.requests.failed)" 0
+expect "output tokens" "$(json "$R" j.report.overall.output_tokens)" 48
+expect "prompt tokens" "$(json "$R" j.report.overall.input_tokens)" 128
+expect "tiers add up" "$(json "$R" 'Object.values(j.report.tiers).reduce((a,t)=>a+t.requests.sent,0)')" 8
+expect "TTFT samples" "$(json "$R" j.report.overall.ttft_ms.count)" 8
+expect "ITL samples = chunks - 1" "$(json "$R" j.report.overall.itl_ms.count)" \
+  "$(json "$R" 'j.requests.reduce((a,r)=>a+r.chunks_ms_tokens.length-1,0)')"
+expect "goodput counts every request" "$(json "$R" j.report.overall.good_requests)" 8
+expect "each tier got its num_iter" \
+  "$(json "$R" 'j.requests.every(r=>r.decode_num_iter===(r.tier==="interactive"?30:10))')" true
+expect "TTFT includes the server's" \
+  "$(json "$R" 'j.requests.every(r=>r.chunks_ms_tokens[0][0]-r.sent_ms>=r.server_ttft_ms-1)')" true
+expect "machine named" "$(json "$R" 'j.machine.cpus>0')" true
+
+timeout 40 "$GKA" bench serve --addr "$ADDR" --sweep 5,10 --num-requests 6 --input-len 8 \
+  --output-len 4 --ignore-eos --arrival constant --label smoke --out "$TMP/sweep.json" \
+  2>"$TMP/sweep.err" || { cat "$TMP/sweep.err"; exit 1; }
+expect "sweep points" "$(json "$TMP/sweep.json" j.points.length)" 2
+expect "sweep requests" "$(json "$TMP/sweep.json" 'j.points.map(p=>p.report.overall.requests.ok).join()')" "6,6"
+"$GKA" bench plot --in "$TMP/sweep.json" --in "$TMP/sweep.json" --out "$TMP/overlay.svg"
+for svg in "$TMP/run.svg" "$TMP/sweep.svg" "$TMP/overlay.svg"; do
+  if command -v xmllint >/dev/null; then xmllint --noout "$svg"; fi
+  grep -q '<path d="M' "$svg" || { echo "FAIL: $svg has no line"; exit 1; }
+done
+echo "PASS"
