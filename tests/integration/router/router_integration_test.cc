@@ -478,6 +478,52 @@ TEST_F(RouterIntegrationTest, DecodeWorkerDeathMidStreamIsRetryableUnavailable) 
   EXPECT_EQ(r.final->served_by().decode_worker_id(), "decode-b");
 }
 
+TEST_F(RouterIntegrationTest, FrozenDecodeWorkerFailsItsRequestsByHeartbeat) {
+  // The stream stays open (a frozen process keeps its sockets), but heartbeats stop: the
+  // router gives up on the worker after the heartbeat timeout instead of hanging.
+  FakeDecodeWorker& frozen = AddDecode({});
+  AddPrefill({});
+  ASSERT_TRUE(WaitHealth(true));
+  SetScript("a b c d e f g h i j k l m n o p q r s t u v w x y z", absl::Milliseconds(200));
+  v1::GenerateRequest request = TextRequest("Go", 200);
+  request.set_request_id("frozen-1");
+  bool stopped = false;
+  Result r = Generate(request, absl::Seconds(20), [&](const v1::GenerateResponse& resp) {
+    if (!stopped && resp.has_chunk()) {
+      stopped = true;
+      frozen.StopHeartbeats();
+    }
+    return true;
+  });
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+  ASSERT_TRUE(r.error.has_value());
+  EXPECT_TRUE(r.error->retryable());
+  EXPECT_THAT(r.error->message(), HasSubstr("heartbeats"));
+  EXPECT_LT(r.elapsed, absl::Seconds(4));
+  EXPECT_TRUE(frozen.WaitAbort("frozen-1", absl::Now() + absl::Seconds(5)));
+}
+
+TEST_F(RouterIntegrationTest, ApiKeyGuardsThePublicApiButNotRegistration) {
+  router_.reset();
+  StartRouter({.api_key = "s3cret"});
+  AddDecode({});  // registers without a key
+  AddPrefill({});
+  ASSERT_TRUE(WaitHealth(true));  // health is exempt too
+  SetScript("authorized");
+  Result denied = Generate(TextRequest("Hi"));
+  EXPECT_EQ(denied.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+  grpc::ClientContext ctx;
+  rpc::SetTimeout(ctx, absl::Seconds(10));
+  ctx.AddMetadata("authorization", "Bearer s3cret");
+  auto reader = stub_->Generate(&ctx, TextRequest("Hi"));
+  v1::GenerateResponse response;
+  std::string text;
+  while (reader->Read(&response)) text += response.chunk().text();
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(text, "authorized");
+}
+
 TEST_F(RouterMetricsTest, ClientCancelReachesTheDecodeWorker) {
   FakeDecodeWorker& decode = AddDecode({});
   AddPrefill({});
