@@ -664,15 +664,14 @@ absl::Time DecodeCore::Tick() {
   for (uint64_t g : refence) {
     if (Entry* e = ByGeneration(g)) StartFence(*e);
   }
-  bool ran = false;
-  if (scheduler_->num_sequences() > 0) {
-    RunStep();
-    ran = true;
-  }
+  const bool busy = scheduler_->num_sequences() > 0;
+  const bool ran = busy && RunStep();
   UpdateGauges();
   now = absl::Now();
   if (ran) return now;
-  absl::Time next = absl::InfiniteFuture();
+  // Sequences that cannot run now (memory held by reservations) wait for a task to wake
+  // the loop (a completion, a release), or poll briefly.
+  absl::Time next = busy ? now + absl::Milliseconds(20) : absl::InfiniteFuture();
   for (const auto& [g, e] : entries_) {
     if (e->phase == Phase::kAwaitingTransfer || e->phase == Phase::kTransferred) {
       next = std::min(next, e->lease.deadline);
@@ -684,7 +683,7 @@ absl::Time DecodeCore::Tick() {
   return next;
 }
 
-void DecodeCore::RunStep() {
+bool DecodeCore::RunStep() {
   auto entry_of = [this](SequenceId id) -> Entry* {
     auto it = by_sequence_.find(id);
     GKA_CHECK(it != by_sequence_.end()) << "sequence " << id << " without a request";
@@ -725,6 +724,7 @@ void DecodeCore::RunStep() {
     }
     Finalize(*e, f);
   }
+  return r.ran;
 }
 
 void DecodeCore::UpdateGauges() {

@@ -9,8 +9,10 @@
 //   Reserve        ReserveForImport(prompt pages + slot) -> register the reservation's memory
 //                  (one region per contiguous run of its segments) -> Expect(generation,
 //                  lease, verify ranges) -> TransferTicket.
-//   completion     (common/transfer, after every put is complete here) checksum verified by
-//                  the transfer engine; payload = HandoffCompletion carrying the generation:
+//   completion     (common/transfer's completion message, sent after every write is
+//                  complete here) with the XXH3 checksum, verified by the transfer engine
+//                  over the reservation's segments (the Expect's verify ranges) before the
+//                  core hears of it; payload = HandoffCompletion carrying the generation:
 //                  a payload of another generation is discarded. Registrations are revoked
 //                  (nothing may write any more).
 //   StartDecode    (before or after the completion) once both are in: AddPrefilled, stream
@@ -52,7 +54,8 @@ namespace spb = ::gka::serving::v1;
 using base::SequenceId;
 
 // The sending half of one StartDecode call. Send queues (never blocks); Close is the last
-// call the core makes on a stream, after which it forgets the pointer.
+// call the core makes on a stream, after which it forgets the pointer. Implementations are
+// thread-safe (the core calls from the engine thread, gRPC completes writes on its own).
 class DecodeStream {
  public:
   virtual ~DecodeStream() = default;
@@ -61,7 +64,8 @@ class DecodeStream {
   virtual void Close(const absl::Status& status) = 0;
 };
 
-// Series handles of docs/metrics.md's decode section, created at start (at 0).
+// Series handles of docs/metrics.md's decode section, created at start (at 0). Handles are
+// thread-safe (metrics.h).
 struct DecodeMetrics {
   static absl::StatusOr<std::unique_ptr<DecodeMetrics>> Create(
       metrics::Registry& registry, const std::string& worker,
@@ -165,7 +169,7 @@ class DecodeCore {
   void StartFence(Entry& e);
   void FreeNow(Entry& e, bool quarantined);
   void Forget(Entry& e);
-  void RunStep();
+  bool RunStep();  // true when a Forward ran
   void Finalize(Entry& e, const scheduler::FinishedSequence& f);
   void Expire(Entry& e);
   std::string TierOf(const Entry& e) const;

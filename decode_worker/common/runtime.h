@@ -57,6 +57,7 @@ wpb::RegisterRequest Registration(wpb::WorkerRole role, const WorkerOptions& opt
                                   int32_t max_batch_tokens);
 
 // A value one thread publishes and others read (the engine thread's stats snapshot).
+// Thread-safe.
 template <typename T>
 class Published {
  public:

@@ -33,7 +33,7 @@ using base::SequenceId;
 
 // The scheduler's view of a worker's memory: the engine's free pools. Memory held outside the
 // scheduler (a decode worker's reservations, a prefill worker's sequences being handed off)
-// is inside the engine, hence excluded already.
+// is inside the engine, hence excluded already. Engine-thread only, like the engine.
 class EngineMemory final : public scheduler::MemoryModel {
  public:
   explicit EngineMemory(const engine::Engine& e) : e_(e) {}
