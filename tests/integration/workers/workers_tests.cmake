@@ -17,3 +17,7 @@ target_compile_definitions(worker_binaries_test PRIVATE
   GKA_PREFILL_WORKER_PATH="$<TARGET_FILE:gka-prefill-worker>"
   GKA_DECODE_WORKER_PATH="$<TARGET_FILE:gka-decode-worker>")
 add_dependencies(worker_binaries_test gka-prefill-worker gka-decode-worker)
+
+# DecodeCore against a scripted transfer engine: quarantine and fence retries.
+gka_cc_test(NAME decode_core_test SRCS ${dir}/decode_core_test.cc
+  DEPS gka::decode_worker LABELS unit)
