@@ -16,6 +16,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libopenblas-dev
+  python3-protobuf python3-venv python3-pip python3-setuptools python3-wheel  # Python SDK
   python3-grpcio python3-yaml unzip
 )
 

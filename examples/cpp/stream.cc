@@ -1,5 +1,5 @@
 // Streaming with the C++ SDK: pull style, callback style, cancellation and errors.
-//   stream [HOST:PORT] [API_KEY]
+//   stream [HOST:PORT]          (the API key, if the router wants one, from $GKA_API_KEY)
 #include <iostream>
 
 #include "absl/synchronization/notification.h"
@@ -8,7 +8,6 @@
 int main(int argc, char** argv) {
   gka::sdk::ClientOptions options;
   options.address = argc > 1 ? argv[1] : "127.0.0.1:50051";
-  options.api_key = argc > 2 ? argv[2] : "";
   options.default_timeout = absl::Seconds(60);  // every call, retries included
   auto client = gka::sdk::Client::Create(options);
   if (!client.ok()) return std::cerr << client.status() << "\n", 1;
@@ -38,7 +37,8 @@ int main(int argc, char** argv) {
        .on_done =
            [](absl::StatusOr<gka::sdk::Result> r) {
              std::cout << "cancelled call ended: "
-                       << (r.ok() ? "finished first" : r.status().ToString()) << "\n";
+                       << (r.ok() ? "finished first" : absl::StatusCodeToString(r.status().code()))
+                       << "\n";
            }});
   first_chunk.WaitForNotificationWithTimeout(absl::Seconds(30));
   call->Cancel();

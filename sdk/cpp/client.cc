@@ -2,7 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstdlib>
 #include <deque>
+#include <thread>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -24,10 +26,6 @@ using internal::CallObserver;
 using internal::StreamCall;
 
 namespace {
-
-// Set while a user callback runs on this thread, so that ~CallHandle inside a callback
-// does not wait for itself.
-thread_local bool in_user_callback = false;
 
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& o) {
   grpc::ChannelArguments args;
@@ -104,17 +102,10 @@ class CallbackObserver final : public CallObserver {
   explicit CallbackObserver(StreamCallbacks callbacks) : callbacks_(std::move(callbacks)) {}
 
   void OnChunk(const Chunk& chunk) override {
-    if (!callbacks_.on_chunk) return;
-    in_user_callback = true;
-    callbacks_.on_chunk(chunk);
-    in_user_callback = false;
+    if (callbacks_.on_chunk) callbacks_.on_chunk(chunk);
   }
   void OnDone(absl::StatusOr<Result> result) override {
-    if (callbacks_.on_done) {
-      in_user_callback = true;
-      callbacks_.on_done(std::move(result));
-      in_user_callback = false;
-    }
+    if (callbacks_.on_done) callbacks_.on_done(std::move(result));
     absl::MutexLock lock(&mu_);
     done_ = true;
   }
@@ -135,11 +126,30 @@ class CallbackObserver final : public CallObserver {
 // ------------------------------------------------------------------------------------------
 // Client::Core
 
+namespace {
+
+std::string ApiKey(const ClientOptions& options) {
+  if (options.api_key) return *options.api_key;
+  const char* env = std::getenv("GKA_API_KEY");
+  return env != nullptr ? env : "";
+}
+
+}  // namespace
+
 Client::Core::Core(const ClientOptions& options)
     : options_(options),
+      api_key_(ApiKey(options)),
       channel_(MakeChannel(options)),
       stub_(pb::GenerateService::NewStub(channel_)),
       id_prefix_(absl::StrFormat("sdk-%016x-", absl::Uniform<uint64_t>(absl::BitGen()))) {}
+
+Client::Core::~Core() {
+  if (!internal::InGrpcReaction()) return;
+  std::thread([channel = std::move(channel_), stub = std::move(stub_)]() mutable {
+    stub.reset();
+    channel.reset();
+  }).detach();
+}
 
 std::string Client::Core::NewRequestId() {
   return absl::StrCat(id_prefix_, next_id_.fetch_add(1, std::memory_order_relaxed));
@@ -156,7 +166,7 @@ const RetryPolicy& Client::Core::RetryFor(const CallOptions& call) const {
 
 void Client::Core::Prepare(grpc::ClientContext& ctx, absl::Time deadline) const {
   rpc::SetDeadline(ctx, deadline);
-  rpc::AddBearerToken(ctx, options_.api_key);
+  rpc::AddBearerToken(ctx, api_key_);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -196,7 +206,8 @@ class CallHandle::Impl {
 CallHandle::CallHandle(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CallHandle::~CallHandle() {
   Cancel();
-  if (!in_user_callback) Wait();
+  // Inside a callback (this call's or another's) waiting could block gRPC's thread on itself.
+  if (!internal::InGrpcReaction()) Wait();
 }
 void CallHandle::Cancel() {
   if (impl_->call_ != nullptr) impl_->call_->Cancel();

@@ -22,9 +22,35 @@ class ClientContext;
 
 namespace gka::sdk {
 
+namespace internal {
+
+// True on a thread while it runs one of the SDK's gRPC reactions (reactor or alarm callbacks,
+// user callbacks included).
+bool InGrpcReaction();
+
+// Marks the current thread as running a gRPC reaction for its lifetime.
+class GrpcReactionScope {
+ public:
+  GrpcReactionScope();
+  ~GrpcReactionScope();
+  GrpcReactionScope(const GrpcReactionScope&) = delete;
+  GrpcReactionScope& operator=(const GrpcReactionScope&) = delete;
+
+ private:
+  const bool outer_;
+};
+
+}  // namespace internal
+
 class Client::Core {
  public:
   explicit Core(const ClientOptions& options);
+  // On a thread running one of the SDK's gRPC reactions, hands the channel to a short-lived
+  // thread to destroy: with the callback API on Linux, the last channel releases gRPC's
+  // shared callback completion queue and joins its threads — one of which would be this
+  // one (gRPC then aborts in grpc_cq_internal_unref). That happens when a call's last
+  // reference, and with it the Client's, drops inside its own OnDone.
+  ~Core();
 
   const ClientOptions& options() const { return options_; }
   grpc::Channel& channel() { return *channel_; }
@@ -39,6 +65,7 @@ class Client::Core {
 
  private:
   const ClientOptions options_;
+  const std::string api_key_;  // options_.api_key, or $GKA_API_KEY when unset
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<serving::v1::GenerateService::Stub> stub_;
   const std::string id_prefix_;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -429,6 +430,17 @@ TEST(ClientAuthTest, ApiKeyIsSentAndAMissingOneIsNotRetried) {
   absl::StatusOr<Result> r = (*keyed)->Generate(Request::Text("x"));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE((*keyed)->GetModelInfo().ok());
+
+  // Unset api_key takes $GKA_API_KEY; an empty one sends none even then.
+  setenv("GKA_API_KEY", "s3cret", 1);
+  auto from_env = Client::Create({.address = (*fake)->address(), .retry = FastRetry()});
+  auto explicit_none =
+      Client::Create({.address = (*fake)->address(), .api_key = "", .retry = FastRetry()});
+  unsetenv("GKA_API_KEY");
+  ASSERT_TRUE(from_env.ok() && explicit_none.ok());
+  EXPECT_TRUE((*from_env)->Generate(Request::Text("x")).ok());
+  EXPECT_EQ((*explicit_none)->Generate(Request::Text("x")).status().code(),
+            absl::StatusCode::kUnauthenticated);
 }
 
 TEST(ClientTlsTest, VerifiesTheServerWithTheGivenRoots) {

@@ -11,6 +11,14 @@ namespace gka::sdk::internal {
 
 namespace pb = ::gka::serving::v1;
 
+namespace {
+thread_local bool in_grpc_reaction = false;
+}  // namespace
+
+bool InGrpcReaction() { return in_grpc_reaction; }
+GrpcReactionScope::GrpcReactionScope() : outer_(in_grpc_reaction) { in_grpc_reaction = true; }
+GrpcReactionScope::~GrpcReactionScope() { in_grpc_reaction = outer_; }
+
 // One gRPC call of the Generate stream. Keeps itself alive (self_) until gRPC's OnDone.
 class StreamCall::Attempt final : public grpc::ClientReadReactor<pb::GenerateResponse> {
  public:
@@ -26,12 +34,14 @@ class StreamCall::Attempt final : public grpc::ClientReadReactor<pb::GenerateRes
   }
 
   void OnReadDone(bool ok) override {
+    GrpcReactionScope scope;
     if (!ok) return;  // the stream ended; OnDone follows
     call_->OnResponse(response_);
     StartRead(&response_);
   }
 
   void OnDone(const grpc::Status& status) override {
+    GrpcReactionScope scope;                           // outlives `self`
     std::shared_ptr<Attempt> self = std::move(self_);  // may be the last reference
     call_->OnAttemptDone(this, status);
   }
@@ -145,8 +155,10 @@ void StreamCall::OnAttemptDone(Attempt* attempt, const grpc::Status& status) {
   }
   if (alarm != nullptr) {
     // Outside mu_: an alarm already due may run its callback inside Set.
-    alarm->Set(rpc::ToChrono(wake),
-               [self = shared_from_this()](bool fired) { self->OnBackoffDone(fired); });
+    alarm->Set(rpc::ToChrono(wake), [self = shared_from_this()](bool fired) {
+      GrpcReactionScope scope;
+      self->OnBackoffDone(fired);
+    });
     bool cancelled;
     {
       absl::MutexLock lock(&mu_);

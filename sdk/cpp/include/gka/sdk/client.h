@@ -75,8 +75,9 @@ struct RetryPolicy {
 struct ClientOptions {
   // The router's gRPC address, "host:port" (any gRPC target such as "dns:///host:port").
   std::string address = "127.0.0.1:50051";
-  // Sent as "authorization: Bearer <api_key>" on every call; empty sends none.
-  std::string api_key;
+  // Sent as "authorization: Bearer <api_key>" on every call. Unset: the environment's
+  // GKA_API_KEY (the variable the router reads too), if any; empty: no key.
+  std::optional<std::string> api_key;
   bool tls = false;
   // PEM root certificates to verify the server with; empty uses the system's roots.
   std::string tls_root_certs_pem;
