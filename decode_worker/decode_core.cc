@@ -15,6 +15,25 @@ namespace {
 using scheduler::FinishedSequence;
 using scheduler::FinishReason;
 
+// [first, last) index ranges of consecutive segments of one kind that are contiguous in
+// memory, in order: one registration each.
+std::vector<std::pair<size_t, size_t>> ContiguousRuns(
+    const std::vector<engine::MemorySegment>& segments,
+    const std::vector<worker_common::SegmentSpec>& specs) {
+  std::vector<std::pair<size_t, size_t>> runs;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const bool extends = !runs.empty() && specs[i].kind == specs[i - 1].kind &&
+                         static_cast<char*>(segments[i - 1].ptr) + segments[i - 1].bytes ==
+                             static_cast<char*>(segments[i].ptr);
+    if (extends) {
+      runs.back().second = i + 1;
+    } else {
+      runs.push_back({i, i + 1});
+    }
+  }
+  return runs;
+}
+
 spb::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
     case FinishReason::kStopToken:
@@ -155,8 +174,8 @@ DecodeCore::DecodeCore(const DecodeCoreOptions& options, engine::Engine* engine,
       metrics_(metrics),
       layout_(worker_common::HandoffLayout::Of(*engine)),
       memory_(std::make_unique<worker_common::EngineMemory>(*engine)),
-      // Distinct from every earlier run of this worker: a completion addressed to a previous
-      // process (same address reused) can never match a live generation.
+      // Distinct from earlier runs of this worker (the start time in µs, 2^16 reservations
+      // apart per µs of start-time difference), so a generation is never reused.
       generation_base_(static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())) << 16) {}
 
 DecodeCore::~DecodeCore() = default;
@@ -251,35 +270,27 @@ absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequ
   transfer::ExpectedTransfer expected;
   expected.transfer_id = e->generation;
   expected.lease_deadline = e->lease.deadline;
-  size_t run_begin = 0;
-  for (size_t i = 0; i <= segments.size(); ++i) {
-    const bool extends = i < segments.size() && i > run_begin &&
-                         specs[i].kind == specs[i - 1].kind &&
-                         static_cast<char*>(segments[i - 1].ptr) + segments[i - 1].bytes ==
-                             static_cast<char*>(segments[i].ptr);
-    if (i > 0 && (i == segments.size() || !extends) && i > run_begin) {
-      char* begin = static_cast<char*>(segments[run_begin].ptr);
-      const uint64_t length = static_cast<uint64_t>(static_cast<char*>(segments[i - 1].ptr) +
-                                                    segments[i - 1].bytes - begin);
-      GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::MemoryRegion> region,
-                           transfer_->RegisterMemory(begin, length, transfer::MemoryKind::kHost));
-      wpb::MemoryRegion* r = rank->add_regions();
-      r->set_kind(worker_common::ToRegionKind(specs[run_begin].kind));
-      r->set_remote_addr(region->remote().remote_addr);
-      r->set_length(region->remote().length);
-      r->set_packed_rkey(region->remote().packed_rkey);
-      const uint32_t index = static_cast<uint32_t>(e->regions.size());
-      for (size_t s = run_begin; s < i; ++s) {
-        wpb::TransferSegment* seg = rank->add_segments();
-        seg->set_region(index);
-        seg->set_remote_addr(region->remote().remote_addr +
-                             (static_cast<char*>(segments[s].ptr) - begin));
-        seg->set_length(segments[s].bytes);
-        seg->set_kind(worker_common::ToRegionKind(specs[s].kind));
-      }
-      e->regions.push_back(std::move(region));
-      run_begin = i;
+  for (const auto& [first, last] : ContiguousRuns(segments, specs)) {
+    char* begin = static_cast<char*>(segments[first].ptr);
+    const uint64_t length = static_cast<uint64_t>(static_cast<char*>(segments[last - 1].ptr) +
+                                                  segments[last - 1].bytes - begin);
+    GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::MemoryRegion> region,
+                         transfer_->RegisterMemory(begin, length, transfer::MemoryKind::kHost));
+    wpb::MemoryRegion* r = rank->add_regions();
+    r->set_kind(worker_common::ToRegionKind(specs[first].kind));
+    r->set_remote_addr(region->remote().remote_addr);
+    r->set_length(region->remote().length);
+    r->set_packed_rkey(region->remote().packed_rkey);
+    const uint32_t index = static_cast<uint32_t>(e->regions.size());
+    for (size_t i = first; i < last; ++i) {
+      wpb::TransferSegment* seg = rank->add_segments();
+      seg->set_region(index);
+      seg->set_remote_addr(region->remote().remote_addr +
+                           (static_cast<char*>(segments[i].ptr) - begin));
+      seg->set_length(segments[i].bytes);
+      seg->set_kind(worker_common::ToRegionKind(specs[i].kind));
     }
+    e->regions.push_back(std::move(region));
   }
   for (const engine::MemorySegment& s : segments) {
     expected.verify_ranges.push_back({s.ptr, s.bytes});
