@@ -135,6 +135,10 @@ struct RequestSpec {
   int32_t decode_num_iter = -1;
   uint32_t lease_ms = 20000;
   std::vector<int32_t> stop_ids;
+  // Sampling: greedy unless temperature > 0 (then seeded, top-k).
+  float temperature = 0;
+  int32_t top_k = 0;
+  uint64_t seed = 0;
   std::string tier;
   bool skip_prefill = false;  // reserve and stream only (lease expiry)
   // Open StartDecode only after the Prefill call returned and `before_decode` ran.
@@ -171,7 +175,9 @@ inline RequestOutcome RunRequest(wpb::DecodeService::Stub& decode,
     if (!out.reserve.ok()) return out;
   }
   wpb::WorkerSamplingParams sampling;
-  sampling.set_temperature(0);
+  sampling.set_temperature(spec.temperature);
+  sampling.set_top_k(spec.top_k);
+  sampling.set_seed(spec.seed);
   for (int32_t id : spec.stop_ids) sampling.add_stop_token_ids(id);
   grpc::ClientContext dctx;
   rpc::SetTimeout(dctx, absl::Seconds(120));
@@ -233,7 +239,9 @@ class OfflineReference {
     cli::GenerateOptions o;
     o.prompt = spec.prompt;
     o.max_tokens = spec.max_tokens;
-    o.sampling.temperature = 0;
+    o.sampling.temperature = spec.temperature;
+    o.sampling.top_k = spec.top_k;
+    o.sampling.seed = spec.seed;
     o.prefill_num_iter = spec.prefill_num_iter;
     o.decode_num_iter = spec.decode_num_iter;
     o.stop_token_ids = spec.stop_ids;
