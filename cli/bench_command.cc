@@ -83,6 +83,14 @@ absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
 
 #if GKA_WITH_GRPC
 
+// The 1-minute load average: on a shared machine, other work competes with the cluster and
+// the client for the same cores, and the numbers need that said next to them.
+double LoadAverage() {
+  double load = -1;
+  std::ifstream("/proc/loadavg") >> load;
+  return load;
+}
+
 // What machine produced the numbers: they mean little without it.
 nlohmann::json Machine() {
   char host[256] = {};
@@ -94,7 +102,10 @@ nlohmann::json Machine() {
       cpu = std::string(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
     }
   }
-  return {{"hostname", host}, {"cpus", std::thread::hardware_concurrency()}, {"cpu_model", cpu}};
+  return {{"hostname", host},
+          {"cpus", std::thread::hardware_concurrency()},
+          {"cpu_model", cpu},
+          {"loadavg", LoadAverage()}};
 }
 
 std::string PlotPath(const BenchFlags& f) {
@@ -215,6 +226,7 @@ absl::Status RunBenchServe(BenchFlags f) {
     j["mode"] = mode;
     j["config"] = Config(f, options);
     j["report"] = bench::ToJson(report);
+    j["report"]["loadavg_after"] = LoadAverage();
     if (f.save_requests) {
       j["requests"] = nlohmann::json::array();
       for (const bench::RequestRecord& r : run.records) j["requests"].push_back(bench::ToJson(r));

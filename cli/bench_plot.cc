@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -35,11 +36,11 @@ std::string Num(double v) {
   return absl::StrFormat("%.2g", v);
 }
 
-// Step of about `range / 5`, rounded to 1, 2 or 5 times a power of ten.
+// Step of about `range / 6`, rounded to 1, 2, 2.5 or 5 times a power of ten.
 double NiceStep(double range) {
-  const double raw = range / 5;
+  const double raw = range / 6;
   const double p = std::pow(10.0, std::floor(std::log10(raw)));
-  for (double m : {1.0, 2.0, 5.0}) {
+  for (double m : {1.0, 2.0, 2.5, 5.0}) {
     if (m * p >= raw) return m * p;
   }
   return 10 * p;
@@ -99,6 +100,7 @@ void DrawPanel(const PlotPanel& panel, double y0, std::string* svg) {
                           (px0 + px1) / 2 - 20, (py0 + py1) / 2);
     return;
   }
+  if (panel.x_range) std::tie(xlo, xhi) = *panel.x_range;
   const Axis xa = MakeAxis(xlo, xhi, false, false);
   const Axis ya = MakeAxis(ylo, yhi, panel.log_y, true);
   auto X = [&](double x) { return px0 + xa.Frac(x) * (px1 - px0); };
@@ -184,7 +186,7 @@ std::string RenderSvg(const std::string& title, const std::vector<PlotPanel>& pa
   std::string svg = absl::StrFormat(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
       "viewBox=\"0 0 %.0f %.0f\" font-family=\"Helvetica, Arial, sans-serif\">\n"
-      "<style>.t{font-size:16px;font-weight:bold}.pt{font-size:13px;font-weight:bold}"
+      "<style>.t{font-size:14px;font-weight:bold}.pt{font-size:13px;font-weight:bold}"
       ".ax{font-size:11px;fill:#333}.lg{font-size:11px}.nt{font-size:11px;fill:#555}"
       ".grid{stroke:#e4e4e4;stroke-width:1}</style>\n"
       "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
@@ -205,7 +207,8 @@ std::string RunPlot(const nlohmann::json& run, const std::string& title) {
   const nlohmann::json& report = run.contains("report") ? run["report"] : run;
   PlotPanel ttft{"TTFT over time (by first-token arrival)", "time since start (s)", "ms"};
   PlotPanel itl{"ITL over time (by gap end)", "time since start (s)", "ms"};
-  PlotPanel tput{"Throughput and load over time", "time since start (s)", "per second / count"};
+  PlotPanel tokens{"Output token throughput over time", "time since start (s)", "tokens/s"};
+  PlotPanel load{"Requests over time", "time since start (s)", "requests/s, requests"};
   struct Line {
     PlotPanel* panel;
     const char* name;
@@ -220,9 +223,9 @@ std::string RunPlot(const nlohmann::json& run, const std::string& title) {
       {&itl, "ITL p50", {"itl_ms", "p50"}, kPalette[0], false},
       {&itl, "ITL p90", {"itl_ms", "p90"}, kPalette[1], false},
       {&itl, "ITL p99", {"itl_ms", "p99"}, kPalette[2], false},
-      {&tput, "output tok/s", {"output_tokens_per_s"}, kPalette[0], false},
-      {&tput, "requests/s done", {"requests_per_s"}, kPalette[1], false},
-      {&tput, "in flight", {"in_flight"}, kPalette[6], true},
+      {&tokens, "output tok/s", {"output_tokens_per_s"}, kPalette[0], false},
+      {&load, "completed/s", {"requests_per_s"}, kPalette[1], false},
+      {&load, "in flight", {"in_flight"}, kPalette[6], true},
   };
   const double bin = Get(report, {"timeline_bin_s"});
   for (const Line& line : lines) {
@@ -239,11 +242,15 @@ std::string RunPlot(const nlohmann::json& run, const std::string& title) {
     line.panel->series.push_back(std::move(s));
   }
   for (PlotPanel* p : {&ttft, &itl}) p->log_y = WantsLog(*p);
+  const double duration = Get(report, {"duration_s"});
+  if (std::isfinite(duration) && duration > 0) {
+    for (PlotPanel* p : {&ttft, &itl, &tokens, &load}) p->x_range = {0.0, duration};
+  }
   const std::string note = absl::StrFormat(
       "%s; %.0f s, %d requests ok, %d failed; bins of %s s", run.value("mode", std::string()),
       Get(report, {"duration_s"}), static_cast<int>(Get(report, {"overall", "requests", "ok"})),
       static_cast<int>(Get(report, {"overall", "requests", "failed"})), Num(bin));
-  return RenderSvg(title, {ttft, itl, tput}, note);
+  return RenderSvg(title, {ttft, itl, tokens, load}, note);
 }
 
 std::string SweepPlot(const std::vector<nlohmann::json>& sweeps, const std::string& title) {
@@ -299,6 +306,15 @@ std::string SweepPlot(const std::vector<nlohmann::json>& sweeps, const std::stri
     tput.series.push_back(std::move(offered));
   }
   for (PlotPanel* p : {&ttft, &itl}) p->log_y = WantsLog(*p);
+  double max_rate = 0;
+  for (const PlotSeries& s : tput.series) {
+    for (const auto& [x, y] : s.points) {
+      if (std::isfinite(x)) max_rate = std::max(max_rate, x);
+    }
+  }
+  if (max_rate > 0) {
+    for (PlotPanel* p : {&ttft, &itl, &tput}) p->x_range = {0.0, max_rate};
+  }
   std::string note;
   if (!sweeps.empty()) {
     const nlohmann::json& slo = sweeps[0].contains("slo") ? sweeps[0]["slo"] : nlohmann::json();

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +35,8 @@ struct PlotPanel {
   std::vector<PlotSeries> series;
   // Log-scaled y axis (values <= 0 are left out).
   bool log_y = false;
+  // Fixed x range (so that stacked panels line up); unset: the data's.
+  std::optional<std::pair<double, double>> x_range;
 };
 
 // A whole SVG document: `title` on top, the panels stacked, `note` (may be empty) below.

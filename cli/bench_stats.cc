@@ -62,6 +62,7 @@ Summary SummarizeGroup(const std::vector<const RequestRecord*>& group, double du
     ++s.by_code[absl::StatusCodeToString(r->code)];
     if (r->code != absl::StatusCode::kOk) {
       ++s.failed;
+      s.error_examples.emplace(absl::StatusCodeToString(r->code), r->error);
       continue;
     }
     ++s.ok;
@@ -260,21 +261,25 @@ nlohmann::json ToJson(const Slo& slo) {
 nlohmann::json ToJson(const Summary& s) {
   nlohmann::json iters = nlohmann::json::object();
   for (const auto& [n, count] : s.decode_num_iter) iters[absl::StrCat(n)] = count;
-  return {
-      {"requests", {{"sent", s.sent}, {"ok", s.ok}, {"failed", s.failed}, {"by_code", s.by_code}}},
-      {"input_tokens", s.input_tokens},
-      {"output_tokens", s.output_tokens},
-      {"request_throughput", s.request_throughput},
-      {"output_token_throughput", s.output_token_throughput},
-      {"total_token_throughput", s.total_token_throughput},
-      {"ttft_ms", ToJson(s.ttft_ms)},
-      {"itl_ms", ToJson(s.itl_ms)},
-      {"tpot_ms", ToJson(s.tpot_ms)},
-      {"e2e_ms", ToJson(s.e2e_ms)},
-      {"client_overhead_ms", ToJson(s.client_overhead_ms)},
-      {"good_requests", s.good},
-      {"goodput", s.goodput},
-      {"decode_num_iter", iters}};
+  return {{"requests",
+           {{"sent", s.sent},
+            {"ok", s.ok},
+            {"failed", s.failed},
+            {"by_code", s.by_code},
+            {"error_examples", s.error_examples}}},
+          {"input_tokens", s.input_tokens},
+          {"output_tokens", s.output_tokens},
+          {"request_throughput", s.request_throughput},
+          {"output_token_throughput", s.output_token_throughput},
+          {"total_token_throughput", s.total_token_throughput},
+          {"ttft_ms", ToJson(s.ttft_ms)},
+          {"itl_ms", ToJson(s.itl_ms)},
+          {"tpot_ms", ToJson(s.tpot_ms)},
+          {"e2e_ms", ToJson(s.e2e_ms)},
+          {"client_overhead_ms", ToJson(s.client_overhead_ms)},
+          {"good_requests", s.good},
+          {"goodput", s.goodput},
+          {"decode_num_iter", iters}};
 }
 
 nlohmann::json ToJson(const Report& r) {

@@ -97,6 +97,8 @@ struct Summary {
   int failed = 0;
   // Status code name ("RESOURCE_EXHAUSTED", ...) -> requests; "OK" included.
   std::map<std::string, int> by_code;
+  // Status code name -> the first failed request's message, to tell causes apart.
+  std::map<std::string, std::string> error_examples;
   int64_t input_tokens = 0;            // successful requests only
   int64_t output_tokens = 0;           // successful requests only
   double request_throughput = 0;       // ok / duration

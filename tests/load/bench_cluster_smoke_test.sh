@@ -8,8 +8,9 @@ set -euo pipefail
 BIN=$1
 GKA=$BIN/gka
 TMP=$(mktemp -d)
+source "$(dirname "$0")/../../tools/bench/local_cluster.sh"
 cleanup() {
-  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
+  stop_local_cluster
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -26,16 +27,7 @@ cat >"$TMP/tiers.json" <<'JSON'
  "tiers": [{"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5},
            {"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10}]}
 JSON
-"$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --prefill-workers 1 --decode-workers 1 \
-  --tiers "$TMP/tiers.json" --state-file "$TMP/state" --log-dir "$TMP" >"$TMP/local.out" &
-LOCAL_PID=$!
-for _ in $(seq 1 300); do
-  [[ -s $TMP/state ]] && [[ $(wc -l <"$TMP/state") -ge 3 ]] && break
-  kill -0 $LOCAL_PID 2>/dev/null || { cat "$TMP"/*.log >&2; echo "gka local died"; exit 1; }
-  sleep 0.1
-done
-ADDR=$(head -1 "$TMP/state" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).grpc))')
-"$GKA" health --addr "$ADDR" --timeout 20 >/dev/null
+start_local_cluster "$BIN" "$TMP/m" "$TMP/tiers.json" 1 1 "$TMP"
 
 timeout 40 "$GKA" bench serve --addr "$ADDR" --concurrency 2 --num-requests 8 --input-len 16 \
   --output-len 6 --ignore-eos --tier-mix interactive=0.5,standard=0.5 --slo ttft=20s,e2e=30s \

@@ -94,6 +94,8 @@ TEST(Summarize, DefinitionsPerTierAndOverall) {
   EXPECT_EQ(all.failed, 1);
   EXPECT_EQ(all.by_code.at("RESOURCE_EXHAUSTED"), 1);
   EXPECT_EQ(all.by_code.at("OK"), 3);
+  EXPECT_EQ(all.error_examples.count("RESOURCE_EXHAUSTED"), 1u);
+  EXPECT_EQ(all.error_examples.count("OK"), 0u);
   EXPECT_EQ(all.output_tokens, 3 + 1 + 2);
   EXPECT_EQ(all.input_tokens, 30);
   EXPECT_DOUBLE_EQ(all.request_throughput, 3 / 0.48);
@@ -605,6 +607,7 @@ TEST(SyntheticServer, FailuresCountByCode) {
   EXPECT_EQ(r.overall.by_code.at("RESOURCE_EXHAUSTED"), 3);
   // UNAVAILABLE would be retried by the SDK's default policy; the benchmark sends once.
   EXPECT_EQ(r.overall.by_code.at("UNAVAILABLE"), 3);
+  EXPECT_EQ(r.overall.error_examples.at("UNAVAILABLE").rfind("scripted failure", 0), 0u);
   EXPECT_EQ(server.service().requests().size(), 9u);
 }
 

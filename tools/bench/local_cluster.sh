@@ -1,0 +1,35 @@
+# Sourced by the load scripts (tools/bench/local_sweep.sh, tests/load/*.sh): a `gka local`
+# cluster on 127.0.0.1 for the life of the calling script.
+#
+#   source tools/bench/local_cluster.sh
+#   start_local_cluster BIN_DIR MODEL_DIR TIERS_JSON PREFILL DECODE WORK_DIR
+#   ... "$GKA" bench serve --addr "$ADDR" ...
+#   stop_local_cluster                      (call it from the caller's EXIT trap)
+#
+# Sets ADDR (the router's gRPC address) and LOCAL_PID. Logs go to WORK_DIR/*.log and are
+# printed when the cluster fails to come up.
+
+stop_local_cluster() {
+  if [[ -n ${LOCAL_PID:-} ]]; then
+    kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
+    LOCAL_PID=
+  fi
+  return 0
+}
+
+start_local_cluster() {
+  local bin=$1 model=$2 tiers=$3 prefill=$4 decode=$5 dir=$6
+  "$bin/gka" local --model "$model" --port 0 --metrics-port 0 --prefill-workers "$prefill" \
+    --decode-workers "$decode" --tiers "$tiers" --state-file "$dir/state" --log-dir "$dir" \
+    >"$dir/local.out" &
+  LOCAL_PID=$!
+  local want=$((1 + prefill + decode))
+  for _ in $(seq 1 600); do
+    [[ -s $dir/state ]] && [[ $(wc -l <"$dir/state") -ge $want ]] && break
+    kill -0 "$LOCAL_PID" 2>/dev/null || { cat "$dir"/*.log >&2; echo "gka local died" >&2; return 1; }
+    sleep 0.1
+  done
+  ADDR=$(head -1 "$dir/state" |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).grpc))')
+  "$bin/gka" health --addr "$ADDR" --timeout 30 >/dev/null
+}
