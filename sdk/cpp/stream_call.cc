@@ -155,9 +155,11 @@ void StreamCall::OnAttemptDone(Attempt* attempt, const grpc::Status& status) {
   }
   if (alarm != nullptr) {
     // Outside mu_: an alarm already due may run its callback inside Set.
-    alarm->Set(rpc::ToChrono(wake), [self = shared_from_this()](bool fired) {
+    // A weak reference: the alarm (and its callback) belongs to this call, so a strong one
+    // would be a cycle. Whoever waits for the outcome (Stream, CallHandle) holds the call.
+    alarm->Set(rpc::ToChrono(wake), [weak = weak_from_this()](bool fired) {
       GrpcReactionScope scope;
-      self->OnBackoffDone(fired);
+      if (std::shared_ptr<StreamCall> self = weak.lock()) self->OnBackoffDone(fired);
     });
     bool cancelled;
     {

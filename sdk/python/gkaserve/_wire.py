@@ -2,6 +2,7 @@
 AsyncClient (no I/O here: the two clients only differ in how they wait)."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -18,7 +19,10 @@ from .types import (ChatMessage, Chunk, GkaError, ModelInfo, NumIter, Result, Re
                     SamplingParams, ServedBy, TierInfo, Timings, TokenizeResult, TokenLogprob,
                     ToolCall, TopLogprob, Usage)
 
-VERSION = "0.1.0"
+try:  # pyproject.toml is the one place the version is written
+    VERSION = importlib.metadata.version("gkaserve")
+except importlib.metadata.PackageNotFoundError:  # imported from a source tree
+    VERSION = "0+unknown"
 
 Prompt = Union[str, Sequence[int]]
 MessageLike = Union[ChatMessage, Mapping[str, Any]]

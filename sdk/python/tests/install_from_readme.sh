@@ -20,5 +20,6 @@ import gkaserve
 from gkaserve._proto import serving_pb2, serving_pb2_grpc
 assert "/.venv/" in gkaserve.__file__, gkaserve.__file__
 assert serving_pb2.DESCRIPTOR.package == "gka.serving.v1"
+assert gkaserve.__version__ != "0+unknown", "package metadata missing"
 print("gkaserve", gkaserve.__version__, "installed at", gkaserve.__file__)
 PY
