@@ -35,7 +35,8 @@ namespace gka::prefill_worker {
 
 using base::SequenceId;
 
-// Series handles of docs/metrics.md's prefill section, created at start (at 0).
+// Series handles of docs/metrics.md's prefill section, created at start (at 0). Handles are
+// thread-safe (metrics.h).
 struct PrefillMetrics {
   static absl::StatusOr<std::unique_ptr<PrefillMetrics>> Create(
       metrics::Registry& registry, const std::string& worker,

@@ -18,6 +18,12 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   LoadedModel m;
   GKA_ASSIGN_OR_RETURN(m.config,
                        model::ModelConfig::FromJsonFile(options.model_dir + "/config.json"));
+  GKA_ASSIGN_OR_RETURN(model::GenerationDefaults generation,
+                       model::GenerationDefaults::FromModelDir(options.model_dir));
+  for (int64_t id : generation.eos_token_ids) m.eos_token_ids.push_back(static_cast<int32_t>(id));
+  if (m.eos_token_ids.empty()) {
+    for (int64_t id : m.config.eos_token_ids) m.eos_token_ids.push_back(static_cast<int32_t>(id));
+  }
   GKA_ASSIGN_OR_RETURN(auto checkpoint, model::Checkpoint::Open(options.model_dir));
   engine::EngineOptions eo;
   GKA_ASSIGN_OR_RETURN(eo.backend, kernels::ParseBackendKind(options.backend));

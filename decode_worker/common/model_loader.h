@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/engine/engine.h"
@@ -32,6 +33,8 @@ struct LoadedModel {
   std::unique_ptr<engine::Engine> engine;
   // A short name for registration: the directory's last component.
   std::string name;
+  // End-of-sequence ids: generation_config.json's, else config.json's (no tokenizer here).
+  std::vector<int32_t> eos_token_ids;
   // Pages and slots of the engine's pools (Engine exposes free counts only).
   int32_t total_pages = 0;
   int32_t total_slots = 0;

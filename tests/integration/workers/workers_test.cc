@@ -149,6 +149,7 @@ TEST_P(WorkersTest, GreedyHandOffMatchesOfflineEngineTokenForToken) {
   EXPECT_EQ(registry_.Get("prefill-0")->registration.role(), wpb::WORKER_ROLE_PREFILL);
   EXPECT_EQ(registry_.Get("decode-0")->registration.compat_hash(),
             registry_.Get("prefill-0")->registration.compat_hash());
+  EXPECT_EQ(registry_.Get("decode-0")->registration.vocab_size(), static_cast<uint32_t>(kVocab));
 
   std::vector<RequestSpec> specs;
   const int32_t lengths[] = {3, 16, 17, 29, 40, 57};
