@@ -196,7 +196,10 @@ absl::Status RunBenchServe(BenchFlags f) {
   o.max_concurrency = f.max_concurrency;
   o.num_requests = f.num_requests;
   if (f.duration_s > 0) o.duration = absl::Seconds(f.duration_s);
-  if (o.num_requests <= 0 && f.duration_s <= 0) o.num_requests = 100;
+  // Unbounded otherwise: a trace once through, or 100 requests.
+  if (o.num_requests <= 0 && f.duration_s <= 0) {
+    o.num_requests = workload->trace_size() > 0 ? workload->trace_size() : 100;
+  }
   o.warmup_requests = f.warmup_requests;
   o.ignore_eos = f.ignore_eos;
   if (f.prefill_num_iter >= 0) o.prefill_num_iter = f.prefill_num_iter;
@@ -308,7 +311,7 @@ void RegisterBench(CLI::App& app, Action& run) {
   serve->add_option("--max-concurrency", f->max_concurrency,
                     "open loop: cap on requests in flight");
   serve->add_option("--num-requests", f->num_requests,
-                    "requests to send (default 100 when no --duration)");
+                    "requests to send (default without --duration: the trace once, or 100)");
   serve->add_option("--duration", f->duration_s, "seconds to keep sending");
   serve->add_option("--warmup-requests", f->warmup_requests, "unmeasured requests first");
   serve->add_option("--input-len", f->input_len, "prompt length: N or MIN:MAX (uniform)")

@@ -53,6 +53,17 @@ timeout 40 "$GKA" bench serve --addr "$ADDR" --sweep 5,10 --num-requests 6 --inp
   2>"$TMP/sweep.err" || { cat "$TMP/sweep.err"; exit 1; }
 expect "sweep points" "$(json "$TMP/sweep.json" j.points.length)" 2
 expect "sweep requests" "$(json "$TMP/sweep.json" 'j.points.map(p=>p.report.overall.requests.ok).join()')" "6,6"
+# Text prompts, and a trace replayed at its own timestamps (0, 200, 400 ms).
+printf '%s\n' '{"timestamp": 0, "prompt": "The capital of France is", "output_length": 3}' \
+  '{"timestamp": 200, "input_length": 5, "output_length": 2, "tier": "interactive"}' \
+  '{"timestamp": 400, "token_ids": [11, 12, 13], "output_length": 4}' >"$TMP/trace.jsonl"
+timeout 30 "$GKA" bench serve --addr "$ADDR" --trace "$TMP/trace.jsonl" --prompt text --ignore-eos \
+  --save-requests --out "$TMP/trace.json" 2>"$TMP/trace.err" || { cat "$TMP/trace.err"; exit 1; }
+expect "trace requests ok" "$(json "$TMP/trace.json" j.report.overall.requests.ok)" 3
+expect "trace output tokens" "$(json "$TMP/trace.json" j.report.overall.output_tokens)" 9
+expect "trace schedule" "$(json "$TMP/trace.json" 'j.requests.map(r=>r.scheduled_ms).join()')" "0,200,400"
+expect "trace tier" "$(json "$TMP/trace.json" 'j.requests[1].decode_num_iter')" 30
+
 "$GKA" bench plot --in "$TMP/sweep.json" --in "$TMP/sweep.json" --out "$TMP/overlay.svg"
 for svg in "$TMP/run.svg" "$TMP/sweep.svg" "$TMP/overlay.svg"; do
   if command -v xmllint >/dev/null; then xmllint --noout "$svg"; fi
