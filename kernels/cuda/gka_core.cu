@@ -39,6 +39,7 @@
 #include <cuda_pipeline.h>
 
 #include <climits>
+#include <cstdlib>
 
 #include "common/base/status.h"
 #include "kernels/cuda/cuda_status.h"
@@ -339,9 +340,33 @@ constexpr int kChunkedMinTokens = 64;
 }  // namespace
 
 // gka_prefill.cu: the chunk-parallel core for sequences with more than min_len tokens (the
-// others are left alone); params validated by GkaCore.
+// others are left alone), its products on CUDA cores (fp32) or tensor cores (3×TF32); params
+// validated by GkaCore.
 bool GkaCoreChunkedSupported(int64_t head_dim);
-absl::Status GkaCoreChunked(const CudaContext& ctx, const GkaCoreParams& p, int min_len);
+absl::Status GkaCoreChunked(const CudaContext& ctx, const GkaCoreParams& p, int min_len,
+                            bool tensor_cores);
+
+namespace {
+
+// How long sequences run, fixed per process by GKA_CUDA_GKA_PREFILL (for measuring the paths
+// against each other): "sequential" (the token-sequential kernel for every length), "fp32" or
+// "tf32x3" (the chunk-parallel path with that solver); unset: kDefaultPrefill.
+enum class PrefillPath { kSequential, kChunkedFp32, kChunkedTf32x3 };
+constexpr PrefillPath kDefaultPrefill = PrefillPath::kChunkedFp32;
+
+PrefillPath ChosenPrefillPath() {
+  static const PrefillPath path = [] {
+    const char* env = std::getenv("GKA_CUDA_GKA_PREFILL");
+    const absl::string_view v = env == nullptr ? "" : env;
+    if (v == "sequential") return PrefillPath::kSequential;
+    if (v == "fp32") return PrefillPath::kChunkedFp32;
+    if (v == "tf32x3") return PrefillPath::kChunkedTf32x3;
+    return kDefaultPrefill;
+  }();
+  return path;
+}
+
+}  // namespace
 
 absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p) {
   constexpr absl::string_view kOp = "GkaCore";
@@ -373,7 +398,9 @@ absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p) {
   for (const auto* t : {&p.q, &p.k, &p.v, &p.alpha, &p.g, &p.out, &p.h_kk, &p.h_kv}) {
     GKA_RETURN_IF_ERROR(CheckOnDevice(*t, kOp, "tensor"));
   }
-  const bool chunked = GkaCoreChunkedSupported(D) && p.max_seqlen > kChunkedMinTokens;
+  const PrefillPath path = ChosenPrefillPath();
+  const bool chunked = path != PrefillPath::kSequential && GkaCoreChunkedSupported(D) &&
+                       p.max_seqlen > kChunkedMinTokens;
   const CoreArgs args{.q = p.q.data<float>(),
                       .k = p.k.data<float>(),
                       .v = p.v.data<float>(),
@@ -395,7 +422,10 @@ absl::Status GkaCore(const CudaContext& ctx, const GkaCoreParams& p) {
   } else {
     GKA_RETURN_IF_ERROR(LaunchCore<64>(ctx, args, static_cast<int>(H), p.num_seqs));
   }
-  if (chunked) GKA_RETURN_IF_ERROR(GkaCoreChunked(ctx, p, kChunkedMinTokens));
+  if (chunked) {
+    GKA_RETURN_IF_ERROR(
+        GkaCoreChunked(ctx, p, kChunkedMinTokens, path == PrefillPath::kChunkedTf32x3));
+  }
   return absl::OkStatus();
 }
 

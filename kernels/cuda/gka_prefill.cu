@@ -47,11 +47,11 @@
 namespace gka::kernels::cuda {
 namespace {
 
-constexpr int kD = 128;            // head_dim (the only one this path supports)
-constexpr int kC = 64;             // chunk length
+constexpr int kD = 128;  // head_dim (the only one this path supports)
+constexpr int kC = 64;   // chunk length
 constexpr int kSolveThreads = 256;
 constexpr int kScanThreads = 128;
-constexpr int kScanCols = 16;      // state columns per scan CTA
+constexpr int kScanCols = 16;  // state columns per scan CTA
 constexpr int kScanTiles = kD / kScanCols;
 // Boundary states per window are bounded by this (at least one chunk per sequence and head).
 constexpr int64_t kScratchBudgetBytes = int64_t{256} << 20;
@@ -99,7 +99,9 @@ __device__ __forceinline__ int WindowBase(const ChunkArgs& a, int b, int lane) {
   return s;
 }
 
-__device__ __forceinline__ float4 Ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 Ld4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
 __device__ __forceinline__ void St4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 __device__ __forceinline__ float Comp(const float4& v, int i) {
   return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
@@ -111,8 +113,8 @@ struct ScanSmem {
   float k[2][kC][kD];         // k̃ rows of the chunk, double buffered
   float y[2][kC][kScanCols];  // this CTA's columns of k̃ (h_kk) or ṽ (h_kv)
   float g[2][kC];
-  float wy[kC][kScanCols];    // M[last, s]·y_s
-  float decay_all;            // e_last
+  float wy[kC][kScanCols];  // M[last, s]·y_s
+  float decay_all;          // e_last
 };
 
 __global__ void __launch_bounds__(kScanThreads, 2) GkaChunkScanKernel(const ChunkArgs a) {
@@ -245,23 +247,353 @@ __global__ void __launch_bounds__(kScanThreads, 2) GkaChunkScanKernel(const Chun
 
 // ---- 2. solves and readout ---------------------------------------------------------------
 
+// Shared memory of the solve; Math picks the row strides (padded for the tensor-core fragment
+// loads, whose lanes read columns of 8 rows at once).
+template <class Math>
 struct SolveSmem {
-  float w[kD * kD];   // H0ᵀ [j][i] in the solve, S0 [key][value] in the readout
-  float x[kC * kD];   // the iterate's rows (K̃ in the norm pre-pass, q_mix in the readout)
-  float kt[kD * kC];  // K̃ᵀ [j][s]
-  float y[kC * kD];   // K̃ rows in the solve, Ṽ rows in the readout
-  float a[kC * kC];   // (X K̃ᵀ) ∘ M
-  float m[kC * kC];   // M[t][s]
-  float eg[kC];       // e_t
-  float dec[kC];      // d_t = e^{g_t} (1 past the chunk's end)
-  float khk[kC];      // k̃_sᵀ H0 k̃_s
+  float w[kD * Math::kWs];    // H0ᵀ [j][i] in the solve, S0 [key][value] in the readout
+  float x[kC * Math::kXs];    // the iterate's rows (K̃ in the norm pre-pass, q_mix in the readout)
+  float kt[kD * Math::kKts];  // K̃ᵀ [j][s]
+  float y[kC * Math::kYs];    // K̃ rows in the solve, Ṽ rows in the readout
+  float a[kC * Math::kAs];    // (X K̃ᵀ) ∘ M; (k̃_s·k̃_r)² in the norm pre-pass
+  float m[kC * kC];           // M[t][s]
+  float eg[kC];               // e_t
+  float dec[kC];              // d_t = e^{g_t} (1 past the chunk's end)
+  float khk[2][kC];           // k̃_sᵀ H0 k̃_s, in two partial sums
   float lam[kC], step[kC], r4[kC];
   float alpha[kC];
   float red[32];
 };
 
+// fp32 on CUDA cores. Thread (ty, tx) owns rows 4·ty + r and columns Col(tx, c) of a [C×D]
+// result (element e = 8r + c), and rows 4·ty + r, columns 4·tx + c of the [C×C] one.
+struct Fp32Math {
+  static constexpr int kWs = kD, kXs = kD, kKts = kC, kYs = kD, kAs = kC;
+  static constexpr int kRows = 4;
+  using Smem = SolveSmem<Fp32Math>;
+  int ty, tx, warp;
+  __device__ explicit Fp32Math(int tid) : ty(tid >> 4), tx(tid & 15), warp(tid >> 5) {}
+  __device__ int Row(int rr) const { return 4 * ty + rr; }
+  __device__ static constexpr int Slot(int e) { return e >> 3; }
+  __device__ static int Col(int tx, int c) { return c < 4 ? 4 * tx + c : 64 + 4 * tx + c - 4; }
+  __device__ int ColOf(int e) const { return Col(tx, e & 7); }
+
+  __device__ void Load(const float* base, int stride, float (&v)[32]) const {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const float4 a = Ld4(base + Row(r) * stride + 4 * tx);
+      const float4 b = Ld4(base + Row(r) * stride + 64 + 4 * tx);
+      v[8 * r + 0] = a.x, v[8 * r + 1] = a.y, v[8 * r + 2] = a.z, v[8 * r + 3] = a.w;
+      v[8 * r + 4] = b.x, v[8 * r + 5] = b.y, v[8 * r + 6] = b.z, v[8 * r + 7] = b.w;
+    }
+  }
+  // Rows < rows only; values times mul.
+  __device__ void Store(float* base, int64_t stride, const float (&v)[32], int rows = kC,
+                        float mul = 1.0f) const {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      if (Row(r) >= rows) continue;
+      const float* u = v + 8 * r;
+      St4(base + Row(r) * stride + 4 * tx,
+          make_float4(mul * u[0], mul * u[1], mul * u[2], mul * u[3]));
+      St4(base + Row(r) * stride + 64 + 4 * tx,
+          make_float4(mul * u[4], mul * u[5], mul * u[6], mul * u[7]));
+    }
+  }
+
+  // p = X·W ([C×D]·[D×D]) and q = X·K̃ᵀ ([C×D]·[D×C]) for the thread's tiles.
+  __device__ void Products(const Smem& sm, float (&p)[32], float (&q)[16]) const {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) p[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) q[i] = 0.0f;
+#pragma unroll 2
+    for (int j = 0; j < kD; j += 4) {
+      float4 xr[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) xr[r] = Ld4(&sm.x[Row(r) * kXs + j]);
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {
+        const float4 w0 = Ld4(&sm.w[(j + jj) * kWs + 4 * tx]);
+        const float4 w1 = Ld4(&sm.w[(j + jj) * kWs + 64 + 4 * tx]);
+        const float4 kt = Ld4(&sm.kt[(j + jj) * kKts + 4 * tx]);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const float xv = Comp(xr[r], jj);
+          float* pr = p + 8 * r;
+          float* qr = q + 4 * r;
+          pr[0] = fmaf(xv, w0.x, pr[0]);
+          pr[1] = fmaf(xv, w0.y, pr[1]);
+          pr[2] = fmaf(xv, w0.z, pr[2]);
+          pr[3] = fmaf(xv, w0.w, pr[3]);
+          pr[4] = fmaf(xv, w1.x, pr[4]);
+          pr[5] = fmaf(xv, w1.y, pr[5]);
+          pr[6] = fmaf(xv, w1.z, pr[6]);
+          pr[7] = fmaf(xv, w1.w, pr[7]);
+          qr[0] = fmaf(xv, kt.x, qr[0]);
+          qr[1] = fmaf(xv, kt.y, qr[1]);
+          qr[2] = fmaf(xv, kt.z, qr[2]);
+          qr[3] = fmaf(xv, kt.w, qr[3]);
+        }
+      }
+    }
+  }
+
+  // p = diag(e)·X·W + ((X·K̃ᵀ) ∘ M)·Y. Contains one barrier (A published); X, W, K̃ᵀ, M, e and
+  // Y must be ready when it starts, and A free (a barrier since its last reader).
+  __device__ void Apply(Smem& sm, float (&p)[32]) const {
+    float q[16];
+    Products(sm, p, q);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int t = Row(r);
+      const float e = sm.eg[t];
+#pragma unroll
+      for (int c = 0; c < 8; ++c) p[8 * r + c] *= e;
+      const float4 mm = Ld4(&sm.m[t * kC + 4 * tx]);
+      St4(&sm.a[t * kAs + 4 * tx], make_float4(q[4 * r] * mm.x, q[4 * r + 1] * mm.y,
+                                               q[4 * r + 2] * mm.z, q[4 * r + 3] * mm.w));
+    }
+    __syncthreads();
+    // This warp's rows are < 8·warp + 8 and A[t][s] = 0 for s > t: the causal half is skipped.
+    const int s_end = 8 * warp + 8;
+    for (int s = 0; s < s_end; s += 4) {
+      float4 ar[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) ar[r] = Ld4(&sm.a[Row(r) * kAs + s]);
+#pragma unroll
+      for (int ss = 0; ss < 4; ++ss) {
+        const float4 y0 = Ld4(&sm.y[(s + ss) * kYs + 4 * tx]);
+        const float4 y1 = Ld4(&sm.y[(s + ss) * kYs + 64 + 4 * tx]);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const float av = Comp(ar[r], ss);
+          float* pr = p + 8 * r;
+          pr[0] = fmaf(av, y0.x, pr[0]);
+          pr[1] = fmaf(av, y0.y, pr[1]);
+          pr[2] = fmaf(av, y0.z, pr[2]);
+          pr[3] = fmaf(av, y0.w, pr[3]);
+          pr[4] = fmaf(av, y1.x, pr[4]);
+          pr[5] = fmaf(av, y1.y, pr[5]);
+          pr[6] = fmaf(av, y1.z, pr[6]);
+          pr[7] = fmaf(av, y1.w, pr[7]);
+        }
+      }
+    }
+  }
+
+  // With X = K̃: khk[s] = k̃_sᵀ H0 k̃_s and a[s][r] = (k̃_s·k̃_r)² (at least for r ≤ s).
+  __device__ void NormPrepass(Smem& sm) const {
+    float p[32], q[16], k[32];
+    Products(sm, p, q);
+    Load(sm.y, kYs, k);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      float part = 0.0f;
+#pragma unroll
+      for (int c = 0; c < 8; ++c) part = fmaf(k[8 * r + c], p[8 * r + c], part);
+      // The 16 lanes of a row group (lane bits 0-3 = tx).
+      part += __shfl_xor_sync(kFullMask, part, 8);
+      part += __shfl_xor_sync(kFullMask, part, 4);
+      part += __shfl_xor_sync(kFullMask, part, 2);
+      part += __shfl_xor_sync(kFullMask, part, 1);
+      if (tx == 0) {
+        sm.khk[0][Row(r)] = part;
+        sm.khk[1][Row(r)] = 0.0f;
+      }
+      const float* qr = q + 4 * r;
+      St4(&sm.a[Row(r) * kAs + 4 * tx],
+          make_float4(qr[0] * qr[0], qr[1] * qr[1], qr[2] * qr[2], qr[3] * qr[3]));
+    }
+  }
+};
+
+// d += a·b on the tensor cores: m16n8k8, TF32 inputs (fp32 bit patterns with the low 13 mantissa
+// bits zero), fp32 accumulate.
+__device__ __forceinline__ void MmaTf32(float* d, const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// v = big + small with both TF32 (round to nearest, ties away): 22 mantissa bits in all.
+__device__ __forceinline__ void SplitTf32(float v, uint32_t& big, uint32_t& small) {
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(big) : "f"(v));
+  const float rest = v - __uint_as_float(big);
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(small) : "f"(rest));
+}
+
+// d += a·b with 3×TF32: a_small·b_big + a_big·b_small + a_big·b_big, the dropped
+// a_small·b_small term is 2^-22 relative: fp32-accurate products on the tensor cores.
+__device__ __forceinline__ void Mma3xTf32(float* d, const uint32_t (&ab)[4],
+                                          const uint32_t (&as)[4], const uint32_t (&bb)[2],
+                                          const uint32_t (&bs)[2]) {
+  MmaTf32(d, as, bb);
+  MmaTf32(d, ab, bs);
+  MmaTf32(d, ab, bb);
+}
+
+// 3×TF32 tensor cores (mma.sync m16n8k8). Warp w owns the 16-row m-tile mt = w % 4 and the
+// 64-column half nh = w / 4 of a [C×D] result (8 n-tiles; element e = 4n + i of the C fragment:
+// row 16·mt + g + 8·(i / 2), column 64·nh + 8·n + 2·tig + i % 2, g = lane / 4, tig = lane % 4),
+// and the 32 columns 32·nh.. of the [C×C] one, of which it skips the n-tiles right of its rows.
+struct Tf32x3Math {
+  // Row strides ≡ 4 or 8 (mod 32) make the fragment loads bank-conflict free.
+  static constexpr int kWs = kD + 8, kXs = kD + 4, kKts = kC + 8, kYs = kD + 8, kAs = kC + 4;
+  static constexpr int kRows = 2;
+  using Smem = SolveSmem<Tf32x3Math>;
+  int mt, nh, g, tig;
+  int nq;  // n-tiles of the [C×C] result this warp computes (warp-uniform)
+  __device__ explicit Tf32x3Math(int tid)
+      : mt((tid >> 5) & 3), nh(tid >> 7), g((tid & 31) >> 2), tig(tid & 3) {
+    const int last = (16 * mt + 15 - 32 * nh) / 8;  // rightmost n-tile with a column ≤ a row
+    nq = 16 * mt + 15 < 32 * nh ? 0 : (last < 3 ? last + 1 : 4);
+  }
+  __device__ int Row(int rr) const { return 16 * mt + g + 8 * rr; }
+  __device__ static constexpr int Slot(int e) { return (e & 3) >> 1; }
+  __device__ int ColOf(int e) const { return 64 * nh + 8 * (e >> 2) + 2 * tig + (e & 1); }
+
+  __device__ void Load(const float* base, int stride, float (&v)[32]) const {
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const float2 t =
+            *reinterpret_cast<const float2*>(base + Row(rr) * stride + 64 * nh + 8 * n + 2 * tig);
+        v[4 * n + 2 * rr] = t.x;
+        v[4 * n + 2 * rr + 1] = t.y;
+      }
+    }
+  }
+  __device__ void Store(float* base, int64_t stride, const float (&v)[32], int rows = kC,
+                        float mul = 1.0f) const {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      if (Row(rr) >= rows) continue;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        *reinterpret_cast<float2*>(base + Row(rr) * stride + 64 * nh + 8 * n + 2 * tig) =
+            make_float2(mul * v[4 * n + 2 * rr], mul * v[4 * n + 2 * rr + 1]);
+      }
+    }
+  }
+
+  // The A operand (rows 16·mt.., columns k0..k0+7) of a row-major smem matrix, split.
+  __device__ void LoadA(const float* base, int stride, int k0, uint32_t (&big)[4],
+                        uint32_t (&small)[4]) const {
+    const float* r0 = base + Row(0) * stride + k0 + tig;
+    const float* r1 = base + Row(1) * stride + k0 + tig;
+    SplitTf32(r0[0], big[0], small[0]);
+    SplitTf32(r1[0], big[1], small[1]);
+    SplitTf32(r0[4], big[2], small[2]);
+    SplitTf32(r1[4], big[3], small[3]);
+  }
+  // The B operand (rows k0..k0+7, columns n0..n0+7) of a row-major [k][n] smem matrix, split.
+  __device__ static void LoadB(const float* base, int stride, int k0, int n0, int g, int tig,
+                               uint32_t (&big)[2], uint32_t (&small)[2]) {
+    const float* p = base + (k0 + tig) * stride + n0 + g;
+    SplitTf32(p[0], big[0], small[0]);
+    SplitTf32(p[4 * stride], big[1], small[1]);
+  }
+
+  __device__ void Products(const Smem& sm, float (&p)[32], float (&q)[16]) const {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) p[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) q[i] = 0.0f;
+#pragma unroll 1
+    for (int k0 = 0; k0 < kD; k0 += 8) {
+      uint32_t ab[4], as[4];
+      LoadA(sm.x, kXs, k0, ab, as);
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        uint32_t bb[2], bs[2];
+        LoadB(sm.w, kWs, k0, 64 * nh + 8 * n, g, tig, bb, bs);
+        Mma3xTf32(p + 4 * n, ab, as, bb, bs);
+      }
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+        if (n >= nq) break;
+        uint32_t bb[2], bs[2];
+        LoadB(sm.kt, kKts, k0, 32 * nh + 8 * n, g, tig, bb, bs);
+        Mma3xTf32(q + 4 * n, ab, as, bb, bs);
+      }
+    }
+  }
+
+  __device__ void Apply(Smem& sm, float (&p)[32]) const {
+    float q[16];
+    Products(sm, p, q);
+    const float e0 = sm.eg[Row(0)], e1 = sm.eg[Row(1)];
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      p[4 * n] *= e0;
+      p[4 * n + 1] *= e0;
+      p[4 * n + 2] *= e1;
+      p[4 * n + 3] *= e1;
+    }
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      if (n >= nq) break;
+      const int col = 32 * nh + 8 * n + 2 * tig;
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const float2 mm = *reinterpret_cast<const float2*>(&sm.m[Row(rr) * kC + col]);
+        *reinterpret_cast<float2*>(&sm.a[Row(rr) * kAs + col]) =
+            make_float2(q[4 * n + 2 * rr] * mm.x, q[4 * n + 2 * rr + 1] * mm.y);
+      }
+    }
+    __syncthreads();
+    // Rows 16·mt.. need A's columns < 16·mt + 16 (A[t][s] = 0 for s > t), which the two warps
+    // of this m-tile wrote.
+#pragma unroll 1
+    for (int k0 = 0; k0 < 16 * mt + 16; k0 += 8) {
+      uint32_t ab[4], as[4];
+      LoadA(sm.a, kAs, k0, ab, as);
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        uint32_t bb[2], bs[2];
+        LoadB(sm.y, kYs, k0, 64 * nh + 8 * n, g, tig, bb, bs);
+        Mma3xTf32(p + 4 * n, ab, as, bb, bs);
+      }
+    }
+  }
+
+  __device__ void NormPrepass(Smem& sm) const {
+    float p[32], q[16], k[32];
+    Products(sm, p, q);
+    Load(sm.y, kYs, k);
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float part = 0.0f;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        part = fmaf(k[4 * n + 2 * rr], p[4 * n + 2 * rr], part);
+        part = fmaf(k[4 * n + 2 * rr + 1], p[4 * n + 2 * rr + 1], part);
+      }
+      // The 4 lanes of a fragment row, then the two column halves through khk[nh].
+      part += __shfl_xor_sync(kFullMask, part, 1);
+      part += __shfl_xor_sync(kFullMask, part, 2);
+      if (tig == 0) sm.khk[nh][Row(rr)] = part;
+    }
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      if (n >= nq) break;
+      const int col = 32 * nh + 8 * n + 2 * tig;
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const float a0 = q[4 * n + 2 * rr], a1 = q[4 * n + 2 * rr + 1];
+        *reinterpret_cast<float2*>(&sm.a[Row(rr) * kAs + col]) = make_float2(a0 * a0, a1 * a1);
+      }
+    }
+  }
+};
+
 // M and e from dec (all factors 1 when !decay). Threads 0..63 one column each, thread 64 e.
-__device__ __forceinline__ void BuildDecay(SolveSmem& sm, bool decay, int tid) {
+template <class Smem>
+__device__ __forceinline__ void BuildDecay(Smem& sm, bool decay, int tid) {
   if (tid < kC) {
     const int s = tid;
     float p = 1.0f;
@@ -278,134 +610,42 @@ __device__ __forceinline__ void BuildDecay(SolveSmem& sm, bool decay, int tid) {
   }
 }
 
-// Thread (ty, tx) owns rows 4·ty + r (r < 4) and columns Col(tx, c) (c < 8) of a [C×D] result,
-// and rows 4·ty + r, columns 4·tx + c (c < 4) of a [C×C] one.
-__device__ __forceinline__ int Col(int tx, int c) { return c < 4 ? 4 * tx + c : 64 + 4 * tx + c - 4; }
-
-// p = X·W ([C×D]·[D×D]) and q = X·K̃ᵀ ([C×D]·[D×C]) for the thread's tiles.
-__device__ __forceinline__ void Products(const SolveSmem& sm, int ty, int tx, float (&p)[4][8],
-                                         float (&q)[4][4]) {
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-#pragma unroll
-    for (int c = 0; c < 8; ++c) p[r][c] = 0.0f;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) q[r][c] = 0.0f;
-  }
-#pragma unroll 2
-  for (int j = 0; j < kD; j += 4) {
-    float4 xr[4];
-#pragma unroll
-    for (int r = 0; r < 4; ++r) xr[r] = Ld4(&sm.x[(4 * ty + r) * kD + j]);
-#pragma unroll
-    for (int jj = 0; jj < 4; ++jj) {
-      const float4 w0 = Ld4(&sm.w[(j + jj) * kD + 4 * tx]);
-      const float4 w1 = Ld4(&sm.w[(j + jj) * kD + 64 + 4 * tx]);
-      const float4 kt = Ld4(&sm.kt[(j + jj) * kC + 4 * tx]);
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const float xv = Comp(xr[r], jj);
-        p[r][0] = fmaf(xv, w0.x, p[r][0]);
-        p[r][1] = fmaf(xv, w0.y, p[r][1]);
-        p[r][2] = fmaf(xv, w0.z, p[r][2]);
-        p[r][3] = fmaf(xv, w0.w, p[r][3]);
-        p[r][4] = fmaf(xv, w1.x, p[r][4]);
-        p[r][5] = fmaf(xv, w1.y, p[r][5]);
-        p[r][6] = fmaf(xv, w1.z, p[r][6]);
-        p[r][7] = fmaf(xv, w1.w, p[r][7]);
-        q[r][0] = fmaf(xv, kt.x, q[r][0]);
-        q[r][1] = fmaf(xv, kt.y, q[r][1]);
-        q[r][2] = fmaf(xv, kt.z, q[r][2]);
-        q[r][3] = fmaf(xv, kt.w, q[r][3]);
-      }
-    }
-  }
-}
-
-// p = diag(e)·X·W + ((X·K̃ᵀ) ∘ M)·Y. Contains one barrier (A published); X, W, K̃ᵀ, M, e and Y
-// must be ready when it starts, and A must be free (a barrier since its last reader).
-__device__ __forceinline__ void Apply(SolveSmem& sm, int ty, int tx, int warp, float (&p)[4][8]) {
-  float q[4][4];
-  Products(sm, ty, tx, p, q);
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    const int t = 4 * ty + r;
-    const float e = sm.eg[t];
-#pragma unroll
-    for (int c = 0; c < 8; ++c) p[r][c] *= e;
-    const float4 mm = Ld4(&sm.m[t * kC + 4 * tx]);
-    St4(&sm.a[t * kC + 4 * tx],
-        make_float4(q[r][0] * mm.x, q[r][1] * mm.y, q[r][2] * mm.z, q[r][3] * mm.w));
-  }
-  __syncthreads();
-  // This warp's rows are < 8·warp + 8 and A[t][s] = 0 for s > t: the causal half is skipped.
-  const int s_end = 8 * warp + 8;
-  for (int s = 0; s < s_end; s += 4) {
-    float4 ar[4];
-#pragma unroll
-    for (int r = 0; r < 4; ++r) ar[r] = Ld4(&sm.a[(4 * ty + r) * kC + s]);
-#pragma unroll
-    for (int ss = 0; ss < 4; ++ss) {
-      const float4 y0 = Ld4(&sm.y[(s + ss) * kD + 4 * tx]);
-      const float4 y1 = Ld4(&sm.y[(s + ss) * kD + 64 + 4 * tx]);
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const float av = Comp(ar[r], ss);
-        p[r][0] = fmaf(av, y0.x, p[r][0]);
-        p[r][1] = fmaf(av, y0.y, p[r][1]);
-        p[r][2] = fmaf(av, y0.z, p[r][2]);
-        p[r][3] = fmaf(av, y0.w, p[r][3]);
-        p[r][4] = fmaf(av, y1.x, p[r][4]);
-        p[r][5] = fmaf(av, y1.y, p[r][5]);
-        p[r][6] = fmaf(av, y1.z, p[r][6]);
-        p[r][7] = fmaf(av, y1.w, p[r][7]);
-      }
-    }
-  }
-}
-
-// Loads the thread's [4×8] tile of a [C×D] smem matrix / stores it.
-__device__ __forceinline__ void LoadTile(const float* base, int ty, int tx, float (&v)[4][8]) {
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    const float4 a = Ld4(base + (4 * ty + r) * kD + 4 * tx);
-    const float4 b = Ld4(base + (4 * ty + r) * kD + 64 + 4 * tx);
-    v[r][0] = a.x, v[r][1] = a.y, v[r][2] = a.z, v[r][3] = a.w;
-    v[r][4] = b.x, v[r][5] = b.y, v[r][6] = b.z, v[r][7] = b.w;
-  }
-}
-__device__ __forceinline__ void StoreTile(float* base, int ty, int tx, const float (&v)[4][8]) {
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    St4(base + (4 * ty + r) * kD + 4 * tx, make_float4(v[r][0], v[r][1], v[r][2], v[r][3]));
-    St4(base + (4 * ty + r) * kD + 64 + 4 * tx, make_float4(v[r][4], v[r][5], v[r][6], v[r][7]));
-  }
-}
-
-// Rows [tb, tb + lc) of a [T, H, D] tensor (head h) into smem rows, zeros past lc.
-__device__ __forceinline__ void LoadRows(float* dst, float* dst_t, const float* src, int64_t tb,
-                                         int lc, int H, int h, int tid) {
+// Rows [tb, tb + lc) of a [T, H, D] tensor (head h) into smem rows (and columns of dst_t), zeros
+// past lc.
+__device__ __forceinline__ void LoadRows(float* dst, int stride, float* dst_t, int stride_t,
+                                         const float* src, int64_t tb, int lc, int H, int h,
+                                         int tid) {
   for (int f = tid; f < kC * (kD / 4); f += kSolveThreads) {
     const int s = f / (kD / 4), i = 4 * (f % (kD / 4));
-    const float4 val = s < lc ? Ld4(src + ((tb + s) * H + h) * kD + i)
-                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    St4(dst + s * kD + i, val);
+    const float4 val =
+        s < lc ? Ld4(src + ((tb + s) * H + h) * kD + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    St4(dst + s * stride + i, val);
     if (dst_t != nullptr) {
-      dst_t[(i + 0) * kC + s] = val.x;
-      dst_t[(i + 1) * kC + s] = val.y;
-      dst_t[(i + 2) * kC + s] = val.z;
-      dst_t[(i + 3) * kC + s] = val.w;
+      dst_t[(i + 0) * stride_t + s] = val.x;
+      dst_t[(i + 1) * stride_t + s] = val.y;
+      dst_t[(i + 2) * stride_t + s] = val.z;
+      dst_t[(i + 3) * stride_t + s] = val.w;
     }
   }
 }
 
+// A [D×D] state from scratch into smem rows of `stride` floats.
+__device__ __forceinline__ void LoadState(float* dst, int stride, const float* src, int tid) {
+  for (int f = tid; f < kD * kD / 4; f += kSolveThreads) {
+    const int r = f / (kD / 4), i = 4 * (f % (kD / 4));
+    St4(dst + r * stride + i, Ld4(src + r * kD + i));
+  }
+}
+
+template <class Math>
 __global__ void __launch_bounds__(kSolveThreads, 1) GkaChunkSolveKernel(const ChunkArgs a) {
+  using Smem = SolveSmem<Math>;
   extern __shared__ __align__(16) unsigned char solve_smem_raw[];
-  SolveSmem& sm = *reinterpret_cast<SolveSmem*>(solve_smem_raw);
+  Smem& sm = *reinterpret_cast<Smem*>(solve_smem_raw);
   const int cw = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   if (cw >= WindowChunks(a, b)) return;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int ty = tid >> 4, tx = tid & 15;
+  const int tid = threadIdx.x, lane = tid & 31;
+  const Math mth(tid);
   const int base = WindowBase(a, b, lane);
   const int c = a.c0 + cw;
   const int len = a.cu[b + 1] - a.cu[b];
@@ -414,63 +654,51 @@ __global__ void __launch_bounds__(kSolveThreads, 1) GkaChunkSolveKernel(const Ch
   const float* bnd = a.bounds + (static_cast<int64_t>(base + cw) * a.H + h) * 2 * kD * kD;
   const int n_iter = a.num_iter[b];
 
-  for (int f = tid; f < kD * kD / 4; f += kSolveThreads) St4(&sm.w[4 * f], Ld4(bnd + 4 * f));
-  LoadRows(sm.y, sm.kt, a.k, tb, lc, a.H, h, tid);
+  LoadState(sm.w, Math::kWs, bnd, tid);
+  LoadRows(sm.y, Math::kYs, sm.kt, Math::kKts, a.k, tb, lc, a.H, h, tid);
   if (tid < kC) {
     const bool in = tid < lc;
     sm.dec[tid] = in ? expf(a.g[(tb + tid) * a.H + h]) : 1.0f;
     sm.alpha[tid] = in ? a.alpha[(tb + tid) * a.H + h] : 0.0f;
   }
-  float q[4][8];
+  float q[32];
 #pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    const int t = 4 * ty + r;
-#pragma unroll
-    for (int cc = 0; cc < 8; ++cc) {
-      q[r][cc] = t < lc ? a.q[((tb + t) * a.H + h) * kD + Col(tx, cc)] : 0.0f;
-    }
+  for (int e = 0; e < 32; ++e) {
+    const int t = mth.Row(Math::Slot(e));
+    q[e] = t < lc ? a.q[((tb + t) * a.H + h) * kD + mth.ColOf(e)] : 0.0f;
   }
   __syncthreads();
   BuildDecay(sm, a.decay_kk, tid);
   __syncthreads();
 
   if (n_iter > 0) {
-    // Norm pre-pass with X = K̃: p = H0 k̃_t (rows), pq = k̃_t·k̃_s.
-    for (int f = tid; f < kC * kD / 4; f += kSolveThreads) St4(&sm.x[4 * f], Ld4(&sm.y[4 * f]));
-    __syncthreads();
-    {
-      float p[4][8], pq[4][4], kown[4][8];
-      Products(sm, ty, tx, p, pq);
-      LoadTile(sm.y, ty, tx, kown);
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        float part = 0.0f;
-#pragma unroll
-        for (int cc = 0; cc < 8; ++cc) part = fmaf(kown[r][cc], p[r][cc], part);
-        // The 16 lanes of a row group (lane bits 0-3 = tx).
-        part += __shfl_xor_sync(kFullMask, part, 8);
-        part += __shfl_xor_sync(kFullMask, part, 4);
-        part += __shfl_xor_sync(kFullMask, part, 2);
-        part += __shfl_xor_sync(kFullMask, part, 1);
-        if (tx == 0) sm.khk[4 * ty + r] = part;
-        St4(&sm.a[(4 * ty + r) * kC + 4 * tx],
-            make_float4(pq[r][0] * pq[r][0], pq[r][1] * pq[r][1], pq[r][2] * pq[r][2],
-                        pq[r][3] * pq[r][3]));
-      }
+    // Norm pre-pass with X = K̃ (see the formula at the top).
+    for (int f = tid; f < kC * kD / 4; f += kSolveThreads) {
+      const int s = f / (kD / 4), i = 4 * (f % (kD / 4));
+      St4(&sm.x[s * Math::kXs + i], Ld4(&sm.y[s * Math::kYs + i]));
     }
+    __syncthreads();
+    mth.NormPrepass(sm);
     float h0sq = 0.0f;
-    for (int f = tid; f < kD * kD; f += kSolveThreads) h0sq = fmaf(sm.w[f], sm.w[f], h0sq);
+    for (int f = tid; f < kD * kD; f += kSolveThreads) {
+      const float w = sm.w[(f / kD) * Math::kWs + f % kD];
+      h0sq = fmaf(w, w, h0sq);
+    }
     h0sq = BlockSum(h0sq, sm.red);  // also publishes khk and a
     {
-      // Four lanes per row t: Σ_s M[t,s]·(Σ_r (k̃_s·k̃_r)² M[t,r]) and Σ_s M[t,s]·khk_s.
+      // Four lanes per row t: Σ_s M[t,s]·(Σ_r (k̃_s·k̃_r)² M[t,r]) and Σ_s M[t,s]·khk_s; the
+      // pre-pass may fill only a's lower triangle, so (s, r) is read as (max, min).
       const int t = tid >> 2, part = tid & 3;
       float s3 = 0.0f, s2 = 0.0f;
       for (int s = part; s <= t; s += 4) {
         float inner = 0.0f;
-        for (int r = 0; r <= t; ++r) inner = fmaf(sm.a[s * kC + r], sm.m[t * kC + r], inner);
+        for (int r = 0; r <= t; ++r) {
+          const float kk = r <= s ? sm.a[s * Math::kAs + r] : sm.a[r * Math::kAs + s];
+          inner = fmaf(kk, sm.m[t * kC + r], inner);
+        }
         const float mts = sm.m[t * kC + s];
         s3 = fmaf(mts, inner, s3);
-        s2 = fmaf(mts, sm.khk[s], s2);
+        s2 = fmaf(mts, sm.khk[0][s] + sm.khk[1][s], s2);
       }
       s3 += __shfl_xor_sync(kFullMask, s3, 1);
       s3 += __shfl_xor_sync(kFullMask, s3, 2);
@@ -494,71 +722,59 @@ __global__ void __launch_bounds__(kSolveThreads, 1) GkaChunkSolveKernel(const Ch
     }
     __syncthreads();
 
-    float lam[4], step[4], r4[4], omega[4], xprev[4][8], x[4][8];
+    float lam[Math::kRows], step[Math::kRows], r4[Math::kRows], omega[Math::kRows];
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int t = 4 * ty + r;
-      lam[r] = sm.lam[t];
-      step[r] = sm.step[t];
-      r4[r] = sm.r4[t];
-      omega[r] = 2.0f;
-#pragma unroll
-      for (int cc = 0; cc < 8; ++cc) {
-        x[r][cc] = step[r] * q[r][cc];
-        xprev[r][cc] = 0.0f;
-      }
+    for (int rr = 0; rr < Math::kRows; ++rr) {
+      const int t = mth.Row(rr);
+      lam[rr] = sm.lam[t];
+      step[rr] = sm.step[t];
+      r4[rr] = sm.r4[t];
+      omega[rr] = 2.0f;
     }
-    StoreTile(sm.x, ty, tx, x);
+    float x[32], xprev[32];
+#pragma unroll
+    for (int e = 0; e < 32; ++e) {
+      x[e] = step[Math::Slot(e)] * q[e];
+      xprev[e] = 0.0f;
+    }
+    mth.Store(sm.x, Math::kXs, x);
     __syncthreads();
     for (int it = 0; it < n_iter; ++it) {
-      float hx[4][8];
-      Apply(sm, ty, tx, warp, hx);
-      LoadTile(sm.x, ty, tx, x);  // own elements: every reader of X passed Apply's barrier
+      float hx[32];
+      mth.Apply(sm, hx);
+      mth.Load(sm.x, Math::kXs, x);  // own elements: every reader passed Apply's barrier
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        omega[r] = 1.0f / (1.0f - r4[r] * omega[r]);
+      for (int rr = 0; rr < Math::kRows; ++rr) omega[rr] = 1.0f / (1.0f - r4[rr] * omega[rr]);
 #pragma unroll
-        for (int cc = 0; cc < 8; ++cc) {
-          const float res = hx[r][cc] + lam[r] * x[r][cc] - q[r][cc];
-          const float xn = omega[r] * (x[r][cc] - step[r] * res) + (1.0f - omega[r]) * xprev[r][cc];
-          xprev[r][cc] = x[r][cc];
-          x[r][cc] = xn;
-        }
+      for (int e = 0; e < 32; ++e) {
+        const int rr = Math::Slot(e);
+        const float res = hx[e] + lam[rr] * x[e] - q[e];
+        const float xn = omega[rr] * (x[e] - step[rr] * res) + (1.0f - omega[rr]) * xprev[e];
+        xprev[e] = x[e];
+        x[e] = xn;
       }
-      StoreTile(sm.x, ty, tx, x);
+      mth.Store(sm.x, Math::kXs, x);
       __syncthreads();
     }
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const float al = sm.alpha[4 * ty + r];
-#pragma unroll
-      for (int cc = 0; cc < 8; ++cc) x[r][cc] = q[r][cc] + al * (x[r][cc] - q[r][cc]);
+    for (int e = 0; e < 32; ++e) {
+      const float al = sm.alpha[mth.Row(Math::Slot(e))];
+      x[e] = q[e] + al * (x[e] - q[e]);
     }
-    StoreTile(sm.x, ty, tx, x);
+    mth.Store(sm.x, Math::kXs, x);
   } else {
-    StoreTile(sm.x, ty, tx, q);  // num_iter 0: q_mix = q̂
+    mth.Store(sm.x, Math::kXs, q);  // num_iter 0: q_mix = q̂
   }
   __syncthreads();  // the solve's readers of W, Y, M, A are done
 
   // Readout: o = scale·(diag(e)·Q_mix·S0 + ((Q_mix·K̃ᵀ) ∘ M)·Ṽ) with h_kv's decay.
-  for (int f = tid; f < kD * kD / 4; f += kSolveThreads) {
-    St4(&sm.w[4 * f], Ld4(bnd + kD * kD + 4 * f));
-  }
-  LoadRows(sm.y, nullptr, a.v, tb, lc, a.H, h, tid);
+  LoadState(sm.w, Math::kWs, bnd + kD * kD, tid);
+  LoadRows(sm.y, Math::kYs, nullptr, 0, a.v, tb, lc, a.H, h, tid);
   BuildDecay(sm, true, tid);
   __syncthreads();
-  float o[4][8];
-  Apply(sm, ty, tx, warp, o);
-#pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    const int t = 4 * ty + r;
-    if (t >= lc) continue;
-    float* dst = a.out + ((tb + t) * a.H + h) * kD;
-    St4(dst + 4 * tx, make_float4(a.scale * o[r][0], a.scale * o[r][1], a.scale * o[r][2],
-                                  a.scale * o[r][3]));
-    St4(dst + 64 + 4 * tx, make_float4(a.scale * o[r][4], a.scale * o[r][5], a.scale * o[r][6],
-                                       a.scale * o[r][7]));
-  }
+  float o[32];
+  mth.Apply(sm, o);
+  mth.Store(a.out + (tb * a.H + h) * kD, static_cast<int64_t>(a.H) * kD, o, lc, a.scale);
 }
 
 }  // namespace
@@ -567,7 +783,37 @@ __global__ void __launch_bounds__(kSolveThreads, 1) GkaChunkSolveKernel(const Ch
 
 bool GkaCoreChunkedSupported(int64_t head_dim) { return head_dim == kD; }
 
-absl::Status GkaCoreChunked(const CudaContext& ctx, const GkaCoreParams& p, int min_len) {
+namespace {
+
+template <class Math>
+absl::Status LaunchChunked(const CudaContext& ctx, ChunkArgs args, int max_chunks, int64_t H,
+                           int64_t B) {
+  constexpr size_t scan_smem = sizeof(ScanSmem);
+  constexpr size_t solve_smem = sizeof(SolveSmem<Math>);
+  // Per launch (cheap, host-side): the attribute is per device, and a process may drive several.
+  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GkaChunkScanKernel,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(scan_smem)));
+  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GkaChunkSolveKernel<Math>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(solve_smem)));
+  const int W = args.W;
+  for (int c0 = 0; c0 < max_chunks; c0 += W) {
+    args.c0 = c0;
+    const int w_here = std::min(W, max_chunks - c0);
+    GkaChunkScanKernel<<<dim3(2 * kScanTiles, H, B), kScanThreads, scan_smem, ctx.stream()>>>(args);
+    GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaChunkScanKernel");
+    GkaChunkSolveKernel<Math>
+        <<<dim3(w_here, H, B), kSolveThreads, solve_smem, ctx.stream()>>>(args);
+    GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaChunkSolveKernel");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status GkaCoreChunked(const CudaContext& ctx, const GkaCoreParams& p, int min_len,
+                            bool tensor_cores) {
   const int64_t T = p.q.shape[0], H = p.q.shape[1];
   const int64_t B = p.num_seqs;
   const int max_chunks = (p.max_seqlen + kC - 1) / kC;
@@ -577,48 +823,32 @@ absl::Status GkaCoreChunked(const CudaContext& ctx, const GkaCoreParams& p, int 
   const int64_t total_bound = T / kC + B;
   int W = max_chunks;
   if (total_bound * chunk_bytes > kScratchBudgetBytes) {
-    W = static_cast<int>(std::clamp<int64_t>(kScratchBudgetBytes / (B * chunk_bytes), 1,
-                                             max_chunks));
+    W = static_cast<int>(
+        std::clamp<int64_t>(kScratchBudgetBytes / (B * chunk_bytes), 1, max_chunks));
   }
   const int64_t slots = std::min<int64_t>(total_bound, B * W);
   GKA_ASSIGN_OR_RETURN(void* scratch, ctx.Scratch(static_cast<size_t>(slots * chunk_bytes)));
-
-  constexpr size_t scan_smem = sizeof(ScanSmem);
-  constexpr size_t solve_smem = sizeof(SolveSmem);
-  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      GkaChunkScanKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(scan_smem)));
-  GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GkaChunkSolveKernel,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(solve_smem)));
-  ChunkArgs args{.q = p.q.data<float>(),
-                 .k = p.k.data<float>(),
-                 .v = p.v.data<float>(),
-                 .alpha = p.alpha.data<float>(),
-                 .g = p.g.data<float>(),
-                 .out = p.out.data<float>(),
-                 .h_kk = p.h_kk.data<float>(),
-                 .h_kv = p.h_kv.data<float>(),
-                 .slots = p.slots,
-                 .cu = p.cu_seqlens,
-                 .num_iter = p.num_iter,
-                 .bounds = static_cast<float*>(scratch),
-                 .H = static_cast<int>(H),
-                 .min_len = min_len,
-                 .c0 = 0,
-                 .W = W,
-                 .ridge = p.ridge_ratio,
-                 .scale = p.scale,
-                 .decay_kk = p.decay_kk};
-  for (int c0 = 0; c0 < max_chunks; c0 += W) {
-    args.c0 = c0;
-    const int w_here = std::min(W, max_chunks - c0);
-    GkaChunkScanKernel<<<dim3(2 * kScanTiles, H, B), kScanThreads, scan_smem, ctx.stream()>>>(
-        args);
-    GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaChunkScanKernel");
-    GkaChunkSolveKernel<<<dim3(w_here, H, B), kSolveThreads, solve_smem, ctx.stream()>>>(args);
-    GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaChunkSolveKernel");
-  }
-  return absl::OkStatus();
+  const ChunkArgs args{.q = p.q.data<float>(),
+                       .k = p.k.data<float>(),
+                       .v = p.v.data<float>(),
+                       .alpha = p.alpha.data<float>(),
+                       .g = p.g.data<float>(),
+                       .out = p.out.data<float>(),
+                       .h_kk = p.h_kk.data<float>(),
+                       .h_kv = p.h_kv.data<float>(),
+                       .slots = p.slots,
+                       .cu = p.cu_seqlens,
+                       .num_iter = p.num_iter,
+                       .bounds = static_cast<float*>(scratch),
+                       .H = static_cast<int>(H),
+                       .min_len = min_len,
+                       .c0 = 0,
+                       .W = W,
+                       .ridge = p.ridge_ratio,
+                       .scale = p.scale,
+                       .decay_kk = p.decay_kk};
+  if (tensor_cores) return LaunchChunked<Tf32x3Math>(ctx, args, max_chunks, H, B);
+  return LaunchChunked<Fp32Math>(ctx, args, max_chunks, H, B);
 }
 
 }  // namespace gka::kernels::cuda

@@ -3,10 +3,12 @@
 # then the kernel benchmarks; prints a short table last. Run on the GPU machine from the
 # repository root with the collected binaries carried (scripts/gpu/collect.sh):
 #
-#   device run: bash scripts/gpu/run_all.sh [all|parity|golden|bench|sanitize|check] [gtest filter]
+#   device run: bash scripts/gpu/run_all.sh [all|parity|golden|bench|sanitize|check|gka-prefill]
+#                                           [gtest filter]
 #   (carry: .devcarry/gpu)
 #
-# all = parity + golden + bench. golden runs `gka eval --backend cuda` (fp32 and bf16) on the
+# all = parity + golden + bench. gka-prefill = the GkaCore parity cases and the GKA core
+# benchmark rows under each prefill path (GKA_CUDA_GKA_PREFILL = fp32, tf32x3, sequential). golden runs `gka eval --backend cuda` (fp32 and bf16) on the
 # authors' tiny model against their strict fp32 golden with `gka compare`.
 #
 # Full logs go to $OUT (the device tool's output folder) when set, else /tmp/gka-gpu.
@@ -40,6 +42,24 @@ ldd "$CARRY/bin/cuda_parity_test" | grep -E "not found|cublas|absl_status\.|stdc
 [[ "$MODE" == "check" ]] && { "$CARRY/bin/cuda_parity_test" --gtest_filter='*FillAndConvert*'; exit $?; }
 
 rc=0
+if [[ "$MODE" == "gka-prefill" ]]; then
+  for path in fp32 tf32x3; do
+    echo "== parity GkaCore, GKA_CUDA_GKA_PREFILL=$path"
+    GKA_CUDA_GKA_PREFILL=$path timeout ${PARITY_TIMEOUT:-180} "$CARRY/bin/cuda_parity_test" \
+      --gtest_color=no --gtest_filter='*GkaCore*' >"$LOGS/parity_gka_$path.log" 2>&1 || rc=1
+    grep -E "^\[ parity|^\[  (PASSED|FAILED)|Failure$" "$LOGS/parity_gka_$path.log" | sed 's/^/  /'
+  done
+  echo "== bench: GKA rows (fp32 chunked), then the prefill rows under tf32x3 and sequential"
+  GKA_CUDA_GKA_PREFILL=fp32 timeout 120 "$CARRY/bin/cuda_kernels_bench" --gka >"$LOGS/bench_fp32.log" 2>&1 || rc=1
+  for path in tf32x3 sequential; do
+    GKA_CUDA_GKA_PREFILL=$path timeout 120 "$CARRY/bin/cuda_kernels_bench" --gka-prefill \
+      >"$LOGS/bench_$path.log" 2>&1 || rc=1
+  done
+  for path in fp32 tf32x3 sequential; do
+    sed -n '/^==== CUDA kernels/,$p' "$LOGS/bench_$path.log"; grep -iE "error|fail" "$LOGS/bench_$path.log" | head -3
+  done
+  exit $rc
+fi
 if [[ "$MODE" == "sanitize" ]]; then
   # memcheck over every op's parity cases (cuBLAS excluded: not ours), racecheck over the
   # kernels that share data through shared memory. Slow: minutes.

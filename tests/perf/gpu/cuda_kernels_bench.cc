@@ -307,8 +307,8 @@ void GkaPrefillRows(Bench& b) {
     double target_ms;
   };
   const int T16 = b.quick() ? 2048 : 16384;
-  for (const C& c : {C{1, T16, 30, 3.6}, C{1, T16, 10, 2.0}, C{8, 2048, 30, 0},
-                     C{1, 1024, 30, 0}, C{1, 128, 30, 0}, C{1, 64, 30, 0}}) {
+  for (const C& c : {C{1, T16, 30, 3.6}, C{1, T16, 10, 2.0}, C{8, 2048, 30, 0}, C{1, 1024, 30, 0},
+                     C{1, 128, 30, 0}, C{1, 64, 30, 0}}) {
     const int T = c.seqs * c.len;
     std::vector<int32_t> cu(c.seqs + 1);
     for (int i = 0; i <= c.seqs; ++i) cu[i] = i * c.len;
