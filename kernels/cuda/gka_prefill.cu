@@ -408,31 +408,50 @@ struct Fp32Math {
   }
 };
 
-// d += a·b on the tensor cores: m16n8k8, TF32 inputs (fp32 bit patterns with the low 13 mantissa
-// bits zero), fp32 accumulate.
+// d += a·b on the tensor cores: m16n8k8, TF32 inputs, fp32 accumulate. The tensor cores read
+// the upper 19 bits of each 32-bit operand (sign, exponent, 10 mantissa bits). Not volatile: the
+// compiler may interleave independent products.
 __device__ __forceinline__ void MmaTf32(float* d, const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// v = big + small with both TF32 (round to nearest, ties away): 22 mantissa bits in all.
+// v = big + small: big is v truncated to TF32 (exact), small the exact fp32 remainder, which
+// the tensor cores truncate to TF32 in turn: ≥ 21 mantissa bits in all (relative error
+// ≤ 2^-20 per operand). Two full-rate ALU ops, where cvt.rna.tf32.f32 runs at a quarter rate and
+// made the conversions, not the MMAs, the bottleneck (measured: 17.4 ms vs 16.1 ms for fp32 FMA
+// at T = 16K, N = 30).
 __device__ __forceinline__ void SplitTf32(float v, uint32_t& big, uint32_t& small) {
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(big) : "f"(v));
-  const float rest = v - __uint_as_float(big);
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(small) : "f"(rest));
+  big = __float_as_uint(v) & 0xffffe000u;
+  small = __float_as_uint(v - __uint_as_float(big));
 }
 
-// d += a·b with 3×TF32: a_small·b_big + a_big·b_small + a_big·b_big, the dropped
-// a_small·b_small term is 2^-22 relative: fp32-accurate products on the tensor cores.
-__device__ __forceinline__ void Mma3xTf32(float* d, const uint32_t (&ab)[4],
-                                          const uint32_t (&as)[4], const uint32_t (&bb)[2],
-                                          const uint32_t (&bs)[2]) {
-  MmaTf32(d, as, bb);
-  MmaTf32(d, ab, bs);
-  MmaTf32(d, ab, bb);
+// B fragments (both halves) of n-tiles n0 + 8·n, n < N, of a row-major [k][n] smem matrix.
+template <int N>
+struct BFrags {
+  uint32_t big[N][2], small[N][2];
+};
+
+// d[n] += a·b[n] with 3×TF32 per n-tile: a_small·b_big + a_big·b_small + a_big·b_big (the
+// dropped a_small·b_small is 2^-20 relative), term by term across the n-tiles so that
+// consecutive MMAs are independent.
+template <int N>
+__device__ __forceinline__ void Mma3xTf32(float* d, int n_live, const uint32_t (&ab)[4],
+                                          const uint32_t (&as)[4], const BFrags<N>& b) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    if (n < n_live) MmaTf32(d + 4 * n, as, b.big[n]);
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    if (n < n_live) MmaTf32(d + 4 * n, ab, b.small[n]);
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    if (n < n_live) MmaTf32(d + 4 * n, ab, b.big[n]);
+  }
 }
 
 // 3×TF32 tensor cores (mma.sync m16n8k8). Warp w owns the 16-row m-tile mt = w % 4 and the
@@ -490,12 +509,18 @@ struct Tf32x3Math {
     SplitTf32(r0[4], big[2], small[2]);
     SplitTf32(r1[4], big[3], small[3]);
   }
-  // The B operand (rows k0..k0+7, columns n0..n0+7) of a row-major [k][n] smem matrix, split.
-  __device__ static void LoadB(const float* base, int stride, int k0, int n0, int g, int tig,
-                               uint32_t (&big)[2], uint32_t (&small)[2]) {
-    const float* p = base + (k0 + tig) * stride + n0 + g;
-    SplitTf32(p[0], big[0], small[0]);
-    SplitTf32(p[4 * stride], big[1], small[1]);
+  // B operands (rows k0..k0+7, columns n0 + 8·n..) of a row-major [k][n] smem matrix, split;
+  // only the first n_live n-tiles are read.
+  template <int N>
+  __device__ void LoadB(const float* base, int stride, int k0, int n0, int n_live,
+                        BFrags<N>& b) const {
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      if (n >= n_live) break;
+      const float* p = base + (k0 + tig) * stride + n0 + 8 * n + g;
+      SplitTf32(p[0], b.big[n][0], b.small[n][0]);
+      SplitTf32(p[4 * stride], b.big[n][1], b.small[n][1]);
+    }
   }
 
   __device__ void Products(const Smem& sm, float (&p)[32], float (&q)[16]) const {
@@ -507,19 +532,12 @@ struct Tf32x3Math {
     for (int k0 = 0; k0 < kD; k0 += 8) {
       uint32_t ab[4], as[4];
       LoadA(sm.x, kXs, k0, ab, as);
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        uint32_t bb[2], bs[2];
-        LoadB(sm.w, kWs, k0, 64 * nh + 8 * n, g, tig, bb, bs);
-        Mma3xTf32(p + 4 * n, ab, as, bb, bs);
-      }
-#pragma unroll
-      for (int n = 0; n < 4; ++n) {
-        if (n >= nq) break;
-        uint32_t bb[2], bs[2];
-        LoadB(sm.kt, kKts, k0, 32 * nh + 8 * n, g, tig, bb, bs);
-        Mma3xTf32(q + 4 * n, ab, as, bb, bs);
-      }
+      BFrags<8> bw;
+      LoadB(sm.w, kWs, k0, 64 * nh, 8, bw);
+      BFrags<4> bk;
+      LoadB(sm.kt, kKts, k0, 32 * nh, nq, bk);
+      Mma3xTf32(p, 8, ab, as, bw);
+      Mma3xTf32(q, nq, ab, as, bk);
     }
   }
 
@@ -552,12 +570,9 @@ struct Tf32x3Math {
     for (int k0 = 0; k0 < 16 * mt + 16; k0 += 8) {
       uint32_t ab[4], as[4];
       LoadA(sm.a, kAs, k0, ab, as);
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        uint32_t bb[2], bs[2];
-        LoadB(sm.y, kYs, k0, 64 * nh + 8 * n, g, tig, bb, bs);
-        Mma3xTf32(p + 4 * n, ab, as, bb, bs);
-      }
+      BFrags<8> by;
+      LoadB(sm.y, kYs, k0, 64 * nh, 8, by);
+      Mma3xTf32(p, 8, ab, as, by);
     }
   }
 

@@ -8,7 +8,8 @@
 #   (carry: .devcarry/gpu)
 #
 # all = parity + golden + bench. gka-prefill = the GkaCore parity cases and the GKA core
-# benchmark rows under each prefill path (GKA_CUDA_GKA_PREFILL = fp32, tf32x3, sequential). golden runs `gka eval --backend cuda` (fp32 and bf16) on the
+# benchmark rows under each prefill path (GKA_CUDA_GKA_PREFILL = fp32, tf32x3, sequential),
+# plus, with GRAPHS=1, a whole decode step eager vs as one CUDA graph. golden runs `gka eval --backend cuda` (fp32 and bf16) on the
 # authors' tiny model against their strict fp32 golden with `gka compare`.
 #
 # Full logs go to $OUT (the device tool's output folder) when set, else /tmp/gka-gpu.
@@ -43,20 +44,28 @@ ldd "$CARRY/bin/cuda_parity_test" | grep -E "not found|cublas|absl_status\.|stdc
 
 rc=0
 if [[ "$MODE" == "gka-prefill" ]]; then
-  for path in fp32 tf32x3; do
+  # PARITY_PATHS / BENCH_PATHS pick the prefill paths; GRAPHS=1 adds the decode-step CUDA graph
+  # rows (cuda_kernels_bench --graphs).
+  for path in ${PARITY_PATHS:-fp32 tf32x3}; do
     echo "== parity GkaCore, GKA_CUDA_GKA_PREFILL=$path"
     GKA_CUDA_GKA_PREFILL=$path timeout ${PARITY_TIMEOUT:-180} "$CARRY/bin/cuda_parity_test" \
       --gtest_color=no --gtest_filter='*GkaCore*' >"$LOGS/parity_gka_$path.log" 2>&1 || rc=1
     grep -E "^\[ parity|^\[  (PASSED|FAILED)|Failure$" "$LOGS/parity_gka_$path.log" | sed 's/^/  /'
   done
-  echo "== bench: GKA rows (fp32 chunked), then the prefill rows under tf32x3 and sequential"
-  GKA_CUDA_GKA_PREFILL=fp32 timeout 120 "$CARRY/bin/cuda_kernels_bench" --gka >"$LOGS/bench_fp32.log" 2>&1 || rc=1
-  for path in tf32x3 sequential; do
-    GKA_CUDA_GKA_PREFILL=$path timeout 120 "$CARRY/bin/cuda_kernels_bench" --gka-prefill \
+  runs=()
+  for path in ${BENCH_PATHS:-fp32 tf32x3 sequential}; do
+    # fp32 also times the GKA decode rows (after the copy and GEMM ceilings).
+    args=$([[ $path == fp32 ]] && echo --gka || echo --gka-prefill)
+    GKA_CUDA_GKA_PREFILL=$path timeout 120 "$CARRY/bin/cuda_kernels_bench" $args \
       >"$LOGS/bench_$path.log" 2>&1 || rc=1
+    runs+=("$path")
   done
-  for path in fp32 tf32x3 sequential; do
-    sed -n '/^==== CUDA kernels/,$p' "$LOGS/bench_$path.log"; grep -iE "error|fail" "$LOGS/bench_$path.log" | head -3
+  if [[ -n "${GRAPHS:-}" ]]; then
+    timeout 120 "$CARRY/bin/cuda_kernels_bench" --graphs >"$LOGS/bench_graphs.log" 2>&1 || rc=1
+    runs+=(graphs)
+  fi
+  for r in "${runs[@]}"; do
+    sed -n '/^==== CUDA kernels/,$p' "$LOGS/bench_$r.log"; grep -iE "error|fail" "$LOGS/bench_$r.log" | head -3
   done
   exit $rc
 fi

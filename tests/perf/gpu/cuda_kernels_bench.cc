@@ -6,8 +6,10 @@
 // printed, so a difference smaller than the spread between the two is not believed.
 //
 //   cuda_kernels_bench [--quick] [--gka | --gka-prefill]
+//     [--graphs]
 //     --quick: fewer iterations, for smoke runs; --gka: only the GKA core rows (after the copy
-//     and GEMM ceilings); --gka-prefill: only the GKA prefill rows.
+//     and GEMM ceilings); --gka-prefill: only the GKA prefill rows; --graphs: only a whole
+//     decode step (TP8 rank shape) eager vs replayed as a CUDA graph.
 //
 // Prints a table; rows marked GATE are the hard gates.
 #include <cublas_v2.h>
@@ -718,16 +720,202 @@ void DecodeStepBreakdown(Bench& b) {
               64.0 / (total * 1e-6));
 }
 
+// ---- a whole decode step as one CUDA graph ------------------------------------------------
+
+// One TP = 8 rank of the 32B model (hidden 5120; 8 query / 1 KV heads per attention layer; 8
+// GKA heads; FFN 3200; lm_head shard 18992), 32 attention + 32 GKA layers with distinct weights,
+// ctx 4K, bf16, num_iter 30: every op of a decode step except sampling, issued op by op
+// (eager) and replayed as one captured CUDA graph. The difference is the host launch cost the
+// graph removes; the ops are the backend's (parity-tested one by one), so this also shows the
+// decode path is capturable as the backend documents.
+void DecodeGraphRows(Bench& b, int64_t B) {
+  const int64_t hidden = 5120, D = 128, hq = 8, hkv = 1, H = 8, ffn = 3200, V = 18992;
+  const int ctx = 4096, ps = 16, layers = 64;
+  const DType A = DType::kBF16, F32 = DType::kF32;
+  auto alloc = [&](Shape s, DType d) {
+    auto buf = b.be().Allocate(s, d);
+    BENCH_CHECK(buf.status());
+    return std::move(buf).value();
+  };
+  auto weight = [&](int64_t n, int64_t k) { return b.Random(Shape{n, k}, A, 0.02f); };
+  std::vector<int32_t> iota(B), cu_v(B + 1);
+  std::iota(iota.begin(), iota.end(), 0);
+  std::iota(cu_v.begin(), cu_v.end(), 0);
+  DeviceBuffer ids = b.Ints(iota), cu = b.Ints(cu_v), slots = b.Ints(iota);
+  DeviceBuffer pos = b.Ints(std::vector<int32_t>(B, ctx - 1));
+  std::vector<int32_t> slot_map(B);
+  for (int64_t i = 0; i < B; ++i) slot_map[i] = static_cast<int32_t>(i * (ctx / ps) * ps);
+  DeviceBuffer slot_dev = b.Ints(slot_map);
+
+  struct Layer {
+    bool gka;
+    GpuTensor n1, n2, wq, wk, wv, wo, wgu, wd, wa, wb, wc, wg, qkw, cwq, cwk, cwv, alog, dtb;
+    GpuTensor cq, ck, cv;  // conv states
+    KvCache kv;
+    GkaBuffers st;
+  };
+  std::vector<Layer> L(layers);
+  for (int l = 0; l < layers; ++l) {
+    Layer& y = L[l];
+    y.gka = l % 2 == 1;
+    y.n1 = b.Random(Shape{hidden}, F32, 0.1f, 1.0f);
+    y.n2 = b.Random(Shape{hidden}, F32, 0.1f, 1.0f);
+    y.wq = weight(hq * D, hidden);
+    y.wk = weight(hkv * D, hidden);
+    y.wv = weight(hkv * D, hidden);
+    y.wo = weight(hidden, hq * D);
+    y.wgu = weight(2 * ffn, hidden);
+    y.wd = weight(hidden, ffn);
+    y.qkw = b.Random(Shape{D}, F32, 0.1f, 1.0f);  // q/k norm or o_norm weight
+    if (y.gka) {
+      y.wa = weight(H, hidden);
+      y.wb = weight(H, hidden);
+      y.wc = weight(H, hidden);
+      y.wg = weight(H * D, hidden);
+      y.cwq = b.Random(Shape{hq * D, 4}, F32, 0.3f);
+      y.cwk = b.Random(Shape{hkv * D, 4}, F32, 0.3f);
+      y.cwv = b.Random(Shape{hkv * D, 4}, F32, 0.3f);
+      y.cq = b.Random(Shape{B, hq * D, 3}, F32);
+      y.ck = b.Random(Shape{B, hkv * D, 3}, F32);
+      y.cv = b.Random(Shape{B, hkv * D, 3}, F32);
+      y.alog = b.Random(Shape{H}, F32, 0.5f, 1.0f);
+      y.dtb = b.Random(Shape{H}, F32, 0.5f, -4.f);
+      y.st = MakeGka(b, B, H, B, cu_v, 30);
+    } else {
+      y.kv = MakeCache(b, static_cast<int>(B), ctx, static_cast<int>(hkv), ps, cu_v);
+    }
+  }
+  GpuTensor table = b.Random(Shape{V, hidden}, A), lm = weight(V, hidden);
+  GpuTensor fnorm = b.Random(Shape{hidden}, F32, 0.1f, 1.0f);
+  DeviceBuffer h = alloc(Shape{B, hidden}, A), res = alloc(Shape{B, hidden}, A),
+               xn = alloc(Shape{B, hidden}, A), mix = alloc(Shape{B, hidden}, A);
+  DeviceBuffer q = alloc(Shape{B, hq * D}, A), k = alloc(Shape{B, hkv * D}, A),
+               v = alloc(Shape{B, hkv * D}, A), attn = alloc(Shape{B, hq * D}, A);
+  DeviceBuffer gu = alloc(Shape{B, 2 * ffn}, A), act = alloc(Shape{B, ffn}, A);
+  DeviceBuffer ga = alloc(Shape{B, H}, A), gb = alloc(Shape{B, H}, A), gc = alloc(Shape{B, H}, A),
+               gz = alloc(Shape{B, H * D}, A);
+  DeviceBuffer qc = alloc(Shape{B, hq * D}, F32), kc = alloc(Shape{B, hkv * D}, F32),
+               vc = alloc(Shape{B, hkv * D}, F32);
+  DeviceBuffer gated = alloc(Shape{B, H * D}, A), logits = alloc(Shape{B, V}, F32);
+  BENCH_CHECK(b.be().Fill(res.view(), 0.0f));
+  auto view3 = [](const DeviceBuffer& x, int64_t h3) {
+    return TensorView{x.view().ptr, x.view().dtype, Shape{x.view().shape[0], h3, 128},
+                      x.view().device};
+  };
+  auto& be = b.be();
+  auto step = [&] {
+    BENCH_CHECK(be.Embedding({.table = table.view(), .ids = ids.data<int32_t>(), .out = h.view()}));
+    for (Layer& y : L) {
+      BENCH_CHECK(be.RmsNorm(
+          {.x = h.view(), .residual = res.view(), .weight = y.n1.view(), .out = xn.view()}));
+      BENCH_CHECK(be.Gemm({.x = xn.view(), .w = y.wq.view(), .y = q.view()}));
+      BENCH_CHECK(be.Gemm({.x = xn.view(), .w = y.wk.view(), .y = k.view()}));
+      BENCH_CHECK(be.Gemm({.x = xn.view(), .w = y.wv.view(), .y = v.view()}));
+      if (!y.gka) {
+        BENCH_CHECK(be.QkNormRope({.q = view3(q, hq),
+                                   .k = view3(k, hkv),
+                                   .q_weight = y.qkw.view(),
+                                   .k_weight = y.qkw.view(),
+                                   .positions = pos.data<int32_t>(),
+                                   .theta = 5e6f}));
+        BENCH_CHECK(be.KvCacheWrite({.k = view3(k, hkv),
+                                     .v = view3(v, hkv),
+                                     .k_pages = y.kv.kp.view(),
+                                     .v_pages = y.kv.vp.view(),
+                                     .slot_mapping = slot_dev.data<int32_t>()}));
+        BENCH_CHECK(be.PagedAttention({.q = view3(q, hq),
+                                       .out = view3(attn, hq),
+                                       .k_pages = y.kv.kp.view(),
+                                       .v_pages = y.kv.vp.view(),
+                                       .page_table = y.kv.table.data<int32_t>(),
+                                       .cu_q = y.kv.cu.data<int32_t>(),
+                                       .context_lens = y.kv.ctx.data<int32_t>(),
+                                       .num_seqs = static_cast<int32_t>(B),
+                                       .max_pages_per_seq = y.kv.max_pages,
+                                       .max_q_len = 1,
+                                       .max_context_len = ctx,
+                                       .scale = 0.08838834764831845f}));
+        BENCH_CHECK(be.Gemm({.x = attn.view(), .w = y.wo.view(), .y = mix.view()}));
+      } else {
+        BENCH_CHECK(be.Gemm({.x = xn.view(), .w = y.wa.view(), .y = ga.view()}));
+        BENCH_CHECK(be.Gemm({.x = xn.view(), .w = y.wb.view(), .y = gb.view()}));
+        BENCH_CHECK(be.Gemm({.x = xn.view(), .w = y.wc.view(), .y = gc.view()}));
+        BENCH_CHECK(be.Gemm({.x = xn.view(), .w = y.wg.view(), .y = gz.view()}));
+        struct Conv {
+          DeviceBuffer &x, &out;
+          GpuTensor &w, &st;
+        };
+        for (const Conv& c :
+             {Conv{q, qc, y.cwq, y.cq}, Conv{k, kc, y.cwk, y.ck}, Conv{v, vc, y.cwv, y.cv}}) {
+          BENCH_CHECK(be.CausalConv({.x = c.x.view(),
+                                     .out = c.out.view(),
+                                     .weight = c.w.view(),
+                                     .state = c.st.view(),
+                                     .slots = slots.data<int32_t>(),
+                                     .cu_seqlens = cu.data<int32_t>(),
+                                     .num_seqs = static_cast<int32_t>(B)}));
+        }
+        BENCH_CHECK(be.GkaGates({.q_conv = qc.view(),
+                                 .k_conv = kc.view(),
+                                 .v_conv = vc.view(),
+                                 .a = ga.view(),
+                                 .b = gb.view(),
+                                 .c = gc.view(),
+                                 .a_log = y.alog.view(),
+                                 .dt_bias = y.dtb.view(),
+                                 .b_bias = y.alog.view(),
+                                 .alpha_bias = y.alog.view(),
+                                 .q_out = y.st.q.view(),
+                                 .k_out = y.st.k.view(),
+                                 .v_out = y.st.v.view(),
+                                 .alpha = y.st.alpha.view(),
+                                 .g = y.st.g.view()}));
+        GkaCoreRun(b, y.st, static_cast<int>(B), 1);
+        const TensorView core{y.st.out.view().ptr, F32, Shape{B * H, D}, y.st.out.view().device};
+        const TensorView gated2{gated.view().ptr, A, Shape{B * H, D}, gated.view().device};
+        const TensorView z2{gz.view().ptr, A, Shape{B * H, D}, gz.view().device};
+        BENCH_CHECK(
+            be.GatedRmsNorm({.x = core, .gate = z2, .weight = y.qkw.view(), .out = gated2}));
+        BENCH_CHECK(be.Gemm({.x = gated.view(), .w = y.wo.view(), .y = mix.view()}));
+      }
+      BENCH_CHECK(be.RmsNorm(
+          {.x = mix.view(), .residual = res.view(), .weight = y.n2.view(), .out = xn.view()}));
+      BENCH_CHECK(be.Gemm({.x = xn.view(), .w = y.wgu.view(), .y = gu.view()}));
+      BENCH_CHECK(be.SiluMul({.gate_up = gu.view(), .out = act.view()}));
+      BENCH_CHECK(be.Gemm({.x = act.view(), .w = y.wd.view(), .y = h.view()}));
+    }
+    BENCH_CHECK(be.RmsNorm(
+        {.x = h.view(), .residual = res.view(), .weight = fnorm.view(), .out = xn.view()}));
+    BENCH_CHECK(be.Gemm({.x = xn.view(), .w = lm.view(), .y = logits.view()}));
+  };
+  const std::string shape = absl::StrFormat("TP8 rank, 64 layers, batch %d, ctx 4K", B);
+  b.Run("decode step eager (" + shape + ")", 0, 0, 3, 20, step);
+  // Capture after the eager warm-up: scratch (split-KV attention) has grown to its size.
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(b.stream(), cudaStreamCaptureModeThreadLocal));
+  step();
+  CUDA_CHECK(cudaStreamEndCapture(b.stream(), &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  size_t nodes = 0;
+  CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes));
+  b.Run(absl::StrFormat("decode step CUDA graph, %d nodes (%s)", nodes, shape), 0, 0, 3, 20,
+        [&] { CUDA_CHECK(cudaGraphLaunch(exec, b.stream())); });
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+}
+
 }  // namespace
 }  // namespace gka::gpu_testing
 
 int main(int argc, char** argv) {
   using namespace gka::gpu_testing;
-  bool quick = false, gka_only = false, prefill_only = false;
+  bool quick = false, gka_only = false, prefill_only = false, graphs = false;
   for (int i = 1; i < argc; ++i) {
     quick |= std::strcmp(argv[i], "--quick") == 0;
     gka_only |= std::strcmp(argv[i], "--gka") == 0;
     prefill_only |= std::strcmp(argv[i], "--gka-prefill") == 0;
+    graphs |= std::strcmp(argv[i], "--graphs") == 0;
   }
   if (gka::kernels::cuda::CudaDeviceCount() == 0) {
     std::printf("no CUDA device: nothing to benchmark\n");
@@ -735,6 +923,11 @@ int main(int argc, char** argv) {
   }
   Bench b(quick);
   std::printf("device: %s\n", b.device_name().c_str());
+  if (graphs) {
+    for (int64_t batch : {1, 64}) DecodeGraphRows(b, batch);
+    b.PrintTable();
+    return 0;
+  }
   if (prefill_only) {
     GkaPrefillRows(b);
     b.PrintTable();
