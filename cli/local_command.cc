@@ -3,6 +3,7 @@
 //   gka local --model DIR [--port 50051] [--metrics-port 9400] [--prefill-workers 1]
 //             [--decode-workers 1] [--tiers FILE] [--state-file F] [--log-dir D]
 //             [--backend cpu] [--num-slots 16] [--page-size 16] [--restart]
+//             [--http-port 8000] [--served-model-name NAME]
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
 // (metrics on MP+1, MP+2, ...) and the decode workers (after the prefill ones); worker gRPC and
@@ -46,6 +47,8 @@ struct LocalFlags {
   int page_size = 16;
   int ready_timeout_s = 120;
   bool restart = false;  // restart a child that exits instead of stopping the cluster
+  int http_port = -1;    // the router's OpenAI-compatible HTTP port; -1: off
+  std::string served_model_name;
 };
 
 struct Child {
@@ -206,6 +209,14 @@ absl::Status RunLocal(const LocalFlags& f) {
     router.push_back("--tiers");
     router.push_back(f.tiers);
   }
+  if (f.http_port >= 0) {
+    router.push_back("--http-port");
+    router.push_back(absl::StrCat(f.http_port));
+  }
+  if (!f.served_model_name.empty()) {
+    router.push_back("--served-model-name");
+    router.push_back(f.served_model_name);
+  }
   absl::Status status = start("router", 0, router);
   std::string router_addr;
   if (status.ok()) router_addr = children[0].info["grpc"].get<std::string>();
@@ -216,7 +227,8 @@ absl::Status RunLocal(const LocalFlags& f) {
     status = start("prefill", i,
                    {bin + "/gka-prefill-worker", "--model", f.model_dir, "--router", router_addr,
                     "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
-                    "--worker-id", absl::StrCat("prefill-", i)});
+                    "--worker-id", absl::StrCat("prefill-", i), "--page-size",
+                    absl::StrCat(f.page_size)});
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
     status = start("decode", i,
@@ -276,6 +288,11 @@ void RegisterLocal(CLI::App& app, Action& run) {
       ->capture_default_str();
   cmd->add_option("--decode-workers", f->decode_workers, "decode processes")->capture_default_str();
   cmd->add_option("--tiers", f->tiers, "tier file (JSON)");
+  cmd->add_option("--http-port", f->http_port,
+                  "router's OpenAI-compatible HTTP port (0 = any, -1 = off)")
+      ->capture_default_str();
+  cmd->add_option("--served-model-name", f->served_model_name,
+                  "model name clients use; default: the --model directory's name");
   cmd->add_option("--state-file", f->state_file, "write the processes' JSON lines here");
   cmd->add_option("--log-dir", f->log_dir, "children's stderr to DIR/<role>-<i>.log");
   cmd->add_option("--backend", f->backend, "cpu | cuda")->capture_default_str();

