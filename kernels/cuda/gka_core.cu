@@ -33,7 +33,7 @@
 // nothing (the iteration is bound by its dependency chain: FMAs → 4 shuffle stages → update →
 // barrier, ~460 cycles with two CTAs interleaved). Run-to-run spread here is ~1%.
 // A multi-token sequence runs its tokens sequentially in this kernel: correct, but latency bound
-// (one solve after another, 16 of 132 SMs busy for one 16-head prompt: 174 ms at T = 16K,
+// (one solve after another, 16 of 132 SMs busy for one 16-head prompt: 173 ms at T = 16K,
 // N = 30). Sequences longer than kChunkedMinTokens go to the chunk-parallel path instead
 // (gka_prefill.cu), which solves every chunk of every head at once.
 #include <cuda_pipeline.h>
@@ -332,9 +332,12 @@ absl::Status LaunchCore(const CudaContext& ctx, const CoreArgs& args, int H, int
   return absl::OkStatus();
 }
 
-// Sequences longer than this take the chunk-parallel path (one chunk's solve costs about as
-// much as a token-sequential token of each of its 64 tokens on one SM, so the gain is the
-// parallelism over chunks, which a one-chunk sequence does not have).
+// Sequences longer than this take the chunk-parallel path. Its gain is parallelism over
+// chunks: per SM it is no cheaper (a 64-token chunk at N = 30 takes ~0.39 ms on one SM, 6 µs a
+// token, where this kernel takes 10.6 µs a token with two CTAs per SM, 5.3 µs), so a batch
+// that already fills the GPU with (sequence, head) pairs gains nothing. Measured on an H100,
+// 16 heads, one sequence, N = 30: 64 tokens 0.67 ms here; 128 tokens 1.33 ms here, 0.36 ms
+// chunked; 1024 tokens 10.7 ms here, 0.79 ms chunked.
 constexpr int kChunkedMinTokens = 64;
 
 }  // namespace
@@ -352,7 +355,8 @@ namespace {
 // against each other): "sequential" (the token-sequential kernel for every length), "fp32" or
 // "tf32x3" (the chunk-parallel path with that solver); unset: kDefaultPrefill.
 enum class PrefillPath { kSequential, kChunkedFp32, kChunkedTf32x3 };
-constexpr PrefillPath kDefaultPrefill = PrefillPath::kChunkedFp32;
+// 3×TF32: 12.7 ms vs 16.1 ms for fp32 FMAs at T = 16K, 16 heads, N = 30 (H100), same accuracy.
+constexpr PrefillPath kDefaultPrefill = PrefillPath::kChunkedTf32x3;
 
 PrefillPath ChosenPrefillPath() {
   static const PrefillPath path = [] {

@@ -1,6 +1,8 @@
 // The chunk-parallel GKA state core for long sequences (model-spec §5): the same function as
 // the token-sequential kernel in gka_core.cu, computed chunk by chunk so that every chunk of
-// every (sequence, head) solves at once. All fp32 (CUDA-core FMAs; no tensor cores yet).
+// every (sequence, head) solves at once. fp32-accurate: the products run either as fp32 FMAs
+// on the CUDA cores (Fp32Math) or as 3×TF32 MMAs on the tensor cores (Tf32x3Math, the default;
+// gka_core.cu picks).
 //
 // For a chunk of C = 64 tokens with start states (H0, S0) and decay factors d_r = e^{g_r}:
 //   e_t    = Π_{r≤t} d_r,   M[t,s] = Π_{s<r≤t} d_r (s ≤ t, else 0)
@@ -12,13 +14,14 @@
 // exponent of a cumulative sum: G_t − G_s of fp32 cumsums loses ulp(|G|) to cancellation
 // when the decays are large, a product does not. With decay_kk false the h_kk factors are 1.
 //
-// Two kernels per window of chunks (windows bound the boundary-state scratch):
+// Two kernels per window of chunks (windows bound the boundary-state scratch to 256 MiB, or one
+// chunk per sequence and head if that is more):
 //  1. GkaChunkScanKernel, one CTA per (sequence, head, state, 16-column tile): carries its
 //     128×16 slice of h_kk or h_kv in registers through the window's chunks, writes each
 //     chunk's start state to scratch (h_kk transposed, the layout the solve reads) and the
 //     window's end state back to the slot. cp.async double-buffers the next chunk's keys.
 //  2. GkaChunkSolveKernel, one CTA per (sequence, head, chunk): H0ᵀ, K̃, K̃ᵀ, the iterate X
-//     and M in shared memory (194 KiB, 1 CTA/SM); the C Chebyshev solves run as one
+//     and M in shared memory (194 / 206 KiB, 1 CTA/SM); the C Chebyshev solves run as one
 //     [C×D]·[D×D] + [C×D]·[D×C] product, the causal [C×C]·[C×D] product, and the row-wise
 //     update; then the readout with (S0, Ṽ) in place of (H0, K̃).
 //
@@ -27,13 +30,18 @@
 //          the causal product is half of [C×C]·[C×D]): 3.6 MFLOP·(N + 2) → 115 MFLOP at N = 30.
 //   Bytes: q, k, v, out (4·C·D·4 = 128 KiB) + the scan's and the solve's H0/S0 (4·D²·4 =
 //          256 KiB): 384 KiB.
-// T = 16384, 16 heads, N = 30: 470 GFLOP and 1.5 GB, so compute bound: at the H100's 67 TFLOP/s
-// fp32 FMA peak ~7 ms (the bytes take 0.5 ms). Reaching the issue's 3.6 ms needs the products
-// on tensor cores with fp32-accurate splitting (3×TF32 / split bf16), which is the next step.
+// T = 16384, 16 heads, N = 30: 470 GFLOP and 1.5 GB, so compute bound (the bytes take 0.5 ms).
+// Measured on an H100 (T = 16K, 16 heads, N = 30 / 10; token-sequential: 173 / 85 ms):
+//   Fp32Math, CUDA-core FMAs, 30 TF/s (45% of the 67 TF/s FMA peak) ....... 16.1 / 7.9 ms
+//   Tf32x3Math split with cvt.rna.tf32 (quarter-rate conversions bound) .. 17.4 / 8.1 ms
+//   Tf32x3Math split by masking, MMAs term-major (this file) .............. 12.7 / 6.5 ms
+// 3×TF32 triples the MMAs (5k mma.sync per SM per pass), which is now the limit; the issue's
+// 3.6 ms needs fewer or faster MMAs (wgmma, constant operands pre-split once per chunk).
 //
-// Precision: every product and the solver state are fp32, so the chunked and token-sequential
-// paths differ only in summation order (measured against the CPU reference in
-// tests/gpu/cuda_parity_test.cc, cases "chunked ...").
+// Precision: both solvers keep the iterate, the states and the accumulation in fp32; the
+// chunked and token-sequential paths differ only in summation order and, for 3×TF32, in the
+// ≤ 2^-20 relative split error per operand (core output vs the CPU fp32 reference ≤ 3.2e-6
+// for either solver, tests/gpu/cuda_parity_test.cc cases "chunked ...").
 #include <cuda_pipeline.h>
 
 #include <algorithm>

@@ -299,8 +299,8 @@ void GkaDecodeRows(Bench& b) {
 }
 
 // Prefill rows. Sequences longer than 64 tokens take the chunk-parallel path; its solver is
-// chosen by GKA_CUDA_GKA_PREFILL (fp32 CUDA cores by default, tf32x3, or sequential = the
-// token-sequential kernel for every length), printed in the row name.
+// chosen by GKA_CUDA_GKA_PREFILL (tf32x3 tensor cores by default, fp32 CUDA cores, or
+// sequential = the token-sequential kernel for every length), printed in the row name.
 void GkaPrefillRows(Bench& b) {
   const char* env = std::getenv("GKA_CUDA_GKA_PREFILL");
   const std::string path = env != nullptr && *env != 0 ? env : "default";
