@@ -114,6 +114,13 @@ __device__ __forceinline__ void St4(float* p, float4 v) { *reinterpret_cast<floa
 __device__ __forceinline__ float Comp(const float4& v, int i) {
   return i == 0 ? v.x : (i == 1 ? v.y : (i == 2 ? v.z : v.w));
 }
+// acc[0..3] += a·b
+__device__ __forceinline__ void Fma4(float* acc, float a, const float4& b) {
+  acc[0] = fmaf(a, b.x, acc[0]);
+  acc[1] = fmaf(a, b.y, acc[1]);
+  acc[2] = fmaf(a, b.z, acc[2]);
+  acc[3] = fmaf(a, b.w, acc[3]);
+}
 
 // ---- 1. boundary states ------------------------------------------------------------------
 
@@ -229,13 +236,7 @@ __global__ void __launch_bounds__(kScanThreads, 2) GkaChunkScanKernel(const Chun
       const float4 kk = Ld4(&sm.k[buf][s][4 * ig]);
       const float4 yy = Ld4(&sm.wy[s][4 * jg]);
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const float kr = Comp(kk, r);
-        acc[r][0] = fmaf(kr, yy.x, acc[r][0]);
-        acc[r][1] = fmaf(kr, yy.y, acc[r][1]);
-        acc[r][2] = fmaf(kr, yy.z, acc[r][2]);
-        acc[r][3] = fmaf(kr, yy.w, acc[r][3]);
-      }
+      for (int r = 0; r < 4; ++r) Fma4(acc[r], Comp(kk, r), yy);
     }
     const float dall = sm.decay_all;
 #pragma unroll
@@ -328,20 +329,9 @@ struct Fp32Math {
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
           const float xv = Comp(xr[r], jj);
-          float* pr = p + 8 * r;
-          float* qr = q + 4 * r;
-          pr[0] = fmaf(xv, w0.x, pr[0]);
-          pr[1] = fmaf(xv, w0.y, pr[1]);
-          pr[2] = fmaf(xv, w0.z, pr[2]);
-          pr[3] = fmaf(xv, w0.w, pr[3]);
-          pr[4] = fmaf(xv, w1.x, pr[4]);
-          pr[5] = fmaf(xv, w1.y, pr[5]);
-          pr[6] = fmaf(xv, w1.z, pr[6]);
-          pr[7] = fmaf(xv, w1.w, pr[7]);
-          qr[0] = fmaf(xv, kt.x, qr[0]);
-          qr[1] = fmaf(xv, kt.y, qr[1]);
-          qr[2] = fmaf(xv, kt.z, qr[2]);
-          qr[3] = fmaf(xv, kt.w, qr[3]);
+          Fma4(p + 8 * r, xv, w0);
+          Fma4(p + 8 * r + 4, xv, w1);
+          Fma4(q + 4 * r, xv, kt);
         }
       }
     }
@@ -376,15 +366,8 @@ struct Fp32Math {
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
           const float av = Comp(ar[r], ss);
-          float* pr = p + 8 * r;
-          pr[0] = fmaf(av, y0.x, pr[0]);
-          pr[1] = fmaf(av, y0.y, pr[1]);
-          pr[2] = fmaf(av, y0.z, pr[2]);
-          pr[3] = fmaf(av, y0.w, pr[3]);
-          pr[4] = fmaf(av, y1.x, pr[4]);
-          pr[5] = fmaf(av, y1.y, pr[5]);
-          pr[6] = fmaf(av, y1.z, pr[6]);
-          pr[7] = fmaf(av, y1.w, pr[7]);
+          Fma4(p + 8 * r, av, y0);
+          Fma4(p + 8 * r + 4, av, y1);
         }
       }
     }
