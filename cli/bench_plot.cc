@@ -57,7 +57,9 @@ struct Axis {
   }
 };
 
-Axis MakeAxis(double lo, double hi, bool log, bool from_zero) {
+// `tight`: the axis spans exactly [lo, hi] (a time or rate axis ends where the data does);
+// otherwise it widens to the next ticks.
+Axis MakeAxis(double lo, double hi, bool log, bool from_zero, bool tight) {
   Axis a;
   a.log = log;
   if (log) {
@@ -70,9 +72,11 @@ Axis MakeAxis(double lo, double hi, bool log, bool from_zero) {
   if (from_zero) lo = std::min(lo, 0.0);
   if (hi <= lo) hi = lo + (lo == 0 ? 1 : std::fabs(lo));
   const double step = NiceStep(hi - lo);
-  a.lo = std::floor(lo / step) * step;
-  a.hi = std::ceil(hi / step) * step;
-  for (double t = a.lo; t <= a.hi + step * 1e-6; t += step) a.ticks.push_back(t);
+  a.lo = tight ? lo : std::floor(lo / step) * step;
+  a.hi = tight ? hi : std::ceil(hi / step) * step;
+  for (double t = std::ceil(a.lo / step - 1e-6) * step; t <= a.hi + step * 1e-6; t += step) {
+    a.ticks.push_back(t);
+  }
   return a;
 }
 
@@ -101,8 +105,8 @@ void DrawPanel(const PlotPanel& panel, double y0, std::string* svg) {
     return;
   }
   if (panel.x_range) std::tie(xlo, xhi) = *panel.x_range;
-  const Axis xa = MakeAxis(xlo, xhi, false, false);
-  const Axis ya = MakeAxis(ylo, yhi, panel.log_y, true);
+  const Axis xa = MakeAxis(xlo, xhi, false, false, /*tight=*/xhi > xlo);
+  const Axis ya = MakeAxis(ylo, yhi, panel.log_y, true, /*tight=*/false);
   auto X = [&](double x) { return px0 + xa.Frac(x) * (px1 - px0); };
   auto Y = [&](double y) { return py1 - ya.Frac(y) * (py1 - py0); };
   for (double t : xa.ticks) {
@@ -182,18 +186,29 @@ bool WantsLog(const PlotPanel& p) {
 
 std::string RenderSvg(const std::string& title, const std::vector<PlotPanel>& panels,
                       const std::string& note) {
-  const double height = kTitleHeight + panels.size() * kPanelHeight + (note.empty() ? 10 : 30);
+  // A long title wraps once, at the last space that keeps the first line inside the plot.
+  constexpr size_t kTitleChars = 100;
+  std::vector<std::string> lines = {title};
+  if (title.size() > kTitleChars) {
+    const size_t cut = title.rfind(' ', kTitleChars);
+    if (cut != std::string::npos) lines = {title.substr(0, cut), title.substr(cut + 1)};
+  }
+  const double title_height = kTitleHeight + 18 * (lines.size() - 1);
+  const double height = title_height + panels.size() * kPanelHeight + (note.empty() ? 10 : 30);
   std::string svg = absl::StrFormat(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
       "viewBox=\"0 0 %.0f %.0f\" font-family=\"Helvetica, Arial, sans-serif\">\n"
       "<style>.t{font-size:14px;font-weight:bold}.pt{font-size:13px;font-weight:bold}"
       ".ax{font-size:11px;fill:#333}.lg{font-size:11px}.nt{font-size:11px;fill:#555}"
       ".grid{stroke:#e4e4e4;stroke-width:1}</style>\n"
-      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-      "<text x=\"%.1f\" y=\"24\" class=\"t\">%s</text>\n",
-      kWidth, height, kWidth, height, kLeft, Escape(title));
+      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+      kWidth, height, kWidth, height);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.1f\" class=\"t\">%s</text>\n", kLeft,
+                          24.0 + 18 * i, Escape(lines[i]));
+  }
   for (size_t i = 0; i < panels.size(); ++i) {
-    DrawPanel(panels[i], kTitleHeight + i * kPanelHeight, &svg);
+    DrawPanel(panels[i], title_height + i * kPanelHeight, &svg);
   }
   if (!note.empty()) {
     absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.1f\" class=\"nt\">%s</text>\n", kLeft,
@@ -228,6 +243,7 @@ std::string RunPlot(const nlohmann::json& run, const std::string& title) {
       {&load, "in flight", {"in_flight"}, kPalette[6], true},
   };
   const double bin = Get(report, {"timeline_bin_s"});
+  const double duration = Get(report, {"duration_s"});
   for (const Line& line : lines) {
     PlotSeries s{line.name, {}, line.color, line.dashed};
     if (report.contains("timeline")) {
@@ -236,13 +252,16 @@ std::string RunPlot(const nlohmann::json& run, const std::string& title) {
         const double count = is_latency ? Get(b, {*line.path.begin(), "count"}) : 1;
         // A bin without samples has no percentile: leave a gap rather than a false zero.
         const double y = count > 0 ? Get(b, line.path) : kNan;
-        s.points.push_back({Get(b, {"t_s"}) + (std::isfinite(bin) ? bin / 2 : 0), y});
+        // At the middle of the bin; the last bin ends with the run, so it may be narrower.
+        const double t = Get(b, {"t_s"});
+        const double width = std::isfinite(bin) ? bin : 0;
+        const double end = std::isfinite(duration) ? std::min(t + width, duration) : t + width;
+        s.points.push_back({(t + std::max(t, end)) / 2, y});
       }
     }
     line.panel->series.push_back(std::move(s));
   }
   for (PlotPanel* p : {&ttft, &itl}) p->log_y = WantsLog(*p);
-  const double duration = Get(report, {"duration_s"});
   if (std::isfinite(duration) && duration > 0) {
     for (PlotPanel* p : {&ttft, &itl, &tokens, &load}) p->x_range = {0.0, duration};
   }
