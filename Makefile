@@ -30,6 +30,9 @@ cuda-build: deps
 
 # Tests: unit, golden, integration (real processes on 127.0.0.1); the GPU tests run from the
 # CUDA build and skip without a GPU.
+# The test build compiles the fault-injection hooks in (corrupt/delay/freeze a transfer on
+# request); release builds (make run, the container) leave them out.
+test: CMAKE_FLAGS += -DGKA_FAULT_INJECTION=ON
 test: build cuda-build
 	@./scripts/timed.sh test ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
 	@if [ -d $(CUDA_BUILD) ]; then ./scripts/timed.sh gpu-test ctest --test-dir $(CUDA_BUILD) \

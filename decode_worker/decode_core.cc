@@ -118,9 +118,9 @@ absl::StatusOr<std::unique_ptr<DecodeMetrics>> DecodeMetrics::Create(
   GKA_ASSIGN_OR_RETURN(
       m.waiting, gauge("gka_decode_waiting", "Sequences admitted but waiting (incl. preempted)"));
   GKA_ASSIGN_OR_RETURN(m.kv_pages_used, gauge("gka_kv_pages_used", "KV cache pages in use"));
-  GKA_ASSIGN_OR_RETURN(m.kv_pages_total, gauge("gka_kv_pages_total", "KV cache pages"));
+  GKA_ASSIGN_OR_RETURN(m.kv_pages_capacity, gauge("gka_kv_pages_capacity", "KV cache pages"));
   GKA_ASSIGN_OR_RETURN(m.slots_used, gauge("gka_state_slots_used", "GKA state slots in use"));
-  GKA_ASSIGN_OR_RETURN(m.slots_total, gauge("gka_state_slots_total", "GKA state slots"));
+  GKA_ASSIGN_OR_RETURN(m.slots_total, gauge("gka_state_slots_capacity", "GKA state slots"));
   GKA_ASSIGN_OR_RETURN(m.reservations_active,
                        gauge("gka_reservations_active", "Leases waiting for a transfer"));
   GKA_ASSIGN_OR_RETURN(m.reservations_expired, counter("gka_reservations_expired_total",
@@ -743,7 +743,7 @@ void DecodeCore::UpdateGauges() {
   metrics_->running->Set(s.running);
   metrics_->waiting->Set(s.waiting);
   metrics_->kv_pages_used->Set(s.total_pages - s.free_pages);
-  metrics_->kv_pages_total->Set(s.total_pages);
+  metrics_->kv_pages_capacity->Set(s.total_pages);
   metrics_->slots_used->Set(s.total_slots - s.free_slots);
   metrics_->slots_total->Set(s.total_slots);
   metrics_->reservations_active->Set(s.reservations);

@@ -70,7 +70,7 @@ struct DecodeMetrics {
   static absl::StatusOr<std::unique_ptr<DecodeMetrics>> Create(
       metrics::Registry& registry, const std::string& worker,
       const std::vector<std::string>& tiers);
-  std::optional<metrics::Gauge> running, waiting, kv_pages_used, kv_pages_total, slots_used,
+  std::optional<metrics::Gauge> running, waiting, kv_pages_used, kv_pages_capacity, slots_used,
       slots_total, reservations_active;
   std::optional<metrics::Histogram> batch_size, step_seconds;
   std::optional<metrics::Counter> reservations_expired, checksum_failures, preemptions;

@@ -174,11 +174,11 @@ def build():
     g.panel("Decode step time", "One engine step (the inter-token latency floor).",
             quantiles("gka_decode_step_seconds", "worker", qs=(0.5, 0.99)), unit="s")
     g.panel("KV cache pages in use", "Used / total KV pages per decode worker.",
-            [("max by (worker) (gka_kv_pages_used) / max by (worker) (gka_kv_pages_total)",
+            [("max by (worker) (gka_kv_pages_used) / max by (worker) (gka_kv_pages_capacity)",
               "{{worker}}")], unit="percentunit")
     g.panel("GKA state slots in use", "Used / total GKA state slots per decode worker.",
             [("max by (worker) (gka_state_slots_used) / "
-              "max by (worker) (gka_state_slots_total)", "{{worker}}")], unit="percentunit")
+              "max by (worker) (gka_state_slots_capacity)", "{{worker}}")], unit="percentunit")
     g.panel("Decode num_iter by tier", "Mean GKA num_iter per decoded token, by tier.",
             [(f"sum by (tier) (rate(gka_decode_num_iter_sum{{{TIER}}}[{RATE}])) / "
               f"sum by (tier) (rate(gka_decode_num_iter_count{{{TIER}}}[{RATE}]))",
@@ -223,8 +223,8 @@ def build():
             [(f"sum(gka_decode_running{{{w}}})", "running"),
              (f"sum(gka_decode_waiting{{{w}}})", "waiting")], w=6)
     g.panel("Memory", "KV pages and GKA state slots in use.",
-            [(f"max(gka_kv_pages_used{{{w}}}) / max(gka_kv_pages_total{{{w}}})", "KV pages"),
-             (f"max(gka_state_slots_used{{{w}}}) / max(gka_state_slots_total{{{w}}})",
+            [(f"max(gka_kv_pages_used{{{w}}}) / max(gka_kv_pages_capacity{{{w}}})", "KV pages"),
+             (f"max(gka_state_slots_used{{{w}}}) / max(gka_state_slots_capacity{{{w}}})",
               "state slots")], unit="percentunit", w=6)
     g.panel("Step time", "One decode engine step.",
             quantiles("gka_decode_step_seconds", "worker", w, qs=(0.5, 0.99)), unit="s", w=6)

@@ -619,8 +619,8 @@ TEST_P(WorkersTest, CatalogueSeriesExistFromStart) {
         "gka_preemptions_total"}) {
     EXPECT_EQ(MetricValue(dm, name, d), 0) << name;
   }
-  EXPECT_EQ(MetricValue(dm, "gka_kv_pages_total", d), baseline_.total_pages);
-  EXPECT_EQ(MetricValue(dm, "gka_state_slots_total", d), 16);
+  EXPECT_EQ(MetricValue(dm, "gka_kv_pages_capacity", d), baseline_.total_pages);
+  EXPECT_EQ(MetricValue(dm, "gka_state_slots_capacity", d), 16);
   EXPECT_EQ(MetricValue(dm, "gka_decode_num_iter_count",
                         {{"worker", "decode-0"}, {"tier", "interactive"}}),
             0);
