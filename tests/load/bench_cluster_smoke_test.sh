@@ -21,12 +21,7 @@ expect() {  # expect WHAT ACTUAL EXPECTED
   if [[ "$2" != "$3" ]]; then echo "FAIL: $1: got $2, want $3"; exit 1; fi
 }
 
-"$GKA" make-tiny-model --out "$TMP/m" 2>/dev/null
-cat >"$TMP/tiers.json" <<'JSON'
-{"default": "standard",
- "tiers": [{"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5},
-           {"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10}]}
-JSON
+make_tiny_model_and_tiers "$BIN" "$TMP"
 start_local_cluster "$BIN" "$TMP/m" "$TMP/tiers.json" 1 1 "$TMP"
 
 timeout 40 "$GKA" bench serve --addr "$ADDR" --concurrency 2 --num-requests 8 --input-len 16 \

@@ -2,12 +2,25 @@
 # cluster on 127.0.0.1 for the life of the calling script.
 #
 #   source tools/bench/local_cluster.sh
+#   make_tiny_model_and_tiers BIN_DIR WORK_DIR   (WORK_DIR/m and WORK_DIR/tiers.json)
 #   start_local_cluster BIN_DIR MODEL_DIR TIERS_JSON PREFILL DECODE WORK_DIR
 #   ... "$GKA" bench serve --addr "$ADDR" ...
 #   stop_local_cluster                      (call it from the caller's EXIT trap)
 #
 # Sets ADDR (the router's gRPC address) and LOCAL_PID. Logs go to WORK_DIR/*.log and are
 # printed when the cluster fails to come up.
+
+# The tiny model and two tiers that differ in GKA iterations: interactive (prefill/decode
+# num_iter 30/30, priority 10) and standard (10/10, priority 5, the default).
+make_tiny_model_and_tiers() {
+  local bin=$1 dir=$2
+  "$bin/gka" make-tiny-model --out "$dir/m" 2>/dev/null
+  cat >"$dir/tiers.json" <<'JSON'
+{"default": "standard",
+ "tiers": [{"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10},
+           {"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5}]}
+JSON
+}
 
 stop_local_cluster() {
   if [[ -n ${LOCAL_PID:-} ]]; then

@@ -27,12 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$GKA" make-tiny-model --out "$TMP/m" 2>/dev/null
-cat >"$TMP/tiers.json" <<'JSON'
-{"default": "standard",
- "tiers": [{"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10},
-           {"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5}]}
-JSON
+make_tiny_model_and_tiers "$BIN" "$TMP"
 start_local_cluster "$BIN" "$TMP/m" "$TMP/tiers.json" 2 2 "$TMP"
 echo "cluster up at $ADDR; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
