@@ -10,6 +10,7 @@
 #include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -72,12 +73,14 @@ bool ExpectsContinue(mg_connection* conn) {
   return expect != nullptr && absl::EqualsIgnoreCase(expect, "100-continue");
 }
 
+constexpr size_t kReadChunk = 64 << 10;
+
 // Reads and drops up to `limit` bytes of body.
 void Drain(mg_connection* conn, size_t limit) {
-  char buf[64 << 10];
+  std::string buf(kReadChunk, '\0');
   size_t total = 0;
   while (total < limit) {
-    const int n = mg_read(conn, buf, sizeof(buf));
+    const int n = mg_read(conn, buf.data(), buf.size());
     if (n <= 0) return;
     total += static_cast<size_t>(n);
   }
@@ -96,9 +99,9 @@ std::optional<ApiError> ReadBody(mg_connection* conn, size_t max_bytes, std::str
     return too_large;
   }
   if (declared > 0) body->reserve(static_cast<size_t>(declared));
-  char buf[64 << 10];
+  std::string buf(kReadChunk, '\0');
   while (true) {
-    const int n = mg_read(conn, buf, sizeof(buf));
+    const int n = mg_read(conn, buf.data(), buf.size());
     if (n == 0) return std::nullopt;
     if (n < 0) {
       return MakeError(400, "invalid_request_error", "could not read the request body");
@@ -107,7 +110,7 @@ std::optional<ApiError> ReadBody(mg_connection* conn, size_t max_bytes, std::str
       Drain(conn, kMaxDrainBytes);
       return too_large;
     }
-    body->append(buf, static_cast<size_t>(n));
+    body->append(buf.data(), static_cast<size_t>(n));
   }
 }
 
@@ -131,9 +134,13 @@ class ClientWatch {
     closedir(dir);
   }
 
-  // True once the client has closed its side (or the socket failed).
-  bool HungUp() const {
+  // True once the client has closed its side (or the socket failed). Looks at most once
+  // per `period`: callers ask after every event, and tokens come faster than that.
+  bool HungUp(absl::Duration period) {
     if (fd_ < 0) return false;
+    const absl::Time now = absl::Now();
+    if (now < next_check_) return false;
+    next_check_ = now + period;
     pollfd p{.fd = fd_, .events = POLLRDHUP, .revents = 0};
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
   }
@@ -171,6 +178,7 @@ class ClientWatch {
   }
 
   int fd_ = -1;
+  absl::Time next_check_ = absl::InfinitePast();
 };
 
 // One HTTP request's choices: a GenerationSink per choice, all feeding one queue that the
@@ -354,8 +362,14 @@ class HttpGateway::Impl {
   }
 
  private:
+  // Debian's civetweb runs handlers on 100 KiB stacks, too small for what a request does
+  // (JSON parsing, tokenizing, the chat template, protobuf): each request runs on a thread
+  // of the default size while the civetweb thread that owns the connection waits for it.
   static int Dispatch(mg_connection* conn, void* self) {
-    return static_cast<Impl*>(self)->Handle(conn);
+    int status = 500;
+    std::thread worker([&] { status = static_cast<Impl*>(self)->Handle(conn); });
+    worker.join();
+    return status;
   }
 
   int Handle(mg_connection* conn) {
@@ -466,7 +480,7 @@ class HttpGateway::Impl {
     for (int c = 0; c < request->num_choices(); ++c) {
       exchange.Start(core_, openai::RequestForChoice(*request, meta.id, c), c);
     }
-    const ClientWatch watch(mg_get_request_info(conn));
+    ClientWatch watch(mg_get_request_info(conn));
     const int status = request->stream ? Stream(conn, *request, meta, exchange, watch)
                                        : Collect(conn, *request, meta, exchange, watch);
     exchange.AwaitAllFinished();
@@ -476,15 +490,13 @@ class HttpGateway::Impl {
 
   // Non-streaming: gathers every choice, then one response (or the first choice's error).
   int Collect(mg_connection* conn, const openai::ParsedRequest& request,
-              const openai::ResponseMeta& meta, Exchange& exchange, const ClientWatch& watch) {
+              const openai::ResponseMeta& meta, Exchange& exchange, ClientWatch& watch) {
     std::vector<openai::ChoiceResult> choices(request.num_choices());
     std::optional<absl::Status> error;
     while (!exchange.Done()) {
       std::optional<Exchange::Event> e = exchange.Next(options_.disconnect_poll);
-      if (!e.has_value()) {
-        if (watch.HungUp()) return ClientGone(conn, exchange);
-        continue;
-      }
+      if (watch.HungUp(options_.disconnect_poll)) return ClientGone(conn, exchange);
+      if (!e.has_value()) continue;
       openai::ChoiceResult& choice = choices[e->choice];
       if (e->response.has_value()) openai::Accumulate(*e->response, &choice);
       if (e->finish.has_value() && !choice.error.has_value() &&
@@ -503,17 +515,15 @@ class HttpGateway::Impl {
   // Streaming: the status line waits for the first event, so that a request the workers
   // refuse still gets its HTTP status; afterwards errors are {"error": ...} events.
   int Stream(mg_connection* conn, const openai::ParsedRequest& request,
-             const openai::ResponseMeta& meta, Exchange& exchange, const ClientWatch& watch) {
+             const openai::ResponseMeta& meta, Exchange& exchange, ClientWatch& watch) {
     openai::StreamEncoder encoder(request, meta);
     std::vector<bool> answered(request.num_choices(), false);  // got a Final or an Error
     bool headers_sent = false;
     bool failed = false;
     while (!exchange.Done()) {
       std::optional<Exchange::Event> e = exchange.Next(options_.disconnect_poll);
-      if (!e.has_value()) {
-        if (watch.HungUp()) return ClientGone(conn, exchange);
-        continue;
-      }
+      if (watch.HungUp(options_.disconnect_poll)) return ClientGone(conn, exchange);
+      if (!e.has_value()) continue;
       std::optional<absl::Status> error;
       if (e->response.has_value()) {
         const v1::GenerateResponse& r = *e->response;
