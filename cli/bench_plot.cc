@@ -13,9 +13,9 @@ namespace gka::cli::bench {
 
 namespace {
 
-constexpr double kWidth = 920;
+constexpr double kPlotWidth = 652;  // the axes' box; the legend goes to its right
 constexpr double kPanelHeight = 250;
-constexpr double kLeft = 78, kRight = 190, kTop = 28, kBottom = 44;
+constexpr double kLeft = 78, kTop = 28, kBottom = 44;
 constexpr double kTitleHeight = 40;
 constexpr double kNan = std::numeric_limits<double>::quiet_NaN();
 
@@ -81,7 +81,7 @@ Axis MakeAxis(double lo, double hi, bool log, bool from_zero, bool tight) {
 }
 
 void DrawPanel(const PlotPanel& panel, double y0, std::string* svg) {
-  const double px0 = kLeft, px1 = kWidth - kRight;
+  const double px0 = kLeft, px1 = kLeft + kPlotWidth;
   const double py0 = y0 + kTop, py1 = y0 + kPanelHeight - kBottom;
   double xlo = std::numeric_limits<double>::infinity(), xhi = -xlo, ylo = xlo, yhi = -xlo;
   for (const PlotSeries& s : panel.series) {
@@ -195,6 +195,12 @@ std::string RenderSvg(const std::string& title, const std::vector<PlotPanel>& pa
   }
   const double title_height = kTitleHeight + 18 * (lines.size() - 1);
   const double height = title_height + panels.size() * kPanelHeight + (note.empty() ? 10 : 30);
+  // Wide enough for the longest legend entry (overlaid sweeps carry their labels).
+  size_t longest = 0;
+  for (const PlotPanel& p : panels) {
+    for (const PlotSeries& s : p.series) longest = std::max(longest, s.name.size());
+  }
+  const double width = kLeft + kPlotWidth + std::max(190.0, 52 + 6.2 * longest);
   std::string svg = absl::StrFormat(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
       "viewBox=\"0 0 %.0f %.0f\" font-family=\"Helvetica, Arial, sans-serif\">\n"
@@ -202,7 +208,7 @@ std::string RenderSvg(const std::string& title, const std::vector<PlotPanel>& pa
       ".ax{font-size:11px;fill:#333}.lg{font-size:11px}.nt{font-size:11px;fill:#555}"
       ".grid{stroke:#e4e4e4;stroke-width:1}</style>\n"
       "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-      kWidth, height, kWidth, height);
+      width, height, width, height);
   for (size_t i = 0; i < lines.size(); ++i) {
     absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.1f\" class=\"t\">%s</text>\n", kLeft,
                           24.0 + 18 * i, Escape(lines[i]));

@@ -37,7 +37,7 @@ using absl::Milliseconds;
 // ------------------------------------------------------------------------------------------
 // Percentiles and summaries on hand-made records
 
-TEST(Percentile, MatchesNumpyLinearInterpolation) {
+TEST(BenchPercentile, MatchesNumpyLinearInterpolation) {
   // numpy.percentile([1, 2, 3, 4], 50) == 2.5; of 1..10 at 90 == 9.1; of 1..100 at 99 == 99.01
   EXPECT_DOUBLE_EQ(Percentile({1, 2, 3, 4}, 50), 2.5);
   std::vector<double> ten(10), hundred(100);
@@ -71,7 +71,7 @@ RequestRecord Rec(int index, std::string tier, double sent_ms, std::vector<doubl
   return r;
 }
 
-TEST(Summarize, DefinitionsPerTierAndOverall) {
+TEST(BenchSummarize, DefinitionsPerTierAndOverall) {
   std::vector<RequestRecord> records = {
       // TTFT 100, gaps 10 and 30, TPOT (240-100)/2 = 70, E2E 240.
       Rec(0, "interactive", 0, {100, 110, 140}, 240),
@@ -128,7 +128,7 @@ TEST(Summarize, DefinitionsPerTierAndOverall) {
   EXPECT_NEAR(tokens, 6, 1e-9);
 }
 
-TEST(Summarize, NoSloMeansNoGoodputAndAFailedFirstTokenMissesTtft) {
+TEST(BenchSummarize, NoSloMeansNoGoodputAndAFailedFirstTokenMissesTtft) {
   std::vector<RequestRecord> records = {Rec(0, "", 0, {}, 10)};  // OK but no token
   Report r = Summarize(records, MeasuredDuration(records), {});
   EXPECT_EQ(r.overall.good, 0);
@@ -143,7 +143,7 @@ TEST(Summarize, NoSloMeansNoGoodputAndAFailedFirstTokenMissesTtft) {
   EXPECT_EQ(r.overall.good, 1);
 }
 
-TEST(ParseSlo, UnitsAndErrors) {
+TEST(BenchParseSlo, UnitsAndErrors) {
   absl::StatusOr<Slo> slo = ParseSlo("ttft=500ms, itl=0.05s,tpot=30,e2e=2s");
   ASSERT_TRUE(slo.ok()) << slo.status();
   EXPECT_DOUBLE_EQ(*slo->ttft_ms, 500);
@@ -159,7 +159,7 @@ TEST(ParseSlo, UnitsAndErrors) {
 // ------------------------------------------------------------------------------------------
 // Workloads and arrivals
 
-TEST(Workload, FlagsParse) {
+TEST(BenchWorkload, FlagsParse) {
   EXPECT_EQ(ParseLengthSpec("--input-len", "128")->max, 128);
   EXPECT_EQ(ParseLengthSpec("--input-len", "64:256")->min, 64);
   EXPECT_FALSE(ParseLengthSpec("--input-len", "0").ok());
@@ -173,7 +173,7 @@ TEST(Workload, FlagsParse) {
   EXPECT_FALSE(ParseTierMix("a=0").ok());
 }
 
-TEST(Workload, DeterministicWithinRangesAndAvoidsExcludedIds) {
+TEST(BenchWorkload, DeterministicWithinRangesAndAvoidsExcludedIds) {
   WorkloadOptions o;
   o.input_len = {5, 9};
   o.output_len = {1, 3};
@@ -205,7 +205,7 @@ TEST(Workload, DeterministicWithinRangesAndAvoidsExcludedIds) {
   EXPECT_NE((*other)->Get(1234).prompt_ids, (*w)->Get(1234).prompt_ids);
 }
 
-TEST(Workload, TextPromptsCountWords) {
+TEST(BenchWorkload, TextPromptsCountWords) {
   WorkloadOptions o;
   o.text_prompts = true;
   o.input_len = {12, 12};
@@ -216,7 +216,7 @@ TEST(Workload, TextPromptsCountWords) {
   EXPECT_EQ(std::count(r.prompt_text.begin(), r.prompt_text.end(), ' '), 11);
 }
 
-TEST(Workload, TraceLinesAndTheirTimestamps) {
+TEST(BenchWorkload, TraceLinesAndTheirTimestamps) {
   const std::string path = testing::TempDir() + "/trace.jsonl";
   {
     std::ofstream out(path);
@@ -250,7 +250,7 @@ TEST(Workload, TraceLinesAndTheirTimestamps) {
   EXPECT_NE(bad.message().find("trace.jsonl:1"), std::string::npos) << bad;
 }
 
-TEST(ArrivalProcess, ConstantIsExactAndPoissonHasTheMeanGap) {
+TEST(BenchArrivalProcess, ConstantIsExactAndPoissonHasTheMeanGap) {
   ArrivalProcess constant(4, Arrival::kConstant, 0);
   for (int i = 0; i < 10; ++i) EXPECT_EQ(constant.Next(), Milliseconds(250 * i));
   ArrivalProcess poisson(10, Arrival::kPoisson, 7);
@@ -442,7 +442,7 @@ class SyntheticServer {
 // ------------------------------------------------------------------------------------------
 // Exact statistics through the real client path (virtual clock)
 
-TEST(SyntheticServer, ClosedLoopStatisticsAreExact) {
+TEST(BenchSyntheticServer, ClosedLoopStatisticsAreExact) {
   // Request k: TTFT 10 + 10k ms; gaps 2, 3, 4 ms; 1 ms to the final message. Request 2
   // streams its 4 tokens as chunks of 1, 2 and 1 (so 2 gaps); request 3 fails after 5 ms.
   SyntheticServer server(/*virtual_time=*/true, [](int k) {
@@ -501,7 +501,7 @@ TEST(SyntheticServer, ClosedLoopStatisticsAreExact) {
   EXPECT_DOUBLE_EQ(r.send_lag_ms.max, 0);
 }
 
-TEST(SyntheticServer, TierMixAndRequestShapeReachTheServer) {
+TEST(BenchSyntheticServer, TierMixAndRequestShapeReachTheServer) {
   SyntheticServer server(/*virtual_time=*/true, [](int) {
     return Script{.ttft = Milliseconds(1), .gaps = {Milliseconds(1), Milliseconds(1)}};
   });
@@ -531,7 +531,7 @@ TEST(SyntheticServer, TierMixAndRequestShapeReachTheServer) {
 // ------------------------------------------------------------------------------------------
 // Real time: schedules, caps and bounds
 
-TEST(SyntheticServer, RealClockLatenciesAreBoundedByTheScript) {
+TEST(BenchSyntheticServer, RealClockLatenciesAreBoundedByTheScript) {
   SyntheticServer server(/*virtual_time=*/false, [](int) {
     return Script{.ttft = Milliseconds(40), .gaps = {Milliseconds(15), Milliseconds(15)}};
   });
@@ -549,7 +549,7 @@ TEST(SyntheticServer, RealClockLatenciesAreBoundedByTheScript) {
   EXPECT_GE(r.overall.e2e_ms.min, 70);
 }
 
-TEST(SyntheticServer, OpenLoopKeepsItsScheduleAndItsCap) {
+TEST(BenchSyntheticServer, OpenLoopKeepsItsScheduleAndItsCap) {
   SyntheticServer server(/*virtual_time=*/false,
                          [](int) { return Script{.ttft = Milliseconds(5)}; });
   absl::StatusOr<RunResult> run = server.Run(
@@ -579,7 +579,7 @@ TEST(SyntheticServer, OpenLoopKeepsItsScheduleAndItsCap) {
   EXPECT_GE(r.send_lag_ms.max, 150);  // the 6th request waited for two rounds of 100 ms
 }
 
-TEST(SyntheticServer, DurationBoundsTheSending) {
+TEST(BenchSyntheticServer, DurationBoundsTheSending) {
   SyntheticServer server(/*virtual_time=*/false,
                          [](int) { return Script{.ttft = Milliseconds(30)}; });
   absl::StatusOr<RunResult> run =
@@ -593,7 +593,7 @@ TEST(SyntheticServer, DurationBoundsTheSending) {
   }
 }
 
-TEST(SyntheticServer, FailuresCountByCode) {
+TEST(BenchSyntheticServer, FailuresCountByCode) {
   SyntheticServer server(/*virtual_time=*/true, [](int k) {
     Script s{.ttft = Milliseconds(1)};
     if (k % 3 == 1) s.fail = absl::StatusCode::kResourceExhausted;
@@ -611,7 +611,7 @@ TEST(SyntheticServer, FailuresCountByCode) {
   EXPECT_EQ(server.service().requests().size(), 9u);
 }
 
-TEST(SyntheticServer, BadOptionsAreRefused) {
+TEST(BenchSyntheticServer, BadOptionsAreRefused) {
   SyntheticServer server(/*virtual_time=*/true, [](int) { return Script{}; });
   EXPECT_EQ(server.Run({.num_requests = 1}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(server.Run({.concurrency = 1}).status().code(), absl::StatusCode::kInvalidArgument);
@@ -623,7 +623,7 @@ TEST(SyntheticServer, BadOptionsAreRefused) {
 // ------------------------------------------------------------------------------------------
 // Plots
 
-TEST(Plot, RunAndSweepPlotsAreWellFormedSvg) {
+TEST(BenchPlot, RunAndSweepPlotsAreWellFormedSvg) {
   std::vector<RequestRecord> records = {Rec(0, "a", 0, {100, 110, 140}, 240),
                                         Rec(1, "b", 100, {150, 170}, 200)};
   Slo slo;

@@ -2,7 +2,7 @@
 # cluster on 127.0.0.1 for the life of the calling script.
 #
 #   source tools/bench/local_cluster.sh
-#   make_tiny_model_and_tiers BIN_DIR WORK_DIR   (WORK_DIR/m and WORK_DIR/tiers.json)
+#   make_tiny_model_and_tiers BIN_DIR WORK_DIR [tiny|rank32b]   (WORK_DIR/m, WORK_DIR/tiers.json)
 #   start_local_cluster BIN_DIR MODEL_DIR TIERS_JSON PREFILL DECODE WORK_DIR
 #   ... "$GKA" bench serve --addr "$ADDR" ...
 #   stop_local_cluster                      (call it from the caller's EXIT trap)
@@ -10,11 +10,19 @@
 # Sets ADDR (the router's gRPC address) and LOCAL_PID. Logs go to WORK_DIR/*.log and are
 # printed when the cluster fails to come up.
 
-# The tiny model and two tiers that differ in GKA iterations: interactive (prefill/decode
-# num_iter 30/30, priority 10) and standard (10/10, priority 5, the default).
+# A small model and two tiers that differ in GKA iterations: interactive (prefill/decode
+# num_iter 30/30, priority 10) and standard (10/10, priority 5, the default). tiny is
+# make-tiny-model's default (hidden 128, vocabulary 151936, with the tokenizer); rank32b is one
+# TP=8 rank of the 32B shape (8 query/GKA heads, 1 KV head, head_dim 128, so ~1 MiB of GKA
+# state per layer and sequence) with hidden 256 and a 4096-token vocabulary, no tokenizer.
 make_tiny_model_and_tiers() {
-  local bin=$1 dir=$2
-  "$bin/gka" make-tiny-model --out "$dir/m" 2>/dev/null
+  local bin=$1 dir=$2 kind=${3:-tiny}
+  if [[ $kind == rank32b ]]; then
+    "$bin/gka" make-tiny-model --out "$dir/m" --no-tokenizer --pattern '*-GKA-*-GKA' --heads 8 \
+      --kv-heads 1 --head-dim 128 --hidden 256 --intermediate 512 --vocab 4096 2>/dev/null
+  else
+    "$bin/gka" make-tiny-model --out "$dir/m" 2>/dev/null
+  fi
   cat >"$dir/tiers.json" <<'JSON'
 {"default": "standard",
  "tiers": [{"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10},
