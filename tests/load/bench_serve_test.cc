@@ -559,7 +559,9 @@ TEST(BenchSyntheticServer, OpenLoopKeepsItsScheduleAndItsCap) {
     EXPECT_LT(absl::AbsDuration(rec.scheduled - Milliseconds(40 * rec.index)),
               absl::Microseconds(1));
     EXPECT_GE(rec.sent, rec.scheduled);  // never early
-    EXPECT_LT(rec.sent - rec.scheduled, Milliseconds(30)) << rec.index;
+    // Real clock on a shared 2-core CI machine: a loose bound (a scheduler that waited for
+    // answers is caught by the in-flight counts below, not by this).
+    EXPECT_LT(rec.sent - rec.scheduled, Milliseconds(200)) << rec.index;
   }
   // An open loop does not wait for answers: 400 ms of slow requests overlap...
   SyntheticServer slow(/*virtual_time=*/false,
