@@ -33,6 +33,8 @@ using openai::Endpoint;
 // A body over the limit is still read (up to this much) before the 413 goes out: a client
 // that is still sending when the server closes gets a connection reset instead of the 413.
 constexpr size_t kMaxDrainBytes = 64 << 20;
+// How long Shutdown waits for cancelled requests to send their last words.
+constexpr absl::Duration kShutdownFlush = absl::Seconds(5);
 
 ApiError MakeError(int http_status, std::string type, std::string message, std::string code = "",
                    std::string param = "") {
@@ -43,35 +45,88 @@ ApiError MakeError(int http_status, std::string type, std::string message, std::
                   .code = std::move(code)};
 }
 
-int SendBody(mg_connection* conn, int status, absl::string_view content_type,
-             absl::string_view body, bool close = false) {
-  mg_response_header_start(conn, status);
-  mg_response_header_add(conn, "Content-Type", content_type.data(),
-                         static_cast<int>(content_type.size()));
-  const std::string length = absl::StrCat(body.size());
-  mg_response_header_add(conn, "Content-Length", length.c_str(), -1);
-  if (status == 401) mg_response_header_add(conn, "WWW-Authenticate", "Bearer", -1);
-  if (close) {
-    mg_disable_connection_keep_alive(conn);
-    mg_response_header_add(conn, "Connection", "close", -1);
-  }
-  mg_response_header_send(conn);
-  mg_write(conn, body.data(), body.size());
-  return status;
-}
-
-int SendJson(mg_connection* conn, int status, absl::string_view json) {
-  return SendBody(conn, status, "application/json", json);
-}
-
-int SendError(mg_connection* conn, const ApiError& error, bool close = false) {
-  return SendBody(conn, error.http_status, "application/json", openai::ErrorJson(error), close);
-}
-
 bool ExpectsContinue(mg_connection* conn) {
   const char* expect = mg_get_header(conn, "Expect");
   return expect != nullptr && absl::EqualsIgnoreCase(expect, "100-continue");
 }
+
+// Writes one request's response. civetweb's header functions refuse to run once anything was
+// written, and civetweb answers "Expect: 100-continue" only for its own file handlers, so
+// after our interim "100 Continue" a response writes its header block itself (and closes the
+// connection after it, leaving civetweb's keep-alive bookkeeping out of it).
+class Responder {
+ public:
+  explicit Responder(mg_connection* conn) : conn_(conn) {}
+  mg_connection* conn() const { return conn_; }
+
+  // The interim response a client that sent "Expect: 100-continue" waits for before it sends
+  // the body (curl: for bodies over 1 MiB).
+  void SendContinue() {
+    mg_printf(conn_, "HTTP/1.1 100 Continue\r\n\r\n");
+    raw_headers_ = true;
+  }
+
+  // A whole response; returns `status` (civetweb logs the handler's return value).
+  int Send(int status, absl::string_view content_type, absl::string_view body, bool close = false) {
+    Headers headers = {{"Content-Type", std::string(content_type)},
+                       {"Content-Length", absl::StrCat(body.size())}};
+    if (status == 401) headers.push_back({"WWW-Authenticate", "Bearer"});
+    SendHeaders(status, headers, close);
+    // HEAD: the headers of the GET, no body.
+    if (absl::string_view(mg_get_request_info(conn_)->request_method) != "HEAD") {
+      mg_write(conn_, body.data(), body.size());
+    }
+    return status;
+  }
+  int SendJson(int status, absl::string_view json) {
+    return Send(status, "application/json", json);
+  }
+  int SendError(const ApiError& error, bool close = false) {
+    return Send(error.http_status, "application/json", openai::ErrorJson(error), close);
+  }
+
+  // Server-sent events: the headers, then WriteChunk per batch of events, then EndStream.
+  // False when the client is gone.
+  bool StartStream() {
+    return SendHeaders(200,
+                       {{"Content-Type", "text/event-stream"},
+                        {"Cache-Control", "no-cache"},
+                        {"Transfer-Encoding", "chunked"},
+                        // Proxies (nginx) would otherwise buffer the stream.
+                        {"X-Accel-Buffering", "no"}},
+                       /*close=*/false);
+  }
+  bool WriteChunk(absl::string_view data) {
+    return mg_send_chunk(conn_, data.data(), static_cast<unsigned int>(data.size())) > 0;
+  }
+  void EndStream() { mg_write(conn_, "0\r\n\r\n", 5); }
+
+  // No more requests on this connection (the client left, or the body was not read).
+  void Close() { mg_disable_connection_keep_alive(conn_); }
+
+ private:
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+
+  // civetweb adds the Connection header from its keep-alive decision, which Close() sets.
+  bool SendHeaders(int status, const Headers& headers, bool close) {
+    if (close || raw_headers_) Close();
+    if (!raw_headers_) {
+      mg_response_header_start(conn_, status);
+      for (const auto& [name, value] : headers) {
+        mg_response_header_add(conn_, name.c_str(), value.c_str(), -1);
+      }
+      return mg_response_header_send(conn_) == 0;
+    }
+    std::string head =
+        absl::StrCat("HTTP/1.1 ", status, " ", mg_get_response_code_text(conn_, status), "\r\n");
+    for (const auto& [name, value] : headers) absl::StrAppend(&head, name, ": ", value, "\r\n");
+    absl::StrAppend(&head, "Connection: close\r\n\r\n");
+    return mg_write(conn_, head.data(), head.size()) > 0;
+  }
+
+  mg_connection* const conn_;
+  bool raw_headers_ = false;
+};
 
 constexpr size_t kReadChunk = 64 << 10;
 
@@ -87,18 +142,21 @@ void Drain(mg_connection* conn, size_t limit) {
 }
 
 // The whole body, or the error to answer with (413 past `max_bytes`).
-std::optional<ApiError> ReadBody(mg_connection* conn, size_t max_bytes, std::string* body) {
-  const ApiError too_large =
-      MakeError(413, "invalid_request_error",
-                absl::StrCat("the request body is larger than ", max_bytes, " bytes"),
-                "request_too_large");
+std::optional<ApiError> ReadBody(Responder& out, size_t max_bytes, std::string* body) {
+  mg_connection* conn = out.conn();
+  const ApiError too_large = MakeError(
+      413, "invalid_request_error",
+      absl::StrCat("the request body is larger than ", max_bytes, " bytes"), "request_too_large");
   const long long declared = mg_get_request_info(conn)->content_length;
   if (declared > 0 && static_cast<unsigned long long>(declared) > max_bytes) {
-    // With Expect: 100-continue the client waits for our answer before sending the body.
+    // With Expect: 100-continue the client waits for our answer before sending the body;
+    // otherwise it is sending it now.
     if (!ExpectsContinue(conn)) Drain(conn, kMaxDrainBytes);
+    out.Close();
     return too_large;
   }
   if (declared > 0) body->reserve(static_cast<size_t>(declared));
+  if (ExpectsContinue(conn)) out.SendContinue();
   std::string buf(kReadChunk, '\0');
   while (true) {
     const int n = mg_read(conn, buf.data(), buf.size());
@@ -108,6 +166,7 @@ std::optional<ApiError> ReadBody(mg_connection* conn, size_t max_bytes, std::str
     }
     if (body->size() + static_cast<size_t>(n) > max_bytes) {
       Drain(conn, kMaxDrainBytes);
+      out.Close();
       return too_large;
     }
     body->append(buf.data(), static_cast<size_t>(n));
@@ -288,8 +347,7 @@ class Exchange {
 absl::Status FinishedWithout(const absl::Status& finish) {
   if (!finish.ok()) {
     return absl::UnavailableError(
-        absl::StrCat("the request was cancelled by the server (", finish.message(),
-                     "); it is shutting down; retry"));
+        "the server cancelled the request because it is shutting down; retry");
   }
   return absl::InternalError("the request ended without a result");
 }
@@ -313,15 +371,20 @@ class HttpGateway::Impl {
     }
     host_ = options_.address.substr(0, colon);
     const std::string threads = absl::StrCat(options_.num_threads);
-    const char* config[] = {"listening_ports", options_.address.c_str(),
-                            "num_threads", threads.c_str(),
-                            "enable_keep_alive", "yes",
-                            // Longer than HTTP clients' idle keep-alive (undici: 4 s), so
-                            // that they close first and never reuse a closing socket.
-                            "keep_alive_timeout_ms", "10000",
-                            // Reading a request, and each blocked write of a response.
-                            "request_timeout_ms", "60000",
-                            nullptr};
+    // clang-format off
+    const char* config[] = {
+        "listening_ports", options_.address.c_str(),
+        "num_threads", threads.c_str(),
+        "enable_keep_alive", "yes",
+        // Longer than HTTP clients' idle keep-alive (undici: 4 s), so that they close first
+        // and never reuse a socket the server is closing.
+        "keep_alive_timeout_ms", "10000",
+        // Reading a request, and each blocked write of a response.
+        "request_timeout_ms", "60000",
+        // Every server-sent event is one small write; Nagle would hold it back.
+        "tcp_nodelay", "1",
+        nullptr};
+    // clang-format on
     mg_callbacks callbacks{};
     callbacks.log_message = [](const mg_connection*, const char* message) {
       GKA_LOG(WARNING) << "http: " << message;
@@ -355,8 +418,14 @@ class HttpGateway::Impl {
       if (stopped_) return;
       stopped_ = true;
       for (Exchange* e : live_) e->CancelAll();
+      // Cancelled requests still tell their clients (an error event, [DONE]); civetweb
+      // refuses every write once mg_stop has begun, so they go first.
+      mu_.AwaitWithTimeout(
+          absl::Condition(
+              +[](absl::flat_hash_set<Exchange*>* live) { return live->empty(); }, &live_),
+          kShutdownFlush);
     }
-    // Joins the handler threads; those serving requests return once their choices finish.
+    // Joins the handler threads.
     if (ctx_ != nullptr) mg_stop(ctx_);
     ctx_ = nullptr;
   }
@@ -373,37 +442,38 @@ class HttpGateway::Impl {
   }
 
   int Handle(mg_connection* conn) {
+    Responder out(conn);
     const mg_request_info* info = mg_get_request_info(conn);
     const absl::string_view method = info->request_method;
     const absl::string_view path = info->local_uri != nullptr ? info->local_uri : "";
     const auto only = [&](absl::string_view allowed) -> std::optional<int> {
       if (method == allowed || (allowed == "GET" && method == "HEAD")) return std::nullopt;
-      return SendError(conn, MakeError(405, "invalid_request_error",
-                                       absl::StrCat(method, " ", path, ": use ", allowed),
-                                       "method_not_allowed"));
+      return out.SendError(MakeError(405, "invalid_request_error",
+                                     absl::StrCat(method, " ", path, ": use ", allowed),
+                                     "method_not_allowed"));
     };
     if (path == "/health") {
       if (auto r = only("GET")) return *r;
-      return Health(conn);
+      return Health(out);
     }
     if (path != "/v1/models" && !absl::StartsWith(path, "/v1/models/") &&
         path != "/v1/chat/completions" && path != "/v1/completions") {
-      return SendError(conn, MakeError(404, "invalid_request_error",
-                                       absl::StrCat("no such endpoint: ", method, " ", path),
-                                       "unknown_url"));
+      return out.SendError(MakeError(404, "invalid_request_error",
+                                     absl::StrCat("no such endpoint: ", method, " ", path),
+                                     "unknown_url"));
     }
-    if (std::optional<ApiError> denied = Authenticate(conn)) return SendError(conn, *denied);
+    if (std::optional<ApiError> denied = Authenticate(conn)) return out.SendError(*denied);
     if (path == "/v1/models") {
       if (auto r = only("GET")) return *r;
-      return Models(conn, "");
+      return Models(out, "");
     }
     if (absl::StartsWith(path, "/v1/models/")) {
       if (auto r = only("GET")) return *r;
-      return Models(conn, path.substr(std::string("/v1/models/").size()));
+      return Models(out, path.substr(std::string("/v1/models/").size()));
     }
     if (auto r = only("POST")) return *r;
-    return Complete(conn, path == "/v1/chat/completions" ? Endpoint::kChatCompletions
-                                                         : Endpoint::kCompletions);
+    return Complete(
+        out, path == "/v1/chat/completions" ? Endpoint::kChatCompletions : Endpoint::kCompletions);
   }
 
   std::optional<ApiError> Authenticate(mg_connection* conn) const {
@@ -411,9 +481,8 @@ class HttpGateway::Impl {
     const char* header = mg_get_header(conn, "Authorization");
     if (header != nullptr && rpc::BearerTokenMatches(header, options_.api_key)) return std::nullopt;
     return MakeError(401, "authentication_error",
-                     header == nullptr
-                         ? "missing API key: send 'Authorization: Bearer <key>'"
-                         : "incorrect API key provided",
+                     header == nullptr ? "missing API key: send 'Authorization: Bearer <key>'"
+                                       : "incorrect API key provided",
                      "invalid_api_key");
   }
 
@@ -422,7 +491,7 @@ class HttpGateway::Impl {
     return accepting_;
   }
 
-  int Health(mg_connection* conn) {
+  int Health(Responder& out) {
     const WorkerCounts counts = core_.registry().Counts();
     const bool accepting = Accepting();
     const bool ok = accepting && counts.prefill_healthy > 0 && counts.decode_healthy > 0;
@@ -430,10 +499,10 @@ class HttpGateway::Impl {
                            {"accepting", accepting},
                            {"prefill_workers", counts.prefill_healthy},
                            {"decode_workers", counts.decode_healthy}};
-    return SendJson(conn, ok ? 200 : 503, body.dump());
+    return out.SendJson(ok ? 200 : 503, body.dump());
   }
 
-  int Models(mg_connection* conn, absl::string_view id) {
+  int Models(Responder& out, absl::string_view id) {
     const v1::GetModelInfoResponse info = core_.ModelInfo();
     nlohmann::json model = {{"id", info.model()},
                             {"object", "model"},
@@ -443,10 +512,10 @@ class HttpGateway::Impl {
     if (info.max_context_tokens() > 0) model["max_model_len"] = info.max_context_tokens();
     if (id.empty()) {
       nlohmann::json list = {{"object", "list"}, {"data", nlohmann::json::array({model})}};
-      return SendJson(conn, 200, list.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      return out.SendJson(200, list.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
-    if (id != info.model()) return SendError(conn, ModelNotFound(id));
-    return SendJson(conn, 200, model.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    if (id != info.model()) return out.SendError(ModelNotFound(id));
+    return out.SendJson(200, model.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
 
   static ApiError ModelNotFound(absl::string_view model) {
@@ -455,17 +524,17 @@ class HttpGateway::Impl {
                      "model");
   }
 
-  int Complete(mg_connection* conn, Endpoint endpoint) {
+  int Complete(Responder& out, Endpoint endpoint) {
     std::string body;
-    if (std::optional<ApiError> error = ReadBody(conn, options_.max_body_bytes, &body)) {
-      return SendError(conn, *error, /*close=*/error->http_status == 413);
+    if (std::optional<ApiError> error = ReadBody(out, options_.max_body_bytes, &body)) {
+      return out.SendError(*error);
     }
     absl::StatusOr<openai::ParsedRequest> request =
         openai::ParseRequest(endpoint, body, options_.limits);
-    if (!request.ok()) return SendError(conn, openai::ErrorFromStatus(request.status()));
+    if (!request.ok()) return out.SendError(openai::ErrorFromStatus(request.status()));
     const std::string served = core_.ModelInfo().model();
     if (!request->model.empty() && !served.empty() && request->model != served) {
-      return SendError(conn, ModelNotFound(request->model));
+      return out.SendError(ModelNotFound(request->model));
     }
     openai::ResponseMeta meta{.id = openai::NewResponseId(endpoint),
                               .created = absl::ToUnixSeconds(absl::Now()),
@@ -474,28 +543,28 @@ class HttpGateway::Impl {
 
     Exchange exchange(request->num_choices());
     if (!Register(&exchange)) {
-      return SendError(conn, openai::ErrorFromStatus(absl::UnavailableError(
-                                 "the router is draining (shutting down); retry shortly")));
+      return out.SendError(openai::ErrorFromStatus(
+          absl::UnavailableError("the router is draining (shutting down); retry shortly")));
     }
     for (int c = 0; c < request->num_choices(); ++c) {
       exchange.Start(core_, openai::RequestForChoice(*request, meta.id, c), c);
     }
-    ClientWatch watch(mg_get_request_info(conn));
-    const int status = request->stream ? Stream(conn, *request, meta, exchange, watch)
-                                       : Collect(conn, *request, meta, exchange, watch);
+    ClientWatch watch(mg_get_request_info(out.conn()));
+    const int status = request->stream ? Stream(out, *request, meta, exchange, watch)
+                                       : Collect(out, *request, meta, exchange, watch);
     exchange.AwaitAllFinished();
     Unregister(&exchange);
     return status;
   }
 
   // Non-streaming: gathers every choice, then one response (or the first choice's error).
-  int Collect(mg_connection* conn, const openai::ParsedRequest& request,
+  int Collect(Responder& out, const openai::ParsedRequest& request,
               const openai::ResponseMeta& meta, Exchange& exchange, ClientWatch& watch) {
     std::vector<openai::ChoiceResult> choices(request.num_choices());
     std::optional<absl::Status> error;
     while (!exchange.Done()) {
       std::optional<Exchange::Event> e = exchange.Next(options_.disconnect_poll);
-      if (watch.HungUp(options_.disconnect_poll)) return ClientGone(conn, exchange);
+      if (watch.HungUp(options_.disconnect_poll)) return ClientGone(out, exchange);
       if (!e.has_value()) continue;
       openai::ChoiceResult& choice = choices[e->choice];
       if (e->response.has_value()) openai::Accumulate(*e->response, &choice);
@@ -508,28 +577,29 @@ class HttpGateway::Impl {
         exchange.CancelAll();  // the response is an error now; siblings are wasted work
       }
     }
-    if (error.has_value()) return SendError(conn, openai::ErrorFromStatus(*error));
-    return SendJson(conn, 200, openai::ResponseJson(request, meta, choices));
+    if (error.has_value()) return out.SendError(openai::ErrorFromStatus(*error));
+    return out.SendJson(200, openai::ResponseJson(request, meta, choices));
   }
 
   // Streaming: the status line waits for the first event, so that a request the workers
   // refuse still gets its HTTP status; afterwards errors are {"error": ...} events.
-  int Stream(mg_connection* conn, const openai::ParsedRequest& request,
-             const openai::ResponseMeta& meta, Exchange& exchange, ClientWatch& watch) {
+  int Stream(Responder& out, const openai::ParsedRequest& request, const openai::ResponseMeta& meta,
+             Exchange& exchange, ClientWatch& watch) {
     openai::StreamEncoder encoder(request, meta);
     std::vector<bool> answered(request.num_choices(), false);  // got a Final or an Error
     bool headers_sent = false;
     bool failed = false;
     while (!exchange.Done()) {
       std::optional<Exchange::Event> e = exchange.Next(options_.disconnect_poll);
-      if (watch.HungUp(options_.disconnect_poll)) return ClientGone(conn, exchange);
+      if (watch.HungUp(options_.disconnect_poll)) return ClientGone(out, exchange);
       if (!e.has_value()) continue;
       std::optional<absl::Status> error;
       if (e->response.has_value()) {
         const v1::GenerateResponse& r = *e->response;
         if (r.has_final() || r.has_error()) answered[e->choice] = true;
         if (r.has_error()) {
-          error = absl::Status(static_cast<absl::StatusCode>(r.error().code()), r.error().message());
+          error =
+              absl::Status(static_cast<absl::StatusCode>(r.error().code()), r.error().message());
         }
       } else if (e->finish.has_value() && !answered[e->choice]) {
         answered[e->choice] = true;
@@ -540,46 +610,32 @@ class HttpGateway::Impl {
         failed = true;
         exchange.CancelAll();
         const ApiError api = openai::ErrorFromStatus(*error);
-        if (!headers_sent) return SendError(conn, api);
-        if (!WriteChunk(conn, openai::StreamEncoder::Error(api))) return ClientGone(conn, exchange);
+        if (!headers_sent) return out.SendError(api);
+        if (!out.WriteChunk(openai::StreamEncoder::Error(api))) return ClientGone(out, exchange);
         continue;
       }
       if (!e->response.has_value()) continue;
       if (!headers_sent) {
         headers_sent = true;
-        if (!SendStreamHeaders(conn)) return ClientGone(conn, exchange);
+        if (!out.StartStream()) return ClientGone(out, exchange);
       }
       const std::string events = encoder.OnResponse(e->choice, *e->response);
-      if (!events.empty() && !WriteChunk(conn, events)) return ClientGone(conn, exchange);
+      if (!events.empty() && !out.WriteChunk(events)) return ClientGone(out, exchange);
     }
     if (!headers_sent) {
-      return SendError(conn, openai::ErrorFromStatus(
-                                 absl::InternalError("the request ended without a result")));
+      return out.SendError(
+          openai::ErrorFromStatus(absl::InternalError("the request ended without a result")));
     }
     const std::string done = failed ? "data: [DONE]\n\n" : encoder.Done();
-    WriteChunk(conn, done);
-    mg_write(conn, "0\r\n\r\n", 5);  // end of the chunked body
+    out.WriteChunk(done);
+    out.EndStream();
     return 200;
   }
 
-  static bool SendStreamHeaders(mg_connection* conn) {
-    mg_response_header_start(conn, 200);
-    mg_response_header_add(conn, "Content-Type", "text/event-stream", -1);
-    mg_response_header_add(conn, "Cache-Control", "no-cache", -1);
-    mg_response_header_add(conn, "Transfer-Encoding", "chunked", -1);
-    // Proxies (nginx) would otherwise buffer the stream.
-    mg_response_header_add(conn, "X-Accel-Buffering", "no", -1);
-    return mg_response_header_send(conn) == 0;
-  }
-
-  static bool WriteChunk(mg_connection* conn, absl::string_view data) {
-    return mg_send_chunk(conn, data.data(), static_cast<unsigned int>(data.size())) > 0;
-  }
-
   // The client left: abort its choices on the workers (frees their pages and slots).
-  static int ClientGone(mg_connection* conn, Exchange& exchange) {
+  static int ClientGone(Responder& out, Exchange& exchange) {
     exchange.CancelAll();
-    mg_disable_connection_keep_alive(conn);
+    out.Close();
     return 499;  // nginx's "client closed request", for civetweb's access log only
   }
 

@@ -189,8 +189,8 @@ absl::Status ParseCommon(const Json& body, const ParseLimits& limits, ParsedRequ
           max_name, ": ", *max_tokens, " is larger than any model context; ask for fewer"));
     }
     // < 1 is left to the core, which names the rule.
-    s->set_max_tokens(static_cast<int32_t>(
-        std::max<int64_t>(*max_tokens, std::numeric_limits<int32_t>::min())));
+    s->set_max_tokens(
+        static_cast<int32_t>(std::max<int64_t>(*max_tokens, std::numeric_limits<int32_t>::min())));
   }
 
   if (const Json* stop = Find(body, "stop"); stop != nullptr) {
@@ -246,8 +246,7 @@ absl::Status ParseCommon(const Json& body, const ParseLimits& limits, ParsedRequ
   if (const Json* options = Find(body, "stream_options"); options != nullptr) {
     if (!options->is_object()) return TypeError("stream_options", "an object", *options);
     if (!out->stream) {
-      return absl::InvalidArgumentError(
-          "stream_options: only allowed when stream is true");
+      return absl::InvalidArgumentError("stream_options: only allowed when stream is true");
     }
     GKA_ASSIGN_OR_RETURN(std::optional<bool> usage, GetBool(*options, "include_usage"));
     out->include_usage = usage.value_or(false);
@@ -427,8 +426,8 @@ absl::Status ParseCompletion(const Json& body, const ParseLimits& limits, Parsed
   } else {
     // A batch: strings, or arrays of token ids.
     if (static_cast<int>(prompt->size()) > limits.max_prompts) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt: ", prompt->size(),
-                                                     " prompts; at most ", limits.max_prompts));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt: ", prompt->size(), " prompts; at most ", limits.max_prompts));
     }
     for (size_t i = 0; i < prompt->size(); ++i) {
       const Json& p = (*prompt)[i];
@@ -512,8 +511,7 @@ Json CompletionLogprobs(absl::Span<const v1::TokenLogprob> logprobs,
     token_logprobs.push_back(SafeLogprob(lp.logprob()));
     Json alternatives = Json::object();
     for (const v1::TopLogprob& t : lp.top()) {
-      alternatives[text::Utf8Lossy(TokenBytes(tokenizer, t.token_id()))] =
-          SafeLogprob(t.logprob());
+      alternatives[text::Utf8Lossy(TokenBytes(tokenizer, t.token_id()))] = SafeLogprob(t.logprob());
     }
     top.push_back(std::move(alternatives));
     offsets.push_back(offset);
@@ -566,8 +564,8 @@ std::string OpenAiParam(absl::string_view field) {
     absl::string_view from, to;
   };
   static constexpr Rename kRenames[] = {
-      {"sampling.", ""},   {"chat.tools_json", "tools"}, {"chat.messages", "messages"},
-      {"chat", "messages"}, {"token_ids.ids", "prompt"}, {"text", "prompt"},
+      {"sampling.", ""},        {"chat.tools_json", "tools"}, {"chat.messages", "messages"},
+      {"chat", "messages"},     {"token_ids.ids", "prompt"},  {"text", "prompt"},
       {"tier", "service_tier"},
   };
   for (const Rename& r : kRenames) {
@@ -804,9 +802,8 @@ std::string ResponseJson(const ParsedRequest& request, const ResponseMeta& meta,
       const std::string echo =
           request.echo ? EchoText(request.prompts[i / request.n], meta.tokenizer) : "";
       choice["text"] = echo + c.text;
-      choice["logprobs"] = request.logprobs
-                               ? CompletionLogprobs(c.logprobs, meta.tokenizer, echo.size())
-                               : Json();
+      choice["logprobs"] =
+          request.logprobs ? CompletionLogprobs(c.logprobs, meta.tokenizer, echo.size()) : Json();
     }
     choice["finish_reason"] = FinishReasonJson(finish);
     out_choices.push_back(std::move(choice));
@@ -852,8 +849,7 @@ StreamEncoder::StreamEncoder(const ParsedRequest& request, ResponseMeta meta)
 
 std::string StreamEncoder::Event(int choice, absl::string_view text,
                                  absl::Span<const v1::TokenLogprob> logprobs,
-                                 const char* finish_reason,
-                                 const std::vector<ToolCallOut>* calls) {
+                                 const char* finish_reason, const std::vector<ToolCallOut>* calls) {
   const bool chat = request_.endpoint == Endpoint::kChatCompletions;
   Choice& c = choices_[choice];
   Json item = {{"index", choice}};
@@ -939,12 +935,10 @@ std::string StreamEncoder::Done() {
       completion_tokens += choices_[i].completion_tokens;
     }
     const bool chat = request_.endpoint == Endpoint::kChatCompletions;
-    Json chunk = {{"id", meta_.id},
-                  {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                  {"created", meta_.created},
-                  {"model", meta_.model},
-                  {"choices", Json::array()},
-                  {"usage", UsageJson(prompt_tokens, completion_tokens)}};
+    Json chunk = {
+        {"id", meta_.id},           {"object", chat ? "chat.completion.chunk" : "text_completion"},
+        {"created", meta_.created}, {"model", meta_.model},
+        {"choices", Json::array()}, {"usage", UsageJson(prompt_tokens, completion_tokens)}};
     absl::StrAppend(&out, "data: ", Dump(chunk), "\n\n");
   }
   absl::StrAppend(&out, "data: [DONE]\n\n");

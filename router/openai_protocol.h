@@ -208,8 +208,8 @@ class StreamEncoder {
     uint32_t completion_tokens = 0;
   };
   std::string Event(int choice, absl::string_view text,
-                    absl::Span<const serving::v1::TokenLogprob> logprobs,
-                    const char* finish_reason, const std::vector<ToolCallOut>* calls);
+                    absl::Span<const serving::v1::TokenLogprob> logprobs, const char* finish_reason,
+                    const std::vector<ToolCallOut>* calls);
 
   const ParsedRequest& request_;
   const ResponseMeta meta_;

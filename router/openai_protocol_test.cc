@@ -197,16 +197,15 @@ TEST(OpenAiParseTest, MalformedBodiesAre400sNamingTheParameter) {
       {Endpoint::kChatCompletions, "{not json", ""},
       {Endpoint::kChatCompletions, "[1, 2]", ""},
       {Endpoint::kChatCompletions, "", ""},
-      {Endpoint::kChatCompletions, "{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
-       ""},
+      {Endpoint::kChatCompletions,
+       "{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}", ""},
       {Endpoint::kChatCompletions, std::string(10000, '[') + std::string(10000, ']'), ""},
       {Endpoint::kChatCompletions, R"({"messages": "hi"})", "messages"},
       {Endpoint::kChatCompletions, R"({"messages": []})", "messages"},
       {Endpoint::kChatCompletions, R"({"model": 5, )" + user + "}", "model"},
       {Endpoint::kChatCompletions, R"({"temperature": "hot", )" + user + "}", "temperature"},
       {Endpoint::kChatCompletions, R"({"max_tokens": 1.5, )" + user + "}", "max_tokens"},
-      {Endpoint::kChatCompletions, R"({"max_tokens": 99999999999999, )" + user + "}",
-       "max_tokens"},
+      {Endpoint::kChatCompletions, R"({"max_tokens": 99999999999999, )" + user + "}", "max_tokens"},
       {Endpoint::kChatCompletions, R"({"max_tokens": 1e300, )" + user + "}", "max_tokens"},
       {Endpoint::kChatCompletions, R"({"n": 9, )" + user + "}", "n"},
       {Endpoint::kChatCompletions, R"({"n": 0, )" + user + "}", "n"},
@@ -261,9 +260,9 @@ TEST(OpenAiErrorTest, StatusCodesMapToHttp) {
 }
 
 TEST(OpenAiErrorTest, CoreFieldNamesBecomeOpenAiParameters) {
-  const ApiError e = ErrorFromStatus(absl::InvalidArgumentError(
-      "sampling.top_p: 1.5 is outside (0, 1]; tier: unknown tier 'x'; "
-      "chat.messages[0].content: invalid UTF-8 at byte 3"));
+  const ApiError e = ErrorFromStatus(
+      absl::InvalidArgumentError("sampling.top_p: 1.5 is outside (0, 1]; tier: unknown tier 'x'; "
+                                 "chat.messages[0].content: invalid UTF-8 at byte 3"));
   EXPECT_EQ(e.param, "top_p");
   EXPECT_EQ(e.message,
             "top_p: 1.5 is outside (0, 1]; service_tier: unknown tier 'x'; "
@@ -342,8 +341,8 @@ TEST(OpenAiResponseTest, ChatCompletionWithToolCallsAndUsage) {
   Accumulate(Final(v1::FINISH_REASON_STOP, 10, 3), &choices[0]);
   Accumulate(Chunk("No tools needed.", {4, 5}, 10, 2), &choices[1]);
   Accumulate(Final(v1::FINISH_REASON_LENGTH, 10, 2), &choices[1]);
-  const Json body = Json::parse(
-      ResponseJson(r, {.id = "chatcmpl-1", .created = 123, .model = "m"}, choices));
+  const Json body =
+      Json::parse(ResponseJson(r, {.id = "chatcmpl-1", .created = 123, .model = "m"}, choices));
   EXPECT_EQ(body["object"], "chat.completion");
   EXPECT_EQ(body["id"], "chatcmpl-1");
   EXPECT_EQ(body["created"], 123);
@@ -392,8 +391,7 @@ TEST(OpenAiResponseTest, LogprobsCarryTheSampledTokenAndWhateverAlternativesExis
   v1::TopLogprob* top = lp->add_top();
   top->set_token_id(hello);
   top->set_logprob(-std::numeric_limits<float>::infinity());
-  ParsedRequest completion =
-      ParseOk(Endpoint::kCompletions, R"({"prompt": "x", "logprobs": 1})");
+  ParsedRequest completion = ParseOk(Endpoint::kCompletions, R"({"prompt": "x", "logprobs": 1})");
   std::vector<ChoiceResult> c2(1);
   Accumulate(chunk, &c2[0]);
   Accumulate(Final(v1::FINISH_REASON_LENGTH, 3, 1), &c2[0]);

@@ -67,6 +67,13 @@ node -e 'process.stdout.write(JSON.stringify({messages: [{role: "user", content:
 chat 413 "" --data-binary @"$TMP/10mb.json"                       # curl sends Expect: 100-continue
 chat 413 "" -H "Expect:" --data-binary @"$TMP/10mb.json"          # the whole body arrives first
 chat 413 "" -H "Transfer-Encoding: chunked" --data-binary @"$TMP/10mb.json"  # no length given
+# Under the limit, curl's Expect: 100-continue gets its interim answer (not a 1 s stall).
+node -e 'process.stdout.write(JSON.stringify({prompt: "hi", max_tokens: 2, user: "u".repeat(2e6)}))' \
+  >"$TMP/2mb.json"
+code=$(curl -sv -o "$TMP/body" -w '%{http_code}' "${AUTH[@]}" "http://$HTTP/v1/completions" \
+  --data-binary @"$TMP/2mb.json" 2>"$TMP/2mb.err")
+[[ $code == 200 ]] || fail "a 2 MB body under the limit: HTTP $code: $(head -c 300 "$TMP/body")"
+grep -q '< HTTP/1.1 100 Continue' "$TMP/2mb.err" || fail "no 100 Continue for Expect"
 still_serving "10 MB bodies"
 
 echo "-- invalid UTF-8"
