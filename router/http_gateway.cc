@@ -10,6 +10,7 @@
 #include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -176,7 +177,8 @@ std::optional<ApiError> ReadBody(Responder& out, size_t max_bytes, std::string* 
 // The socket of the connection being served, found by its addresses: civetweb has no API
 // for it, and a request that waits on the workers must notice the client leaving (the peer's
 // FIN) without reading from a socket civetweb owns. -1 when not found; then only a failed
-// write tells.
+// write tells. A client that half-closes its side while waiting for the answer counts as
+// gone (HTTP clients do not). One per request, used by its handler thread only.
 class ClientWatch {
  public:
   explicit ClientWatch(const mg_request_info* info) {
@@ -436,8 +438,14 @@ class HttpGateway::Impl {
   // of the default size while the civetweb thread that owns the connection waits for it.
   static int Dispatch(mg_connection* conn, void* self) {
     int status = 500;
-    std::thread worker([&] { status = static_cast<Impl*>(self)->Handle(conn); });
-    worker.join();
+    std::optional<std::thread> worker;
+    try {
+      worker.emplace([&] { status = static_cast<Impl*>(self)->Handle(conn); });
+    } catch (const std::system_error& e) {  // out of threads: refuse, retryably
+      return Responder(conn).SendError(openai::ErrorFromStatus(absl::UnavailableError(
+          absl::StrCat("the router cannot take more HTTP requests now (", e.what(), ")"))));
+    }
+    worker->join();
     return status;
   }
 

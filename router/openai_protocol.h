@@ -187,6 +187,7 @@ class ToolCallStreamFilter {
 // chat.completion.chunk / text_completion shape, then "data: [DONE]\n\n".
 class StreamEncoder {
  public:
+  // `request` must outlive the encoder.
   StreamEncoder(const ParsedRequest& request, ResponseMeta meta);
 
   // Events for `choice`'s next Chunk or Final ("" when there is nothing to say yet, e.g. a
