@@ -953,6 +953,24 @@ struct UcxTransferEngine::Impl {
     if (incoming.contains(id)) {
       return absl::AlreadyExistsError(absl::StrCat("transfer ", id, " is already expected"));
     }
+    // Adjacent ranges become one: a sender merges writes that continue each other (e.g. two
+    // KV pages that happen to be neighbours in the pool), and such a write must be accepted
+    // even though it spans two of the ranges the receiver listed. The checksum is over bytes
+    // in address order, so merging changes nothing else.
+    std::vector<LocalRange>& ranges = expected.verify_ranges;
+    std::sort(ranges.begin(), ranges.end(), [](const LocalRange& a, const LocalRange& b) {
+      return reinterpret_cast<uintptr_t>(a.addr) < reinterpret_cast<uintptr_t>(b.addr);
+    });
+    std::vector<LocalRange> merged;
+    for (const LocalRange& r : ranges) {
+      if (!merged.empty() && static_cast<const char*>(merged.back().addr) + merged.back().length ==
+                                 static_cast<const char*>(r.addr)) {
+        merged.back().length += r.length;
+      } else {
+        merged.push_back(r);
+      }
+    }
+    ranges = std::move(merged);
     Incoming& in = incoming[id];
     in.expected = std::move(expected);
     in.on_complete = std::move(on_complete);
