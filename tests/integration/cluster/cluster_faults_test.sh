@@ -72,7 +72,20 @@ collect() {  # tag -> counts ok / unavailable / other; fails on a hang (timeout 
   echo "   $1: ok=$OK unavailable=$UNAVAIL other=$OTHER"
 }
 
-echo "-- 2. clients that hang up mid-stream"
+echo "-- 2. long prompts after short ones (freed pages reused next to each other)"
+long=$(node -e 'console.log(Array.from({length: 300}, (_, i) => (i * 7919) % 150000 + 5).join(","))')
+for it in $(seq 1 8); do
+  short=()
+  for k in 1 2 3; do
+    "$GKA" generate --addr "$ADDR" --prompt "Pick a word:" --max-tokens 4 --temperature 1 --seed "$k$it" --json >/dev/null 2>&1 &
+    short+=($!)
+  done
+  wait "${short[@]}"  # not a bare wait: gka local is a background job too
+  "$GKA" generate --addr "$ADDR" --prompt-ids "$long" --max-tokens 4 --json >"$TMP/long.out" 2>&1 ||
+    { echo "a 300-token prompt failed: $(tail -1 "$TMP/long.out")"; exit 1; }
+done
+
+echo "-- 2b. clients that hang up mid-stream"
 pages_used() {  # sum of every decode worker's used pages and slots
   local total=0
   for i in 0 1; do
