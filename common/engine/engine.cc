@@ -39,9 +39,7 @@ TensorView Rows(const TensorView& v, int64_t begin, int64_t end) {
 // Slot `slot` of a pool [num_slots, ...].
 TensorView Slot(const DeviceBuffer& pool, int32_t slot) {
   TensorView v = Rows(pool.view(), slot, slot + 1);
-  Shape inner;
-  inner = Shape::FromRange(&v.shape[1], &v.shape[1] + (v.shape.rank() - 1));
-  v.shape = inner;
+  v.shape = Shape::FromRange(&v.shape[1], &v.shape[1] + (v.shape.rank() - 1));  // drop dim 0
   return v;
 }
 
