@@ -38,4 +38,11 @@ bool CudaAvailable() {
 #endif
 }
 
+void* NativeStream(Backend& backend) {
+#if GKA_WITH_CUDA
+  if (auto* cuda = dynamic_cast<cuda::CudaBackend*>(&backend)) return cuda->stream_handle();
+#endif
+  return nullptr;
+}
+
 }  // namespace gka::kernels

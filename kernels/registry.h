@@ -25,4 +25,8 @@ absl::StatusOr<BackendKind> ParseBackendKind(absl::string_view name);
 // True when the CUDA backend was compiled in and a GPU is visible.
 bool CudaAvailable();
 
+// The stream a backend runs its ops on, for device communicators (NCCL) that must order
+// their collectives with those ops: a cudaStream_t for the CUDA backend, null otherwise.
+void* NativeStream(Backend& backend);
+
 }  // namespace gka::kernels

@@ -3,7 +3,8 @@
 // Owns: the Communicator interface (rank, world size, in-place all-reduce sum, all-gather), a
 // single-rank implementation, and an in-process multi-rank group for CPU tests and CPU
 // workers (one thread per rank, host memory). The NCCL implementation (one communicator per
-// GPU rank) lives beside the CUDA backend. Must not depend on the engine or kernels.
+// GPU rank) lives beside the CUDA backend, in kernels/nccl. Must not depend on the engine or
+// kernels.
 //
 //   auto group = CreateInProcessGroup(4);        // ranks 0..3, one per thread
 //   // on rank r's thread:
@@ -31,6 +32,14 @@ class Communicator {
   virtual absl::Status AllReduceSum(const tensor::TensorView& t) = 0;
   // out = concat over ranks of `in` along dim 0 (out has world_size × in's rows).
   virtual absl::Status AllGather(const tensor::TensorView& in, const tensor::TensorView& out) = 0;
+
+  // Device communicators (NCCL, kernels/nccl) take device memory and enqueue collectives on a
+  // stream, so the caller need not synchronise first; host communicators (these here) read
+  // host memory when called, so device work producing it must be finished.
+  virtual bool on_device() const { return false; }
+  // Device communicators: enqueue later collectives on `native_stream` (a cudaStream_t of
+  // the rank's device, e.g. the CUDA backend's). Host communicators ignore it.
+  virtual absl::Status BindStream(void* native_stream) { return absl::OkStatus(); }
 };
 
 std::unique_ptr<Communicator> CreateSingleRank();
