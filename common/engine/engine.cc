@@ -169,6 +169,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   GKA_ASSIGN_OR_RETURN(
       auto backend,
       kernels::CreateBackend({.kind = options.backend, .device_ordinal = options.device_ordinal}));
+  if (options.communicator != nullptr && options.communicator->on_device()) {
+    // NCCL enqueues on the backend's stream, so collectives order with the kernels around them
+    // without a host round trip.
+    void* stream = kernels::NativeStream(*backend);
+    if (stream == nullptr) {
+      return absl::InvalidArgumentError(
+          "a device communicator (NCCL) needs the cuda backend (--backend cuda)");
+    }
+    GKA_RETURN_IF_ERROR(options.communicator->BindStream(stream));
+  }
+  if (options.wrap_backend) backend = options.wrap_backend(std::move(backend));
   std::unique_ptr<Engine> engine(new Engine(options, config, dims, std::move(backend)));
   const ModelDims& d = engine->dims_;
   engine->default_num_iter_ = options.default_num_iter >= 0 ? options.default_num_iter : d.num_iter;
@@ -352,6 +363,7 @@ absl::StatusOr<StepResult> Engine::Forward(absl::Span<const SequenceInput> batch
     meta.max_q_len = std::max(meta.max_q_len, q_len);
     meta.max_context = std::max(meta.max_context, context_lens.back());
   }
+  NoteStepShape(T, B, meta.max_context);
   Workspace& ws = *ws_;
   GKA_ASSIGN_OR_RETURN(const int32_t* ids_dev, ws.Upload(kIds, ids));
   GKA_ASSIGN_OR_RETURN(meta.positions, ws.Upload(kPositions, positions));
@@ -461,9 +473,30 @@ absl::Status Engine::AttentionLayer(int layer, const BatchMeta& meta, const Tens
 
 absl::Status Engine::AllReduce(const TensorView& t) {
   if (options_.communicator == nullptr || dims_.tp_size == 1) return absl::OkStatus();
-  // The in-process communicator works on host memory; NCCL on device memory.
-  GKA_RETURN_IF_ERROR(backend_->Synchronize());
-  return options_.communicator->AllReduceSum(t);
+  parallel::Communicator& comm = *options_.communicator;
+  if (!comm.on_device()) {
+    // The in-process communicator reads host-visible memory now: finish the producers.
+    GKA_RETURN_IF_ERROR(backend_->Synchronize());
+    return comm.AllReduceSum(t);
+  }
+  // NCCL: enqueued on our stream, in order with the kernels (no host round trip).
+  GKA_RETURN_IF_ERROR(comm.AllReduceSum(t));
+  // In one process, a cudaFree/cudaMalloc on this thread while this device's NCCL kernel
+  // still waits for a peer can block that peer's own allocation behind the driver's lock, and
+  // neither rank moves again (the single-process NCCL hang). A step larger than any before
+  // may grow the workspace or a kernel's scratch, so it waits for each collective instead.
+  if (sync_collectives_) GKA_RETURN_IF_ERROR(backend_->Synchronize());
+  return absl::OkStatus();
+}
+
+void Engine::NoteStepShape(int64_t tokens, int32_t seqs, int32_t max_context) {
+  int32_t context = 1;
+  while (context < max_context) context *= 2;
+  sync_collectives_ =
+      tokens > max_step_tokens_ || seqs > max_step_seqs_ || context > max_step_context_;
+  max_step_tokens_ = std::max(max_step_tokens_, tokens);
+  max_step_seqs_ = std::max(max_step_seqs_, seqs);
+  max_step_context_ = std::max(max_step_context_, context);
 }
 
 absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView& x,

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,8 +51,12 @@ struct EngineOptions {
   int32_t default_num_iter = -1;  // -1: the checkpoint's gka num_iter
   // Tensor parallelism: this engine is rank communicator->rank() of world_size() and holds
   // that share of the heads, MLP width and GKA state (model-spec §6). Not owned; must outlive
-  // the engine. Null: a single rank.
+  // the engine. Null: a single rank. A device communicator (NCCL, kernels/nccl) is bound to
+  // the backend's stream at Create and needs the CUDA backend.
   parallel::Communicator* communicator = nullptr;
+  // Wraps the backend Create makes, before anything is allocated on it (benchmarks: a per-op
+  // timing decorator). Null: the backend as made.
+  std::function<std::unique_ptr<kernels::Backend>(std::unique_ptr<kernels::Backend>)> wrap_backend;
 };
 
 // New tokens of one sequence for one Forward.
@@ -176,6 +181,9 @@ class Engine {
          std::unique_ptr<kernels::Backend> backend);
   // Sums a row-parallel GEMM's partial output over the tensor-parallel ranks.
   absl::Status AllReduce(const tensor::TensorView& t);
+  // Device TP: whether this Forward waits for each collective (a step larger than any before
+  // may allocate; see AllReduce).
+  void NoteStepShape(int64_t tokens, int32_t seqs, int32_t max_context);
   absl::Status AllocatePools();
   absl::Status ZeroSlot(SlotId slot);
   absl::Status EnsurePages(SequenceMemory& mem, int64_t new_length);
@@ -203,6 +211,11 @@ class Engine {
   absl::flat_hash_map<SequenceId, SequenceMemory> sequences_;
 
   std::unique_ptr<Workspace> ws_;
+  // Largest step so far (tokens, sequences, context rounded up to a power of two) and whether
+  // the current Forward exceeds it.
+  int64_t max_step_tokens_ = 0;
+  int32_t max_step_seqs_ = 0, max_step_context_ = 0;
+  bool sync_collectives_ = true;
 };
 
 }  // namespace gka::engine
