@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -154,11 +155,19 @@ class OutgoingTransfer {
 
   virtual uint64_t transfer_id() const = 0;
 
+  // The caller computed the transfer checksum itself (device memory: transfer/staging's
+  // poly61, on the GPU, fused with the staging copies); Finish sends it instead of hashing the
+  // sources on the host. Call before Finish.
+  void SupplyChecksum(uint64_t checksum) { supplied_checksum_ = checksum; }
+
   // Blocking forms (not on the progress thread).
   TransferOutcome FinishAndWait(std::string payload);
   TransferOutcome CancelAndWait();
 
   static constexpr uint64_t kMaxPayloadBytes = 64 * 1024;
+
+ protected:
+  std::optional<uint64_t> supplied_checksum_;
 };
 
 // What a receiver learns when a transfer completed.
@@ -185,6 +194,10 @@ struct ExpectedTransfer {
   // that places bytes itself refuses writes outside them. Empty: the caller verifies (e.g.
   // device memory) with ChecksumInAddressOrder.
   std::vector<LocalRange> verify_ranges;
+  // The ranges still bound the writes and the byte count is checked, but the checksum is the
+  // caller's to verify (it lands in TransferCompletion::checksum, `verified` false): staged
+  // device transfers check poly61 on the GPU while copying the staging into place.
+  bool caller_verifies_checksum = false;
 };
 
 // Called exactly once: with the completion, or DATA_LOSS (checksum/bytes mismatch), or

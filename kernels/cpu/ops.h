@@ -5,8 +5,10 @@
 #pragma once
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "kernels/api/attention.h"
 #include "kernels/api/conv.h"
+#include "kernels/api/copy_checksum.h"
 #include "kernels/api/elementwise.h"
 #include "kernels/api/gemm.h"
 #include "kernels/api/gka.h"
@@ -28,5 +30,8 @@ absl::Status CausalConv(const CausalConvParams& p);          // conv.cc
 absl::Status GkaGates(const GkaGatesParams& p);              // gka.cc
 absl::Status GkaCore(const GkaCoreParams& p);                // gka.cc
 absl::Status Sample(const SampleParams& p);                  // sampling.cc
+// Copies each range (unless its dst is null) and returns Σ of its poly61 contributions mod P
+// (not finalized: sums of several calls add mod P).
+uint64_t CopyChecksum(absl::Span<const CopyChecksumRange> ranges);  // copy_checksum.cc
 
 }  // namespace gka::kernels::cpu

@@ -1052,6 +1052,7 @@ struct UcxTransferEngine::Impl {
                                               h.bytes, " bytes, the reservation expects ",
                                               expected_bytes));
     }
+    if (in.expected.caller_verifies_checksum) return absl::OkStatus();
     GKA_ASSIGN_OR_RETURN(uint64_t ours, ChecksumInAddressOrder(std::move(ranges)));
     if (ours != h.checksum) {
       return absl::DataLossError(absl::StrCat(
@@ -1123,7 +1124,8 @@ struct UcxTransferEngine::Impl {
     completion.transfer_id = h.transfer_id;
     completion.bytes = h.bytes;
     completion.checksum = h.checksum;
-    completion.verified = !in->expected.verify_ranges.empty();
+    completion.verified =
+        !in->expected.verify_ranges.empty() && !in->expected.caller_verifies_checksum;
     completion.payload = payload;
     Quiesce(h.transfer_id, std::move(completion));
   }
@@ -1372,7 +1374,9 @@ class UcxOutgoingTransfer final : public OutgoingTransfer {
     finished_ = true;
     const uint32_t segments = static_cast<uint32_t>(ranges_.size());
     // Hashing the sources here overlaps it with the puts still moving.
-    absl::StatusOr<uint64_t> checksum = ChecksumInAddressOrder(std::move(ranges_));
+    absl::StatusOr<uint64_t> checksum = supplied_checksum_.has_value()
+                                            ? absl::StatusOr<uint64_t>(*supplied_checksum_)
+                                            : ChecksumInAddressOrder(std::move(ranges_));
     if (payload.size() > kMaxPayloadBytes) {
       checksum = absl::InvalidArgumentError(absl::StrCat("completion payload of ", payload.size(),
                                                          " bytes exceeds ", kMaxPayloadBytes));

@@ -1,0 +1,335 @@
+#include "common/transfer/staging/staging.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status.h"
+#include "kernels/cpu/ops.h"
+
+namespace gka::transfer {
+namespace {
+
+constexpr uint64_t kAlign = 16;
+constexpr uint64_t kPoolGranule = uint64_t{2} << 20;
+
+uint64_t RoundUp(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
+
+// --- the host copier: the same staging code with memcpy in place of the device copies -------
+
+class HostBuffer final : public StagingBuffer {
+ public:
+  explicit HostBuffer(uint64_t bytes)
+      : data_(std::aligned_alloc(4096, RoundUp(std::max<uint64_t>(bytes, 1), 4096))),
+        size_(bytes) {}
+  ~HostBuffer() override { std::free(data_); }
+  void* data() const override { return data_; }
+  uint64_t size() const override { return size_; }
+
+ private:
+  void* data_;
+  uint64_t size_;
+};
+
+class DoneJob final : public CopyJob {
+ public:
+  explicit DoneJob(uint64_t sum) : sum_(sum) {}
+  bool Ready() override { return true; }
+  absl::StatusOr<uint64_t> Wait() override { return sum_; }
+
+ private:
+  uint64_t sum_;
+};
+
+class HostStageCopier final : public StageCopier {
+ public:
+  absl::string_view name() const override { return "host"; }
+  MemoryKind memory_kind() const override { return MemoryKind::kHost; }
+  absl::StatusOr<std::unique_ptr<StagingBuffer>> AllocateStaging(uint64_t bytes) override {
+    auto b = std::make_unique<HostBuffer>(bytes);
+    if (b->data() == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("no host memory for ", bytes, " bytes"));
+    }
+    return b;
+  }
+  absl::StatusOr<std::unique_ptr<CopyJob>> Start(
+      std::vector<kernels::CopyChecksumRange> ranges) override {
+    return std::make_unique<DoneJob>(kernels::cpu::CopyChecksum(ranges));
+  }
+};
+
+absl::Status CompareChecksums(uint64_t ours, uint64_t bytes, uint64_t sender_checksum,
+                              uint64_t sender_bytes) {
+  if (bytes != sender_bytes) {
+    return absl::DataLossError(
+        absl::StrCat("the sender wrote ", sender_bytes, " bytes, the reservation holds ", bytes));
+  }
+  if (ours != sender_checksum) {
+    return absl::DataLossError(absl::StrCat("poly61 checksum mismatch (sender 0x",
+                                            absl::Hex(sender_checksum), ", receiver 0x",
+                                            absl::Hex(ours), " over ", bytes, " bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::unique_ptr<StageCopier> MakeHostStageCopier() { return std::make_unique<HostStageCopier>(); }
+
+// --- path selection ---------------------------------------------------------------------------
+
+absl::string_view TransferPathName(TransferPath path) {
+  switch (path) {
+    case TransferPath::kHost:
+      return "host";
+    case TransferPath::kDeviceDirect:
+      return "device-direct";
+    case TransferPath::kStaged:
+      return "staged";
+  }
+  return "?";
+}
+
+absl::StatusOr<StagingMode> ParseStagingMode(absl::string_view text) {
+  if (text == "auto") return StagingMode::kAuto;
+  if (text == "staged") return StagingMode::kStaged;
+  if (text == "direct") return StagingMode::kDirect;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--device-transfer '", text, "': expected auto, staged or direct"));
+}
+
+absl::StatusOr<TransferPath> SelectTransferPath(MemoryKind state_memory,
+                                                bool transport_supports_cuda, StagingMode mode) {
+  if (state_memory == MemoryKind::kHost) return TransferPath::kHost;
+  switch (mode) {
+    case StagingMode::kStaged:
+      return TransferPath::kStaged;
+    case StagingMode::kAuto:
+      return transport_supports_cuda ? TransferPath::kDeviceDirect : TransferPath::kStaged;
+    case StagingMode::kDirect:
+      if (!transport_supports_cuda) {
+        return absl::FailedPreconditionError(
+            "--device-transfer direct: this UCX does not report the cuda memory type "
+            "(ucp_context_query memory_types); it needs UCX built with CUDA support (the "
+            "cuda_copy/cuda_ipc transports), or use auto/staged");
+      }
+      return TransferPath::kDeviceDirect;
+  }
+  return absl::InvalidArgumentError("unknown staging mode");
+}
+
+// --- stream layout ------------------------------------------------------------------------------
+
+absl::StatusOr<std::vector<uint64_t>> StreamOffsets(const std::vector<PlacedRange>& ranges) {
+  std::vector<size_t> order(ranges.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return ranges[a].target_addr < ranges[b].target_addr; });
+  std::vector<uint64_t> offsets(ranges.size());
+  uint64_t pos = 0;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const PlacedRange& r = ranges[order[k]];
+    if (k > 0) {
+      const PlacedRange& prev = ranges[order[k - 1]];
+      if (prev.target_addr + prev.length > r.target_addr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ranges overlap in the target: [0x", absl::Hex(prev.target_addr), ", +",
+                         prev.length, ") and [0x", absl::Hex(r.target_addr), ", +", r.length, ")"));
+      }
+    }
+    offsets[order[k]] = pos;
+    pos += r.length;
+  }
+  return offsets;
+}
+
+std::vector<uint64_t> StagingOffsets(const std::vector<uint64_t>& lengths) {
+  std::vector<uint64_t> offsets;
+  offsets.reserve(lengths.size() + 1);
+  uint64_t pos = 0;
+  for (uint64_t n : lengths) {
+    offsets.push_back(pos);
+    pos = RoundUp(pos + n, kAlign);
+  }
+  offsets.push_back(pos);
+  return offsets;
+}
+
+// --- pool ---------------------------------------------------------------------------------------
+
+StagingPool::StagingPool(StageCopier* copier, uint64_t keep_bytes)
+    : copier_(copier), keep_bytes_(keep_bytes) {}
+
+StagingPool::~StagingPool() = default;
+
+StagingPool::Lease::~Lease() {
+  if (buffer_ != nullptr) pool_->Return(std::move(buffer_));
+}
+
+absl::StatusOr<std::unique_ptr<StagingPool::Lease>> StagingPool::Acquire(uint64_t bytes) {
+  {
+    absl::MutexLock lock(&mu_);
+    // Best fit among idle buffers.
+    auto best = idle_.end();
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      if ((*it)->size() >= bytes && (best == idle_.end() || (*it)->size() < (*best)->size())) {
+        best = it;
+      }
+    }
+    if (best != idle_.end()) {
+      std::unique_ptr<StagingBuffer> b = std::move(*best);
+      idle_.erase(best);
+      idle_bytes_ -= b->size();
+      return std::make_unique<Lease>(this, std::move(b));
+    }
+  }
+  GKA_ASSIGN_OR_RETURN(
+      std::unique_ptr<StagingBuffer> b,
+      copier_->AllocateStaging(RoundUp(std::max<uint64_t>(bytes, 1), kPoolGranule)));
+  return std::make_unique<Lease>(this, std::move(b));
+}
+
+void StagingPool::Return(std::unique_ptr<StagingBuffer> buffer) {
+  absl::MutexLock lock(&mu_);
+  if (idle_bytes_ + buffer->size() > keep_bytes_) return;  // freed here
+  idle_bytes_ += buffer->size();
+  idle_.push_back(std::move(buffer));
+}
+
+// --- sender --------------------------------------------------------------------------------------
+
+absl::StatusOr<StagedSend> PutStaged(OutgoingTransfer& transfer, StageCopier& copier,
+                                     StagingPool* pool, const std::vector<DeviceSegment>& segments,
+                                     const std::function<bool()>& cancelled,
+                                     std::unique_ptr<StagingPool::Lease>* staging) {
+  StagedSend out;
+  std::vector<PlacedRange> placed;
+  std::vector<uint64_t> lengths;
+  placed.reserve(segments.size());
+  lengths.reserve(segments.size());
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const DeviceSegment& s = segments[i];
+    if (s.src == nullptr || s.length == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("segment ", i, " is empty or has no source"));
+    }
+    if (i > 0 && s.stage < segments[i - 1].stage) {
+      return absl::InvalidArgumentError(absl::StrCat("segment ", i, " goes back to stage ", s.stage,
+                                                     " after stage ", segments[i - 1].stage));
+    }
+    placed.push_back({s.remote_addr, s.length});
+    lengths.push_back(s.length);
+    out.bytes += s.length;
+  }
+  GKA_ASSIGN_OR_RETURN(std::vector<uint64_t> stream, StreamOffsets(placed));
+  const std::vector<uint64_t> offsets = StagingOffsets(lengths);
+  char* base = nullptr;
+  if (pool != nullptr) {
+    GKA_ASSIGN_OR_RETURN(*staging, pool->Acquire(offsets.back()));
+    base = (*staging)->data();
+  }
+
+  // Enqueue every stage's copy now: the copy stream runs them back to back while this thread
+  // puts the finished ones.
+  struct Stage {
+    size_t first, last;
+    std::unique_ptr<CopyJob> job;
+  };
+  std::vector<Stage> stages;
+  for (size_t i = 0; i < segments.size();) {
+    size_t j = i;
+    std::vector<kernels::CopyChecksumRange> ranges;
+    while (j < segments.size() && segments[j].stage == segments[i].stage) {
+      ranges.push_back({.src = segments[j].src,
+                        .dst = base == nullptr ? nullptr : base + offsets[j],
+                        .bytes = segments[j].length,
+                        .stream_offset = stream[j]});
+      ++j;
+    }
+    GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job, copier.Start(std::move(ranges)));
+    stages.push_back({i, j, std::move(job)});
+    i = j;
+  }
+  out.stages = static_cast<int32_t>(stages.size());
+
+  uint64_t sum = 0;
+  for (Stage& st : stages) {
+    if (cancelled && cancelled()) return absl::CancelledError("cancelled between stages");
+    const absl::Time wait_start = absl::Now();
+    absl::StatusOr<uint64_t> stage_sum = st.job->Wait();
+    out.copy_wait += absl::Now() - wait_start;
+    if (!stage_sum.ok()) return stage_sum.status();
+    sum = kernels::AddMod61(sum, *stage_sum);
+    TransferDescriptor d;
+    for (size_t i = st.first; i < st.last; ++i) {
+      const void* local = base == nullptr ? segments[i].src : base + offsets[i];
+      d.Add(local, segments[i].region, segments[i].remote_addr, segments[i].length);
+    }
+    GKA_RETURN_IF_ERROR(transfer.Put(d));
+  }
+  out.checksum = kernels::Poly61Finalize(sum, out.bytes);
+  return out;
+}
+
+// --- receiver ------------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Landing>> Landing::Create(StagingPool& pool,
+                                                         std::vector<DeviceRange> segments) {
+  std::unique_ptr<Landing> l(new Landing());
+  std::vector<uint64_t> lengths;
+  for (const DeviceRange& s : segments) lengths.push_back(s.bytes);
+  l->offsets_ = StagingOffsets(lengths);
+  GKA_ASSIGN_OR_RETURN(l->staging_, pool.Acquire(l->offsets_.back()));
+  l->segments_ = std::move(segments);
+  return l;
+}
+
+std::vector<LocalRange> Landing::VerifyRanges() const {
+  std::vector<LocalRange> out;
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    out.push_back({landing(i), segments_[i].bytes});
+  }
+  return out;
+}
+
+absl::Status Landing::CopyInAndVerify(StageCopier& copier, uint64_t sender_checksum,
+                                      uint64_t sender_bytes) {
+  // The stream offsets follow target-address order, which for a landing is segment order.
+  std::vector<kernels::CopyChecksumRange> ranges;
+  uint64_t pos = 0;
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    ranges.push_back({.src = landing(i),
+                      .dst = segments_[i].ptr,
+                      .bytes = segments_[i].bytes,
+                      .stream_offset = pos});
+    pos += segments_[i].bytes;
+  }
+  GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job, copier.Start(std::move(ranges)));
+  GKA_ASSIGN_OR_RETURN(uint64_t sum, job->Wait());
+  return CompareChecksums(kernels::Poly61Finalize(sum, pos), pos, sender_checksum, sender_bytes);
+}
+
+absl::Status VerifyInPlace(StageCopier& copier, const std::vector<DeviceRange>& segments,
+                           uint64_t sender_checksum, uint64_t sender_bytes) {
+  std::vector<PlacedRange> placed;
+  uint64_t bytes = 0;
+  for (const DeviceRange& s : segments) {
+    placed.push_back({reinterpret_cast<uint64_t>(s.ptr), s.bytes});
+    bytes += s.bytes;
+  }
+  GKA_ASSIGN_OR_RETURN(std::vector<uint64_t> stream, StreamOffsets(placed));
+  std::vector<kernels::CopyChecksumRange> ranges;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    ranges.push_back({.src = segments[i].ptr,
+                      .dst = nullptr,
+                      .bytes = segments[i].bytes,
+                      .stream_offset = stream[i]});
+  }
+  GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job, copier.Start(std::move(ranges)));
+  GKA_ASSIGN_OR_RETURN(uint64_t sum, job->Wait());
+  return CompareChecksums(kernels::Poly61Finalize(sum, bytes), bytes, sender_checksum,
+                          sender_bytes);
+}
+
+}  // namespace gka::transfer

@@ -1,0 +1,238 @@
+// Moving a sequence's state out of and into device memory: which path a transfer takes
+// (host memory, device memory registered with UCX, or pinned host staging), the staging copies
+// with the device checksum fused into them, and their pipelining with the puts.
+//
+// Owns: the path selection, staging buffers and their pool, the sender's stage-by-stage
+// copy → put pipeline, the receiver's landing layout and its copy-in + verify. Depends on
+// transfer (interface only, never UCX), kernels' copy + checksum (CPU reference; the CUDA
+// copier lives in cuda_stage_copier.h and is reached through MakeStageCopier). Never the
+// engine or gRPC: callers describe memory as plain (pointer, length) segments.
+//
+// The checksum of a device transfer is poly61 (kernels/api/copy_checksum.h) over the same
+// stream as XXH3's definition (bytes in target-address order): the sender supplies it with
+// OutgoingTransfer::SupplyChecksum, the receiver's Expect sets caller_verifies_checksum and
+// compares it while copying the landing into device memory.
+//
+//   // Sender (after prefill; device segments in canonical order, each with its stage):
+//   GKA_ASSIGN_OR_RETURN(auto copier, MakeStageCopier({.device = true, .ordinal = gpu}));
+//   StagingPool pool(copier.get());
+//   GKA_ASSIGN_OR_RETURN(auto t, transfer.StartTransfer(target, id, deadline));
+//   GKA_ASSIGN_OR_RETURN(StagedSend s, PutStaged(*t, *copier, &pool, segments, nullptr));
+//   t->SupplyChecksum(s.checksum);
+//   TransferOutcome o = t->FinishAndWait(payload);
+//   // Receiver (at Reserve): landing = pinned bytes laid out like the segments.
+//   GKA_ASSIGN_OR_RETURN(Landing l, Landing::Create(pool, device_segments));
+//   region = transfer.RegisterMemory(l.data(), l.size());  ...ticket points into it...
+//   // On completion:
+//   GKA_RETURN_IF_ERROR(l.CopyInAndVerify(*copier, completion.checksum, completion.bytes));
+//
+// Thread-safety: SelectTransferPath and StreamOffsets are pure; StageCopier implementations
+// and StagingPool are thread-safe; a CopyJob, a Landing and a PooledStaging belong to one
+// thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/transfer/transfer_engine.h"
+#include "kernels/api/copy_checksum.h"
+
+namespace gka::transfer {
+
+// --- which path ----------------------------------------------------------------------------
+
+enum class TransferPath {
+  kHost,          // state in host memory: registered directly, XXH3 by the transfer engine
+  kDeviceDirect,  // device memory registered with UCX (cuda memory type), poly61 on the GPU
+  kStaged,        // device memory through pinned host staging, poly61 fused with the copies
+};
+
+// --device-transfer: auto (direct when the transport takes device memory, else staged),
+// staged (always stage), direct (fail unless the transport takes device memory).
+enum class StagingMode { kAuto, kStaged, kDirect };
+
+absl::string_view TransferPathName(TransferPath path);
+// INVALID_ARGUMENT naming the accepted values.
+absl::StatusOr<StagingMode> ParseStagingMode(absl::string_view text);
+
+// The path for state living in `state_memory`, given whether the transport reports the CUDA
+// memory type (UcxTransferEngine::SupportsCuda: ucp_context_query's memory_types).
+// FAILED_PRECONDITION for kDirect without transport support (saying which UCX is needed).
+absl::StatusOr<TransferPath> SelectTransferPath(MemoryKind state_memory,
+                                                bool transport_supports_cuda, StagingMode mode);
+
+// --- the checksum stream ---------------------------------------------------------------------
+
+struct PlacedRange {
+  uint64_t target_addr = 0;  // where the bytes land in the receiver's memory (the sort key)
+  uint64_t length = 0;
+};
+// Each range's offset in the checksummed stream (concatenation in target-address order), in
+// the input's order. INVALID_ARGUMENT when two ranges overlap in the target.
+absl::StatusOr<std::vector<uint64_t>> StreamOffsets(const std::vector<PlacedRange>& ranges);
+
+// --- copies ------------------------------------------------------------------------------------
+
+// Host memory for staging: pinned (page-locked, device-mapped) for a CUDA copier, plain
+// aligned memory for the host copier. Frees on destruction; must not be destroyed while a
+// registration or a copy still uses it.
+class StagingBuffer {
+ public:
+  virtual ~StagingBuffer() = default;
+  virtual void* data() const = 0;
+  virtual uint64_t size() const = 0;
+};
+
+// Copies started by one StageCopier::Start, in stream order after every earlier Start.
+class CopyJob {
+ public:
+  virtual ~CopyJob() = default;
+  // True once the copies (and the checksum) are complete; never blocks.
+  virtual bool Ready() = 0;
+  // Blocks until complete; the ranges' poly61 sum mod P (add sums of several jobs with
+  // kernels::AddMod61, finalize once). A job is waited for at most once.
+  virtual absl::StatusOr<uint64_t> Wait() = 0;
+};
+
+class StageCopier {
+ public:
+  virtual ~StageCopier() = default;
+  virtual absl::string_view name() const = 0;
+  // Where device segments live for this copier (kCuda for the CUDA copier).
+  virtual MemoryKind memory_kind() const = 0;
+  virtual absl::StatusOr<std::unique_ptr<StagingBuffer>> AllocateStaging(uint64_t bytes) = 0;
+  // Enqueues the copies (dst null: checksum only) on the copier's stream. The memory must stay
+  // put until the job is Ready.
+  virtual absl::StatusOr<std::unique_ptr<CopyJob>> Start(
+      std::vector<kernels::CopyChecksumRange> ranges) = 0;
+};
+
+struct StageCopierOptions {
+  bool device = false;  // false: the host copier (memcpy + the CPU reference checksum)
+  int ordinal = 0;      // CUDA device
+};
+// UNIMPLEMENTED for device = true in a build without CUDA; the CUDA copier's errors otherwise.
+absl::StatusOr<std::unique_ptr<StageCopier>> MakeStageCopier(const StageCopierOptions& options);
+
+// Reuses staging buffers: allocating and pinning host memory costs milliseconds per call.
+// Holds at most `keep_bytes` of idle buffers; a buffer returns to the pool when its
+// PooledStaging is destroyed.
+class StagingPool {
+ public:
+  explicit StagingPool(StageCopier* copier, uint64_t keep_bytes = uint64_t{8} << 30);
+  ~StagingPool();
+  StagingPool(const StagingPool&) = delete;
+  StagingPool& operator=(const StagingPool&) = delete;
+
+  class Lease {
+   public:
+    Lease(StagingPool* pool, std::unique_ptr<StagingBuffer> buffer)
+        : pool_(pool), buffer_(std::move(buffer)) {}
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    char* data() const { return static_cast<char*>(buffer_->data()); }
+    uint64_t size() const { return buffer_->size(); }
+
+   private:
+    StagingPool* pool_;
+    std::unique_ptr<StagingBuffer> buffer_;
+  };
+  // A buffer of at least `bytes` (rounded up to 2 MiB).
+  absl::StatusOr<std::unique_ptr<Lease>> Acquire(uint64_t bytes);
+  StageCopier& copier() const { return *copier_; }
+
+ private:
+  void Return(std::unique_ptr<StagingBuffer> buffer);
+  StageCopier* const copier_;
+  const uint64_t keep_bytes_;
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<StagingBuffer>> idle_ ABSL_GUARDED_BY(mu_);
+  uint64_t idle_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Offset of each segment in a staging buffer that holds them in order, 16-byte aligned (the
+// copy kernel's fast path); the last element is the total size.
+std::vector<uint64_t> StagingOffsets(const std::vector<uint64_t>& lengths);
+
+// --- the sender ----------------------------------------------------------------------------
+
+// One piece of device memory to write: `length` bytes at `src` to `remote_addr` of target
+// region `region`. Segments of one `stage` go out together; stages must be consecutive and
+// in the order the data becomes ready (a layer's KV pages, then the states).
+struct DeviceSegment {
+  const void* src = nullptr;
+  uint32_t region = 0;
+  uint64_t remote_addr = 0;
+  uint64_t length = 0;
+  int32_t stage = 0;
+};
+
+struct StagedSend {
+  uint64_t checksum = 0;  // poly61, finalized: OutgoingTransfer::SupplyChecksum's value
+  uint64_t bytes = 0;
+  int32_t stages = 0;
+  // Time the sender thread spent waiting for staging copies (the copy not hidden behind the
+  // puts).
+  absl::Duration copy_wait;
+};
+
+// Staged path (pool non-null): every stage's device → staging copy is enqueued at once on the
+// copier's stream; each stage is put as soon as its copy is done, so stage k+1 copies while
+// stage k's puts move. Direct path (pool null): puts straight from device memory, the
+// checksum computed by checksum-only jobs. `staging` receives the lease that must outlive the
+// transfer's outcome (source memory of the puts). `cancelled` (may be empty) is checked
+// between stages: CANCELLED. Errors of Put are returned as they are.
+absl::StatusOr<StagedSend> PutStaged(OutgoingTransfer& transfer, StageCopier& copier,
+                                     StagingPool* pool, const std::vector<DeviceSegment>& segments,
+                                     const std::function<bool()>& cancelled,
+                                     std::unique_ptr<StagingPool::Lease>* staging);
+
+// --- the receiver ----------------------------------------------------------------------------
+
+struct DeviceRange {
+  void* ptr = nullptr;  // device memory (host memory for the host copier)
+  uint64_t bytes = 0;
+};
+
+// Where a staged transfer lands: pinned host memory holding the reservation's segments in
+// order (StagingOffsets), to be registered as one region for the sender's puts.
+class Landing {
+ public:
+  static absl::StatusOr<std::unique_ptr<Landing>> Create(StagingPool& pool,
+                                                         std::vector<DeviceRange> segments);
+  char* data() const { return staging_->data(); }
+  uint64_t size() const { return offsets_.back(); }
+  // Where segment i lands.
+  char* landing(size_t i) const { return staging_->data() + offsets_[i]; }
+  size_t num_segments() const { return segments_.size(); }
+  // The Expect's verify_ranges (bounds of the sender's writes).
+  std::vector<LocalRange> VerifyRanges() const;
+
+  // Copies the landing into the device segments and compares the poly61 checksum of what it
+  // copied with the sender's: DATA_LOSS on a mismatch or a byte count that differs (the device
+  // memory then holds the bad bytes; the caller frees it). Blocks until the copy is done.
+  absl::Status CopyInAndVerify(StageCopier& copier, uint64_t sender_checksum,
+                               uint64_t sender_bytes);
+
+ private:
+  Landing() = default;
+  std::unique_ptr<StagingPool::Lease> staging_;
+  std::vector<DeviceRange> segments_;
+  std::vector<uint64_t> offsets_;
+};
+
+// Direct device path, receiver side: the poly61 checksum of device memory that UCX wrote in
+// place, compared with the sender's (DATA_LOSS on mismatch). Ranges are the receiver's own
+// addresses (its target addresses).
+absl::Status VerifyInPlace(StageCopier& copier, const std::vector<DeviceRange>& segments,
+                           uint64_t sender_checksum, uint64_t sender_bytes);
+
+}  // namespace gka::transfer
