@@ -119,7 +119,10 @@ class Launcher {
     if (t.total_ms > 0 || t.ttft_ms > 0) {
       r.server_queue_ms = t.queue_ms;
       r.server_ttft_ms = t.ttft_ms;
+      r.server_admission_ms = t.admission_ms;
+      r.server_router_ms = t.router_ms;
     }
+    r.degrade_rung = result->degrade_rung;
   }
 
   void TakeFinishedLocked(std::vector<std::unique_ptr<sdk::CallHandle>>* out)

@@ -56,7 +56,7 @@ bool MeetsSlo(const Latencies& l, const Slo& slo) {
 Summary SummarizeGroup(const std::vector<const RequestRecord*>& group, double duration_s,
                        const Slo& slo) {
   Summary s;
-  std::vector<double> ttft, itl, tpot, e2e, overhead;
+  std::vector<double> ttft, itl, tpot, e2e, overhead, router, admission;
   for (const RequestRecord* r : group) {
     ++s.sent;
     ++s.by_code[absl::StatusCodeToString(r->code)];
@@ -69,6 +69,9 @@ Summary SummarizeGroup(const std::vector<const RequestRecord*>& group, double du
     s.input_tokens += r->prompt_tokens;
     s.output_tokens += r->output_tokens;
     if (r->decode_num_iter > 0) ++s.decode_num_iter[r->decode_num_iter];
+    ++s.degrade_rung[r->degrade_rung];
+    if (r->server_router_ms >= 0) router.push_back(r->server_router_ms);
+    if (r->server_admission_ms >= 0) admission.push_back(r->server_admission_ms);
     const Latencies l = Measure(*r);
     if (l.ttft_ms) ttft.push_back(*l.ttft_ms);
     if (l.ttft_ms && r->server_ttft_ms >= 0) overhead.push_back(*l.ttft_ms - r->server_ttft_ms);
@@ -88,6 +91,8 @@ Summary SummarizeGroup(const std::vector<const RequestRecord*>& group, double du
   s.tpot_ms = Describe(std::move(tpot));
   s.e2e_ms = Describe(std::move(e2e));
   s.client_overhead_ms = Describe(std::move(overhead));
+  s.router_ms = Describe(std::move(router));
+  s.admission_ms = Describe(std::move(admission));
   return s;
 }
 
@@ -261,6 +266,8 @@ nlohmann::json ToJson(const Slo& slo) {
 nlohmann::json ToJson(const Summary& s) {
   nlohmann::json iters = nlohmann::json::object();
   for (const auto& [n, count] : s.decode_num_iter) iters[absl::StrCat(n)] = count;
+  nlohmann::json rungs = nlohmann::json::object();
+  for (const auto& [n, count] : s.degrade_rung) rungs[absl::StrCat(n)] = count;
   return {{"requests",
            {{"sent", s.sent},
             {"ok", s.ok},
@@ -279,7 +286,10 @@ nlohmann::json ToJson(const Summary& s) {
           {"client_overhead_ms", ToJson(s.client_overhead_ms)},
           {"good_requests", s.good},
           {"goodput", s.goodput},
-          {"decode_num_iter", iters}};
+          {"decode_num_iter", iters},
+          {"degrade_rung", rungs},
+          {"router_ms", ToJson(s.router_ms)},
+          {"admission_ms", ToJson(s.admission_ms)}};
 }
 
 nlohmann::json ToJson(const Report& r) {
@@ -321,6 +331,9 @@ nlohmann::json ToJson(const RequestRecord& r) {
           {"decode_num_iter", r.decode_num_iter},
           {"server_queue_ms", r.server_queue_ms},
           {"server_ttft_ms", r.server_ttft_ms},
+          {"server_admission_ms", r.server_admission_ms},
+          {"server_router_ms", r.server_router_ms},
+          {"degrade_rung", r.degrade_rung},
           {"chunks_ms_tokens", chunks}};
 }
 
@@ -347,6 +360,14 @@ std::string FormatReport(const Report& r) {
     dist("ITL", s.itl_ms);
     dist("TPOT", s.tpot_ms);
     dist("E2E", s.e2e_ms);
+    if (s.router_ms.count > 0) dist("router", s.router_ms);
+    if (s.admission_ms.count > 0 && s.admission_ms.max > 0) dist("admit", s.admission_ms);
+    if (s.degrade_rung.size() > 1 ||
+        (s.degrade_rung.size() == 1 && s.degrade_rung.begin()->first > 0)) {
+      out += "  served on degrade rung:";
+      for (const auto& [rung, n] : s.degrade_rung) absl::StrAppendFormat(&out, " %d: %d", rung, n);
+      out += "\n";
+    }
   };
   absl::StrAppendFormat(&out, "benchmark duration %.3f s\n", r.duration_s);
   section("overall", r.overall);

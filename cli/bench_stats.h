@@ -64,6 +64,11 @@ struct RequestRecord {
   // The router's own timings from Final (ms); negative when absent.
   double server_queue_ms = -1;
   double server_ttft_ms = -1;
+  // The router's admission-queue wait and its own work before the first token (Final's
+  // timings; negative when absent), and the degrade-ladder rung that served the request.
+  double server_admission_ms = -1;
+  double server_router_ms = -1;
+  int degrade_rung = 0;
 };
 
 // A latency distribution in milliseconds.
@@ -113,6 +118,12 @@ struct Summary {
   double goodput = 0;
   // decode num_iter value -> successful requests served with it.
   std::map<int, int> decode_num_iter;
+  // Degrade-ladder rung -> successful requests served on it.
+  std::map<int, int> degrade_rung;
+  // The router's own time before the first token (Timings.router_ms) and the time waiting in
+  // its admission queue (Timings.admission_ms); count 0 when the server gave no timings.
+  Distribution router_ms;
+  Distribution admission_ms;
 };
 
 // One time bin of the run, for the plots.

@@ -77,6 +77,15 @@ absl::Status RunRemoteGenerate(const RemoteGenerateRequest& r) {
     out["token_ids"] = std::vector<int32_t>(result.token_ids.begin(), result.token_ids.end());
     out["text"] = result.text;
     out["finish_reason"] = std::string(sdk::FinishReasonName(result.finish_reason));
+    // What served it: tests read the SDK's retries (attempts) and the degrade ladder here.
+    out["attempts"] = result.attempts;
+    out["tier"] = result.tier;
+    out["decode_num_iter"] = result.num_iter.decode;
+    out["degrade_rung"] = result.degrade_rung;
+    out["timings"] = {{"ttft_ms", result.timings.ttft_ms},
+                      {"admission_ms", result.timings.admission_ms},
+                      {"router_ms", result.timings.router_ms},
+                      {"total_ms", result.timings.total_ms}};
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::cout << std::endl;

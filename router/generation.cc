@@ -10,6 +10,7 @@
 #include "common/base/status.h"
 #include "common/rpc/deadline.h"
 #include "common/rpc/status.h"
+#include "router/admission.h"
 #include "router/router_core.h"
 
 namespace gka::router {
@@ -102,16 +103,19 @@ class Generation::DecodeReader : public grpc::ClientReadReactor<w::DecodeStreamR
 
 Generation::Generation(RouterCore& core, std::string request_id, ResolvedRequest plan,
                        OutputText output, GenerationSink* sink, absl::Time arrival,
-                       absl::Time deadline)
+                       absl::Time admitting, absl::Time deadline)
     : core_(core),
       request_id_(std::move(request_id)),
       plan_(std::move(plan)),
       arrival_(arrival),
+      admitting_(admitting),
       deadline_(deadline),
       sink_(sink),
       output_(std::move(output)),
       prefill_num_iter_(plan_.prefill_num_iter),
-      decode_num_iter_(plan_.decode_num_iter) {
+      decode_num_iter_(plan_.decode_num_iter),
+      max_tokens_(plan_.max_tokens),
+      router_time_(admitting - arrival) {
   core_.TrackGeneration(+1);
 }
 
@@ -120,13 +124,27 @@ Generation::~Generation() { core_.TrackGeneration(-1); }
 void Generation::Run(const std::function<void(Actions&)>& body) {
   // Keeps this alive through the actions and the delivery, whoever else lets go meanwhile.
   std::shared_ptr<Generation> self = shared_from_this();
+  const absl::Time began = absl::Now();
   Actions actions;
+  bool before_first_token;
   {
     absl::MutexLock lock(&mu_);
+    before_first_token = !first_token_sent_;
     body(actions);
   }
   for (auto& action : actions) action();
   Deliver();
+  if (!before_first_token) return;
+  // Router overhead: every handler run before the first token left (the workers' time and
+  // the admission queue fall between runs, so they are not in it).
+  absl::MutexLock lock(&mu_);
+  router_time_ += absl::Now() - began;
+  if (first_token_sent_) {
+    timings_.set_router_ms(Ms(router_time_));
+    core_.metrics()
+        .ForTier(plan_.tier->name)
+        .router_overhead.Observe(absl::ToDoubleSeconds(router_time_));
+  }
 }
 
 void Generation::Deliver() {
@@ -156,13 +174,29 @@ void Generation::Enqueue(v1::GenerateResponse response) {
   outbox_.push_back({.response = std::move(response)});
 }
 
-void Generation::Start() {
+void Generation::Start(int rung) {
+  const absl::Time now = absl::Now();
   Run([&](Actions& actions) {
+    if (finished_) return;  // cancelled while the start was on its way
+    started_ = true;
+    timings_.set_admission_ms(Ms(now - admitting_));
+    rung_ = rung;
+    if (rung > 0 && rung <= static_cast<int>(plan_.tier->degrade_ladder.size())) {
+      const Tier::Rung& r = plan_.tier->degrade_ladder[rung - 1];
+      decode_num_iter_ = std::min(decode_num_iter_, r.decode_num_iter);
+      if (r.prefill_num_iter >= 0)
+        prefill_num_iter_ = std::min(prefill_num_iter_, r.prefill_num_iter);
+      if (r.max_tokens > 0) max_tokens_ = std::min(max_tokens_, r.max_tokens);
+    }
     RouterMetrics::TierSeries& m = core_.metrics().ForTier(plan_.tier->name);
     m.running.Increment();
     m.prompt_tokens.Increment(static_cast<double>(plan_.prompt.token_ids.size()));
     StartAttemptLocked(actions);
   });
+}
+
+void Generation::Shed(const absl::Status& status) {
+  Run([&](Actions& actions) { FailLocked(status, /*retryable=*/true, actions); });
 }
 
 void Generation::StartAttemptLocked(Actions& actions) {
@@ -222,7 +256,7 @@ void Generation::StartAttemptLocked(Actions& actions) {
   w::ReserveRequest& r = a->reserve_request;
   r.set_request_id(a->worker_request_id);
   r.set_prompt_tokens(prompt_tokens);
-  r.set_max_new_tokens(static_cast<uint32_t>(plan_.max_tokens));
+  r.set_max_new_tokens(static_cast<uint32_t>(max_tokens_));
   r.set_tier(plan_.tier->name);
   r.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(core_.options().lease)));
   r.set_priority(plan_.tier->priority);
@@ -274,7 +308,7 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
     p.set_request_id(a->worker_request_id);
     p.mutable_token_ids()->Add(plan_.prompt.token_ids.begin(), plan_.prompt.token_ids.end());
     *p.mutable_sampling() = plan_.sampling;
-    p.set_prefill_num_iter(plan_.prefill_num_iter);
+    p.set_prefill_num_iter(prefill_num_iter_);
     *p.mutable_ticket() = a->ticket;
     p.set_priority(plan_.tier->priority);
     p.set_tier(plan_.tier->name);
@@ -286,8 +320,8 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
     d.set_request_id(a->worker_request_id);
     d.set_transfer_id(a->ticket.transfer_id());
     *d.mutable_sampling() = plan_.sampling;
-    d.set_max_new_tokens(static_cast<uint32_t>(plan_.max_tokens));
-    d.set_decode_num_iter(plan_.decode_num_iter);
+    d.set_max_new_tokens(static_cast<uint32_t>(max_tokens_));
+    d.set_decode_num_iter(decode_num_iter_);
     d.set_priority(plan_.tier->priority);
     d.set_tier(plan_.tier->name);
     rpc::SetDeadline(a->decode_ctx, deadline_);
@@ -479,7 +513,7 @@ void Generation::EmitTokensLocked(Attempt* a, const std::vector<int32_t>& ids,
   const text::Tokenizer* tokenizer = core_.tokenizer();
   for (size_t i = 0; i < ids.size(); ++i) {
     // A worker past max_tokens is ignored rather than relayed.
-    if (completion_tokens_ >= static_cast<uint32_t>(plan_.max_tokens)) break;
+    if (completion_tokens_ >= static_cast<uint32_t>(max_tokens_)) break;
     ++completion_tokens_;
     chunk->add_token_ids(ids[i]);
     if (plan_.sampling.logprobs()) {
@@ -512,6 +546,7 @@ void Generation::EmitTokensLocked(Attempt* a, const std::vector<int32_t>& ids,
     if (last_token_time_.has_value() && n > 0) {
       const double per_token = absl::ToDoubleSeconds(now - *last_token_time_) / n;
       for (int i = 0; i < n; ++i) m.itl.Observe(per_token);
+      core_.admission().ObserveItl(plan_.tier->name, absl::Seconds(per_token));
     }
     if (n > 0) last_token_time_ = now;
   }
@@ -587,6 +622,7 @@ void Generation::FinishFinalLocked(v1::FinishReason reason, const std::string& m
   final->set_tier(plan_.tier->name);
   final->set_prefill_num_iter(prefill_num_iter_);
   final->set_decode_num_iter(decode_num_iter_);
+  final->set_degrade_rung(rung_);
   if (!matched_stop.empty()) final->set_matched_stop(matched_stop);
   if (matched_stop_token_id.has_value()) final->set_matched_stop_token_id(*matched_stop_token_id);
   Enqueue(std::move(response));
@@ -606,6 +642,16 @@ void Generation::FailLocked(const absl::Status& status, bool retryable, Actions&
   error->set_code(static_cast<int32_t>(status.code()));
   error->set_message(std::string(status.message()));
   error->set_retryable(retryable);
+  // Every RESOURCE_EXHAUSTED carries a hint: admission's own, or (decode workers full on
+  // every attempt) the drain-rate estimate for this tier.
+  std::optional<absl::Duration> retry_after = RetryAfterOf(status);
+  if (!retry_after.has_value() && status.code() == absl::StatusCode::kResourceExhausted) {
+    retry_after = core_.admission().RetryAfter(*plan_.tier, absl::Now());
+  }
+  if (retry_after.has_value()) {
+    error->set_retry_after_ms(
+        static_cast<uint32_t>(std::max<int64_t>(1, absl::ToInt64Milliseconds(*retry_after))));
+  }
   Enqueue(std::move(response));
   outbox_.push_back({.finish = status});
   EndLocked(status.code(), actions);
@@ -632,7 +678,7 @@ void Generation::Abort() {
 void Generation::EndLocked(absl::StatusCode code, Actions& actions) {
   finished_ = true;
   core_.metrics().CountFinished(plan_.tier->name, code);
-  core_.metrics().ForTier(plan_.tier->name).running.Decrement();
+  if (started_) core_.metrics().ForTier(plan_.tier->name).running.Decrement();
   actions.push_back([this, self = shared_from_this()] { core_.Forget(request_id_, this); });
 }
 

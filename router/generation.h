@@ -59,12 +59,18 @@ class GenerationSink {
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
   // Use RouterCore::StartGeneration.
+  // `arrival`: when the call reached the router; `admitting`: when it was handed to
+  // admission control (the router's work in between counts as its overhead).
   Generation(RouterCore& core, std::string request_id, ResolvedRequest plan, OutputText output,
-             GenerationSink* sink, absl::Time arrival, absl::Time deadline);
+             GenerationSink* sink, absl::Time arrival, absl::Time admitting, absl::Time deadline);
   ~Generation();
 
-  // Places the request (once, right after construction).
-  void Start();
+  // Places the request (once, when admission control lets it: router/admission.h) on
+  // `rung` of its tier's degrade ladder (0: as configured).
+  void Start(int rung);
+  // Admission control refused the request while it was queued: ends it with `status`
+  // (RESOURCE_EXHAUSTED carrying a retry-after hint).
+  void Shed(const absl::Status& status);
   // The client is gone (call cancelled or deadline passed): abort on the workers, finish
   // the sink with CANCELLED (DEADLINE_EXCEEDED when the deadline has passed).
   void Cancel();
@@ -129,6 +135,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   const std::string request_id_;
   const ResolvedRequest plan_;
   const absl::Time arrival_;
+  const absl::Time admitting_;
   const absl::Time deadline_;
   GenerationSink* const sink_;
 
@@ -150,6 +157,13 @@ class Generation : public std::enable_shared_from_this<Generation> {
   int32_t prefill_num_iter_ ABSL_GUARDED_BY(mu_);
   int32_t decode_num_iter_ ABSL_GUARDED_BY(mu_);
   std::string prefill_worker_id_ ABSL_GUARDED_BY(mu_);
+  // Set by Start: placed (counted in gka_requests_running), its ladder rung and the caps it
+  // brought.
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  int rung_ ABSL_GUARDED_BY(mu_) = 0;
+  int32_t max_tokens_ ABSL_GUARDED_BY(mu_);
+  // The router's own time on this request before its first token (Timings.router_ms).
+  absl::Duration router_time_ ABSL_GUARDED_BY(mu_);
 
   std::deque<Outgoing> outbox_ ABSL_GUARDED_BY(mu_);
   bool delivering_ ABSL_GUARDED_BY(mu_) = false;

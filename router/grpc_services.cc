@@ -5,6 +5,7 @@
 #include <deque>
 #include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/rpc/deadline.h"
 #include "common/rpc/status.h"
@@ -22,7 +23,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                               public GenerationSink {
  public:
   GenerateReactor(RouterCore& core, grpc::CallbackServerContext* context,
-                  const grpc::ByteBuffer& request_bytes) {
+                  const grpc::ByteBuffer& request_bytes)
+      : context_(context) {
     v1::GenerateRequest request;
     const absl::Status parsed = ParseFromWire(request_bytes, &request);
     if (!parsed.ok()) {
@@ -41,6 +43,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     {
       absl::MutexLock lock(&mu_);
       if (broken_) return;
+      // Admission control's hint, also where clients that read only the status find it (the
+      // SDKs; grpc's own retry policy). An Error is the last response, before Finish.
+      if (response.has_error() && response.error().retry_after_ms() > 0) {
+        context_->AddTrailingMetadata("retry-after-ms",
+                                      absl::StrCat(response.error().retry_after_ms()));
+      }
       pending_.push_back(ToByteBuffer(response));
       if (writing_) return;
       writing_ = true;
@@ -103,6 +111,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
  private:
+  grpc::CallbackServerContext* const context_;
   absl::Mutex mu_;
   std::shared_ptr<Generation> generation_ ABSL_GUARDED_BY(mu_);
   std::deque<grpc::ByteBuffer> pending_ ABSL_GUARDED_BY(mu_);

@@ -68,10 +68,17 @@ class Responder {
   }
 
   // A whole response; returns `status` (civetweb logs the handler's return value).
-  int Send(int status, absl::string_view content_type, absl::string_view body, bool close = false) {
+  int Send(int status, absl::string_view content_type, absl::string_view body, bool close = false,
+           uint32_t retry_after_ms = 0) {
     Headers headers = {{"Content-Type", std::string(content_type)},
                        {"Content-Length", absl::StrCat(body.size())}};
     if (status == 401) headers.push_back({"WWW-Authenticate", "Bearer"});
+    if (retry_after_ms > 0) {
+      // Admission control's hint: RFC 9110 Retry-After in whole seconds (rounded up), and the
+      // millisecond header the OpenAI clients read first.
+      headers.push_back({"Retry-After", absl::StrCat((retry_after_ms + 999) / 1000)});
+      headers.push_back({"retry-after-ms", absl::StrCat(retry_after_ms)});
+    }
     SendHeaders(status, headers, close);
     // HEAD: the headers of the GET, no body.
     if (absl::string_view(mg_get_request_info(conn_)->request_method) != "HEAD") {
@@ -82,8 +89,9 @@ class Responder {
   int SendJson(int status, absl::string_view json) {
     return Send(status, "application/json", json);
   }
-  int SendError(const ApiError& error, bool close = false) {
-    return Send(error.http_status, "application/json", openai::ErrorJson(error), close);
+  int SendError(const ApiError& error, bool close = false, uint32_t retry_after_ms = 0) {
+    return Send(error.http_status, "application/json", openai::ErrorJson(error), close,
+                retry_after_ms);
   }
 
   // Server-sent events: the headers, then WriteChunk per batch of events, then EndStream.
@@ -570,10 +578,14 @@ class HttpGateway::Impl {
               const openai::ResponseMeta& meta, Exchange& exchange, ClientWatch& watch) {
     std::vector<openai::ChoiceResult> choices(request.num_choices());
     std::optional<absl::Status> error;
+    uint32_t retry_after_ms = 0;  // the router's hint with a refusal (429)
     while (!exchange.Done()) {
       std::optional<Exchange::Event> e = exchange.Next(options_.disconnect_poll);
       if (watch.HungUp(options_.disconnect_poll)) return ClientGone(out, exchange);
       if (!e.has_value()) continue;
+      if (e->response.has_value() && e->response->has_error()) {
+        retry_after_ms = std::max(retry_after_ms, e->response->error().retry_after_ms());
+      }
       openai::ChoiceResult& choice = choices[e->choice];
       if (e->response.has_value()) openai::Accumulate(*e->response, &choice);
       if (e->finish.has_value() && !choice.error.has_value() &&
@@ -585,7 +597,9 @@ class HttpGateway::Impl {
         exchange.CancelAll();  // the response is an error now; siblings are wasted work
       }
     }
-    if (error.has_value()) return out.SendError(openai::ErrorFromStatus(*error));
+    if (error.has_value()) {
+      return out.SendError(openai::ErrorFromStatus(*error), /*close=*/false, retry_after_ms);
+    }
     return out.SendJson(200, openai::ResponseJson(request, meta, choices));
   }
 
@@ -618,7 +632,13 @@ class HttpGateway::Impl {
         failed = true;
         exchange.CancelAll();
         const ApiError api = openai::ErrorFromStatus(*error);
-        if (!headers_sent) return out.SendError(api);
+        if (!headers_sent) {
+          const uint32_t retry_after_ms =
+              e->response.has_value() && e->response->has_error()
+                  ? e->response->error().retry_after_ms()
+                  : 0;
+          return out.SendError(api, /*close=*/false, retry_after_ms);
+        }
         if (!out.WriteChunk(openai::StreamEncoder::Error(api))) return ClientGone(out, exchange);
         continue;
       }

@@ -93,6 +93,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--lease-ms", lease_ms, "reservation lease asked of decode workers")
       ->capture_default_str();
+  app.add_option("--admission", options.admission,
+                 "queue requests per tier when every decode slot is taken, refuse beyond the "
+                 "tier's queue_limit with RESOURCE_EXHAUSTED + retry-after (false: place at once)")
+      ->capture_default_str();
+  app.add_option("--max-running", options.max_running,
+                 "requests placed at once; 0 = the healthy decode workers' state slots")
+      ->capture_default_str();
   app.add_option("--drain-grace-ms", drain_grace_ms,
                  "on SIGTERM, how long running requests may take to finish")
       ->capture_default_str();

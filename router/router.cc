@@ -64,6 +64,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   core_options.default_max_tokens = options.default_max_tokens;
   core_options.max_attempts = options.max_attempts;
   core_options.lease = options.lease;
+  core_options.admission.enabled = options.admission;
+  core_options.admission.max_running = std::max(0, options.max_running);
   // worker.proto: a worker silent for 3 heartbeat periods is dead.
   core_options.registry.missed_heartbeats = 3;
   core_options.registry.heartbeat_interval = options.heartbeat_timeout / 3;

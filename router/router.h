@@ -72,6 +72,10 @@ struct RouterOptions {
   int max_attempts = 3;
   // Lease asked of decode workers for a reservation.
   absl::Duration lease = absl::Seconds(30);
+  // Admission control (router/admission.h): off places every request at once (the
+  // behaviour before issue 9); max_running 0 = the decode workers' state slots.
+  bool admission = true;
+  int max_running = 0;
 };
 
 class Router {

@@ -23,7 +23,8 @@ RouterCore::RouterCore(CoreOptions options, TierTable tiers, TextAssets text,
       text_(std::move(text)),
       model_(std::move(model)),
       metrics_registry_(metrics_registry),
-      registry_(options_.registry) {}
+      registry_(options_.registry),
+      admission_(std::make_unique<Admission>(options_.admission, tiers_)) {}
 
 RouterCore::~RouterCore() {
   // Normally empty: the server's shutdown cancelled every call. In-process callers may have
@@ -47,6 +48,7 @@ RouterCore::~RouterCore() {
 
 absl::Status RouterCore::Init() {
   GKA_ASSIGN_OR_RETURN(metrics_, RouterMetrics::Create(metrics_registry_, tiers_));
+  GKA_RETURN_IF_ERROR(admission_->Init(metrics_registry_));
   OnRegistryChanged();
   return absl::OkStatus();
 }
@@ -101,6 +103,10 @@ void RouterCore::Reject(GenerationSink* sink, const std::string& request_id, abs
   error->set_code(static_cast<int32_t>(status.code()));
   error->set_message(std::string(status.message()));
   error->set_retryable(retryable);
+  if (std::optional<absl::Duration> retry_after = RetryAfterOf(status)) {
+    error->set_retry_after_ms(
+        static_cast<uint32_t>(std::max<int64_t>(1, absl::ToInt64Milliseconds(*retry_after))));
+  }
   sink->OnResponse(std::move(response));
   sink->OnFinish(status);
 }
@@ -140,8 +146,10 @@ std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateReques
   if (id.empty()) {
     id = absl::StrFormat("%s-%06d", options_.router_id, next_request_.fetch_add(1) + 1);
   }
+  const absl::Time admitting = absl::Now();
+  const Tier& tier_ref = *plan->tier;
   auto generation = std::make_shared<Generation>(*this, id, std::move(*plan), std::move(*output),
-                                                 sink, arrival, deadline);
+                                                 sink, arrival, admitting, deadline);
   bool unique;
   {
     absl::MutexLock lock(&running_mu_);
@@ -154,14 +162,28 @@ std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateReques
            false);
     return nullptr;
   }
-  generation->Start();
+  const absl::Status admitted = admission_->Admit(
+      tier_ref,
+      {.id = id,
+       .start = [generation](int rung) { generation->Start(rung); },
+       .shed = [generation](const absl::Status& refused) { generation->Shed(refused); }},
+      admitting);
+  if (!admitted.ok()) {
+    Forget(id, generation.get());
+    Reject(sink, id, tier_name, admitted, /*retryable=*/true);
+    return nullptr;
+  }
   return generation;
 }
 
 void RouterCore::Forget(const std::string& request_id, const Generation* generation) {
-  absl::MutexLock lock(&running_mu_);
-  auto it = running_.find(request_id);
-  if (it != running_.end() && it->second.get() == generation) running_.erase(it);
+  {
+    absl::MutexLock lock(&running_mu_);
+    auto it = running_.find(request_id);
+    if (it == running_.end() || it->second.get() != generation) return;
+    running_.erase(it);
+  }
+  admission_->Finished(request_id, absl::Now());
 }
 
 bool RouterCore::AbortRequest(absl::string_view request_id) {
@@ -235,6 +257,7 @@ void RouterCore::SetHealthCallback(std::function<void(bool)> callback) {
 void RouterCore::OnRegistryChanged() {
   const WorkerCounts counts = registry_.Counts();
   if (metrics_ != nullptr) metrics_->SetWorkers(counts);
+  admission_->SetCapacity(registry_.HealthyDecodeSlots());
   bool accepting;
   {
     absl::MutexLock lock(&running_mu_);

@@ -33,6 +33,7 @@
 #include "common/metrics/metrics.h"
 #include "gka/serving/v1/serving.pb.h"
 #include "gka/worker/v1/worker.grpc.pb.h"
+#include "router/admission.h"
 #include "router/generation.h"
 #include "router/model_dir.h"
 #include "router/request_validation.h"
@@ -62,6 +63,8 @@ struct CoreOptions {
   // Budget of Abort / Release calls made while cleaning up.
   absl::Duration cleanup_timeout = absl::Seconds(2);
   RegistryOptions registry;
+  // Per-tier queues in front of placement and the degrade ladder (router/admission.h).
+  AdmissionOptions admission;
 };
 
 // Stubs for one worker address (shared by every request placed there).
@@ -91,7 +94,8 @@ class RouterCore {
 
   // Delivers a rejection to `sink` (an Error response, then OnFinish(status)) and counts it
   // under `tier` (the default tier when empty). For requests refused before admission, e.g.
-  // bytes that do not parse.
+  // bytes that do not parse, and those admission control refuses (the status's retry-after
+  // hint goes into Error.retry_after_ms).
   void Reject(GenerationSink* sink, const std::string& request_id, absl::string_view tier,
               const absl::Status& status, bool retryable);
 
@@ -120,10 +124,12 @@ class RouterCore {
   // For Generation.
   WorkerRegistry& registry() { return registry_; }
   RouterMetrics& metrics() { return *metrics_; }
+  Admission& admission() { return *admission_; }
   const CoreOptions& options() const { return options_; }
   const text::Tokenizer* tokenizer() const { return text_.tokenizer.get(); }
   WorkerStubs& StubsFor(const std::string& address);
-  // Removes `generation` from the running table (only if it is still the one under its id).
+  // Removes `generation` from the running table (only if it is still the one under its id)
+  // and from admission control (its decode slot frees, or it leaves its queue).
   void Forget(const std::string& request_id, const Generation* generation);
   // Generation objects alive (running, or finishing their Abort/Release calls); the
   // destructor waits for zero so that no completion outlives the channels.
@@ -140,6 +146,7 @@ class RouterCore {
   metrics::Registry& metrics_registry_;
   std::unique_ptr<RouterMetrics> metrics_;
   WorkerRegistry registry_;
+  std::unique_ptr<Admission> admission_;
   std::atomic<uint64_t> next_request_ = 0;
 
   absl::Mutex stubs_mu_;

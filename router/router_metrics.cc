@@ -73,6 +73,15 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(metrics::Re
   GKA_ASSIGN_OR_RETURN(auto* num_iter,
                        registry.AddHistogram("gka_num_iter", "GKA num_iter served per request",
                                              {"tier", "phase"}, iters));
+  GKA_ASSIGN_OR_RETURN(
+      auto* overhead,
+      registry.AddHistogram("gka_router_overhead_seconds",
+                            "The router's own time on a request before its first token: "
+                            "validation, tokenizing, placement, hand-offs between worker calls "
+                            "(no queueing, no worker time)",
+                            {"tier"},
+                            {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                             0.05, 0.1, 0.25}));
   GKA_ASSIGN_OR_RETURN(auto* workers,
                        registry.AddGauge("gka_workers", "Registered workers", {"role", "state"}));
   GKA_ASSIGN_OR_RETURN(
@@ -93,7 +102,8 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(metrics::Re
             .decode_num_iter = num_iter->Labels({{"tier", tier.name}, {"phase", "decode"}}),
             .prompt_tokens = prompt_tokens->Labels(t),
             .generated_tokens = generated->Labels(t),
-            .running = running->Labels(t)}});
+            .running = running->Labels(t),
+            .router_overhead = overhead->Labels(t)}});
     for (absl::StatusCode code : kAllCodes) {
       const metrics::Labels labels = {{"tier", tier.name},
                                       {"code", absl::StatusCodeToString(code)}};

@@ -44,6 +44,8 @@ class RouterMetrics {
     metrics::Counter prompt_tokens;
     metrics::Counter generated_tokens;
     metrics::Gauge running;
+    // The router's own time on a request before its first token (Timings.router_ms).
+    metrics::Histogram router_overhead;
   };
 
   // INVALID_ARGUMENT when a family clashes with one already in `registry`.

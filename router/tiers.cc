@@ -69,12 +69,73 @@ bool ValidTierName(absl::string_view name) {
   });
 }
 
+// [{"decode_num_iter": 10}, {"decode_num_iter": 1, "max_tokens": 64}]: each rung strictly
+// cheaper than the one before (fewer iterations, or the same with a tighter token cap), so
+// that stepping down always sheds work.
+absl::StatusOr<std::vector<Tier::Rung>> ParseLadder(const json& ladder, const Tier& tier,
+                                                    absl::string_view source,
+                                                    absl::string_view at) {
+  const std::string where = absl::StrCat(at, ".degrade_ladder");
+  if (!ladder.is_array() || ladder.empty() || ladder.size() > 16) {
+    return Bad(source, where, absl::StrCat("expected 1-16 rung objects, got ", ladder.dump()));
+  }
+  std::vector<Tier::Rung> rungs;
+  int prev_iters = tier.decode_num_iter;
+  int prev_prefill = tier.prefill_num_iter;
+  int prev_tokens = tier.max_tokens;
+  for (size_t i = 0; i < ladder.size(); ++i) {
+    const json& r = ladder[i];
+    const std::string rw = absl::StrCat(where, "[", i, "]");
+    if (!r.is_object()) return Bad(source, rw, "expected an object");
+    GKA_RETURN_IF_ERROR(
+        CheckKeys(r, {"decode_num_iter", "prefill_num_iter", "max_tokens"}, source, rw));
+    if (!r.contains("decode_num_iter")) {
+      return Bad(source, rw, "missing required field 'decode_num_iter'");
+    }
+    Tier::Rung rung;
+    GKA_ASSIGN_OR_RETURN(rung.decode_num_iter,
+                         GetInt(r, "decode_num_iter", source, rw, 0, kMaxNumIter));
+    if (r.contains("prefill_num_iter")) {
+      GKA_ASSIGN_OR_RETURN(rung.prefill_num_iter,
+                           GetInt(r, "prefill_num_iter", source, rw, 0, kMaxNumIter));
+    }
+    if (r.contains("max_tokens")) {
+      GKA_ASSIGN_OR_RETURN(rung.max_tokens,
+                           GetInt(r, "max_tokens", source, rw, 1, std::numeric_limits<int>::max()));
+    }
+    // Rungs keep what the rung above capped unless they cap it harder.
+    const int prefill = rung.prefill_num_iter >= 0 ? rung.prefill_num_iter : prev_prefill;
+    const int tokens = rung.max_tokens > 0 ? rung.max_tokens : prev_tokens;
+    const bool raises = rung.decode_num_iter > prev_iters || prefill > prev_prefill ||
+                        (prev_tokens > 0 && tokens > prev_tokens);
+    const bool lowers = rung.decode_num_iter < prev_iters || prefill < prev_prefill ||
+                        (tokens > 0 && (prev_tokens == 0 || tokens < prev_tokens));
+    if (raises || !lowers) {
+      return Bad(source, rw,
+                 absl::StrCat("each rung must be cheaper than the one above it: lower "
+                              "decode_num_iter, prefill_num_iter or max_tokens, raise none "
+                              "(decode_num_iter ",
+                              rung.decode_num_iter, " after ", prev_iters, ")"));
+    }
+    prev_iters = rung.decode_num_iter;
+    prev_prefill = prefill;
+    prev_tokens = tokens;
+    // The rung's effective values, so that Generation applies one rung without the others.
+    rung.prefill_num_iter = prefill;
+    rung.max_tokens = tokens;
+    rungs.push_back(rung);
+  }
+  return rungs;
+}
+
 absl::StatusOr<Tier> ParseTier(const json& t, absl::string_view source, absl::string_view where) {
   if (!t.is_object()) return Bad(source, where, "expected an object");
-  GKA_RETURN_IF_ERROR(CheckKeys(t,
-                                {"name", "prefill_num_iter", "decode_num_iter", "priority",
-                                 "num_iter_range", "ttft_target_ms", "itl_target_ms", "max_tokens"},
-                                source, where));
+  GKA_RETURN_IF_ERROR(
+      CheckKeys(t,
+                {"name", "prefill_num_iter", "decode_num_iter", "priority", "num_iter_range",
+                 "ttft_target_ms", "itl_target_ms", "max_tokens", "queue_limit", "max_queue_ms",
+                 "degrade_ladder", "degrade_queue_ms", "degrade_itl_ms"},
+                source, where));
   for (const char* required : {"name", "prefill_num_iter", "decode_num_iter"}) {
     if (!t.contains(required)) {
       return Bad(source, where, absl::StrCat("missing required field '", required, "'"));
@@ -103,6 +164,25 @@ absl::StatusOr<Tier> ParseTier(const json& t, absl::string_view source, absl::st
   }
   if (t.contains("itl_target_ms")) {
     GKA_ASSIGN_OR_RETURN(tier.itl_target_ms, GetNonNegative(t, "itl_target_ms", source, at));
+  }
+  if (t.contains("queue_limit")) {
+    GKA_ASSIGN_OR_RETURN(tier.queue_limit, GetInt(t, "queue_limit", source, at, 0, 1000000));
+  }
+  if (t.contains("max_queue_ms")) {
+    GKA_ASSIGN_OR_RETURN(tier.max_queue_ms, GetNonNegative(t, "max_queue_ms", source, at));
+  }
+  if (t.contains("degrade_queue_ms")) {
+    GKA_ASSIGN_OR_RETURN(tier.degrade_queue_ms, GetNonNegative(t, "degrade_queue_ms", source, at));
+  }
+  if (t.contains("degrade_itl_ms")) {
+    GKA_ASSIGN_OR_RETURN(tier.degrade_itl_ms, GetNonNegative(t, "degrade_itl_ms", source, at));
+  }
+  if (t.contains("degrade_ladder")) {
+    GKA_ASSIGN_OR_RETURN(tier.degrade_ladder, ParseLadder(t["degrade_ladder"], tier, source, at));
+    if (!tier.degrade_queue_ms.has_value() && !tier.degrade_itl_ms.has_value()) {
+      return Bad(source, absl::StrCat(at, ".degrade_ladder"),
+                 "a ladder needs a load signal: set degrade_queue_ms and/or degrade_itl_ms");
+    }
   }
   const int lo = std::min(tier.prefill_num_iter, tier.decode_num_iter);
   const int hi = std::max(tier.prefill_num_iter, tier.decode_num_iter);

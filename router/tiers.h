@@ -14,7 +14,11 @@
 //   {"default": "standard",
 //    "tiers": [{"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30,
 //               "priority": 10, "num_iter_range": [10, 30], "ttft_target_ms": 500,
-//               "itl_target_ms": 50, "max_tokens": 4096}, ...]}
+//               "itl_target_ms": 50, "max_tokens": 4096, "queue_limit": 64,
+//               "max_queue_ms": 2000, "degrade_ladder": [{"decode_num_iter": 10},
+//               {"decode_num_iter": 1, "prefill_num_iter": 10, "max_tokens": 256}],
+//               "degrade_queue_ms": 200,
+//               "degrade_itl_ms": 80}, ...]}
 // Required per tier: name, prefill_num_iter, decode_num_iter. Any other key, at the top or
 // in a tier, is INVALID_ARGUMENT naming it (later issues add fields here, not silently).
 // Without "num_iter_range" a tier allows overrides in [min(1, p, d), max(30, p, d)] (the
@@ -47,6 +51,32 @@ struct Tier {
   std::optional<double> itl_target_ms;
   // Cap on a request's max_tokens; 0 means none beyond the context.
   int max_tokens = 0;
+
+  // Admission (router/admission.h). Requests of this tier waiting for a decode slot beyond
+  // `queue_limit` are refused at once (RESOURCE_EXHAUSTED with a retry-after hint); a queued
+  // request that waited `max_queue_ms` (0: only its own deadline bounds the wait) is refused
+  // the same way, since by then its TTFT target is lost anyway.
+  int queue_limit = 256;
+  double max_queue_ms = 0;
+
+  // Degrade before shedding (issue 9 §3): rungs applied one at a time while the tier is
+  // under pressure, lifted one at a time when it is gone. Rung k (1-based) caps decode
+  // num_iter (the GKA state format does not depend on it, so running sequences may be
+  // lowered too) and optionally prefill num_iter (new requests only: fewer prefill
+  // iterations is what buys capacity when prefill is the bottleneck) and max_tokens. Rung 0
+  // is the tier as configured.
+  // Parsed rungs hold effective values: a rung keeps the caps of the rungs above it.
+  struct Rung {
+    int decode_num_iter = 0;
+    int prefill_num_iter = -1;  // -1: the tier's
+    int max_tokens = 0;         // 0: no cap beyond the tier's
+  };
+  std::vector<Rung> degrade_ladder;
+  // Load signals: pressure when the oldest request waiting in the router's admission queue
+  // has waited longer than `degrade_queue_ms`, or when the tier's recent inter-token latency
+  // exceeds `degrade_itl_ms`. Unset signals are not watched; a ladder needs at least one.
+  std::optional<double> degrade_queue_ms;
+  std::optional<double> degrade_itl_ms;
 
   // `requested` clamped into [num_iter_min, num_iter_max], or `tier_value` when absent.
   int ClampNumIter(std::optional<int> requested, int tier_value) const;

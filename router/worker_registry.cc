@@ -258,6 +258,18 @@ WorkerCounts WorkerRegistry::Counts() const {
   return counts;
 }
 
+int WorkerRegistry::HealthyDecodeSlots() const {
+  absl::MutexLock lock(&mu_);
+  int slots = 0;
+  for (const auto& [id, e] : workers_) {
+    if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy) continue;
+    const uint32_t n = e.info.capacity.total_state_slots() > 0 ? e.info.capacity.total_state_slots()
+                                                               : e.info.load.total_state_slots();
+    slots += static_cast<int>(n);
+  }
+  return slots;
+}
+
 int32_t WorkerRegistry::MaxContextTokens() const {
   absl::MutexLock lock(&mu_);
   int32_t smallest = 0;

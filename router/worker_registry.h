@@ -112,6 +112,9 @@ class WorkerRegistry {
   void NotePrefillFinished(absl::string_view prefill_id, uint32_t prompt_tokens);
 
   WorkerCounts Counts() const;
+  // State slots of the healthy decode workers together (from their registered capacity,
+  // else their last load report): how many sequences the cluster decodes at once.
+  int HealthyDecodeSlots() const;
   // Smallest max_context_tokens among registered, healthy workers (0 when none reports).
   int32_t MaxContextTokens() const;
   // The first healthy worker's vocab_size / eos ids (0 / empty when none reports).

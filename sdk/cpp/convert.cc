@@ -125,12 +125,15 @@ void ApplyFinal(const pb::Final& f, Result* result) {
                      .prefill_ms = t.prefill_ms(),
                      .transfer_ms = t.transfer_ms(),
                      .decode_ms = t.decode_ms(),
-                     .total_ms = t.total_ms()};
+                     .total_ms = t.total_ms(),
+                     .admission_ms = t.admission_ms(),
+                     .router_ms = t.router_ms()};
   result->served_by = {.router_id = f.served_by().router_id(),
                        .prefill_worker_id = f.served_by().prefill_worker_id(),
                        .decode_worker_id = f.served_by().decode_worker_id()};
   result->tier = f.tier();
   result->num_iter = {.prefill = f.prefill_num_iter(), .decode = f.decode_num_iter()};
+  result->degrade_rung = f.degrade_rung();
   result->matched_stop = f.matched_stop();
   if (f.has_matched_stop_token_id()) result->matched_stop_token_id = f.matched_stop_token_id();
 }

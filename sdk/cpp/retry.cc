@@ -81,6 +81,10 @@ ErrorDetails DetailsOf(const grpc::Status& status, const serving::v1::Error* ser
     d.retryable = d.code == absl::StatusCode::kUnavailable;
   }
   d.retry_after = RetryAfterHint(ctx);
+  // The same hint in the Error message, for paths that drop trailers (some proxies).
+  if (!d.retry_after.has_value() && server_error != nullptr && server_error->retry_after_ms() > 0) {
+    d.retry_after = absl::Milliseconds(server_error->retry_after_ms());
+  }
   return d;
 }
 

@@ -209,11 +209,12 @@ def _apply_final(f: pb.Final, r: Result) -> None:
     r.usage = _usage(f.usage)
     t = f.timings
     r.timings = Timings(t.queue_ms, t.ttft_ms, t.prefill_ms, t.transfer_ms, t.decode_ms,
-                        t.total_ms)
+                        t.total_ms, t.admission_ms, t.router_ms)
     r.served_by = ServedBy(f.served_by.router_id, f.served_by.prefill_worker_id,
                            f.served_by.decode_worker_id)
     r.tier = f.tier
     r.num_iter = NumIter(prefill=f.prefill_num_iter, decode=f.decode_num_iter)
+    r.degrade_rung = f.degrade_rung
     r.matched_stop = f.matched_stop
     r.matched_stop_token_id = (f.matched_stop_token_id
                                if f.HasField("matched_stop_token_id") else None)
@@ -263,6 +264,9 @@ def error_from_rpc(rpc_error: Optional[grpc.RpcError],
     """The server's structured Error when it sent one, else the gRPC status."""
     retry_after = _retry_after(rpc_error)
     if server_error is not None and server_error.code != 0:
+        if retry_after is None and server_error.retry_after_ms > 0:
+            # The same hint in the Error message, for paths that drop trailers.
+            retry_after = server_error.retry_after_ms / 1000.0
         code = _CODES.get(server_error.code, grpc.StatusCode.UNKNOWN)
         return GkaError(code, server_error.message, from_server=True,
                         retryable=server_error.retryable, retry_after=retry_after)

@@ -85,6 +85,8 @@ class Timings:
     transfer_ms: float = 0.0  # KV + GKA state, prefill -> decode
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    admission_ms: float = 0.0  # waiting in the router's admission queue (part of queue_ms)
+    router_ms: float = 0.0     # the router's own work before the first token (part of ttft_ms)
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Result:
     served_by: ServedBy = field(default_factory=ServedBy)
     tier: str = ""
     num_iter: NumIter = field(default_factory=NumIter)
+    degrade_rung: int = 0  # the tier's degrade-ladder rung that served it (0: as configured)
     matched_stop: str = ""
     matched_stop_token_id: Optional[int] = None
     attempts: int = 0  # calls made (> 1 after retries before the first token)

@@ -118,6 +118,8 @@ struct Timings {
   double transfer_ms = 0;  // KV + GKA state, prefill -> decode
   double decode_ms = 0;
   double total_ms = 0;
+  double admission_ms = 0;  // waiting in the router's admission queue (part of queue_ms)
+  double router_ms = 0;     // the router's own work before the first token (part of ttft_ms)
 };
 
 struct ServedBy {
@@ -166,6 +168,8 @@ struct Result {
   ServedBy served_by;
   std::string tier;
   NumIter num_iter;
+  // The tier's degrade-ladder rung that served it (0: the tier as configured).
+  int32_t degrade_rung = 0;
   std::string matched_stop;                      // the stop string that ended the output
   std::optional<int32_t> matched_stop_token_id;  // or the stop token id
   int attempts = 0;  // calls made (> 1 after retries before the first token)
