@@ -147,7 +147,7 @@ TEST_P(StagedHandoffTest, TeacherForcedLogitsMatchTheColocatedEngine) {
     const transfer::TransferTarget target{(*receiver)->WorkerAddress(), {(*region)->remote()}};
     auto t = (*sender)->StartTransfer(target, 42, absl::Now() + absl::Seconds(60));
     ASSERT_TRUE(t.ok()) << t.status();
-    std::unique_ptr<transfer::StagingPool::Lease> staging;
+    std::unique_ptr<transfer::StagedSender> staging;
     auto sent = transfer::PutStaged(**t, **tx_copier, &tx_pool, segments, nullptr, &staging);
     ASSERT_TRUE(sent.ok()) << sent.status();
     (*t)->SupplyChecksum(sent->checksum);

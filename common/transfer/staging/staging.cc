@@ -200,76 +200,104 @@ void StagingPool::Return(std::unique_ptr<StagingBuffer> buffer) {
 
 // --- sender --------------------------------------------------------------------------------------
 
-absl::StatusOr<StagedSend> PutStaged(OutgoingTransfer& transfer, StageCopier& copier,
-                                     StagingPool* pool, const std::vector<DeviceSegment>& segments,
-                                     const std::function<bool()>& cancelled,
-                                     std::unique_ptr<StagingPool::Lease>* staging) {
-  StagedSend out;
+struct StagedSender::Stage {
+  size_t first, last;
+  std::vector<std::unique_ptr<CopyJob>> jobs;  // one per copier with segments in the stage
+};
+
+StagedSender::~StagedSender() = default;
+
+absl::StatusOr<std::unique_ptr<StagedSender>> StagedSender::Start(
+    std::vector<StageCopier*> copiers, StagingPool* pool, std::vector<DeviceSegment> segments) {
+  std::unique_ptr<StagedSender> s(new StagedSender());
   std::vector<PlacedRange> placed;
   std::vector<uint64_t> lengths;
   placed.reserve(segments.size());
   lengths.reserve(segments.size());
   for (size_t i = 0; i < segments.size(); ++i) {
-    const DeviceSegment& s = segments[i];
-    if (s.src == nullptr || s.length == 0) {
+    const DeviceSegment& d = segments[i];
+    if (d.src == nullptr || d.length == 0) {
       return absl::InvalidArgumentError(absl::StrCat("segment ", i, " is empty or has no source"));
     }
-    if (i > 0 && s.stage < segments[i - 1].stage) {
-      return absl::InvalidArgumentError(absl::StrCat("segment ", i, " goes back to stage ", s.stage,
+    if (i > 0 && d.stage < segments[i - 1].stage) {
+      return absl::InvalidArgumentError(absl::StrCat("segment ", i, " goes back to stage ", d.stage,
                                                      " after stage ", segments[i - 1].stage));
     }
-    placed.push_back({s.remote_addr, s.length});
-    lengths.push_back(s.length);
-    out.bytes += s.length;
+    if (d.source < 0 || d.source >= static_cast<int32_t>(copiers.size()) ||
+        copiers[d.source] == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("segment ", i, " names source ", d.source, " without a copier"));
+    }
+    placed.push_back({d.remote_addr, d.length});
+    lengths.push_back(d.length);
+    s->bytes_ += d.length;
   }
   GKA_ASSIGN_OR_RETURN(std::vector<uint64_t> stream, StreamOffsets(placed));
-  const std::vector<uint64_t> offsets = StagingOffsets(lengths);
+  s->offsets_ = StagingOffsets(lengths);
   char* base = nullptr;
   if (pool != nullptr) {
-    GKA_ASSIGN_OR_RETURN(*staging, pool->Acquire(offsets.back()));
-    base = (*staging)->data();
+    GKA_ASSIGN_OR_RETURN(s->staging_, pool->Acquire(s->offsets_.back()));
+    base = s->staging_->data();
   }
-
-  // Enqueue every stage's copy now: the copy stream runs them back to back while this thread
-  // puts the finished ones.
-  struct Stage {
-    size_t first, last;
-    std::unique_ptr<CopyJob> job;
-  };
-  std::vector<Stage> stages;
+  // Every stage's copies now: the copy streams run them back to back while PutAll puts the
+  // finished ones.
   for (size_t i = 0; i < segments.size();) {
     size_t j = i;
-    std::vector<kernels::CopyChecksumRange> ranges;
-    while (j < segments.size() && segments[j].stage == segments[i].stage) {
-      ranges.push_back({.src = segments[j].src,
-                        .dst = base == nullptr ? nullptr : base + offsets[j],
-                        .bytes = segments[j].length,
-                        .stream_offset = stream[j]});
-      ++j;
+    std::vector<std::vector<kernels::CopyChecksumRange>> by_source(copiers.size());
+    for (; j < segments.size() && segments[j].stage == segments[i].stage; ++j) {
+      by_source[segments[j].source].push_back(
+          {.src = segments[j].src,
+           .dst = base == nullptr ? nullptr : base + s->offsets_[j],
+           .bytes = segments[j].length,
+           .stream_offset = stream[j]});
     }
-    GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job, copier.Start(std::move(ranges)));
-    stages.push_back({i, j, std::move(job)});
+    Stage st{i, j, {}};
+    for (size_t c = 0; c < copiers.size(); ++c) {
+      if (by_source[c].empty()) continue;
+      GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job,
+                           copiers[c]->Start(std::move(by_source[c])));
+      st.jobs.push_back(std::move(job));
+    }
+    s->stages_.push_back(std::move(st));
     i = j;
   }
-  out.stages = static_cast<int32_t>(stages.size());
+  s->segments_ = std::move(segments);
+  return s;
+}
 
+absl::StatusOr<StagedSend> StagedSender::PutAll(OutgoingTransfer& transfer,
+                                                const std::function<bool()>& cancelled) {
+  StagedSend out;
+  out.bytes = bytes_;
+  out.stages = static_cast<int32_t>(stages_.size());
+  const char* base = staging_ == nullptr ? nullptr : staging_->data();
   uint64_t sum = 0;
-  for (Stage& st : stages) {
+  for (Stage& st : stages_) {
     if (cancelled && cancelled()) return absl::CancelledError("cancelled between stages");
     const absl::Time wait_start = absl::Now();
-    absl::StatusOr<uint64_t> stage_sum = st.job->Wait();
+    for (auto& job : st.jobs) {
+      GKA_ASSIGN_OR_RETURN(uint64_t part, job->Wait());
+      sum = kernels::AddMod61(sum, part);
+    }
     out.copy_wait += absl::Now() - wait_start;
-    if (!stage_sum.ok()) return stage_sum.status();
-    sum = kernels::AddMod61(sum, *stage_sum);
     TransferDescriptor d;
     for (size_t i = st.first; i < st.last; ++i) {
-      const void* local = base == nullptr ? segments[i].src : base + offsets[i];
-      d.Add(local, segments[i].region, segments[i].remote_addr, segments[i].length);
+      const DeviceSegment& seg = segments_[i];
+      const void* local = base == nullptr ? seg.src : base + offsets_[i];
+      d.Add(local, seg.region, seg.remote_addr, seg.length);
     }
     GKA_RETURN_IF_ERROR(transfer.Put(d));
   }
-  out.checksum = kernels::Poly61Finalize(sum, out.bytes);
+  out.checksum = kernels::Poly61Finalize(sum, bytes_);
   return out;
+}
+
+absl::StatusOr<StagedSend> PutStaged(OutgoingTransfer& transfer, StageCopier& copier,
+                                     StagingPool* pool, const std::vector<DeviceSegment>& segments,
+                                     const std::function<bool()>& cancelled,
+                                     std::unique_ptr<StagedSender>* sender) {
+  GKA_ASSIGN_OR_RETURN(*sender, StagedSender::Start({&copier}, pool, segments));
+  return (*sender)->PutAll(transfer, cancelled);
 }
 
 // --- receiver ------------------------------------------------------------------------------------

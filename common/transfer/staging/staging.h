@@ -17,7 +17,8 @@
 //   GKA_ASSIGN_OR_RETURN(auto copier, MakeStageCopier({.device = true, .ordinal = gpu}));
 //   StagingPool pool(copier.get());
 //   GKA_ASSIGN_OR_RETURN(auto t, transfer.StartTransfer(target, id, deadline));
-//   GKA_ASSIGN_OR_RETURN(StagedSend s, PutStaged(*t, *copier, &pool, segments, nullptr));
+//   std::unique_ptr<StagedSender> keep;  // holds the staging until the outcome
+//   GKA_ASSIGN_OR_RETURN(StagedSend s, PutStaged(*t, *copier, &pool, segments, nullptr, &keep));
 //   t->SupplyChecksum(s.checksum);
 //   TransferOutcome o = t->FinishAndWait(payload);
 //   // Receiver (at Reserve): landing = pinned bytes laid out like the segments.
@@ -165,14 +166,16 @@ std::vector<uint64_t> StagingOffsets(const std::vector<uint64_t>& lengths);
 // --- the sender ----------------------------------------------------------------------------
 
 // One piece of device memory to write: `length` bytes at `src` to `remote_addr` of target
-// region `region`. Segments of one `stage` go out together; stages must be consecutive and
-// in the order the data becomes ready (a layer's KV pages, then the states).
+// region `region`. Segments of one `stage` go out together; stages must be nondecreasing, in
+// the order the data becomes ready (a layer's KV pages, then its states). `source` picks the
+// copier (the GPU holding `src`: a prefill TP rank when ranks are resharded).
 struct DeviceSegment {
   const void* src = nullptr;
   uint32_t region = 0;
   uint64_t remote_addr = 0;
   uint64_t length = 0;
   int32_t stage = 0;
+  int32_t source = 0;
 };
 
 struct StagedSend {
@@ -180,20 +183,47 @@ struct StagedSend {
   uint64_t bytes = 0;
   int32_t stages = 0;
   // Time the sender thread spent waiting for staging copies (the copy not hidden behind the
-  // puts).
+  // puts or behind earlier work).
   absl::Duration copy_wait;
 };
 
-// Staged path (pool non-null): every stage's device → staging copy is enqueued at once on the
-// copier's stream; each stage is put as soon as its copy is done, so stage k+1 copies while
-// stage k's puts move. Direct path (pool null): puts straight from device memory, the
-// checksum computed by checksum-only jobs. `staging` receives the lease that must outlive the
-// transfer's outcome (source memory of the puts). `cancelled` (may be empty) is checked
-// between stages: CANCELLED. Errors of Put are returned as they are.
+// One transfer's device-side sending, in two phases so that several transfers (one per decode
+// rank) copy concurrently: Start enqueues every stage's device → staging copy (checksum
+// fused) on the copiers' streams at once; PutAll puts each stage as soon as its copy is done,
+// so stage k+1 copies while stage k's puts move. Staged path (pool non-null): puts from the
+// pinned staging, which this object holds until destroyed — keep it until the transfer's
+// outcome. Direct path (pool null): puts straight from device memory, the checksum from
+// checksum-only jobs.
+class StagedSender {
+ public:
+  // INVALID_ARGUMENT for an empty segment, a stage going backwards, an unknown source or
+  // overlapping destinations; the pool's or copiers' errors.
+  static absl::StatusOr<std::unique_ptr<StagedSender>> Start(std::vector<StageCopier*> copiers,
+                                                             StagingPool* pool,
+                                                             std::vector<DeviceSegment> segments);
+  ~StagedSender();
+
+  // `cancelled` (may be empty) is checked between stages: CANCELLED. Put's errors are returned
+  // as they are. Call once.
+  absl::StatusOr<StagedSend> PutAll(OutgoingTransfer& transfer,
+                                    const std::function<bool()>& cancelled);
+
+ private:
+  struct Stage;
+  StagedSender() = default;
+  std::vector<DeviceSegment> segments_;
+  std::vector<uint64_t> offsets_;  // in the staging
+  std::unique_ptr<StagingPool::Lease> staging_;
+  std::vector<Stage> stages_;
+  uint64_t bytes_ = 0;
+};
+
+// Start + PutAll for one transfer from one GPU. `staging` receives the sender (it holds the
+// staging the puts read): keep it until the outcome.
 absl::StatusOr<StagedSend> PutStaged(OutgoingTransfer& transfer, StageCopier& copier,
                                      StagingPool* pool, const std::vector<DeviceSegment>& segments,
                                      const std::function<bool()>& cancelled,
-                                     std::unique_ptr<StagingPool::Lease>* staging);
+                                     std::unique_ptr<StagedSender>* sender);
 
 // --- the receiver ----------------------------------------------------------------------------
 

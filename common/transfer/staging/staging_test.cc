@@ -130,6 +130,23 @@ TEST(StreamOffsets, FollowTargetAddressOrderAndRefuseOverlaps) {
       StreamOffsets({{.target_addr = 100, .length = 50}, {.target_addr = 120, .length = 1}}).ok());
 }
 
+TEST(StagedSender, RefusesBadSegments) {
+  auto copier = MakeStageCopier({.device = false});
+  ASSERT_TRUE(copier.ok());
+  char a[64], b[64];
+  auto bad_source = StagedSender::Start({copier->get()}, nullptr,
+                                        {{.src = a, .remote_addr = 0, .length = 8, .source = 1}});
+  EXPECT_EQ(bad_source.status().code(), absl::StatusCode::kInvalidArgument);
+  auto backwards = StagedSender::Start({copier->get()}, nullptr,
+                                       {{.src = a, .remote_addr = 0, .length = 8, .stage = 2},
+                                        {.src = b, .remote_addr = 64, .length = 8, .stage = 1}});
+  EXPECT_EQ(backwards.status().code(), absl::StatusCode::kInvalidArgument);
+  auto overlap = StagedSender::Start(
+      {copier->get()}, nullptr,
+      {{.src = a, .remote_addr = 0, .length = 8}, {.src = b, .remote_addr = 4, .length = 8}});
+  EXPECT_EQ(overlap.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(StagingOffsets, AlignEverySegmentTo16Bytes) {
   EXPECT_EQ(StagingOffsets({12, 32, 5}), (std::vector<uint64_t>{0, 16, 48, 64}));
 }
@@ -148,6 +165,9 @@ class StagedTransferTest : public ::testing::TestWithParam<const char*> {
     auto c = MakeStageCopier({.device = false});
     ASSERT_TRUE(c.ok());
     copier_ = std::move(c).value();
+    auto c2 = MakeStageCopier({.device = false});
+    ASSERT_TRUE(c2.ok());
+    copier2_ = std::move(c2).value();
     pool_ = std::make_unique<StagingPool>(copier_.get());
     // A KV-like layout: 3 "layers" of 4 pages of 4 KiB, then odd-sized "states" (12 · 37 B:
     // misaligned in the stream on purpose).
@@ -188,9 +208,11 @@ class StagedTransferTest : public ::testing::TestWithParam<const char*> {
     for (auto& r : regions_) target.regions.push_back(r->remote());
     GKA_ASSIGN_OR_RETURN(auto t,
                          sender_->StartTransfer(target, id, absl::Now() + absl::Seconds(30)));
-    std::unique_ptr<StagingPool::Lease> staging;
-    GKA_ASSIGN_OR_RETURN(*sent, PutStaged(*t, *copier_, staged ? pool_.get() : nullptr, segments,
-                                          nullptr, &staging));
+    // Two copiers (the GPUs of two prefill ranks): segments name theirs by `source`.
+    GKA_ASSIGN_OR_RETURN(auto sender,
+                         StagedSender::Start({copier_.get(), copier2_.get()},
+                                             staged ? pool_.get() : nullptr, segments));
+    GKA_ASSIGN_OR_RETURN(*sent, sender->PutAll(*t, nullptr));
     t->SupplyChecksum(sent->checksum);
     TransferOutcome out = t->FinishAndWait("payload");
     GKA_RETURN_IF_ERROR(out.status);
@@ -199,7 +221,7 @@ class StagedTransferTest : public ::testing::TestWithParam<const char*> {
   }
 
   std::unique_ptr<UcxTransferEngine> sender_, receiver_;
-  std::unique_ptr<StageCopier> copier_;
+  std::unique_ptr<StageCopier> copier_, copier2_;
   std::unique_ptr<StagingPool> pool_;
   std::vector<std::pair<int, uint64_t>> sizes_;  // (stage, bytes)
   std::vector<std::vector<uint8_t>> src_, dst_;
@@ -219,7 +241,8 @@ TEST_P(StagedTransferTest, StagedPathLandsVerifiesAndCopiesIn) {
                         .region = 0,
                         .remote_addr = reinterpret_cast<uint64_t>(l.landing(i)),
                         .length = src_[i].size(),
-                        .stage = sizes_[i].first});
+                        .stage = sizes_[i].first,
+                        .source = static_cast<int32_t>(i % 2)});
   }
   ExpectedTransfer expected{.transfer_id = 7};
   expected.verify_ranges = l.VerifyRanges();

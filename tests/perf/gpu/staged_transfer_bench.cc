@@ -161,7 +161,7 @@ Timing RunTransfer(UcxTransferEngine& tx, UcxTransferEngine& rx, StageCopier& tx
   auto out = tx.StartTransfer({rx.WorkerAddress(), {(*region)->remote()}}, id,
                               absl::Now() + absl::Seconds(120));
   GKA_CHECK(out.ok()) << out.status();
-  std::unique_ptr<StagingPool::Lease> staging;
+  std::unique_ptr<StagedSender> staging;
   auto sent = PutStaged(**out, tx_copier, &tx_pool, segments, nullptr, &staging);
   GKA_CHECK(sent.ok()) << sent.status();
   (*out)->SupplyChecksum(sent->checksum);
