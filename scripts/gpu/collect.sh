@@ -17,24 +17,6 @@ fi
 targets=(cuda_parity_test cuda_kernels_bench)
 [[ "${WITH_GKA:-1}" == 1 ]] && targets+=(gka gpu_golden_test)
 ninja -C "$BUILD" "${targets[@]}"
-STAGE=$(mktemp -d)
-trap 'rm -rf "$STAGE"' EXIT
-mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/compat"
 bins=("$BUILD/tests/cuda_parity_test" "$BUILD/bin/cuda_kernels_bench")
 [[ "${WITH_GKA:-1}" == 1 ]] && bins+=("$BUILD/bin/gka" "$BUILD/tests/gpu_golden_test")
-for b in "${bins[@]}"; do
-  cp "$b" "$STAGE/bin/"
-  strip --strip-debug "$STAGE/bin/$(basename "$b")"
-done
-for b in "$STAGE"/bin/*; do
-  ldd "$b" | awk '/=> \// {print $3}' | while read -r lib; do
-    case "$(basename "$lib")" in
-      libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libcublas*|libcudart*) ;;
-      libstdc++*|libgcc_s*) cp -L "$lib" "$STAGE/compat/" ;;  # used only if the host's are older
-      *) cp -L "$lib" "$STAGE/lib/" ;;
-    esac
-  done
-done
-rm -rf .devcarry/gpu && mkdir -p .devcarry/gpu
-tar -C "$STAGE" -cf - bin lib compat | xz -6 -T2 > .devcarry/gpu/bundle.tar.xz
-du -sh .devcarry/gpu
+scripts/gpu/pack_bundle.sh .devcarry/gpu/bundle.tar.xz "${bins[@]}"

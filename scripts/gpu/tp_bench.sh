@@ -1,0 +1,96 @@
+#!/bin/bash
+# Issue 5 on the GPU machine, one device call: NCCL version, the NCCL communicator test, TP 2/4
+# vs TP 1 on GPUs (tp_gpu_test), then the 32B throughput rows (tp_throughput_bench) for the
+# stages asked for. Binaries come from scripts/gpu/tp_collect.sh (carry .devcarry/tp).
+#
+#   device run: bash scripts/gpu/tp_bench.sh [STAGES...]     (default: tests tp4)
+#   stages: smoke  a small head_dim-128 model, TP 2: prefill, two contexts, breakdown (seconds;
+#                  checks the benchmark end to end)
+#           tests  nccl_communicator_test + tp_gpu_test
+#           tp4    hqwen3-32b-gka and qwen3-32b at TP 4: prefill 16K (GKA), decode 16K and
+#                  128K (GKA with the per-op breakdown), then 32K and 64K
+#           base_mid  qwen3-32b at TP 4, 32K only
+#           tp2    both models at TP 2, 16K and 128K
+#           tp1    both models at TP 1, 16K (128K does not fit beside 65 GB of weights)
+# Models are written once per machine by the benchmark itself (--make-model) into /dev/shm
+# when it has room for both (130 GB), else /tmp (disk). Logs and the table go to $OUT.
+# BUDGET_S (default 575): seconds for the whole script; each step is cut to what is left.
+set -uo pipefail
+STAGES=${*:-tests tp4}
+END=$((SECONDS + ${BUDGET_S:-575}))  # the device call's limit: each step gets what is left
+LOGS=${OUT:-/tmp/gka-tp}
+mkdir -p "$LOGS"
+CARRY=/tmp/gka-tp-carry
+rm -rf "$CARRY" && mkdir -p "$CARRY"
+xz -dc .devcarry/tp/bundle.tar.xz | tar -C "$CARRY" -xf - ||
+  { echo "no bundle: run scripts/gpu/tp_collect.sh and carry .devcarry/tp"; exit 2; }
+# Never NVLink multicast on these shared hosts (KINDS.md).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+
+echo "== environment"
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+nvidia-smi topo -m 2>/dev/null | head -6
+NCCL_DIR=$(python3 -c 'import nvidia.nccl as n, os; print(os.path.join(list(n.__path__)[0], "lib"))' 2>/dev/null)
+[[ -e "$NCCL_DIR/libnccl.so.2" ]] || NCCL_DIR=$(dirname "$(find / -name libnccl.so.2 2>/dev/null | head -1)")
+CUBLAS_DIR=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+         $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, s, "lib") for p in nvidia.__path__ for s in ("cu13", "cublas")))' 2>/dev/null); do
+  if [[ -e "$d/libcublas.so.13" ]]; then CUBLAS_DIR=$d; break; fi
+done
+echo "NCCL from: $NCCL_DIR ($(python3 -m pip show nvidia-nccl-cu13 2>/dev/null | grep ^Version))"
+echo "cuBLAS from: ${CUBLAS_DIR:-NOT FOUND}"
+export LD_LIBRARY_PATH="$CARRY/lib:$NCCL_DIR:$CUBLAS_DIR:${LD_LIBRARY_PATH:-}"
+# Our libstdc++ only if the machine's lacks a symbol version we need.
+if ldd "$CARRY/bin/tp_throughput_bench" 2>&1 | grep -q "GLIBCXX\|not found"; then
+  export LD_LIBRARY_PATH="$CARRY/compat:$LD_LIBRARY_PATH"
+fi
+ldd "$CARRY/bin/tp_throughput_bench" | grep -E "not found|nccl|cublas" | sed 's/^/  /'
+df -h /dev/shm /tmp | sed 's/^/  /'
+BENCH="$CARRY/bin/tp_throughput_bench"
+TABLE="$LOGS/table.txt"
+: > "$TABLE"
+bench() {  # bench LOGNAME ARGS...: runs the benchmark, keeps its rows for the table
+  local name=$1; shift
+  echo "== tp_throughput_bench $*"
+  local left=$((END - SECONDS))
+  (( left > 20 )) || { echo "== skipped (no time left): $*"; return; }
+  timeout $left "$BENCH" "$@" 2>&1 | tee "$LOGS/$name.log" | grep -E "^(#|DECODE|PREFILL|BREAKDOWN)|rror|watchdog"
+  grep -E "^(#|DECODE|PREFILL|BREAKDOWN)" "$LOGS/$name.log" >> "$TABLE"
+}
+avail_kb=$(df --output=avail -k /dev/shm | tail -1)
+if (( avail_kb > 140 * 1024 * 1024 )); then MODELS=/dev/shm/gka-models; else MODELS=/tmp/gka-models; fi
+GKA="--model $MODELS/hqwen3-32b-gka --make-model hqwen3-32b-gka --label GKA-32B"
+BASE="--model $MODELS/qwen3-32b --make-model qwen3-32b --label Qwen3-32B"
+rc=0
+for stage in $STAGES; do
+  case $stage in
+    smoke)
+      bench smoke --model /tmp/gka-smoke --make-model tiny-hd128 --tp 2 --contexts 1024,4096 \
+        --steps 4 --runs 2 --max-batch 8 --prefill 2048 --breakdown --label smoke ;;
+    tests)
+      echo "== nccl_communicator_test"
+      timeout $((END - SECONDS)) "$CARRY/bin/nccl_communicator_test" > "$LOGS/nccl_test.log" 2>&1 || rc=1
+      grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |Failure|rror" "$LOGS/nccl_test.log"
+      echo "== tp_gpu_test"
+      timeout $((END - SECONDS)) "$CARRY/bin/tp_gpu_test" > "$LOGS/tp_gpu_test.log" 2>&1 || rc=1
+      grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |^TP[0-9]|Failure|rror" "$LOGS/tp_gpu_test.log" | head -60 ;;
+    tp4)
+      bench gka_tp4_prefill $GKA --tp 4 --prefill 16384 --contexts ""
+      bench gka_tp4 $GKA --tp 4 --contexts 16384,131072 --breakdown
+      bench base_tp4 $BASE --tp 4 --contexts 16384,131072 --breakdown
+      bench gka_tp4_mid $GKA --tp 4 --contexts 32768,65536
+      bench base_tp4_mid $BASE --tp 4 --contexts 32768,65536 ;;
+    tp2)
+      bench gka_tp2 $GKA --tp 2 --contexts 16384,131072
+      bench base_tp2 $BASE --tp 2 --contexts 16384,131072 ;;
+    base_mid)
+      bench base_tp4_mid $BASE --tp 4 --contexts 32768 ;;
+    tp1)
+      bench gka_tp1 $GKA --tp 1 --contexts 16384,32768
+      bench base_tp1 $BASE --tp 1 --contexts 16384 ;;
+    *) echo "unknown stage $stage"; rc=2 ;;
+  esac
+done
+echo "== table (all rows: $LOGS/table.txt)"
+grep -E "^(DECODE|PREFILL)" "$TABLE"
+exit $rc

@@ -1,0 +1,19 @@
+#!/bin/bash
+# Builds the tensor-parallel GPU binaries (issue 5) on this GPU-less machine — the NCCL
+# communicator test, the engine's TP-vs-TP1 GPU test and the throughput benchmark — and packs
+# them with the shared libraries the GPU machine lacks (Abseil, GTest; not cuBLAS, NCCL or the
+# driver, which it has) into .devcarry/tp/bundle.tar.xz (git-ignored; name .devcarry/tp in the
+# device tool's carry). Then, on the GPU machine: scripts/gpu/tp_bench.sh.
+#
+#   scripts/gpu/tp_collect.sh                       # configure + build build-tp, then pack
+#   BUILD=/path/to/build scripts/gpu/tp_collect.sh  # pack from an existing CUDA build dir
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build-tp}
+if [[ ! -f "$BUILD/build.ninja" ]]; then
+  cmake -S . -B "$BUILD" -G Ninja -DGKA_WITH_CUDA=ON -DGKA_WITH_GRPC=OFF -DGKA_WITH_UCX=OFF \
+    -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+ninja -C "$BUILD" -j "${JOBS:-2}" nccl_communicator_test tp_gpu_test tp_throughput_bench
+scripts/gpu/pack_bundle.sh .devcarry/tp/bundle.tar.xz "$BUILD/tests/nccl_communicator_test" \
+  "$BUILD/tests/tp_gpu_test" "$BUILD/bin/tp_throughput_bench"
