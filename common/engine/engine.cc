@@ -1,7 +1,9 @@
 #include "common/engine/engine.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -51,10 +53,16 @@ class Engine::Workspace {
   explicit Workspace(kernels::Backend* backend) : backend_(backend) {}
 
   absl::StatusOr<TensorView> Get(int key, Shape shape, DType dtype) {
-    if (key >= static_cast<int>(buffers_.size())) buffers_.resize(key + 1);
+    if (key >= static_cast<int>(buffers_.size())) {
+      if (frozen_) return FrozenError();
+      buffers_.resize(key + 1);
+    }
     DeviceBuffer& buf = buffers_[key];
     const size_t need = static_cast<size_t>(shape.numel()) * tensor::DTypeSize(dtype);
     if (buf.empty() || buf.nbytes() < need) {
+      // While a graph is being captured nothing may move: the graph bakes in the addresses.
+      if (frozen_) return FrozenError();
+      ++generation_;
       buf.Reset();
       const int64_t elems = std::max<int64_t>(1, static_cast<int64_t>((need + 3) / 4 * 5 / 4));
       GKA_ASSIGN_OR_RETURN(buf, backend_->Allocate(Shape{elems}, DType::kF32));
@@ -69,9 +77,20 @@ class Engine::Workspace {
     return v.data<int32_t>();
   }
 
+  // Counts reallocations: graphs captured at an older generation point at freed buffers.
+  uint64_t generation() const { return generation_; }
+  void set_frozen(bool frozen) { frozen_ = frozen; }
+
  private:
+  static absl::Status FrozenError() {
+    return absl::FailedPreconditionError(
+        "engine workspace would grow during graph capture (the warm-up step must size it)");
+  }
+
   kernels::Backend* backend_;
   std::vector<DeviceBuffer> buffers_;
+  uint64_t generation_ = 0;
+  bool frozen_ = false;
 };
 
 namespace {
@@ -115,7 +134,33 @@ enum : int {
   kMlpAct,
   kGathered,
   kLogits,
+  kGraphMeta,   // a graph step's packed metadata (DecodePack), one upload per step
+  kSampleRows,  // Sample's own buffers, so sampling never moves a graph's buffers
+  kSampleLogits,
 };
+
+// Decode graphs are keyed by the batch padded up to a bucket (1, 2, 4, 8, then multiples of
+// 8 to 256, then of 32) and the launch's max context rounded up to a quarter of its power of
+// two (at least 256), so at most 25% of extra attention launch and a bounded number of graphs.
+int32_t BatchBucket(int32_t b) {
+  if (b <= 8) return static_cast<int32_t>(std::bit_ceil(static_cast<uint32_t>(b)));
+  const int32_t step = b <= 256 ? 8 : 32;
+  return (b + step - 1) / step * step;
+}
+int32_t ContextBucket(int32_t ctx, int32_t max_seq_len) {
+  const uint32_t c = static_cast<uint32_t>(std::max(ctx, 256));
+  const uint32_t quarter = std::bit_floor(c - 1) / 4;  // c in (2^k, 2^(k+1)]: steps of 2^(k-2)
+  const int32_t bucket = static_cast<int32_t>((c + quarter - 1) / quarter * quarter);
+  return std::max(ctx, std::min(bucket, max_seq_len));
+}
+// Graphs held at once; beyond it the least recently used is dropped.
+constexpr size_t kMaxGraphs = 96;
+
+bool GraphsWanted(const EngineOptions& options) {
+  const char* env = std::getenv("GKA_CUDA_GRAPHS");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  return options.cuda_graphs;
+}
 }  // namespace
 
 // Per-step metadata, uploaded once and shared by every layer.
@@ -133,6 +178,19 @@ struct Engine::BatchMeta {
   const int32_t* slot_mapping = nullptr;  // [T]
 };
 
+// A decode step's metadata padded to its bucket and packed into one host array (one upload):
+// the B real sequences first, then padded - B empty sequences (no tokens of their own; their
+// rows are computed and ignored, they touch no KV page and no real state slot).
+struct Engine::DecodePack {
+  int32_t batch = 0;       // real sequences B
+  int32_t padded = 0;      // bucket >= B
+  int32_t ctx_bucket = 0;  // PagedAttention's max_context_len
+  std::vector<int32_t> host;
+  // Element offsets into `host` (each a multiple of 4, 16-byte aligned on the device).
+  int64_t ids = 0, positions = 0, cu = 0, slots = 0, num_iter = 0, context_lens = 0,
+          slot_mapping = 0, row_index = 0, page_table = 0;
+};
+
 Engine::Engine(const EngineOptions& options, const model::ModelConfig& config,
                const ModelDims& dims, std::unique_ptr<kernels::Backend> backend)
     : options_(options),
@@ -143,7 +201,8 @@ Engine::Engine(const EngineOptions& options, const model::ModelConfig& config,
       slots_(0) {}
 
 Engine::~Engine() {
-  // Buffers free through the backend; drop them before it.
+  // Graphs and buffers free through the backend; drop them before it.
+  graphs_.clear();
   ws_.reset();
   kv_.clear();
   gka_.clear();
@@ -192,6 +251,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   GKA_ASSIGN_OR_RETURN(engine->weights_,
                        LoadWeights(*engine->backend_, config, checkpoint, options.dtype, dims));
   engine->ws_ = std::make_unique<Workspace>(engine->backend_.get());
+  // Graphs bake in every address and need the whole step on this thread's stream; the
+  // tensor-parallel all-reduce synchronises on the host, so graphs are single-rank only.
+  engine->graphs_enabled_ = GraphsWanted(options) && engine->backend_->SupportsGraphs() && tp == 1;
+  engine->graph_stats_.enabled = engine->graphs_enabled_;
   GKA_RETURN_IF_ERROR(engine->AllocatePools());
   return engine;
 }
@@ -204,7 +267,10 @@ absl::Status Engine::AllocatePools() {
   slots_ = StateSlotPool(options_.num_state_slots);
   kv_.resize(d.num_layers);
   gka_.resize(d.num_layers);
-  const int64_t s = options_.num_state_slots;
+  // With graphs, one more state slot that is never handed out: a padded batch's empty
+  // sequences point at it (CausalConv rewrites their unchanged conv state in place).
+  const int64_t s = options_.num_state_slots + (graphs_enabled_ ? 1 : 0);
+  if (graphs_enabled_) pad_slot_ = options_.num_state_slots;
   for (int l = 0; l < d.num_layers; ++l) {
     if (!d.is_gka[l]) {
       const Shape page_shape{num_pages, options_.page_size, d.hkv, d.head_dim};
@@ -364,17 +430,147 @@ absl::StatusOr<StepResult> Engine::Forward(absl::Span<const SequenceInput> batch
     meta.max_context = std::max(meta.max_context, context_lens.back());
   }
   NoteStepShape(T, B, meta.max_context);
-  Workspace& ws = *ws_;
-  GKA_ASSIGN_OR_RETURN(const int32_t* ids_dev, ws.Upload(kIds, ids));
-  GKA_ASSIGN_OR_RETURN(meta.positions, ws.Upload(kPositions, positions));
-  GKA_ASSIGN_OR_RETURN(meta.cu_seqlens, ws.Upload(kCuSeqlens, cu));
-  GKA_ASSIGN_OR_RETURN(meta.slots, ws.Upload(kSlots, slots));
-  GKA_ASSIGN_OR_RETURN(meta.num_iter, ws.Upload(kNumIter, num_iter));
-  GKA_ASSIGN_OR_RETURN(meta.page_table, ws.Upload(kPageTable, table));
-  GKA_ASSIGN_OR_RETURN(meta.context_lens, ws.Upload(kContextLens, context_lens));
-  GKA_ASSIGN_OR_RETURN(meta.slot_mapping, ws.Upload(kSlotMapping, slot_mapping));
-  GKA_ASSIGN_OR_RETURN(const int32_t* row_index_dev, ws.Upload(kRowIndex, row_index));
+  TensorView logits;
+  if (graphs_enabled_ && meta.max_q_len == 1) {
+    // ---- decode step: replay (or capture) the bucket's graph ---------------------------
+    DecodePack pack;
+    pack.batch = B;
+    pack.padded = BatchBucket(B);
+    pack.ctx_bucket = ContextBucket(meta.max_context, max_seq_len_);
+    const int32_t P = pack.padded;
+    auto section = [&pack](int64_t n, int32_t fill) {
+      const int64_t at = static_cast<int64_t>(pack.host.size());
+      pack.host.resize(at + (n + 3) / 4 * 4, fill);
+      return at;
+    };
+    pack.ids = section(P, 0);
+    pack.positions = section(P, 0);
+    pack.cu = section(P + 1, B);  // empty sequences after the real ones
+    pack.slots = section(P, pad_slot_);
+    pack.num_iter = section(P, 0);
+    pack.context_lens = section(P, 0);
+    pack.slot_mapping = section(P, -1);  // KvCacheWrite skips negative slots
+    pack.row_index = section(P, 0);
+    pack.page_table = section(static_cast<int64_t>(P) * max_pages_per_seq_, 0);
+    int32_t* h = pack.host.data();
+    std::copy(ids.begin(), ids.end(), h + pack.ids);
+    std::copy(positions.begin(), positions.end(), h + pack.positions);
+    std::copy(cu.begin(), cu.end(), h + pack.cu);
+    std::copy(slots.begin(), slots.end(), h + pack.slots);
+    std::copy(num_iter.begin(), num_iter.end(), h + pack.num_iter);
+    std::copy(context_lens.begin(), context_lens.end(), h + pack.context_lens);
+    std::copy(slot_mapping.begin(), slot_mapping.end(), h + pack.slot_mapping);
+    for (int32_t r = 0; r < P; ++r) h[pack.row_index + r] = r;  // rows are the tokens
+    std::copy(table.begin(), table.end(), h + pack.page_table);
+    GKA_ASSIGN_OR_RETURN(TensorView all, DecodeWithGraph(pack));
+    logits = Rows(all, 0, B);
+  } else {
+    Workspace& ws = *ws_;
+    GKA_ASSIGN_OR_RETURN(const int32_t* ids_dev, ws.Upload(kIds, ids));
+    GKA_ASSIGN_OR_RETURN(meta.positions, ws.Upload(kPositions, positions));
+    GKA_ASSIGN_OR_RETURN(meta.cu_seqlens, ws.Upload(kCuSeqlens, cu));
+    GKA_ASSIGN_OR_RETURN(meta.slots, ws.Upload(kSlots, slots));
+    GKA_ASSIGN_OR_RETURN(meta.num_iter, ws.Upload(kNumIter, num_iter));
+    GKA_ASSIGN_OR_RETURN(meta.page_table, ws.Upload(kPageTable, table));
+    GKA_ASSIGN_OR_RETURN(meta.context_lens, ws.Upload(kContextLens, context_lens));
+    GKA_ASSIGN_OR_RETURN(meta.slot_mapping, ws.Upload(kSlotMapping, slot_mapping));
+    GKA_ASSIGN_OR_RETURN(const int32_t* row_index_dev, ws.Upload(kRowIndex, row_index));
+    GKA_ASSIGN_OR_RETURN(
+        logits, RunModel(meta, ids_dev, row_index_dev, static_cast<int64_t>(row_index.size())));
+    ++graph_stats_.eager_steps;
+  }
 
+  for (const SequenceInput& in : batch) {
+    sequences_[in.id].length += static_cast<int64_t>(in.tokens.size());
+  }
+  return StepResult{.logits = logits, .row_offsets = std::move(row_offsets)};
+}
+
+absl::StatusOr<TensorView> Engine::DecodeWithGraph(const DecodePack& pack) {
+  Workspace& ws = *ws_;
+  kernels::Backend& be = *backend_;
+  GKA_ASSIGN_OR_RETURN(
+      TensorView meta_dev,
+      ws.Get(kGraphMeta, Shape{static_cast<int64_t>(pack.host.size())}, DType::kI32));
+  GKA_RETURN_IF_ERROR(be.CopyFromHost(meta_dev.ptr, pack.host.data(), pack.host.size() * 4));
+  const int32_t* base = meta_dev.data<int32_t>();
+  BatchMeta meta;
+  meta.num_seqs = pack.padded;
+  meta.num_tokens = pack.padded;
+  meta.max_q_len = 1;
+  meta.max_context = pack.ctx_bucket;
+  meta.positions = base + pack.positions;
+  meta.cu_seqlens = base + pack.cu;
+  meta.slots = base + pack.slots;
+  meta.num_iter = base + pack.num_iter;
+  meta.page_table = base + pack.page_table;
+  meta.context_lens = base + pack.context_lens;
+  meta.slot_mapping = base + pack.slot_mapping;
+  const int32_t* ids = base + pack.ids;
+  const int32_t* row_index = base + pack.row_index;
+  const int64_t rows = pack.padded;
+  const std::pair<int32_t, int32_t> key{pack.padded, pack.ctx_bucket};
+
+  auto it = graphs_.find(key);
+  if (it != graphs_.end() && it->second.graph->IsCurrent() &&
+      it->second.ws_generation == ws.generation()) {
+    // Same shapes as the capture, so the logits land where they did then.
+    GKA_RETURN_IF_ERROR(it->second.graph->Launch());
+    it->second.last_use = ++graph_clock_;
+    ++graph_stats_.replays;
+    GKA_ASSIGN_OR_RETURN(TensorView logits, ws.Get(kLogits, Shape{rows, dims_.vocab}, DType::kF32));
+    return logits;
+  }
+  if (it != graphs_.end()) graphs_.erase(it);  // stale: a buffer it uses has moved
+
+  // Run the step op by op first: it is this step's result, and it sizes every workspace
+  // buffer and the backend's scratch for exactly these shapes, so the capture allocates
+  // nothing. Then record the same ops (recording runs nothing).
+  GKA_ASSIGN_OR_RETURN(TensorView logits, RunModel(meta, ids, row_index, rows));
+  ++graph_stats_.eager_steps;
+  const uint64_t generation = ws.generation();
+  absl::Status captured = be.BeginCapture();
+  absl::StatusOr<std::unique_ptr<kernels::OpGraph>> graph = absl::UnknownError("no capture");
+  if (captured.ok()) {
+    ws.set_frozen(true);
+    absl::StatusOr<TensorView> recorded = RunModel(meta, ids, row_index, rows);
+    ws.set_frozen(false);
+    graph = be.EndCapture();  // always ends the capture, also after a failed op
+    captured = !recorded.ok() ? recorded.status() : graph.status();
+    if (captured.ok() && (recorded->ptr != logits.ptr || ws.generation() != generation)) {
+      captured = absl::InternalError("graph capture saw other buffers than its warm-up step");
+    }
+  }
+  if (!captured.ok()) {
+    // Not fatal: this step's result is already computed. Stay op by op from now on.
+    GKA_LOG(WARNING) << "decode-step graph capture failed, continuing without graphs: " << captured;
+    graphs_enabled_ = false;
+    graph_stats_.enabled = false;
+    graphs_.clear();
+    graph_stats_.live_graphs = 0;
+    return logits;
+  }
+  if (graphs_.size() >= kMaxGraphs) {
+    auto lru = std::min_element(graphs_.begin(), graphs_.end(), [](const auto& a, const auto& b) {
+      return a.second.last_use < b.second.last_use;
+    });
+    graphs_.erase(lru);
+  }
+  ++graph_stats_.captures;
+  graph_stats_.last_nodes = (*graph)->num_nodes();
+  graphs_[key] = DecodeGraph{
+      .graph = std::move(*graph), .ws_generation = generation, .last_use = ++graph_clock_};
+  graph_stats_.live_graphs = static_cast<int64_t>(graphs_.size());
+  return logits;
+}
+
+Engine::GraphStats Engine::graph_stats() const { return graph_stats_; }
+
+absl::StatusOr<TensorView> Engine::RunModel(const BatchMeta& meta, const int32_t* ids_dev,
+                                            const int32_t* row_index_dev, int64_t R) {
+  const ModelDims& d = dims_;
+  Workspace& ws = *ws_;
+  const int64_t T = meta.num_tokens;
   // ---- the model ------------------------------------------------------------------------
   const DType A = options_.dtype;
   kernels::Backend& be = *backend_;
@@ -410,17 +606,13 @@ absl::StatusOr<StepResult> Engine::Forward(absl::Span<const SequenceInput> batch
                                   .weight = weights_.final_norm.view(),
                                   .out = normed,
                                   .eps = d.rms_eps}));
-  const int64_t R = static_cast<int64_t>(row_index.size());
   GKA_ASSIGN_OR_RETURN(TensorView gathered, ws.Get(kGathered, Shape{R, d.hidden}, A));
   // A row gather is an embedding lookup with the hidden states as the table.
   GKA_RETURN_IF_ERROR(be.Embedding({.table = normed, .ids = row_index_dev, .out = gathered}));
   GKA_ASSIGN_OR_RETURN(TensorView logits, ws.Get(kLogits, Shape{R, d.vocab}, DType::kF32));
   GKA_RETURN_IF_ERROR(be.Gemm({.x = gathered, .w = weights_.lm_head.view(), .y = logits}));
 
-  for (const SequenceInput& in : batch) {
-    sequences_[in.id].length += static_cast<int64_t>(in.tokens.size());
-  }
-  return StepResult{.logits = logits, .row_offsets = std::move(row_offsets)};
+  return logits;
 }
 
 absl::Status Engine::AttentionLayer(int layer, const BatchMeta& meta, const TensorView& x,
@@ -639,8 +831,8 @@ absl::StatusOr<std::vector<Engine::Sampled>> Engine::Sample(
   const int64_t V = result.logits.shape[1];
   std::vector<int32_t> last_rows;
   for (int32_t b = 0; b < B; ++b) last_rows.push_back(result.row_offsets[b + 1] - 1);
-  GKA_ASSIGN_OR_RETURN(const int32_t* rows_dev, ws_->Upload(kRowIndex, last_rows));
-  GKA_ASSIGN_OR_RETURN(TensorView sel, ws_->Get(kGathered, Shape{B, V}, DType::kF32));
+  GKA_ASSIGN_OR_RETURN(const int32_t* rows_dev, ws_->Upload(kSampleRows, last_rows));
+  GKA_ASSIGN_OR_RETURN(TensorView sel, ws_->Get(kSampleLogits, Shape{B, V}, DType::kF32));
   GKA_RETURN_IF_ERROR(backend_->Embedding({.table = result.logits, .ids = rows_dev, .out = sel}));
 
   std::vector<kernels::SamplingConfig> configs;

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -57,6 +58,11 @@ struct EngineOptions {
   // Wraps the backend Create makes, before anything is allocated on it (benchmarks: a per-op
   // timing decorator). Null: the backend as made.
   std::function<std::unique_ptr<kernels::Backend>(std::unique_ptr<kernels::Backend>)> wrap_backend;
+  // Decode steps (every sequence feeding one token) on a backend with graph capture (CUDA)
+  // and a single rank replay a graph captured once per (batch bucket, context bucket)
+  // instead of launching each op; other steps run op by op. The environment variable
+  // GKA_CUDA_GRAPHS=0 turns them off too.
+  bool cuda_graphs = true;
 };
 
 // New tokens of one sequence for one Forward.
@@ -157,6 +163,17 @@ class Engine {
   // page size). Sender and receiver must agree before moving bytes.
   uint64_t LayoutHash() const;
 
+  // --- decode-step graphs (EngineOptions::cuda_graphs) -------------------------------------
+  struct GraphStats {
+    bool enabled = false;     // graphs in use for this engine
+    int64_t captures = 0;     // graphs captured (a bucket's first step, or after staleness)
+    int64_t replays = 0;      // decode steps served by replaying a graph
+    int64_t eager_steps = 0;  // steps run op by op (prefill, mixed, or a capturing step)
+    int64_t live_graphs = 0;  // graphs held now
+    int64_t last_nodes = 0;   // operations in the last captured graph
+  };
+  GraphStats graph_stats() const;
+
  private:
   struct SequenceMemory {
     SlotId slot;
@@ -189,6 +206,14 @@ class Engine {
   absl::Status EnsurePages(SequenceMemory& mem, int64_t new_length);
   std::vector<std::pair<std::string, MemorySegment>> Segments(const SequenceMemory& mem);
 
+  // Every op of one step after the metadata upload: embedding, layers, final norm, the row
+  // gather and lm_head. Returns the logits [rows, V] F32 (workspace memory).
+  absl::StatusOr<tensor::TensorView> RunModel(const BatchMeta& meta, const int32_t* ids,
+                                              const int32_t* row_index, int64_t rows);
+  // A decode step (one token per sequence) through a captured graph: the batch padded to its
+  // bucket with empty sequences, metadata uploaded in one copy into fixed buffers.
+  struct DecodePack;
+  absl::StatusOr<tensor::TensorView> DecodeWithGraph(const DecodePack& pack);
   absl::Status AttentionLayer(int layer, const BatchMeta& meta, const tensor::TensorView& x,
                               const tensor::TensorView& out);
   absl::Status GkaLayer(int layer, const BatchMeta& meta, const tensor::TensorView& x,
@@ -216,6 +241,19 @@ class Engine {
   int64_t max_step_tokens_ = 0;
   int32_t max_step_seqs_ = 0, max_step_context_ = 0;
   bool sync_collectives_ = true;
+
+  // Decode graphs by (padded batch, context bucket); each remembers the workspace generation
+  // it was captured at (a workspace buffer reallocated since makes it stale).
+  struct DecodeGraph {
+    std::unique_ptr<kernels::OpGraph> graph;
+    uint64_t ws_generation = 0;
+    uint64_t last_use = 0;  // graph_clock_ at the last replay (least recently used goes first)
+  };
+  bool graphs_enabled_ = false;
+  int32_t pad_slot_ = -1;  // state slot the padding sequences point at (never handed out)
+  absl::flat_hash_map<std::pair<int32_t, int32_t>, DecodeGraph> graphs_;
+  GraphStats graph_stats_;
+  uint64_t graph_clock_ = 0;
 };
 
 }  // namespace gka::engine

@@ -32,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/base/check.h"
 #include "common/tensor/tensor.h"
@@ -82,6 +83,22 @@ class DeviceBuffer {
 
 enum class BackendKind { kCpu, kCuda };
 
+// A recorded sequence of ops, replayed with one launch (a CUDA graph on the CUDA backend).
+// Made by Backend::EndCapture; every pointer the recorded ops use (tensors, index arrays) is
+// baked in, so the caller keeps those buffers alive and unmoved and changes only their
+// contents between launches. Must not outlive its backend.
+class OpGraph {
+ public:
+  virtual ~OpGraph() = default;
+  // False once memory the backend handed the recorded ops internally (its scratch) has been
+  // reallocated since the capture: launching would touch freed memory, so recapture instead.
+  virtual bool IsCurrent() const = 0;
+  // Queues the recorded ops on the backend's stream (asynchronous, like any op).
+  virtual absl::Status Launch() = 0;
+  // Number of recorded operations (kernels, copies, library calls' kernels).
+  virtual int64_t num_nodes() const = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -118,6 +135,20 @@ class Backend {
   virtual absl::Status GkaCore(const GkaCoreParams& p) = 0;
   virtual absl::Status GatedRmsNorm(const GatedRmsNormParams& p) = 0;
   virtual absl::Status Sample(const SampleParams& p) = 0;
+
+  // --- graph capture (optional) --------------------------------------------------------
+  // Between BeginCapture and EndCapture the ops called on this thread are recorded, not run.
+  // Recorded ops must not allocate, copy to or from the host, synchronise or Sample (all
+  // fail or would be recorded). EndCapture always ends the capture, also after an op failed
+  // mid-way (then discard its graph: it is incomplete). Backends without graphs (the CPU
+  // reference) return Unimplemented, and SupportsGraphs() tells beforehand.
+  virtual bool SupportsGraphs() const { return false; }
+  virtual absl::Status BeginCapture() {
+    return absl::UnimplementedError(absl::StrCat(name(), " backend has no graph capture"));
+  }
+  virtual absl::StatusOr<std::unique_ptr<OpGraph>> EndCapture() {
+    return absl::UnimplementedError(absl::StrCat(name(), " backend has no graph capture"));
+  }
 
  protected:
   friend class DeviceBuffer;

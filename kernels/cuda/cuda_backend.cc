@@ -2,6 +2,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <memory>
+#include <type_traits>
+
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
 #include "kernels/cuda/cuda_context.h"
@@ -126,5 +129,69 @@ absl::Status CudaBackend::GatedRmsNorm(const GatedRmsNormParams& p) {
   return cuda::GatedRmsNorm(*ctx_, p);
 }
 absl::Status CudaBackend::Sample(const SampleParams& p) { return cuda::Sample(*ctx_, p); }
+
+namespace {
+
+// An instantiated CUDA graph plus the scratch epoch it was captured at.
+class CudaOpGraph final : public OpGraph {
+ public:
+  CudaOpGraph(const CudaContext* ctx, cudaGraphExec_t exec, uint64_t epoch, int64_t nodes)
+      : ctx_(ctx), exec_(exec), epoch_(epoch), nodes_(nodes) {}
+  CudaOpGraph(const CudaOpGraph&) = delete;
+  CudaOpGraph& operator=(const CudaOpGraph&) = delete;
+  ~CudaOpGraph() override { cudaGraphExecDestroy(exec_); }
+
+  bool IsCurrent() const override { return ctx_->scratch_epoch() == epoch_; }
+  absl::Status Launch() override {
+    if (!IsCurrent()) {
+      return absl::FailedPreconditionError(
+          "CUDA graph is stale: the backend's scratch was reallocated after the capture");
+    }
+    GKA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, ctx_->stream()));
+    return absl::OkStatus();
+  }
+  int64_t num_nodes() const override { return nodes_; }
+
+ private:
+  const CudaContext* ctx_;
+  cudaGraphExec_t exec_;
+  uint64_t epoch_;
+  int64_t nodes_;
+};
+
+// Owns a captured (not yet instantiated) graph.
+struct GraphDeleter {
+  void operator()(cudaGraph_t g) const { cudaGraphDestroy(g); }
+};
+using GraphPtr = std::unique_ptr<std::remove_pointer_t<cudaGraph_t>, GraphDeleter>;
+
+}  // namespace
+
+absl::Status CudaBackend::BeginCapture() {
+  // Thread-local: other threads (another engine on another device) may keep calling CUDA
+  // APIs that a global-mode capture would forbid; this thread is the only one using the
+  // stream anyway.
+  GKA_CUDA_RETURN_IF_ERROR(
+      cudaStreamBeginCapture(ctx_->stream(), cudaStreamCaptureModeThreadLocal));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<OpGraph>> CudaBackend::EndCapture() {
+  // Read the epoch first: an op that grew the scratch during the capture already failed.
+  const uint64_t epoch = ctx_->scratch_epoch();
+  cudaGraph_t raw = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(ctx_->stream(), &raw);
+  GraphPtr graph(raw);
+  if (end != cudaSuccess) {
+    cudaGetLastError();  // an invalidated capture leaves a non-sticky error behind
+    return CudaStatus(end, "cudaStreamEndCapture");
+  }
+  size_t nodes = 0;
+  GKA_CUDA_RETURN_IF_ERROR(cudaGraphGetNodes(graph.get(), nullptr, &nodes));
+  cudaGraphExec_t exec = nullptr;
+  GKA_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph.get(), 0));
+  return std::unique_ptr<OpGraph>(
+      new CudaOpGraph(ctx_.get(), exec, epoch, static_cast<int64_t>(nodes)));
+}
 
 }  // namespace gka::kernels::cuda

@@ -18,9 +18,11 @@
 // Thread-safety: one thread at a time (the engine thread), like every Backend. Ops are
 // asynchronous on the backend's stream; Copy*Host and Synchronize wait for it.
 //
-// CUDA graphs: every op except Sample (host in/out) and the host copies is capturable on
-// stream_handle(). PagedAttention's split-KV scratch grows on first use: replay the largest
-// step once before capturing (a capture that would allocate fails with FailedPrecondition).
+// CUDA graphs: every op except Sample (host in/out) and the host copies is capturable, through
+// BeginCapture/EndCapture (thread-local capture of the backend's stream) or directly on
+// stream_handle(). PagedAttention's split-KV scratch grows on first use: run the same step
+// once uncaptured before capturing it (a capture that would allocate fails with
+// FailedPrecondition); a graph whose scratch was reallocated since reports !IsCurrent().
 #pragma once
 
 #include <memory>
@@ -69,6 +71,10 @@ class CudaBackend final : public Backend {
   absl::Status GkaCore(const GkaCoreParams& p) override;
   absl::Status GatedRmsNorm(const GatedRmsNormParams& p) override;
   absl::Status Sample(const SampleParams& p) override;
+
+  bool SupportsGraphs() const override { return true; }
+  absl::Status BeginCapture() override;
+  absl::StatusOr<std::unique_ptr<OpGraph>> EndCapture() override;
 
   // For benchmarks and tests: the stream every op runs on (a cudaStream_t) and the device.
   void* stream_handle() const;

@@ -112,6 +112,7 @@ absl::StatusOr<void*> CudaContext::Scratch(size_t bytes) const {
     size_t grow = scratch_.size() * 2;
     if (grow < bytes) grow = bytes;
     scratch_ = DeviceMemory();
+    ++scratch_epoch_;
     GKA_ASSIGN_OR_RETURN(scratch_, DeviceMemory::Allocate(grow));
   }
   return scratch_.get();

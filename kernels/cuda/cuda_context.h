@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -102,6 +103,9 @@ class CudaContext {
   // Device scratch of at least `bytes`, valid until the next Scratch() call. Ops run in
   // stream order, so one op's scratch is free again when the next op starts.
   absl::StatusOr<void*> Scratch(size_t bytes) const;
+  // Counts the arena's reallocations: a CUDA graph captured at one epoch holds the arena's
+  // old address and must not be launched at a later one.
+  uint64_t scratch_epoch() const { return scratch_epoch_; }
 
  private:
   CudaContext(int device, CudaStream stream, CublasHandle cublas)
@@ -113,6 +117,7 @@ class CudaContext {
   size_t max_smem_per_block_ = 0;
   char name_[256] = {};
   mutable DeviceMemory scratch_;
+  mutable uint64_t scratch_epoch_ = 0;
 };
 
 }  // namespace gka::kernels::cuda

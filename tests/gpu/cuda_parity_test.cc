@@ -18,9 +18,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -658,7 +660,11 @@ TEST_F(CudaParityTest, GkaCore) {
       {"chunked {1000} H=8 from zero state", 8, 128, {1000}, {30}, 0},
       {"chunked T=16384 H=8 num_iter 10 from state", 8, 128, {16384}, {10}, 4},
   };
+  // GKA_PARITY_CASE=<substring>: only the cases whose name holds it (compute-sanitizer runs
+  // take the chunked ones alone: scripts/gpu/run_all.sh sanitize-gka).
+  const char* only = std::getenv("GKA_PARITY_CASE");
   for (const CoreCase& c : cases) {
+    if (only != nullptr && std::string(c.name).find(only) == std::string::npos) continue;
     const int B = static_cast<int>(c.lens.size());
     const int64_t H = c.H, D = c.D;
     std::vector<int32_t> cu{0}, iters(B);

@@ -6,10 +6,11 @@
 // printed, so a difference smaller than the spread between the two is not believed.
 //
 //   cuda_kernels_bench [--quick] [--gka | --gka-prefill]
-//     [--graphs]
+//     [--graphs] [--prefill-attn]
 //     --quick: fewer iterations, for smoke runs; --gka: only the GKA core rows (after the copy
 //     and GEMM ceilings); --gka-prefill: only the GKA prefill rows; --graphs: only a whole
-//     decode step (TP8 rank shape) eager vs replayed as a CUDA graph.
+//     decode step (TP8 rank shape) eager vs replayed as a CUDA graph; --prefill-attn: only
+//     the prefill-attention rows (to profile them under ncu).
 //
 // Prints a table; rows marked GATE are the hard gates.
 #include <cublas_v2.h>
@@ -354,9 +355,9 @@ KvCache MakeCache(Bench& b, int B, int ctx, int hkv, int ps, const std::vector<i
   return c;
 }
 
-void AttentionRows(Bench& b) {
+void AttentionRows(Bench& b, bool decode = true) {
   // Decode: batch 64 at 16K context, per-rank (TP 8: Hq 8, Hkv 1) and whole-model heads.
-  for (int hkv : {1, 8}) {
+  for (int hkv : decode ? std::vector<int>{1, 8} : std::vector<int>{}) {
     for (int ps : {16, 64}) {
       const int B = 64, ctx = 16384, hq = 8 * hkv;
       std::vector<int32_t> cu(B + 1);
@@ -910,12 +911,15 @@ void DecodeGraphRows(Bench& b, int64_t B) {
 
 int main(int argc, char** argv) {
   using namespace gka::gpu_testing;
-  bool quick = false, gka_only = false, prefill_only = false, graphs = false;
+  bool quick = false, gka_only = false, prefill_only = false, graphs = false,
+       prefill_attn = false;
   for (int i = 1; i < argc; ++i) {
     quick |= std::strcmp(argv[i], "--quick") == 0;
     gka_only |= std::strcmp(argv[i], "--gka") == 0;
     prefill_only |= std::strcmp(argv[i], "--gka-prefill") == 0;
     graphs |= std::strcmp(argv[i], "--graphs") == 0;
+    // Only the prefill-attention rows (for profiling them under ncu).
+    prefill_attn |= std::strcmp(argv[i], "--prefill-attn") == 0;
   }
   if (gka::kernels::cuda::CudaDeviceCount() == 0) {
     std::printf("no CUDA device: nothing to benchmark\n");
@@ -925,6 +929,11 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", b.device_name().c_str());
   if (graphs) {
     for (int64_t batch : {1, 64}) DecodeGraphRows(b, batch);
+    b.PrintTable();
+    return 0;
+  }
+  if (prefill_attn) {
+    AttentionRows(b, /*decode=*/false);
     b.PrintTable();
     return 0;
   }
