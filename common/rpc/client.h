@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/rpc/tls.h"
 
 namespace grpc {
 class Channel;
@@ -28,9 +29,13 @@ struct ChannelOptions {
   // HTTP/2 keepalive pings, so a dead server is noticed on an idle channel.
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // Mutual TLS when enabled: presents tls.cert_pem and verifies the server against
+  // tls.ca_pem (its certificate must name the host of the address).
+  TlsConfig tls;
 };
 
-// Plaintext channel to "host:port". Never fails: connection errors surface on calls.
+// Channel to "host:port", plaintext unless options.tls is enabled. Never fails: connection
+// (and handshake) errors surface on calls.
 std::shared_ptr<grpc::Channel> CreateChannel(absl::string_view address,
                                              const ChannelOptions& options);
 

@@ -58,8 +58,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
   int port = 0;
   builder.AddListeningPort(
       options.address,
-      BearerTokenServerCredentials({.token = options.auth_token,
-                                    .exempt_method_prefixes = options.auth_exempt_method_prefixes}),
+      ServerCredentials({.token = options.auth_token,
+                         .keys = options.api_keys,
+                         .exempt_method_prefixes = options.auth_exempt_method_prefixes},
+                        options.tls),
       &port);
   for (grpc::Service* service : services) builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);

@@ -1,7 +1,8 @@
 // gRPC server bootstrap: one RAII object per listening server.
 //
 // Owns: the grpc::Server, its listening port, the standard grpc.health.v1 health service and
-// server reflection (both on every server), optional bearer-token auth. Registered services
+// server reflection (both on every server), optional bearer-token auth (a key in clear or
+// hashed keys) and mutual TLS. Registered services
 // are borrowed and must outlive the GrpcServer. Depends on base, Abseil, grpc++; never on our
 // protobuf messages.
 //
@@ -41,6 +42,10 @@ struct ServerOptions {
   // Empty: no authentication. Otherwise every call except health checks must carry
   // "authorization: Bearer <auth_token>"; others get UNAUTHENTICATED before any handler runs.
   std::string auth_token;
+  // Further accepted keys, stored hashed (auth.h); a call passes with auth_token or any.
+  ApiKeys api_keys;
+  // Mutual TLS when enabled: clients must present a certificate of tls.ca_pem's CA.
+  TlsConfig tls;
   // Methods exempt from the token check (prefixes of "/package.Service/Method").
   std::vector<std::string> auth_exempt_method_prefixes = {"/grpc.health.v1.Health/"};
   // Interval of HTTP/2 keepalive pings to idle clients, so dead peers are noticed.
