@@ -7,11 +7,11 @@
 //   fp32: logits rel L2 ≤ 1e-4; every rank's h_kk/h_kv/conv equal to its heads' slice of
 //         TP 1's within rel L2 1e-4 (so the gathered state equals TP 1's);
 //   bf16 (bf16 weights, GEMMs, residual and all-reduce; fp32 GKA state): logits rel L2
-//         ≤ 6e-2 and argmax agreement ≥ 95 %; h_kk/h_kv ≤ 2e-2. §10's bf16 bars (3e-2, 1e-2) are
-//         one bf16 engine against the exact model; here two bf16 engines (TP 1, and TP n whose
-//         partial sums are rounded to bf16 before the all-reduce) each sit within that of the exact
-//         result, so their distance is bounded by twice it (measured on an H100: state ≤ 1.8e-2).
-//         The fp32 case is what shows the sharding itself is exact.
+//         ≤ 6e-2 and argmax agreement ≥ 95 % (prefill rows); h_kk/h_kv ≤ 2e-2. §10's bf16 bars
+//         (3e-2, 1e-2) are one bf16 engine against the exact model; here two bf16 engines (TP 1,
+//         and TP n whose partial sums are rounded to bf16 before the all-reduce) each sit within
+//         that of the exact result, so their distance is bounded by twice it (measured on an H100:
+//         state ≤ 1.8e-2). The fp32 case is what shows the sharding itself is exact.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -176,8 +176,10 @@ TEST_P(TensorParallelGpuTest, LogitsAndGatheredStatesMatchTp1) {
     std::printf("TP%d %s rank %d: prefill logits rel L2 %.3g, decode %.3g\n", tp,
                 f32 ? "fp32" : "bf16", r, pre, dec);
     if (!f32) {
+      // Over the 138 prefill rows. The 8 decode rows are too few for a 95 % bar: random
+      // weights leave near-ties (§10: 96-97 % agreement), and one flip is 87.5 % (seen on an
+      // H100 at TP 2 and 4, with decode logits at rel L2 1.3e-2); their rel L2 is checked above.
       EXPECT_GE(ArgmaxAgreement(ranks[r].prefill, ref[0].prefill, V), 0.95) << "rank " << r;
-      EXPECT_GE(ArgmaxAgreement(ranks[r].decode, ref[0].decode, V), 0.95) << "rank " << r;
     }
     // NCCL hands every rank the same sum, and each rank then runs the same replicated ops.
     EXPECT_EQ(ranks[r].prefill, ranks[0].prefill) << "rank " << r << " disagrees with rank 0";
