@@ -19,13 +19,16 @@ build: configure
 	@./scripts/timed.sh build cmake --build $(BUILD) -j $(JOBS)
 
 # The CUDA backend (sm_90a) and its GPU tests, compiled whenever nvcc exists (CI has no GPU:
-# the tests then skip). Engine and kernels only: the GPU build needs no gRPC or UCX.
+# the tests then skip). Engine and kernels only: the GPU build needs no gRPC or UCX. The NCCL
+# (multi-GPU tensor parallelism) targets too where the toolkit has NCCL.
 cuda-build: deps
 	@if [ -x $(NVCC) ]; then \
 	  ./scripts/timed.sh cuda-configure cmake -S . -B $(CUDA_BUILD) -G Ninja -DGKA_WITH_CUDA=ON \
 	    -DGKA_WITH_GRPC=OFF -DCMAKE_BUILD_TYPE=Release && \
 	  ./scripts/timed.sh cuda-build cmake --build $(CUDA_BUILD) -j $(JOBS) --target \
-	    gka_kernels_cuda cuda_parity_test cuda_kernels_bench gpu_golden_test gka; \
+	    gka_kernels_cuda cuda_parity_test cuda_kernels_bench gpu_golden_test gka \
+	    $$(ninja -C $(CUDA_BUILD) -t targets all 2>/dev/null | \
+	       grep -oE '^(nccl_communicator_test|tp_gpu_test|tp_throughput_bench):' | tr -d :); \
 	else echo "cuda-build: $(NVCC) not found, skipping the CUDA targets"; fi
 
 # Tests: unit, golden, integration (real processes on 127.0.0.1); the GPU tests run from the
