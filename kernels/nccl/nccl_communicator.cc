@@ -24,9 +24,9 @@ static_assert(sizeof(ncclUniqueId) == sizeof(NcclUniqueId), "NCCL_UNIQUE_ID_BYTE
 absl::Status NcclStatus(ncclResult_t r, absl::string_view call, ncclComm_t comm = nullptr) {
   if (r == ncclSuccess) return absl::OkStatus();
   const char* last = ncclGetLastError(comm);
-  const std::string msg = absl::StrCat(call, ": ", ncclGetErrorString(r), " (",
-                                       static_cast<int>(r), ")",
-                                       last != nullptr && *last ? absl::StrCat(": ", last) : "");
+  const std::string msg =
+      absl::StrCat(call, ": ", ncclGetErrorString(r), " (", static_cast<int>(r), ")",
+                   last != nullptr && *last ? absl::StrCat(": ", last) : "");
   switch (r) {
     case ncclInvalidArgument:
       return absl::InvalidArgumentError(msg);
@@ -113,9 +113,9 @@ class NcclCommunicator final : public parallel::Communicator {
     }
     GKA_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(t.dtype));
     if (world_ == 1) return absl::OkStatus();
-    return NcclStatus(ncclAllReduce(t.ptr, t.ptr, static_cast<size_t>(t.numel()), type, ncclSum,
-                                    comm_, stream_),
-                      "ncclAllReduce", comm_);
+    return NcclStatus(
+        ncclAllReduce(t.ptr, t.ptr, static_cast<size_t>(t.numel()), type, ncclSum, comm_, stream_),
+        "ncclAllReduce", comm_);
   }
 
   absl::Status AllGather(const TensorView& in, const TensorView& out) override {
@@ -123,9 +123,8 @@ class NcclCommunicator final : public parallel::Communicator {
     GKA_RETURN_IF_ERROR(CheckDeviceTensor(out, "AllGather out"));
     if (in.dtype != out.dtype) return absl::InvalidArgumentError("AllGather: dtype mismatch");
     if (out.numel() != in.numel() * world_) {
-      return absl::InvalidArgumentError(absl::StrCat("AllGather: out has ", out.numel(),
-                                                     " elements, need ", world_, " x ",
-                                                     in.numel()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "AllGather: out has ", out.numel(), " elements, need ", world_, " x ", in.numel()));
     }
     GKA_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(in.dtype));
     return NcclStatus(

@@ -16,6 +16,9 @@
 namespace gka::kernels::nccl {
 namespace {
 
+// NVLink multicast (NVLS) stays off on shared hosts; an explicit setting in the environment wins.
+const bool kNvlsOff = setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0) == 0;
+
 using tensor::DType;
 using tensor::Shape;
 using tensor::TensorView;
@@ -85,7 +88,8 @@ void CheckCollectives(std::vector<std::unique_ptr<parallel::Communicator>>& comm
               cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     double max_err = 0;
-    for (int64_t i = 0; i < len; ++i) max_err = std::max<double>(max_err, std::fabs(got[i] - sum[i]));
+    for (int64_t i = 0; i < len; ++i)
+      max_err = std::max<double>(max_err, std::fabs(got[i] - sum[i]));
     EXPECT_LE(max_err, 1e-5) << "rank " << r;  // fp32 sums of n terms in another order
 
     // BF16 in place: each partial rounded to bf16 (NCCL's bf16 arithmetic), so compare
