@@ -113,17 +113,17 @@ if [[ "$MODE" == "sanitize-gka" ]]; then
   RUNS=${SAN_RUNS:-"tf32x3:memcheck:chunked varlen|tf32x3:memcheck:chunked {200}|tf32x3:memcheck:chunked {1000}|tf32x3:memcheck:chunked T=16384|tf32x3:racecheck:chunked varlen|tf32x3:racecheck:chunked {200}|tf32x3:synccheck:chunked varlen|fp32:memcheck:chunked varlen|fp32:racecheck:chunked varlen"}
   IFS='|' read -ra runs <<<"$RUNS"
   for spec in "${runs[@]}"; do
-        path=${spec%%:*}; rest=${spec#*:}; tool=${rest%%:*}; cases=${rest#*:}
-        log="$LOGS/san_${path}_${tool}_$(echo "$cases" | tr -c 'A-Za-z0-9' _).log"
-        GKA_CUDA_GKA_PREFILL=$path GKA_PARITY_CASE="$cases" timeout ${SAN_TIMEOUT:-120} "$CS" \
-          --tool $tool --error-exitcode 3 "$CARRY/bin/cuda_parity_test" --gtest_color=no \
-          --gtest_filter='*GkaCore*' >"$log" 2>&1
-        r=$?
-        summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -1)
-        parity=$(grep -cE "^\[ parity" "$log")
-        gt=$(grep -oE "^\[  (PASSED|FAILED) " "$log" | head -1)
-        echo "  $path $tool '$cases': rc=$r ${summary:-no summary} | parity lines $parity $gt"
-        [[ $r -ne 0 ]] && rc=1
+    path=${spec%%:*}; rest=${spec#*:}; tool=${rest%%:*}; cases=${rest#*:}
+    log="$LOGS/san_${path}_${tool}_$(echo "$cases" | tr -c 'A-Za-z0-9' _).log"
+    GKA_CUDA_GKA_PREFILL=$path GKA_PARITY_CASE="$cases" timeout ${SAN_TIMEOUT:-120} "$CS" \
+      --tool $tool --error-exitcode 3 "$CARRY/bin/cuda_parity_test" --gtest_color=no \
+      --gtest_filter='*GkaCore*' >"$log" 2>&1
+    r=$?
+    summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -1)
+    parity=$(grep -cE "^\[ parity" "$log")
+    gt=$(grep -oE "^\[  (PASSED|FAILED) " "$log" | head -1)
+    echo "  $path $tool '$cases': rc=$r ${summary:-no summary} | parity lines $parity $gt"
+    [[ $r -ne 0 ]] && rc=1
   done
   exit $rc
 fi
