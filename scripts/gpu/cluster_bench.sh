@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=index,name,pcie.link.gen.current,pcie.link.width.current 
 echo "== copy + poly61 parity (CUDA vs CPU reference)"
 timeout 120 $D/bin/copy_checksum_test 2>&1 | grep -E "seed|OK \]|FAILED|PASSED|Failure|expected" | head -20
 echo "== staged hand-off on the GPU, teacher-forced logits vs the colocated engine"
-timeout 180 $D/bin/staged_handoff_test 2>&1 | grep -E "handoff|parity|OK \]|FAILED|PASSED|Failure" | head -20
+timeout 180 $D/bin/staged_handoff_test 2>&1 | grep -vE "^\[ RUN|^\[-+\]|^$" | head -40
 echo "== hand-off bandwidth"
 timeout 240 $D/bin/staged_transfer_bench --tls sm --tp 2 --prompts 2048,8192,16384 --iters 3 \
   2>&1 | tee $OUT/staged_transfer_bench_sm.txt

@@ -7,6 +7,8 @@
 // bf16 weights/KV and fp32 GKA state; with identical state bytes and batch-of-one steps the
 // logits must agree within bf16 tolerance (the test prints the measured difference; equal
 // kernels on equal inputs usually give 0). Skips without a GPU.
+#include <cuda_runtime_api.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <future>
@@ -43,8 +45,13 @@ std::unique_ptr<Engine> MakeEngine(const std::string& dir, int device) {
   o.max_seq_len = 2048;
   auto e = Engine::Create(o, *config, **ckpt);
   EXPECT_TRUE(e.ok()) << e.status();
+  if (!e.ok()) std::printf("[ engine   ] GPU %d: %s\n", device, e.status().ToString().c_str());
   return e.ok() ? std::move(e).value() : nullptr;
 }
+
+// The CUDA current device is per thread and an engine assumes its own (one engine thread per
+// engine in the workers); this test drives two engines from one thread, so it switches.
+void Use(int device) { ASSERT_EQ(cudaSetDevice(device), cudaSuccess); }
 
 // The stage of each DescribeSequence segment: its layer (the order a layer-streaming prefill
 // finishes them in).
@@ -90,14 +97,17 @@ TEST_P(StagedHandoffTest, TeacherForcedLogitsMatchTheColocatedEngine) {
   for (auto& t : continuation) t = static_cast<int32_t>(rng() % 2000);
 
   const base::SequenceId seq(1);
+  Use(0);
   ASSERT_TRUE(prefill->AddSequence(seq).ok());
   ASSERT_TRUE(prefill->Forward({{.id = seq, .tokens = prompt}}).ok());
   ASSERT_TRUE(prefill->backend().Synchronize().ok());
 
   // Receiver: reserve, land in pinned staging on the decode GPU, register the landing.
+  Use(decode_device_);
   ASSERT_TRUE(decode->ReserveForImport(seq, prompt_len).ok());
   auto dst = decode->DescribeSequence(seq);
   ASSERT_TRUE(dst.ok()) << dst.status();
+  Use(0);
   auto src = prefill->DescribeSequence(seq);
   ASSERT_TRUE(src.ok()) << src.status();
   ASSERT_EQ(src->size(), dst->size());
@@ -166,10 +176,12 @@ TEST_P(StagedHandoffTest, TeacherForcedLogitsMatchTheColocatedEngine) {
   double worst = 0;
   for (size_t i = 0; i < continuation.size(); ++i) {
     const std::vector<int32_t> tok = {continuation[i]};
+    Use(0);
     auto a = prefill->Forward({{.id = seq, .tokens = tok}});
     ASSERT_TRUE(a.ok()) << a.status();
     auto la = prefill->LogitsToHost(*a);
     ASSERT_TRUE(la.ok());
+    Use(decode_device_);
     auto b = decode->Forward({{.id = seq, .tokens = tok}});
     ASSERT_TRUE(b.ok()) << b.status();
     auto lb = decode->LogitsToHost(*b);

@@ -25,6 +25,25 @@ absl::Status Cuda(cudaError_t e, absl::string_view call) {
 }
 #define GKA_CUDA_OK(expr) GKA_RETURN_IF_ERROR(Cuda((expr), #expr))
 
+// Makes `device` current for a scope and restores the caller's device after: the CUDA current
+// device is per thread, and the engine thread that calls a copier (the decode worker copying a
+// landing in) must keep its own device for its engine.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    status_ = Cuda(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  const absl::Status& status() const { return status_; }
+
+ private:
+  int previous_ = -1;
+  absl::Status status_;
+};
+
 class PinnedBuffer final : public StagingBuffer {
  public:
   PinnedBuffer(void* data, uint64_t size) : data_(data), size_(size) {}
@@ -68,7 +87,8 @@ class CudaStageCopier final : public StageCopier {
           absl::StrCat("CUDA device ", ordinal, " does not exist (", count, " visible)"));
     }
     std::unique_ptr<CudaStageCopier> c(new CudaStageCopier(ordinal));
-    GKA_CUDA_OK(cudaSetDevice(ordinal));
+    DeviceGuard device(ordinal);
+    GKA_RETURN_IF_ERROR(device.status());
     GKA_CUDA_OK(cudaStreamCreateWithFlags(&c->stream_, cudaStreamNonBlocking));
     GKA_CUDA_OK(
         cudaMalloc(reinterpret_cast<void**>(&c->device_acc_), kSlots * 2 * sizeof(uint64_t)));
@@ -79,7 +99,7 @@ class CudaStageCopier final : public StageCopier {
   }
 
   ~CudaStageCopier() override {
-    cudaSetDevice(ordinal_);
+    DeviceGuard device(ordinal_);
     if (stream_ != nullptr) {
       cudaStreamSynchronize(stream_);
       cudaStreamDestroy(stream_);
@@ -92,7 +112,8 @@ class CudaStageCopier final : public StageCopier {
   MemoryKind memory_kind() const override { return MemoryKind::kCuda; }
 
   absl::StatusOr<std::unique_ptr<StagingBuffer>> AllocateStaging(uint64_t bytes) override {
-    GKA_CUDA_OK(cudaSetDevice(ordinal_));
+    DeviceGuard device(ordinal_);
+    GKA_RETURN_IF_ERROR(device.status());
     void* p = nullptr;
     // Portable: any device of the process may address it; mapped: kernels read and write it
     // directly (the copy kernel's zero-copy side).
@@ -118,7 +139,8 @@ class CudaStageCopier final : public StageCopier {
       ReleaseSlot(slot);
       return s;
     };
-    if (absl::Status s = Cuda(cudaSetDevice(ordinal_), "cudaSetDevice"); !s.ok()) return fail(s);
+    DeviceGuard device(ordinal_);
+    if (!device.status().ok()) return fail(device.status());
     if (absl::Status s =
             Cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
         !s.ok()) {
@@ -166,6 +188,7 @@ class CudaStageCopier final : public StageCopier {
 };
 
 CudaCopyJob::~CudaCopyJob() {
+  // Events are not tied to the current device for synchronize/destroy.
   // The slot is written by the stream until the event: it may be reused only after it.
   if (!waited_) cudaEventSynchronize(done_);
   cudaEventDestroy(done_);
