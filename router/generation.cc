@@ -1,5 +1,6 @@
 #include "router/generation.h"
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -195,13 +196,39 @@ void Generation::Start(int rung) {
   });
 }
 
+bool Generation::WaitForFullDecodeLocked(Actions& actions) {
+  // Admission placed this request because a slot was free by the router's count; a worker
+  // frees a finished sequence's slot a moment after the router has seen it end (and other
+  // routers share the workers), so "full" from every worker is worth a short wait first.
+  constexpr int kMaxFullWaits = 6;  // 10 + 20 + 40 + 80 + 160 + 200 ms at most
+  if (!core_.options().admission.enabled || full_decode_.empty() || full_waits_ >= kMaxFullWaits) {
+    return false;
+  }
+  const absl::Duration wait =
+      std::min(absl::Milliseconds(10) * (1 << full_waits_), absl::Milliseconds(200));
+  const absl::Time wake = absl::Now() + wait;
+  if (wake >= deadline_) return false;
+  ++full_waits_;
+  for (const std::string& id : full_decode_) excluded_decode_.erase(id);
+  full_decode_.clear();
+  auto alarm = std::make_shared<grpc::Alarm>();
+  alarm_ = alarm;
+  actions.push_back([alarm, wake, self = shared_from_this()] {
+    alarm->Set(rpc::ToChrono(wake), [self](bool fired) {
+      if (!fired) return;
+      self->Run([&](Actions& next) { self->StartAttemptLocked(next); });
+    });
+  });
+  return true;
+}
+
 void Generation::Shed(const absl::Status& status) {
   Run([&](Actions& actions) { FailLocked(status, /*retryable=*/true, actions); });
 }
 
 void Generation::StartAttemptLocked(Actions& actions) {
   if (finished_) return;
-  if (static_cast<int>(attempts_.size()) >= core_.options().max_attempts) {
+  if (static_cast<int>(attempts_.size()) >= core_.options().max_attempts + full_waits_) {
     const absl::StatusCode code =
         last_error_.ok() ? absl::StatusCode::kUnavailable : last_error_.code();
     FailLocked(absl::Status(code, absl::StrCat("gave up after ", attempts_.size(),
@@ -212,6 +239,7 @@ void Generation::StartAttemptLocked(Actions& actions) {
   const uint32_t prompt_tokens = static_cast<uint32_t>(plan_.prompt.token_ids.size());
   WorkerRegistry& registry = core_.registry();
   const std::vector<WorkerInfo> decoders = registry.RankDecode(prompt_tokens, excluded_decode_);
+  if (decoders.empty() && WaitForFullDecodeLocked(actions)) return;
   if (decoders.empty()) {
     absl::Status why = last_error_.ok()
                            ? absl::UnavailableError("no healthy decode worker is registered")
@@ -288,6 +316,8 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
     if (!status.ok()) {
       if (RetryableCode(status.code())) {
         excluded_decode_.insert(a->decode.id);
+        if (status.code() == absl::StatusCode::kResourceExhausted)
+          full_decode_.insert(a->decode.id);
         last_error_ = status;
         core_.metrics().CountRetry(plan_.tier->name,
                                    status.code() == absl::StatusCode::kResourceExhausted

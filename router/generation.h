@@ -23,6 +23,8 @@
 // a completion inline). Sink calls are made in order, one at a time, never under that mutex.
 #pragma once
 
+#include <grpcpp/alarm.h>
+
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -105,6 +107,9 @@ class Generation : public std::enable_shared_from_this<Generation> {
                            Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DecodeFailedLocked(Attempt* a, const absl::Status& status, Actions& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every decode worker refused or is excluded and some said "full": waits a short backoff
+  // (a grpc::Alarm) and places the request again; false when it should fail instead.
+  bool WaitForFullDecodeLocked(Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Another attempt if nothing reached the client and attempts remain; false otherwise.
   bool RetryLocked(Attempt* a, const absl::Status& why, absl::string_view reason, Actions& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -145,6 +150,11 @@ class Generation : public std::enable_shared_from_this<Generation> {
   Attempt* current_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::set<std::string> excluded_decode_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> excluded_prefill_ ABSL_GUARDED_BY(mu_);
+  // Decode workers that answered RESOURCE_EXHAUSTED since the last wait, the waits so far
+  // (each also allows one more attempt), and the pending wait's alarm.
+  std::set<std::string> full_decode_ ABSL_GUARDED_BY(mu_);
+  int full_waits_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(mu_);
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);
 
   OutputText output_ ABSL_GUARDED_BY(mu_);

@@ -7,8 +7,9 @@
 #   ... "$GKA" bench serve --addr "$ADDR" ...
 #   stop_local_cluster                      (call it from the caller's EXIT trap)
 #
-# Sets ADDR (the router's gRPC address) and LOCAL_PID. Logs go to WORK_DIR/*.log and are
-# printed when the cluster fails to come up.
+# Sets ADDR (the router's gRPC address), METRICS (the router's /metrics address) and LOCAL_PID.
+# Logs go to WORK_DIR/*.log and are printed when the cluster fails to come up. LOCAL_ARGS (an
+# array) adds `gka local` flags, e.g. LOCAL_ARGS=(--router-args "--admission=false").
 
 # A small model and two tiers that differ in GKA iterations: interactive (prefill/decode
 # num_iter 30/30, priority 10) and standard (10/10, priority 5, the default). tiny is
@@ -42,7 +43,7 @@ start_local_cluster() {
   local bin=$1 model=$2 tiers=$3 prefill=$4 decode=$5 dir=$6
   "$bin/gka" local --model "$model" --port 0 --metrics-port 0 --prefill-workers "$prefill" \
     --decode-workers "$decode" --tiers "$tiers" --state-file "$dir/state" --log-dir "$dir" \
-    >"$dir/local.out" &
+    ${LOCAL_ARGS[@]+"${LOCAL_ARGS[@]}"} >"$dir/local.out" &
   LOCAL_PID=$!
   local want=$((1 + prefill + decode))
   for _ in $(seq 1 600); do
@@ -52,5 +53,7 @@ start_local_cluster() {
   done
   ADDR=$(head -1 "$dir/state" |
     node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).grpc))')
+  METRICS=$(head -1 "$dir/state" |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).metrics))')
   "$bin/gka" health --addr "$ADDR" --timeout 30 >/dev/null
 }

@@ -1,0 +1,424 @@
+"""Admission control and the degrade ladder on a live cluster (`gka local`: router + 1 prefill
++ 1 decode worker with 2 state slots, the tiny model, real processes on 127.0.0.1):
+
+  - a full cluster queues per tier (priority order) and refuses beyond queue_limit at once
+    with RESOURCE_EXHAUSTED + trailing metadata retry-after-ms (= Error.retry_after_ms);
+  - a queued request past its tier's max_queue_ms is shed the same way;
+  - a burst far beyond the queues is refused quickly and the router's memory stays flat;
+  - both SDKs honour the hint: refused, they wait and succeed within their deadline
+    (Python SDK in-process; the C++ SDK through `gka generate`);
+  - the interactive tier's degrade ladder engages under queue pressure (rung 2: decode
+    num_iter 1, max_tokens 8), requests report the rung and num_iter they got, and the
+    ladder releases rung by rung once the queue is empty;
+  - every one of these shows in a real scrape of the router's /metrics (and the decode
+    worker's num_iter histogram), and Final reports the router's own overhead.
+
+Needs GKA_SDK_BIN_DIR (gka, gka-router and the workers; ctest sets it); skips without it.
+"""
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import grpc
+
+import gkaserve
+from gkaserve import GkaError, RetryPolicy, SamplingParams
+from gkaserve._proto import serving_pb2 as pb
+from gkaserve._proto import serving_pb2_grpc as pb_grpc
+
+BIN = os.environ.get("GKA_SDK_BIN_DIR")
+TIERS = {
+    "default": "standard",
+    "tiers": [
+        {"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10,
+         "queue_limit": 16,
+         "degrade_ladder": [{"decode_num_iter": 10}, {"decode_num_iter": 1, "max_tokens": 8}],
+         "degrade_queue_ms": 150},
+        {"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5,
+         "queue_limit": 2},
+        {"name": "batch", "prefill_num_iter": 5, "decode_num_iter": 5, "priority": 1,
+         "queue_limit": 4, "max_queue_ms": 300},
+    ],
+}
+LONG = 3000  # tokens: a blocker that holds its decode slot until the test aborts it
+
+
+def scrape(url: str) -> dict:
+    """Prometheus text -> {'name{labels}': value} (labels as exposed)."""
+    text = urllib.request.urlopen(f"http://{url}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        out[key] = float(value)
+    return out
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    """Sum of the series of `name` whose labels include `labels`."""
+    total, found = 0.0, False
+    for key, value in samples.items():
+        m = re.fullmatch(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})?", key)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        def same(k, v):
+            if k == "le":  # bucket bounds: compare as numbers ("1" vs "1.0")
+                return k in have and float(have[k]) == float(v)
+            return have.get(k) == v
+        if all(same(k, v) for k, v in labels.items()):
+            total += value
+            found = True
+    if not found:
+        raise KeyError(f"{name}{labels} not in the scrape")
+    return total
+
+
+class Cluster:
+    def __init__(self, bin_dir: str):
+        self.bin = pathlib.Path(bin_dir)
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="gka-admission-"))
+        self.model = self.dir / "model"
+        subprocess.run([self.bin / "gka", "make-tiny-model", "--out", self.model], check=True,
+                       capture_output=True)
+        (self.dir / "tiers.json").write_text(json.dumps(TIERS))
+        with open(self.dir / "local.log", "w") as log:
+            self.local = subprocess.Popen(
+                [self.bin / "gka", "local", "--model", self.model, "--port", "0",
+                 "--metrics-port", "0", "--http-port", "0", "--prefill-workers", "1",
+                 "--decode-workers", "1", "--num-slots", "2", "--tiers", self.dir / "tiers.json",
+                 "--state-file", self.dir / "state", "--log-dir", self.dir],
+                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 120
+        self.lines = []
+        while len(self.lines) < 3:
+            if self.local.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cluster did not start; logs in {self.dir}:\n"
+                                   + (self.dir / "local.log").read_text())
+            time.sleep(0.1)
+            state = self.dir / "state"
+            if state.exists():
+                self.lines = [json.loads(l) for l in state.read_text().splitlines() if l]
+        self.address = self.field("router", "grpc")
+        self.metrics = self.field("router", "metrics")
+        self.http = self.field("router", "http")
+        self.router_pid = self.field("router", "pid")
+        self.decode_metrics = self.field("decode", "metrics")
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.GenerateServiceStub(self.channel)
+        with gkaserve.Client(self.address) as c:
+            c.wait_for_ready(30)
+        # Slots known to the router (from the decode worker's registration).
+        deadline = time.monotonic() + 30
+        while metric(scrape(self.metrics), "gka_admission_capacity") != 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the router never saw the decode worker's 2 slots")
+            time.sleep(0.1)
+
+    def field(self, role, key):
+        return next(l[key] for l in self.lines if l["role"] == role)
+
+    def close(self):
+        self.channel.close()
+        if self.local.poll() is None:
+            os.killpg(self.local.pid, signal.SIGTERM)
+            try:
+                self.local.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.local.pid, signal.SIGKILL)
+                self.local.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Call:
+    """One raw Generate call read on its own thread: responses, status, trailers, times."""
+
+    def __init__(self, cluster: Cluster, request_id: str, tier: str, max_tokens: int,
+                 timeout: float = 120):
+        self.request_id = request_id
+        self.sent = time.monotonic()
+        self.first_chunk = None
+        self.done = None
+        self.final = None
+        self.error = None  # pb.Error
+        self.code = None
+        self.trailers = {}
+        self.tokens = 0
+        req = pb.GenerateRequest(request_id=request_id, tier=tier,
+                                 token_ids=pb.TokenIds(ids=[1, 2, 3, 4, 5, 6, 7, 8]),
+                                 sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0,
+                                                            ignore_eos=True))
+        self.call = cluster.stub.Generate(req, timeout=timeout)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            for r in self.call:
+                if r.HasField("chunk"):
+                    self.tokens += len(r.chunk.token_ids)
+                    if self.first_chunk is None:
+                        self.first_chunk = time.monotonic()
+                elif r.HasField("final"):
+                    self.final = r.final
+                elif r.HasField("error"):
+                    self.error = r.error
+            self.code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            self.code = e.code()
+        finally:
+            self.trailers = dict(self.call.trailing_metadata() or ())
+            self.done = time.monotonic()
+
+    def wait(self, timeout=60):
+        self.thread.join(timeout)
+        assert self.done is not None, f"{self.request_id} still running after {timeout} s"
+        return self
+
+    def started(self):
+        return self.first_chunk is not None
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@unittest.skipUnless(BIN, "GKA_SDK_BIN_DIR is not set")
+class AdmissionClusterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.c = Cluster(BIN)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.close()
+
+    def abort(self, *calls):
+        for call in calls:
+            self.c.stub.Abort(pb.AbortRequest(request_id=call.request_id), timeout=10)
+        for call in calls:
+            call.wait()
+
+    def fill(self, tag):
+        """Two blockers holding both decode slots (each has streamed a token)."""
+        blockers = [Call(self.c, f"{tag}-blocker-{i}", "standard", LONG) for i in range(2)]
+        wait_until(lambda: all(b.started() for b in blockers), 60, "the blockers' first tokens")
+        return blockers
+
+    def assert_idle(self):
+        wait_until(lambda: metric(scrape(self.c.metrics), "gka_admission_placed") == 0, 30,
+                   "every slot to be free")
+        s = scrape(self.c.metrics)
+        self.assertEqual(metric(s, "gka_admission_queue_depth"), 0)
+
+    def test_1_queues_by_priority_refuses_beyond_the_limit_with_a_hint(self):
+        blockers = self.fill("q")
+        queued = [Call(self.c, f"q-std-{i}", "standard", 4) for i in range(2)]
+        wait_until(lambda: metric(scrape(self.c.metrics), "gka_admission_queue_depth",
+                                  tier="standard") == 2, 10, "two queued standard requests")
+        # The third is over standard's queue_limit 2: refused at once, with the hint.
+        t0 = time.monotonic()
+        over = Call(self.c, "q-std-over", "standard", 4).wait(10)
+        self.assertLess(over.done - t0, 2.0, "the refusal was not quick")
+        self.assertEqual(over.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIsNotNone(over.error)
+        self.assertTrue(over.error.retryable)
+        self.assertIn("queue_limit 2", over.error.message)
+        self.assertGreater(over.error.retry_after_ms, 0)
+        self.assertEqual(over.trailers.get("retry-after-ms"), str(over.error.retry_after_ms))
+        # An interactive request outranks the queued standard ones.
+        inter = Call(self.c, "q-int", "interactive", 4)
+        wait_until(lambda: metric(scrape(self.c.metrics), "gka_admission_queue_depth",
+                                  tier="interactive") == 1, 10, "the interactive request queued")
+        self.abort(blockers[0])
+        inter.wait(30)
+        self.assertEqual(inter.code, grpc.StatusCode.OK)
+        self.abort(blockers[1])
+        for q in queued:
+            q.wait(30)
+            self.assertEqual(q.code, grpc.StatusCode.OK)
+            self.assertGreater(q.final.timings.admission_ms, 0)
+            # The interactive request came last but was placed first.
+            self.assertLess(inter.first_chunk, q.first_chunk)
+        s = scrape(self.c.metrics)
+        self.assertGreaterEqual(
+            metric(s, "gka_admission_refused_total", tier="standard", reason="queue_full"), 1)
+        self.assertGreaterEqual(
+            metric(s, "gka_requests_total", tier="standard", code="RESOURCE_EXHAUSTED"), 1)
+        self.assert_idle()
+
+    def test_2_sheds_after_max_queue_ms(self):
+        blockers = self.fill("shed")
+        t0 = time.monotonic()
+        batch = Call(self.c, "shed-batch", "batch", 4).wait(10)
+        waited = batch.done - t0
+        self.assertEqual(batch.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("max_queue_ms 300", batch.error.message)
+        self.assertGreaterEqual(waited, 0.3)
+        self.assertLess(waited, 2.0)
+        self.assertIn("retry-after-ms", batch.trailers)
+        self.assertGreaterEqual(
+            metric(scrape(self.c.metrics), "gka_admission_refused_total", tier="batch",
+                   reason="queue_timeout"), 1)
+        self.abort(*blockers)
+        self.assert_idle()
+
+    def test_3_a_burst_is_refused_quickly_and_memory_stays_flat(self):
+        blockers = self.fill("burst")
+
+        def rss_kib():
+            status = pathlib.Path(f"/proc/{self.c.router_pid}/status").read_text()
+            return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+
+        def burst(tag, n, finished):
+            calls = [Call(self.c, f"{tag}-{i}", "standard", 4, timeout=60) for i in range(n)]
+            wait_until(lambda: sum(c.done is not None for c in calls) >= finished, 60,
+                       f"{finished} of the {tag} burst to be answered")
+            return calls
+
+        # 2 queue, 198 are refused (and warm the allocator); then all 200 are refused.
+        first = burst("burst-a", 200, 198)
+        before = rss_kib()
+        second = burst("burst-b", 200, 200)
+        after = rss_kib()
+        refused = [c for c in first + second if c.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        # Two queued from the first burst (the second finds the queue still full).
+        self.assertEqual(len(refused), 398)
+        self.assertTrue(all(c.error.retry_after_ms > 0 for c in refused))
+        slowest = max(c.done - c.sent for c in refused)
+        self.assertLess(slowest, 5.0, "refusals should not wait")
+        # 200 more refusals must not grow the router by more than 8 MiB.
+        self.assertLess(after - before, 8 * 1024, f"RSS {before} -> {after} KiB")
+        self.abort(*blockers)
+        for c in first:
+            c.wait()
+        self.assert_idle()
+
+    def test_4_sdks_honour_the_hint(self):
+        # Measured drain rate first: the hint is (requests ahead) / (completions per second).
+        for i in range(4):
+            Call(self.c, f"sdk-warm-{i}", "standard", 2).wait(30)
+        blockers = self.fill("sdk")
+        queued = [Call(self.c, f"sdk-std-{i}", "standard", 2) for i in range(2)]
+        wait_until(lambda: metric(scrape(self.c.metrics), "gka_admission_queue_depth",
+                                  tier="standard") == 2, 10, "a full standard queue")
+        refused_before = metric(scrape(self.c.metrics), "gka_admission_refused_total",
+                                tier="standard")
+        outcome = {}
+
+        def python_sdk():
+            with gkaserve.Client(self.c.address, retry=RetryPolicy(max_attempts=6)) as client:
+                try:
+                    outcome["py"] = client.generate(
+                        [1, 2, 3], sampling=SamplingParams(max_tokens=3, ignore_eos=True),
+                        tier="standard", timeout=60)
+                except GkaError as e:
+                    outcome["py"] = e
+
+        py = threading.Thread(target=python_sdk)
+        py.start()
+        cpp = subprocess.Popen(
+            [pathlib.Path(BIN) / "gka", "generate", "--addr", self.c.address, "--prompt-ids",
+             "1,2,3", "--max-tokens", "3", "--ignore-eos", "--tier", "standard", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Both were refused (the queue is full) before the slots free up.
+        wait_until(lambda: metric(scrape(self.c.metrics), "gka_admission_refused_total",
+                                  tier="standard") >= refused_before + 2, 20,
+                   "both SDK calls to be refused once")
+        self.abort(*blockers)
+        py.join(60)
+        out, err = cpp.communicate(timeout=60)
+        self.assertEqual(cpp.returncode, 0, err)
+        cpp_result = json.loads(out)
+        self.assertGreaterEqual(cpp_result["attempts"], 2)
+        self.assertEqual(cpp_result["finish_reason"], "length")
+        result = outcome["py"]
+        self.assertNotIsInstance(result, GkaError, str(result))
+        self.assertGreaterEqual(result.attempts, 2)
+        self.assertEqual(len(result.token_ids), 3)
+        for q in queued:
+            q.wait(30)
+        self.assert_idle()
+
+    def test_5_ladder_engages_and_releases(self):
+        s0 = scrape(self.c.metrics)
+        down0 = metric(s0, "gka_degrade_steps_total", tier="interactive", direction="down")
+        up0 = metric(s0, "gka_degrade_steps_total", tier="interactive", direction="up")
+        blockers = self.fill("ladder")
+        waiting = [Call(self.c, f"ladder-int-{i}", "interactive", 32) for i in range(2)]
+        # Queue delay above 150 ms for 500 ms per rung: rung 2 within ~1.2 s.
+        wait_until(lambda: metric(scrape(self.c.metrics), "gka_degrade_rung",
+                                  tier="interactive") == 2, 10, "rung 2")
+        self.abort(*blockers)
+        for w in waiting:
+            w.wait(30)
+            self.assertEqual(w.code, grpc.StatusCode.OK)
+            self.assertEqual(w.final.degrade_rung, 2)
+            self.assertEqual(w.final.decode_num_iter, 1)
+            self.assertEqual(w.final.usage.completion_tokens, 8)  # the rung's max_tokens
+        # The decode worker ran those tokens with 1 iteration (its own histogram).
+        d = scrape(self.c.decode_metrics)
+        self.assertGreater(metric(d, "gka_decode_num_iter_bucket", tier="interactive", le="1"), 0)
+        # Calm: one rung up per 2 s.
+        wait_until(lambda: metric(scrape(self.c.metrics), "gka_degrade_rung",
+                                  tier="interactive") == 0, 15, "the ladder to release")
+        s = scrape(self.c.metrics)
+        self.assertGreaterEqual(
+            metric(s, "gka_degrade_steps_total", tier="interactive", direction="down") - down0, 2)
+        self.assertGreaterEqual(
+            metric(s, "gka_degrade_steps_total", tier="interactive", direction="up") - up0, 2)
+        after = Call(self.c, "ladder-after", "interactive", 16).wait(30)
+        self.assertEqual(after.final.degrade_rung, 0)
+        self.assertEqual(after.final.decode_num_iter, 30)
+        self.assertEqual(after.final.usage.completion_tokens, 16)
+        self.assert_idle()
+
+    def test_6_router_overhead_is_reported(self):
+        r = Call(self.c, "overhead", "standard", 4).wait(30)
+        t = r.final.timings
+        self.assertGreater(t.router_ms, 0)
+        self.assertLess(t.router_ms, t.ttft_ms)
+        s = scrape(self.c.metrics)
+        self.assertGreater(metric(s, "gka_router_overhead_seconds_count", tier="standard"), 0)
+
+    def test_7_http_gateway_answers_429_with_retry_after(self):
+        blockers = self.fill("http")
+        queued = [Call(self.c, f"http-std-{i}", "standard", 2) for i in range(2)]
+        wait_until(lambda: metric(scrape(self.c.metrics), "gka_admission_queue_depth",
+                                  tier="standard") == 2, 10, "a full standard queue")
+        for stream in (False, True):
+            req = urllib.request.Request(
+                f"http://{self.c.http}/v1/completions",
+                data=json.dumps({"model": "model", "prompt": "hello", "max_tokens": 2,
+                                 "stream": stream}).encode(),
+                headers={"Content-Type": "application/json"})
+            with self.assertRaises(urllib.error.HTTPError) as ctx:
+                urllib.request.urlopen(req, timeout=10)
+            e = ctx.exception
+            self.assertEqual(e.code, 429)
+            self.assertGreaterEqual(int(e.headers["Retry-After"]), 1)
+            self.assertGreater(int(e.headers["retry-after-ms"]), 0)
+            self.assertEqual(json.loads(e.read())["error"]["type"], "rate_limit_error")
+        self.abort(*blockers)
+        for q in queued:
+            q.wait(30)
+        self.assert_idle()
+
+
+if __name__ == "__main__":
+    unittest.main()
