@@ -34,7 +34,9 @@
 // Measured on an H100 (T = 16K, 16 heads, N = 30 / 10; token-sequential: 173 / 85 ms):
 //   Fp32Math, CUDA-core FMAs, 30 TF/s (45% of the 67 TF/s FMA peak) ....... 16.1 / 7.9 ms
 //   Tf32x3Math split with cvt.rna.tf32 (quarter-rate conversions bound) .. 17.4 / 8.1 ms
-//   Tf32x3Math split by masking, MMAs term-major (this file) .............. 12.7 / 6.5 ms
+//   Tf32x3Math split by masking, MMAs term-major .......................... 12.7 / 6.5 ms
+//   + the scan's w∘y product by all threads, not one bank-conflicted warp (this file;
+//     the scan went from ~0.94 to ~0.6 ms per 128-chunk window) ............ 11.9 / 5.8 ms
 // 3×TF32 triples the MMAs (5k mma.sync per SM per pass), which is now the limit; the issue's
 // 3.6 ms needs fewer or faster MMAs (wgmma, constant operands pre-split once per chunk).
 //
@@ -128,6 +130,7 @@ struct ScanSmem {
   float k[2][kC][kD];         // k̃ rows of the chunk, double buffered
   float y[2][kC][kScanCols];  // this CTA's columns of k̃ (h_kk) or ṽ (h_kv)
   float g[2][kC];
+  float w[kC];              // M[last, s] = Π_{s<r<lc} d_r
   float wy[kC][kScanCols];  // M[last, s]·y_s
   float decay_all;          // e_last
 };
@@ -221,13 +224,17 @@ __global__ void __launch_bounds__(kScanThreads, 2) GkaChunkScanKernel(const Chun
       }
       float excl = __shfl_down_sync(kFullMask, incl, 1);
       if (lane == 31) excl = 1.0f;
-      const float w1 = excl, w0 = e1 * excl;
       if (lane == 0) sm.decay_all = incl;
-#pragma unroll
-      for (int jj = 0; jj < kScanCols; ++jj) {
-        if (r0 < lc) sm.wy[r0][jj] = w0 * sm.y[buf][r0][jj];
-        if (r1 < lc) sm.wy[r1][jj] = w1 * sm.y[buf][r1][jj];
-      }
+      sm.w[r0] = e1 * excl;
+      sm.w[r1] = excl;
+    }
+    __syncthreads();
+    // wy = w ∘ y by every thread, consecutive threads on consecutive columns. (Warp 0 alone,
+    // lane = row pair, put all 32 lanes on one bank: 54% of the kernel's shared-memory
+    // wavefronts were those conflicts, and the other warps waited at the barrier.)
+    for (int e = tid; e < lc * kScanCols; e += kScanThreads) {
+      const int s = e / kScanCols, jj = e % kScanCols;
+      sm.wy[s][jj] = sm.w[s] * sm.y[buf][s][jj];
     }
     __syncthreads();
 
