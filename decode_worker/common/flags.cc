@@ -13,7 +13,11 @@ namespace gka::worker_common {
 void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
   app.add_option("--model", o.model.model_dir, "checkpoint directory")->required();
   app.add_option("--router", o.router_address,
-                 "host:port of the router's WorkerRegistry (empty: do not register)");
+                 "host:port of the router's WorkerRegistry; comma-separated for several "
+                 "routers, each registered with (empty: do not register)");
+  app.add_option("--router-service", o.router_service,
+                 "host:port whose name resolves to every router (a headless Service): "
+                 "register with each address, resolved again every 5 s; comma-separated");
   app.add_option("--host", f.host, "address to listen on")->capture_default_str();
   app.add_option("--port", f.port, "gRPC port (0: pick a free one)")->capture_default_str();
   app.add_option("--metrics-port", f.metrics_port,

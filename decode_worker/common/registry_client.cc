@@ -1,7 +1,17 @@
 #include "decode_worker/common/registry_client.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/base/logging.h"
 #include "common/rpc/client.h"
 #include "common/rpc/deadline.h"
@@ -9,135 +19,340 @@
 
 namespace gka::worker_common {
 
+std::vector<std::string> SplitAddressList(absl::string_view list) {
+  std::vector<std::string> out;
+  for (absl::string_view part : absl::StrSplit(list, ',')) {
+    part = absl::StripAsciiWhitespace(part);
+    if (!part.empty()) out.emplace_back(part);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> ResolveAllAddresses(absl::string_view host_port) {
+  std::string host;
+  absl::string_view port;
+  if (!host_port.empty() && host_port.front() == '[') {
+    const size_t close = host_port.find(']');
+    if (close == absl::string_view::npos || close + 1 >= host_port.size() ||
+        host_port[close + 1] != ':') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("router service '", host_port, "' is not [ipv6]:port"));
+    }
+    host = std::string(host_port.substr(1, close - 1));
+    port = host_port.substr(close + 2);
+  } else {
+    const size_t colon = host_port.rfind(':');
+    if (colon == absl::string_view::npos || host_port.find(':') != colon) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("router service '", host_port, "' is not host:port"));
+    }
+    host = std::string(host_port.substr(0, colon));
+    port = host_port.substr(colon + 1);
+  }
+  int port_number = 0;
+  if (host.empty() || !absl::SimpleAtoi(port, &port_number) || port_number <= 0 ||
+      port_number > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router service '", host_port, "' needs a host and a port in 1..65535"));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* list = nullptr;
+  const std::string port_string(port);
+  const int rc = getaddrinfo(host.c_str(), port_string.c_str(), &hints, &list);
+  if (rc != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("resolving router service '", host_port, "': ", gai_strerror(rc)));
+  }
+  std::set<std::string> addresses;
+  for (const addrinfo* a = list; a != nullptr; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a->ai_addr)->sin_addr, text,
+                sizeof(text));
+      addresses.insert(absl::StrCat(text, ":", port_number));
+    } else if (a->ai_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr, text,
+                sizeof(text));
+      addresses.insert(absl::StrCat("[", text, "]:", port_number));
+    }
+  }
+  freeaddrinfo(list);
+  if (addresses.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("router service '", host_port, "' resolves to no IP address"));
+  }
+  return std::vector<std::string>(addresses.begin(), addresses.end());
+}
+
+// One router: register, heartbeat, re-register, deregister — on its own thread, so a router
+// that does not answer (rpc_timeout per call) never delays the others.
+class RegistryClient::Membership {
+ public:
+  Membership(std::string address, RegistryClient& owner)
+      : address_(std::move(address)),
+        owner_(owner),
+        stub_(NewStub()),
+        interval_(owner.options_.heartbeat_interval) {
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  // Stops the thread, then deregisters (best effort).
+  ~Membership() {
+    RequestStop();
+    if (thread_.joinable()) thread_.join();
+    Deregister();
+  }
+
+  std::unique_ptr<wpb::WorkerRegistry::Stub> NewStub() const {
+    return wpb::WorkerRegistry::NewStub(rpc::CreateChannel(address_, owner_.options_.channel));
+  }
+
+  // After UNAVAILABLE (refused) or DEADLINE_EXCEEDED (an address nobody answers): the next
+  // call goes over a new channel, which connects at once.
+  void Reconnect(const absl::Status& s) {
+    if (s.code() == absl::StatusCode::kUnavailable ||
+        s.code() == absl::StatusCode::kDeadlineExceeded) {
+      stub_ = NewStub();
+    }
+  }
+
+  // Lets the thread finish its current call and exit; the destructor joins. Calling this on
+  // every membership first lets them wind down in parallel.
+  void RequestStop() {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+
+  bool registered() const {
+    absl::MutexLock lock(&mu_);
+    return registered_;
+  }
+  std::string worker_id() const {
+    absl::MutexLock lock(&mu_);
+    return worker_id_;
+  }
+
+ private:
+  void Run() {
+    while (true) {
+      bool registered;
+      {
+        absl::MutexLock lock(&mu_);
+        if (stop_) return;
+        registered = registered_;
+      }
+      // A fresh registration reports load at once, so the router sees capacity before the
+      // first period passes; a router that forgot us is answered with a registration at once.
+      if (registered || Register()) {
+        Heartbeat();
+        if (!this->registered() && Register()) Heartbeat();
+      }
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stop_), interval_);
+    }
+  }
+
+  bool Register() {
+    const RegistryClientOptions& options = owner_.options_;
+    grpc::ClientContext ctx;
+    rpc::SetTimeout(ctx, options.rpc_timeout);
+    wpb::RegisterResponse response;
+    const absl::Status s =
+        rpc::FromGrpcStatus(stub_->Register(&ctx, options.registration, &response), "Register");
+    if (!s.ok()) {
+      GKA_LOG(WARNING) << "registering with the router at " << address_ << ": " << s
+                       << " (retrying)";
+      Reconnect(s);
+      return false;
+    }
+    absl::MutexLock lock(&mu_);
+    registered_ = true;
+    worker_id_ =
+        response.worker_id().empty() ? options.registration.worker_id() : response.worker_id();
+    if (response.heartbeat_interval_ms() > 0) {
+      interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
+    }
+    ++owner_.registrations_;
+    GKA_LOG(INFO) << "registered with the router at " << address_ << " as " << worker_id_
+                  << ", heartbeat every " << interval_;
+    return true;
+  }
+
+  void Heartbeat() {
+    wpb::HeartbeatRequest request;
+    request.set_worker_id(worker_id());
+    *request.mutable_load() = owner_.load_();
+    request.set_draining(owner_.draining_);
+    request.set_unix_ms(absl::ToUnixMillis(absl::Now()));
+    grpc::ClientContext ctx;
+    rpc::SetTimeout(ctx, owner_.options_.rpc_timeout);
+    wpb::HeartbeatResponse response;
+    const absl::Status s =
+        rpc::FromGrpcStatus(stub_->Heartbeat(&ctx, request, &response), "Heartbeat");
+    Reconnect(s);
+    absl::MutexLock lock(&mu_);
+    if (!s.ok()) {
+      // NOT_FOUND: a router that answers this way forgot us too. Anything else (router down):
+      // keep heartbeating; it tells us to re-register when it is back without our record.
+      if (s.code() == absl::StatusCode::kNotFound) registered_ = false;
+      GKA_LOG(WARNING) << "heartbeat to " << address_ << ": " << s;
+      return;
+    }
+    ++owner_.heartbeats_;
+    if (response.heartbeat_interval_ms() > 0) {
+      interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
+    }
+    if (response.reregister()) {
+      GKA_LOG(INFO) << "the router at " << address_ << " forgot worker " << worker_id_
+                    << ": registering again";
+      registered_ = false;
+    }
+  }
+
+  void Deregister() {
+    std::string id;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!registered_) return;
+      id = worker_id_;
+      registered_ = false;
+    }
+    wpb::DeregisterRequest request;
+    request.set_worker_id(id);
+    grpc::ClientContext ctx;
+    rpc::SetTimeout(ctx, absl::Milliseconds(500));
+    wpb::DeregisterResponse response;
+    const absl::Status s =
+        rpc::FromGrpcStatus(stub_->Deregister(&ctx, request, &response), "Deregister");
+    if (!s.ok()) {
+      GKA_LOG(WARNING) << "deregistering " << id << " from " << address_ << ": " << s;
+    }
+  }
+
+  const std::string address_;
+  RegistryClient& owner_;
+  // Used by the membership thread only (and by Deregister after it stopped).
+  std::unique_ptr<wpb::WorkerRegistry::Stub> stub_;
+  mutable absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool registered_ ABSL_GUARDED_BY(mu_) = false;
+  std::string worker_id_ ABSL_GUARDED_BY(mu_);
+  absl::Duration interval_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: starts after every member above is initialised
+};
+
 absl::StatusOr<std::unique_ptr<RegistryClient>> RegistryClient::Start(
     const RegistryClientOptions& options, LoadFn load) {
-  if (options.router_address.empty()) {
-    return absl::InvalidArgumentError("the registry client needs a router address");
+  if (options.router_addresses.empty() && options.router_services.empty()) {
+    return absl::InvalidArgumentError("the registry client needs a router address or service");
+  }
+  std::vector<std::string> resolved;
+  for (const std::string& service : options.router_services) {
+    absl::StatusOr<std::vector<std::string>> addresses = ResolveAllAddresses(service);
+    if (absl::IsInvalidArgument(addresses.status())) return addresses.status();
+    // Not resolvable yet (no router pod exists): the resolver thread tries again.
+    if (!addresses.ok()) {
+      GKA_LOG(WARNING) << addresses.status() << " (trying again every " << options.resolve_interval
+                       << ")";
+      continue;
+    }
+    resolved.insert(resolved.end(), addresses->begin(), addresses->end());
   }
   std::unique_ptr<RegistryClient> client(new RegistryClient(options, std::move(load)));
-  client->thread_ = std::thread([c = client.get()] { c->Run(); });
+  client->Reconcile(resolved);
+  if (!options.router_services.empty()) {
+    client->resolver_ = std::thread([c = client.get()] { c->ResolveLoop(); });
+  }
   return client;
 }
 
 RegistryClient::RegistryClient(const RegistryClientOptions& options, LoadFn load)
-    : options_(options),
-      load_(std::move(load)),
-      stub_(wpb::WorkerRegistry::NewStub(rpc::CreateChannel(options.router_address, {}))),
-      interval_(options.heartbeat_interval) {}
+    : options_(options), load_(std::move(load)) {}
 
 RegistryClient::~RegistryClient() {
+  std::map<std::string, std::unique_ptr<Membership>> members;
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  if (thread_.joinable()) thread_.join();
-  Deregister();
+  if (resolver_.joinable()) resolver_.join();
+  {
+    absl::MutexLock lock(&mu_);
+    members.swap(members_);
+  }
+  for (auto& [address, m] : members) m->RequestStop();
+  members.clear();  // joins each thread, then deregisters from that router
+}
+
+void RegistryClient::Reconcile(const std::vector<std::string>& resolved) {
+  std::set<std::string> want(options_.router_addresses.begin(), options_.router_addresses.end());
+  want.insert(resolved.begin(), resolved.end());
+  std::vector<std::unique_ptr<Membership>> leaving;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = members_.begin(); it != members_.end();) {
+      if (want.count(it->first) == 0) {
+        GKA_LOG(INFO) << "router " << it->first << " left the router service: deregistering";
+        leaving.push_back(std::move(it->second));
+        it = members_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (const std::string& address : want) {
+      if (members_.count(address) != 0) continue;
+      members_.emplace(address, std::make_unique<Membership>(address, *this));
+    }
+  }
+  for (auto& m : leaving) m->RequestStop();
+  leaving.clear();
+}
+
+void RegistryClient::ResolveLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.resolve_interval)) return;
+    }
+    std::vector<std::string> resolved;
+    bool ok = true;
+    for (const std::string& service : options_.router_services) {
+      absl::StatusOr<std::vector<std::string>> addresses = ResolveAllAddresses(service);
+      if (!addresses.ok()) {
+        GKA_LOG(WARNING) << addresses.status() << " (keeping the current routers)";
+        ok = false;
+        break;
+      }
+      resolved.insert(resolved.end(), addresses->begin(), addresses->end());
+    }
+    if (ok) Reconcile(resolved);
+  }
 }
 
 bool RegistryClient::registered() const {
   absl::MutexLock lock(&mu_);
-  return registered_;
+  return std::any_of(members_.begin(), members_.end(),
+                     [](const auto& m) { return m.second->registered(); });
 }
 
 std::string RegistryClient::worker_id() const {
   absl::MutexLock lock(&mu_);
-  return worker_id_;
+  for (const auto& [address, m] : members_) {
+    std::string id = m->worker_id();
+    if (!id.empty()) return id;
+  }
+  return "";
+}
+
+std::vector<std::string> RegistryClient::routers() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [address, m] : members_) out.push_back(address);
+  return out;
 }
 
 void RegistryClient::SetDraining() { draining_ = true; }
-
-void RegistryClient::Run() {
-  while (true) {
-    absl::Duration wait;
-    bool registered;
-    {
-      absl::MutexLock lock(&mu_);
-      if (stop_) return;
-      registered = registered_;
-    }
-    // A fresh registration reports load at once, so the router sees capacity before the
-    // first period passes; a router that forgot us is answered with a registration at once.
-    if (registered || Register()) {
-      Heartbeat();
-      if (!this->registered() && Register()) Heartbeat();
-    }
-    absl::MutexLock lock(&mu_);
-    wait = interval_;
-    mu_.AwaitWithTimeout(absl::Condition(&stop_), wait);
-  }
-}
-
-bool RegistryClient::Register() {
-  grpc::ClientContext ctx;
-  rpc::SetTimeout(ctx, options_.rpc_timeout);
-  wpb::RegisterResponse response;
-  const absl::Status s =
-      rpc::FromGrpcStatus(stub_->Register(&ctx, options_.registration, &response), "Register");
-  if (!s.ok()) {
-    GKA_LOG(WARNING) << "registering with the router at " << options_.router_address << ": " << s
-                     << " (retrying)";
-    return false;
-  }
-  absl::MutexLock lock(&mu_);
-  registered_ = true;
-  worker_id_ =
-      response.worker_id().empty() ? options_.registration.worker_id() : response.worker_id();
-  if (response.heartbeat_interval_ms() > 0) {
-    interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
-  }
-  ++registrations_;
-  GKA_LOG(INFO) << "registered with the router at " << options_.router_address << " as "
-                << worker_id_ << ", heartbeat every " << interval_;
-  return true;
-}
-
-void RegistryClient::Heartbeat() {
-  wpb::HeartbeatRequest request;
-  request.set_worker_id(worker_id());
-  *request.mutable_load() = load_();
-  request.set_draining(draining_);
-  request.set_unix_ms(absl::ToUnixMillis(absl::Now()));
-  grpc::ClientContext ctx;
-  rpc::SetTimeout(ctx, options_.rpc_timeout);
-  wpb::HeartbeatResponse response;
-  const absl::Status s =
-      rpc::FromGrpcStatus(stub_->Heartbeat(&ctx, request, &response), "Heartbeat");
-  absl::MutexLock lock(&mu_);
-  if (!s.ok()) {
-    // NOT_FOUND: a router that answers this way forgot us too. Anything else (router down):
-    // keep heartbeating; it tells us to re-register when it is back without our record.
-    if (s.code() == absl::StatusCode::kNotFound) registered_ = false;
-    GKA_LOG(WARNING) << "heartbeat to " << options_.router_address << ": " << s;
-    return;
-  }
-  ++heartbeats_;
-  if (response.heartbeat_interval_ms() > 0) {
-    interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
-  }
-  if (response.reregister()) {
-    GKA_LOG(INFO) << "the router forgot worker " << worker_id_ << ": registering again";
-    registered_ = false;
-  }
-}
-
-void RegistryClient::Deregister() {
-  std::string id;
-  {
-    absl::MutexLock lock(&mu_);
-    if (!registered_) return;
-    id = worker_id_;
-    registered_ = false;
-  }
-  wpb::DeregisterRequest request;
-  request.set_worker_id(id);
-  grpc::ClientContext ctx;
-  rpc::SetTimeout(ctx, absl::Milliseconds(500));
-  wpb::DeregisterResponse response;
-  const absl::Status s =
-      rpc::FromGrpcStatus(stub_->Deregister(&ctx, request, &response), "Deregister");
-  if (!s.ok()) {
-    GKA_LOG(WARNING) << "deregistering " << id << ": " << s;
-  }
-}
 
 }  // namespace gka::worker_common

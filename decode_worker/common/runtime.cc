@@ -65,9 +65,10 @@ absl::Status WorkerRuntime::Serve(const ServeOptions& options,
         exposer_, metrics::MetricsExposer::Create({.address = options.metrics_address}, registry));
     metrics_address_ = exposer_->address();
   }
-  if (!options.router_address.empty()) {
+  if (!options.router_address.empty() || !options.router_service.empty()) {
     RegistryClientOptions ro;
-    ro.router_address = options.router_address;
+    ro.router_addresses = SplitAddressList(options.router_address);
+    ro.router_services = SplitAddressList(options.router_service);
     ro.heartbeat_interval = options.heartbeat_interval;
     ro.registration = options.registration;
     ro.registration.set_grpc_address(grpc_address_);

@@ -42,7 +42,9 @@ struct WorkerOptions {
   std::string worker_id;
   std::string grpc_address = "127.0.0.1:0";     // port 0: pick one
   std::string metrics_address = "127.0.0.1:0";  // "" = no exposer
-  std::string router_address;                   // "" = do not register
+  std::string router_address;                   // "" = do not register; "a:1,b:2": several
+  // host:port names resolving to every router (a headless Service), comma-separated.
+  std::string router_service;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // UCX transports in UCX_TLS syntax; empty: UCX_TLS from the environment or UCX's default.
   std::string ucx_transports;
@@ -89,13 +91,14 @@ struct ServeOptions {
   std::string grpc_address = "127.0.0.1:0";
   std::string metrics_address = "127.0.0.1:0";  // "" = no exposer
   std::string router_address;                   // "" = do not register
+  std::string router_service;                   // see WorkerOptions
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // Sent to the router; Serve fills in the bound gRPC and metrics addresses.
   wpb::RegisterRequest registration;
 
   static ServeOptions Of(const WorkerOptions& options, wpb::RegisterRequest registration) {
-    return {options.grpc_address, options.metrics_address, options.router_address,
-            options.heartbeat_interval, std::move(registration)};
+    return {options.grpc_address,   options.metrics_address,    options.router_address,
+            options.router_service, options.heartbeat_interval, std::move(registration)};
   }
 };
 

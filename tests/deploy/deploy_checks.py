@@ -22,6 +22,7 @@ tool is a failure.
 """
 import argparse
 import difflib
+import fnmatch
 import json
 import os
 import re
@@ -537,6 +538,9 @@ def cmd_docker(work):
     for must in ("/build*", "/third_party/npm", ".git"):
         require(must in ignore, f"Dockerfile.dockerignore does not exclude {must}")
     print(f"ok Dockerfile builds and installs {', '.join(sorted(commands))} and runs as {uid}")
+    check_dockerfile_parts(dockerfile, [
+        l.strip() for l in (ROOT / "deploy/docker/Dockerfile.dockerignore").read_text().splitlines()
+        if l.strip() and not l.lstrip().startswith("#")])
 
     # runtime-packages.sh on the binaries of this build, as the Dockerfile runs it.
     names = ("gka", "gka-router", "gka-prefill-worker", "gka-decode-worker")
@@ -552,6 +556,87 @@ def cmd_docker(work):
             f"runtime-packages.sh printed {lines}")
     require(any(l.startswith("libc6=") for l in lines), "libc6 missing from the package list")
     print(f"ok runtime-packages.sh on {', '.join(found)}: {len(lines)} packages")
+
+
+def dockerfile_instructions(text):
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
+    out, current = [], ""
+    for line in text.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        current += line
+        word, _, rest = current.strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
+        current = ""
+    return out
+
+
+def ignored(path, patterns):
+    """Whether .dockerignore `patterns` (no negations used here) exclude repository `path`."""
+    rel = path.strip("/")
+    for pat in patterns:
+        pat = pat.strip("/")
+        parts = rel.split("/")
+        # A pattern excludes a path and everything below a match.
+        if any(fnmatch.fnmatch("/".join(parts[:i]), pat) for i in range(1, len(parts) + 1)):
+            return True
+    return False
+
+
+def check_dockerfile_parts(dockerfile, ignore):
+    """What can be checked of the image build without a container engine (none runs on the
+    development machines or in CI): the Dockerfile parses and lints clean with
+    dockerfile-utils (and the linter does catch a broken copy); every file it COPYs from the
+    build context exists and is not excluded by the .dockerignore; the scripts it runs exist
+    and are executable; the CMake options it sets exist; its build binaries are this
+    project's targets."""
+    lint = find_tool("dockerfile-utils", NODE_MODULES / ".bin/dockerfile-utils")
+    p = run([lint, "lint", ROOT / "deploy/docker/Dockerfile"], check=False)
+    require(p.returncode == 0 and not p.stdout.strip(),
+            f"dockerfile-utils lint deploy/docker/Dockerfile:\n{p.stdout}{p.stderr}")
+    with tempfile.TemporaryDirectory() as tmp:
+        broken = Path(tmp) / "Dockerfile"
+        broken.write_text(dockerfile.replace("\nFROM ", "\nFORM ", 1))
+        p = run([lint, "lint", broken], check=False)
+        require(p.returncode != 0 and "Unknown instruction" in p.stdout,
+                f"dockerfile-utils did not catch FORM for FROM: {p.stdout}")
+    instructions = dockerfile_instructions(dockerfile)
+    require(sum(1 for i, _ in instructions if i == "FROM") == 2, "not a two-stage Dockerfile")
+    copied = []
+    for ins, args in instructions:
+        if ins != "COPY" or "--from=" in args:
+            continue
+        sources = [a for a in args.split() if not a.startswith("--")][:-1]
+        for src in sources:
+            if src == ".":
+                continue
+            require((ROOT / src).exists(), f"Dockerfile COPYs {src}, which does not exist")
+            require(not ignored(src, ignore),
+                    f"Dockerfile COPYs {src}, which Dockerfile.dockerignore excludes")
+            copied.append(src)
+    runs = " ".join(args for ins, args in instructions if ins == "RUN")
+    scripts = sorted(set(re.findall(r"(?:\./)?((?:scripts|deploy)/[\w./-]+\.sh)", runs)))
+    require(scripts, "the Dockerfile runs none of the project's scripts")
+    for script in scripts:
+        require(os.access(ROOT / script, os.X_OK), f"Dockerfile runs {script}: not executable")
+        require(not ignored(script, ignore), f"Dockerfile runs {script}, which is ignored")
+    cmake_text = "\n".join(p.read_text() for p in ROOT.glob("**/CMakeLists.txt")
+                           if "third_party" not in p.parts and not p.parts[len(ROOT.parts)]
+                           .startswith("build"))
+    for option in sorted(set(re.findall(r"-D(GKA_\w+)=", runs))):
+        require(re.search(rf"\b{option}\b", cmake_text), f"Dockerfile sets unknown {option}")
+    targets = re.search(r"ninja -C /build ([^&]+)", runs).group(1).split()
+    for t in targets:
+        require(re.search(rf"NAME {re.escape(t)}\b|add_executable\({re.escape(t)}\b",
+                          cmake_text), f"Dockerfile builds {t}, not a target of this project")
+    print(f"ok Dockerfile lints clean (dockerfile-utils; a broken copy is caught); COPY sources "
+          f"{', '.join(copied)} exist and are not ignored; runs {', '.join(scripts)}; CMake "
+          f"targets {', '.join(targets)}")
+    print("note: the image itself is not built: no container engine runs here (docker is a "
+          "client only); the build stage also needs NVIDIA's CUDA repository")
 
 
 COMMANDS = {

@@ -10,6 +10,9 @@ host is translated, and only that:
     value equal to P (`--port=P`, `host:P`) is rewritten to it;
   - Service DNS names (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`) resolve to 127.0.0.1
     and the Service port to the local port of a pod it selects; status.podIP is 127.0.0.1.
+    A headless Service (clusterIP: None) resolves to every pod it selects, as its DNS A
+    records do: `svc:port` becomes `127.0.0.1:p1,127.0.0.1:p2,...` (pods share one address
+    here, so the port tells them apart; consumers of such names take a comma list).
 Env follows Kubernetes: values, fieldRef, configMapKeyRef, secretKeyRef (from the secrets
 the test provides), and $(VAR) expansion in env, command and args ($$ escapes).
 Probes are the kubelet's gRPC probes: grpc.health.v1.Health/Check with the probe's service,
@@ -176,19 +179,30 @@ class Cluster:
         selector = self.services[service]["spec"]["selector"]
         return [p for p in self.pods if all(p.labels.get(k) == v for k, v in selector.items())]
 
-    def service_address(self, service, port):
-        """127.0.0.1:<local port> for Service `service` port `port` (its first pod)."""
-        svc = self.services[service]
-        sp = next(p for p in svc["spec"]["ports"] if p["port"] == port)
-        pods = self.pods_of(service)
-        if not pods:
-            raise RuntimeError(f"Service {service} selects no pod")
-        pod = pods[0]
-        target = sp.get("targetPort", port)
+    def _pod_address(self, pod, service_port):
+        """127.0.0.1:<local port> of `pod` for a Service port (targetPort by number or name)."""
+        target = service_port.get("targetPort", service_port["port"])
         if isinstance(target, str):  # a named port
             target = next(p["containerPort"] for c in pod.spec["containers"]
                           for p in c.get("ports", []) if p.get("name") == target)
         return f"127.0.0.1:{pod.port(target)}"
+
+    def _service_pods(self, service, port):
+        sp = next(p for p in self.services[service]["spec"]["ports"] if p["port"] == port)
+        pods = self.pods_of(service)
+        if not pods:
+            raise RuntimeError(f"Service {service} selects no pod")
+        return sp, pods
+
+    def service_address(self, service, port):
+        """127.0.0.1:<local port> for Service `service` port `port` (its first pod)."""
+        sp, pods = self._service_pods(service, port)
+        return self._pod_address(pods[0], sp)
+
+    def headless_addresses(self, service, port):
+        """Every selected pod's 127.0.0.1:<local port> for a headless Service's port."""
+        sp, pods = self._service_pods(service, port)
+        return ",".join(self._pod_address(pod, sp) for pod in pods)
 
     def _rewrite(self, value, pod, mounts):
         # Service DNS names with a port.
@@ -198,6 +212,8 @@ class Cluster:
             suffixes = {base, f"{base}.{self.namespace}", f"{base}.{self.namespace}.svc",
                         f"{base}.{self.namespace}.svc.cluster.local"}
             if base in self.services and host in suffixes:
+                if self.services[base]["spec"].get("clusterIP") == "None":
+                    return self.headless_addresses(base, port)
                 return self.service_address(base, port)
             return m.group(0)
         value = re.sub(r"([a-z0-9][a-z0-9.-]*):(\d+)", svc, value)

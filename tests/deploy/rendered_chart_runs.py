@@ -18,6 +18,9 @@
 6. With apiKey.existingSecret set, the rendered router refuses calls without the key and
    accepts them with it (the key travels Secret -> env GKA_API_KEY -> router).
 7. SIGTERM to everything: each process exits 0 within its pod's grace period.
+8. router.replicas=2 (run_two_routers): both routers get every worker (through the headless
+   registry Service) and serve; kill -9 of one leaves the other serving with its workers
+   healthy past the heartbeat timeout; the killed one started again serves again.
 Exit 77 (skip) only when a binary or tool is missing, unless GKA_REQUIRE_TOOLS=1 or CI is set.
 """
 import argparse
@@ -68,6 +71,35 @@ def healthy_workers(metrics_text, role):
     return None
 
 
+def generate(a, cluster, address):
+    """One request through the router at `address`; returns what it answered, in words."""
+    if podsim.cli_has_remote_generate(a.gka):
+        p = subprocess.run([a.gka, "generate", "--addr", address, "--prompt-ids", "1,2,3",
+                            "--max-tokens", "4", "--json"], capture_output=True, text=True,
+                           timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(f"gka generate through {address} failed:\n"
+                               f"{p.stdout}{p.stderr}\n" +
+                               "\n".join(cluster.log_tail(x) for x in cluster.pods))
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        ids = out.get("token_ids", [])
+        assert 1 <= len(ids) <= 4 and out.get("finish_reason"), out
+        return f"gka generate: token_ids {ids}, finish_reason {out['finish_reason']}"
+    # This build's `gka generate` has no --addr: the same request, by hand.
+    code, n, final = podsim.raw_generate(address, [1, 2, 3], 4)
+    if code != "OK" or not final:
+        raise RuntimeError(f"Generate through {address}: {code}, {n} responses, final {final}\n"
+                           + "\n".join(cluster.log_tail(x) for x in cluster.pods))
+    return (f"Generate: {n} responses ending in a Final (this gka generate has no --addr; "
+            "the request was hand-encoded)")
+
+
+def router_counts(address, roles):
+    """{role: healthy workers} from the router's /metrics at `address`."""
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    return {role: healthy_workers(text, role) for role in roles}
+
+
 def run_cluster(a, work):
     docs = render()
     model_root = work / "pvc-models"
@@ -92,29 +124,8 @@ def run_cluster(a, work):
               f"{time.monotonic() - t0:.1f} s")
 
         router = cluster.service_address(f"{RELEASE}-gkaserve-router", 50051)
-        if podsim.cli_has_remote_generate(a.gka):
-            p = subprocess.run([a.gka, "generate", "--addr", router, "--prompt-ids", "1,2,3",
-                                "--max-tokens", "4", "--json"], capture_output=True, text=True,
-                               timeout=60)
-            if p.returncode != 0:
-                raise RuntimeError(f"gka generate through the router Service failed:\n"
-                                   f"{p.stdout}{p.stderr}\n" +
-                                   "\n".join(cluster.log_tail(x) for x in cluster.pods))
-            out = json.loads(p.stdout.strip().splitlines()[-1])
-            ids = out.get("token_ids", [])
-            assert 1 <= len(ids) <= 4 and out.get("finish_reason"), out
-            print(f"ok gka generate via Service {RELEASE}-gkaserve-router ({router}): "
-                  f"token_ids {ids}, finish_reason {out['finish_reason']}")
-        else:
-            # This build's `gka generate` has no --addr: the same request, by hand.
-            code, n, final = podsim.raw_generate(router, [1, 2, 3], 4)
-            if code != "OK" or not final:
-                raise RuntimeError(f"Generate through the router Service: {code}, {n} "
-                                   f"responses, final {final}\n" +
-                                   "\n".join(cluster.log_tail(x) for x in cluster.pods))
-            print(f"ok Generate via Service {RELEASE}-gkaserve-router ({router}): {n} "
-                  "responses ending in a Final (note: this gka generate has no --addr; the "
-                  "request was sent with a hand-encoded GenerateRequest)")
+        print(f"ok {generate(a, cluster, router)} via Service {RELEASE}-gkaserve-router "
+              f"({router})")
 
         # What a PodMonitor would scrape: every pod's `metrics` port.
         for pod in cluster.pods:
@@ -128,12 +139,10 @@ def run_cluster(a, work):
         print("ok every pod's metrics port serves gka_ metrics; workers are labelled by pod name")
         # Every worker registers under its pod name (workers retry until the router answers).
         router_pod = next(p for p in cluster.pods if component(p) == "router")
-        metrics_url = f"http://127.0.0.1:{router_pod.port(9400)}/metrics"
         want = {"prefill": 1, "decode": 2}
         deadline = time.monotonic() + 30
         while True:
-            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-            seen = {role: healthy_workers(text, role) for role in want}
+            seen = router_counts(f"127.0.0.1:{router_pod.port(9400)}", want)
             if seen == want:
                 break
             if time.monotonic() > deadline:
@@ -145,6 +154,80 @@ def run_cluster(a, work):
     bad = {k: v for k, v in results.items() if v != 0}
     assert not bad, f"not a clean exit on SIGTERM: {bad}"
     print(f"ok SIGTERM: all {len(results)} processes exited 0 within their grace periods")
+
+
+def run_two_routers(a, work):
+    """router.replicas=2 in front of the same workers: each worker registers with both
+    routers through the headless registry Service; both routers serve; after kill -9 of one
+    the other keeps serving with the workers still healthy in its view; the killed one,
+    started again, gets the workers back (they keep retrying it) and serves again."""
+    docs = render("--set", "router.replicas=2", "--set", "decode.replicas=1")
+    model_root = work / "pvc-models-2r"
+    model_root.mkdir()
+    (model_root / "tiny").symlink_to(a.model)
+    cluster = podsim.Cluster(docs, a.bin_dir, work / "pods-2r", {"gkaserve-models": model_root},
+                             {}, NAMESPACE)
+    routers = [p for p in cluster.pods if component(p) == "router"]
+    workers = [p for p in cluster.pods if component(p) != "router"]
+    assert len(routers) == 2 and len(workers) == 2, [p.name for p in cluster.pods]
+    # The workers are told every router: the headless Service's name, which resolves to
+    # both router pods (podsim: the comma list of their addresses).
+    grpc_of = {r.name: f"127.0.0.1:{r.port(50051)}" for r in routers}
+    for w in workers:
+        argv, _, _ = cluster.command_line(w, w.spec["containers"][0])
+        flag = next(x for x in argv if x.startswith("--router-service="))
+        assert sorted(flag.split("=", 1)[1].split(",")) == sorted(grpc_of.values()), flag
+    roles = ("prefill", "decode")
+    with cluster:
+        cluster.start()
+        for kind in ("startupProbe", "readinessProbe"):
+            for pod in cluster.pods:
+                c = pod.spec["containers"][0]
+                cluster.probe(pod, c, kind, deadline_s=90 if kind == "readinessProbe" else None)
+        # Readiness of a router asks for GenerateService: SERVING only with a prefill and a
+        # decode worker registered with that router, so both routers have both workers.
+        print("ok both routers Ready: each sees a prefill and a decode worker")
+        for r in routers:
+            print(f"ok {r.name}: {generate(a, cluster, grpc_of[r.name])}")
+            counts = router_counts(f"127.0.0.1:{r.port(9400)}", roles)
+            assert counts == {"prefill": 1, "decode": 1}, (r.name, counts)
+
+        dead, alive = routers
+        for _, proc, _ in dead.procs:
+            proc.kill()
+            proc.wait()
+        print(f"ok kill -9 {dead.name}")
+        # Longer than the router's heartbeat timeout: the survivor must still count the
+        # workers healthy (their heartbeats to it do not wait on the dead router).
+        timeout_s = docs_value(docs, "--heartbeat-timeout-ms=") / 1000
+        t_end = time.monotonic() + timeout_s + 1
+        n = 0
+        while time.monotonic() < t_end:
+            generate(a, cluster, grpc_of[alive.name])
+            n += 1
+        counts = router_counts(f"127.0.0.1:{alive.port(9400)}", roles)
+        assert counts == {"prefill": 1, "decode": 1}, counts
+        print(f"ok {alive.name} answered {n} requests in the {timeout_s + 1:.0f} s after; "
+              f"it still counts {counts} healthy workers")
+
+        dead.procs = []
+        cluster.start([dead])
+        took = cluster.probe(dead, dead.spec["containers"][0], "readinessProbe", deadline_s=30)
+        print(f"ok {dead.name} restarted: Ready after {took:.1f} s (the workers registered "
+              f"again); {generate(a, cluster, grpc_of[dead.name])}")
+        results = cluster.stop()
+    bad = {k: v for k, v in results.items() if v != 0}
+    assert not bad, f"not a clean exit on SIGTERM: {bad}"
+
+
+def docs_value(docs, prefix):
+    """The integer value of the router container's `prefix` flag in the rendered docs."""
+    for d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-router"):
+            for arg in d["spec"]["template"]["spec"]["containers"][0]["args"]:
+                if arg.startswith(prefix):
+                    return int(arg[len(prefix):])
+    raise RuntimeError(f"no router argument {prefix}")
 
 
 def run_api_key(a, work):
@@ -201,6 +284,7 @@ def main():
             return 1
         try:
             run_cluster(a, work)
+            run_two_routers(a, work)
             run_api_key(a, work)
         except (RuntimeError, AssertionError, OSError, subprocess.TimeoutExpired) as e:
             print(f"FAIL: {e}")

@@ -55,7 +55,7 @@ app.kubernetes.io/part-of: gkaserve
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* The router's registration address for workers: the headless registry Service. */}}
+{{/* Where workers find every router: the headless registry Service (all router pods). */}}
 {{- define "gkaserve.routerRegistryAddress" -}}
 {{- printf "%s-registry:%d" (include "gkaserve.componentName" (dict "root" . "component" "router")) (int .Values.router.grpcPort) }}
 {{- end }}

@@ -40,7 +40,9 @@ spec:
       command: [{{ .binary }}]
       args:
         - --model=$(GKA_MODEL_DIR)
-        - --router={{ include "gkaserve.routerRegistryAddress" $root }}
+        # Every router: the headless registry Service resolves to each router pod (ready or
+        # not); the worker registers and heartbeats with each and re-resolves every 5 s.
+        - --router-service={{ include "gkaserve.routerRegistryAddress" $root }}
         - --host=$(POD_IP)
         - --port={{ $role.grpcPort }}
         - --metrics-port={{ $role.metricsPort }}
