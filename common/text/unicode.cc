@@ -68,11 +68,11 @@ char32_t Compose(char32_t first, char32_t second) {
     return first + (second - kTBase);
   }
   const auto* end = kCompositions + std::size(kCompositions);
-  const auto* it = std::lower_bound(kCompositions, end, std::make_pair(first, second),
-                                    [](const CompositionEntry& e, std::pair<char32_t, char32_t> k) {
-                                      return e.first != k.first ? e.first < k.first
-                                                                : e.second < k.second;
-                                    });
+  const auto* it =
+      std::lower_bound(kCompositions, end, std::make_pair(first, second),
+                       [](const CompositionEntry& e, std::pair<char32_t, char32_t> k) {
+                         return e.first != k.first ? e.first < k.first : e.second < k.second;
+                       });
   if (it == end || it->first != first || it->second != second) return 0;
   return it->composite;
 }
@@ -106,8 +106,8 @@ absl::StatusOr<std::string> NfcNormalize(absl::string_view text) {
   for (char c : text) ascii &= static_cast<unsigned char>(c) < 0x80;
   if (ascii) return std::string(text);
   if (!IsValidUtf8(text)) {
-    return absl::InvalidArgumentError(absl::StrCat("NFC of text that is not UTF-8 (byte ",
-                                                   FirstInvalidUtf8Offset(text), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("NFC of text that is not UTF-8 (byte ", FirstInvalidUtf8Offset(text), ")"));
   }
   if (QuickCheckYes(text)) return std::string(text);
 

@@ -122,9 +122,10 @@ TEST(NfcTest, EveryCodePointAloneMatchesIcu) {
   EXPECT_EQ(nfc_differs, 0);
   EXPECT_EQ(word_differs, 0);
   EXPECT_GT(compared, 1100000);
-  std::printf("compared %d code points alone (Unicode %s tables vs ICU %s); %d newer ones "
-              "left out\n",
-              compared, std::string(NfcUnicodeVersion()).c_str(), U_ICU_VERSION, newer);
+  std::printf(
+      "compared %d code points alone (Unicode %s tables vs ICU %s); %d newer ones "
+      "left out\n",
+      compared, std::string(NfcUnicodeVersion()).c_str(), U_ICU_VERSION, newer);
 }
 
 TEST(NfcTest, TokenizerTestStringsMatchIcu) {
@@ -161,8 +162,7 @@ TEST(NfcTest, TokenizerTestStringsMatchIcu) {
   }
   EXPECT_GT(compared, 250);
   EXPECT_GT(changed, 0) << "no test string changes under NFC: the comparison shows little";
-  std::printf("compared %d tokenizer test strings, %d of them changed by NFC\n", compared,
-              changed);
+  std::printf("compared %d tokenizer test strings, %d of them changed by NFC\n", compared, changed);
 }
 
 TEST(NfcTest, RandomSequencesMatchIcu) {
@@ -176,8 +176,7 @@ TEST(NfcTest, RandomSequencesMatchIcu) {
     const bool decomposes = IcuNfc(s) != s || u_getCombiningClass(cp) != 0 ||
                             u_getIntPropertyValue(cp, UCHAR_NFC_QUICK_CHECK) != UNORM_YES ||
                             u_hasBinaryProperty(cp, UCHAR_FULL_COMPOSITION_EXCLUSION) ||
-                            u_getIntPropertyValue(cp, UCHAR_DECOMPOSITION_TYPE) ==
-                                U_DT_CANONICAL ||
+                            u_getIntPropertyValue(cp, UCHAR_DECOMPOSITION_TYPE) == U_DT_CANONICAL ||
                             (cp >= 0x1100 && cp <= 0x11FF) || (cp >= 0xAC00 && cp <= 0xD7A3);
     if (decomposes) interesting.push_back(cp);
   }
