@@ -61,6 +61,7 @@ struct BenchFlags {
   std::string plot;
   std::string sweep;
   std::string label;
+  std::string request_id_prefix;
   std::string title;
   bool save_requests = false;
 };
@@ -208,7 +209,9 @@ absl::Status RunBenchServe(BenchFlags f) {
   o.trace_arrivals =
       f.request_rate <= 0 && f.concurrency <= 0 && sweep.empty() && workload->trace_has_arrivals();
   o.seed = f.seed;
-  o.request_id_prefix = absl::StrCat("bench-", absl::ToUnixMillis(absl::Now()));
+  o.request_id_prefix = f.request_id_prefix.empty()
+                            ? absl::StrCat("bench-", absl::ToUnixMillis(absl::Now()))
+                            : f.request_id_prefix;
 
   const nlohmann::json header = {
       {"model",
@@ -336,6 +339,9 @@ void RegisterBench(CLI::App& app, Action& run) {
   serve->add_option("--label", f->label, "name of this run in the result and plots");
   serve->add_option("--title", f->title, "plot title");
   serve->add_flag("--save-requests", f->save_requests, "every request's record in the JSON");
+  serve->add_option("--request-id-prefix", f->request_id_prefix,
+                    "request ids are PREFIX-<i> (default bench-<unix ms>; the chaos tests name "
+                    "fault-injection hooks here)");
   serve->callback([f, &run] {
     run = [f] {
 #if GKA_WITH_GRPC

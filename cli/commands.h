@@ -25,6 +25,7 @@ void RegisterMakeRandomModel(CLI::App& app, Action& run);
 void RegisterCompare(CLI::App& app, Action& run);
 void RegisterLocal(CLI::App& app, Action& run);
 void RegisterHealth(CLI::App& app, Action& run);
+void RegisterHashApiKey(CLI::App& app, Action& run);
 void RegisterBench(CLI::App& app, Action& run);
 
 }  // namespace gka::cli

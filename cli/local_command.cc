@@ -4,6 +4,7 @@
 //             [--decode-workers 1] [--tiers FILE] [--state-file F] [--log-dir D]
 //             [--backend cpu] [--num-slots 16] [--page-size 16] [--restart]
 //             [--http-port 8000] [--served-model-name NAME]
+//             [--router-args "..."] [--prefill-args "..."] [--decode-args "..."]
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
 // (metrics on MP+1, MP+2, ...) and the decode workers (after the prefill ones); worker gRPC and
@@ -26,6 +27,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "common/base/logging.h"
 #include "common/base/status.h"
@@ -49,7 +51,17 @@ struct LocalFlags {
   bool restart = false;  // restart a child that exits instead of stopping the cluster
   int http_port = -1;    // the router's OpenAI-compatible HTTP port; -1: off
   std::string served_model_name;
+  // Extra flags for every process of a role, split at spaces (tests: short leases and
+  // heartbeats, fault-injection hooks, drain grace).
+  std::string router_args;
+  std::string prefill_args;
+  std::string decode_args;
 };
+
+std::vector<std::string> WithArgs(std::vector<std::string> argv, const std::string& extra) {
+  for (absl::string_view a : absl::StrSplit(extra, ' ', absl::SkipEmpty())) argv.emplace_back(a);
+  return argv;
+}
 
 struct Child {
   std::string role;
@@ -217,7 +229,7 @@ absl::Status RunLocal(const LocalFlags& f) {
     router.push_back("--served-model-name");
     router.push_back(f.served_model_name);
   }
-  absl::Status status = start("router", 0, router);
+  absl::Status status = start("router", 0, WithArgs(router, f.router_args));
   std::string router_addr;
   if (status.ok()) router_addr = children[0].info["grpc"].get<std::string>();
   // Workers' metrics ports follow the router's; with --metrics-port 0 every port is ephemeral.
@@ -225,17 +237,20 @@ absl::Status RunLocal(const LocalFlags& f) {
   auto NextMetricsPort = [&] { return absl::StrCat(f.metrics_port == 0 ? 0 : ++metrics); };
   for (int i = 0; status.ok() && i < f.prefill_workers; ++i) {
     status = start("prefill", i,
-                   {bin + "/gka-prefill-worker", "--model", f.model_dir, "--router", router_addr,
-                    "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
-                    "--worker-id", absl::StrCat("prefill-", i), "--page-size",
-                    absl::StrCat(f.page_size)});
+                   WithArgs({bin + "/gka-prefill-worker", "--model", f.model_dir, "--router",
+                             router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
+                             "--backend", f.backend, "--worker-id", absl::StrCat("prefill-", i),
+                             "--page-size", absl::StrCat(f.page_size)},
+                            f.prefill_args));
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
     status = start("decode", i,
-                   {bin + "/gka-decode-worker", "--model", f.model_dir, "--router", router_addr,
-                    "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
-                    "--worker-id", absl::StrCat("decode-", i), "--num-slots",
-                    absl::StrCat(f.num_slots), "--page-size", absl::StrCat(f.page_size)});
+                   WithArgs({bin + "/gka-decode-worker", "--model", f.model_dir, "--router",
+                             router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
+                             "--backend", f.backend, "--worker-id", absl::StrCat("decode-", i),
+                             "--num-slots", absl::StrCat(f.num_slots), "--page-size",
+                             absl::StrCat(f.page_size)},
+                            f.decode_args));
   }
   if (status.ok()) write_state();
   if (status.ok()) {
@@ -300,6 +315,9 @@ void RegisterLocal(CLI::App& app, Action& run) {
   cmd->add_option("--page-size", f->page_size, "KV page size")->capture_default_str();
   cmd->add_option("--ready-timeout", f->ready_timeout_s, "seconds to wait for each process")
       ->capture_default_str();
+  cmd->add_option("--router-args", f->router_args, "extra gka-router flags (space-separated)");
+  cmd->add_option("--prefill-args", f->prefill_args, "extra gka-prefill-worker flags");
+  cmd->add_option("--decode-args", f->decode_args, "extra gka-decode-worker flags");
   cmd->add_flag("--restart", f->restart,
                 "restart a process that exits (default: stop the whole cluster); a restarted "
                 "router keeps its address only with a fixed --port");

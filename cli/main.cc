@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   gka::cli::RegisterCompare(app, run);
   gka::cli::RegisterLocal(app, run);
   gka::cli::RegisterHealth(app, run);
+  gka::cli::RegisterHashApiKey(app, run);
   gka::cli::RegisterBench(app, run);
   CLI11_PARSE(app, argc, argv);
   if (!run) return 2;

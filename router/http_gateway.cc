@@ -493,9 +493,15 @@ class HttpGateway::Impl {
   }
 
   std::optional<ApiError> Authenticate(mg_connection* conn) const {
-    if (options_.api_key.empty()) return std::nullopt;
+    if (options_.api_key.empty() && options_.api_keys.empty()) return std::nullopt;
     const char* header = mg_get_header(conn, "Authorization");
-    if (header != nullptr && rpc::BearerTokenMatches(header, options_.api_key)) return std::nullopt;
+    if (header != nullptr && !options_.api_key.empty() &&
+        rpc::BearerTokenMatches(header, options_.api_key)) {
+      return std::nullopt;
+    }
+    const std::optional<absl::string_view> key =
+        header == nullptr ? std::nullopt : rpc::BearerKey(header);
+    if (key.has_value() && options_.api_keys.Match(*key).has_value()) return std::nullopt;
     return MakeError(401, "authentication_error",
                      header == nullptr ? "missing API key: send 'Authorization: Bearer <key>'"
                                        : "incorrect API key provided",

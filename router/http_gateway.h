@@ -40,6 +40,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/rpc/auth.h"
 #include "router/openai_protocol.h"
 
 namespace gka::router {
@@ -52,6 +53,8 @@ struct HttpGatewayOptions {
   // Required as "Authorization: Bearer KEY" on /v1/* when set (/health is exempt), the
   // same key as the gRPC API.
   std::string api_key;
+  // Further accepted keys, stored hashed (the router's --api-keys-file).
+  rpc::ApiKeys api_keys;
   // Larger bodies get 413. Token-id prompts of the longest contexts fit well inside.
   size_t max_body_bytes = 8 << 20;
   // Connections served at once (civetweb runs one thread per connection, including idle

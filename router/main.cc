@@ -87,6 +87,15 @@ int main(int argc, char** argv) {
   app.add_option("--api-key", options.api_key,
                  "require 'authorization: Bearer KEY' on public calls (health and worker "
                  "registration exempt); default: env GKA_API_KEY, else none");
+  std::string api_keys_file;
+  app.add_option("--api-keys-file", api_keys_file,
+                 "accepted API keys, one '<name> sha256:<salt>:<digest>' per line (gka "
+                 "hash-api-key); the keys themselves are never stored");
+  gka::rpc::TlsFiles tls_files;
+  app.add_option("--tls-ca", tls_files.ca,
+                 "mutual TLS: CA (PEM) that clients' and workers' certificates must chain to");
+  app.add_option("--tls-cert", tls_files.cert, "mutual TLS: this router's certificate (PEM)");
+  app.add_option("--tls-key", tls_files.key, "mutual TLS: the certificate's private key (PEM)");
   app.add_option("--router-id", options.router_id, "id reported in responses; default: random");
   app.add_option("--max-attempts", options.max_attempts,
                  "placements per request (retries on another worker before the first token)")
@@ -108,6 +117,20 @@ int main(int argc, char** argv) {
   if (options.api_key.empty()) {
     if (const char* key = std::getenv("GKA_API_KEY")) options.api_key = key;
   }
+  if (!api_keys_file.empty()) {
+    absl::StatusOr<gka::rpc::ApiKeys> keys = gka::rpc::ApiKeys::ReadFile(api_keys_file);
+    if (!keys.ok()) {
+      std::cerr << "gka-router: " << keys.status() << std::endl;
+      return 2;
+    }
+    options.api_keys = *std::move(keys);
+  }
+  absl::StatusOr<gka::rpc::TlsConfig> tls = gka::rpc::ReadTlsFiles(tls_files);
+  if (!tls.ok()) {
+    std::cerr << "gka-router: " << tls.status() << std::endl;
+    return 2;
+  }
+  options.tls = *std::move(tls);
   options.address = absl::StrCat(host, ":", port);
   options.metrics_address = metrics_port < 0 ? "" : absl::StrCat(host, ":", metrics_port);
   options.heartbeat_timeout = absl::Milliseconds(heartbeat_timeout_ms);
@@ -131,6 +154,7 @@ int main(int argc, char** argv) {
   if (http_port >= 0) {
     http_options.address = absl::StrCat(host, ":", http_port);
     http_options.api_key = options.api_key;
+    http_options.api_keys = options.api_keys;
     absl::StatusOr<std::unique_ptr<gka::router::HttpGateway>> gateway =
         gka::router::HttpGateway::Create(http_options, (*router)->core());
     if (!gateway.ok()) {

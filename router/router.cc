@@ -64,6 +64,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   core_options.default_max_tokens = options.default_max_tokens;
   core_options.max_attempts = options.max_attempts;
   core_options.lease = options.lease;
+  core_options.worker_tls = options.tls;
   core_options.admission.enabled = options.admission;
   core_options.admission.max_running = std::max(0, options.max_running);
   // worker.proto: a worker silent for 3 heartbeat periods is dead.
@@ -81,6 +82,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   rpc::ServerOptions server_options;
   server_options.address = options.address;
   server_options.auth_token = options.api_key;
+  server_options.api_keys = options.api_keys;
+  server_options.tls = options.tls;
   server_options.auth_exempt_method_prefixes = {"/grpc.health.v1.Health/",
                                                 "/gka.worker.v1.WorkerRegistry/"};
   GKA_ASSIGN_OR_RETURN(router->server_,

@@ -30,6 +30,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/rpc/auth.h"
+#include "common/rpc/tls.h"
 
 namespace gka::metrics {
 class Registry;
@@ -66,6 +68,11 @@ struct RouterOptions {
   // Optional bearer token every public call must carry (health and WorkerRegistry exempt:
   // workers authenticate by network placement).
   std::string api_key;
+  // Further accepted keys, stored hashed (--api-keys-file; common/rpc/auth.h).
+  rpc::ApiKeys api_keys;
+  // Mutual TLS on the gRPC port (clients and workers must present a certificate of the CA)
+  // and on the router's channels to workers. Disabled: plaintext.
+  rpc::TlsConfig tls;
   // Reported in ServedBy; empty: "router-<random hex>".
   std::string router_id;
   // Placements per request (see CoreOptions::max_attempts).

@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/metrics/metrics.h"
+#include "common/rpc/tls.h"
 #include "gka/serving/v1/serving.pb.h"
 #include "gka/worker/v1/worker.grpc.pb.h"
 #include "router/admission.h"
@@ -63,6 +64,8 @@ struct CoreOptions {
   // Budget of Abort / Release calls made while cleaning up.
   absl::Duration cleanup_timeout = absl::Seconds(2);
   RegistryOptions registry;
+  // Mutual TLS on the channels to workers (disabled: plaintext).
+  rpc::TlsConfig worker_tls;
   // Per-tier queues in front of placement and the degrade ladder (router/admission.h).
   AdmissionOptions admission;
 };

@@ -41,6 +41,10 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
                  "UCX transports (UCX_TLS syntax; empty: UCX_TLS or UCX's default)");
   app.add_option("--vocab-limit", o.vocab_limit, "sample ids below this (0: whole vocabulary)")
       ->capture_default_str();
+  app.add_option("--tls-ca", f.tls.ca,
+                 "mutual TLS: CA (PEM) the router's certificate must chain to (and clients')");
+  app.add_option("--tls-cert", f.tls.cert, "mutual TLS: this worker's certificate (PEM)");
+  app.add_option("--tls-key", f.tls.key, "mutual TLS: the certificate's private key (PEM)");
   app.add_option("--tiers", f.tiers_file, "tier file (JSON): per-tier series exist from start");
   app.add_option("--shutdown-grace-ms", f.shutdown_grace_ms,
                  "time calls in flight get to finish on SIGTERM")
@@ -51,6 +55,7 @@ absl::Status ApplyWorkerFlags(const WorkerFlags& f, WorkerOptions& o) {
   o.grpc_address = absl::StrCat(f.host, ":", f.port);
   o.metrics_address = f.metrics_port < 0 ? "" : absl::StrCat(f.host, ":", f.metrics_port);
   o.heartbeat_interval = absl::Milliseconds(f.heartbeat_ms);
+  GKA_ASSIGN_OR_RETURN(o.tls, rpc::ReadTlsFiles(f.tls));
   if (!f.tiers_file.empty()) {
     GKA_ASSIGN_OR_RETURN(o.tiers, ReadTierNames(f.tiers_file));
   }

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/rpc/tls.h"
 #include "decode_worker/common/runtime.h"
 
 namespace CLI {
@@ -31,6 +32,8 @@ struct WorkerFlags {
   int heartbeat_ms = 1000;
   int shutdown_grace_ms = 5000;
   std::string tiers_file;
+  // Mutual TLS on the worker's gRPC port and its channel to the router (all three or none).
+  rpc::TlsFiles tls;
 };
 
 // --model --router --router-service --host --port --metrics-port --worker-id --backend

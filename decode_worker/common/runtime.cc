@@ -58,7 +58,7 @@ absl::Status WorkerRuntime::Serve(const ServeOptions& options,
                                   std::shared_ptr<metrics::Registry> registry,
                                   RegistryClient::LoadFn load) {
   GKA_ASSIGN_OR_RETURN(server_,
-                       rpc::GrpcServer::Create({.address = options.grpc_address}, services));
+                       rpc::GrpcServer::Create({.address = options.grpc_address, .tls = options.tls}, services));
   grpc_address_ = server_->address();
   if (!options.metrics_address.empty()) {
     GKA_ASSIGN_OR_RETURN(
@@ -70,6 +70,7 @@ absl::Status WorkerRuntime::Serve(const ServeOptions& options,
     ro.router_addresses = SplitAddressList(options.router_address);
     ro.router_services = SplitAddressList(options.router_service);
     ro.heartbeat_interval = options.heartbeat_interval;
+    ro.channel.tls = options.tls;
     ro.registration = options.registration;
     ro.registration.set_grpc_address(grpc_address_);
     ro.registration.set_metrics_address(metrics_address_);

@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/rpc/tls.h"
 #include "common/metrics/metrics.h"
 #include "common/rpc/server.h"
 #include "decode_worker/common/model_loader.h"
@@ -46,6 +47,8 @@ struct WorkerOptions {
   // host:port names resolving to every router (a headless Service), comma-separated.
   std::string router_service;
   absl::Duration heartbeat_interval = absl::Seconds(1);
+  // Mutual TLS on the gRPC port and the channel to the router; disabled: plaintext.
+  rpc::TlsConfig tls;
   // UCX transports in UCX_TLS syntax; empty: UCX_TLS from the environment or UCX's default.
   std::string ucx_transports;
   int32_t vocab_limit = 0;  // sample ids below this (0: the whole vocabulary)
@@ -95,10 +98,12 @@ struct ServeOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // Sent to the router; Serve fills in the bound gRPC and metrics addresses.
   wpb::RegisterRequest registration;
+  rpc::TlsConfig tls;  // see WorkerOptions
 
   static ServeOptions Of(const WorkerOptions& options, wpb::RegisterRequest registration) {
     return {options.grpc_address,   options.metrics_address,    options.router_address,
-            options.router_service, options.heartbeat_interval, std::move(registration)};
+            options.router_service, options.heartbeat_interval, std::move(registration),
+            options.tls};
   }
 };
 

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Graceful drain on SIGTERM under load (a rolling update, one worker at a time):
+#   a decode worker, then a prefill worker, gets SIGTERM while a closed-loop load runs. Each
+#   must deregister at once (the router places nothing new on it: no retries are counted,
+#   and the router reports it gone within a heartbeat), let its running requests finish (every
+#   request of the load ends OK: none is lost), exit by itself within its grace period, and
+#   its replacement (`gka local --restart`) registers and takes traffic. Afterwards every
+#   worker's KV pages and state slots are back to 0.
+#   drain_test.sh BIN_DIR
+set -uo pipefail
+BIN=$(cd "$1" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+export UCX_TLS=tcp
+GKA=$BIN/gka
+TMP=$(mktemp -d)
+cleanup() {
+  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
+  if [[ -n ${KEEP_TMP:-} ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+fail() { echo "drain_test: $*"; tail -5 "$TMP"/decode-0.log "$TMP"/router-0.log 2>/dev/null; exit 1; }
+
+GRACE_MS=20000
+source "$HERE/cluster.sh"
+start_cluster "$TMP" --port 0 --router-args "--heartbeat-timeout-ms 1500" \
+  --prefill-args "--shutdown-grace-ms $GRACE_MS" --decode-args "--shutdown-grace-ms $GRACE_MS" ||
+  fail "no cluster"
+ADDR=$(field router 0 grpc)
+RMETRICS=$(field router 0 metrics)
+"$GKA" health --addr "$ADDR" --timeout 30 >/dev/null || fail "router not healthy"
+
+drain() {  # role index
+  local role=$1 i=$2 pid before after t0 t_gone t_exit
+  pid=$(field "$role" "$i" pid)
+  before=$(metric_sum "$RMETRICS" '^gka_retries_total')
+  timeout 120 "$GKA" bench serve --addr "$ADDR" --concurrency 4 --duration 8 --input-len 8:48 \
+    --output-len 60:120 --ignore-eos --timeout 60 --request-id-prefix "drain-$role" \
+    --save-requests --out "$TMP/$role.json" --plot "$TMP/$role.svg" >/dev/null 2>"$TMP/$role.err" &
+  local bench=$!
+  sleep 3
+  local busy
+  busy=$(metric_sum "$(field "$role" "$i" metrics)" '^gka_(kv_pages|state_slots)_used|^gka_prefill_queue_tokens')
+  t0=$(date +%s%N)
+  kill -TERM "$pid"
+  # Deregistered at once: the router stops counting it healthy well within a heartbeat timeout.
+  t_gone=""
+  for _ in $(seq 1 50); do
+    if [[ $(healthy "$role") -le 1 ]]; then t_gone=$(( ($(date +%s%N) - t0) / 1000000 )); break; fi
+    sleep 0.05
+  done
+  [[ -n $t_gone ]] || fail "$role-$i still placed on 2.5 s after SIGTERM"
+  # It exits by itself, after its requests finished, within the grace period.
+  t_exit=""
+  for _ in $(seq 1 $(( GRACE_MS / 50 + 40 ))); do
+    if ! kill -0 "$pid" 2>/dev/null; then t_exit=$(( ($(date +%s%N) - t0) / 1000000 )); break; fi
+    sleep 0.05
+  done
+  [[ -n $t_exit ]] || fail "$role-$i did not exit within its grace"
+  wait $bench || fail "bench failed: $(tail -3 "$TMP/$role.err")"
+  read -r sent ok retry hung other _ toks < <(node "$HERE/classify.js" "$TMP/$role.json" 60)
+  after=$(metric_sum "$RMETRICS" '^gka_retries_total')
+  echo "   drain $role-$i: in use when signalled $busy; deregistered after ${t_gone} ms, exited after ${t_exit} ms;" \
+    "load: sent $sent ok $ok retryable $retry hung $hung other $other; router retries $((after - before))"
+  [[ $role != decode || $busy -gt 0 ]] || fail "$role-$i was idle when signalled: the test would prove nothing"
+  [[ $ok == "$sent" ]] || fail "requests were lost in the drain of $role-$i (sent $sent, ok $ok)"
+  [[ $after == "$before" ]] || fail "the router placed work on the draining $role-$i (retries $before -> $after)"
+  # The replacement registers and takes traffic.
+  for _ in $(seq 1 150); do [[ $(healthy "$role") -ge 2 && $(field "$role" "$i" pid) != "$pid" ]] && break; sleep 0.2; done
+  [[ $(healthy "$role") -ge 2 ]] || fail "the restarted $role-$i did not register"
+}
+
+echo "-- SIGTERM a decode worker under load"
+drain decode 0
+echo "-- SIGTERM a prefill worker under load"
+drain prefill 1
+echo "-- the restarted workers serve; pages and slots back at 0"
+"$GKA" bench serve --addr "$ADDR" --concurrency 4 --num-requests 16 --input-len 8:48 --output-len 8:24 \
+  --ignore-eos --timeout 60 --save-requests --out "$TMP/after.json" --plot "$TMP/after.svg" >/dev/null 2>&1
+read -r sent ok _ < <(node "$HERE/classify.js" "$TMP/after.json" 60)
+[[ $ok == 16 ]] || fail "after the drains: $ok of 16 requests ok"
+for _ in $(seq 1 50); do
+  used=$(used_pages)
+  [[ $used == 0 ]] && break
+  sleep 0.2
+done
+[[ $used == 0 ]] || fail "$used pages/slots still in use"
+echo "drain_test: ok"
