@@ -47,6 +47,7 @@ spec:
         - --port={{ $role.grpcPort }}
         - --metrics-port={{ $role.metricsPort }}
         - --backend={{ $role.backend }}
+        - --device-transfer={{ $role.deviceTransfer | default "auto" }}
         - --worker-id=$(POD_NAME)
         - --tiers=/etc/gkaserve/tiers.json
         # Finish calls in flight within the pod's grace period (SIGTERM, then SIGKILL).
@@ -60,6 +61,10 @@ spec:
       env:
         {{- include "gkaserve.commonEnv" $root | nindent 8 }}
         {{- include "gkaserve.ucxEnv" $root | nindent 8 }}
+        {{- with $role.visibleDevices }}
+        - name: CUDA_VISIBLE_DEVICES
+          value: {{ . | quote }}
+        {{- end }}
         {{- with $role.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
