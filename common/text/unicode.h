@@ -21,6 +21,14 @@ absl::StatusOr<std::string> NfcNormalize(absl::string_view text);
 
 // The Unicode version of the tables ("14.0.0"): code points assigned later have no
 // decomposition and combining class 0 here.
+//
+// Hugging Face tokenizers (0.22/0.23) normalize with unicode-normalization-alignments 0.1.12,
+// whose tables are Unicode 9.0.0. NFC data of assigned characters never changes, so the two
+// differ only on characters assigned in 10.0-14.0 that take part in normalization: 98
+// combining marks (e.g. U+07FD, U+0898..U+089F) that we reorder and HF leaves in place, and
+// one canonical composite (U+11938 DIVES AKURU VOWEL SIGN O) that we compose and HF does not.
+// ICU (the implementation before these tables) and transformers.js (Node's ICU) behave as we
+// do. The tokenizer goldens contain none of them.
 absl::string_view NfcUnicodeVersion();
 
 // Rust regex's \w (Unicode): Alphabetic, marks, decimal digits, connector punctuation and
