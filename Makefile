@@ -26,7 +26,7 @@ cuda-build: deps
 	  ./scripts/timed.sh cuda-configure cmake -S . -B $(CUDA_BUILD) -G Ninja -DGKA_WITH_CUDA=ON \
 	    -DGKA_WITH_GRPC=OFF -DCMAKE_BUILD_TYPE=Release && \
 	  ./scripts/timed.sh cuda-build cmake --build $(CUDA_BUILD) -j $(JOBS) --target \
-	    gka_kernels_cuda cuda_parity_test cuda_kernels_bench gpu_golden_test gka \
+	    gka_kernels_cuda cuda_parity_test cuda_stride_test cuda_kernels_bench gpu_golden_test gka \
 	    $$(ninja -C $(CUDA_BUILD) -t targets all 2>/dev/null | \
 	       grep -oE '^(nccl_communicator_test|tp_gpu_test|tp_throughput_bench):' | tr -d :); \
 	else echo "cuda-build: $(NVCC) not found, skipping the CUDA targets"; fi

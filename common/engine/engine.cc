@@ -109,10 +109,12 @@ enum : int {
   kResidual,
   kNormed,
   kMixOut,
+  kAttnQkv,  // fused q|k|v output [T, AttentionParts.total]
   kAttnQ,
   kAttnK,
   kAttnV,
   kAttnO,
+  kGkaInProj,  // fused q|k|v|a|b|alpha|g output [T, GkaParts.total]
   kGkaQRaw,
   kGkaKRaw,
   kGkaVRaw,
@@ -155,6 +157,16 @@ int32_t ContextBucket(int32_t ctx, int32_t max_seq_len) {
 }
 // Graphs held at once; beyond it the least recently used is dropped.
 constexpr size_t kMaxGraphs = 96;
+
+// Unfused, the parts' workspace keys follow the stacked weights' part order (weights.h).
+static_assert(kAttnV - kAttnQ == kAttnPartV && kGkaZ - kGkaQRaw == kGkaPartG &&
+              kGkaC - kGkaQRaw == kGkaPartAlpha && kGkaA - kGkaQRaw == kGkaPartA);
+
+bool FusionWanted(const EngineOptions& options) {
+  const char* env = std::getenv("GKA_FUSE_PROJECTIONS");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  return options.fuse_projections;
+}
 
 bool GraphsWanted(const EngineOptions& options) {
   const char* env = std::getenv("GKA_CUDA_GRAPHS");
@@ -242,6 +254,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   std::unique_ptr<Engine> engine(new Engine(options, config, dims, std::move(backend)));
   const ModelDims& d = engine->dims_;
   engine->default_num_iter_ = options.default_num_iter >= 0 ? options.default_num_iter : d.num_iter;
+  engine->fuse_projections_ = FusionWanted(options);
+  engine->attn_parts_ = AttentionParts(d);
+  engine->gka_parts_ = GkaParts(d);
   int64_t max_len = options.max_seq_len > 0
                         ? options.max_seq_len
                         : std::min<int64_t>(config.max_position_embeddings, 8192);
@@ -623,18 +638,17 @@ absl::Status Engine::AttentionLayer(int layer, const BatchMeta& meta, const Tens
   Workspace& ws = *ws_;
   const int64_t T = meta.num_tokens;
   const DType A = options_.dtype;
-  GKA_ASSIGN_OR_RETURN(TensorView q, ws.Get(kAttnQ, Shape{T, d.hq * d.head_dim}, A));
-  GKA_ASSIGN_OR_RETURN(TensorView k, ws.Get(kAttnK, Shape{T, d.hkv * d.head_dim}, A));
-  GKA_ASSIGN_OR_RETURN(TensorView v, ws.Get(kAttnV, Shape{T, d.hkv * d.head_dim}, A));
+  // q, k, v: column ranges of one fused GEMM's output (or packed, unfused), all with token
+  // stride `stride`; QkNormRope normalises q and k in place there.
+  std::vector<TensorView> qkv;
+  GKA_ASSIGN_OR_RETURN(const int64_t stride, Project(x, w.qkv, attn_parts_, kAttnQkv, kAttnQ, qkv));
   GKA_ASSIGN_OR_RETURN(TensorView o, ws.Get(kAttnO, Shape{T, d.hq * d.head_dim}, A));
-  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.q_proj.view(), .y = q}));
-  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.k_proj.view(), .y = k}));
-  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.v_proj.view(), .y = v}));
-  const TensorView q3 = Reshape(q, Shape{T, d.hq, d.head_dim});
-  const TensorView k3 = Reshape(k, Shape{T, d.hkv, d.head_dim});
-  const TensorView v3 = Reshape(v, Shape{T, d.hkv, d.head_dim});
+  const TensorView q3 = Reshape(qkv[kAttnPartQ], Shape{T, d.hq, d.head_dim});
+  const TensorView k3 = Reshape(qkv[kAttnPartK], Shape{T, d.hkv, d.head_dim});
+  const TensorView v3 = Reshape(qkv[kAttnPartV], Shape{T, d.hkv, d.head_dim});
   GKA_RETURN_IF_ERROR(be.QkNormRope({.q = q3,
                                      .k = k3,
+                                     .row_stride = stride,
                                      .q_weight = w.q_norm.view(),
                                      .k_weight = w.k_norm.view(),
                                      .positions = meta.positions,
@@ -643,11 +657,13 @@ absl::Status Engine::AttentionLayer(int layer, const BatchMeta& meta, const Tens
   const AttentionCache& cache = kv_[layer];
   GKA_RETURN_IF_ERROR(be.KvCacheWrite({.k = k3,
                                        .v = v3,
+                                       .row_stride = stride,
                                        .k_pages = cache.k_pages.view(),
                                        .v_pages = cache.v_pages.view(),
                                        .slot_mapping = meta.slot_mapping}));
   GKA_RETURN_IF_ERROR(
       be.PagedAttention({.q = q3,
+                         .q_row_stride = stride,
                          .out = Reshape(o, Shape{T, d.hq, d.head_dim}),
                          .k_pages = cache.k_pages.view(),
                          .v_pages = cache.v_pages.view(),
@@ -703,27 +719,24 @@ absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView
   const DType A = options_.dtype;
   const DType F32 = DType::kF32;
 
-  // Projections (separate GEMMs keep every output contiguous).
-  GKA_ASSIGN_OR_RETURN(TensorView q_raw, ws.Get(kGkaQRaw, Shape{T, d.dq}, A));
-  GKA_ASSIGN_OR_RETURN(TensorView k_raw, ws.Get(kGkaKRaw, Shape{T, d.dk}, A));
-  GKA_ASSIGN_OR_RETURN(TensorView v_raw, ws.Get(kGkaVRaw, Shape{T, d.dv}, A));
-  GKA_ASSIGN_OR_RETURN(TensorView a, ws.Get(kGkaA, Shape{T, H}, A));
-  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.q_proj.view(), .y = q_raw}));
-  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.k_proj.view(), .y = k_raw}));
-  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.v_proj.view(), .y = v_raw}));
-  GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.a_proj.view(), .y = a}));
-  TensorView b, c, z;
-  if (d.use_beta) {
-    GKA_ASSIGN_OR_RETURN(b, ws.Get(kGkaB, Shape{T, H}, A));
-    GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.b_proj.view(), .y = b}));
-  }
-  if (d.use_alpha) {
-    GKA_ASSIGN_OR_RETURN(c, ws.Get(kGkaC, Shape{T, H}, A));
-    GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.alpha_proj.view(), .y = c}));
-  }
-  if (d.use_gate) {
-    GKA_ASSIGN_OR_RETURN(z, ws.Get(kGkaZ, Shape{T, d.de}, A));
-    GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = w.g_proj.view(), .y = z}));
+  // The seven input projections: column ranges of one fused GEMM's output (or packed,
+  // unfused), all with token stride `stride`. Absent parts (flags off) are empty views.
+  std::vector<TensorView> in;
+  GKA_ASSIGN_OR_RETURN(const int64_t stride,
+                       Project(x, w.in_proj, gka_parts_, kGkaInProj, kGkaQRaw, in));
+  const TensorView& q_raw = in[kGkaPartQ];
+  const TensorView& k_raw = in[kGkaPartK];
+  TensorView v_raw = in[kGkaPartV];
+  const TensorView& a = in[kGkaPartA];
+  const TensorView& b = in[kGkaPartB];
+  const TensorView& c = in[kGkaPartAlpha];
+  const TensorView& z = in[kGkaPartG];
+  if (!d.use_v_conv && stride != 0) {
+    // Convert below reads v packed: its own GEMM over v's rows of the stacked weight (no
+    // checkpoint we serve lacks the v conv; this keeps the flag working).
+    const int64_t v0 = gka_parts_.offsets[kGkaPartV];
+    GKA_ASSIGN_OR_RETURN(v_raw, ws.Get(kGkaVRaw, Shape{T, d.dv}, A));
+    GKA_RETURN_IF_ERROR(be.Gemm({.x = x, .w = Rows(w.in_proj.view(), v0, v0 + d.dv), .y = v_raw}));
   }
 
   // Short causal convs over the raw projections, carrying the slot's conv state.
@@ -733,6 +746,7 @@ absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView
   auto conv = [&](const TensorView& raw, const TensorView& y, const DeviceBuffer& weight,
                   const DeviceBuffer& state) {
     return be.CausalConv({.x = raw,
+                          .x_row_stride = stride,
                           .out = y,
                           .weight = weight.view(),
                           .state = state.view(),
@@ -760,6 +774,7 @@ absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView
                                    .a = a,
                                    .b = b,
                                    .c = c,
+                                   .gate_row_stride = stride,
                                    .a_log = w.a_log.view(),
                                    .dt_bias = w.dt_bias.view(),
                                    .b_bias = d.use_beta ? w.b_bias.view() : TensorView{},
@@ -793,12 +808,43 @@ absl::Status Engine::GkaLayer(int layer, const BatchMeta& meta, const TensorView
   GKA_RETURN_IF_ERROR(
       be.GatedRmsNorm({.x = Reshape(core, Shape{T * H, D}),
                        .gate = d.use_gate ? Reshape(z, Shape{T * H, D}) : TensorView{},
+                       .gate_token_stride = stride,
+                       .gate_heads = static_cast<int32_t>(H),
                        .weight = w.o_norm.view(),
                        .out = gated,
                        .eps = d.gka_norm_eps}));
   GKA_RETURN_IF_ERROR(
       be.Gemm({.x = Reshape(gated, Shape{T, H * D}), .w = w.o_proj.view(), .y = out}));
   return AllReduce(out);
+}
+
+absl::StatusOr<int64_t> Engine::Project(const TensorView& x, const DeviceBuffer& w,
+                                        const ProjectionParts& parts, int fused_key,
+                                        int first_part_key, std::vector<TensorView>& out) {
+  const int64_t T = x.shape[0];
+  const DType A = options_.dtype;
+  const size_t n = parts.sizes.size();
+  out.assign(n, TensorView{});
+  if (fuse_projections_) {
+    // [T, total]: part i is columns [offsets[i], offsets[i] + sizes[i]) of every row.
+    GKA_ASSIGN_OR_RETURN(TensorView y, ws_->Get(fused_key, Shape{T, parts.total}, A));
+    GKA_RETURN_IF_ERROR(backend_->Gemm({.x = x, .w = w.view(), .y = y}));
+    for (size_t i = 0; i < n; ++i) {
+      if (parts.sizes[i] == 0) continue;
+      out[i] = y;
+      out[i].ptr = static_cast<char*>(y.ptr) + parts.offsets[i] * tensor::DTypeSize(A);
+      out[i].shape = Shape{T, parts.sizes[i]};
+    }
+    return parts.total;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (parts.sizes[i] == 0) continue;
+    GKA_ASSIGN_OR_RETURN(
+        out[i], ws_->Get(first_part_key + static_cast<int>(i), Shape{T, parts.sizes[i]}, A));
+    const TensorView wi = Rows(w.view(), parts.offsets[i], parts.offsets[i] + parts.sizes[i]);
+    GKA_RETURN_IF_ERROR(backend_->Gemm({.x = x, .w = wi, .y = out[i]}));
+  }
+  return int64_t{0};
 }
 
 absl::Status Engine::Mlp(int layer, const TensorView& x, const TensorView& out) {

@@ -63,6 +63,12 @@ struct EngineOptions {
   // instead of launching each op; other steps run op by op. The environment variable
   // GKA_CUDA_GRAPHS=0 turns them off too.
   bool cuda_graphs = true;
+  // Each mixer's input projections (attention q|k|v; GKA q|k|v|a|b|alpha|g) run as one GEMM
+  // over their stacked weight (weights.h), the consumers reading their column range of the
+  // output with a row stride. False (or the environment variable GKA_FUSE_PROJECTIONS=0): one
+  // GEMM per projection into packed buffers, for A/B in benchmarks. Logits are bitwise the
+  // same either way on the CPU backend (each output is the same dot product).
+  bool fuse_projections = true;
 };
 
 // New tokens of one sequence for one Forward.
@@ -219,6 +225,13 @@ class Engine {
   absl::Status GkaLayer(int layer, const BatchMeta& meta, const tensor::TensorView& x,
                         const tensor::TensorView& out);
   absl::Status Mlp(int layer, const tensor::TensorView& x, const tensor::TensorView& out);
+  // x [T, hidden] through the stacked projection `w` [parts.total, hidden]: one GEMM into
+  // workspace `fused_key` [T, parts.total] when fusing, else one GEMM per part into workspace
+  // `first_part_key` + i (packed). Fills `out` with each part's [T, size] view (empty for a
+  // size-0 part) and returns the row stride the consumers pass on (0: packed).
+  absl::StatusOr<int64_t> Project(const tensor::TensorView& x, const kernels::DeviceBuffer& w,
+                                  const ProjectionParts& parts, int fused_key, int first_part_key,
+                                  std::vector<tensor::TensorView>& out);
 
   EngineOptions options_;
   model::ModelConfig config_;
@@ -226,6 +239,9 @@ class Engine {
   ModelDims dims_;
   ModelWeights weights_;
   int32_t default_num_iter_ = 0;
+  bool fuse_projections_ = true;  // options_.fuse_projections and GKA_FUSE_PROJECTIONS
+  ProjectionParts attn_parts_;    // AttentionParts(dims_)
+  ProjectionParts gka_parts_;     // GkaParts(dims_)
   int32_t max_seq_len_ = 0;
   int32_t max_pages_per_seq_ = 0;
 

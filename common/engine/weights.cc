@@ -1,9 +1,11 @@
 #include "common/engine/weights.h"
 
 #include <cstring>
+#include <initializer_list>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/check.h"
 #include "common/base/status.h"
 #include "common/engine/dims.h"
 #include "common/model/weights.h"
@@ -31,7 +33,8 @@ class Uploader {
   absl::StatusOr<DeviceBuffer> Rows(const std::string& name) { return Load({name}, dtype_, 0); }
   // Row-parallel: this rank's columns (input features).
   absl::StatusOr<DeviceBuffer> Cols(const std::string& name) { return Load({name}, dtype_, 1); }
-  // Several column-parallel weights, each sliced, stacked along dim 0 (gate over up).
+  // Several column-parallel weights, each sliced to this rank's rows, stacked along dim 0 in
+  // `names` order into one allocation (a fused projection, weights.h).
   absl::StatusOr<DeviceBuffer> StackedRows(const std::vector<std::string>& names) {
     return Load(names, dtype_, 0);
   }
@@ -51,29 +54,40 @@ class Uploader {
   }
 
  private:
-  // `dim` < 0: whole tensor; else the rank's even slice along `dim`.
+  // `dim` < 0: whole tensor; else the rank's even slice along `dim`. Several names stack along
+  // dim 0 into one device allocation, sized first from the headers; each slice then goes
+  // host -> device on its own, so host memory holds one slice at a time and the device only
+  // the stacked matrix (never the parts as well).
   absl::StatusOr<DeviceBuffer> Load(const std::vector<std::string>& names, DType to, int dim) {
-    std::vector<tensor::Buffer> parts;
-    int64_t rows = 0;
+    std::vector<std::optional<model::Slice>> slices;
+    Shape shape;
     for (const std::string& n : names) {
+      GKA_ASSIGN_OR_RETURN(model::TensorInfo info, ckpt_.Get(n));
+      Shape part = info.shape;
       std::optional<model::Slice> slice;
       if (dim >= 0 && world_ > 1) {
-        GKA_ASSIGN_OR_RETURN(model::TensorInfo info, ckpt_.Get(n));
         GKA_ASSIGN_OR_RETURN(slice, model::EvenSlice(info.shape[dim], dim, rank_, world_));
+        part[dim] = slice->end - slice->begin;
       }
-      GKA_ASSIGN_OR_RETURN(tensor::Buffer host, model::LoadTensor(ckpt_, n, to, slice));
-      rows += host.shape()[0];
-      parts.push_back(std::move(host));
+      if (slices.empty()) {
+        shape = part;
+      } else {
+        // ValidateCheckpoint checked every shape; stacked parts share their trailing dims.
+        GKA_CHECK(part.rank() == shape.rank()) << n << " " << part.ToString();
+        shape[0] += part[0];
+      }
+      slices.push_back(slice);
     }
-    Shape shape = parts[0].shape();
-    shape[0] = rows;
     GKA_ASSIGN_OR_RETURN(DeviceBuffer dev, backend_.Allocate(shape, to));
     size_t offset = 0;
-    for (const tensor::Buffer& host : parts) {
+    for (size_t i = 0; i < names.size(); ++i) {
+      GKA_ASSIGN_OR_RETURN(tensor::Buffer host, model::LoadTensor(ckpt_, names[i], to, slices[i]));
+      GKA_CHECK(offset + host.nbytes() <= dev.nbytes()) << names[i];
       GKA_RETURN_IF_ERROR(
           backend_.CopyFromHost(dev.data<char>() + offset, host.data<void>(), host.nbytes()));
       offset += host.nbytes();
     }
+    GKA_CHECK(offset == dev.nbytes()) << names[0];
     return dev;
   }
 
@@ -84,7 +98,28 @@ class Uploader {
   int world_;
 };
 
+ProjectionParts MakeParts(std::initializer_list<int64_t> sizes) {
+  ProjectionParts p;
+  for (int64_t n : sizes) {
+    p.offsets.push_back(p.total);
+    p.sizes.push_back(n);
+    p.total += n;
+  }
+  return p;
+}
+
 }  // namespace
+
+ProjectionParts AttentionParts(const ModelDims& d) {
+  const int64_t D = d.head_dim;
+  return MakeParts({d.hq * D, d.hkv * D, d.hkv * D});
+}
+
+ProjectionParts GkaParts(const ModelDims& d) {
+  const int64_t H = d.gka_h;
+  return MakeParts(
+      {d.dq, d.dk, d.dv, H, d.use_beta ? H : 0, d.use_alpha ? H : 0, d.use_gate ? d.de : 0});
+}
 
 absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
                                          const model::ModelConfig& config,
@@ -108,9 +143,9 @@ absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
     GKA_ASSIGN_OR_RETURN(lw.down, up.Cols(p + "mlp.down_proj.weight"));
     if (!d.is_gka[l]) {
       const std::string a = p + "self_attn.";
-      GKA_ASSIGN_OR_RETURN(lw.attn.q_proj, up.Rows(a + "q_proj.weight"));
-      GKA_ASSIGN_OR_RETURN(lw.attn.k_proj, up.Rows(a + "k_proj.weight"));
-      GKA_ASSIGN_OR_RETURN(lw.attn.v_proj, up.Rows(a + "v_proj.weight"));
+      GKA_ASSIGN_OR_RETURN(lw.attn.qkv, up.StackedRows({a + "q_proj.weight", a + "k_proj.weight",
+                                                        a + "v_proj.weight"}));
+      GKA_CHECK(lw.attn.qkv.view().shape[0] == AttentionParts(d).total);
       GKA_ASSIGN_OR_RETURN(lw.attn.o_proj, up.Cols(a + "o_proj.weight"));
       GKA_ASSIGN_OR_RETURN(lw.attn.q_norm, up.Vector(a + "q_norm.weight"));
       GKA_ASSIGN_OR_RETURN(lw.attn.k_norm, up.Vector(a + "k_norm.weight"));
@@ -118,10 +153,14 @@ absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
     }
     const std::string g = p + "gka.";
     GkaWeights& gw = lw.gka;
-    GKA_ASSIGN_OR_RETURN(gw.q_proj, up.Rows(g + "q_proj.weight"));
-    GKA_ASSIGN_OR_RETURN(gw.k_proj, up.Rows(g + "k_proj.weight"));
-    GKA_ASSIGN_OR_RETURN(gw.v_proj, up.Rows(g + "v_proj.weight"));
-    GKA_ASSIGN_OR_RETURN(gw.a_proj, up.Rows(g + "a_proj.weight"));
+    // In GkaParts order; optional parts follow the flags.
+    std::vector<std::string> in_names = {g + "q_proj.weight", g + "k_proj.weight",
+                                         g + "v_proj.weight", g + "a_proj.weight"};
+    if (d.use_beta) in_names.push_back(g + "b_proj.weight");
+    if (d.use_alpha) in_names.push_back(g + "alpha_proj.weight");
+    if (d.use_gate) in_names.push_back(g + "g_proj.weight");
+    GKA_ASSIGN_OR_RETURN(gw.in_proj, up.StackedRows(in_names));
+    GKA_CHECK(gw.in_proj.view().shape[0] == GkaParts(d).total);
     GKA_ASSIGN_OR_RETURN(gw.o_proj, up.Cols(g + "o_proj.weight"));
     GKA_ASSIGN_OR_RETURN(gw.a_log, up.HeadVector(g + "A_log"));
     GKA_ASSIGN_OR_RETURN(gw.dt_bias, up.HeadVector(g + "dt_bias"));
@@ -132,15 +171,10 @@ absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
       GKA_ASSIGN_OR_RETURN(gw.v_conv, up.Conv(g + "v_conv1d.weight"));
     }
     if (d.use_beta) {
-      GKA_ASSIGN_OR_RETURN(gw.b_proj, up.Rows(g + "b_proj.weight"));
       GKA_ASSIGN_OR_RETURN(gw.b_bias, up.HeadVector(g + "b_proj.bias"));
     }
     if (d.use_alpha) {
-      GKA_ASSIGN_OR_RETURN(gw.alpha_proj, up.Rows(g + "alpha_proj.weight"));
       GKA_ASSIGN_OR_RETURN(gw.alpha_bias, up.HeadVector(g + "alpha_proj.bias"));
-    }
-    if (d.use_gate) {
-      GKA_ASSIGN_OR_RETURN(gw.g_proj, up.Rows(g + "g_proj.weight"));
     }
   }
   return w;

@@ -1,7 +1,12 @@
 // The model's weights in backend memory, in the layout the engine's ops want.
 //
-// GEMM weights keep the checkpoint's [out_features, in_features] layout in the engine dtype;
-// gate_proj and up_proj are stacked into one [2F, hidden] matrix (one GEMM, then SiluMul).
+// GEMM weights keep the checkpoint's [out_features, in_features] layout in the engine dtype.
+// Projections that read the same input are stacked along the output dimension into one
+// matrix, so one GEMM replaces several small ones (at decode a GEMM's time is moving its
+// weight; many small ones are launch-bound): attention q|k|v, the GKA layer's seven input
+// projections q|k|v|a|b|alpha|g, and the MLP's gate|up. Each part's rows are this rank's slice
+// of that projection (column parallel), so a stacked matrix is also the per-rank concatenation
+// of the separate ones, and a part is a row range of it (ProjectionParts).
 // Small per-channel vectors (norm weights, conv weights, A_log, dt_bias, biases) are F32
 // whatever the checkpoint stores (model-spec §10: gates are computed in fp32).
 #pragma once
@@ -16,23 +21,44 @@
 
 namespace gka::engine {
 
+// Row ranges of a stacked projection matrix, in its order. `sizes[i]` output features of part
+// i start at row `offsets[i]`; `total` rows in all. A part that is absent (a GKA flag off) has
+// size 0.
+struct ProjectionParts {
+  std::vector<int64_t> offsets;
+  std::vector<int64_t> sizes;
+  int64_t total = 0;
+};
+
+// Parts of AttentionWeights::qkv.
+enum AttnPart : int { kAttnPartQ, kAttnPartK, kAttnPartV, kNumAttnParts };
+// Parts of GkaWeights::in_proj; a, b and alpha are adjacent so GkaGates reads them with one
+// row stride.
+enum GkaPart : int {
+  kGkaPartQ,
+  kGkaPartK,
+  kGkaPartV,
+  kGkaPartA,
+  kGkaPartB,      // size 0 without the beta gate
+  kGkaPartAlpha,  // size 0 without the alpha connection
+  kGkaPartG,      // size 0 without the output gate
+  kNumGkaParts
+};
+ProjectionParts AttentionParts(const ModelDims& dims);  // this rank's q, k, v widths
+ProjectionParts GkaParts(const ModelDims& dims);        // this rank's seven widths
+
 struct AttentionWeights {
-  kernels::DeviceBuffer q_proj;  // [Hq*D, hidden]
-  kernels::DeviceBuffer k_proj;  // [Hkv*D, hidden]
-  kernels::DeviceBuffer v_proj;  // [Hkv*D, hidden]
+  // [(Hq + 2 Hkv) * D, hidden]: rows AttentionParts(dims) = q_proj | k_proj | v_proj.
+  kernels::DeviceBuffer qkv;
   kernels::DeviceBuffer o_proj;  // [hidden, Hq*D]
   kernels::DeviceBuffer q_norm;  // [D] F32
   kernels::DeviceBuffer k_norm;  // [D] F32
 };
 
 struct GkaWeights {
-  kernels::DeviceBuffer q_proj;      // [Dq, hidden]
-  kernels::DeviceBuffer k_proj;      // [Dk, hidden]
-  kernels::DeviceBuffer v_proj;      // [Dv, hidden]
-  kernels::DeviceBuffer a_proj;      // [H, hidden]
-  kernels::DeviceBuffer b_proj;      // [H, hidden] (empty without beta gate)
-  kernels::DeviceBuffer alpha_proj;  // [H, hidden] (empty without alpha connection)
-  kernels::DeviceBuffer g_proj;      // [H*D, hidden] (empty without output gate)
+  // [GkaParts(dims).total, hidden]: rows q_proj [Dq] | k_proj [Dk] | v_proj [Dv] | a_proj [H] |
+  // b_proj [H] (beta gate) | alpha_proj [H] (alpha connection) | g_proj [H*D] (output gate).
+  kernels::DeviceBuffer in_proj;
   kernels::DeviceBuffer o_proj;      // [hidden, H*D]
   kernels::DeviceBuffer b_bias;      // [H] F32
   kernels::DeviceBuffer alpha_bias;  // [H] F32

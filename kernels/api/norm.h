@@ -22,8 +22,11 @@ struct RmsNormParams {
 // neox (rotate-half, pairs (j, j + D/2)) RoPE over all head_dim dims at `positions`.
 // inv_freq[j] = theta^(-2j/D); angle computed as positions[t] * inv_freq[j] in fp32.
 struct QkNormRopeParams {
-  tensor::TensorView q;                // [T, Hq, D]
-  tensor::TensorView k;                // [T, Hkv, D]
+  tensor::TensorView q;  // [T, Hq, D]
+  tensor::TensorView k;  // [T, Hkv, D]
+  // Elements between consecutive tokens of q and of k; 0 = packed (Hq·D for q, Hkv·D for k).
+  // Set when q and k are column ranges of one fused projection output [T, q|k|v].
+  int64_t row_stride = 0;
   tensor::TensorView q_weight;         // [D]
   tensor::TensorView k_weight;         // [D]
   const int32_t* positions = nullptr;  // [T] absolute positions
@@ -34,8 +37,14 @@ struct QkNormRopeParams {
 // GKA output norm per expanded head: out = x · rsqrt(mean(x²) + eps) ⊙ weight ⊙ silu(gate)
 // (gate factor dropped when gate is empty), fp32 math.
 struct GatedRmsNormParams {
-  tensor::TensorView x;       // [rows, D] (rows = T · H), the GKA core output
-  tensor::TensorView gate;    // [rows, D] g_proj output, or empty (use_gate = false)
+  tensor::TensorView x;     // [rows, D] (rows = T · H), the GKA core output
+  tensor::TensorView gate;  // [rows, D] g_proj output, or empty (use_gate = false)
+  // A strided gate: its rows come in groups of gate_heads (one token's heads, D apart), and
+  // groups start gate_token_stride elements apart, so row r is at
+  // (r / gate_heads)·gate_token_stride + (r % gate_heads)·D. gate_token_stride = 0: packed.
+  // Set when the gate is a column range of the GKA layer's fused projection [T, q|k|...|g].
+  int64_t gate_token_stride = 0;
+  int32_t gate_heads = 1;
   tensor::TensorView weight;  // [D] o_norm weight, shared by all heads
   tensor::TensorView out;     // [rows, D]
   float eps = 1e-6f;

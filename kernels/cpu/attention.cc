@@ -33,6 +33,7 @@ absl::Status CheckPagePools(absl::string_view op, const tensor::TensorView& k_pa
 
 struct AttentionArgs {
   const float* q;
+  int64_t q_row_stride;  // elements between tokens of q
   float* out;
   const float* k_pages;
   const float* v_pages;
@@ -65,7 +66,7 @@ void AttendSequenceHead(const AttentionArgs& a, int64_t b, int64_t h) {
   std::vector<float> acc(d);
   for (int64_t i = 0; i < q_len; ++i) {
     const int64_t t = q_begin + i;
-    const float* q = a.q + (t * a.num_heads + h) * d;
+    const float* q = a.q + t * a.q_row_stride + h * d;
     const int64_t num_keys = context - q_len + i + 1;  // causal: keys 0..position
     float max_score = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < num_keys; ++j) {
@@ -83,7 +84,7 @@ void AttendSequenceHead(const AttentionArgs& a, int64_t b, int64_t h) {
       const float* v = a.v_pages + row_offset(j);
       for (int64_t e = 0; e < d; ++e) acc[e] += prob * v[e];
     }
-    // q is fully consumed: out may alias q.
+    // q is fully consumed: out may alias a packed q.
     std::memcpy(a.out + (t * a.num_heads + h) * d, acc.data(), d * sizeof(float));
   }
 }
@@ -97,6 +98,11 @@ absl::Status KvCacheWrite(const KvCacheWriteParams& p) {
   GKA_RETURN_IF_ERROR(CheckPagePools(kOp, p.k_pages, p.v_pages));
   const int64_t num_tokens = p.k.shape[0];
   const int64_t row = p.k.shape[1] * p.k.shape[2];
+  const int64_t stride = p.row_stride == 0 ? row : p.row_stride;
+  if (stride < row) {
+    return absl::InvalidArgumentError(absl::StrCat("KvCacheWrite: row_stride ", p.row_stride,
+                                                   " is smaller than Hkv * D = ", row));
+  }
   if (p.k_pages.shape[2] != p.k.shape[1] || p.k_pages.shape[3] != p.k.shape[2]) {
     return absl::InvalidArgumentError(
         absl::StrCat("KvCacheWrite: k ", p.k.shape.ToString(), " [T, Hkv, D] does not match the ",
@@ -115,8 +121,8 @@ absl::Status KvCacheWrite(const KvCacheWriteParams& p) {
   }
   for (int64_t t = 0; t < num_tokens; ++t) {
     const int64_t dst = p.slot_mapping[t] * row;
-    std::memcpy(p.k_pages.data<float>() + dst, p.k.data<float>() + t * row, row * sizeof(float));
-    std::memcpy(p.v_pages.data<float>() + dst, p.v.data<float>() + t * row, row * sizeof(float));
+    std::memcpy(p.k_pages.data<float>() + dst, p.k.data<float>() + t * stride, row * sizeof(float));
+    std::memcpy(p.v_pages.data<float>() + dst, p.v.data<float>() + t * stride, row * sizeof(float));
   }
   return absl::OkStatus();
 }
@@ -143,6 +149,12 @@ absl::Status PagedAttention(const PagedAttentionParams& p) {
   if (!(p.scale > 0.0f) || !std::isfinite(p.scale)) {
     return absl::InvalidArgumentError(
         absl::StrCat("PagedAttention: scale must be > 0 (usually D^-0.5), got ", p.scale));
+  }
+  const int64_t q_stride = p.q_row_stride == 0 ? num_heads * head_dim : p.q_row_stride;
+  if (q_stride < num_heads * head_dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PagedAttention: q_row_stride ", p.q_row_stride,
+                     " is smaller than Hq * D = ", num_heads * head_dim));
   }
   GKA_RETURN_IF_ERROR(internal::CheckPrefixSums(kOp, "cu_q", p.cu_q, p.num_seqs, p.q.shape[0]));
   if (p.num_seqs == 0) return absl::OkStatus();
@@ -184,6 +196,7 @@ absl::Status PagedAttention(const PagedAttentionParams& p) {
   }
 
   const AttentionArgs args{.q = p.q.data<float>(),
+                           .q_row_stride = q_stride,
                            .out = p.out.data<float>(),
                            .k_pages = p.k_pages.data<float>(),
                            .v_pages = p.v_pages.data<float>(),

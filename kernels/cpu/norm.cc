@@ -1,6 +1,7 @@
 // RMSNorm (optionally fused with the residual add), per-head q/k RMSNorm + neox RoPE, and the
 // GKA gated output norm. All row-local, fp32, with the fixed-order sum of squares of
 // internal::Dot, so batch invariant.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -80,6 +81,10 @@ absl::Status QkNormRope(const QkNormRopeParams& p) {
   if (!(p.theta > 0.0f) || !std::isfinite(p.theta)) {
     return absl::InvalidArgumentError(absl::StrCat("QkNormRope: theta must be > 0, got ", p.theta));
   }
+  if (p.row_stride != 0 && p.row_stride < std::max(p.q.shape[1], p.k.shape[1]) * head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("QkNormRope: row_stride ", p.row_stride,
+                                                   " is smaller than a token's q or k heads"));
+  }
   if (num_tokens == 0) return absl::OkStatus();
   GKA_RETURN_IF_ERROR(internal::CheckNotNull(kOp, "positions", p.positions));
   for (int64_t t = 0; t < num_tokens; ++t) {
@@ -113,6 +118,8 @@ absl::Status QkNormRope(const QkNormRopeParams& p) {
   };
   const int64_t hq = p.q.shape[1];
   const int64_t hkv = p.k.shape[1];
+  const int64_t q_stride = p.row_stride == 0 ? hq * head_dim : p.row_stride;
+  const int64_t k_stride = p.row_stride == 0 ? hkv * head_dim : p.row_stride;
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int64_t j = 0; j < half; ++j) {
       const double angle = static_cast<float>(p.positions[t]) * inv_freq[j];  // fp32 product
@@ -120,10 +127,10 @@ absl::Status QkNormRope(const QkNormRopeParams& p) {
       sin_t[j] = static_cast<float>(std::sin(angle));
     }
     for (int64_t h = 0; h < hq; ++h) {
-      norm_rope(p.q.data<float>() + (t * hq + h) * head_dim, p.q_weight.data<float>());
+      norm_rope(p.q.data<float>() + t * q_stride + h * head_dim, p.q_weight.data<float>());
     }
     for (int64_t h = 0; h < hkv; ++h) {
-      norm_rope(p.k.data<float>() + (t * hkv + h) * head_dim, p.k_weight.data<float>());
+      norm_rope(p.k.data<float>() + t * k_stride + h * head_dim, p.k_weight.data<float>());
     }
   }
   return absl::OkStatus();
@@ -138,13 +145,20 @@ absl::Status GatedRmsNorm(const GatedRmsNormParams& p) {
   const int64_t n = p.x.shape[-1];
   if (n == 0) return absl::OkStatus();
   const int64_t rows = p.x.numel() / n;
+  const int64_t heads = p.gate_token_stride == 0 ? 1 : p.gate_heads;
+  const int64_t token_stride = p.gate_token_stride == 0 ? n : p.gate_token_stride;
+  if (gated && (heads <= 0 || rows % heads != 0 || token_stride < heads * n)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GatedRmsNorm: gate_heads ", p.gate_heads, " must divide the ", rows,
+        " rows and gate_token_stride ", p.gate_token_stride, " must be >= gate_heads * ", n));
+  }
   // Through a row buffer so that out may alias x or gate.
   std::vector<float> normed(n);
   for (int64_t r = 0; r < rows; ++r) {
     float* out = p.out.data<float>() + r * n;
     NormalizeRow(p.x.data<float>() + r * n, p.weight.data<float>(), n, p.eps, normed.data());
     if (gated) {
-      const float* gate = p.gate.data<float>() + r * n;
+      const float* gate = p.gate.data<float>() + (r / heads) * token_stride + (r % heads) * n;
       for (int64_t j = 0; j < n; ++j) out[j] = normed[j] * internal::Silu(gate[j]);
     } else {
       for (int64_t j = 0; j < n; ++j) out[j] = normed[j];

@@ -17,12 +17,12 @@ template <typename V>  // V: uint4 for 16-byte vectors, or the element type itse
 __global__ void KvCacheWriteKernel(const V* __restrict__ k, const V* __restrict__ v,
                                    V* __restrict__ k_pages, V* __restrict__ v_pages,
                                    const int32_t* __restrict__ slot_mapping, int64_t row_elems,
-                                   int64_t num_slots) {
+                                   int64_t src_stride, int64_t num_slots) {
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot < 0 || slot >= num_slots) return;
-  const V* ks = k + t * row_elems;
-  const V* vs = v + t * row_elems;
+  const V* ks = k + t * src_stride;
+  const V* vs = v + t * src_stride;
   V* kd = k_pages + slot * row_elems;
   V* vd = v_pages + slot * row_elems;
   for (int64_t i = threadIdx.x; i < row_elems; i += blockDim.x) {
@@ -56,20 +56,25 @@ absl::Status KvCacheWrite(const CudaContext& ctx, const KvCacheWriteParams& p) {
   if (p.slot_mapping == nullptr)
     return absl::InvalidArgumentError("KvCacheWrite: slot_mapping is null");
   const int64_t num_slots = num_pages * page_size;
-  const int64_t row_bytes = hkv * D * static_cast<int64_t>(tensor::DTypeSize(dt));
+  const int64_t elem = static_cast<int64_t>(tensor::DTypeSize(dt));
+  const int64_t row_bytes = hkv * D * elem;
+  // k and v may be column ranges of a fused [T, q|k|v]: tokens row_stride elements apart.
+  const int64_t stride = p.row_stride == 0 ? hkv * D : p.row_stride;
+  if (stride < hkv * D) return absl::InvalidArgumentError("KvCacheWrite: row_stride < Hkv * D");
+  const int64_t stride_bytes = stride * elem;
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  if (row_bytes % 16 == 0 && aligned(p.k.ptr) && aligned(p.v.ptr) && aligned(p.k_pages.ptr) &&
-      aligned(p.v_pages.ptr)) {
+  if (row_bytes % 16 == 0 && stride_bytes % 16 == 0 && aligned(p.k.ptr) && aligned(p.v.ptr) &&
+      aligned(p.k_pages.ptr) && aligned(p.v_pages.ptr)) {
     const int threads = static_cast<int>(std::min<int64_t>(256, row_bytes / 16));
     KvCacheWriteKernel<uint4><<<T, threads, 0, ctx.stream()>>>(
         static_cast<const uint4*>(p.k.ptr), static_cast<const uint4*>(p.v.ptr),
         static_cast<uint4*>(p.k_pages.ptr), static_cast<uint4*>(p.v_pages.ptr), p.slot_mapping,
-        row_bytes / 16, num_slots);
+        row_bytes / 16, stride_bytes / 16, num_slots);
   } else {
     GKA_DISPATCH_ACT(dt, T_,
                      KvCacheWriteKernel<T_><<<T, 256, 0, ctx.stream()>>>(
                          p.k.data<T_>(), p.v.data<T_>(), p.k_pages.data<T_>(), p.v_pages.data<T_>(),
-                         p.slot_mapping, hkv * D, num_slots));
+                         p.slot_mapping, hkv * D, stride, num_slots));
   }
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("KvCacheWriteKernel");
   return absl::OkStatus();

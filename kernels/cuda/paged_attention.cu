@@ -24,6 +24,7 @@ constexpr int kWarps = 4;
 
 struct GenericArgs {
   const void* q;
+  int64_t q_stride;  // elements between tokens of q
   void* out;
   const void* k_pages;
   const void* v_pages;
@@ -62,7 +63,7 @@ __global__ void __launch_bounds__(kWarps * 32) PagedAttentionGenericKernel(const
   const int pos = a.context_lens[b] - q_len + static_cast<int>(t - a.cu_q[b]);
   const int n_keys = pos + 1;
   const int hk = h / (a.hq / a.hkv);
-  const T* q = static_cast<const T*>(a.q) + (t * a.hq + h) * D;
+  const T* q = static_cast<const T*>(a.q) + t * a.q_stride + h * D;
   const T* kp = static_cast<const T*>(a.k_pages);
   const T* vp = static_cast<const T*>(a.v_pages);
 #pragma unroll
@@ -141,6 +142,9 @@ absl::Status PagedAttention(const CudaContext& ctx, const PagedAttentionParams& 
         absl::StrCat("PagedAttention: head_dim ", D, " unsupported (64, 128 or 256)"));
   }
   if (p.k_pages.shape[1] <= 0) return absl::InvalidArgumentError("PagedAttention: page_size 0");
+  // q may be a column range of a fused [T, q|k|v]: tokens q_row_stride elements apart.
+  const int64_t q_stride = p.q_row_stride == 0 ? hq * D : p.q_row_stride;
+  if (q_stride < hq * D) return absl::InvalidArgumentError("PagedAttention: q_row_stride < Hq * D");
   if (T == 0 || p.num_seqs <= 0) return absl::OkStatus();
   if (p.page_table == nullptr || p.cu_q == nullptr || p.context_lens == nullptr) {
     return absl::InvalidArgumentError(
@@ -153,6 +157,7 @@ absl::Status PagedAttention(const CudaContext& ctx, const PagedAttentionParams& 
   if (PagedAttentionMmaSupported(p)) return PagedAttentionMma(ctx, p);
 
   const GenericArgs args{.q = p.q.ptr,
+                         .q_stride = q_stride,
                          .out = p.out.ptr,
                          .k_pages = p.k_pages.ptr,
                          .v_pages = p.v_pages.ptr,

@@ -41,7 +41,8 @@ constexpr int kPageCache = 512;  // page-table entries of one split kept in shar
 enum class Layout { kRowsSplit, kKeysSplit };
 
 struct MmaArgs {
-  const bf16* q;        // [T, Hq, D]
+  const bf16* q;  // [T, Hq, D], tokens q_stride elements apart
+  int64_t q_stride;
   bf16* out;            // [T, Hq, D]
   const bf16* k_pages;  // [pages, page_size, Hkv, D]
   const bf16* v_pages;
@@ -149,8 +150,8 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionMmaKernel(const MmaArg
     const int tok = tok0 + r / G, h = hk * G + r % G;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (tok < tok_end) {
-      v = *reinterpret_cast<const uint4*>(a.q + (static_cast<int64_t>(q0 + tok) * a.hq + h) * kD +
-                                          part * 8);
+      v = *reinterpret_cast<const uint4*>(a.q + static_cast<int64_t>(q0 + tok) * a.q_stride +
+                                          static_cast<int64_t>(h) * kD + part * 8);
     }
     *reinterpret_cast<uint4*>(Qs + r * kLds + part * 8) = v;
   }
@@ -495,7 +496,9 @@ bool PagedAttentionMmaSupported(const PagedAttentionParams& p) {
   if (hkv == 0 || hq % hkv != 0) return false;
   const int64_t G = hq / hkv;
   if (G > 16 || 16 % G != 0) return false;
-  // 16-byte cp.async from every key row.
+  // 16-byte loads of every q row (a strided q must keep them aligned) and cp.async from every
+  // key row.
+  if (p.q_row_stride % 8 != 0) return false;
   return reinterpret_cast<uintptr_t>(p.k_pages.ptr) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(p.v_pages.ptr) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(p.q.ptr) % 16 == 0 &&
@@ -539,6 +542,7 @@ absl::Status PagedAttentionMma(const CudaContext& ctx, const PagedAttentionParam
   splits = (max_ctx + kps - 1) / kps;
 
   MmaArgs args{.q = p.q.data<bf16>(),
+               .q_stride = p.q_row_stride == 0 ? hq * kD : p.q_row_stride,
                .out = p.out.data<bf16>(),
                .k_pages = p.k_pages.data<bf16>(),
                .v_pages = p.v_pages.data<bf16>(),

@@ -24,7 +24,8 @@ struct InvFreq {
 
 template <typename T, int kE>  // kE = D / 32 elements per lane, even
 __global__ void QkNormRopeKernel(T* __restrict__ q, T* __restrict__ k, int hq, int hkv,
-                                 const float* __restrict__ qw, const float* __restrict__ kw,
+                                 int64_t q_stride, int64_t k_stride, const float* __restrict__ qw,
+                                 const float* __restrict__ kw,
                                  const int32_t* __restrict__ positions, int64_t num_tokens,
                                  float eps, const InvFreq inv_freq) {
   constexpr int D = kE * 32;
@@ -35,7 +36,7 @@ __global__ void QkNormRopeKernel(T* __restrict__ q, T* __restrict__ k, int hq, i
   const int64_t t = warp / heads;
   const int h = static_cast<int>(warp - t * heads);
   const bool is_q = h < hq;
-  T* base = is_q ? q + (t * hq + h) * D : k + (t * hkv + (h - hq)) * D;
+  T* base = is_q ? q + t * q_stride + h * D : k + t * k_stride + (h - hq) * D;
   const float* w = is_q ? qw : kw;
   float v[kE];
   float ss = 0.0f;
@@ -82,6 +83,12 @@ absl::Status QkNormRope(const CudaContext& ctx, const QkNormRopeParams& p) {
     return absl::InvalidArgumentError(
         absl::StrCat("QkNormRope: head_dim ", D, " unsupported (64, 128 or 256)"));
   }
+  // Token strides: packed, or one shared stride when q and k sit in a fused [T, q|k|v].
+  const int64_t q_stride = p.row_stride == 0 ? hq * D : p.row_stride;
+  const int64_t k_stride = p.row_stride == 0 ? hkv * D : p.row_stride;
+  if (q_stride < hq * D || k_stride < hkv * D) {
+    return absl::InvalidArgumentError("QkNormRope: row_stride smaller than a token's heads");
+  }
   if (T == 0) return absl::OkStatus();
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.q, kOp, "q"));
   GKA_RETURN_IF_ERROR(CheckOnDevice(p.k, kOp, "k"));
@@ -104,13 +111,13 @@ absl::Status QkNormRope(const CudaContext& ctx, const QkNormRopeParams& p) {
     const float* kw = p.k_weight.data<float>();
     if (D == 64) {
       QkNormRopeKernel<T_, 2><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-          q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
+          q, k, ihq, ihkv, q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
     } else if (D == 128) {
       QkNormRopeKernel<T_, 4><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-          q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
+          q, k, ihq, ihkv, q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
     } else {
       QkNormRopeKernel<T_, 8><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-          q, k, ihq, ihkv, qw, kw, p.positions, T, p.eps, inv_freq);
+          q, k, ihq, ihkv, q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
     }
   });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("QkNormRopeKernel");

@@ -12,6 +12,10 @@
 #           base_mid  qwen3-32b at TP 4, 32K only
 #           tp2    both models at TP 2, 16K and 128K
 #           tp1    both models at TP 1, 16K (128K does not fit beside 65 GB of weights)
+#           fuse   fused input projections, correctness: cuda_stride_test (strided ops vs
+#                  packed, bitwise), gpu_golden_test (authors' tiny model on the GPU)
+#           fuse_ab  GKA-32B 16K decode at TP 4 with the per-op breakdown, fused projections
+#                  (the default) then unfused (GKA_FUSE_PROJECTIONS=0), same machine
 # Models are written once per machine by the benchmark itself (--make-model) into /dev/shm
 # when it has room for both (130 GB), else /tmp (disk). Logs and the table go to $OUT.
 # BUDGET_S (default 575): seconds for the whole script; each step is cut to what is left.
@@ -88,6 +92,15 @@ for stage in $STAGES; do
     tp1)
       bench gka_tp1 $GKA --tp 1 --contexts 16384,32768
       bench base_tp1 $BASE --tp 1 --contexts 16384 ;;
+    fuse)
+      for t in cuda_stride_test gpu_golden_test; do
+        echo "== $t"
+        timeout $((END - SECONDS)) "$CARRY/bin/$t" > "$LOGS/$t.log" 2>&1 || rc=1
+        grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |Failure|rror" "$LOGS/$t.log" | head -60
+      done ;;
+    fuse_ab)
+      bench gka_tp4_fused $GKA --tp 4 --contexts 16384 --breakdown
+      GKA_FUSE_PROJECTIONS=0 bench gka_tp4_unfused $GKA --tp 4 --contexts 16384 --breakdown ;;
     *) echo "unknown stage $stage"; rc=2 ;;
   esac
 done

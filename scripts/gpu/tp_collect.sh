@@ -14,6 +14,8 @@ if [[ ! -f "$BUILD/build.ninja" ]]; then
   cmake -S . -B "$BUILD" -G Ninja -DGKA_WITH_CUDA=ON -DGKA_WITH_GRPC=OFF -DGKA_WITH_UCX=OFF \
     -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-ninja -C "$BUILD" -j "${JOBS:-2}" nccl_communicator_test tp_gpu_test tp_throughput_bench
+ninja -C "$BUILD" -j "${JOBS:-2}" nccl_communicator_test tp_gpu_test tp_throughput_bench \
+  cuda_stride_test gpu_golden_test
 scripts/gpu/pack_bundle.sh .devcarry/tp/bundle.tar.xz "$BUILD/tests/nccl_communicator_test" \
-  "$BUILD/tests/tp_gpu_test" "$BUILD/bin/tp_throughput_bench"
+  "$BUILD/tests/tp_gpu_test" "$BUILD/bin/tp_throughput_bench" "$BUILD/tests/cuda_stride_test" \
+  "$BUILD/tests/gpu_golden_test"

@@ -153,6 +153,58 @@ TEST(EngineTest, DecodeLogitsAreBitwiseBatchInvariant) {
       0);
 }
 
+// Fused input projections (one GEMM over the stacked q|k|v and q|k|v|a|b|alpha|g weights,
+// consumers reading strided column ranges) against one GEMM per projection into packed
+// buffers: each output is the same dot product, so the logits must agree bitwise, for
+// prefill, mixed and decode steps, with every optional GKA projection present and with all
+// of them absent (size-0 parts, and v read packed without the v conv).
+TEST(EngineTest, FusedProjectionsMatchUnfusedBitwise) {
+  for (const bool all_flags : {true, false}) {
+    auto cfg =
+        model::ModelConfig::FromJsonFile(testing::RepoPath(std::string(kModel) + "/config.json"));
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    if (!all_flags) {
+      // The checkpoint's extra tensors (b_proj, alpha_proj, g_proj, v_conv1d) are ignored.
+      cfg->gka.use_beta_gate = false;
+      cfg->gka.use_alpha_connection = false;
+      cfg->gka.use_gate = false;
+      cfg->gka.use_v_conv = false;
+    }
+    auto ckpt = model::Checkpoint::Open(testing::RepoPath(kModel));
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    std::vector<std::vector<float>> steps[2];  // [unfused, fused] logits of every step
+    for (const bool fuse : {false, true}) {
+      auto eng = Engine::Create(
+          {.num_state_slots = 4, .max_seq_len = 256, .fuse_projections = fuse}, *cfg, **ckpt);
+      ASSERT_TRUE(eng.ok()) << eng.status();
+      Engine& e = **eng;
+      auto step = [&](const std::vector<SequenceInput>& batch) {
+        auto r = e.Forward(batch);
+        ASSERT_TRUE(r.ok()) << r.status();
+        auto h = e.LogitsToHost(*r);
+        ASSERT_TRUE(h.ok());
+        steps[fuse].emplace_back(h->data<float>(), h->data<float>() + h->shape().numel());
+      };
+      for (int i = 0; i < 3; ++i) ASSERT_TRUE(e.AddSequence(SequenceId(i)).ok());
+      step({{.id = SequenceId(0), .tokens = Prompt(37, 11), .all_logits = true},
+            {.id = SequenceId(1), .tokens = Prompt(5, 12), .all_logits = true}});
+      step({{.id = SequenceId(0), .tokens = {3}},
+            {.id = SequenceId(2), .tokens = Prompt(20, 13), .all_logits = true}});
+      for (int t = 0; t < 3; ++t) {
+        step({{.id = SequenceId(0), .tokens = {t + 1}},
+              {.id = SequenceId(1), .tokens = {t + 2}},
+              {.id = SequenceId(2), .tokens = {t + 3}}});
+      }
+    }
+    ASSERT_EQ(steps[0].size(), steps[1].size());
+    for (size_t s = 0; s < steps[0].size(); ++s) {
+      ASSERT_EQ(steps[0][s].size(), steps[1][s].size());
+      EXPECT_EQ(std::memcmp(steps[0][s].data(), steps[1][s].data(), steps[0][s].size() * 4), 0)
+          << "step " << s << (all_flags ? "" : " (optional GKA projections off)");
+    }
+  }
+}
+
 TEST(EngineTest, ExportImportMidwayEqualsUninterruptedRun) {
   auto eng = MakeEngine(/*slots=*/4, /*page_size=*/16);
   const auto ids = Prompt(60, 9);

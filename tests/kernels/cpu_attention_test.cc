@@ -215,3 +215,56 @@ TEST(CpuKvCacheWriteTest, WritesSlotsAndRejectsOutOfRange) {
 
 }  // namespace
 }  // namespace gka::kernels::cpu
+
+namespace gka::kernels::cpu {
+namespace {
+
+// q, k, v as column ranges of one fused [T, q|k|v] output: the strided KV write and attention
+// give bitwise the packed results.
+TEST(CpuPagedAttentionTest, StridedQkvMatchesPackedBitwise) {
+  std::mt19937 rng(6);
+  PagedBatch batch({3, 1}, {5, 9}, rng);
+  const int64_t T = batch.q.shape()[0];
+  constexpr int kQ = kHq * kD, kKv = kHkv * kD, kStride = kQ + 2 * kKv + 4;
+  HostTensor packed_out(batch.q.shape()), strided_out(batch.q.shape());
+  ASSERT_TRUE(PagedAttention(batch.Params(packed_out)).ok());
+  HostTensor wide = testing::WideColumns(batch.q, kStride, 0);
+  PagedAttentionParams p = batch.Params(strided_out);
+  p.q = tensor::TensorView{wide.data(), tensor::DType::kF32, {T, kHq, kD}};
+  p.q_row_stride = kStride;
+  ASSERT_TRUE(PagedAttention(p).ok());
+  EXPECT_TRUE(BitwiseEqual(strided_out.values(), packed_out.values()));
+  p.q_row_stride = kQ - 1;
+  EXPECT_TRUE(IsInvalidArgumentStatus(PagedAttention(p)));
+
+  HostTensor k = RandomTensor({T, kHkv, kD}, rng), v = RandomTensor({T, kHkv, kD}, rng);
+  for (int64_t t = 0; t < T; ++t) {
+    std::copy_n(k.data() + t * kKv, kKv, wide.data() + t * kStride + kQ);
+    std::copy_n(v.data() + t * kKv, kKv, wide.data() + t * kStride + kQ + kKv);
+  }
+  std::vector<int32_t> slots(T);
+  std::iota(slots.begin(), slots.end(), 2);
+  HostTensor kp({4, kPageSize, kHkv, kD}), vp({4, kPageSize, kHkv, kD});
+  HostTensor kp_packed = kp, vp_packed = vp;
+  ASSERT_TRUE(KvCacheWrite({.k = k.view(),
+                            .v = v.view(),
+                            .k_pages = kp_packed.view(),
+                            .v_pages = vp_packed.view(),
+                            .slot_mapping = slots.data()})
+                  .ok());
+  KvCacheWriteParams w{
+      .k = tensor::TensorView{wide.data() + kQ, tensor::DType::kF32, {T, kHkv, kD}},
+      .v = tensor::TensorView{wide.data() + kQ + kKv, tensor::DType::kF32, {T, kHkv, kD}},
+      .row_stride = kStride,
+      .k_pages = kp.view(),
+      .v_pages = vp.view(),
+      .slot_mapping = slots.data()};
+  ASSERT_TRUE(KvCacheWrite(w).ok());
+  EXPECT_TRUE(BitwiseEqual(kp.values(), kp_packed.values()));
+  EXPECT_TRUE(BitwiseEqual(vp.values(), vp_packed.values()));
+  w.row_stride = kKv - 1;
+  EXPECT_TRUE(IsInvalidArgumentStatus(KvCacheWrite(w)));
+}
+
+}  // namespace
+}  // namespace gka::kernels::cpu

@@ -1,4 +1,5 @@
 // CPU RmsNorm, QkNormRope and GatedRmsNorm against double-precision loops.
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -161,6 +162,42 @@ TEST(CpuQkNormRopeTest, RejectsBadArguments) {
   })));
 }
 
+// q and k as column ranges of a fused [T, q|k|v] output (one row stride): bitwise the packed
+// result, in place, and nothing outside the two ranges written.
+TEST(CpuQkNormRopeTest, StridedColumnsMatchPackedBitwise) {
+  std::mt19937 rng(7);
+  constexpr int kT = 3, kHq = 4, kHkv = 2, kD = 16;
+  constexpr int kStride = (kHq + 2 * kHkv) * kD + 3;
+  HostTensor q = RandomTensor({kT, kHq, kD}, rng), k = RandomTensor({kT, kHkv, kD}, rng);
+  HostTensor qw = RandomTensor({kD}, rng, 0.5f, 1.5f), kw = RandomTensor({kD}, rng, 0.5f, 1.5f);
+  const std::vector<int32_t> positions = {5, 900, 70000};
+  HostTensor wide = testing::WideColumns(q, kStride, 0);
+  for (int t = 0; t < kT; ++t) {
+    std::copy_n(k.data() + t * kHkv * kD, kHkv * kD, wide.data() + t * kStride + kHq * kD);
+  }
+  const HostTensor before = wide;
+  QkNormRopeParams p{.q = q.view(),
+                     .k = k.view(),
+                     .q_weight = qw.view(),
+                     .k_weight = kw.view(),
+                     .positions = positions.data(),
+                     .theta = 1e6f};
+  ASSERT_TRUE(QkNormRope(p).ok());
+  p.q = tensor::TensorView{wide.data(), tensor::DType::kF32, {kT, kHq, kD}};
+  p.k = tensor::TensorView{wide.data() + kHq * kD, tensor::DType::kF32, {kT, kHkv, kD}};
+  p.row_stride = kStride;
+  ASSERT_TRUE(QkNormRope(p).ok());
+  for (int t = 0; t < kT; ++t) {
+    const float* row = wide.data() + t * kStride;
+    EXPECT_TRUE(BitwiseEqual(row, q.data() + t * kHq * kD, kHq * kD));
+    EXPECT_TRUE(BitwiseEqual(row + kHq * kD, k.data() + t * kHkv * kD, kHkv * kD));
+    const int rest = (kHq + kHkv) * kD;
+    EXPECT_TRUE(BitwiseEqual(row + rest, before.data() + t * kStride + rest, kStride - rest));
+  }
+  p.row_stride = kHq * kD - 1;  // narrower than a token's q heads
+  EXPECT_TRUE(IsInvalidArgumentStatus(QkNormRope(p)));
+}
+
 TEST(CpuGatedRmsNormTest, MatchesNaiveWithAndWithoutGate) {
   std::mt19937 rng(4);
   constexpr int kRows = 6, kD = 24;
@@ -186,6 +223,37 @@ TEST(CpuGatedRmsNormTest, MatchesNaiveWithAndWithoutGate) {
                             .out = gate_copy.view_as({2, 3, kD})})
                   .ok());
   EXPECT_TRUE(AllClose(gate_copy.values(), gated, 1e-5, 1e-6));
+}
+
+// The gate as a column range of the fused GKA projection [T, ...|g|...]: row r = token
+// r / H, head r % H; bitwise the packed result.
+TEST(CpuGatedRmsNormTest, StridedGateMatchesPackedBitwise) {
+  std::mt19937 rng(8);
+  constexpr int kT = 3, kH = 2, kD = 8, kOffset = 5, kStride = kH * kD + 11;
+  HostTensor x = RandomTensor({kT * kH, kD}, rng, -2.0f, 2.0f);
+  HostTensor gate = RandomTensor({kT, kH * kD}, rng, -4.0f, 4.0f);
+  HostTensor w = RandomTensor({kD}, rng, 0.5f, 1.5f);
+  HostTensor packed({kT * kH, kD}), strided({kT * kH, kD});
+  ASSERT_TRUE(GatedRmsNorm({.x = x.view(),
+                            .gate = gate.view_as({kT * kH, kD}),
+                            .weight = w.view(),
+                            .out = packed.view()})
+                  .ok());
+  HostTensor wide = testing::WideColumns(gate, kStride, kOffset);
+  GatedRmsNormParams p{
+      .x = x.view(),
+      .gate = tensor::TensorView{wide.data() + kOffset, tensor::DType::kF32, {kT * kH, kD}},
+      .gate_token_stride = kStride,
+      .gate_heads = kH,
+      .weight = w.view(),
+      .out = strided.view()};
+  ASSERT_TRUE(GatedRmsNorm(p).ok());
+  EXPECT_TRUE(BitwiseEqual(strided.values(), packed.values()));
+  p.gate_heads = 4;  // does not divide the 6 rows
+  EXPECT_TRUE(IsInvalidArgumentStatus(GatedRmsNorm(p)));
+  p.gate_heads = kH;
+  p.gate_token_stride = kH * kD - 1;
+  EXPECT_TRUE(IsInvalidArgumentStatus(GatedRmsNorm(p)));
 }
 
 TEST(CpuGatedRmsNormTest, RejectsBadArguments) {

@@ -44,6 +44,19 @@ class HostTensor {
   std::vector<float> values_;
 };
 
+// A packed [rows, n] tensor placed at columns [offset, offset + n) of [rows, stride] filled
+// with `junk`: a column range of a fused projection's output, for the strided-input ops.
+inline HostTensor WideColumns(const HostTensor& packed, int64_t stride, int64_t offset,
+                              float junk = 7.5f) {
+  const int64_t rows = packed.shape()[0];
+  const int64_t n = packed.shape().numel() / rows;
+  HostTensor wide({rows, stride}, junk);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(wide.data() + r * stride + offset, packed.data() + r * n, n * sizeof(float));
+  }
+  return wide;
+}
+
 inline HostTensor RandomTensor(tensor::Shape shape, std::mt19937& rng, float lo = -1.0f,
                                float hi = 1.0f) {
   HostTensor t(shape);
