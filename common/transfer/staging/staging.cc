@@ -102,7 +102,11 @@ absl::StatusOr<StagingMode> ParseStagingMode(absl::string_view text) {
 
 absl::StatusOr<TransferPath> SelectTransferPath(MemoryKind state_memory,
                                                 bool transport_supports_cuda, StagingMode mode) {
-  if (state_memory == MemoryKind::kHost) return TransferPath::kHost;
+  if (state_memory == MemoryKind::kHost) {
+    // Staging host memory gains nothing, but asked for explicitly it runs the staged path's
+    // code (landing, copy-in, poly61) on CPU-only machines: CPU clusters test it end to end.
+    return mode == StagingMode::kStaged ? TransferPath::kStaged : TransferPath::kHost;
+  }
   switch (mode) {
     case StagingMode::kStaged:
       return TransferPath::kStaged;

@@ -64,7 +64,9 @@ absl::string_view TransferPathName(TransferPath path);
 absl::StatusOr<StagingMode> ParseStagingMode(absl::string_view text);
 
 // The path for state living in `state_memory`, given whether the transport reports the CUDA
-// memory type (UcxTransferEngine::SupportsCuda: ucp_context_query's memory_types).
+// memory type (UcxTransferEngine::SupportsCuda: ucp_context_query's memory_types). Host
+// memory moves in place (kHost) unless kStaged is asked for: then it takes the staged path with
+// the host copier (no gain; it lets CPU-only clusters run that code end to end).
 // FAILED_PRECONDITION for kDirect without transport support (saying which UCX is needed).
 absl::StatusOr<TransferPath> SelectTransferPath(MemoryKind state_memory,
                                                 bool transport_supports_cuda, StagingMode mode);

@@ -20,12 +20,12 @@ namespace {
 
 using kernels::CopyChecksumRange;
 
-TEST(SelectTransferPath, HostMemoryIsAlwaysHost) {
+TEST(SelectTransferPath, HostMemoryMovesInPlaceUnlessStagingIsAsked) {
   for (bool cuda : {false, true}) {
     for (StagingMode m : {StagingMode::kAuto, StagingMode::kStaged, StagingMode::kDirect}) {
       auto p = SelectTransferPath(MemoryKind::kHost, cuda, m);
       ASSERT_TRUE(p.ok());
-      EXPECT_EQ(*p, TransferPath::kHost);
+      EXPECT_EQ(*p, m == StagingMode::kStaged ? TransferPath::kStaged : TransferPath::kHost);
     }
   }
 }
