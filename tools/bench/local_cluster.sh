@@ -2,6 +2,7 @@
 # cluster on 127.0.0.1 for the life of the calling script.
 #
 #   source tools/bench/local_cluster.sh
+#   bench_workdir OUT_DIR                   (sets TMP; stops the cluster and removes TMP at exit)
 #   make_tiny_model_and_tiers BIN_DIR WORK_DIR [tiny|rank32b]   (WORK_DIR/m, WORK_DIR/tiers.json)
 #   start_local_cluster BIN_DIR MODEL_DIR TIERS_JSON PREFILL DECODE WORK_DIR
 #   ... "$GKA" bench serve --addr "$ADDR" ...
@@ -29,6 +30,14 @@ make_tiny_model_and_tiers() {
  "tiers": [{"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10},
            {"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5}]}
 JSON
+}
+
+# For the load scripts: creates OUT_DIR and a scratch directory TMP, removed (after stopping
+# the cluster) when the calling script exits.
+bench_workdir() {  # OUT_DIR
+  mkdir -p "$1"
+  TMP=$(mktemp -d)
+  trap 'stop_local_cluster; rm -rf "$TMP"' EXIT
 }
 
 stop_local_cluster() {

@@ -18,14 +18,8 @@ DURATION=${DURATION:-30}
 SLO=${SLO:-ttft=500ms,itl=50ms}
 LABEL=${LABEL:-2 prefill + 2 decode}
 GKA=$BIN/gka
-mkdir -p "$OUT"
-TMP=$(mktemp -d)
 source tools/bench/local_cluster.sh
-cleanup() {
-  stop_local_cluster
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workdir "$OUT"
 
 make_tiny_model_and_tiers "$BIN" "$TMP"
 start_local_cluster "$BIN" "$TMP/m" "$TMP/tiers.json" 2 2 "$TMP"

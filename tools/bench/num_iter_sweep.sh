@@ -21,14 +21,8 @@ HIGH=${HIGH:-30}
 LOW=${LOW:-1}
 SLO=${SLO:-ttft=500ms,itl=20ms}
 GKA=$BIN/gka
-mkdir -p "$OUT"
-TMP=$(mktemp -d)
 source tools/bench/local_cluster.sh
-cleanup() {
-  stop_local_cluster
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workdir "$OUT"
 
 make_tiny_model_and_tiers "$BIN" "$TMP" "$MODEL"
 start_local_cluster "$BIN" "$TMP/m" "$TMP/tiers.json" 2 2 "$TMP"
