@@ -7,6 +7,9 @@
 
 namespace gka::kernels {
 
+// The most alternatives a sequence may ask for per position (OpenAI's top_logprobs limit).
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
 // Per-sequence sampling settings. temperature 0 = greedy (argmax, lowest id on ties).
 // Order: penalties on raw logits → temperature → top-k → top-p → min-p → draw.
 struct SamplingConfig {
@@ -18,6 +21,9 @@ struct SamplingConfig {
   float presence_penalty = 0.0f;    // OpenAI: − p if the token was generated before
   float frequency_penalty = 0.0f;   // OpenAI: − p · count in the generated tokens
   uint64_t seed = 0;
+  // 0..kMaxTopLogprobs: how many most likely ids to report with their logprobs (OpenAI's
+  // top_logprobs); reporting never changes which token is drawn.
+  int32_t num_top_logprobs = 0;
 };
 
 // Draw for sequence b uses a counter-based RNG keyed by (seed[b], step[b]) so the result does
@@ -34,6 +40,13 @@ struct SampleParams {
   const int32_t* history_offsets = nullptr;  // [B + 1] or null (no penalties)
   int32_t* out_ids = nullptr;                // [B] host
   float* out_logprobs = nullptr;             // [B] host or null: log-softmax of the chosen id
+  // [B, kMaxTopLogprobs] host, row-major; required when any configs[b].num_top_logprobs > 0.
+  // Row b's first min(num_top_logprobs, vocab) entries are the most likely ids of the same
+  // distribution out_logprobs reads (after penalties and temperature, before top-k/top-p/min-p,
+  // ids < vocab_limit), by logprob descending then id ascending, with their logprobs; the
+  // rest of the row is id -1, logprob -inf. The sampled id need not be among them.
+  int32_t* out_top_ids = nullptr;
+  float* out_top_logprobs = nullptr;
   int32_t num_seqs = 0;
 };
 

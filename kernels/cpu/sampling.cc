@@ -10,7 +10,9 @@
 // Edge cases: temperature 0 is greedy (lowest id among equal maxima); NaN logits count as
 // -inf; if every logit is -inf the result is id 0 with logprob -inf. out_logprobs is the
 // log-softmax of the chosen id over ids < vocab_limit after penalties and temperature (at
-// temperature 0: of the penalised logits), before top-k/top-p/min-p.
+// temperature 0: of the penalised logits), before top-k/top-p/min-p. The reported
+// alternatives (num_top_logprobs) are the first ids of that distribution in (s desc, id asc)
+// order with the same log-softmax, so the chosen id's entry, when listed, equals its logprob.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -56,6 +58,10 @@ absl::Status CheckConfig(int32_t b, const SamplingConfig& c) {
   }
   if (!std::isfinite(c.presence_penalty)) return bad("presence_penalty", c.presence_penalty);
   if (!std::isfinite(c.frequency_penalty)) return bad("frequency_penalty", c.frequency_penalty);
+  if (c.num_top_logprobs < 0 || c.num_top_logprobs > kMaxTopLogprobs) {
+    return bad(absl::StrCat("num_top_logprobs must be in [0, ", kMaxTopLogprobs, "]"),
+               c.num_top_logprobs);
+  }
   return absl::OkStatus();
 }
 
@@ -85,8 +91,27 @@ struct Choice {
   float logprob;
 };
 
-// Sampling for one sequence over logits[0, vocab).
-Choice SampleRow(const SamplingConfig& c, uint64_t step, const float* logits, int64_t vocab) {
+// The first min(k, vocab) ids by (s desc, id asc) into top_ids / top_logprobs (entries past
+// them stay as the caller filled them). `logprob` maps an id to its log-softmax.
+template <typename LogprobFn>
+void TopLogprobs(const std::vector<float>& s, int32_t k, LogprobFn logprob, int32_t* top_ids,
+                 float* top_logprobs) {
+  const int64_t n = std::min<int64_t>(k, static_cast<int64_t>(s.size()));
+  if (n == 0) return;
+  std::vector<int32_t> order(s.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + n, order.end(),
+                    [&](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
+  for (int64_t j = 0; j < n; ++j) {
+    top_ids[j] = order[j];
+    top_logprobs[j] = logprob(order[j]);
+  }
+}
+
+// Sampling for one sequence over logits[0, vocab); with c.num_top_logprobs > 0 also the
+// alternatives into top_ids / top_logprobs ([kMaxTopLogprobs] each).
+Choice SampleRow(const SamplingConfig& c, uint64_t step, const float* logits, int64_t vocab,
+                 int32_t* top_ids, float* top_logprobs) {
   const bool greedy = c.temperature == 0.0f;
   const float inv_temp = greedy ? 1.0f : 1.0f / c.temperature;
   std::vector<float> s(vocab);
@@ -96,7 +121,12 @@ Choice SampleRow(const SamplingConfig& c, uint64_t step, const float* logits, in
     if (s[i] > s[best]) best = static_cast<int32_t>(i);  // strict: lowest id wins ties
   }
   const double max_s = s[best];
-  if (max_s == -std::numeric_limits<double>::infinity()) {
+  const bool all_neg_inf = max_s == -std::numeric_limits<double>::infinity();
+  if (all_neg_inf) {
+    if (c.num_top_logprobs > 0) {
+      TopLogprobs(
+          s, c.num_top_logprobs, [](int32_t) { return kNegInf; }, top_ids, top_logprobs);
+    }
     return {0, kNegInf};
   }
   // Unnormalised probabilities relative to the maximum (which has weight 1).
@@ -110,6 +140,7 @@ Choice SampleRow(const SamplingConfig& c, uint64_t step, const float* logits, in
   auto logprob = [&](int32_t id) {
     return static_cast<float>(static_cast<double>(s[id]) - max_s - log_total);
   };
+  if (c.num_top_logprobs > 0) TopLogprobs(s, c.num_top_logprobs, logprob, top_ids, top_logprobs);
   if (greedy) return {best, logprob(best)};
 
   std::vector<char> keep(vocab, 1);
@@ -186,7 +217,15 @@ absl::Status Sample(const SampleParams& p) {
   GKA_RETURN_IF_ERROR(internal::CheckNotNull(kOp, "configs", p.configs));
   GKA_RETURN_IF_ERROR(internal::CheckNotNull(kOp, "steps", p.steps));
   GKA_RETURN_IF_ERROR(internal::CheckNotNull(kOp, "out_ids", p.out_ids));
-  for (int32_t b = 0; b < p.num_seqs; ++b) GKA_RETURN_IF_ERROR(CheckConfig(b, p.configs[b]));
+  bool any_top = false;
+  for (int32_t b = 0; b < p.num_seqs; ++b) {
+    GKA_RETURN_IF_ERROR(CheckConfig(b, p.configs[b]));
+    any_top = any_top || p.configs[b].num_top_logprobs > 0;
+  }
+  if (any_top) {
+    GKA_RETURN_IF_ERROR(internal::CheckNotNull(kOp, "out_top_ids", p.out_top_ids));
+    GKA_RETURN_IF_ERROR(internal::CheckNotNull(kOp, "out_top_logprobs", p.out_top_logprobs));
+  }
   if (p.history_offsets != nullptr) {
     const int64_t total = p.history_offsets[p.num_seqs];
     GKA_RETURN_IF_ERROR(
@@ -206,7 +245,15 @@ absl::Status Sample(const SampleParams& p) {
       ApplyPenalties(p.configs[b], p.history + p.history_offsets[b],
                      p.history_offsets[b + 1] - p.history_offsets[b], row);
     }
-    const Choice choice = SampleRow(p.configs[b], p.steps[b], row, vocab);
+    int32_t* top_ids = nullptr;
+    float* top_logprobs = nullptr;
+    if (any_top) {
+      top_ids = p.out_top_ids + static_cast<int64_t>(b) * kMaxTopLogprobs;
+      top_logprobs = p.out_top_logprobs + static_cast<int64_t>(b) * kMaxTopLogprobs;
+      std::fill(top_ids, top_ids + kMaxTopLogprobs, -1);
+      std::fill(top_logprobs, top_logprobs + kMaxTopLogprobs, kNegInf);
+    }
+    const Choice choice = SampleRow(p.configs[b], p.steps[b], row, vocab, top_ids, top_logprobs);
     p.out_ids[b] = choice.id;
     if (p.out_logprobs != nullptr) p.out_logprobs[b] = choice.logprob;
   }

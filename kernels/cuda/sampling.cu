@@ -4,17 +4,22 @@
 //   (s desc, id asc) order; top-p the shortest such prefix of the survivors with mass ≥ p;
 //   min-p drops w_i < min_p; the token is the first kept id whose running weight (ascending id)
 //   exceeds u·(kept mass), u = Uniform(seed, step) (SplitMix64, below); greedy is the lowest-id
-//   argmax; logprob is the log-softmax of s over ids < vocab_limit before the filters.
+//   argmax; logprob is the log-softmax of s over ids < vocab_limit before the filters; the
+//   num_top_logprobs alternatives are the first ids in (s desc, id asc) order with that
+//   log-softmax.
 //
 // One 1024-thread CTA per sequence. The filters are cuts in the sorted order, found without
 // sorting: the cut value by a 32-step bisection over the order-preserving integer image of s
 // (each step one counting or fp64-mass pass over the row), then, inside the tie group at that
 // value, the cut id by an 18-step bisection on ids. The draw is a block scan of fp64 chunk
 // masses in id order. Sums run in a different order than the CPU's, so a cut or a draw can
-// differ only when u or p falls within ~1e-16 relative of a boundary.
+// differ only when u or p falls within ~1e-16 relative of a boundary. Alternatives are k ≤ 20
+// rounds of a block arg-max over the ids after the previous round's winner in that order
+// (exact: comparisons only, so the ids equal the CPU's; logprobs differ by the sum order).
 //
 // Roofline: greedy reads B·V·4 bytes once (plus one fp64 exp per logit for the logprob);
-// top-k / top-p add up to ~100 passes over each row, mostly L2 hits. Sampling costs are
+// top-k / top-p add up to ~100 passes over each row, mostly L2 hits; k alternatives add k
+// passes (20 at most: 20·V·4 bytes, ~12 MB for V = 152K, from L2). Sampling costs are
 // negligible next to a decode step's GEMMs at these sizes.
 #include <algorithm>
 #include <cmath>
@@ -41,7 +46,7 @@ struct RowParams {
   float frequency_penalty;
   int32_t pen_begin;  // range in the (token, count) penalty list
   int32_t pen_end;
-  int32_t pad;
+  int32_t num_top;  // alternatives to report, 0..kMaxTopLogprobs
   uint64_t seed;
   uint64_t step;
 };
@@ -125,7 +130,8 @@ struct Row {
 __global__ void __launch_bounds__(kThreads)
     SampleKernel(float* logits, int64_t V, int n, const RowParams* __restrict__ rows,
                  const int32_t* __restrict__ pen_tokens, const int32_t* __restrict__ pen_counts,
-                 int32_t* __restrict__ out_ids, float* __restrict__ out_logprobs) {
+                 int32_t* __restrict__ out_ids, float* __restrict__ out_logprobs,
+                 int32_t* __restrict__ top_ids, float* __restrict__ top_logprobs) {
   __shared__ float red_f[32];
   __shared__ double red_d[32];
   __shared__ ArgMax red_am[32];
@@ -134,6 +140,15 @@ __global__ void __launch_bounds__(kThreads)
   const int b = blockIdx.x, tid = threadIdx.x;
   const RowParams rp = rows[b];
   float* lrow = logits + static_cast<int64_t>(b) * V;
+  // [kMaxTopLogprobs] of this row, or null when no row asked for alternatives. Unreported
+  // entries read -1 / -inf; the block arg-maxes below order these stores before any round's.
+  int32_t* row_top_ids = top_ids ? top_ids + static_cast<int64_t>(b) * kMaxTopLogprobs : nullptr;
+  float* row_top_lps =
+      top_logprobs ? top_logprobs + static_cast<int64_t>(b) * kMaxTopLogprobs : nullptr;
+  if (row_top_ids != nullptr && tid < kMaxTopLogprobs) {
+    row_top_ids[tid] = -1;
+    row_top_lps[tid] = -INFINITY;
+  }
 
   // Penalties on the raw logits, once per distinct history token (CPU order and rounding).
   for (int i = rp.pen_begin + tid; i < rp.pen_end; i += kThreads) {
@@ -151,7 +166,30 @@ __global__ void __launch_bounds__(kThreads)
   ArgMax best{-INFINITY, 0x7fffffff};
   for (int i = tid; i < n; i += kThreads) best = Better(best, ArgMax{row.S(i), i});
   best = BlockArgMax(best, red_am);
+  // The k most likely ids, one block arg-max per rank over the ids that come after the last
+  // winner in (s desc, id asc) order. Called by every thread (the arg-max synchronises).
+  auto report_top = [&](auto&& logprob_of) {
+    if (row_top_ids == nullptr) return;
+    float last_v = INFINITY;
+    int last_id = -1;
+    for (int j = 0; j < rp.num_top; ++j) {
+      ArgMax m{-INFINITY, 0x7fffffff};
+      for (int i = tid; i < n; i += kThreads) {
+        const float v = row.S(i);
+        if (v < last_v || (v == last_v && i > last_id)) m = Better(m, ArgMax{v, i});
+      }
+      m = BlockArgMax(m, red_am);
+      if (m.id == 0x7fffffff) break;  // fewer ids than k (the same answer in every thread)
+      if (tid == 0) {
+        row_top_ids[j] = m.id;
+        row_top_lps[j] = logprob_of(m.id);
+      }
+      last_v = m.v;
+      last_id = m.id;
+    }
+  };
   if (best.v == -INFINITY) {
+    report_top([](int) { return -INFINITY; });
     if (tid == 0) {
       out_ids[b] = 0;
       out_logprobs[b] = -INFINITY;
@@ -167,6 +205,7 @@ __global__ void __launch_bounds__(kThreads)
   auto logprob = [&](int id) {
     return static_cast<float>(static_cast<double>(row.S(id)) - row.max_s - log_total);
   };
+  report_top(logprob);
   if (greedy) {
     if (tid == 0) {
       out_ids[b] = best.id;
@@ -314,12 +353,14 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
   // Host side: per-row parameters and each row's distinct history tokens with counts.
   std::vector<RowParams> rows(B);
   std::vector<int32_t> tokens, counts;
+  bool any_top = false;
   for (int64_t b = 0; b < B; ++b) {
     const SamplingConfig& c = p.configs[b];
     if (!(c.temperature >= 0.0f) || !std::isfinite(c.temperature) || c.top_k < 0 ||
         !(c.top_p > 0.0f && c.top_p <= 1.0f) || !(c.min_p >= 0.0f && c.min_p <= 1.0f) ||
         !(c.repetition_penalty > 0.0f) || !std::isfinite(c.repetition_penalty) ||
-        !std::isfinite(c.presence_penalty) || !std::isfinite(c.frequency_penalty)) {
+        !std::isfinite(c.presence_penalty) || !std::isfinite(c.frequency_penalty) ||
+        c.num_top_logprobs < 0 || c.num_top_logprobs > kMaxTopLogprobs) {
       return absl::InvalidArgumentError(
           absl::StrCat("Sample: sequence ", b, ": invalid sampling config"));
     }
@@ -334,6 +375,8 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
     r.frequency_penalty = c.frequency_penalty;
     r.seed = c.seed;
     r.step = p.steps[b];
+    r.num_top = c.num_top_logprobs;
+    any_top = any_top || c.num_top_logprobs > 0;
     r.pen_begin = static_cast<int32_t>(tokens.size());
     const bool penalties =
         c.repetition_penalty != 1.0f || c.presence_penalty != 0.0f || c.frequency_penalty != 0.0f;
@@ -355,11 +398,18 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
     }
     r.pen_end = static_cast<int32_t>(tokens.size());
   }
-  // One upload: rows, tokens, counts; then room for the outputs.
+  if (any_top && (p.out_top_ids == nullptr || p.out_top_logprobs == nullptr)) {
+    return absl::InvalidArgumentError(
+        "Sample: out_top_ids and out_top_logprobs are required when a sequence asks for "
+        "num_top_logprobs > 0");
+  }
+  // One upload: rows, tokens, counts; then room for the outputs (ids, logprobs, and with
+  // alternatives [B, kMaxTopLogprobs] ids and logprobs).
   const size_t rows_bytes = sizeof(RowParams) * B;
   const size_t tok_bytes = sizeof(int32_t) * tokens.size();
   const size_t out_off = (rows_bytes + 2 * tok_bytes + 15) / 16 * 16;
-  const size_t total = out_off + 2 * sizeof(int32_t) * B + 16;
+  const size_t top_count = any_top ? static_cast<size_t>(B) * kMaxTopLogprobs : 0;
+  const size_t total = out_off + 2 * sizeof(int32_t) * (B + top_count) + 16;
   std::vector<unsigned char> host(out_off, 0);
   std::memcpy(host.data(), rows.data(), rows_bytes);
   if (tok_bytes > 0) {
@@ -372,16 +422,29 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
       cudaMemcpyAsync(dev, host.data(), out_off, cudaMemcpyHostToDevice, ctx.stream()));
   auto* d_ids = reinterpret_cast<int32_t*>(dev + out_off);
   auto* d_lp = reinterpret_cast<float*>(dev + out_off + sizeof(int32_t) * B);
+  auto* d_top_ids =
+      any_top ? reinterpret_cast<int32_t*>(dev + out_off + 2 * sizeof(int32_t) * B) : nullptr;
+  auto* d_top_lps = any_top ? reinterpret_cast<float*>(dev + out_off + 2 * sizeof(int32_t) * B +
+                                                       sizeof(int32_t) * top_count)
+                            : nullptr;
   SampleKernel<<<static_cast<unsigned>(B), kThreads, 0, ctx.stream()>>>(
       p.logits.data<float>(), V, static_cast<int>(n), reinterpret_cast<const RowParams*>(dev),
       reinterpret_cast<const int32_t*>(dev + rows_bytes),
-      reinterpret_cast<const int32_t*>(dev + rows_bytes + tok_bytes), d_ids, d_lp);
+      reinterpret_cast<const int32_t*>(dev + rows_bytes + tok_bytes), d_ids, d_lp, d_top_ids,
+      d_top_lps);
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("SampleKernel");
   std::vector<float> lp(B);
   GKA_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(p.out_ids, d_ids, sizeof(int32_t) * B, cudaMemcpyDeviceToHost, ctx.stream()));
   GKA_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(lp.data(), d_lp, sizeof(float) * B, cudaMemcpyDeviceToHost, ctx.stream()));
+  if (any_top) {
+    GKA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(p.out_top_ids, d_top_ids, sizeof(int32_t) * top_count,
+                                             cudaMemcpyDeviceToHost, ctx.stream()));
+    GKA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(p.out_top_logprobs, d_top_lps,
+                                             sizeof(float) * top_count, cudaMemcpyDeviceToHost,
+                                             ctx.stream()));
+  }
   GKA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(ctx.stream()));
   if (p.out_logprobs != nullptr) std::copy(lp.begin(), lp.end(), p.out_logprobs);
   return absl::OkStatus();

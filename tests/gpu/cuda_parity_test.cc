@@ -13,7 +13,8 @@
 //   BF16 attention (tensor-core kernel) ............ 2e-2  (P rounded to bf16 for P·V)
 //   GKA core out / states .......................... 1e-4 / 1e-5  (Chebyshev amplifies rounding
 //                                                    by up to κ ≈ 51 of (h_kk + λI))
-//   Sampling: identical token ids, logprobs within 1e-4, penalised logits within 1e-6.
+//   Sampling: identical token ids, logprobs within 1e-4, penalised logits within 1e-6;
+//   top_logprobs alternatives: identical ids in identical order, logprobs within 1e-4.
 // The seed is printed; GKA_TEST_SEED=<n> reproduces a run.
 #include <algorithm>
 #include <cmath>
@@ -835,6 +836,104 @@ TEST_F(CudaParityTest, Sample) {
       EXPECT_NEAR(lp_gpu[b], lp_cpu[b], 1e-4) << "row " << b;
     }
     Expect("Sample penalised logits", Download(*cuda_, lg.view()), FromCpu(lc.view()), 1e-6);
+  }
+}
+
+// OpenAI top_logprobs: the alternatives the CUDA sampler lists (k rounds of a block arg-max)
+// against the CPU's partial sort, with penalties, temperature 0, quantised (tie-heavy) rows, a
+// NaN, an all -inf row and a vocab_limit; asking for them must not change the draw.
+TEST_F(CudaParityTest, SampleTopLogprobs) {
+  const int64_t V = 151936;
+  std::vector<kernels::SamplingConfig> configs = {
+      {.temperature = 0.0f, .num_top_logprobs = 20},
+      {.temperature = 0.7f, .num_top_logprobs = 5},
+      {.temperature = 1.0f, .top_k = 50, .num_top_logprobs = 1},
+      {.temperature = 1.0f, .top_p = 0.9f},  // no alternatives in a batch that has some
+      {.temperature = 0.9f,
+       .repetition_penalty = 1.3f,
+       .presence_penalty = 0.5f,
+       .frequency_penalty = 0.2f,
+       .num_top_logprobs = 20},
+      {.temperature = 1.0f, .top_k = 7, .num_top_logprobs = 20},  // tie-heavy row below
+      {.temperature = 0.0f, .num_top_logprobs = 13},              // tie-heavy row below
+      {.temperature = 1.0f, .num_top_logprobs = 3},               // every logit -inf
+  };
+  const int B = static_cast<int>(configs.size());
+  std::vector<uint64_t> steps(B);
+  for (int b = 0; b < B; ++b) {
+    configs[b].seed = rng_();
+    steps[b] = rng_() % 1000;
+  }
+  std::vector<float> logits = RandomVector(static_cast<size_t>(B) * V, rng_, 2.0f);
+  for (int b : {5, 6}) {  // quantised logits: ties everywhere in the top 20
+    for (int64_t i = 0; i < V; ++i) logits[b * V + i] = std::round(logits[b * V + i] * 2) / 2;
+  }
+  for (int64_t i = 0; i < V; ++i) logits[7 * V + i] = -INFINITY;
+  logits[1 * V + 7] = std::nanf("");  // NaN counts as -inf
+  std::vector<int32_t> history, offsets{0};
+  for (int b = 0; b < B; ++b) {
+    const int n = Uniform(0, 40);
+    for (int i = 0; i < n; ++i) history.push_back(Uniform(0, 200));
+    offsets.push_back(static_cast<int32_t>(history.size()));
+  }
+  constexpr int K = kernels::kMaxTopLogprobs;
+  for (int32_t vocab_limit : {0, 151669, 10}) {
+    GpuTensor lg = Upload(*cuda_, Shape{B, V}, DType::kF32, logits);
+    GpuTensor plain = Upload(*cuda_, Shape{B, V}, DType::kF32, logits);
+    DeviceBuffer lc = ToCpu(*cpu_, lg);
+    std::vector<int32_t> ids_gpu(B, -1), ids_cpu(B, -2), ids_plain(B, -3);
+    std::vector<float> lp_gpu(B), lp_cpu(B), lp_plain(B);
+    std::vector<int32_t> top_gpu(B * K, -5), top_cpu(B * K, -6);
+    std::vector<float> tlp_gpu(B * K, 5.0f), tlp_cpu(B * K, 6.0f);
+    const kernels::SampleParams base{.vocab_limit = vocab_limit,
+                                     .configs = configs.data(),
+                                     .steps = steps.data(),
+                                     .history = history.data(),
+                                     .history_offsets = offsets.data(),
+                                     .num_seqs = B};
+    kernels::SampleParams pg = base, pc = base;
+    pg.logits = lg.view();
+    pg.out_ids = ids_gpu.data();
+    pg.out_logprobs = lp_gpu.data();
+    pg.out_top_ids = top_gpu.data();
+    pg.out_top_logprobs = tlp_gpu.data();
+    pc.logits = lc.view();
+    pc.out_ids = ids_cpu.data();
+    pc.out_logprobs = lp_cpu.data();
+    pc.out_top_ids = top_cpu.data();
+    pc.out_top_logprobs = tlp_cpu.data();
+    const absl::Status s = cuda_->Sample(pg);
+    ASSERT_TRUE(s.ok()) << s;
+    ASSERT_TRUE(cpu_->Sample(pc).ok());
+    // The same rows without alternatives draw the same tokens.
+    std::vector<kernels::SamplingConfig> none = configs;
+    for (kernels::SamplingConfig& c : none) c.num_top_logprobs = 0;
+    kernels::SampleParams pp = base;
+    pp.configs = none.data();
+    pp.logits = plain.view();
+    pp.out_ids = ids_plain.data();
+    pp.out_logprobs = lp_plain.data();
+    ASSERT_TRUE(cuda_->Sample(pp).ok());
+    for (int b = 0; b < B; ++b) {
+      EXPECT_EQ(ids_gpu[b], ids_cpu[b]) << "row " << b << " seed " << seed_;
+      EXPECT_EQ(ids_gpu[b], ids_plain[b]) << "row " << b;
+      EXPECT_EQ(lp_gpu[b], lp_plain[b]) << "row " << b;
+      double worst = 0.0;
+      for (int j = 0; j < K; ++j) {
+        const int at = b * K + j;
+        EXPECT_EQ(top_gpu[at], top_cpu[at]) << "row " << b << " rank " << j << " seed " << seed_;
+        if (std::isinf(tlp_cpu[at])) {
+          EXPECT_EQ(tlp_gpu[at], tlp_cpu[at]) << "row " << b << " rank " << j;
+        } else {
+          worst = std::max(worst, std::fabs(double{tlp_gpu[at]} - tlp_cpu[at]));
+        }
+      }
+      std::printf(
+          "[ parity   ] SampleTopLogprobs row %d limit %6d k %2d: first ids cuda %6d cpu %6d, "
+          "max |dlogprob| %.2e\n",
+          b, vocab_limit, configs[b].num_top_logprobs, top_gpu[b * K], top_cpu[b * K], worst);
+      EXPECT_LE(worst, 1e-4) << "row " << b;
+    }
   }
 }
 

@@ -253,6 +253,144 @@ TEST(CpuSampleTest, RejectsBadArguments) {
   EXPECT_TRUE(IsInvalidArgumentStatus(with_config({.top_p = 0.0f})));
   EXPECT_TRUE(IsInvalidArgumentStatus(with_config({.min_p = 1.5f})));
   EXPECT_TRUE(IsInvalidArgumentStatus(with_config({.repetition_penalty = 0.0f})));
+  EXPECT_TRUE(IsInvalidArgumentStatus(with_config({.num_top_logprobs = -1})));
+  EXPECT_TRUE(IsInvalidArgumentStatus(with_config({.num_top_logprobs = kMaxTopLogprobs + 1})));
+  // Alternatives asked for without room for them.
+  EXPECT_TRUE(IsInvalidArgumentStatus(with_config({.num_top_logprobs = 1})));
+}
+
+// ---- top_logprobs alternatives ---------------------------------------------------------
+
+struct Top {
+  std::vector<int32_t> ids;  // [kMaxTopLogprobs]
+  std::vector<float> logprobs;
+  Draw draw;
+};
+
+Top SampleWithTop(const std::vector<float>& logits, const SamplingConfig& config, uint64_t step,
+                  int32_t vocab_limit = 0, const std::vector<int32_t>& history = {}) {
+  HostTensor row({1, static_cast<int64_t>(logits.size())});
+  row.values() = logits;
+  const std::vector<int32_t> offsets = {0, static_cast<int32_t>(history.size())};
+  Top t{std::vector<int32_t>(kMaxTopLogprobs, -7), std::vector<float>(kMaxTopLogprobs, 7.0f)};
+  const absl::Status s = Sample({.logits = row.view(),
+                                 .vocab_limit = vocab_limit,
+                                 .configs = &config,
+                                 .steps = &step,
+                                 .history = history.data(),
+                                 .history_offsets = offsets.data(),
+                                 .out_ids = &t.draw.id,
+                                 .out_logprobs = &t.draw.logprob,
+                                 .out_top_ids = t.ids.data(),
+                                 .out_top_logprobs = t.logprobs.data(),
+                                 .num_seqs = 1});
+  EXPECT_TRUE(s.ok()) << s;
+  return t;
+}
+
+TEST(CpuSampleTopLogprobsTest, MostLikelyIdsOfTheTemperedDistributionInOrder) {
+  std::mt19937 rng(21);
+  HostTensor logits = RandomTensor({1, 300}, rng, -4.0f, 4.0f);
+  for (const float temperature : {0.0f, 0.6f, 1.0f, 1.7f}) {
+    for (const int32_t k : {1, 5, 20}) {
+      const SamplingConfig config{.temperature = temperature, .seed = 9, .num_top_logprobs = k};
+      const Top t = SampleWithTop(logits.values(), config, 4);
+      // Naive reference: every id's log-softmax (temperature 0 reads the raw logits), sorted.
+      const double temp = temperature == 0.0f ? 1.0 : temperature;
+      std::vector<std::pair<double, int32_t>> all;
+      for (int32_t i = 0; i < 300; ++i) all.push_back({LogSoftmax(logits.values(), i, temp), i});
+      std::sort(all.begin(), all.end(), [](auto a, auto b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      });
+      for (int32_t j = 0; j < kMaxTopLogprobs; ++j) {
+        if (j < k) {
+          EXPECT_EQ(t.ids[j], all[j].second) << "T " << temperature << " k " << k << " rank " << j;
+          EXPECT_NEAR(t.logprobs[j], all[j].first, 1e-5) << j;
+        } else {
+          EXPECT_EQ(t.ids[j], -1) << j;
+          EXPECT_EQ(t.logprobs[j], -INFINITY) << j;
+        }
+      }
+      // The sampled token's logprob is the one listed for it.
+      for (int32_t j = 0; j < k; ++j) {
+        if (t.ids[j] == t.draw.id) EXPECT_EQ(t.logprobs[j], t.draw.logprob);
+      }
+      // Asking for alternatives never changes the draw.
+      SamplingConfig plain = config;
+      plain.num_top_logprobs = 0;
+      const Draw d = SampleOne(logits.values(), plain, 4);
+      EXPECT_EQ(d.id, t.draw.id);
+      EXPECT_EQ(d.logprob, t.draw.logprob);
+    }
+  }
+}
+
+TEST(CpuSampleTopLogprobsTest, TiesGoToTheLowerIdAndNaNRanksLast) {
+  const std::vector<float> logits = {1.0f, 3.0f, std::nanf(""), 3.0f, 2.0f, 1.0f};
+  const Top t = SampleWithTop(logits, {.temperature = 0.0f, .num_top_logprobs = 6}, 0);
+  EXPECT_EQ(std::vector<int32_t>(t.ids.begin(), t.ids.begin() + 7),
+            (std::vector<int32_t>{1, 3, 4, 0, 5, 2, -1}));
+  EXPECT_EQ(t.logprobs[0], t.logprobs[1]);
+  EXPECT_EQ(t.logprobs[5], -INFINITY);  // NaN counts as -inf
+  EXPECT_EQ(t.draw.id, 1);
+  EXPECT_EQ(t.draw.logprob, t.logprobs[0]);
+}
+
+TEST(CpuSampleTopLogprobsTest, VocabLimitPenaltiesAndAllMinusInfinity) {
+  std::vector<float> logits = {0.0f, 0.5f, 1.0f, 9.0f, 8.0f};
+  // Only ids < vocab_limit are listed, and no more of them than exist.
+  Top t = SampleWithTop(logits, {.temperature = 0.0f, .num_top_logprobs = 5}, 0, 3);
+  EXPECT_EQ(std::vector<int32_t>(t.ids.begin(), t.ids.begin() + 4),
+            (std::vector<int32_t>{2, 1, 0, -1}));
+  // Penalties move a token down the list (repetition 4 on id 3: 9 -> 2.25).
+  t = SampleWithTop(
+      logits, {.temperature = 0.0f, .repetition_penalty = 4.0f, .num_top_logprobs = 3}, 0, 0, {3});
+  EXPECT_EQ(std::vector<int32_t>(t.ids.begin(), t.ids.begin() + 3),
+            (std::vector<int32_t>{4, 3, 2}));
+  const std::vector<float> penalised = {0.0f, 0.5f, 1.0f, 2.25f, 8.0f};
+  EXPECT_NEAR(t.logprobs[1], LogSoftmax(penalised, 3), 1e-6);
+  // Every logit -inf: ids in order, logprobs -inf.
+  t = SampleWithTop(std::vector<float>(4, -INFINITY), {.seed = 1, .num_top_logprobs = 3}, 0);
+  EXPECT_EQ(std::vector<int32_t>(t.ids.begin(), t.ids.begin() + 4),
+            (std::vector<int32_t>{0, 1, 2, -1}));
+  EXPECT_EQ(t.logprobs[0], -INFINITY);
+}
+
+TEST(CpuSampleTopLogprobsTest, PerSequenceCountsInOneBatch) {
+  std::mt19937 rng(22);
+  constexpr int kB = 3, kV = 50;
+  HostTensor logits = RandomTensor({kB, kV}, rng, -2.0f, 2.0f);
+  const std::vector<SamplingConfig> configs = {
+      {.temperature = 0.8f, .seed = 1, .num_top_logprobs = 2},
+      {.temperature = 0.0f},
+      {.top_k = 3, .seed = 3, .num_top_logprobs = 20}};
+  const std::vector<uint64_t> steps = {1, 2, 3};
+  std::vector<int32_t> ids(kB), top_ids(kB * kMaxTopLogprobs, -7);
+  std::vector<float> top_lps(kB * kMaxTopLogprobs, 7.0f);
+  HostTensor batch = logits;
+  ASSERT_TRUE(Sample({.logits = batch.view(),
+                      .configs = configs.data(),
+                      .steps = steps.data(),
+                      .out_ids = ids.data(),
+                      .out_top_ids = top_ids.data(),
+                      .out_top_logprobs = top_lps.data(),
+                      .num_seqs = kB})
+                  .ok());
+  for (int b = 0; b < kB; ++b) {
+    const std::vector<float> row(logits.data() + b * kV, logits.data() + (b + 1) * kV);
+    const Top alone = SampleWithTop(row, configs[b], steps[b]);
+    for (int j = 0; j < kMaxTopLogprobs; ++j) {
+      const int at = b * kMaxTopLogprobs + j;
+      if (configs[b].num_top_logprobs == 0) {  // a row that asked for none reads empty
+        EXPECT_EQ(top_ids[at], -1) << b << " " << j;
+        EXPECT_EQ(top_lps[at], -INFINITY) << b << " " << j;
+      } else {
+        EXPECT_EQ(top_ids[at], alone.ids[j]) << b << " " << j;
+        EXPECT_EQ(top_lps[at], alone.logprobs[j]) << b << " " << j;
+      }
+    }
+  }
+  EXPECT_NE(top_ids[2 * kMaxTopLogprobs + 19], -1);  // 20 alternatives of 50 ids (top_k aside)
 }
 
 }  // namespace

@@ -489,15 +489,23 @@ void SampleRows(Bench& b) {
   GpuTensor logits = b.Random(Shape{B, V}, DType::kF32, 2.0f);
   std::vector<kernels::SamplingConfig> greedy(B, {.temperature = 0.0f});
   std::vector<kernels::SamplingConfig> topp(B, {.temperature = 0.8f, .top_k = 50, .top_p = 0.9f});
+  // OpenAI top_logprobs at its limit: 20 more passes over each row.
+  std::vector<kernels::SamplingConfig> top20(
+      B, {.temperature = 0.0f, .num_top_logprobs = kernels::kMaxTopLogprobs});
   std::vector<uint64_t> steps(B, 1);
-  std::vector<int32_t> ids(B);
-  for (auto* cfg : {&greedy, &topp}) {
-    b.Run(cfg == &greedy ? "Sample greedy B=64 V=151936" : "Sample top-k 50 top-p 0.9 B=64",
+  std::vector<int32_t> ids(B), top_ids(B * kernels::kMaxTopLogprobs);
+  std::vector<float> top_lps(B * kernels::kMaxTopLogprobs);
+  for (auto* cfg : {&greedy, &topp, &top20}) {
+    b.Run(cfg == &greedy ? "Sample greedy B=64 V=151936"
+          : cfg == &topp ? "Sample top-k 50 top-p 0.9 B=64"
+                         : "Sample greedy + top_logprobs 20 B=64",
           B * V * 4.0, 0, 2, 10, [&] {
             BENCH_CHECK(b.be().Sample({.logits = logits.view(),
                                        .configs = cfg->data(),
                                        .steps = steps.data(),
                                        .out_ids = ids.data(),
+                                       .out_top_ids = top_ids.data(),
+                                       .out_top_logprobs = top_lps.data(),
                                        .num_seqs = static_cast<int32_t>(B)}));
           });
   }
