@@ -786,3 +786,8 @@ DecodeStats DecodeCore::Stats() const {
 }
 
 }  // namespace gka::decode_worker
+      for (const engine::Engine::TopLogprob& alt : t.top) {
+        spb::TopLogprob* top = lp->add_top();
+        top->set_token_id(alt.token);
+        top->set_logprob(alt.logprob);
+      }

@@ -24,6 +24,7 @@ struct PrefillCore::Entry {
   int32_t num_iter = -1;  // resolved, of the prompt chunks
   int32_t first_token = -1;
   float first_logprob = 0;
+  std::vector<engine::Engine::TopLogprob> first_top;  // task.sampling.num_top_logprobs of them
   std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -163,6 +164,7 @@ bool PrefillCore::RunStep() {
     e->first_logprob = t.logprob;
   }
   for (const FinishedSequence& f : r.finished) {
+    e->first_top = t.top;
     Entry* e = entry_of(f.id);
     if (f.reason == FinishReason::kPrefillDone) {
       e->prefill_end = absl::Now();
@@ -257,6 +259,11 @@ void PrefillCore::OnHandoffDone(uint64_t serial, HandoffResult result) {
   stats->set_segments(o.segments);
   const absl::Time first_step = e.first_step.value_or(e.arrival);
   out.set_queue_ms(absl::ToDoubleMilliseconds(first_step - e.arrival));
+    for (const engine::Engine::TopLogprob& alt : e.first_top) {
+      serving::v1::TopLogprob* top = out.mutable_first_logprob()->add_top();
+      top->set_token_id(alt.token);
+      top->set_logprob(alt.logprob);
+    }
   out.set_prefill_ms(absl::ToDoubleMilliseconds(e.prefill_end - first_step));
   out.set_prefill_num_iter(e.num_iter);
   out.set_prefill_worker_id(options_.worker_id);

@@ -884,7 +884,9 @@ absl::StatusOr<std::vector<Engine::Sampled>> Engine::Sample(
   std::vector<kernels::SamplingConfig> configs;
   std::vector<uint64_t> steps;
   std::vector<int32_t> history, offsets{0};
+  bool any_top = false;
   for (const SampleRequest& r : requests) {
+    any_top = any_top || r.config.num_top_logprobs > 0;
     configs.push_back(r.config);
     steps.push_back(r.step);
     history.insert(history.end(), r.history.begin(), r.history.end());
@@ -892,6 +894,10 @@ absl::StatusOr<std::vector<Engine::Sampled>> Engine::Sample(
   }
   std::vector<int32_t> out(B);
   std::vector<float> logprobs(B);
+  // [B, kMaxTopLogprobs], only when some sequence asks for alternatives.
+  const size_t top_size = any_top ? static_cast<size_t>(B) * kernels::kMaxTopLogprobs : 0;
+  std::vector<int32_t> top_ids(top_size);
+  std::vector<float> top_logprobs(top_size);
   GKA_RETURN_IF_ERROR(backend_->Sample({.logits = sel,
                                         .vocab_limit = vocab_limit,
                                         .configs = configs.data(),
@@ -900,9 +906,18 @@ absl::StatusOr<std::vector<Engine::Sampled>> Engine::Sample(
                                         .history_offsets = offsets.data(),
                                         .out_ids = out.data(),
                                         .out_logprobs = logprobs.data(),
+                                        .out_top_ids = any_top ? top_ids.data() : nullptr,
+                                        .out_top_logprobs = any_top ? top_logprobs.data() : nullptr,
                                         .num_seqs = B}));
   std::vector<Sampled> sampled(B);
-  for (int32_t b = 0; b < B; ++b) sampled[b] = {out[b], logprobs[b]};
+  for (int32_t b = 0; b < B; ++b) {
+    sampled[b] = {out[b], logprobs[b], {}};
+    for (int32_t j = 0; j < configs[b].num_top_logprobs; ++j) {
+      const size_t at = static_cast<size_t>(b) * kernels::kMaxTopLogprobs + j;
+      if (top_ids[at] < 0) break;  // a vocabulary smaller than the count asked for
+      sampled[b].top.push_back({top_ids[at], top_logprobs[at]});
+    }
+  }
   return sampled;
 }
 

@@ -144,9 +144,16 @@ class Engine {
     uint64_t step = 0;                  // generation step index (seeds the RNG)
     absl::Span<const int32_t> history;  // previously generated ids (penalties)
   };
+  struct TopLogprob {
+    int32_t token;
+    float logprob;
+  };
   struct Sampled {
     int32_t token;
     float logprob;
+    // config.num_top_logprobs most likely ids (fewer when the vocabulary is smaller) with
+    // their logprobs, most likely first: kernels::SampleParams::out_top_ids.
+    std::vector<TopLogprob> top;
   };
   absl::StatusOr<std::vector<Sampled>> Sample(const StepResult& result,
                                               absl::Span<const SampleRequest> requests,

@@ -35,7 +35,10 @@ absl::StatusOr<kernels::SamplingConfig> SamplingFromProto(const wpb::WorkerSampl
   if (!std::isfinite(p.frequency_penalty())) {
     return Bad("frequency_penalty", p.frequency_penalty(), "finite");
   }
-  if (p.top_logprobs() < 0) return Bad("top_logprobs", p.top_logprobs(), ">= 0");
+  if (p.top_logprobs() < 0 || p.top_logprobs() > kernels::kMaxTopLogprobs) {
+    return Bad("top_logprobs", p.top_logprobs(),
+               absl::StrCat("in [0, ", kernels::kMaxTopLogprobs, "]"));
+  }
   c.temperature = p.temperature();
   c.top_k = p.top_k();
   c.top_p = p.top_p() == 0 ? 1.0f : p.top_p();
@@ -44,6 +47,7 @@ absl::StatusOr<kernels::SamplingConfig> SamplingFromProto(const wpb::WorkerSampl
   c.presence_penalty = p.presence_penalty();
   c.frequency_penalty = p.frequency_penalty();
   c.seed = p.has_seed() ? p.seed() : 0;
+  c.num_top_logprobs = p.top_logprobs();
   return c;
 }
 

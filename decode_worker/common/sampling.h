@@ -18,7 +18,8 @@ namespace gka::worker_common {
 namespace wpb = ::gka::worker::v1;
 
 // INVALID_ARGUMENT naming the field: temperature < 0 or not finite, top_k < 0, top_p outside
-// [0, 1], min_p outside [0, 1], repetition_penalty < 0, non-finite penalties. proto3 cannot
+// [0, 1], min_p outside [0, 1], repetition_penalty < 0, non-finite penalties, top_logprobs
+// outside [0, kernels::kMaxTopLogprobs]. proto3 cannot
 // tell an unset float from 0, so top_p = 0 and repetition_penalty = 0 mean "off" (1).
 absl::StatusOr<kernels::SamplingConfig> SamplingFromProto(const wpb::WorkerSamplingParams& p);
 

@@ -94,7 +94,7 @@ StepRunner::Report StepRunner::Step(SamplingFn sampling) {
           if (!needs_logits[i] || !sampled.ok()) continue;
           const engine::Engine::Sampled& s = (*sampled)[i];
           outputs.push_back({.id = inputs[i].id, .token = s.token});
-          r.tokens.push_back({inputs[i].id, s.token, s.logprob, inputs[i].num_iter});
+          r.tokens.push_back({inputs[i].id, s.token, s.logprob, inputs[i].num_iter, s.top});
         }
       }
     }

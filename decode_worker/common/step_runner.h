@@ -65,6 +65,7 @@ class StepRunner {
   };
 
   struct Report {
+    std::vector<engine::Engine::TopLogprob> top;  // the config's num_top_logprobs alternatives
     bool ran = false;          // a Forward ran
     int32_t batch_size = 0;    // sequences in the Forward
     int32_t batch_tokens = 0;  // tokens fed
