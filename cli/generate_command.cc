@@ -4,11 +4,14 @@
 //                [--temperature T --top-k K --top-p P --min-p M --seed S
 //                 --repetition-penalty R --presence-penalty P --frequency-penalty F]
 //                [--prefill-num-iter N] [--decode-num-iter N] [--ignore-eos] [--json]
+//                [--logprobs] [--top-logprobs K]
 //   gka chat --model DIR [--system TEXT] [--enable-thinking] "message"
 //
 // With --json, stdout is exactly one object {"token_ids": [...], "text": ..., "finish_reason":
 // ...}; logs go to stderr. Without a tokenizer in DIR, only --prompt-ids works and "text" is
-// absent.
+// absent. --logprobs (offline, with --json) adds "logprobs": [{"token_id", "logprob", "top":
+// [{"token_id", "logprob"}, ...]}] per token, with --top-logprobs K alternatives each: the
+// reference the OpenAI gateway's logprobs are checked against.
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
@@ -37,6 +40,8 @@ struct SamplingFlags {
       frequency_penalty;
   std::optional<int32_t> top_k;
   uint64_t seed = 0;
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
 };
 
 struct GenerateFlags {
@@ -66,6 +71,9 @@ void AddSamplingFlags(CLI::App& cmd, GenerateFlags& f) {
   cmd.add_option("--presence-penalty", f.sampling.presence_penalty, "OpenAI-style");
   cmd.add_option("--frequency-penalty", f.sampling.frequency_penalty, "OpenAI-style");
   cmd.add_option("--seed", f.sampling.seed, "sampling seed")->capture_default_str();
+  cmd.add_flag("--logprobs", f.sampling.logprobs, "report each token's logprob (offline, --json)");
+  cmd.add_option("--top-logprobs", f.sampling.top_logprobs,
+                 "and this many most likely alternatives (0..20; implies --logprobs)");
   cmd.add_option("--prefill-num-iter", f.prefill_num_iter, "GKA num_iter for the prompt");
   cmd.add_option("--decode-num-iter", f.decode_num_iter, "GKA num_iter for generated tokens");
   cmd.add_flag("--ignore-eos", f.ignore_eos, "keep generating past end-of-sequence");
@@ -84,6 +92,11 @@ absl::StatusOr<kernels::SamplingConfig> Sampling(const SamplingFlags& f,
   if (f.presence_penalty) s.presence_penalty = *f.presence_penalty;
   if (f.frequency_penalty) s.frequency_penalty = *f.frequency_penalty;
   s.seed = f.seed;
+  if (f.top_logprobs < 0 || f.top_logprobs > kernels::kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--top-logprobs must be in [0, ", kernels::kMaxTopLogprobs, "]"));
+  }
+  s.num_top_logprobs = f.top_logprobs;
   if (s.temperature < 0) return absl::InvalidArgumentError("--temperature must be >= 0");
   if (!(s.top_p > 0 && s.top_p <= 1))
     return absl::InvalidArgumentError("--top-p must be in (0, 1]");
@@ -114,6 +127,11 @@ absl::StatusOr<std::unique_ptr<text::Tokenizer>> TokenizerOf(const std::string& 
 }
 
 absl::Status RunViaRouter(const GenerateFlags& f, bool chat) {
+  if (f.sampling.logprobs || f.sampling.top_logprobs > 0) {
+    return absl::InvalidArgumentError(
+        "--logprobs / --top-logprobs are for the offline engine (--model); through a router use "
+        "the SDKs or the OpenAI API");
+  }
 #if GKA_WITH_GRPC
   RemoteGenerateRequest r{.addr = f.addr,
                           .chat = chat,
@@ -214,6 +232,17 @@ absl::Status RunGenerate(const GenerateFlags& f, bool chat) {
     out["text"] = text;
   }
   out["finish_reason"] = result.finish_reason;
+  if (f.sampling.logprobs || f.sampling.top_logprobs > 0) {
+    nlohmann::json logprobs = nlohmann::json::array();
+    for (const engine::Engine::Sampled& s : result.samples) {
+      nlohmann::json top = nlohmann::json::array();
+      for (const engine::Engine::TopLogprob& t : s.top) {
+        top.push_back({{"token_id", t.token}, {"logprob", t.logprob}});
+      }
+      logprobs.push_back({{"token_id", s.token}, {"logprob", s.logprob}, {"top", std::move(top)}});
+    }
+    out["logprobs"] = std::move(logprobs);
+  }
   if (f.json) {
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {

@@ -26,11 +26,14 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "common/base/logging.h"
 #include "common/base/status.h"
+#include "common/model/config.h"
+#include "common/text/tokenizer.h"
 
 namespace gka::cli {
 namespace {
@@ -85,8 +88,9 @@ std::string BinDir() {
 
 // Forks and execs `argv` into process group `pgid` (0: start a new group). The child's stdout
 // is a pipe we read; it dies with us.
-absl::StatusOr<Child> Spawn(const std::string& role, int index, const std::vector<std::string>& argv,
-                            pid_t pgid, const std::string& log_dir) {
+absl::StatusOr<Child> Spawn(const std::string& role, int index,
+                            const std::vector<std::string>& argv, pid_t pgid,
+                            const std::string& log_dir) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
   const pid_t parent = getpid();
@@ -229,6 +233,24 @@ absl::Status RunLocal(const LocalFlags& f) {
     router.push_back("--served-model-name");
     router.push_back(f.served_model_name);
   }
+  // Workers sample inside the tokenizer's vocabulary, as `gka generate` does: the embedding's
+  // padding rows map to no text (and would shift every logprob).
+  std::string vocab_limit;  // "--vocab-limit N", or empty without a tokenizer
+  if (std::ifstream(f.model_dir + "/tokenizer.json").good()) {
+    absl::StatusOr<std::unique_ptr<text::Tokenizer>> tokenizer =
+        text::Tokenizer::FromFile(f.model_dir);
+    absl::StatusOr<model::ModelConfig> config =
+        model::ModelConfig::FromJsonFile(f.model_dir + "/config.json");
+    if (!tokenizer.ok()) return tokenizer.status();
+    if (!config.ok()) return config.status();
+    const int64_t limit = std::min<int64_t>((*tokenizer)->VocabSize(), config->vocab_size);
+    vocab_limit = absl::StrCat("--vocab-limit ", limit);
+  }
+  // The extra worker flags, after the vocabulary limit unless they set their own.
+  auto WithVocabLimit = [&](const std::string& extra) {
+    if (vocab_limit.empty() || absl::StrContains(extra, "--vocab-limit")) return extra;
+    return absl::StrCat(vocab_limit, " ", extra);
+  };
   absl::Status status = start("router", 0, WithArgs(router, f.router_args));
   std::string router_addr;
   if (status.ok()) router_addr = children[0].info["grpc"].get<std::string>();
@@ -241,16 +263,16 @@ absl::Status RunLocal(const LocalFlags& f) {
                              router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
                              "--backend", f.backend, "--worker-id", absl::StrCat("prefill-", i),
                              "--page-size", absl::StrCat(f.page_size)},
-                            f.prefill_args));
+                            WithVocabLimit(f.prefill_args)));
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
-    status = start("decode", i,
-                   WithArgs({bin + "/gka-decode-worker", "--model", f.model_dir, "--router",
-                             router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
-                             "--backend", f.backend, "--worker-id", absl::StrCat("decode-", i),
-                             "--num-slots", absl::StrCat(f.num_slots), "--page-size",
-                             absl::StrCat(f.page_size)},
-                            f.decode_args));
+    status =
+        start("decode", i,
+              WithArgs({bin + "/gka-decode-worker", "--model", f.model_dir, "--router", router_addr,
+                        "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
+                        "--worker-id", absl::StrCat("decode-", i), "--num-slots",
+                        absl::StrCat(f.num_slots), "--page-size", absl::StrCat(f.page_size)},
+                       WithVocabLimit(f.decode_args)));
   }
   if (status.ok()) write_state();
   if (status.ok()) {

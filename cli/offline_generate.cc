@@ -66,6 +66,7 @@ absl::StatusOr<GenerateResult> Generate(engine::Engine& engine, const GenerateOp
     }
     const int32_t token = (*sampled)[0].token;
     result.token_ids.push_back(token);
+    result.samples.push_back(std::move((*sampled)[0]));
     if (on_token) on_token(token);
     const bool is_stop =
         std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(), token) !=

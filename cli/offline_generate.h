@@ -31,6 +31,8 @@ struct GenerateOptions {
 struct GenerateResult {
   std::vector<int32_t> token_ids;  // generated ids only (a final stop/EOS id included)
   std::string finish_reason;       // "stop" | "length"
+  // One per token id: its logprob and the sampling's num_top_logprobs alternatives.
+  std::vector<engine::Engine::Sampled> samples;
 };
 
 // The model's end-of-sequence ids: generation_config.json's, else config.json's, else the

@@ -12,8 +12,10 @@
 // run as n requests), logprobs / top_logprobs (<= 20; see openai_protocol.h for what the
 // engine provides), tools / tool_choice (auto, none), stream / stream_options.include_usage,
 // service_tier (auto and default: the default tier; else a tier name), user (ignored), and
-// vLLM's ignore_eos, stop_token_ids, chat_template_kwargs.enable_thinking. response_format
-// other than text, logit_bias and forced tool_choice are a 400 naming the parameter.
+// vLLM's ignore_eos, stop_token_ids, return_tokens_as_token_ids, include_reasoning and
+// chat_template_kwargs.enable_thinking (on: <think>...</think> becomes reasoning_content).
+// response_format other than text, logit_bias and forced tool_choice are a 400 naming the
+// parameter.
 // Errors are OpenAI's JSON ({"error": {"message", "type", "param", "code"}}) with 400, 401,
 // 404, 405, 413, 429, 500 or 503. Streaming responses are server-sent events ending in
 // "data: [DONE]"; the status line waits for the first token (or error), so a request refused

@@ -22,6 +22,8 @@ using Json = nlohmann::json;
 
 constexpr absl::string_view kToolCallOpen = "<tool_call>";
 constexpr absl::string_view kToolCallClose = "</tool_call>";
+constexpr absl::string_view kThinkOpen = "<think>";
+constexpr absl::string_view kThinkClose = "</think>";
 // Stand-in for a log-probability JSON cannot carry (-inf), as vLLM reports it.
 constexpr float kMinLogprob = -9999.0f;
 
@@ -219,6 +221,8 @@ absl::Status ParseCommon(const Json& body, const ParseLimits& limits, ParsedRequ
   }
   GKA_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, GetBool(body, "ignore_eos"));
   if (ignore_eos.has_value()) s->set_ignore_eos(*ignore_eos);
+  GKA_ASSIGN_OR_RETURN(std::optional<bool> as_ids, GetBool(body, "return_tokens_as_token_ids"));
+  out->tokens_as_ids = as_ids.value_or(false);
   // gkaserve's own: per-request GKA solver iterations (clamped to the tier's range).
   GKA_ASSIGN_OR_RETURN(std::optional<int64_t> prefill_iter, GetInteger(body, "prefill_num_iter"));
   if (prefill_iter.has_value()) {
@@ -372,6 +376,11 @@ absl::Status ParseChat(const Json& body, const ParseLimits& limits, ParsedReques
     GKA_ASSIGN_OR_RETURN(std::optional<bool> thinking, GetBool(*kwargs, "enable_thinking"));
     if (thinking.has_value()) chat->set_enable_thinking(*thinking);
   }
+  // Only a request that turns thinking on gets <think> parsed: with it off the template closes
+  // an empty think block in the prompt and a literal "<think>" in the answer stays content.
+  out->parse_reasoning = chat->enable_thinking();
+  GKA_ASSIGN_OR_RETURN(std::optional<bool> include, GetBool(body, "include_reasoning"));
+  out->include_reasoning = include.value_or(true);
   out->prompts.push_back(std::move(request));
   return absl::OkStatus();
 }
@@ -464,8 +473,9 @@ const char* FinishReasonName(v1::FinishReason reason) {
 Json FinishReasonJson(const char* name) { return name == nullptr ? Json(nullptr) : Json(name); }
 
 // The token's bytes (a token may hold part of a character: shown with U+FFFD in `token`,
-// exact in `bytes`).
-std::string TokenBytes(const text::Tokenizer* tokenizer, int32_t id) {
+// exact in `bytes`); "token_id:<id>" with return_tokens_as_token_ids, as vLLM spells it.
+std::string TokenBytes(const text::Tokenizer* tokenizer, int32_t id, bool as_ids) {
+  if (as_ids) return absl::StrCat("token_id:", id);
   if (tokenizer == nullptr) return "";
   absl::StatusOr<absl::string_view> bytes = tokenizer->TokenBytes(id);
   return bytes.ok() ? std::string(*bytes) : "";
@@ -480,13 +490,14 @@ Json BytesJson(absl::string_view bytes) {
 }
 
 // Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}.
-Json ChatLogprobs(absl::Span<const v1::TokenLogprob> logprobs, const text::Tokenizer* tokenizer) {
+Json ChatLogprobs(absl::Span<const v1::TokenLogprob> logprobs, const text::Tokenizer* tokenizer,
+                  bool as_ids) {
   Json content = Json::array();
   for (const v1::TokenLogprob& lp : logprobs) {
-    const std::string bytes = TokenBytes(tokenizer, lp.token_id());
+    const std::string bytes = TokenBytes(tokenizer, lp.token_id(), as_ids);
     Json top = Json::array();
     for (const v1::TopLogprob& t : lp.top()) {
-      const std::string tb = TokenBytes(tokenizer, t.token_id());
+      const std::string tb = TokenBytes(tokenizer, t.token_id(), as_ids);
       top.push_back({{"token", text::Utf8Lossy(tb)},
                      {"logprob", SafeLogprob(t.logprob())},
                      {"bytes", BytesJson(tb)}});
@@ -502,16 +513,17 @@ Json ChatLogprobs(absl::Span<const v1::TokenLogprob> logprobs, const text::Token
 // Completions: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}; offsets count
 // the tokens' text from `offset` on.
 Json CompletionLogprobs(absl::Span<const v1::TokenLogprob> logprobs,
-                        const text::Tokenizer* tokenizer, size_t offset) {
+                        const text::Tokenizer* tokenizer, bool as_ids, size_t offset) {
   Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(),
        offsets = Json::array();
   for (const v1::TokenLogprob& lp : logprobs) {
-    const std::string token = text::Utf8Lossy(TokenBytes(tokenizer, lp.token_id()));
+    const std::string token = text::Utf8Lossy(TokenBytes(tokenizer, lp.token_id(), as_ids));
     tokens.push_back(token);
     token_logprobs.push_back(SafeLogprob(lp.logprob()));
     Json alternatives = Json::object();
     for (const v1::TopLogprob& t : lp.top()) {
-      alternatives[text::Utf8Lossy(TokenBytes(tokenizer, t.token_id()))] = SafeLogprob(t.logprob());
+      alternatives[text::Utf8Lossy(TokenBytes(tokenizer, t.token_id(), as_ids))] =
+          SafeLogprob(t.logprob());
     }
     top.push_back(std::move(alternatives));
     offsets.push_back(offset);
@@ -594,6 +606,14 @@ absl::string_view LeadingField(absl::string_view message) {
   const absl::string_view rest = message.substr(end);
   if (!absl::StartsWith(rest, ":") && !absl::StartsWith(rest, " must ")) return {};
   return message.substr(0, end);
+}
+
+// The length of the longest tail of `held` that is a proper prefix of `tag` (it may grow into
+// the tag with the next chunk).
+size_t PartialTagTail(absl::string_view held, absl::string_view tag) {
+  size_t keep = std::min(held.size(), tag.size() - 1);
+  while (keep > 0 && !absl::EndsWith(held, tag.substr(0, keep))) --keep;
+  return keep;
 }
 
 }  // namespace
@@ -787,9 +807,19 @@ std::string ResponseJson(const ParsedRequest& request, const ResponseMeta& meta,
     Json choice = {{"index", i}};
     const char* finish = FinishReasonName(c.finish_reason);
     if (chat) {
-      Json message = {{"role", "assistant"}, {"content", c.text}};
+      SplitOutput split{.reasoning = std::nullopt, .content = c.text};
+      if (request.parse_reasoning) split = SplitReasoning(c.text);
+      // vLLM: content is null when the thinking took all the output.
+      Json message = {
+          {"role", "assistant"},
+          {"content", split.reasoning.has_value() && split.content.empty() ? Json(nullptr)
+                                                                           : Json(split.content)}};
+      if (request.parse_reasoning && request.include_reasoning) {
+        message["reasoning_content"] =
+            split.reasoning.has_value() ? Json(*split.reasoning) : Json();
+      }
       if (request.parse_tool_calls) {
-        ParsedToolCalls parsed = ParseToolCalls(c.text);
+        ParsedToolCalls parsed = ParseToolCalls(split.content);
         if (!parsed.calls.empty()) {
           message["content"] = parsed.content.empty() ? Json(nullptr) : Json(parsed.content);
           message["tool_calls"] = ToolCallsJson(parsed.calls, /*with_index=*/false);
@@ -797,13 +827,16 @@ std::string ResponseJson(const ParsedRequest& request, const ResponseMeta& meta,
         }
       }
       choice["message"] = std::move(message);
-      choice["logprobs"] = request.logprobs ? ChatLogprobs(c.logprobs, meta.tokenizer) : Json();
+      choice["logprobs"] = request.logprobs
+                               ? ChatLogprobs(c.logprobs, meta.tokenizer, request.tokens_as_ids)
+                               : Json();
     } else {
       const std::string echo =
           request.echo ? EchoText(request.prompts[i / request.n], meta.tokenizer) : "";
       choice["text"] = echo + c.text;
-      choice["logprobs"] =
-          request.logprobs ? CompletionLogprobs(c.logprobs, meta.tokenizer, echo.size()) : Json();
+      choice["logprobs"] = request.logprobs ? CompletionLogprobs(c.logprobs, meta.tokenizer,
+                                                                 request.tokens_as_ids, echo.size())
+                                            : Json();
     }
     choice["finish_reason"] = FinishReasonJson(finish);
     out_choices.push_back(std::move(choice));
@@ -818,6 +851,48 @@ std::string ResponseJson(const ParsedRequest& request, const ResponseMeta& meta,
   return Dump(body);
 }
 
+ReasoningStreamFilter::Parts ReasoningStreamFilter::Feed(absl::string_view delta) {
+  held_.append(delta.data(), delta.size());
+  Parts out;
+  while (true) {
+    if (state_ == State::kAfter) {
+      out.content += held_;
+      held_.clear();
+      return out;
+    }
+    const bool thinking = state_ == State::kThinking;
+    const absl::string_view tag = thinking ? kThinkClose : kThinkOpen;
+    std::string& sink = thinking ? out.reasoning : out.content;
+    const size_t p = absl::string_view(held_).find(tag);
+    if (p == absl::string_view::npos) {
+      const size_t keep = PartialTagTail(held_, tag);
+      sink += held_.substr(0, held_.size() - keep);
+      held_.erase(0, held_.size() - keep);
+      return out;
+    }
+    sink += held_.substr(0, p);
+    held_.erase(0, p + tag.size());
+    state_ = thinking ? State::kAfter : State::kThinking;
+  }
+}
+
+ReasoningStreamFilter::Parts ReasoningStreamFilter::Finish() {
+  Parts out;
+  (state_ == State::kThinking ? out.reasoning : out.content) = std::move(held_);
+  held_.clear();
+  return out;
+}
+
+SplitOutput SplitReasoning(absl::string_view text) {
+  ReasoningStreamFilter filter;
+  ReasoningStreamFilter::Parts a = filter.Feed(text);
+  ReasoningStreamFilter::Parts b = filter.Finish();
+  SplitOutput out;
+  out.content = a.content + b.content;
+  if (filter.saw_think()) out.reasoning = a.reasoning + b.reasoning;
+  return out;
+}
+
 std::string ToolCallStreamFilter::Feed(absl::string_view delta) {
   held_.append(delta.data(), delta.size());
   if (in_calls_) return "";
@@ -828,8 +903,7 @@ std::string ToolCallStreamFilter::Feed(absl::string_view delta) {
     return content;
   }
   // Keep the longest tail that could still grow into "<tool_call>".
-  size_t keep = std::min(held_.size(), kToolCallOpen.size() - 1);
-  while (keep > 0 && !absl::EndsWith(held_, kToolCallOpen.substr(0, keep))) --keep;
+  const size_t keep = PartialTagTail(held_, kToolCallOpen);
   std::string content = held_.substr(0, held_.size() - keep);
   held_.erase(0, held_.size() - keep);
   return content;
@@ -847,7 +921,7 @@ ParsedToolCalls ToolCallStreamFilter::Finish() {
 StreamEncoder::StreamEncoder(const ParsedRequest& request, ResponseMeta meta)
     : request_(request), meta_(std::move(meta)), choices_(request.num_choices()) {}
 
-std::string StreamEncoder::Event(int choice, absl::string_view text,
+std::string StreamEncoder::Event(int choice, absl::string_view text, absl::string_view reasoning,
                                  absl::Span<const v1::TokenLogprob> logprobs,
                                  const char* finish_reason, const std::vector<ToolCallOut>* calls) {
   const bool chat = request_.endpoint == Endpoint::kChatCompletions;
@@ -857,15 +931,18 @@ std::string StreamEncoder::Event(int choice, absl::string_view text,
     Json delta = Json::object();
     if (!c.started) delta["role"] = "assistant";
     if (!text.empty() || !c.started) delta["content"] = std::string(text);
+    if (!reasoning.empty()) delta["reasoning_content"] = std::string(reasoning);
     if (calls != nullptr) delta["tool_calls"] = ToolCallsJson(*calls, /*with_index=*/true);
     item["delta"] = std::move(delta);
-    item["logprobs"] =
-        request_.logprobs && !logprobs.empty() ? ChatLogprobs(logprobs, meta_.tokenizer) : Json();
+    item["logprobs"] = request_.logprobs && !logprobs.empty()
+                           ? ChatLogprobs(logprobs, meta_.tokenizer, request_.tokens_as_ids)
+                           : Json();
   } else {
     item["text"] = std::string(text);
-    item["logprobs"] = request_.logprobs && !logprobs.empty()
-                           ? CompletionLogprobs(logprobs, meta_.tokenizer, c.text_offset)
-                           : Json();
+    item["logprobs"] =
+        request_.logprobs && !logprobs.empty()
+            ? CompletionLogprobs(logprobs, meta_.tokenizer, request_.tokens_as_ids, c.text_offset)
+            : Json();
     c.text_offset += text.size();
   }
   c.started = true;
@@ -894,27 +971,45 @@ std::string StreamEncoder::OnResponse(int choice, const v1::GenerateResponse& re
       if (!c.started && request_.echo) {
         text = EchoText(request_.prompts[choice / request_.n], meta_.tokenizer) + text;
       }
+      std::string reasoning;
+      if (request_.parse_reasoning) {
+        ReasoningStreamFilter::Parts parts = c.reasoning.Feed(text);
+        text = std::move(parts.content);
+        if (request_.include_reasoning) reasoning = std::move(parts.reasoning);
+      }
       if (request_.parse_tool_calls) text = c.tools.Feed(text);
       const bool with_logprobs = request_.logprobs && chunk.logprobs_size() > 0;
-      if (text.empty() && !with_logprobs && c.started) return "";
+      if (text.empty() && reasoning.empty() && !with_logprobs && c.started) return "";
       const std::vector<v1::TokenLogprob> logprobs(chunk.logprobs().begin(),
                                                    chunk.logprobs().end());
-      return Event(choice, text, logprobs, nullptr, nullptr);
+      return Event(choice, text, reasoning, logprobs, nullptr, nullptr);
     }
     case v1::GenerateResponse::kFinal: {
       const v1::Final& final = response.final();
       c.prompt_tokens = final.usage().prompt_tokens();
       c.completion_tokens = final.usage().completion_tokens();
       const char* finish = FinishReasonName(final.finish_reason());
+      std::string content;  // released by the reasoning filter, not yet through the tool filter
+      if (request_.parse_reasoning) {
+        ReasoningStreamFilter::Parts rest = c.reasoning.Finish();
+        if (request_.include_reasoning && !rest.reasoning.empty()) {
+          out += Event(choice, "", rest.reasoning, {}, nullptr, nullptr);
+        }
+        content = std::move(rest.content);
+      }
       if (request_.parse_tool_calls) {
+        const std::string sure = c.tools.Feed(content);
+        if (!sure.empty()) out += Event(choice, sure, "", {}, nullptr, nullptr);
         ParsedToolCalls rest = c.tools.Finish();
-        if (!rest.content.empty()) out += Event(choice, rest.content, {}, nullptr, nullptr);
+        if (!rest.content.empty()) out += Event(choice, rest.content, "", {}, nullptr, nullptr);
         if (!rest.calls.empty()) {
-          out += Event(choice, "", {}, nullptr, &rest.calls);
+          out += Event(choice, "", "", {}, nullptr, &rest.calls);
           if (final.finish_reason() == v1::FINISH_REASON_STOP) finish = "tool_calls";
         }
+      } else if (!content.empty()) {
+        out += Event(choice, content, "", {}, nullptr, nullptr);
       }
-      out += Event(choice, "", {}, finish, nullptr);
+      out += Event(choice, "", "", {}, finish, nullptr);
       return out;
     }
     default:

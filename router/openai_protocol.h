@@ -1,8 +1,8 @@
 // The OpenAI-compatible HTTP API's wire format, without the transport: request bodies of
 // /v1/chat/completions and /v1/completions -> gka.serving.v1 GenerateRequests, the core's
 // GenerateResponses -> OpenAI response JSON and server-sent events, absl::Status -> OpenAI's
-// error JSON and HTTP status, and Qwen3's <tool_call>{json}</tool_call> output -> OpenAI
-// tool_calls.
+// error JSON and HTTP status, Qwen3's <think>...</think> output -> reasoning_content, and
+// Qwen3's <tool_call>{json}</tool_call> output -> OpenAI tool_calls.
 //
 // Owns: the mapping of every OpenAI field the gateway accepts (docs in http_gateway.h), and
 // the choice of what to refuse clearly (response_format json_object, logit_bias, forced
@@ -17,9 +17,18 @@
 //   std::string json = openai::ResponseJson(*req, meta, choices);
 //   // or, streaming: openai::StreamEncoder sse(*req, meta, choices); sse.OnResponse(i, r)...
 //
-// Logprobs: the engine returns the sampled token's log-probability only, so every entry's
-// top_logprobs is an empty list (chat) or an empty object (completions) even when
-// top_logprobs > 0 was asked; when the engine reports alternatives they are passed through.
+// Logprobs: the engine reports the sampled token's log-probability and the top_logprobs most
+// likely alternatives of the same distribution (after penalties and temperature, before
+// top-k/top-p/min-p), most likely first. With vLLM's return_tokens_as_token_ids every token
+// is spelled "token_id:<id>" (exact even where the tokens' text collides).
+//
+// Reasoning (chat, when the request turns Qwen3's thinking on with chat_template_kwargs
+// {"enable_thinking": true}, and include_reasoning is not false): as vLLM's qwen3 reasoning
+// parser, the text between <think> and </think> is message.reasoning_content (streaming:
+// delta.reasoning_content) and the rest is content; tool calls are parsed from the content.
+// The split is on text, so it holds when a tag spans tokens or chunks. A think block cut off
+// by max_tokens is reasoning, streaming or not (vLLM keeps it as raw content when not
+// streaming), and text before <think> (Qwen3 emits none) stays content (vLLM drops it).
 //
 // Thread-safety: free functions are pure. A StreamEncoder is one stream's state: not safe
 // for concurrent use.
@@ -94,6 +103,12 @@ struct ParsedRequest {
   int top_logprobs = 0;
   // Chat with tools (and tool_choice not "none"): <tool_call> blocks become tool_calls.
   bool parse_tool_calls = false;
+  // Chat with thinking on: <think>...</think> becomes reasoning_content (see the top).
+  bool parse_reasoning = false;
+  // include_reasoning (vLLM): false drops the reasoning instead of returning it.
+  bool include_reasoning = true;
+  // vLLM's return_tokens_as_token_ids: logprob tokens spelled "token_id:<id>".
+  bool tokens_as_ids = false;
   // Completions: echo the prompt before the completion.
   bool echo = false;
   // One request per prompt (chat: exactly one), sampling and tier filled in; the gateway
@@ -168,6 +183,34 @@ ParsedToolCalls ParseToolCalls(absl::string_view text);
 std::string ResponseJson(const ParsedRequest& request, const ResponseMeta& meta,
                          absl::Span<const ChoiceResult> choices);
 
+// Splits Qwen3 output into reasoning and content at <think> / </think>, chunk by chunk:
+// text that may be the start of a tag is held until the next chunk decides it.
+class ReasoningStreamFilter {
+ public:
+  struct Parts {
+    std::string reasoning;
+    std::string content;
+  };
+  Parts Feed(absl::string_view delta);
+  // End of output: what was held back (an unfinished think block is reasoning).
+  Parts Finish();
+  // Whether a <think> was seen (the response then has a reasoning_content).
+  bool saw_think() const { return state_ != State::kBefore; }
+
+ private:
+  enum class State { kBefore, kThinking, kAfter };
+  State state_ = State::kBefore;
+  std::string held_;
+};
+
+// The whole output through a ReasoningStreamFilter. reasoning is empty (JSON null) when the
+// output has no <think>.
+struct SplitOutput {
+  std::optional<std::string> reasoning;
+  std::string content;
+};
+SplitOutput SplitReasoning(absl::string_view text);
+
 // Holds back content once a tool call may have begun, so that a streaming client gets the
 // calls whole as tool_calls rather than as text.
 class ToolCallStreamFilter {
@@ -202,13 +245,14 @@ class StreamEncoder {
  private:
   struct Choice {
     bool started = false;
+    ReasoningStreamFilter reasoning;
     ToolCallStreamFilter tools;
     // Completions: bytes sent so far (text_offset of logprobs).
     size_t text_offset = 0;
     uint32_t prompt_tokens = 0;
     uint32_t completion_tokens = 0;
   };
-  std::string Event(int choice, absl::string_view text,
+  std::string Event(int choice, absl::string_view text, absl::string_view reasoning,
                     absl::Span<const serving::v1::TokenLogprob> logprobs, const char* finish_reason,
                     const std::vector<ToolCallOut>* calls);
 

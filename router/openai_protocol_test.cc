@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 namespace gka::router::openai {
@@ -365,7 +366,7 @@ TEST(OpenAiResponseTest, ChatCompletionWithToolCallsAndUsage) {
                                    "total_tokens": 15})"));
 }
 
-TEST(OpenAiResponseTest, LogprobsCarryTheSampledTokenAndWhateverAlternativesExist) {
+TEST(OpenAiResponseTest, LogprobsCarryTheSampledTokenAndItsAlternatives) {
   if (Qwen3() == nullptr) GTEST_SKIP() << "no Qwen3 tokenizer at " << GKA_QWEN3_TOKENIZER_DIR;
   const int32_t hello = Qwen3()->Encode("Hello").value()[0];
   v1::GenerateResponse chunk = Chunk("Hello", {hello}, 3, 1);
@@ -385,9 +386,23 @@ TEST(OpenAiResponseTest, LogprobsCarryTheSampledTokenAndWhateverAlternativesExis
   EXPECT_EQ(entry["token"], "Hello");
   EXPECT_FLOAT_EQ(entry["logprob"].get<float>(), -0.25f);
   EXPECT_EQ(entry["bytes"], Json::parse("[72, 101, 108, 108, 111]"));
-  EXPECT_TRUE(entry["top_logprobs"].empty());  // the engine reports the sampled token only
+  EXPECT_TRUE(entry["top_logprobs"].empty());  // the worker listed no alternatives
 
-  // Alternatives, when the engine has them, are passed through; -inf becomes -9999.
+  // Alternatives are passed through in order; -inf becomes -9999.
+  const int32_t world = Qwen3()->Encode(" world").value()[0];
+  v1::TopLogprob* first = lp->add_top();
+  first->set_token_id(world);
+  first->set_logprob(-0.125f);
+  choices.assign(1, ChoiceResult{});
+  Accumulate(chunk, &choices[0]);
+  Accumulate(Final(v1::FINISH_REASON_STOP, 3, 1), &choices[0]);
+  body = Json::parse(ResponseJson(chat, meta, choices));
+  const Json& tops = body["choices"][0]["logprobs"]["content"][0]["top_logprobs"];
+  ASSERT_EQ(tops.size(), 1u);
+  EXPECT_EQ(tops[0]["token"], " world");
+  EXPECT_FLOAT_EQ(tops[0]["logprob"].get<float>(), -0.125f);
+  EXPECT_EQ(tops[0]["bytes"], Json::parse("[32, 119, 111, 114, 108, 100]"));
+  lp->clear_top();
   v1::TopLogprob* top = lp->add_top();
   top->set_token_id(hello);
   top->set_logprob(-std::numeric_limits<float>::infinity());
@@ -403,6 +418,142 @@ TEST(OpenAiResponseTest, LogprobsCarryTheSampledTokenAndWhateverAlternativesExis
   EXPECT_EQ(logprobs["text_offset"], Json::parse("[0]"));
   EXPECT_EQ(body["object"], "text_completion");
   EXPECT_EQ(body["choices"][0]["text"], "Hello");
+
+  // vLLM's return_tokens_as_token_ids spells every token by id, in both shapes.
+  completion = ParseOk(Endpoint::kCompletions,
+                       R"({"prompt": "x", "logprobs": 1, "return_tokens_as_token_ids": true})");
+  body = Json::parse(ResponseJson(completion, meta, c2));
+  const std::string id = absl::StrCat("token_id:", hello);
+  EXPECT_EQ(body["choices"][0]["logprobs"]["tokens"][0], id);
+  EXPECT_TRUE(body["choices"][0]["logprobs"]["top_logprobs"][0].contains(id));
+  chat = ParseOk(Endpoint::kChatCompletions,
+                 R"({"messages": [{"role": "user", "content": "hi"}], "logprobs": true,
+                     "top_logprobs": 1, "return_tokens_as_token_ids": true})");
+  body = Json::parse(ResponseJson(chat, meta, c2));
+  EXPECT_EQ(body["choices"][0]["logprobs"]["content"][0]["token"], id);
+  EXPECT_EQ(body["choices"][0]["logprobs"]["content"][0]["top_logprobs"][0]["token"], id);
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "Hello");  // the text is unchanged
+}
+
+// ---- reasoning_content ------------------------------------------------------------------
+
+TEST(OpenAiReasoningTest, SplitsAtTheThinkTagsAsVllmsQwen3Parser) {
+  SplitOutput s = SplitReasoning("<think>\nLet me see.\n</think>\n\nIt is 4.");
+  ASSERT_TRUE(s.reasoning.has_value());
+  EXPECT_EQ(*s.reasoning, "\nLet me see.\n");
+  EXPECT_EQ(s.content, "\n\nIt is 4.");
+  s = SplitReasoning("No thinking here, not even </think>.");
+  EXPECT_FALSE(s.reasoning.has_value());
+  EXPECT_EQ(s.content, "No thinking here, not even </think>.");
+  s = SplitReasoning("<think>cut off by max_tokens");  // an unfinished block is reasoning
+  EXPECT_EQ(s.reasoning.value_or("?"), "cut off by max_tokens");
+  EXPECT_EQ(s.content, "");
+  s = SplitReasoning("<think></think>answer <think> stays");  // only the first block
+  EXPECT_EQ(s.reasoning.value_or("?"), "");
+  EXPECT_EQ(s.content, "answer <think> stays");
+}
+
+TEST(OpenAiReasoningTest, StreamFilterIsSafeAcrossChunkBoundaries) {
+  const std::string text = "<think>a<b</thi</think>\n\nx</think>y<";
+  const SplitOutput whole = SplitReasoning(text);
+  // Every way of cutting the text in three gives the same parts.
+  for (size_t i = 0; i <= text.size(); ++i) {
+    for (size_t j = i; j <= text.size(); ++j) {
+      ReasoningStreamFilter f;
+      std::string reasoning, content;
+      for (const std::string& piece : {text.substr(0, i), text.substr(i, j - i), text.substr(j)}) {
+        ReasoningStreamFilter::Parts p = f.Feed(piece);
+        reasoning += p.reasoning;
+        content += p.content;
+      }
+      ReasoningStreamFilter::Parts p = f.Finish();
+      EXPECT_EQ(reasoning + p.reasoning, "a<b</thi") << i << " " << j;
+      EXPECT_EQ(content + p.content, "\n\nx</think>y<") << i << " " << j;
+    }
+  }
+  EXPECT_EQ(whole.reasoning.value_or("?"), "a<b</thi");
+  // Nothing is held longer than a tag could need.
+  ReasoningStreamFilter f;
+  EXPECT_EQ(f.Feed("<thi").content, "");
+  EXPECT_EQ(f.Feed("nk>abc</").reasoning, "abc");
+  EXPECT_EQ(f.Feed("b").reasoning, "</b");
+}
+
+TEST(OpenAiReasoningTest, OnlyWhenThinkingIsOnAndIncludeReasoningIsNotFalse) {
+  const std::string user = R"("messages": [{"role": "user", "content": "hi"}])";
+  EXPECT_FALSE(ParseOk(Endpoint::kChatCompletions, "{" + user + "}").parse_reasoning);
+  ParsedRequest on =
+      ParseOk(Endpoint::kChatCompletions,
+              "{" + user + R"(, "chat_template_kwargs": {"enable_thinking": true}})");
+  EXPECT_TRUE(on.parse_reasoning);
+  EXPECT_TRUE(on.include_reasoning);
+  std::vector<ChoiceResult> choices(1);
+  Accumulate(Chunk("<think>hmm</think>\n\nHi!", {1, 2, 3}, 3, 3), &choices[0]);
+  Accumulate(Final(v1::FINISH_REASON_STOP, 3, 3), &choices[0]);
+  const ResponseMeta meta{.id = "x", .created = 1, .model = "m"};
+  Json message = Json::parse(ResponseJson(on, meta, choices))["choices"][0]["message"];
+  EXPECT_EQ(message["reasoning_content"], "hmm");
+  EXPECT_EQ(message["content"], "\n\nHi!");
+
+  ParsedRequest off = ParseOk(Endpoint::kChatCompletions, "{" + user + "}");
+  message = Json::parse(ResponseJson(off, meta, choices))["choices"][0]["message"];
+  EXPECT_FALSE(message.contains("reasoning_content"));
+  EXPECT_EQ(message["content"], "<think>hmm</think>\n\nHi!");
+
+  ParsedRequest hidden = ParseOk(Endpoint::kChatCompletions,
+                                 "{" + user +
+                                     R"(, "chat_template_kwargs": {"enable_thinking": true},
+                                     "include_reasoning": false})");
+  message = Json::parse(ResponseJson(hidden, meta, choices))["choices"][0]["message"];
+  EXPECT_FALSE(message.contains("reasoning_content"));
+  EXPECT_EQ(message["content"], "\n\nHi!");
+
+  // All thinking, no answer: content is null, as vLLM has it.
+  choices.assign(1, ChoiceResult{});
+  Accumulate(Chunk("<think>still thinking", {1}, 3, 1), &choices[0]);
+  Accumulate(Final(v1::FINISH_REASON_LENGTH, 3, 1), &choices[0]);
+  message = Json::parse(ResponseJson(on, meta, choices))["choices"][0]["message"];
+  EXPECT_EQ(message["reasoning_content"], "still thinking");
+  EXPECT_TRUE(message["content"].is_null());
+}
+
+TEST(OpenAiReasoningTest, StreamingDeltasCarryReasoningThenContentThenToolCalls) {
+  const ParsedRequest r = ParseOk(Endpoint::kChatCompletions, R"({
+    "messages": [{"role": "user", "content": "hi"}], "stream": true,
+    "chat_template_kwargs": {"enable_thinking": true},
+    "tools": [{"type": "function", "function": {"name": "f"}}]})");
+  StreamEncoder sse(r, {.id = "c", .created = 5, .model = "m"});
+  std::string out = sse.OnResponse(0, Chunk("<thi", {1}, 4, 1));
+  out += sse.OnResponse(0, Chunk("nk>I should call f.</th", {2}, 4, 2));
+  out += sse.OnResponse(0, Chunk("ink>\n\nCalling.<tool_call>\n{\"name\": \"f\", ", {3}, 4, 3));
+  out += sse.OnResponse(0, Chunk("\"arguments\": {}}\n</tool_call>", {4}, 4, 4));
+  out += sse.OnResponse(0, Final(v1::FINISH_REASON_STOP, 4, 4));
+  out += sse.Done();
+  const std::vector<Json> events = Events(out);
+  ASSERT_EQ(events.size(), 6u);
+  EXPECT_EQ(events[0]["choices"][0]["delta"], Json::parse(R"({"role": "assistant",
+                                                               "content": ""})"));
+  EXPECT_EQ(events[1]["choices"][0]["delta"],
+            Json::parse(R"({"reasoning_content": "I should call f."})"));
+  EXPECT_EQ(events[2]["choices"][0]["delta"], Json::parse(R"({"content": "\n\nCalling."})"));
+  EXPECT_EQ(events[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
+  EXPECT_EQ(events[4]["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_EQ(events[5], "[DONE]");
+}
+
+TEST(OpenAiReasoningTest, AnUnfinishedThinkBlockStreamsAsReasoning) {
+  const ParsedRequest r = ParseOk(Endpoint::kChatCompletions, R"({
+    "messages": [{"role": "user", "content": "hi"}], "stream": true,
+    "chat_template_kwargs": {"enable_thinking": true}})");
+  StreamEncoder sse(r, {.id = "c", .created = 5, .model = "m"});
+  std::string out = sse.OnResponse(0, Chunk("<think>a </", {1}, 4, 1));
+  out += sse.OnResponse(0, Final(v1::FINISH_REASON_LENGTH, 4, 1));
+  const std::vector<Json> events = Events(out);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0]["choices"][0]["delta"],
+            Json::parse(R"({"role": "assistant", "content": "", "reasoning_content": "a "})"));
+  EXPECT_EQ(events[1]["choices"][0]["delta"], Json::parse(R"({"reasoning_content": "</"})"));
+  EXPECT_EQ(events[2]["choices"][0]["finish_reason"], "length");
 }
 
 TEST(OpenAiStreamTest, ChatChunksThenUsageThenDone) {

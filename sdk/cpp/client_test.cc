@@ -152,6 +152,21 @@ TEST_F(ClientTest, CallbackStreamDeliversChunksThenDone) {
   EXPECT_EQ((*done)->logprobs.size(), 3u);
 }
 
+TEST_F(ClientTest, TopLogprobsCarryTheAlternatives) {
+  absl::StatusOr<Result> r = client_->Generate(Request::Text("a", {.top_logprobs = 2}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(fake().requests().back().sampling().top_logprobs(), 2);
+  ASSERT_EQ(r->logprobs.size(), r->token_ids.size());
+  const TokenLogprob& first = r->logprobs[0];
+  EXPECT_EQ(first.token_id, r->token_ids[0]);
+  ASSERT_EQ(first.top.size(), 2u);
+  EXPECT_EQ(first.top[0].token_id, r->token_ids[0]);
+  EXPECT_FLOAT_EQ(first.top[0].logprob, -0.5f);
+  EXPECT_EQ(first.top[0].text, "alt0");
+  EXPECT_EQ(first.top[1].token_id, r->token_ids[0] + 1);
+  EXPECT_FLOAT_EQ(first.top[1].logprob, -1.0f);
+}
+
 TEST_F(ClientTest, RetriesUnavailableBeforeTheFirstToken) {
   fake().Push({.end = FakeScript::kStatus, .code = absl::StatusCode::kUnavailable});
   fake().Push({.end = FakeScript::kError,

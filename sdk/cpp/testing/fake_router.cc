@@ -177,10 +177,18 @@ grpc::Status FakeGenerateService::Generate(grpc::ServerContext* ctx,
     ++sent;
     chunk->mutable_usage()->set_prompt_tokens(prompt_tokens);
     chunk->mutable_usage()->set_completion_tokens(sent);
-    if (request->sampling().logprobs()) {
+    // As the router: top_logprobs implies logprobs.
+    if (request->sampling().logprobs() || request->sampling().top_logprobs() > 0) {
       pb::TokenLogprob* lp = chunk->add_logprobs();
       lp->set_token_id(chunk->token_ids(0));
       lp->set_logprob(-0.5f);
+      // Alternatives as the router reports them: most likely first, the token's text spelled.
+      for (int32_t k = 0; k < request->sampling().top_logprobs(); ++k) {
+        pb::TopLogprob* top = lp->add_top();
+        top->set_token_id(chunk->token_ids(0) + k);
+        top->set_logprob(-0.5f * static_cast<float>(k + 1));
+        top->set_text(absl::StrCat("alt", k));
+      }
     }
     writer->Write(response);
   }

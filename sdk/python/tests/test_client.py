@@ -61,6 +61,18 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(capped.finish_reason, "length")
         self.assertEqual(len(capped.token_ids), 2)
 
+    def test_top_logprobs_carry_the_alternatives(self):
+        r = self.client.generate("a", sampling=SamplingParams(top_logprobs=2))
+        self.assertEqual(self.fake.requests()[0]["sampling"]["topLogprobs"], 2)
+        self.assertEqual(len(r.logprobs), len(r.token_ids))
+        first = r.logprobs[0]
+        self.assertEqual(first.token_id, r.token_ids[0])
+        self.assertEqual([t.token_id for t in first.top], [r.token_ids[0], r.token_ids[0] + 1])
+        self.assertEqual([t.logprob for t in first.top], [-0.5, -1.0])
+        self.assertEqual([t.text for t in first.top], ["alt0", "alt1"])
+        chunks = list(self.client.generate_stream("a b", sampling=SamplingParams(top_logprobs=1)))
+        self.assertEqual([len(lp.top) for c in chunks for lp in c.logprobs], [1, 1, 1])
+
     def test_chat_with_dicts_messages_and_tools(self):
         r = self.client.chat([{"role": "system", "content": "be brief"},
                               ChatMessage("user", "What is GKA?")],

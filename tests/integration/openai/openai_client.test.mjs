@@ -1,6 +1,7 @@
 // The official `openai` npm client (pinned in scripts/deps.sh, installed in third_party/npm)
 // against a live local cluster with an API key: models list, chat and completions, streaming
-// and not, n, logprobs, tools round trips, and the errors the client raises.
+// and not, n, logprobs with top_logprobs (checked value for value against `gka generate`
+// offline), reasoning_content, tools round trips, and the errors the client raises.
 //
 //   GKA_BIN_DIR=build/bin node --test tests/integration/openai/openai_client.test.mjs
 //
@@ -151,18 +152,78 @@ describe("openai npm client", { skip: BIN ? false : "GKA_BIN_DIR not set" }, () 
     assert.equal(text, done.choices[0].text);
   });
 
-  test("logprobs: the sampled token's, one per completion token", async () => {
-    const done = await client.chat.completions.create({
-      model: MODEL, messages: user("hi"), max_tokens: 5, temperature: 0, logprobs: true,
-      top_logprobs: 3 });
-    const content = done.choices[0].logprobs.content;
-    assert.equal(content.length, done.usage.completion_tokens);
-    for (const entry of content) {
-      assert.equal(typeof entry.token, "string");
-      assert.ok(entry.logprob <= 0, `logprob ${entry.logprob}`);
-      assert.ok(Array.isArray(entry.bytes));
-      assert.ok(Array.isArray(entry.top_logprobs));  // empty: the engine reports no alternatives
+  test("logprobs: the sampled token and its top_logprobs alternatives, streaming or not",
+    async () => {
+      const params = { model: MODEL, messages: user("hi"), max_tokens: 5, temperature: 0,
+        logprobs: true, top_logprobs: 3 };
+      const done = await client.chat.completions.create(params);
+      const content = done.choices[0].logprobs.content;
+      assert.equal(content.length, done.usage.completion_tokens);
+      for (const entry of content) {
+        assert.equal(typeof entry.token, "string");
+        assert.ok(entry.logprob <= 0, `logprob ${entry.logprob}`);
+        assert.ok(Array.isArray(entry.bytes));
+        assert.equal(entry.top_logprobs.length, 3);
+        const lps = entry.top_logprobs.map((t) => t.logprob);
+        assert.deepEqual(lps, [...lps].sort((a, b) => b - a), "most likely first");
+        // Greedy: the sampled token is the most likely one, with the same logprob.
+        assert.equal(entry.top_logprobs[0].token, entry.token);
+        assert.equal(entry.top_logprobs[0].logprob, entry.logprob);
+        assert.deepEqual(entry.top_logprobs[0].bytes, entry.bytes);
+      }
+      const stream = await client.chat.completions.create({ ...params, stream: true });
+      const streamed = [];
+      for await (const chunk of stream) {
+        for (const c of chunk.choices) streamed.push(...(c.logprobs?.content ?? []));
+      }
+      assert.deepEqual(streamed, content);
+    });
+
+  test("top_logprobs equal the offline engine's exactly (completions, token ids, seeded)",
+    async () => {
+      const prompt = [9707, 11, 1879, 0, 374];
+      const done = await client.completions.create({
+        model: MODEL, prompt, max_tokens: 6, temperature: 0.8, seed: 1234, logprobs: 5,
+        ignore_eos: true, prefill_num_iter: 10, decode_num_iter: 10,
+        return_tokens_as_token_ids: true });
+      const offline = spawnSync(path.join(BIN, "gka"),
+        ["generate", "--model", path.join(cluster.dir, "m"), "--prompt-ids", prompt.join(","),
+         "--max-tokens", "6", "--temperature", "0.8", "--seed", "1234", "--top-logprobs", "5",
+         "--ignore-eos", "--prefill-num-iter", "10", "--decode-num-iter", "10", "--json"],
+        { encoding: "utf8" });
+      assert.equal(offline.status, 0, offline.stderr);
+      const want = JSON.parse(offline.stdout).logprobs;
+      const got = done.choices[0].logprobs;
+      assert.equal(got.tokens.length, want.length);
+      const spell = (id) => `token_id:${id}`;
+      assert.deepEqual(got.tokens, want.map((w) => spell(w.token_id)));
+      assert.deepEqual(got.token_logprobs, want.map((w) => w.logprob));
+      assert.deepEqual(got.top_logprobs,
+        want.map((w) => Object.fromEntries(w.top.map((t) => [spell(t.token_id), t.logprob]))));
+      // Five alternatives at every position (the vocabulary is far larger).
+      assert.ok(want.every((w) => w.top.length === 5));
+    });
+
+  test("reasoning: thinking on adds message.reasoning_content, off leaves it out", async () => {
+    // The tiny model's random weights never open a <think> block, so its reasoning is null and
+    // everything is content; the split itself is covered by openai_protocol_test.
+    const params = { model: MODEL, messages: user("Think first."), max_tokens: 6,
+      temperature: 0, chat_template_kwargs: { enable_thinking: true } };
+    const done = await client.chat.completions.create(params);
+    const message = done.choices[0].message;
+    assert.ok("reasoning_content" in message, JSON.stringify(message));
+    assert.equal(message.reasoning_content, null);
+    let text = "";
+    for await (const chunk of await client.chat.completions.create({ ...params, stream: true })) {
+      for (const c of chunk.choices) {
+        assert.ok(!("reasoning_content" in c.delta), JSON.stringify(c.delta));
+        text += c.delta.content ?? "";
+      }
     }
+    assert.equal(text, message.content);
+    const off = await client.chat.completions.create(
+      { ...params, chat_template_kwargs: { enable_thinking: false } });
+    assert.ok(!("reasoning_content" in off.choices[0].message));
   });
 
   test("tools: definitions and a tool result go through the chat template", async () => {

@@ -306,6 +306,27 @@ TEST_F(SdkClusterTest, GenerateIsGreedyDeterministicAndReportsTheFinal) {
   }
 }
 
+TEST_F(SdkClusterTest, TopLogprobsListTheMostLikelyTokensFirst) {
+  absl::StatusOr<Result> r = client_->Generate(Request::Text(
+      "The capital of France is",
+      {.max_tokens = 4, .temperature = 0.0f, .ignore_eos = true, .top_logprobs = 4}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->logprobs.size(), r->token_ids.size());
+  for (size_t i = 0; i < r->logprobs.size(); ++i) {
+    const TokenLogprob& lp = r->logprobs[i];
+    EXPECT_EQ(lp.token_id, r->token_ids[i]);
+    ASSERT_EQ(lp.top.size(), 4u) << i;
+    // Greedy: the sampled token is the first alternative, with the same logprob.
+    EXPECT_EQ(lp.top[0].token_id, lp.token_id) << i;
+    EXPECT_EQ(lp.top[0].logprob, lp.logprob) << i;
+    for (size_t k = 1; k < lp.top.size(); ++k) {
+      EXPECT_LE(lp.top[k].logprob, lp.top[k - 1].logprob) << i;
+      EXPECT_NE(lp.top[k].token_id, lp.top[0].token_id) << i;
+    }
+    EXPECT_FALSE(lp.top[0].text.empty()) << i;  // the router spells each alternative
+  }
+}
+
 TEST_F(SdkClusterTest, StreamChunksAddUpToTheResult) {
   auto stream = client_->GenerateStream(Request::Text(
       "Once upon a time", {.max_tokens = 12, .temperature = 0.0f, .ignore_eos = true}));

@@ -148,6 +148,19 @@ class ClusterTest(unittest.TestCase):
             r = self.client.generate("The capital of France is", sampling=params, tier=tier.name)
             self.assertEqual((r.tier, r.num_iter), (tier.name, tier.num_iter))
 
+    def test_top_logprobs_list_the_most_likely_tokens_first(self):
+        r = self.client.generate("The capital of France is", sampling=SamplingParams(
+            max_tokens=4, temperature=0.0, ignore_eos=True, top_logprobs=4))
+        self.assertEqual([lp.token_id for lp in r.logprobs], r.token_ids)
+        for lp in r.logprobs:
+            self.assertEqual(len(lp.top), 4)
+            # Greedy: the sampled token is the first alternative, with the same logprob.
+            self.assertEqual((lp.top[0].token_id, lp.top[0].logprob), (lp.token_id, lp.logprob))
+            lps = [t.logprob for t in lp.top]
+            self.assertEqual(lps, sorted(lps, reverse=True))
+            self.assertEqual(len({t.token_id for t in lp.top}), 4)
+            self.assertNotEqual(lp.top[0].text, "")
+
     def test_stream_chunks_add_up_to_the_result(self):
         stream = self.client.generate_stream(
             "Once upon a time", sampling=SamplingParams(max_tokens=12, temperature=0.0,
