@@ -251,4 +251,11 @@ echo "chaos table (bench: 2 requests/s, at most 4 in flight, ${LOAD_S} s; checke
 printf '%-24s %5s %5s %6s %5s %5s | %4s %5s %5s | %-26s | %6s %8s %9s | %s\n' scenario sent ok retry hung other \
   c.ok c.rtry wrong "faulted requests: codes" leaked rejoined "after ok tok/s" verdict
 for r in "${ROWS[@]}"; do echo "$r"; done
+# CHAOS_TABLE (ctest sets it): a copy of the table for CI to print after the suite.
+if [[ -n ${CHAOS_TABLE:-} ]]; then
+  { printf '%-24s %5s %5s %6s %5s %5s | %4s %5s %5s | %-26s | %6s %8s %9s | %s\n' scenario sent ok \
+      retry hung other c.ok c.rtry wrong "faulted requests: codes" leaked rejoined \
+      "after ok tok/s" verdict
+    for r in "${ROWS[@]}"; do echo "$r"; done; } >"$CHAOS_TABLE"
+fi
 [[ $FAILED == 0 ]] && echo "chaos_test: ok" || { echo "chaos_test: FAILED"; exit 1; }
