@@ -12,7 +12,8 @@
    router's readiness asks for gka.serving.v1.GenerateService, SERVING only once workers
    registered through the registry Service).
 4. Answers a request through the router Service:
-   gka generate --addr <router Service> --prompt-ids 1,2,3 --max-tokens 4 --json.
+   gka generate --addr <router Service> --prompt-ids 1,2,3 --max-tokens 4 --json; and one
+   through the Service's HTTP port (the OpenAI gateway): /v1/models, /v1/completions.
 5. Checks every pod's `metrics` port serves Prometheus text, and that the decode pods are
    registered under their StatefulSet names (the `worker` label).
 6. With apiKey.existingSecret set, the rendered router refuses calls without the key and
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -126,6 +128,19 @@ def run_cluster(a, work):
         router = cluster.service_address(f"{RELEASE}-gkaserve-router", 50051)
         print(f"ok {generate(a, cluster, router)} via Service {RELEASE}-gkaserve-router "
               f"({router})")
+
+        # The OpenAI-compatible gateway on the Service's http port (router.http).
+        http = cluster.service_address(f"{RELEASE}-gkaserve-router", 8000)
+        models = json.loads(urllib.request.urlopen(f"http://{http}/v1/models",
+                                                   timeout=10).read())
+        model = models["data"][0]["id"]
+        body = json.dumps({"model": model, "prompt": "Hi", "max_tokens": 2}).encode()
+        req = urllib.request.Request(f"http://{http}/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        done = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        assert done["choices"] and done["usage"]["completion_tokens"] >= 1, done
+        print(f"ok HTTP gateway via Service port 8000 ({http}): /v1/models lists {model}, "
+              f"/v1/completions answered {done['usage']['completion_tokens']} token(s)")
 
         # What a PodMonitor would scrape: every pod's `metrics` port.
         for pod in cluster.pods:
@@ -257,6 +272,18 @@ def run_api_key(a, work):
         assert right != "UNAUTHENTICATED", right
         print(f"ok API key from the Secret: no key {without}, wrong key {wrong}, "
               f"right key {right} (no workers in this run)")
+        # The HTTP gateway takes the same key.
+        http = cluster.service_address(f"{RELEASE}-gkaserve-router", 8000)
+        codes = []
+        for key in (None, API_KEY):
+            req = urllib.request.Request(f"http://{http}/v1/models", headers=(
+                {"Authorization": f"Bearer {key}"} if key else {}))
+            try:
+                codes.append(urllib.request.urlopen(req, timeout=10).status)
+            except urllib.error.HTTPError as e:
+                codes.append(e.code)
+        assert codes == [401, 200], codes
+        print(f"ok HTTP /v1/models: {codes[0]} without the key, {codes[1]} with it")
 
 
 def main():
