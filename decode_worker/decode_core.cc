@@ -725,6 +725,11 @@ bool DecodeCore::RunStep() {
       spb::TokenLogprob* lp = m.mutable_tokens()->add_logprobs();
       lp->set_token_id(t.token);
       lp->set_logprob(t.logprob);
+      for (const engine::Engine::TopLogprob& alt : t.top) {
+        spb::TopLogprob* top = lp->add_top();
+        top->set_token_id(alt.token);
+        top->set_logprob(alt.logprob);
+      }
     }
     e->Send(std::move(m));
   }
@@ -786,8 +791,3 @@ DecodeStats DecodeCore::Stats() const {
 }
 
 }  // namespace gka::decode_worker
-      for (const engine::Engine::TopLogprob& alt : t.top) {
-        spb::TopLogprob* top = lp->add_top();
-        top->set_token_id(alt.token);
-        top->set_logprob(alt.logprob);
-      }

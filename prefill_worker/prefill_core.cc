@@ -162,9 +162,9 @@ bool PrefillCore::RunStep() {
     Entry* e = entry_of(t.id);
     e->first_token = t.token;
     e->first_logprob = t.logprob;
+    e->first_top = t.top;
   }
   for (const FinishedSequence& f : r.finished) {
-    e->first_top = t.top;
     Entry* e = entry_of(f.id);
     if (f.reason == FinishReason::kPrefillDone) {
       e->prefill_end = absl::Now();
@@ -250,6 +250,11 @@ void PrefillCore::OnHandoffDone(uint64_t serial, HandoffResult result) {
   if (e.task.logprobs) {
     out.mutable_first_logprob()->set_token_id(e.first_token);
     out.mutable_first_logprob()->set_logprob(e.first_logprob);
+    for (const engine::Engine::TopLogprob& alt : e.first_top) {
+      serving::v1::TopLogprob* top = out.mutable_first_logprob()->add_top();
+      top->set_token_id(alt.token);
+      top->set_logprob(alt.logprob);
+    }
   }
   wpb::TransferStats* stats = out.mutable_transfer();
   stats->set_kv_bytes(result.kv_bytes);
@@ -259,11 +264,6 @@ void PrefillCore::OnHandoffDone(uint64_t serial, HandoffResult result) {
   stats->set_segments(o.segments);
   const absl::Time first_step = e.first_step.value_or(e.arrival);
   out.set_queue_ms(absl::ToDoubleMilliseconds(first_step - e.arrival));
-    for (const engine::Engine::TopLogprob& alt : e.first_top) {
-      serving::v1::TopLogprob* top = out.mutable_first_logprob()->add_top();
-      top->set_token_id(alt.token);
-      top->set_logprob(alt.logprob);
-    }
   out.set_prefill_ms(absl::ToDoubleMilliseconds(e.prefill_end - first_step));
   out.set_prefill_num_iter(e.num_iter);
   out.set_prefill_worker_id(options_.worker_id);

@@ -62,10 +62,10 @@ class StepRunner {
     int32_t token;
     float logprob;
     int32_t num_iter;  // GKA iterations of the Forward that produced it (resolved)
+    std::vector<engine::Engine::TopLogprob> top;  // the config's num_top_logprobs alternatives
   };
 
   struct Report {
-    std::vector<engine::Engine::TopLogprob> top;  // the config's num_top_logprobs alternatives
     bool ran = false;          // a Forward ran
     int32_t batch_size = 0;    // sequences in the Forward
     int32_t batch_tokens = 0;  // tokens fed
