@@ -555,6 +555,10 @@ def cmd_docker(work):
     require(lines and all(re.fullmatch(r"[a-z0-9][a-z0-9+.-]*=[\w.:~+-]+", l) for l in lines),
             f"runtime-packages.sh printed {lines}")
     require(any(l.startswith("libc6=") for l in lines), "libc6 missing from the package list")
+    # NFC has its own tables (common/text/unicode_tables.inc): ICU's 31 MB of data must not
+    # come back into the binaries (the image, and the bundle carried to GPU machines).
+    icu = [l for l in lines if l.startswith("libicu")]
+    require(not icu, f"the binaries link ICU again ({', '.join(icu)}); common/text needs none")
     print(f"ok runtime-packages.sh on {', '.join(found)}: {len(lines)} packages")
 
 
