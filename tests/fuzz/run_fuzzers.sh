@@ -4,7 +4,7 @@
 set -euo pipefail
 B=$1 SECONDS_EACH=${2:-30}
 cd "$(dirname "$0")/../.."
-for t in safetensors config tokenizer; do
+for t in $(ls "$B/fuzz" | sed -n "s/_fuzz$//p"); do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$t/* "$work"/ 2>/dev/null || true
   echo "== $t: $(ls "$work" | wc -l) seeds, ${SECONDS_EACH}s"
