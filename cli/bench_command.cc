@@ -298,9 +298,17 @@ absl::Status RunBenchPlot(const std::vector<std::string>& inputs, const std::str
 
 }  // namespace
 
+#if GKA_WITH_GRPC
+// bench_direct.cc
+void RegisterBenchDirect(CLI::App& bench, Action& run);
+#endif
+
 void RegisterBench(CLI::App& app, Action& run) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks against a running cluster");
   bench->require_subcommand(1);
+#if GKA_WITH_GRPC
+  RegisterBenchDirect(*bench, run);
+#endif
 
   auto f = std::make_shared<BenchFlags>();
   CLI::App* serve = bench->add_subcommand(

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # gka bench serve against a live `gka local` cluster (router + 1 prefill + 1 decode worker as
-# real processes, the tiny model): a closed-loop run over two tiers and a two-rate sweep. The
-# JSON must add up (every request accounted for, tokens = requests x --output-len with
-# --ignore-eos, each tier served with its own decode num_iter) and the plots must be valid SVG.
+# real processes, the tiny model): a closed-loop run over two tiers, a two-rate sweep, a trace,
+# and `gka bench direct` straight to the two workers. The JSON must add up (every request
+# accounted for, tokens = requests x --output-len with --ignore-eos, each tier served with its
+# own decode num_iter) and the plots must be valid SVG.
 #   bench_cluster_smoke_test.sh BIN_DIR
 set -euo pipefail
 BIN=$1
@@ -58,6 +59,16 @@ expect "trace requests ok" "$(json "$TMP/trace.json" j.report.overall.requests.o
 expect "trace output tokens" "$(json "$TMP/trace.json" j.report.overall.output_tokens)" 9
 expect "trace schedule" "$(json "$TMP/trace.json" 'j.requests.map(r=>r.scheduled_ms).join()')" "0,200,400"
 expect "trace tier" "$(json "$TMP/trace.json" 'j.requests[1].decode_num_iter')" 30
+
+# The router's job done by the client, straight to the two workers (the router-overhead
+# baseline): every request completes with exactly --output-len tokens.
+timeout 40 "$GKA" bench direct --prefill "$(cluster_address prefill "$TMP")" \
+  --decode "$(cluster_address decode "$TMP")" \
+  --concurrency 2 --num-requests 6 --input-len 8 --output-len 5 --warmup-requests 1 \
+  --vocab 1000 --out "$TMP/direct.json" 2>"$TMP/direct.err" || { cat "$TMP/direct.err"; exit 1; }
+expect "direct ok" "$(json "$TMP/direct.json" j.report.overall.requests.ok)" 6
+expect "direct output tokens" "$(json "$TMP/direct.json" j.report.overall.output_tokens)" 30
+expect "direct TTFT samples" "$(json "$TMP/direct.json" j.report.overall.ttft_ms.count)" 6
 
 "$GKA" bench plot --in "$TMP/sweep.json" --in "$TMP/sweep.json" --out "$TMP/overlay.svg"
 for svg in "$TMP/run.svg" "$TMP/sweep.svg" "$TMP/overlay.svg"; do

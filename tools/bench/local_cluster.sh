@@ -6,6 +6,7 @@
 #   make_tiny_model_and_tiers BIN_DIR WORK_DIR [tiny|rank32b]   (WORK_DIR/m, WORK_DIR/tiers.json)
 #   start_local_cluster BIN_DIR MODEL_DIR TIERS_JSON PREFILL DECODE WORK_DIR
 #   ... "$GKA" bench serve --addr "$ADDR" ...
+#   cluster_address ROLE WORK_DIR          (a prefill or decode worker's gRPC address)
 #   stop_local_cluster                      (call it from the caller's EXIT trap)
 #
 # Sets ADDR (the router's gRPC address), METRICS (the router's /metrics address) and LOCAL_PID.
@@ -38,6 +39,13 @@ bench_workdir() {  # OUT_DIR
   mkdir -p "$1"
   TMP=$(mktemp -d)
   trap 'stop_local_cluster; rm -rf "$TMP"' EXIT
+}
+
+# The gRPC address of the first process of ROLE (router, prefill, decode) in WORK_DIR/state.
+cluster_address() {  # ROLE WORK_DIR
+  node -e 'for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
+             if (!l) continue; const o = JSON.parse(l);
+             if (o.role === process.argv[2]) { console.log(o.grpc); break; } }' "$2/state" "$1"
 }
 
 stop_local_cluster() {

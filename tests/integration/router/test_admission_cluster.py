@@ -234,7 +234,8 @@ class AdmissionClusterTest(unittest.TestCase):
         # The third is over standard's queue_limit 2: refused at once, with the hint.
         t0 = time.monotonic()
         over = Call(self.c, "q-std-over", "standard", 4).wait(10)
-        self.assertLess(over.done - t0, 2.0, "the refusal was not quick")
+        # Loose for a loaded 2-core CI machine; the blockers hold their slots for minutes.
+        self.assertLess(over.done - t0, 5.0, "the refusal was not quick")
         self.assertEqual(over.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
         self.assertIsNotNone(over.error)
         self.assertTrue(over.error.retryable)
@@ -270,7 +271,7 @@ class AdmissionClusterTest(unittest.TestCase):
         self.assertEqual(batch.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
         self.assertIn("max_queue_ms 300", batch.error.message)
         self.assertGreaterEqual(waited, 0.3)
-        self.assertLess(waited, 2.0)
+        self.assertLess(waited, 5.0)
         self.assertIn("retry-after-ms", batch.trailers)
         self.assertGreaterEqual(
             metric(scrape(self.c.metrics), "gka_admission_refused_total", tier="batch",
@@ -301,7 +302,7 @@ class AdmissionClusterTest(unittest.TestCase):
         self.assertEqual(len(refused), 398)
         self.assertTrue(all(c.error.retry_after_ms > 0 for c in refused))
         slowest = max(c.done - c.sent for c in refused)
-        self.assertLess(slowest, 5.0, "refusals should not wait")
+        self.assertLess(slowest, 10.0, "refusals should not wait")
         # 200 more refusals must not grow the router by more than 8 MiB.
         self.assertLess(after - before, 8 * 1024, f"RSS {before} -> {after} KiB")
         self.abort(*blockers)
