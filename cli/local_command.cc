@@ -3,7 +3,7 @@
 //   gka local --model DIR [--port 50051] [--metrics-port 9400] [--prefill-workers 1]
 //             [--decode-workers 1] [--tiers FILE] [--state-file F] [--log-dir D]
 //             [--backend cpu] [--num-slots 16] [--page-size 16] [--restart]
-//             [--http-port 8000] [--served-model-name NAME]
+//             [--http-port 8000] [--served-model-name NAME] [--prefill-tp 1] [--decode-tp 1]
 //             [--router-args "..."] [--prefill-args "..."] [--decode-args "..."]
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
@@ -54,6 +54,10 @@ struct LocalFlags {
   bool restart = false;  // restart a child that exits instead of stopping the cluster
   int http_port = -1;    // the router's OpenAI-compatible HTTP port; -1: off
   std::string served_model_name;
+  // Tensor-parallel ranks of every prefill / decode worker (--tp); they may differ: the
+  // hand-off maps prefill ranks onto decode ranks by head.
+  int prefill_tp = 1;
+  int decode_tp = 1;
   // Extra flags for every process of a role, split at spaces (tests: short leases and
   // heartbeats, fault-injection hooks, drain grace).
   std::string router_args;
@@ -176,6 +180,9 @@ absl::Status RunLocal(const LocalFlags& f) {
   if (f.prefill_workers < 1 || f.decode_workers < 1) {
     return absl::InvalidArgumentError("need at least one prefill and one decode worker");
   }
+  if (f.prefill_tp < 1 || f.decode_tp < 1) {
+    return absl::InvalidArgumentError("--prefill-tp and --decode-tp must be >= 1");
+  }
   if (!std::ifstream(f.model_dir + "/config.json").good()) {
     return absl::NotFoundError(absl::StrCat(f.model_dir, "/config.json not found"));
   }
@@ -262,7 +269,8 @@ absl::Status RunLocal(const LocalFlags& f) {
                    WithArgs({bin + "/gka-prefill-worker", "--model", f.model_dir, "--router",
                              router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
                              "--backend", f.backend, "--worker-id", absl::StrCat("prefill-", i),
-                             "--page-size", absl::StrCat(f.page_size)},
+                             "--page-size", absl::StrCat(f.page_size), "--tp",
+                             absl::StrCat(f.prefill_tp)},
                             WithVocabLimit(f.prefill_args)));
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
@@ -271,7 +279,8 @@ absl::Status RunLocal(const LocalFlags& f) {
               WithArgs({bin + "/gka-decode-worker", "--model", f.model_dir, "--router", router_addr,
                         "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
                         "--worker-id", absl::StrCat("decode-", i), "--num-slots",
-                        absl::StrCat(f.num_slots), "--page-size", absl::StrCat(f.page_size)},
+                        absl::StrCat(f.num_slots), "--page-size", absl::StrCat(f.page_size),
+                        "--tp", absl::StrCat(f.decode_tp)},
                        WithVocabLimit(f.decode_args)));
   }
   if (status.ok()) write_state();
@@ -335,6 +344,11 @@ void RegisterLocal(CLI::App& app, Action& run) {
   cmd->add_option("--backend", f->backend, "cpu | cuda")->capture_default_str();
   cmd->add_option("--num-slots", f->num_slots, "decode worker state slots")->capture_default_str();
   cmd->add_option("--page-size", f->page_size, "KV page size")->capture_default_str();
+  cmd->add_option("--prefill-tp", f->prefill_tp, "tensor-parallel ranks per prefill worker")
+      ->capture_default_str();
+  cmd->add_option("--decode-tp", f->decode_tp,
+                  "tensor-parallel ranks per decode worker (may differ from --prefill-tp)")
+      ->capture_default_str();
   cmd->add_option("--ready-timeout", f->ready_timeout_s, "seconds to wait for each process")
       ->capture_default_str();
   cmd->add_option("--router-args", f->router_args, "extra gka-router flags (space-separated)");

@@ -63,8 +63,13 @@ struct DecodeCore::Entry {
   std::string tier;
   transfer::Lease lease;
   absl::Time reserved_at;
-  // This reservation's UCX registrations; cleared (revoked) as soon as nothing may write.
-  std::vector<std::unique_ptr<transfer::MemoryRegion>> regions;
+  // This reservation's UCX registrations, per rank; cleared (revoked) as soon as nothing may
+  // write.
+  std::vector<std::vector<std::unique_ptr<transfer::MemoryRegion>>> regions;
+  // Per rank: its transfer ended (the transfer engine said so: nothing of it can still land),
+  // and, when it verified, its completion.
+  std::vector<bool> reported;
+  std::vector<std::optional<transfer::TransferCompletion>> completions;
   // No write of the transfer can land any more: memory may return to the pool.
   bool quiescent = false;
   bool fence_in_flight = false;
@@ -145,11 +150,16 @@ absl::StatusOr<std::unique_ptr<DecodeMetrics>> DecodeMetrics::Create(
 }
 
 absl::StatusOr<std::unique_ptr<DecodeCore>> DecodeCore::Create(
-    const DecodeCoreOptions& options, engine::Engine* engine, transfer::TransferEngine* transfer,
-    worker_common::TaskQueue* engine_queue, worker_common::TaskQueue* fence_queue,
-    DecodeMetrics* metrics) {
+    const DecodeCoreOptions& options, worker_common::RankGroup* ranks,
+    std::vector<transfer::TransferEngine*> transfers, worker_common::TaskQueue* engine_queue,
+    worker_common::TaskQueue* fence_queue, DecodeMetrics* metrics) {
+  if (static_cast<int>(transfers.size()) != ranks->size()) {
+    return absl::InvalidArgumentError(absl::StrCat(transfers.size(), " transfer engines for ",
+                                                   ranks->size(), " tensor-parallel ranks"));
+  }
+  engine::Engine* engine = &ranks->lead();
   std::unique_ptr<DecodeCore> core(
-      new DecodeCore(options, engine, transfer, engine_queue, fence_queue, metrics));
+      new DecodeCore(options, ranks, std::move(transfers), engine_queue, fence_queue, metrics));
   scheduler::SchedulerOptions so;
   so.max_batch_tokens = options.max_batch_tokens;
   so.max_running_seqs = std::min(options.total_slots, options.max_batch_tokens);
@@ -157,23 +167,25 @@ absl::StatusOr<std::unique_ptr<DecodeCore>> DecodeCore::Create(
   so.max_model_len = engine->max_seq_len();
   // Stop ids arrive per request (the router includes the model's EOS ids).
   GKA_ASSIGN_OR_RETURN(core->scheduler_, scheduler::Scheduler::Create(so, core->memory_.get()));
-  core->runner_ = std::make_unique<worker_common::StepRunner>(engine, core->scheduler_.get(),
+  core->runner_ = std::make_unique<worker_common::StepRunner>(ranks, core->scheduler_.get(),
                                                               options.vocab_limit);
   core->UpdateGauges();
   return core;
 }
 
-DecodeCore::DecodeCore(const DecodeCoreOptions& options, engine::Engine* engine,
-                       transfer::TransferEngine* transfer, worker_common::TaskQueue* engine_queue,
+DecodeCore::DecodeCore(const DecodeCoreOptions& options, worker_common::RankGroup* ranks,
+                       std::vector<transfer::TransferEngine*> transfers,
+                       worker_common::TaskQueue* engine_queue,
                        worker_common::TaskQueue* fence_queue, DecodeMetrics* metrics)
     : options_(options),
-      engine_(engine),
-      transfer_(transfer),
+      ranks_(ranks),
+      engine_(&ranks->lead()),
+      transfers_(std::move(transfers)),
       engine_queue_(engine_queue),
       fence_queue_(fence_queue),
       metrics_(metrics),
-      layout_(worker_common::HandoffLayout::Of(*engine)),
-      memory_(std::make_unique<worker_common::EngineMemory>(*engine)),
+      layout_(worker_common::HandoffLayout::Of(ranks->lead())),
+      memory_(std::make_unique<worker_common::EngineMemory>(ranks->lead())),
       // Distinct from earlier runs of this worker (the start time in µs, 2^16 reservations
       // apart per µs of start-time difference), so a generation is never reused.
       generation_base_(static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())) << 16) {}
@@ -239,14 +251,13 @@ absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequ
   e->reserved_at = absl::Now();
   e->lease = transfer::Lease::In(lease_length, e->reserved_at);
 
-  GKA_RETURN_IF_ERROR(engine_->ReserveForImport(e->seq, prompt));
+  const int tp = ranks_->size();
   absl::Cleanup unreserve = [&] {
     e->regions.clear();
-    (void)engine_->RemoveSequence(e->seq);
+    RemoveFromRanks(e->seq);
   };
-  GKA_ASSIGN_OR_RETURN(std::vector<engine::MemorySegment> segments,
-                       engine_->DescribeSequence(e->seq));
-  GKA_RETURN_IF_ERROR(layout_.Check(segments, prompt));
+  GKA_RETURN_IF_ERROR(ranks_->RunOnAll(
+      [&](int, engine::Engine& eng) { return eng.ReserveForImport(e->seq, prompt); }));
   const std::vector<worker_common::SegmentSpec> specs = layout_.Segments(prompt);
 
   wpb::TransferTicket ticket;
@@ -255,55 +266,74 @@ absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequ
   ticket.set_decode_worker_id(options_.worker_id);
   ticket.set_page_size(layout_.page_size());
   ticket.set_lease_deadline_unix_ms(e->lease.ToUnixMillis());
-  ticket.set_compat_hash(layout_.compat_hash());
-  ticket.set_tp_size(1);
-  wpb::RankTicket* rank = ticket.add_ranks();
-  rank->set_rank(0);
-  rank->set_ucx_worker_address(transfer_->WorkerAddress());
-  rank->mutable_kv_heads()->set_first(0);
-  rank->mutable_kv_heads()->set_count(layout_.kv_heads());
-  rank->mutable_gka_heads()->set_first(0);
-  rank->mutable_gka_heads()->set_count(layout_.gka_heads());
+  ticket.set_compat_hash(layout_.TicketHash(tp));
+  ticket.set_tp_size(static_cast<uint32_t>(tp));
+  e->regions.resize(tp);
+  e->reported.assign(tp, false);
+  e->completions.resize(tp);
+  std::vector<transfer::ExpectedTransfer> expected(tp);
+  for (int r = 0; r < tp; ++r) {
+    // Read between RunOnAll calls (bookkeeping only): where rank r's share of the sequence
+    // lives in its memory.
+    GKA_ASSIGN_OR_RETURN(std::vector<engine::MemorySegment> segments,
+                         ranks_->rank(r).DescribeSequence(e->seq));
+    GKA_RETURN_IF_ERROR(layout_.Check(segments, prompt));
+    wpb::RankTicket* rank = ticket.add_ranks();
+    rank->set_rank(static_cast<uint32_t>(r));
+    rank->set_ucx_worker_address(transfers_[r]->WorkerAddress());
+    const transfer::UnitRange kv = layout_.KvHeads(tp, r), gka = layout_.GkaHeads(tp, r);
+    rank->mutable_kv_heads()->set_first(static_cast<uint32_t>(kv.first));
+    rank->mutable_kv_heads()->set_count(static_cast<uint32_t>(kv.count));
+    rank->mutable_gka_heads()->set_first(static_cast<uint32_t>(gka.first));
+    rank->mutable_gka_heads()->set_count(static_cast<uint32_t>(gka.count));
 
-  // One registration per contiguous run of same-kind segments: exactly this reservation's
-  // bytes are writable by peers, and revoking them touches no other reservation.
-  transfer::ExpectedTransfer expected;
-  expected.transfer_id = e->generation;
-  expected.lease_deadline = e->lease.deadline;
-  for (const auto& [first, last] : ContiguousRuns(segments, specs)) {
-    char* begin = static_cast<char*>(segments[first].ptr);
-    const uint64_t length = static_cast<uint64_t>(static_cast<char*>(segments[last - 1].ptr) +
-                                                  segments[last - 1].bytes - begin);
-    GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::MemoryRegion> region,
-                         transfer_->RegisterMemory(begin, length, transfer::MemoryKind::kHost));
-    wpb::MemoryRegion* r = rank->add_regions();
-    r->set_kind(worker_common::ToRegionKind(specs[first].kind));
-    r->set_remote_addr(region->remote().remote_addr);
-    r->set_length(region->remote().length);
-    r->set_packed_rkey(region->remote().packed_rkey);
-    const uint32_t index = static_cast<uint32_t>(e->regions.size());
-    for (size_t i = first; i < last; ++i) {
-      wpb::TransferSegment* seg = rank->add_segments();
-      seg->set_region(index);
-      seg->set_remote_addr(region->remote().remote_addr +
-                           (static_cast<char*>(segments[i].ptr) - begin));
-      seg->set_length(segments[i].bytes);
-      seg->set_kind(worker_common::ToRegionKind(specs[i].kind));
+    // One registration per contiguous run of same-kind segments: exactly this reservation's
+    // bytes are writable by peers, and revoking them touches no other reservation.
+    transfer::ExpectedTransfer& x = expected[r];
+    x.transfer_id = e->generation;
+    x.lease_deadline = e->lease.deadline;
+    for (const auto& [first, last] : ContiguousRuns(segments, specs)) {
+      char* begin = static_cast<char*>(segments[first].ptr);
+      const uint64_t length = static_cast<uint64_t>(static_cast<char*>(segments[last - 1].ptr) +
+                                                    segments[last - 1].bytes - begin);
+      GKA_ASSIGN_OR_RETURN(
+          std::unique_ptr<transfer::MemoryRegion> region,
+          transfers_[r]->RegisterMemory(begin, length, transfer::MemoryKind::kHost));
+      wpb::MemoryRegion* mr = rank->add_regions();
+      mr->set_kind(worker_common::ToRegionKind(specs[first].kind));
+      mr->set_remote_addr(region->remote().remote_addr);
+      mr->set_length(region->remote().length);
+      mr->set_packed_rkey(region->remote().packed_rkey);
+      const uint32_t index = static_cast<uint32_t>(e->regions[r].size());
+      for (size_t i = first; i < last; ++i) {
+        wpb::TransferSegment* seg = rank->add_segments();
+        seg->set_region(index);
+        seg->set_remote_addr(region->remote().remote_addr +
+                             (static_cast<char*>(segments[i].ptr) - begin));
+        seg->set_length(segments[i].bytes);
+        seg->set_kind(worker_common::ToRegionKind(specs[i].kind));
+      }
+      e->regions[r].push_back(std::move(region));
     }
-    e->regions.push_back(std::move(region));
-  }
-  for (const engine::MemorySegment& s : segments) {
-    expected.verify_ranges.push_back({s.ptr, s.bytes});
+    for (const engine::MemorySegment& s : segments) x.verify_ranges.push_back({s.ptr, s.bytes});
   }
   const uint64_t generation = e->generation;
-  GKA_RETURN_IF_ERROR(transfer_->Expect(
-      std::move(expected), [queue = engine_queue_, core = this, generation](
-                               absl::StatusOr<transfer::TransferCompletion> result) mutable {
-        // The transfer engine's progress thread: hand over, never block.
-        queue->Post([core, generation, result = std::move(result)]() mutable {
-          core->OnTransferResult(generation, std::move(result));
+  for (int r = 0; r < tp; ++r) {
+    absl::Status expect = transfers_[r]->Expect(
+        std::move(expected[r]), [queue = engine_queue_, core = this, generation, r](
+                                    absl::StatusOr<transfer::TransferCompletion> result) mutable {
+          // The transfer engine's progress thread: hand over, never block.
+          queue->Post([core, generation, r, result = std::move(result)]() mutable {
+            core->OnTransferResult(generation, r, std::move(result));
+          });
         });
-      }));
+    if (!expect.ok()) {
+      // Ranks already expecting this generation stop: nothing was sent yet (the ticket has
+      // not left), so their fences are immediate.
+      for (int q = 0; q < r; ++q) (void)transfers_[q]->Fence(generation, absl::ZeroDuration());
+      return expect;
+    }
+  }
   std::move(unreserve).Cancel();
   live_[e->request_id] = generation;
   by_sequence_[e->seq] = generation;
@@ -313,21 +343,24 @@ absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequ
 
 // --- completion --------------------------------------------------------------------------
 
-void DecodeCore::OnTransferResult(uint64_t generation,
+void DecodeCore::OnTransferResult(uint64_t generation, int rank,
                                   absl::StatusOr<transfer::TransferCompletion> result) {
   Entry* e = ByGeneration(generation);
   if (e == nullptr || e->phase != Phase::kAwaitingTransfer) {
-    // Expired, released or aborted meanwhile: whatever it says, its memory is being fenced
-    // (the fence, not this message, decides when the memory may be reused).
+    // Expired, released, aborted or failed on another rank meanwhile: whatever it says, its
+    // memory is being fenced (the fence, not this message, decides when it may be reused).
     if (result.ok()) ++completions_discarded_;
-    GKA_LOG(INFO) << "discarding the late completion of transfer " << generation << " ("
-                  << (result.ok() ? "OK" : result.status().ToString()) << ")";
+    GKA_LOG(INFO) << "discarding the late completion of transfer " << generation << " rank "
+                  << rank << " (" << (result.ok() ? "OK" : result.status().ToString()) << ")";
     return;
   }
   // The transfer engine reports a transfer's end only when nothing of it can still land:
-  // the sender flushed before its completion, or stopped after a flush.
-  e->quiescent = true;
-  e->regions.clear();  // nothing may write any more: revoke
+  // the sender flushed before its completion, or stopped after a flush. Once every rank has
+  // reported, the whole reservation is quiescent.
+  e->reported[rank] = true;
+  e->regions[rank].clear();  // nothing may write this rank's share any more: revoke
+  e->quiescent = std::all_of(e->reported.begin(), e->reported.end(), [](bool b) { return b; });
+  if (e->quiescent) e->regions.clear();
   if (!result.ok() && e->lease.Expired()) {
     // The sender gave up at the lease (its deadline): the lease expired before completion.
     Expire(*e);
@@ -340,40 +373,62 @@ void DecodeCore::OnTransferResult(uint64_t generation,
       metrics_->checksum_failures->Increment();
     }
     EndEntry(*e,
-             base::Annotate(result.status(), absl::StrCat("transfer for request ", e->request_id)),
+             base::Annotate(result.status(),
+                            absl::StrCat("transfer for request ", e->request_id,
+                                         ranks_->size() > 1 ? absl::StrCat(" to rank ", rank) : "")),
              std::nullopt);
     UpdateGauges();
     return;
   }
-  absl::StatusOr<wpb::HandoffCompletion> c = worker_common::DecodeCompletion(result->payload);
+  e->completions[rank] = *std::move(result);
+  if (e->quiescent) OnAllTransferred(*e);
+  UpdateGauges();
+}
+
+void DecodeCore::OnAllTransferred(Entry& e) {
+  const transfer::TransferCompletion& first = *e.completions[0];
+  absl::StatusOr<wpb::HandoffCompletion> c = worker_common::DecodeCompletion(first.payload);
   absl::Status bad;
+  const int d = ranks_->size();
   if (!c.ok()) {
     bad = c.status();
-  } else if (c->transfer_id() != generation) {
+  } else if (c->transfer_id() != e.generation) {
     ++completions_discarded_;
     bad = absl::DataLossError(absl::StrCat("the completion carries generation ", c->transfer_id(),
-                                           ", the reservation is generation ", generation));
-  } else if (c->request_id() != e->request_id) {
+                                           ", the reservation is generation ", e.generation));
+  } else if (c->request_id() != e.request_id) {
     bad = absl::DataLossError(absl::StrCat("the completion is for request ", c->request_id()));
-  } else if (static_cast<int32_t>(c->prompt_tokens()) != e->prompt_tokens) {
+  } else if (static_cast<int32_t>(c->prompt_tokens()) != e.prompt_tokens) {
     bad = absl::DataLossError(absl::StrCat("the completion is for a prompt of ", c->prompt_tokens(),
-                                           " tokens, the reservation for ", e->prompt_tokens));
+                                           " tokens, the reservation for ", e.prompt_tokens));
   } else if (c->first_token() < 0 || c->first_token() >= engine_->vocab_size()) {
     bad = absl::DataLossError(absl::StrCat("first token ", c->first_token(), " out of range"));
+  } else if (c->layout_hash() !=
+             layout_.TransferHash(static_cast<int>(c->prefill_tp_size()), d)) {
+    // The bytes arrived and verified, but were cut for another layout pair: never run them.
+    bad = absl::FailedPreconditionError(absl::StrCat(
+        "the sender's layout hash ", c->layout_hash(), " (prefill TP=", c->prefill_tp_size(),
+        ") is not this decode worker's for prefill TP=", c->prefill_tp_size(),
+        " -> decode TP=", d, " of this model format (",
+        layout_.TransferHash(static_cast<int>(c->prefill_tp_size()), d), ")"));
+  }
+  for (int r = 1; r < d && bad.ok(); ++r) {
+    if (e.completions[r]->payload != first.payload) {
+      bad = absl::DataLossError(absl::StrCat("rank ", r, "'s completion differs from rank 0's"));
+    }
   }
   if (!bad.ok()) {
-    GKA_LOG(WARNING) << "request " << e->request_id << ": refusing its completion: " << bad;
-    EndEntry(*e, bad, std::nullopt);
-    UpdateGauges();
+    GKA_LOG(WARNING) << "request " << e.request_id << ": refusing its completion: " << bad;
+    EndEntry(e, bad, std::nullopt);
     return;
   }
-  e->phase = Phase::kTransferred;
-  e->first_token = c->first_token();
-  if (c->has_first_logprob()) e->first_logprob = c->first_logprob();
-  e->transfer_bytes = result->bytes;
-  e->transfer_time = absl::Now() - e->reserved_at;
-  MaybeAdmit(*e);
-  UpdateGauges();
+  e.phase = Phase::kTransferred;
+  e.first_token = c->first_token();
+  if (c->has_first_logprob()) e.first_logprob = c->first_logprob();
+  e.transfer_bytes = 0;
+  for (const auto& completion : e.completions) e.transfer_bytes += completion->bytes;
+  e.transfer_time = absl::Now() - e.reserved_at;
+  MaybeAdmit(e);
 }
 
 // --- StartDecode -------------------------------------------------------------------------
@@ -529,10 +584,18 @@ void DecodeCore::StartFreeing(Entry& e) {
 
 void DecodeCore::StartFence(Entry& e) {
   e.fence_in_flight = true;
+  // Every rank's share: OK only when no rank's transfer can still land (a rank whose
+  // transfer ended is quiescent already, and its fence returns at once).
   const bool posted =
-      fence_queue_->Post([transfer = transfer_, queue = engine_queue_, core = this,
+      fence_queue_->Post([transfers = transfers_, queue = engine_queue_, core = this,
                           generation = e.generation, timeout = options_.fence_timeout] {
-        absl::Status s = transfer->Fence(generation, timeout);
+        absl::Status s;
+        for (size_t r = 0; r < transfers.size(); ++r) {
+          absl::Status f = transfers[r]->Fence(generation, timeout);
+          if (s.ok() && !f.ok()) {
+            s = transfers.size() > 1 ? base::Annotate(f, absl::StrCat("rank ", r)) : f;
+          }
+        }
         queue->Post([core, generation, s] { core->OnFenced(generation, s); });
       });
   if (!posted) e.fence_in_flight = false;  // shutting down: the memory stays as it is
@@ -564,8 +627,15 @@ void DecodeCore::OnFenced(uint64_t generation, absl::Status status) {
   UpdateGauges();
 }
 
+void DecodeCore::RemoveFromRanks(SequenceId id) {
+  (void)ranks_->RunOnAll([&](int, engine::Engine& eng) {
+    (void)eng.RemoveSequence(id);
+    return absl::OkStatus();
+  });
+}
+
 void DecodeCore::FreeNow(Entry& e, bool quarantined) {
-  (void)engine_->RemoveSequence(e.seq);
+  RemoveFromRanks(e.seq);
   for (ReleaseCallback& cb : e.on_freed) {
     wpb::ReleaseResponse r;
     r.set_released(true);

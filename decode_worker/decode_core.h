@@ -5,15 +5,19 @@
 // the streams' bookkeeping (not the gRPC reactors: streams are borrowed until Close). Depends
 // on engine, scheduler, transfer (interface only), metrics, the worker proto; not on gRPC.
 //
-// One request, as this side sees it:
-//   Reserve        ReserveForImport(prompt pages + slot) -> register the reservation's memory
-//                  (one region per contiguous run of its segments) -> Expect(generation,
-//                  lease, verify ranges) -> TransferTicket.
+// One request, as this side sees it (with TP = d, every step happens on each of the d ranks:
+// each rank has its own engine, its own transfer engine and its own RankTicket, and receives
+// exactly its heads' share of every segment; the sequence may run once all d have completed):
+//   Reserve        ReserveForImport(prompt pages + slot) on every rank -> register each rank's
+//                  reservation memory (one region per contiguous run of its segments) ->
+//                  Expect(generation, lease, verify ranges) on each rank's transfer engine ->
+//                  TransferTicket with one RankTicket per rank and TicketHash(d).
 //   completion     (common/transfer's completion message, sent after every write is
 //                  complete here) with the XXH3 checksum, verified by the transfer engine
 //                  over the reservation's segments (the Expect's verify ranges) before the
 //                  core hears of it; payload = HandoffCompletion carrying the generation:
-//                  a payload of another generation is discarded. Registrations are revoked
+//                  a payload of another generation, or of a sender layout whose
+//                  TransferHash(p, d) differs from ours, is refused. Registrations are revoked
 //                  (nothing may write any more).
 //   StartDecode    (before or after the completion) once both are in: AddPrefilled, stream
 //                  DecodeStarted, then TokenBatch per step, then DecodeDone.
@@ -41,6 +45,7 @@
 #include "common/transfer/lease.h"
 #include "common/transfer/transfer_engine.h"
 #include "decode_worker/common/handoff.h"
+#include "decode_worker/common/rank_group.h"
 #include "decode_worker/common/step_runner.h"
 #include "decode_worker/common/task_queue.h"
 #include "gka/worker/v1/worker.pb.h"
@@ -108,14 +113,13 @@ struct DecodeStats {
 
 class DecodeCore {
  public:
-  // `engine`, `transfer`, `engine_queue` (the engine thread's) and `fence_queue` (the fencer
-  // thread's) are borrowed and must outlive the core; so must `metrics`.
-  static absl::StatusOr<std::unique_ptr<DecodeCore>> Create(const DecodeCoreOptions& options,
-                                                            engine::Engine* engine,
-                                                            transfer::TransferEngine* transfer,
-                                                            worker_common::TaskQueue* engine_queue,
-                                                            worker_common::TaskQueue* fence_queue,
-                                                            DecodeMetrics* metrics);
+  // `ranks`, `transfers` (one per rank, rank order), `engine_queue` (the engine thread's)
+  // and `fence_queue` (the fencer thread's) are borrowed and must outlive the core; so must
+  // `metrics`. INVALID_ARGUMENT when the transfer engines do not match the ranks one to one.
+  static absl::StatusOr<std::unique_ptr<DecodeCore>> Create(
+      const DecodeCoreOptions& options, worker_common::RankGroup* ranks,
+      std::vector<transfer::TransferEngine*> transfers, worker_common::TaskQueue* engine_queue,
+      worker_common::TaskQueue* fence_queue, DecodeMetrics* metrics);
   ~DecodeCore();
 
   using TicketCallback = absl::AnyInvocable<void(absl::StatusOr<wpb::TransferTicket>)>;
@@ -134,7 +138,8 @@ class DecodeCore {
   void StreamCancelled(uint64_t stream_id);
 
   // From the transfer engine's callbacks and the fencer thread (posted here).
-  void OnTransferResult(uint64_t generation, absl::StatusOr<transfer::TransferCompletion> result);
+  void OnTransferResult(uint64_t generation, int rank,
+                        absl::StatusOr<transfer::TransferCompletion> result);
   void OnFenced(uint64_t generation, absl::Status status);
 
   // Expires leases, retries quarantine fences, runs one engine step when there is work.
@@ -156,9 +161,10 @@ class DecodeCore {
   };
   struct Entry;
 
-  DecodeCore(const DecodeCoreOptions& options, engine::Engine* engine,
-             transfer::TransferEngine* transfer, worker_common::TaskQueue* engine_queue,
-             worker_common::TaskQueue* fence_queue, DecodeMetrics* metrics);
+  DecodeCore(const DecodeCoreOptions& options, worker_common::RankGroup* ranks,
+             std::vector<transfer::TransferEngine*> transfers,
+             worker_common::TaskQueue* engine_queue, worker_common::TaskQueue* fence_queue,
+             DecodeMetrics* metrics);
 
   absl::StatusOr<wpb::TransferTicket> DoReserve(const wpb::ReserveRequest& request);
   absl::Status AttachDecode(Entry& e, const wpb::StartDecodeRequest& request, DecodeStream* stream);
@@ -168,6 +174,10 @@ class DecodeCore {
   void StartFreeing(Entry& e);
   void StartFence(Entry& e);
   void FreeNow(Entry& e, bool quarantined);
+  // Every rank has verified its share: check the completion (one payload for all ranks) and
+  // let the sequence run.
+  void OnAllTransferred(Entry& e);
+  void RemoveFromRanks(SequenceId id);
   void Forget(Entry& e);
   bool RunStep();  // true when a Forward ran
   void Finalize(Entry& e, const scheduler::FinishedSequence& f);
@@ -178,8 +188,9 @@ class DecodeCore {
   void UpdateGauges();
 
   const DecodeCoreOptions options_;
-  engine::Engine* engine_;
-  transfer::TransferEngine* transfer_;
+  worker_common::RankGroup* ranks_;
+  engine::Engine* engine_;  // the lead rank: scheduling facts
+  std::vector<transfer::TransferEngine*> transfers_;  // [rank]
   worker_common::TaskQueue* engine_queue_;
   worker_common::TaskQueue* fence_queue_;
   DecodeMetrics* metrics_;

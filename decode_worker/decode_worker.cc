@@ -29,7 +29,9 @@ struct DecodeWorker::Impl {
   worker_common::LoadedModel model;
   worker_common::TaskQueue fence_queue;
   worker_common::WorkerRuntime runtime;  // the engine thread and its queue, server, exposer
-  std::unique_ptr<transfer::UcxTransferEngine> transfer;
+  // One per tensor-parallel rank (its own UCX worker address in the ticket): each rank
+  // receives its heads' share of every hand-off on its own.
+  std::vector<std::unique_ptr<transfer::UcxTransferEngine>> transfers;
   std::shared_ptr<metrics::Registry> registry;
   std::unique_ptr<DecodeMetrics> metrics;
   std::unique_ptr<DecodeCore> core;
@@ -243,14 +245,22 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
     return absl::InvalidArgumentError("--max-batch-tokens must be >= 1");
   }
   GKA_ASSIGN_OR_RETURN(w->model, worker_common::LoadModel(options.common.model));
-  if (w->model.engine->options().backend != kernels::BackendKind::kCpu) {
+  if (w->model.lead().options().backend != kernels::BackendKind::kCpu) {
     // Registering device memory needs UCX with CUDA support or staging; neither is here yet.
     return absl::UnimplementedError(
         "the decode worker receives hand-offs into host memory only: use --backend cpu");
   }
-  GKA_ASSIGN_OR_RETURN(
-      w->transfer, transfer::UcxTransferEngine::Create({.transports = options.common.ucx_transports,
-                                                        .name = options.common.worker_id}));
+  std::vector<transfer::TransferEngine*> transfers;
+  for (int r = 0; r < w->model.ranks->size(); ++r) {
+    GKA_ASSIGN_OR_RETURN(
+        auto t, transfer::UcxTransferEngine::Create(
+                    {.transports = options.common.ucx_transports,
+                     .name = w->model.ranks->size() == 1
+                                 ? options.common.worker_id
+                                 : absl::StrCat(options.common.worker_id, "-rank", r)}));
+    transfers.push_back(t.get());
+    w->transfers.push_back(std::move(t));
+  }
   w->registry = std::make_shared<metrics::Registry>();
   GKA_ASSIGN_OR_RETURN(w->metrics, DecodeMetrics::Create(*w->registry, options.common.worker_id,
                                                          options.common.tiers));
@@ -265,8 +275,8 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
   co.total_pages = w->model.total_pages;
   co.total_slots = w->model.total_slots;
   GKA_ASSIGN_OR_RETURN(
-      w->core, DecodeCore::Create(co, w->model.engine.get(), w->transfer.get(), &w->engine_queue(),
-                                  &w->fence_queue, w->metrics.get()));
+      w->core, DecodeCore::Create(co, w->model.ranks.get(), std::move(transfers),
+                                  &w->engine_queue(), &w->fence_queue, w->metrics.get()));
   w->Publish();
   w->runtime.StartEngineThread([w] { return w->core->Tick(); }, [w] { w->Publish(); });
   w->fence_thread = std::thread([w] { w->RunFencer(); });
@@ -276,7 +286,7 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
   const worker_common::ServeOptions so = worker_common::ServeOptions::Of(
       options.common,
       worker_common::Registration(wpb::WORKER_ROLE_DECODE, options.common, w->model,
-                                  worker_common::HandoffLayout::Of(*w->model.engine).compat_hash(),
+                                  worker_common::HandoffLayout::Of(w->model.lead()).compat_hash(),
                                   options.max_batch_tokens));
   GKA_RETURN_IF_ERROR(
       w->runtime.Serve(so, {w->service.get()}, w->registry, [w] { return w->Load(); }));

@@ -4,6 +4,14 @@
 // (after UCX reports every put complete) the completion carrying the first token, the
 // checksum and the reservation's generation.
 //
+// Tensor parallelism: this worker runs TP = p (one engine per rank), the decode worker TP = d
+// (one RankTicket per rank, each with its own UCX worker). One transfer goes to each decode
+// rank j; it writes exactly the heads j owns of every segment, read straight from the memory
+// of the prefill ranks that hold them (transfer/reshard.h: whole segments rank to rank when
+// p = d; head sub-ranges of pages and states otherwise) — no rank gathers anything. The
+// ticket's compat hash must be HandoffLayout::TicketHash(d) of this worker's model format, and
+// every completion carries TransferHash(p, d).
+//
 // Owns nothing long-lived. Depends on transfer (interface only), the worker proto,
 // worker_common's hand-off format.
 //
@@ -33,18 +41,27 @@ namespace gka::prefill_worker {
 
 namespace wpb = ::gka::worker::v1;
 
+// One decode rank's part of a ticket.
+struct RankDestination {
+  transfer::TransferTarget target;
+  // Destination of each canonical segment (worker_common::HandoffLayout order), sized for
+  // the decode layout.
+  std::vector<transfer::Segment> destinations;  // `local` unset
+};
+
 struct ParsedTicket {
   uint64_t transfer_id = 0;
   std::string decode_worker_id;
   absl::Time lease_deadline;
-  transfer::TransferTarget target;
-  // Destination of each canonical segment (worker_common::HandoffLayout order).
-  std::vector<transfer::Segment> destinations;  // `local` unset
+  int decode_tp = 1;
+  std::vector<RankDestination> ranks;  // [decode rank]
 };
 
-// FAILED_PRECONDITION for a ticket of another layout (compat hash, page size, TP size);
-// INVALID_ARGUMENT naming the field for a malformed ticket (segment count or sizes that do not
-// fit a prompt of `prompt_tokens`, a segment outside its region, a missing address or key);
+// FAILED_PRECONDITION for a ticket this worker cannot write: another model format or page
+// size (compat hash), a decode TP size whose head shares this model cannot have, rank head
+// ranges that are not the even shares (naming the rank and both ranges); INVALID_ARGUMENT
+// naming the field for a malformed ticket (rank count, segment count or sizes that do not fit
+// a prompt of `prompt_tokens`, a segment outside its region, a missing address or key);
 // DEADLINE_EXCEEDED when its lease has passed.
 absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
                                          const worker_common::HandoffLayout& layout,
@@ -61,8 +78,9 @@ struct HandoffFaults {
 
 struct HandoffJob {
   ParsedTicket ticket;
-  std::vector<worker_common::SegmentSpec> specs;  // canonical order
-  std::vector<engine::MemorySegment> local;       // DescribeSequence, same order
+  std::vector<worker_common::SegmentSpec> specs;  // canonical order (shapes; any TP)
+  // [prefill rank][segment]: each rank's DescribeSequence, same order.
+  std::vector<std::vector<engine::MemorySegment>> local;
   wpb::HandoffCompletion completion;
   // Stop trying at this time (the lease, or the Prefill call's deadline if earlier).
   absl::Time deadline;
@@ -72,6 +90,9 @@ struct HandoffJob {
 };
 
 struct HandoffResult {
+  // Over all decode ranks: the first failure (OK when every rank's transfer was OK), bytes
+  // and segments summed, checksum = the one rank's, or XXH3 of the ranks' checksums in rank
+  // order; remote_may_be_written / local_may_be_read when any rank's says so.
   transfer::TransferOutcome outcome;
   uint64_t kv_bytes = 0;
   uint64_t state_bytes = 0;

@@ -68,10 +68,11 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(
 }
 
 absl::StatusOr<std::unique_ptr<PrefillCore>> PrefillCore::Create(const Options& options,
-                                                                 engine::Engine* engine,
+                                                                 worker_common::RankGroup* ranks,
                                                                  SendFn send,
                                                                  PrefillMetrics* metrics) {
-  std::unique_ptr<PrefillCore> core(new PrefillCore(options, engine, std::move(send), metrics));
+  std::unique_ptr<PrefillCore> core(new PrefillCore(options, ranks, std::move(send), metrics));
+  const engine::Engine* engine = &ranks->lead();
   scheduler::SchedulerOptions so;
   so.max_batch_tokens = options.max_batch_tokens;
   so.max_running_seqs = std::min(options.max_running_seqs, options.max_batch_tokens);
@@ -79,19 +80,20 @@ absl::StatusOr<std::unique_ptr<PrefillCore>> PrefillCore::Create(const Options& 
   so.max_model_len = engine->max_seq_len();
   so.prefill_only = true;
   GKA_ASSIGN_OR_RETURN(core->scheduler_, scheduler::Scheduler::Create(so, core->memory_.get()));
-  core->runner_ = std::make_unique<worker_common::StepRunner>(engine, core->scheduler_.get(),
+  core->runner_ = std::make_unique<worker_common::StepRunner>(ranks, core->scheduler_.get(),
                                                               options.vocab_limit);
   return core;
 }
 
-PrefillCore::PrefillCore(const Options& options, engine::Engine* engine, SendFn send,
+PrefillCore::PrefillCore(const Options& options, worker_common::RankGroup* ranks, SendFn send,
                          PrefillMetrics* metrics)
     : options_(options),
-      engine_(engine),
+      ranks_(ranks),
+      engine_(&ranks->lead()),
       send_(std::move(send)),
       metrics_(metrics),
-      layout_(worker_common::HandoffLayout::Of(*engine)),
-      memory_(std::make_unique<worker_common::EngineMemory>(*engine)) {}
+      layout_(worker_common::HandoffLayout::Of(ranks->lead())),
+      memory_(std::make_unique<worker_common::EngineMemory>(ranks->lead())) {}
 
 PrefillCore::~PrefillCore() = default;
 
@@ -183,23 +185,30 @@ bool PrefillCore::RunStep() {
 
 void PrefillCore::StartHandoff(Entry& e) {
   const int64_t length = static_cast<int64_t>(e.task.prompt.size());
-  absl::StatusOr<std::vector<engine::MemorySegment>> described = engine_->DescribeSequence(e.seq);
-  absl::Status s = described.status();
-  if (s.ok()) s = layout_.Check(*described, length);
-  if (!s.ok()) {
-    runner_->Release({e.seq, FinishReason::kPrefillDone, scheduler::Residence::kDevice, {}});
-    Finish(e, s);
-    return;
-  }
   auto job = std::make_shared<HandoffJob>();
+  // Where each rank's share of the sequence lives (bookkeeping, read between steps): the
+  // sender reads every rank's memory in place.
+  for (int r = 0; r < ranks_->size(); ++r) {
+    absl::StatusOr<std::vector<engine::MemorySegment>> described =
+        ranks_->rank(r).DescribeSequence(e.seq);
+    absl::Status s = described.status();
+    if (s.ok()) s = layout_.Check(*described, length);
+    if (!s.ok()) {
+      runner_->Release({e.seq, FinishReason::kPrefillDone, scheduler::Residence::kDevice, {}});
+      Finish(e, s);
+      return;
+    }
+    job->local.push_back(*std::move(described));
+  }
   job->ticket = e.task.ticket;
   job->specs = layout_.Segments(length);
-  job->local = *std::move(described);
   job->completion.set_request_id(e.task.request_id);
   job->completion.set_transfer_id(e.task.ticket.transfer_id);
   job->completion.set_first_token(e.first_token);
   job->completion.set_first_logprob(e.first_logprob);
   job->completion.set_prompt_tokens(static_cast<uint32_t>(length));
+  job->completion.set_prefill_tp_size(static_cast<uint32_t>(ranks_->size()));
+  job->completion.set_layout_hash(layout_.TransferHash(ranks_->size(), e.task.ticket.decode_tp));
   job->deadline = std::min(e.task.ticket.lease_deadline, e.task.call_deadline);
   job->cancelled = e.cancelled;
   job->faults = e.task.faults;

@@ -3,8 +3,9 @@
 // num_iter), first-token sampling, and the hand-off of each finished sequence to a sender
 // thread (handoff_sender.h), after which its memory is freed.
 //
-// Owns the engine's sequences and the scheduler. Borrows the engine, the transfer engine,
-// the queues and the metrics. Not gRPC: requests arrive as plain structs with a reply callback.
+// Owns the engines' sequences and the scheduler. Borrows the tensor-parallel ranks (every
+// rank prefills the same batch in lockstep; rank 0 samples), the transfer engine, the queues
+// and the metrics. Not gRPC: requests arrive as plain structs with a reply callback.
 //
 // Thread-safety: not thread-safe; every method runs on the worker's engine thread. Reply
 // callbacks are called there too.
@@ -27,6 +28,7 @@
 #include "common/scheduler/scheduler.h"
 #include "common/transfer/transfer_engine.h"
 #include "decode_worker/common/handoff.h"
+#include "decode_worker/common/rank_group.h"
 #include "decode_worker/common/step_runner.h"
 #include "kernels/api/sampling.h"
 #include "prefill_worker/handoff_sender.h"
@@ -90,8 +92,8 @@ class PrefillCore {
   };
 
   static absl::StatusOr<std::unique_ptr<PrefillCore>> Create(const Options& options,
-                                                             engine::Engine* engine, SendFn send,
-                                                             PrefillMetrics* metrics);
+                                                             worker_common::RankGroup* ranks,
+                                                             SendFn send, PrefillMetrics* metrics);
   ~PrefillCore();
 
   // Queues a request; `serial` names it in Cancel. Replies through task.reply.
@@ -106,14 +108,16 @@ class PrefillCore {
 
  private:
   struct Entry;
-  PrefillCore(const Options& options, engine::Engine* engine, SendFn send, PrefillMetrics* metrics);
+  PrefillCore(const Options& options, worker_common::RankGroup* ranks, SendFn send,
+              PrefillMetrics* metrics);
   bool RunStep();  // true when a Forward ran
   void StartHandoff(Entry& e);
   void OnHandoffDone(uint64_t serial, HandoffResult result);
   void Finish(Entry& e, absl::StatusOr<wpb::PrefillResult> result);
 
   const Options options_;
-  engine::Engine* engine_;
+  worker_common::RankGroup* ranks_;
+  engine::Engine* engine_;  // the lead rank: scheduling facts
   SendFn send_;
   PrefillMetrics* metrics_;
   const worker_common::HandoffLayout layout_;

@@ -205,13 +205,13 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
   Impl* w = impl.get();
   w->options = options;
   GKA_ASSIGN_OR_RETURN(w->model, worker_common::LoadModel(options.common.model));
-  if (w->model.engine->options().backend != kernels::BackendKind::kCpu) {
+  if (w->model.lead().options().backend != kernels::BackendKind::kCpu) {
     return absl::UnimplementedError(
         "the prefill worker sends hand-offs from host memory only: use --backend cpu");
   }
-  w->layout = worker_common::HandoffLayout::Of(*w->model.engine);
-  w->vocab_size = w->model.engine->vocab_size();
-  w->max_seq_len = w->model.engine->max_seq_len();
+  w->layout = worker_common::HandoffLayout::Of(w->model.lead());
+  w->vocab_size = w->model.lead().vocab_size();
+  w->max_seq_len = w->model.lead().max_seq_len();
   GKA_ASSIGN_OR_RETURN(
       w->transfer, transfer::UcxTransferEngine::Create({.transports = options.common.ucx_transports,
                                                         .name = options.common.worker_id}));
@@ -240,7 +240,7 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
     }
   };
   GKA_ASSIGN_OR_RETURN(w->core,
-                       PrefillCore::Create(co, w->model.engine.get(), send, w->metrics.get()));
+                       PrefillCore::Create(co, w->model.ranks.get(), send, w->metrics.get()));
   w->Publish();
   w->runtime.StartEngineThread([w] { return w->core->Tick(); }, [w] { w->Publish(); });
   for (int i = 0; i < options.sender_threads; ++i) {

@@ -26,6 +26,10 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
   app.add_option("--worker-id", o.worker_id, "worker id (metrics label, registration)")
       ->capture_default_str();
   app.add_option("--backend", o.model.backend, "cpu (cuda: later)")->capture_default_str();
+  app.add_option("--tp", o.model.tp_size,
+                 "tensor-parallel ranks: one engine and one thread per rank, each holding 1/tp "
+                 "of the heads and GKA state (prefill and decode workers may differ)")
+      ->capture_default_str();
   app.add_option("--num-slots", o.model.num_slots, "GKA state slots (sequences resident at once)")
       ->capture_default_str();
   app.add_option("--num-pages", o.model.num_pages, "KV pages (0: enough for every slot)")

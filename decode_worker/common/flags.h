@@ -36,8 +36,9 @@ struct WorkerFlags {
   rpc::TlsFiles tls;
 };
 
-// --model --router --router-service --host --port --metrics-port --worker-id --backend
-// --num-slots --num-pages --page-size --max-seq-len --heartbeat-ms --ucx-transports --vocab-limit
+// --model --router --router-service --host --port --metrics-port --worker-id --backend --tp
+// --num-slots
+// --num-pages --page-size --max-seq-len --heartbeat-ms --ucx-transports --vocab-limit
 // --tiers --shutdown-grace-ms.
 void AddWorkerFlags(CLI::App& app, WorkerOptions& options, WorkerFlags& flags);
 

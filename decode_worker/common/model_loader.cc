@@ -15,6 +15,7 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   if (options.num_slots < 1) return absl::InvalidArgumentError("--num-slots must be >= 1");
   if (options.num_pages < 0) return absl::InvalidArgumentError("--num-pages must be >= 0");
   if (options.max_seq_len < 0) return absl::InvalidArgumentError("--max-seq-len must be >= 0");
+  if (options.tp_size < 1) return absl::InvalidArgumentError("--tp must be >= 1");
   LoadedModel m;
   GKA_ASSIGN_OR_RETURN(m.config,
                        model::ModelConfig::FromJsonFile(options.model_dir + "/config.json"));
@@ -31,15 +32,17 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   eo.num_state_slots = options.num_slots;
   eo.num_pages = options.num_pages;
   eo.max_seq_len = options.max_seq_len;
-  GKA_ASSIGN_OR_RETURN(m.engine, engine::Engine::Create(eo, m.config, *checkpoint));
-  m.total_pages = m.engine->free_pages();
-  m.total_slots = m.engine->free_slots();
+  GKA_ASSIGN_OR_RETURN(m.ranks, RankGroup::Create({.tp_size = options.tp_size,
+                                                   .communicators = options.communicators},
+                                                  eo, m.config, *checkpoint));
+  m.total_pages = m.lead().free_pages();
+  m.total_slots = m.lead().free_slots();
   std::vector<absl::string_view> parts = absl::StrSplit(options.model_dir, '/', absl::SkipEmpty());
   m.name = parts.empty() ? options.model_dir : std::string(parts.back());
   GKA_LOG(INFO) << "loaded " << options.model_dir << " (" << m.config.LayoutString() << ") on "
-                << options.backend << ": " << m.total_slots << " slots, " << m.total_pages
-                << " pages of " << options.page_size << " tokens, max_seq_len "
-                << m.engine->max_seq_len();
+                << options.backend << " at TP=" << options.tp_size << ": " << m.total_slots
+                << " slots, " << m.total_pages << " pages of " << options.page_size
+                << " tokens, max_seq_len " << m.lead().max_seq_len();
   return m;
 }
 

@@ -1,11 +1,13 @@
-// Loading a worker's model: config.json + safetensors into an Engine sized by the worker's
-// flags.
+// Loading a worker's model: config.json + safetensors into one Engine per tensor-parallel
+// rank (rank_group.h), sized by the worker's flags.
 //
-// Owns nothing after the call: the LoadedModel holds the engine.
+// Owns nothing after the call: the LoadedModel holds the ranks.
 //
-//   GKA_ASSIGN_OR_RETURN(LoadedModel m, LoadModel({.model_dir = dir, .num_slots = 8}));
+//   GKA_ASSIGN_OR_RETURN(LoadedModel m, LoadModel({.model_dir = dir, .tp_size = 2}));
+//   m.lead().vocab_size();
 //
-// Thread-safety: a plain function; the Engine it returns belongs to one thread (engine.h).
+// Thread-safety: a plain function; the engines it returns belong to one thread (engine.h)
+// driving them through RankGroup::RunOnAll.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "common/engine/engine.h"
 #include "common/model/config.h"
+#include "decode_worker/common/rank_group.h"
 
 namespace gka::worker_common {
 
@@ -26,16 +29,22 @@ struct ModelOptions {
   int32_t num_slots = 8;
   int32_t num_pages = 0;    // 0: enough for every slot at max_seq_len
   int32_t max_seq_len = 0;  // 0: the engine's default (the config's, capped)
+  // Tensor-parallel ranks (--tp): one engine and one thread per rank, each holding 1/tp of
+  // the heads, MLP width and GKA state.
+  int32_t tp_size = 1;
+  // How the ranks' communicators are made (empty: in-process, host memory).
+  CommunicatorFactory communicators;
 };
 
 struct LoadedModel {
   model::ModelConfig config;
-  std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<RankGroup> ranks;
+  engine::Engine& lead() const { return ranks->lead(); }
   // A short name for registration: the directory's last component.
   std::string name;
   // End-of-sequence ids: generation_config.json's, else config.json's (no tokenizer here).
   std::vector<int32_t> eos_token_ids;
-  // Pages and slots of the engine's pools (Engine exposes free counts only).
+  // Pages and slots of each rank's pools (Engine exposes free counts only).
   int32_t total_pages = 0;
   int32_t total_slots = 0;
 };

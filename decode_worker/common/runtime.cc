@@ -12,15 +12,15 @@ wpb::RegisterRequest Registration(wpb::WorkerRole role, const WorkerOptions& opt
   r.set_role(role);
   r.set_model(model.name);
   r.set_compat_hash(compat_hash);
-  r.set_tp_size(1);
+  r.set_tp_size(static_cast<uint32_t>(model.ranks->size()));
   r.set_version("gkaserve-0.1");
-  r.set_vocab_size(static_cast<uint32_t>(model.engine->vocab_size()));
+  r.set_vocab_size(static_cast<uint32_t>(model.lead().vocab_size()));
   for (int32_t id : model.eos_token_ids) r.add_eos_token_ids(id);
   wpb::WorkerCapacity* c = r.mutable_capacity();
   c->set_total_kv_pages(model.total_pages);
   c->set_total_state_slots(model.total_slots);
   c->set_page_size(options.model.page_size);
-  c->set_max_context_tokens(model.engine->max_seq_len());
+  c->set_max_context_tokens(model.lead().max_seq_len());
   c->set_max_batch_tokens(max_batch_tokens);
   return r;
 }

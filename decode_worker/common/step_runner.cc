@@ -5,6 +5,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "common/base/check.h"
 #include "common/base/logging.h"
+#include "common/base/status.h"
 
 namespace gka::worker_common {
 
@@ -24,19 +25,27 @@ StepRunner::Report StepRunner::Step(SamplingFn sampling) {
     failed.insert(id);
   };
   for (SequenceId id : plan.preempt) {
-    absl::StatusOr<engine::SequenceState> state = engine_->ExportSequence(id);
-    (void)engine_->RemoveSequence(id);
-    if (state.ok()) {
-      host_[id] = *std::move(state);
+    std::vector<engine::SequenceState> states(ranks_->size());
+    absl::Status s = ranks_->RunOnAll([&](int rank, engine::Engine& e) {
+      absl::StatusOr<engine::SequenceState> state = e.ExportSequence(id);
+      (void)e.RemoveSequence(id);
+      if (!state.ok()) return state.status();
+      states[rank] = *std::move(state);
+      return absl::OkStatus();
+    });
+    if (s.ok()) {
+      host_[id] = std::move(states);
       ++r.preempted;
     } else {
-      fail(id, state.status());
+      fail(id, s);
     }
   }
   for (SequenceId id : plan.resume) {
     auto it = host_.find(id);
     absl::Status s = it == host_.end() ? absl::InternalError("no host copy to resume")
-                                       : engine_->ImportSequence(id, it->second);
+                                       : ranks_->RunOnAll([&](int rank, engine::Engine& e) {
+                                           return e.ImportSequence(id, it->second[rank]);
+                                         });
     if (s.ok()) {
       host_.erase(it);
       ++r.resumed;
@@ -45,14 +54,15 @@ StepRunner::Report StepRunner::Step(SamplingFn sampling) {
     }
   }
   for (SequenceId id : plan.admit) {
-    if (absl::Status s = engine_->AddSequence(id); !s.ok()) fail(id, s);
+    absl::Status s = ranks_->RunOnAll([&](int, engine::Engine& e) { return e.AddSequence(id); });
+    if (!s.ok()) fail(id, s);
   }
 
   std::vector<engine::SequenceInput> inputs;
   std::vector<bool> needs_logits;
   for (const scheduler::BatchItem& item : plan.batch) {
     if (failed.contains(item.id)) continue;
-    const int32_t num_iter = item.num_iter < 0 ? engine_->default_num_iter() : item.num_iter;
+    const int32_t num_iter = item.num_iter < 0 ? ranks_->lead().default_num_iter() : item.num_iter;
     inputs.push_back({.id = item.id,
                       .tokens = std::vector<int32_t>(item.tokens.begin(), item.tokens.end()),
                       .num_iter = num_iter});
@@ -67,24 +77,31 @@ StepRunner::Report StepRunner::Step(SamplingFn sampling) {
   bool cancelled = false;
   if (!plan.batch.empty()) {
     if (!inputs.empty()) {
-      absl::StatusOr<engine::StepResult> forward = engine_->Forward(inputs);
+      // Sampling parameters first (the callback reads the caller's state, on this thread).
+      std::vector<Sampling> samplings;
+      samplings.reserve(inputs.size());
+      std::vector<engine::Engine::SampleRequest> requests;
+      for (const auto& in : inputs) {
+        samplings.push_back(sampling(in.id));
+        const Sampling& s = samplings.back();
+        requests.push_back({.config = s.config, .step = s.step, .history = s.history});
+      }
+      // Every rank runs the Forward (their collectives meet inside); the logits are the same
+      // on every rank (replicated lm_head), and rank 0 samples from its copy.
+      absl::StatusOr<std::vector<engine::Engine::Sampled>> sampled =
+          absl::UnknownError("not sampled");
+      absl::Status forward = ranks_->RunOnAll([&](int rank, engine::Engine& e) -> absl::Status {
+        GKA_ASSIGN_OR_RETURN(engine::StepResult result, e.Forward(inputs));
+        if (rank == 0) sampled = e.Sample(result, requests, vocab_limit_);
+        return absl::OkStatus();
+      });
       if (!forward.ok()) {
         // The engine validates before it changes anything: the step did not happen.
         scheduler_->CancelStep();
         cancelled = true;
-        for (const auto& in : inputs) fail(in.id, forward.status());
+        for (const auto& in : inputs) fail(in.id, forward);
       } else {
         r.ran = true;
-        std::vector<Sampling> samplings;
-        samplings.reserve(inputs.size());
-        std::vector<engine::Engine::SampleRequest> requests;
-        for (const auto& in : inputs) {
-          samplings.push_back(sampling(in.id));
-          const Sampling& s = samplings.back();
-          requests.push_back({.config = s.config, .step = s.step, .history = s.history});
-        }
-        absl::StatusOr<std::vector<engine::Engine::Sampled>> sampled =
-            engine_->Sample(*forward, requests, vocab_limit_);
         if (!sampled.ok()) {
           // The Forward ran: complete the step without tokens; needs_logits items end kError.
           if (r.error.ok()) r.error = sampled.status();
@@ -125,7 +142,7 @@ absl::StatusOr<FinishedSequence> StepRunner::Abort(SequenceId id, FinishReason r
 void StepRunner::Release(const FinishedSequence& f) {
   switch (f.residence) {
     case Residence::kDevice:
-      (void)engine_->RemoveSequence(f.id);
+      (void)ranks_->RunOnAll([&](int, engine::Engine& e) { return e.RemoveSequence(f.id); });
       break;
     case Residence::kHost:
       host_.erase(f.id);

@@ -1,17 +1,18 @@
-// StepRunner: carries out a Scheduler's StepPlans on an Engine — the recipe at the top of
-// common/scheduler/scheduler.h (preempt by export to host, resume by import, admit, one
-// varlen Forward, per-sequence sampling, OnStepComplete) — for both workers.
+// StepRunner: carries out a Scheduler's StepPlans on a worker's tensor-parallel ranks — the
+// recipe at the top of common/scheduler/scheduler.h (preempt by export to host, resume by
+// import, admit, one varlen Forward, per-sequence sampling, OnStepComplete) — for both
+// workers. Every rank does the same to its own engine in lockstep; rank 0 samples.
 //
-// Owns the host copies of preempted sequences. Borrows the engine and the scheduler, which
-// must outlive it. Knows nothing about gRPC or requests: the caller supplies each sequence's
-// sampling through a callback and reports tokens and finishes itself.
+// Owns the host copies of preempted sequences (one per rank). Borrows the ranks and the
+// scheduler, which must outlive it. Knows nothing about gRPC or requests: the caller supplies each
+// sequence's sampling through a callback and reports tokens and finishes itself.
 //
-//   StepRunner runner(engine, scheduler, /*vocab_limit=*/0);
+//   StepRunner runner(ranks, scheduler, /*vocab_limit=*/0);
 //   StepRunner::Report r = runner.Step([&](SequenceId id) { return SamplingOf(id); });
 //   for (const auto& t : r.tokens) Stream(t);
 //   for (const auto& f : r.finished) Report(f);   // memory already released (see Report)
 //
-// Thread-safety: not thread-safe; the engine thread's, like the engine and scheduler.
+// Thread-safety: not thread-safe; the engine thread's, like the ranks and scheduler.
 #pragma once
 
 #include <cstdint>
@@ -25,18 +26,20 @@
 #include "absl/types/span.h"
 #include "common/engine/engine.h"
 #include "common/scheduler/scheduler.h"
+#include "decode_worker/common/rank_group.h"
 #include "kernels/api/sampling.h"
 
 namespace gka::worker_common {
 
 using base::SequenceId;
 
-// The scheduler's view of a worker's memory: the engine's free pools. Memory held outside the
-// scheduler (a decode worker's reservations, a prefill worker's sequences being handed off)
-// is inside the engine, hence excluded already. Engine-thread only, like the engine.
+// The scheduler's view of a worker's memory: the lead rank's free pools (every rank's pools
+// move in lockstep). Memory held outside the scheduler (a decode worker's reservations, a
+// prefill worker's sequences being handed off) is inside the engine, hence excluded already.
+// Engine-thread only, like the engine.
 class EngineMemory final : public scheduler::MemoryModel {
  public:
-  explicit EngineMemory(const engine::Engine& e) : e_(e) {}
+  explicit EngineMemory(const engine::Engine& lead) : e_(lead) {}
   int32_t page_size() const override { return e_.options().page_size; }
   int32_t free_pages() const override { return e_.free_pages(); }
   int32_t free_slots() const override { return e_.free_slots(); }
@@ -47,8 +50,8 @@ class EngineMemory final : public scheduler::MemoryModel {
 
 class StepRunner {
  public:
-  StepRunner(engine::Engine* engine, scheduler::Scheduler* scheduler, int32_t vocab_limit)
-      : engine_(engine), scheduler_(scheduler), vocab_limit_(vocab_limit) {}
+  StepRunner(RankGroup* ranks, scheduler::Scheduler* scheduler, int32_t vocab_limit)
+      : ranks_(ranks), scheduler_(scheduler), vocab_limit_(vocab_limit) {}
 
   struct Sampling {
     kernels::SamplingConfig config;
@@ -95,10 +98,10 @@ class StepRunner {
   int32_t host_sequences() const { return static_cast<int32_t>(host_.size()); }
 
  private:
-  engine::Engine* engine_;
+  RankGroup* ranks_;
   scheduler::Scheduler* scheduler_;
   int32_t vocab_limit_;
-  absl::flat_hash_map<SequenceId, engine::SequenceState> host_;
+  absl::flat_hash_map<SequenceId, std::vector<engine::SequenceState>> host_;  // [rank]
 };
 
 }  // namespace gka::worker_common

@@ -94,7 +94,7 @@ class DecodeCoreTest : public ::testing::Test {
     o.quarantine_retry = absl::Milliseconds(1);
     o.total_pages = model_.total_pages;
     o.total_slots = model_.total_slots;
-    auto core = DecodeCore::Create(o, model_.engine.get(), &transfer_, &engine_queue_,
+    auto core = DecodeCore::Create(o, model_.ranks.get(), {&transfer_}, &engine_queue_,
                                    &fence_queue_, metrics_.get());
     ASSERT_TRUE(core.ok()) << core.status();
     core_ = *std::move(core);
@@ -135,7 +135,7 @@ TEST_F(DecodeCoreTest, UnprovenFenceQuarantinesUntilALaterFenceSucceeds) {
   const int32_t pages = engine::PagesFor(40, 16);
   EXPECT_GT(transfer_.live_regions, 0);
   EXPECT_EQ(ticket.ranks(0).segments_size(),
-            static_cast<int>(worker_common::HandoffLayout::Of(*model_.engine).Segments(40).size()));
+            static_cast<int>(worker_common::HandoffLayout::Of(model_.lead()).Segments(40).size()));
   transfer_.fence_results = {absl::DeadlineExceededError("sender silent"),
                              absl::UnavailableError("sender gone")};
   absl::SleepFor(absl::Milliseconds(5));
@@ -215,6 +215,37 @@ TEST_F(DecodeCoreTest, ACompletionOfAnotherGenerationIsRefused) {
   EXPECT_EQ(s.completions_discarded, 1);
   EXPECT_EQ(s.reservations, 0);
   EXPECT_EQ(s.free_pages, s.total_pages);
+}
+
+// The completion names the sender's TP size and the hash of both layouts: bytes cut for
+// another layout pair never run, even when their checksum verified.
+TEST_F(DecodeCoreTest, ACompletionCutForAnotherLayoutPairIsRefused) {
+  const worker_common::HandoffLayout layout = worker_common::HandoffLayout::Of(model_.lead());
+  auto complete = [&](const std::string& id, uint64_t layout_hash) {
+    const wpb::TransferTicket ticket = Reserve(id, 12, 10000);
+    EXPECT_EQ(ticket.compat_hash(), layout.TicketHash(1));
+    wpb::HandoffCompletion payload;
+    payload.set_request_id(id);
+    payload.set_transfer_id(ticket.transfer_id());
+    payload.set_first_token(3);
+    payload.set_prompt_tokens(12);
+    payload.set_prefill_tp_size(2);
+    payload.set_layout_hash(layout_hash);
+    transfer::TransferCompletion c;
+    c.transfer_id = ticket.transfer_id();
+    c.verified = true;
+    c.payload = worker_common::EncodeCompletion(payload);
+    transfer_.Complete(ticket.transfer_id(), c);
+    Drain();
+  };
+  complete("wrong", layout.TransferHash(2, 2));  // a sender that thought we run TP=2
+  EXPECT_EQ(core_->Stats().reservations, 0);
+  EXPECT_EQ(core_->Stats().free_slots, core_->Stats().total_slots);
+  complete("right", layout.TransferHash(2, 1));
+  EXPECT_EQ(core_->Stats().reservations, 1);  // transferred, waiting for StartDecode
+  EXPECT_NE(layout.TransferHash(2, 1), layout.TransferHash(1, 1));
+  EXPECT_NE(layout.TicketHash(1), layout.TicketHash(2));
+  EXPECT_NE(layout.TicketHash(1), layout.compat_hash());
 }
 
 TEST_F(DecodeCoreTest, ReservationsAreBoundedByTheSlotsAndTheContext) {

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -140,6 +141,7 @@ struct RequestSpec {
   int32_t top_k = 0;
   uint64_t seed = 0;
   std::string tier;
+  bool logprobs = false;      // ask for each token's logprob (RequestOutcome::logprobs)
   bool skip_prefill = false;  // reserve and stream only (lease expiry)
   // Open StartDecode only after the Prefill call returned and `before_decode` ran.
   bool decode_after_prefill = false;
@@ -153,6 +155,7 @@ struct RequestOutcome {
   wpb::TransferTicket ticket;
   wpb::PrefillResult prefill_result;
   std::vector<int32_t> tokens;  // the first token, then the streamed ones
+  std::vector<float> logprobs;  // with spec.logprobs: one per token
   bool started = false;
   std::optional<wpb::DecodeDone> done;
 };
@@ -178,6 +181,7 @@ inline RequestOutcome RunRequest(wpb::DecodeService::Stub& decode,
   sampling.set_temperature(spec.temperature);
   sampling.set_top_k(spec.top_k);
   sampling.set_seed(spec.seed);
+  sampling.set_logprobs(spec.logprobs);
   for (int32_t id : spec.stop_ids) sampling.add_stop_token_ids(id);
   grpc::ClientContext dctx;
   rpc::SetTimeout(dctx, absl::Seconds(120));
@@ -209,8 +213,10 @@ inline RequestOutcome RunRequest(wpb::DecodeService::Stub& decode,
     if (m.has_started()) {
       out.started = true;
       out.tokens.push_back(m.started().first_token());
+      if (spec.logprobs) out.logprobs.push_back(out.prefill_result.first_logprob().logprob());
       if (spec.on_token) spec.on_token(m.started().first_token());
     } else if (m.has_tokens()) {
+      for (const spb::TokenLogprob& lp : m.tokens().logprobs()) out.logprobs.push_back(lp.logprob());
       for (int32_t t : m.tokens().token_ids()) {
         out.tokens.push_back(t);
         if (spec.on_token) spec.on_token(t);
@@ -221,6 +227,19 @@ inline RequestOutcome RunRequest(wpb::DecodeService::Stub& decode,
   }
   out.decode = rpc::FromGrpcStatus(reader->Finish());
   return out;
+}
+
+// Runs every request at once, a thread each (so prefill steps and decode batches mix them).
+inline std::vector<RequestOutcome> RunConcurrently(wpb::DecodeService::Stub& decode,
+                                                   wpb::PrefillService::Stub& prefill,
+                                                   const std::vector<RequestSpec>& specs) {
+  std::vector<RequestOutcome> outcomes(specs.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    threads.emplace_back([&, i] { outcomes[i] = RunRequest(decode, prefill, specs[i]); });
+  }
+  for (std::thread& t : threads) t.join();
+  return outcomes;
 }
 
 // The offline engine's answer: prefill + greedy decode on one Engine (cli::Generate, what
@@ -245,7 +264,7 @@ class OfflineReference {
     o.prefill_num_iter = spec.prefill_num_iter;
     o.decode_num_iter = spec.decode_num_iter;
     o.stop_token_ids = spec.stop_ids;
-    absl::StatusOr<cli::GenerateResult> r = cli::Generate(*model_.engine, o, {}, 0);
+    absl::StatusOr<cli::GenerateResult> r = cli::Generate(model_.lead(), o, {}, 0);
     if (!r.ok()) return r.status();
     return r->token_ids;
   }

@@ -92,12 +92,8 @@ class WorkersTest : public ::testing::TestWithParam<std::string> {
   // Runs every request at once (a thread each) and expects each to succeed with exactly the
   // offline engine's tokens.
   std::vector<RequestOutcome> RunAllAndCompare(const std::vector<RequestSpec>& specs) {
-    std::vector<RequestOutcome> outcomes(specs.size());
-    std::vector<std::thread> threads;
-    for (size_t i = 0; i < specs.size(); ++i) {
-      threads.emplace_back([&, i] { outcomes[i] = Run(specs[i]); });
-    }
-    for (std::thread& t : threads) t.join();
+    const std::vector<RequestOutcome> outcomes =
+        RunConcurrently(*decode_stub_, *prefill_stub_, specs);
     for (size_t i = 0; i < specs.size(); ++i) {
       SCOPED_TRACE(specs[i].id);
       const RequestOutcome& o = outcomes[i];

@@ -21,3 +21,9 @@ add_dependencies(worker_binaries_test gka-prefill-worker gka-decode-worker)
 # DecodeCore against a scripted transfer engine: quarantine and fence retries.
 gka_cc_test(NAME decode_core_test SRCS ${dir}/decode_core_test.cc
   DEPS gka::decode_worker LABELS unit)
+
+# Tensor-parallel workers: prefill TP=p -> decode TP=d (p = d and p != d) against the TP=1
+# engine, and tickets of layouts that cannot be mapped.
+gka_cc_test(NAME tp_workers_test SRCS ${dir}/tp_workers_test.cc
+  DEPS gka::prefill_worker gka::decode_worker gka::cli_lib gka::rpc gka::proto gka::model
+  LABELS integration TIMEOUT 300)
