@@ -65,20 +65,23 @@ absl::StatusOr<std::vector<std::string>> ResolveAllAddresses(absl::string_view h
     return absl::UnavailableError(
         absl::StrCat("resolving router service '", host_port, "': ", gai_strerror(rc)));
   }
-  std::set<std::string> addresses;
+  std::set<std::string> v4, v6;
   for (const addrinfo* a = list; a != nullptr; a = a->ai_next) {
     char text[INET6_ADDRSTRLEN] = {};
     if (a->ai_family == AF_INET) {
       inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a->ai_addr)->sin_addr, text,
                 sizeof(text));
-      addresses.insert(absl::StrCat(text, ":", port_number));
+      v4.insert(absl::StrCat(text, ":", port_number));
     } else if (a->ai_family == AF_INET6) {
       inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr, text,
                 sizeof(text));
-      addresses.insert(absl::StrCat("[", text, "]:", port_number));
+      v6.insert(absl::StrCat("[", text, "]:", port_number));
     }
   }
   freeaddrinfo(list);
+  // One family: on a dual-stack name each router has an A and an AAAA record, and two
+  // memberships with one router would register the worker there twice.
+  const std::set<std::string>& addresses = v4.empty() ? v6 : v4;
   if (addresses.empty()) {
     return absl::UnavailableError(
         absl::StrCat("router service '", host_port, "' resolves to no IP address"));

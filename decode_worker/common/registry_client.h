@@ -64,8 +64,9 @@ struct RegistryClientOptions {
 std::vector<std::string> SplitAddressList(absl::string_view list);
 
 // Every address `host_port` ("name:port", "1.2.3.4:port", "[::1]:port") resolves to, as
-// "ip:port" / "[ip6]:port", sorted, without duplicates. INVALID_ARGUMENT for a malformed
-// value, UNAVAILABLE when the name does not resolve.
+// "ip:port" / "[ip6]:port", sorted, without duplicates: the IPv4 ones, or the IPv6 ones when
+// there is no IPv4 address (a dual-stack name would give each router twice). INVALID_ARGUMENT
+// for a malformed value, UNAVAILABLE when the name does not resolve.
 absl::StatusOr<std::vector<std::string>> ResolveAllAddresses(absl::string_view host_port);
 
 class RegistryClient {
