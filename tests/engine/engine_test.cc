@@ -6,8 +6,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <vector>
 
 #include "common/model/safetensors.h"
@@ -260,6 +263,41 @@ TEST(EngineTest, PerSequenceNumIterInOneBatch) {
   const int64_t V = eng->vocab_size();
   EXPECT_EQ(std::memcmp(h->data<float>(), it0.data(), 40 * V * 4), 0);
   EXPECT_EQ(std::memcmp(h->data<float>() + 40 * V, it30.data(), 40 * V * 4), 0);
+}
+
+TEST(EngineTest, SampleReportsTheTopLogprobsOfEachSequence) {
+  auto eng = MakeEngine();
+  ASSERT_TRUE(eng->AddSequence(SequenceId(0)).ok());
+  ASSERT_TRUE(eng->AddSequence(SequenceId(1)).ok());
+  auto r = eng->Forward({{.id = SequenceId(0), .tokens = Prompt(9, 3)},
+                         {.id = SequenceId(1), .tokens = Prompt(5, 4)}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto h = eng->LogitsToHost(*r);  // [2, V]: the last row of each sequence
+  ASSERT_TRUE(h.ok());
+  const int64_t V = eng->vocab_size();
+  const std::vector<Engine::SampleRequest> requests = {
+      {.config = {.temperature = 0.0f, .num_top_logprobs = 5}},
+      {.config = {.temperature = 0.7f, .seed = 9}}};
+  auto sampled = eng->Sample(*r, requests, /*vocab_limit=*/0);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  // Reference: the log-softmax of sequence 0's logits, most likely first.
+  const float* row = h->data<float>();
+  double max = row[0], sum = 0;
+  for (int64_t i = 0; i < V; ++i) max = std::max<double>(max, row[i]);
+  for (int64_t i = 0; i < V; ++i) sum += std::exp(row[i] - max);
+  std::vector<int32_t> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return row[a] > row[b]; });
+  const Engine::Sampled& s0 = (*sampled)[0];
+  ASSERT_EQ(s0.top.size(), 5u);
+  for (int j = 0; j < 5; ++j) {
+    EXPECT_EQ(s0.top[j].token, order[j]) << j;
+    EXPECT_NEAR(s0.top[j].logprob, row[order[j]] - max - std::log(sum), 1e-5) << j;
+  }
+  EXPECT_EQ(s0.token, s0.top[0].token);  // greedy
+  EXPECT_EQ(s0.logprob, s0.top[0].logprob);
+  EXPECT_TRUE((*sampled)[1].top.empty());  // asked for none
 }
 
 TEST(EngineTest, BadInputChangesNothing) {
