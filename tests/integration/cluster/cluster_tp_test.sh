@@ -22,9 +22,13 @@ trap cleanup EXIT
 # 8 query heads and 4 KV heads (GKA: 8 q, 4 k/v heads): TP 1, 2 and 4 all split them.
 "$GKA" make-tiny-model --out "$TMP/m" --no-tokenizer --pattern '*-GKA-*-GKA' --heads 8 \
   --kv-heads 4 --head-dim 16 --hidden 64 --intermediate 128 --vocab 512 2>/dev/null
+# One tier, num_iter 30 both sides (the offline run below uses the same).
+cat >"$TMP/tiers.json" <<'JSON'
+{"default": "t", "tiers": [{"name": "t", "prefill_num_iter": 30, "decode_num_iter": 30}]}
+JSON
 
 "$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --prefill-workers 1 --decode-workers 1 \
-  --prefill-tp "$PTP" --decode-tp "$DTP" --state-file "$TMP/state" --log-dir "$TMP" \
+  --prefill-tp "$PTP" --decode-tp "$DTP" --tiers "$TMP/tiers.json" --state-file "$TMP/state" --log-dir "$TMP" \
   >"$TMP/local.out" &
 LOCAL_PID=$!
 for _ in $(seq 1 600); do
@@ -54,7 +58,7 @@ for p in "${pids[@]}"; do wait "$p" || { cat "$TMP"/cluster.*.err "$TMP"/*.log >
 fail=0
 for i in $(seq 0 7); do
   "$GKA" generate --model "$TMP/m" --prompt-ids "$(prompt_ids $i)" --max-tokens 12 --temperature 0 \
-    --ignore-eos --json >"$TMP/offline.$i.json" 2>/dev/null
+    --ignore-eos --prefill-num-iter 30 --decode-num-iter 30 --json >"$TMP/offline.$i.json" 2>/dev/null
   if ! node -e 'const a=require(process.argv[1]),b=require(process.argv[2]);
       if (a.token_ids.length!==12 || JSON.stringify(a.token_ids)!==JSON.stringify(b.token_ids)) {console.log("cluster", a.token_ids, "\noffline", b.token_ids); process.exit(1)}' \
       "$TMP/cluster.$i.json" "$TMP/offline.$i.json"; then
