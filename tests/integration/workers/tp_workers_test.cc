@@ -173,7 +173,9 @@ TEST_P(TpWorkersTest, GreedyAndLogprobsEqualTheTp1Engine) {
   EXPECT_GT(state, 0u);
   std::cout << "prefill TP=" << l.prefill_tp << " -> decode TP=" << l.decode_tp
             << ": greedy tokens equal TP=1, max relative logprob error " << max_rel_logprob_error_
-            << "\n";
+            << "; 47-token prompt: " << kv << " KV + " << state << " state bytes in "
+            << outcomes[3].prefill_result.transfer().segments() << " UCX segments, "
+            << outcomes[3].prefill_result.transfer().transfer_ms() << " ms\n";
   EXPECT_TRUE(Eventually([&] {
     const decode_worker::DecodeStats s = decode_->Stats();
     return s.free_pages == s.total_pages && s.free_slots == s.total_slots && s.reservations == 0;
