@@ -65,6 +65,11 @@ struct Layout {
   std::string transports;
 };
 
+void PrintTo(const Layout& l, std::ostream* os) {
+  *os << "prefill TP=" << l.prefill_tp << " -> decode TP=" << l.decode_tp << " over "
+      << l.transports;
+}
+
 std::string Name(const ::testing::TestParamInfo<Layout>& info) {
   return absl::StrCat("P", info.param.prefill_tp, "D", info.param.decode_tp, "_",
                       info.param.transports);
