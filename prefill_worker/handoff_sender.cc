@@ -307,8 +307,13 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
   std::vector<uint64_t> checksums;
   for (int j = 0; j < d; ++j) {
     const transfer::TransferOutcome& o = outcomes[j];
-    if (r.outcome.status.ok() && !o.status.ok()) {
-      r.outcome.status = d > 1 ? base::Annotate(o.status, absl::StrCat("decode rank ", j)) : o.status;
+    // The cause, not its echo: a rank whose share failed (checksum, lease) makes the decode
+    // worker fence the others, which then report CANCELLED.
+    const bool echo = o.status.code() == absl::StatusCode::kCancelled;
+    if (!o.status.ok() && (r.outcome.status.ok() ||
+                           (r.outcome.status.code() == absl::StatusCode::kCancelled && !echo))) {
+      r.outcome.status =
+          d > 1 ? base::Annotate(o.status, absl::StrCat("decode rank ", j)) : o.status;
     }
     r.outcome.remote_may_be_written |= o.remote_may_be_written;
     r.outcome.local_may_be_read |= o.local_may_be_read;
@@ -316,9 +321,9 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
     r.outcome.segments += o.segments;
     checksums.push_back(o.checksum);
   }
-  r.outcome.checksum = d == 1 ? checksums[0]
-                              : transfer::Checksum64::Of(checksums.data(),
-                                                         checksums.size() * sizeof(uint64_t));
+  r.outcome.checksum =
+      d == 1 ? checksums[0]
+             : transfer::Checksum64::Of(checksums.data(), checksums.size() * sizeof(uint64_t));
   r.outcome.elapsed = absl::Now() - start;
   r.state_time = absl::Now() - kv_posted;
   r.kv_time = kv_posted - start;

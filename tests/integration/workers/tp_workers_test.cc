@@ -70,17 +70,34 @@ void PrintTo(const Layout& l, std::ostream* os) {
       << l.transports;
 }
 
+bool FaultInjectionCompiled() {
+#ifdef GKA_FAULT_INJECTION
+  return true;
+#else
+  return false;
+#endif
+}
+
 std::string Name(const ::testing::TestParamInfo<Layout>& info) {
   return absl::StrCat("P", info.param.prefill_tp, "D", info.param.decode_tp, "_",
                       info.param.transports);
 }
 
-class TpWorkersTest : public ::testing::TestWithParam<Layout> {
+// A prefill worker at TP = l.prefill_tp and a decode worker at TP = l.decode_tp, and the TP = 1
+// engine as the reference.
+class TpPairTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    const Layout& l = GetParam();
+  struct DecodeMemory {
+    int32_t slots = 8;
+    int32_t pages = 0;
+    int32_t max_seq_len = 256;
+  };
+  void Start(const Layout& l, const DecodeMemory& memory) {
     decode_worker::DecodeWorkerOptions d;
     d.common = Common("decode-tp", l.decode_tp, l.transports);
+    d.common.model.num_slots = memory.slots;
+    d.common.model.num_pages = memory.pages;
+    d.common.model.max_seq_len = memory.max_seq_len;
     auto decode = DecodeWorker::Create(d);
     ASSERT_TRUE(decode.ok()) << decode.status();
     decode_ = *std::move(decode);
@@ -88,6 +105,7 @@ class TpWorkersTest : public ::testing::TestWithParam<Layout> {
     p.common = Common("prefill-tp", l.prefill_tp, l.transports);
     p.max_batch_tokens = 48;  // long prompts are chunked, short ones share steps
     p.prefill_chunk_size = 20;
+    p.fault_injection = true;
     auto prefill = PrefillWorker::Create(p);
     ASSERT_TRUE(prefill.ok()) << prefill.status();
     prefill_ = *std::move(prefill);
@@ -135,8 +153,19 @@ class TpWorkersTest : public ::testing::TestWithParam<Layout> {
   std::unique_ptr<PrefillWorker> prefill_;
   std::unique_ptr<wpb::DecodeService::Stub> decode_stub_;
   std::unique_ptr<wpb::PrefillService::Stub> prefill_stub_;
+  bool AtBaseline() {
+    const decode_worker::DecodeStats s = decode_->Stats();
+    return s.free_pages == s.total_pages && s.free_slots == s.total_slots && s.reservations == 0 &&
+           s.freeing == 0 && s.quarantined_pages == 0 && s.running == 0 && s.waiting == 0;
+  }
+
   worker_common::LoadedModel reference_;
   double max_rel_logprob_error_ = 0;
+};
+
+class TpWorkersTest : public TpPairTest, public ::testing::WithParamInterface<Layout> {
+ protected:
+  void SetUp() override { Start(GetParam(), {}); }
 };
 
 TEST_P(TpWorkersTest, GreedyAndLogprobsEqualTheTp1Engine) {
@@ -181,10 +210,7 @@ TEST_P(TpWorkersTest, GreedyAndLogprobsEqualTheTp1Engine) {
             << "; 47-token prompt: " << kv << " KV + " << state << " state bytes in "
             << outcomes[3].prefill_result.transfer().segments() << " UCX segments, "
             << outcomes[3].prefill_result.transfer().transfer_ms() << " ms\n";
-  EXPECT_TRUE(Eventually([&] {
-    const decode_worker::DecodeStats s = decode_->Stats();
-    return s.free_pages == s.total_pages && s.free_slots == s.total_slots && s.reservations == 0;
-  }));
+  EXPECT_TRUE(Eventually([&] { return AtBaseline(); }));
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, TpWorkersTest,
@@ -192,6 +218,56 @@ INSTANTIATE_TEST_SUITE_P(Layouts, TpWorkersTest,
                                            Layout{2, 1, "sm"}, Layout{2, 4, "sm"},
                                            Layout{4, 2, "tcp"}),
                          Name);
+
+// Decode memory for fewer tokens than the batch wants: sequences are swapped out to host
+// (every rank exports its own share) and resumed (every rank imports its own) — exactly.
+TEST_F(TpPairTest, PreemptionAtDecodeTp2SwapsEveryRanksShareAndResumesExactly) {
+  ASSERT_NO_FATAL_FAILURE(Start({1, 2, "sm"}, {.slots = 4, .pages = 10, .max_seq_len = 128}));
+  std::vector<RequestSpec> specs;
+  for (int i = 0; i < 4; ++i) {
+    RequestSpec s;
+    s.id = absl::StrCat("tp-preempt-", i);
+    s.prompt = Prompt(500 + i, 18 + i, kTpVocab);
+    s.max_tokens = 40;
+    s.logprobs = true;
+    specs.push_back(s);
+  }
+  const std::vector<RequestOutcome> outcomes =
+      RunConcurrently(*decode_stub_, *prefill_stub_, specs);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    SCOPED_TRACE(specs[i].id);
+    ASSERT_TRUE(outcomes[i].decode.ok()) << outcomes[i].decode;
+    ExpectTeacherForcedTp1(specs[i], outcomes[i]);
+  }
+  EXPECT_GT(decode_->Stats().preemptions, 0);
+  EXPECT_TRUE(Eventually([&] { return AtBaseline(); }));
+}
+
+// One decode rank's share fails its checksum (the fault flips a byte of the last prefill
+// rank's last segment, which only the last decode rank receives): the whole hand-off is
+// refused, every rank's memory returns, and the pair keeps serving.
+TEST_F(TpPairTest, OneRanksCorruptedShareFailsTheWholeHandOff) {
+  if (!FaultInjectionCompiled()) GTEST_SKIP() << "needs -DGKA_FAULT_INJECTION=ON";
+  ASSERT_NO_FATAL_FAILURE(Start({2, 2, "tcp"}, {}));
+  RequestSpec s;
+  s.id = "tp-fault-corrupt";
+  s.prompt = Prompt(21, 23, kTpVocab);
+  RequestOutcome o = RunRequest(*decode_stub_, *prefill_stub_, s);
+  ASSERT_TRUE(o.reserve.ok()) << o.reserve;
+  EXPECT_EQ(o.prefill.code(), absl::StatusCode::kDataLoss) << o.prefill;
+  EXPECT_NE(o.prefill.message().find("decode rank 1"), std::string::npos) << o.prefill;
+  EXPECT_EQ(o.decode.code(), absl::StatusCode::kDataLoss) << o.decode;
+  EXPECT_FALSE(o.started);
+  EXPECT_TRUE(Eventually([&] { return AtBaseline(); }));
+  EXPECT_EQ(decode_->Stats().checksum_failures, 1);
+  RequestSpec ok;
+  ok.id = "tp-after-corrupt";
+  ok.prompt = s.prompt;
+  ok.logprobs = true;
+  RequestOutcome o2 = RunRequest(*decode_stub_, *prefill_stub_, ok);
+  ASSERT_TRUE(o2.decode.ok()) << o2.decode;
+  ExpectTeacherForcedTp1(ok, o2);
+}
 
 // A ticket this prefill worker cannot map is refused before anything is written, with a
 // message that says what to change.
