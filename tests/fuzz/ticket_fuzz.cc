@@ -70,19 +70,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     return 0;
   }
-  // Accepted: every destination lies inside a region the ticket registered.
-  if (parsed->destinations.empty()) std::abort();
-  for (const gka::transfer::Segment& d : parsed->destinations) {
-    bool inside = false;
-    for (const wpb::RankTicket& rank : ticket.ranks()) {
+  // Accepted: one destination list per decode rank, each destination inside a region that
+  // rank registered.
+  if (parsed->ranks.size() != static_cast<size_t>(ticket.ranks_size())) std::abort();
+  for (size_t j = 0; j < parsed->ranks.size(); ++j) {
+    const wpb::RankTicket& rank = ticket.ranks(static_cast<int>(j));
+    if (parsed->ranks[j].destinations.empty()) std::abort();
+    for (const gka::transfer::Segment& d : parsed->ranks[j].destinations) {
+      bool inside = false;
       for (const wpb::MemoryRegion& r : rank.regions()) {
         if (d.remote_addr >= r.remote_addr() && d.length <= r.length() &&
             d.remote_addr - r.remote_addr() <= r.length() - d.length) {
           inside = true;
         }
       }
+      if (!inside) std::abort();
     }
-    if (!inside) std::abort();
   }
   return 0;
 }
