@@ -26,6 +26,7 @@ std::shared_ptr<grpc::Channel> CreateChannel(absl::string_view address,
     ssl.pem_cert_chain = options.tls.cert_pem;
     ssl.pem_private_key = options.tls.key_pem;
     creds = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
   }
   return grpc::CreateCustomChannel(std::string(address), creds, args);
 }

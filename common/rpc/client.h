@@ -32,6 +32,10 @@ struct ChannelOptions {
   // Mutual TLS when enabled: presents tls.cert_pem and verifies the server against
   // tls.ca_pem (its certificate must name the host of the address).
   TlsConfig tls;
+  // With tls: the name the server's certificate must carry instead of the address's host,
+  // for an address resolved from a name (a worker dialling each IP of the routers' headless
+  // Service checks the certificate against the Service name, not the pod IP).
+  std::string tls_server_name;
 };
 
 // Channel to "host:port", plaintext unless options.tls is enabled. Never fails: connection

@@ -48,7 +48,8 @@ class Pki {
     dir_ = mkdtemp(tmpl);
     ok_ = MakeCa("ca") && MakeCa("rogue") &&
           Issue("ca", "server", "subjectAltName=IP:127.0.0.1,DNS:localhost") &&
-          Issue("ca", "client", "") && Issue("rogue", "intruder", "subjectAltName=IP:127.0.0.1");
+          Issue("ca", "client", "") && Issue("rogue", "intruder", "subjectAltName=IP:127.0.0.1") &&
+          Issue("ca", "named", "subjectAltName=DNS:gkaserve-router-registry");
   }
   ~Pki() { std::filesystem::remove_all(dir_); }
   bool ok() const { return ok_; }
@@ -143,6 +144,31 @@ TEST_F(TlsTest, ServerOfAnotherCaIsNotTrusted) {
   ASSERT_TRUE(client.ok());
   EXPECT_EQ(Call(*client).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(service_.calls.load(), 0);
+}
+
+// A server whose certificate names only a Service (as a router pod's would), dialled at its
+// IP: refused unless the channel names the Service (ChannelOptions::tls_server_name).
+TEST_F(TlsTest, ServerNameOverrideForAnAddressResolvedFromAName) {
+  absl::StatusOr<TlsConfig> server_tls = ReadTlsFiles(pki_.Files("ca", "named"));
+  ASSERT_TRUE(server_tls.ok()) << server_tls.status();
+  auto named = GrpcServer::Create({.tls = *server_tls}, {&service_});
+  ASSERT_TRUE(named.ok()) << named.status();
+  absl::StatusOr<TlsConfig> client = ReadTlsFiles(pki_.Files("ca", "client"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto call = [&](const std::string& server_name) {
+    auto channel =
+        CreateChannel((*named)->address(), {.tls = *client, .tls_server_name = server_name});
+    grpc::ClientContext ctx;
+    SetTimeout(ctx, absl::Seconds(5));
+    v1::AbortRequest req;
+    v1::AbortResponse resp;
+    return FromGrpcStatus(v1::GenerateService::NewStub(channel)->Abort(&ctx, req, &resp));
+  };
+  EXPECT_EQ(call("").code(), absl::StatusCode::kUnavailable);  // 127.0.0.1 is not named
+  EXPECT_EQ(call("some-other-name").code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(call("gkaserve-router-registry").ok());
+  EXPECT_EQ(service_.calls.load(), 1);
+  (*named)->Shutdown(absl::ZeroDuration());
 }
 
 TEST(TlsFilesTest, PartialOrMissingFilesAreClearErrors) {

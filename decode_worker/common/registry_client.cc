@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/base/logging.h"
+#include "common/base/status.h"
 #include "common/rpc/client.h"
 #include "common/rpc/deadline.h"
 #include "common/rpc/status.h"
@@ -28,8 +29,10 @@ std::vector<std::string> SplitAddressList(absl::string_view list) {
   return out;
 }
 
-absl::StatusOr<std::vector<std::string>> ResolveAllAddresses(absl::string_view host_port) {
-  std::string host;
+namespace {
+
+// "host:port" / "[v6]:port" -> host and port; INVALID_ARGUMENT when malformed.
+absl::Status SplitHostPort(absl::string_view host_port, std::string& host, int& port_number) {
   absl::string_view port;
   if (!host_port.empty() && host_port.front() == '[') {
     const size_t close = host_port.find(']');
@@ -49,18 +52,26 @@ absl::StatusOr<std::vector<std::string>> ResolveAllAddresses(absl::string_view h
     host = std::string(host_port.substr(0, colon));
     port = host_port.substr(colon + 1);
   }
-  int port_number = 0;
   if (host.empty() || !absl::SimpleAtoi(port, &port_number) || port_number <= 0 ||
       port_number > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("router service '", host_port, "' needs a host and a port in 1..65535"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ResolveAllAddresses(absl::string_view host_port) {
+  std::string host;
+  int port_number = 0;
+  GKA_RETURN_IF_ERROR(SplitHostPort(host_port, host, port_number));
+  const std::string port = absl::StrCat(port_number);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* list = nullptr;
-  const std::string port_string(port);
-  const int rc = getaddrinfo(host.c_str(), port_string.c_str(), &hints, &list);
+  const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
   if (rc != 0) {
     return absl::UnavailableError(
         absl::StrCat("resolving router service '", host_port, "': ", gai_strerror(rc)));
@@ -93,8 +104,11 @@ absl::StatusOr<std::vector<std::string>> ResolveAllAddresses(absl::string_view h
 // that does not answer (rpc_timeout per call) never delays the others.
 class RegistryClient::Membership {
  public:
-  Membership(std::string address, RegistryClient& owner)
+  // `server_name`: the name the router's certificate carries when `address` was resolved from
+  // it ("" for an address given as is).
+  Membership(std::string address, std::string server_name, RegistryClient& owner)
       : address_(std::move(address)),
+        server_name_(std::move(server_name)),
         owner_(owner),
         stub_(NewStub()),
         interval_(owner.options_.heartbeat_interval) {
@@ -109,7 +123,9 @@ class RegistryClient::Membership {
   }
 
   std::unique_ptr<wpb::WorkerRegistry::Stub> NewStub() const {
-    return wpb::WorkerRegistry::NewStub(rpc::CreateChannel(address_, owner_.options_.channel));
+    rpc::ChannelOptions channel = owner_.options_.channel;
+    if (!server_name_.empty()) channel.tls_server_name = server_name_;
+    return wpb::WorkerRegistry::NewStub(rpc::CreateChannel(address_, channel));
   }
 
   // After UNAVAILABLE (refused) or DEADLINE_EXCEEDED (an address nobody answers): the next
@@ -235,6 +251,7 @@ class RegistryClient::Membership {
   }
 
   const std::string address_;
+  const std::string server_name_;
   RegistryClient& owner_;
   // Used by the membership thread only (and by Deregister after it stopped).
   std::unique_ptr<wpb::WorkerRegistry::Stub> stub_;
@@ -251,20 +268,14 @@ absl::StatusOr<std::unique_ptr<RegistryClient>> RegistryClient::Start(
   if (options.router_addresses.empty() && options.router_services.empty()) {
     return absl::InvalidArgumentError("the registry client needs a router address or service");
   }
-  std::vector<std::string> resolved;
   for (const std::string& service : options.router_services) {
-    absl::StatusOr<std::vector<std::string>> addresses = ResolveAllAddresses(service);
-    if (absl::IsInvalidArgument(addresses.status())) return addresses.status();
-    // Not resolvable yet (no router pod exists): the resolver thread tries again.
-    if (!addresses.ok()) {
-      GKA_LOG(WARNING) << addresses.status() << " (trying again every " << options.resolve_interval
-                       << ")";
-      continue;
-    }
-    resolved.insert(resolved.end(), addresses->begin(), addresses->end());
+    std::string host;
+    int port = 0;
+    GKA_RETURN_IF_ERROR(SplitHostPort(service, host, port));
   }
   std::unique_ptr<RegistryClient> client(new RegistryClient(options, std::move(load)));
-  client->Reconcile(resolved);
+  // A service not resolvable yet (no router pod exists) is tried again by the resolver thread.
+  client->Reconcile(client->ResolveServices().resolved);
   if (!options.router_services.empty()) {
     client->resolver_ = std::thread([c = client.get()] { c->ResolveLoop(); });
   }
@@ -289,9 +300,28 @@ RegistryClient::~RegistryClient() {
   members.clear();  // joins each thread, then deregisters from that router
 }
 
-void RegistryClient::Reconcile(const std::vector<std::string>& resolved) {
-  std::set<std::string> want(options_.router_addresses.begin(), options_.router_addresses.end());
-  want.insert(resolved.begin(), resolved.end());
+RegistryClient::Resolution RegistryClient::ResolveServices() const {
+  Resolution r;
+  for (const std::string& service : options_.router_services) {
+    absl::StatusOr<std::vector<std::string>> addresses = ResolveAllAddresses(service);
+    if (!addresses.ok()) {
+      GKA_LOG(WARNING) << addresses.status() << " (trying again in " << options_.resolve_interval
+                       << ")";
+      r.complete = false;
+      continue;
+    }
+    std::string host;
+    int port = 0;
+    SplitHostPort(service, host, port).IgnoreError();  // valid: it just resolved
+    for (const std::string& a : *addresses) r.resolved.emplace(a, host);
+  }
+  return r;
+}
+
+void RegistryClient::Reconcile(const std::map<std::string, std::string>& resolved) {
+  // address -> TLS server name ("" for the addresses given as they are).
+  std::map<std::string, std::string> want = resolved;
+  for (const std::string& a : options_.router_addresses) want[a] = "";
   std::vector<std::unique_ptr<Membership>> leaving;
   {
     absl::MutexLock lock(&mu_);
@@ -304,9 +334,9 @@ void RegistryClient::Reconcile(const std::vector<std::string>& resolved) {
         ++it;
       }
     }
-    for (const std::string& address : want) {
+    for (const auto& [address, server_name] : want) {
       if (members_.count(address) != 0) continue;
-      members_.emplace(address, std::make_unique<Membership>(address, *this));
+      members_.emplace(address, std::make_unique<Membership>(address, server_name, *this));
     }
   }
   for (auto& m : leaving) m->RequestStop();
@@ -319,18 +349,9 @@ void RegistryClient::ResolveLoop() {
       absl::MutexLock lock(&mu_);
       if (mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.resolve_interval)) return;
     }
-    std::vector<std::string> resolved;
-    bool ok = true;
-    for (const std::string& service : options_.router_services) {
-      absl::StatusOr<std::vector<std::string>> addresses = ResolveAllAddresses(service);
-      if (!addresses.ok()) {
-        GKA_LOG(WARNING) << addresses.status() << " (keeping the current routers)";
-        ok = false;
-        break;
-      }
-      resolved.insert(resolved.end(), addresses->begin(), addresses->end());
-    }
-    if (ok) Reconcile(resolved);
+    // A failed lookup keeps the current routers (a DNS hiccup must not drop them all).
+    const Resolution r = ResolveServices();
+    if (r.complete) Reconcile(r.resolved);
   }
 }
 

@@ -57,7 +57,8 @@ struct RegistryClientOptions {
   // Heartbeat period when the router does not name one.
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration rpc_timeout = absl::Seconds(2);
-  rpc::ChannelOptions channel;  // for every router's channel
+  // For every router's channel (with TLS, a service's addresses check the service's name).
+  rpc::ChannelOptions channel;
 };
 
 // Splits a comma-separated flag value into its non-empty, trimmed entries.
@@ -96,10 +97,17 @@ class RegistryClient {
  private:
   class Membership;
 
+  struct Resolution {
+    std::map<std::string, std::string> resolved;  // address -> the service host it came from
+    bool complete = true;                         // every service resolved
+  };
+
   RegistryClient(const RegistryClientOptions& options, LoadFn load);
-  // Brings the membership set to `static addresses ∪ resolved` (resolved: the services'
-  // current answer). Memberships that leave are stopped (and deregistered) outside mu_.
-  void Reconcile(const std::vector<std::string>& resolved);
+  Resolution ResolveServices() const;
+  // Brings the membership set to `static addresses ∪ resolved`. An address from a service
+  // dials with the service host as its TLS server name (the certificate names the Service,
+  // not the pod IP). Memberships that leave are stopped (and deregistered) outside mu_.
+  void Reconcile(const std::map<std::string, std::string>& resolved);
   void ResolveLoop();
 
   const RegistryClientOptions options_;
