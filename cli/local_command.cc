@@ -265,23 +265,22 @@ absl::Status RunLocal(const LocalFlags& f) {
   int metrics = f.metrics_port;
   auto NextMetricsPort = [&] { return absl::StrCat(f.metrics_port == 0 ? 0 : ++metrics); };
   for (int i = 0; status.ok() && i < f.prefill_workers; ++i) {
-    status = start("prefill", i,
-                   WithArgs({bin + "/gka-prefill-worker", "--model", f.model_dir, "--router",
-                             router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
-                             "--backend", f.backend, "--worker-id", absl::StrCat("prefill-", i),
-                             "--page-size", absl::StrCat(f.page_size), "--tp",
-                             absl::StrCat(f.prefill_tp)},
-                            WithVocabLimit(f.prefill_args)));
+    status = start(
+        "prefill", i,
+        WithArgs({bin + "/gka-prefill-worker", "--model", f.model_dir, "--router", router_addr,
+                  "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
+                  "--worker-id", absl::StrCat("prefill-", i), "--page-size",
+                  absl::StrCat(f.page_size), "--tp", absl::StrCat(f.prefill_tp)},
+                 WithVocabLimit(f.prefill_args)));
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
-    status =
-        start("decode", i,
-              WithArgs({bin + "/gka-decode-worker", "--model", f.model_dir, "--router", router_addr,
-                        "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
-                        "--worker-id", absl::StrCat("decode-", i), "--num-slots",
-                        absl::StrCat(f.num_slots), "--page-size", absl::StrCat(f.page_size),
-                        "--tp", absl::StrCat(f.decode_tp)},
-                       WithVocabLimit(f.decode_args)));
+    status = start("decode", i,
+                   WithArgs({bin + "/gka-decode-worker", "--model", f.model_dir, "--router",
+                             router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
+                             "--backend", f.backend, "--worker-id", absl::StrCat("decode-", i),
+                             "--num-slots", absl::StrCat(f.num_slots), "--page-size",
+                             absl::StrCat(f.page_size), "--tp", absl::StrCat(f.decode_tp)},
+                            WithVocabLimit(f.decode_args)));
   }
   if (status.ok()) write_state();
   if (status.ok()) {

@@ -320,8 +320,8 @@ absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequ
   const uint64_t generation = e->generation;
   for (int r = 0; r < tp; ++r) {
     absl::Status expect = transfers_[r]->Expect(
-        std::move(expected[r]), [queue = engine_queue_, core = this, generation, r](
-                                    absl::StatusOr<transfer::TransferCompletion> result) mutable {
+        std::move(expected[r]), [queue = engine_queue_, core = this, generation,
+                                 r](absl::StatusOr<transfer::TransferCompletion> result) mutable {
           // The transfer engine's progress thread: hand over, never block.
           queue->Post([core, generation, r, result = std::move(result)]() mutable {
             core->OnTransferResult(generation, r, std::move(result));
@@ -350,8 +350,8 @@ void DecodeCore::OnTransferResult(uint64_t generation, int rank,
     // Expired, released, aborted or failed on another rank meanwhile: whatever it says, its
     // memory is being fenced (the fence, not this message, decides when it may be reused).
     if (result.ok()) ++completions_discarded_;
-    GKA_LOG(INFO) << "discarding the late completion of transfer " << generation << " rank "
-                  << rank << " (" << (result.ok() ? "OK" : result.status().ToString()) << ")";
+    GKA_LOG(INFO) << "discarding the late completion of transfer " << generation << " rank " << rank
+                  << " (" << (result.ok() ? "OK" : result.status().ToString()) << ")";
     return;
   }
   // The transfer engine reports a transfer's end only when nothing of it can still land:
@@ -372,11 +372,12 @@ void DecodeCore::OnTransferResult(uint64_t generation, int rank,
       ++checksum_failures_;
       metrics_->checksum_failures->Increment();
     }
-    EndEntry(*e,
-             base::Annotate(result.status(),
-                            absl::StrCat("transfer for request ", e->request_id,
-                                         ranks_->size() > 1 ? absl::StrCat(" to rank ", rank) : "")),
-             std::nullopt);
+    EndEntry(
+        *e,
+        base::Annotate(result.status(),
+                       absl::StrCat("transfer for request ", e->request_id,
+                                    ranks_->size() > 1 ? absl::StrCat(" to rank ", rank) : "")),
+        std::nullopt);
     UpdateGauges();
     return;
   }
@@ -403,14 +404,13 @@ void DecodeCore::OnAllTransferred(Entry& e) {
                                            " tokens, the reservation for ", e.prompt_tokens));
   } else if (c->first_token() < 0 || c->first_token() >= engine_->vocab_size()) {
     bad = absl::DataLossError(absl::StrCat("first token ", c->first_token(), " out of range"));
-  } else if (c->layout_hash() !=
-             layout_.TransferHash(static_cast<int>(c->prefill_tp_size()), d)) {
+  } else if (c->layout_hash() != layout_.TransferHash(static_cast<int>(c->prefill_tp_size()), d)) {
     // The bytes arrived and verified, but were cut for another layout pair: never run them.
     bad = absl::FailedPreconditionError(absl::StrCat(
         "the sender's layout hash ", c->layout_hash(), " (prefill TP=", c->prefill_tp_size(),
-        ") is not this decode worker's for prefill TP=", c->prefill_tp_size(),
-        " -> decode TP=", d, " of this model format (",
-        layout_.TransferHash(static_cast<int>(c->prefill_tp_size()), d), ")"));
+        ") is not this decode worker's for prefill TP=", c->prefill_tp_size(), " -> decode TP=", d,
+        " of this model format (", layout_.TransferHash(static_cast<int>(c->prefill_tp_size()), d),
+        ")"));
   }
   for (int r = 1; r < d && bad.ok(); ++r) {
     if (e.completions[r]->payload != first.payload) {

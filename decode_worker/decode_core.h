@@ -189,7 +189,7 @@ class DecodeCore {
 
   const DecodeCoreOptions options_;
   worker_common::RankGroup* ranks_;
-  engine::Engine* engine_;  // the lead rank: scheduling facts
+  engine::Engine* engine_;                            // the lead rank: scheduling facts
   std::vector<transfer::TransferEngine*> transfers_;  // [rank]
   worker_common::TaskQueue* engine_queue_;
   worker_common::TaskQueue* fence_queue_;

@@ -45,8 +45,8 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
   const int d = static_cast<int>(ticket.tp_size());
   if (absl::Status s = layout.CheckTp(d); !s.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "cannot map this worker's TP=", layout.tp_size(), " state onto ", from, " at TP=", d,
-        ": ", s.message(), " (run the decode worker with a --tp that divides them)"));
+        "cannot map this worker's TP=", layout.tp_size(), " state onto ", from, " at TP=", d, ": ",
+        s.message(), " (run the decode worker with a --tp that divides them)"));
   }
   if (absl::Status s = transfer::CheckCompat(ticket.compat_hash(), layout.TicketHash(d), from);
       !s.ok()) {
@@ -59,8 +59,8 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
                                                       " != this worker's ", layout.page_size()));
   }
   if (ticket.ranks_size() != d) {
-    return absl::InvalidArgumentError(absl::StrCat("the ticket is for TP=", d, " but lists ",
-                                                   ticket.ranks_size(), " ranks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the ticket is for TP=", d, " but lists ", ticket.ranks_size(), " ranks"));
   }
   if (ticket.transfer_id() == 0) return absl::InvalidArgumentError("ticket.transfer_id is 0");
   ParsedTicket out;
@@ -85,8 +85,7 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
           prefix, " owns KV heads [", rank.kv_heads().first(), ", +", rank.kv_heads().count(),
           ") and GKA heads [", rank.gka_heads().first(), ", +", rank.gka_heads().count(),
           "); this worker shards TP=", d, " by even head shares, so rank ", j, " would own KV [",
-          kv.first, ", +", kv.count, ") and GKA [", gka.first, ", +", gka.count,
-          "): cannot map"));
+          kv.first, ", +", kv.count, ") and GKA [", gka.first, ", +", gka.count, "): cannot map"));
     }
     if (rank.ucx_worker_address().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(prefix, ".ucx_worker_address is empty"));
@@ -106,10 +105,10 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
       dest.target.regions.push_back({r.remote_addr(), r.length(), r.packed_rkey()});
     }
     if (static_cast<size_t>(rank.segments_size()) != specs.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          prefix, ".segments lists ", rank.segments_size(), " segments; a prompt of ",
-          prompt_tokens, " tokens has ", specs.size(),
-          " (was the ticket reserved for another prompt length?)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, ".segments lists ", rank.segments_size(), " segments; a prompt of ",
+                       prompt_tokens, " tokens has ", specs.size(),
+                       " (was the ticket reserved for another prompt length?)"));
     }
     for (int i = 0; i < rank.segments_size(); ++i) {
       const wpb::TransferSegment& s = rank.segments(i);
@@ -169,10 +168,10 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
   }
   for (const RankDestination& dest : job.ticket.ranks) {
     if (dest.destinations.size() != job.specs.size()) {
-      return fail(absl::InternalError(absl::StrCat("the sequence has ", job.specs.size(),
-                                                   " segments, the ticket ",
-                                                   dest.destinations.size())),
-                  false);
+      return fail(
+          absl::InternalError(absl::StrCat("the sequence has ", job.specs.size(),
+                                           " segments, the ticket ", dest.destinations.size())),
+          false);
     }
   }
   absl::Time deadline = job.deadline;

@@ -47,7 +47,9 @@ struct ShardedShape {
   uint64_t units = 0;       // sharded units per block over all ranks, e.g. KV heads
   uint64_t unit_bytes = 0;  // bytes of one unit, e.g. head_dim × dtype size
   // Bytes rank r of `tp` holds (the same for every rank).
-  uint64_t RankBytes(int tp) const { return outer * (units / static_cast<uint64_t>(tp)) * unit_bytes; }
+  uint64_t RankBytes(int tp) const {
+    return outer * (units / static_cast<uint64_t>(tp)) * unit_bytes;
+  }
 };
 
 // FAILED_PRECONDITION naming `what` when `tp` < 1 or does not divide shape.units: a layout

@@ -111,8 +111,8 @@ class TpPairTest : public ::testing::Test {
     prefill_ = *std::move(prefill);
     decode_stub_ = wpb::DecodeService::NewStub(rpc::CreateChannel(decode_->grpc_address(), {}));
     prefill_stub_ = wpb::PrefillService::NewStub(rpc::CreateChannel(prefill_->grpc_address(), {}));
-    auto ref = worker_common::LoadModel(
-        {.model_dir = TpModelDir(), .num_slots = 1, .max_seq_len = 256});
+    auto ref =
+        worker_common::LoadModel({.model_dir = TpModelDir(), .num_slots = 1, .max_seq_len = 256});
     ASSERT_TRUE(ref.ok()) << ref.status();
     reference_ = *std::move(ref);
   }

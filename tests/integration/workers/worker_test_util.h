@@ -216,7 +216,8 @@ inline RequestOutcome RunRequest(wpb::DecodeService::Stub& decode,
       if (spec.logprobs) out.logprobs.push_back(out.prefill_result.first_logprob().logprob());
       if (spec.on_token) spec.on_token(m.started().first_token());
     } else if (m.has_tokens()) {
-      for (const spb::TokenLogprob& lp : m.tokens().logprobs()) out.logprobs.push_back(lp.logprob());
+      for (const spb::TokenLogprob& lp : m.tokens().logprobs())
+        out.logprobs.push_back(lp.logprob());
       for (int32_t t : m.tokens().token_ids()) {
         out.tokens.push_back(t);
         if (spec.on_token) spec.on_token(t);
