@@ -95,6 +95,7 @@ absl::Status Admission::Init(metrics::Registry& registry) {
       t->rung_gauge = rung->Labels(l);
       t->refused_full = refused->Labels({{"tier", t->tier->name}, {"reason", "queue_full"}});
       t->refused_timeout = refused->Labels({{"tier", t->tier->name}, {"reason", "queue_timeout"}});
+      t->refused_rate = refused->Labels({{"tier", t->tier->name}, {"reason", "rate_limit"}});
       t->step_down = steps->Labels({{"tier", t->tier->name}, {"direction", "down"}});
       t->step_up = steps->Labels({{"tier", t->tier->name}, {"direction", "up"}});
       t->rung_gauge->Set(t->rung);
@@ -240,6 +241,12 @@ absl::Duration Admission::RetryAfter(const Tier& tier, absl::Time now) {
   auto it = by_name_.find(tier.name);
   if (it == by_name_.end()) return options_.min_retry_after;
   return RetryAfterLocked(*it->second, now);
+}
+
+void Admission::CountRateLimited(absl::string_view tier) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_name_.find(tier);
+  if (it != by_name_.end() && it->second->refused_rate) it->second->refused_rate->Increment();
 }
 
 void Admission::ObserveItl(absl::string_view tier, absl::Duration gap) {

@@ -103,6 +103,9 @@ class Admission {
 
   // The cluster's decode state slots (ignored when options.max_running is set).
   void SetCapacity(int slots);
+  // A request of `tier` refused by its API key's rate limit (router/rate_limit.h), counted
+  // with the admission refusals (reason "rate_limit").
+  void CountRateLimited(absl::string_view tier);
   // One inter-token gap of `tier` for the ITL signal.
   void ObserveItl(absl::string_view tier, absl::Duration gap);
   // Re-evaluates every ladder and sheds queued requests past their tier's max_queue_ms.
@@ -143,6 +146,7 @@ class Admission {
     std::optional<metrics::Histogram> wait;
     std::optional<metrics::Counter> refused_full;
     std::optional<metrics::Counter> refused_timeout;
+    std::optional<metrics::Counter> refused_rate;
     std::optional<metrics::Counter> step_down;
     std::optional<metrics::Counter> step_up;
   };

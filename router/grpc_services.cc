@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/rpc/auth.h"
 #include "common/rpc/deadline.h"
 #include "common/rpc/status.h"
 #include "router/wire.h"
@@ -31,9 +32,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       core.Reject(this, "", "", parsed, /*retryable=*/false);
       return;
     }
+    // The key's name when the call authenticated with one (per-key rate limits).
+    std::string api_key;
+    if (const std::shared_ptr<const grpc::AuthContext> auth = context->auth_context()) {
+      for (const grpc::string_ref& name : auth->FindPropertyValues(rpc::kApiKeyNameProperty)) {
+        api_key.assign(name.data(), name.size());
+      }
+    }
     // Outlives the handler: the Generation calls back until OnFinish.
     std::shared_ptr<Generation> generation =
-        core.StartGeneration(request, this, rpc::Deadline(*context));
+        core.StartGeneration(request, this, rpc::Deadline(*context), api_key);
     absl::MutexLock lock(&mu_);
     generation_ = std::move(generation);
   }

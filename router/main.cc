@@ -106,6 +106,10 @@ int main(int argc, char** argv) {
                  "queue requests per tier when every decode slot is taken, refuse beyond the "
                  "tier's queue_limit with RESOURCE_EXHAUSTED + retry-after (false: place at once)")
       ->capture_default_str();
+  app.add_option("--rate-limit", options.rate_limits,
+                 "per-API-key limit NAME=REQUESTS_PER_SECOND[:BURST] (repeatable; NAME '*': every "
+                 "key without its own, each in its own bucket; callers without a key count as "
+                 "the key ''); over it: RESOURCE_EXHAUSTED + retry-after");
   app.add_option("--max-running", options.max_running,
                  "requests placed at once; 0 = the healthy decode workers' state slots")
       ->capture_default_str();

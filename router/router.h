@@ -26,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
@@ -83,6 +84,8 @@ struct RouterOptions {
   // behaviour before issue 9); max_running 0 = the decode workers' state slots.
   bool admission = true;
   int max_running = 0;
+  // Per-API-key rate limits, "NAME=RPS[:BURST]" each (router/rate_limit.h).
+  std::vector<std::string> rate_limits;
 };
 
 class Router {

@@ -24,7 +24,8 @@ RouterCore::RouterCore(CoreOptions options, TierTable tiers, TextAssets text,
       model_(std::move(model)),
       metrics_registry_(metrics_registry),
       registry_(options_.registry),
-      admission_(std::make_unique<Admission>(options_.admission, tiers_)) {}
+      admission_(std::make_unique<Admission>(options_.admission, tiers_)),
+      rate_limits_(options_.rate_limits) {}
 
 RouterCore::~RouterCore() {
   // Normally empty: the server's shutdown cancelled every call. In-process callers may have
@@ -112,7 +113,8 @@ void RouterCore::Reject(GenerationSink* sink, const std::string& request_id, abs
 }
 
 std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateRequest& request,
-                                                        GenerationSink* sink, absl::Time deadline) {
+                                                        GenerationSink* sink, absl::Time deadline,
+                                                        const std::string& api_key) {
   const absl::Time arrival = absl::Now();
   // Requests that fail before their tier is known count under the default tier.
   absl::StatusOr<const Tier*> tier = tiers_.Find(request.tier());
@@ -132,6 +134,11 @@ std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateReques
   absl::StatusOr<ResolvedRequest> plan = ResolveRequest(request, MakeRequestContext());
   if (!plan.ok()) {
     Reject(sink, request.request_id(), tier_name, plan.status(), false);
+    return nullptr;
+  }
+  if (absl::Status limited = rate_limits_.Take(api_key, absl::Now()); !limited.ok()) {
+    admission_->CountRateLimited(tier_name);
+    Reject(sink, request.request_id(), tier_name, limited, /*retryable=*/true);
     return nullptr;
   }
   absl::StatusOr<OutputText> output =

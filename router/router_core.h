@@ -35,6 +35,7 @@
 #include "gka/serving/v1/serving.pb.h"
 #include "gka/worker/v1/worker.grpc.pb.h"
 #include "router/admission.h"
+#include "router/rate_limit.h"
 #include "router/generation.h"
 #include "router/model_dir.h"
 #include "router/request_validation.h"
@@ -68,6 +69,8 @@ struct CoreOptions {
   rpc::TlsConfig worker_tls;
   // Per-tier queues in front of placement and the degrade ladder (router/admission.h).
   AdmissionOptions admission;
+  // Per-API-key token buckets (router/rate_limit.h); empty: none.
+  RateLimits rate_limits;
 };
 
 // Stubs for one worker address (shared by every request placed there).
@@ -91,9 +94,11 @@ class RouterCore {
   // Admits and starts `request`. Every outcome reaches `sink` (a rejected request gets an
   // Error response and a non-OK finish before this returns, and nullptr is returned). The
   // sink must stay valid until its OnFinish. `deadline`: the client's (InfiniteFuture when
-  // none); it bounds every worker call.
+  // none); it bounds every worker call. `api_key`: the name of the caller's API key ("" for
+  // none), for the per-key rate limits.
   std::shared_ptr<Generation> StartGeneration(const serving::v1::GenerateRequest& request,
-                                              GenerationSink* sink, absl::Time deadline);
+                                              GenerationSink* sink, absl::Time deadline,
+                                              const std::string& api_key = "");
 
   // Delivers a rejection to `sink` (an Error response, then OnFinish(status)) and counts it
   // under `tier` (the default tier when empty). For requests refused before admission, e.g.
@@ -150,6 +155,7 @@ class RouterCore {
   std::unique_ptr<RouterMetrics> metrics_;
   WorkerRegistry registry_;
   std::unique_ptr<Admission> admission_;
+  RateLimits rate_limits_;
   std::atomic<uint64_t> next_request_ = 0;
 
   absl::Mutex stubs_mu_;

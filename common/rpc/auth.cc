@@ -102,7 +102,7 @@ class BearerTokenCredentials final : public grpc::ServerCredentials {
         nullptr);
   }
 
-  static void Process(void* state, grpc_auth_context* /*context*/, const grpc_metadata* md,
+  static void Process(void* state, grpc_auth_context* context, const grpc_metadata* md,
                       size_t num_md, grpc_process_auth_metadata_done_cb cb, void* user_data) {
     const auto& options = *static_cast<const KeyCheck*>(state);
     absl::string_view path;
@@ -123,9 +123,13 @@ class BearerTokenCredentials final : public grpc::ServerCredentials {
       }
     }
     const std::optional<absl::string_view> key = BearerKey(authorization);
-    if (has_authorization && key.has_value() && options.keys.Match(*key).has_value()) {
-      cb(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_OK, nullptr);
-      return;
+    if (has_authorization && key.has_value()) {
+      if (const std::optional<std::string> name = options.keys.Match(*key)) {
+        // The handler learns which key called (per-key rate limits), never the key itself.
+        grpc_auth_context_add_cstring_property(context, kApiKeyNameProperty, name->c_str());
+        cb(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_OK, nullptr);
+        return;
+      }
     }
     // gRPC copies the details string before the callback returns.
     const std::string details =

@@ -70,6 +70,11 @@ class ApiKeys {
   std::vector<Entry> entries_;
 };
 
+// The auth-context property a server call carries once its bearer token matched: the key's
+// name (ApiKeys), so that handlers can apply per-key limits
+// (grpc::ServerContextBase::auth_context()->FindPropertyValues(kApiKeyNameProperty)).
+inline constexpr char kApiKeyNameProperty[] = "gka.api_key_name";
+
 struct BearerTokenOptions {
   // Required token; empty (and no `keys`) disables the check (every call passes).
   std::string token;

@@ -86,19 +86,21 @@ def metric(samples: dict, name: str, **labels) -> float:
 
 
 class Cluster:
-    def __init__(self, bin_dir: str):
+    def __init__(self, bin_dir: str, router_args: str = "", api_key=None):
         self.bin = pathlib.Path(bin_dir)
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="gka-admission-"))
         self.model = self.dir / "model"
+        self.api_key = api_key
         subprocess.run([self.bin / "gka", "make-tiny-model", "--out", self.model], check=True,
                        capture_output=True)
         (self.dir / "tiers.json").write_text(json.dumps(TIERS))
+        extra = ["--router-args", router_args.format(dir=self.dir)] if router_args else []
         with open(self.dir / "local.log", "w") as log:
             self.local = subprocess.Popen(
                 [self.bin / "gka", "local", "--model", self.model, "--port", "0",
                  "--metrics-port", "0", "--http-port", "0", "--prefill-workers", "1",
                  "--decode-workers", "1", "--num-slots", "2", "--tiers", self.dir / "tiers.json",
-                 "--state-file", self.dir / "state", "--log-dir", self.dir],
+                 "--state-file", self.dir / "state", "--log-dir", self.dir, *extra],
                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 120
         self.lines = []
@@ -117,7 +119,7 @@ class Cluster:
         self.decode_metrics = self.field("decode", "metrics")
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.GenerateServiceStub(self.channel)
-        with gkaserve.Client(self.address) as c:
+        with gkaserve.Client(self.address, api_key=api_key or "") as c:
             c.wait_for_ready(30)
         # Slots known to the router (from the decode worker's registration).
         deadline = time.monotonic() + 30
@@ -159,7 +161,8 @@ class Call:
                                  token_ids=pb.TokenIds(ids=[1, 2, 3, 4, 5, 6, 7, 8]),
                                  sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0,
                                                             ignore_eos=True))
-        self.call = cluster.stub.Generate(req, timeout=timeout)
+        metadata = ([("authorization", f"Bearer {cluster.api_key}")] if cluster.api_key else None)
+        self.call = cluster.stub.Generate(req, timeout=timeout, metadata=metadata)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -419,6 +422,62 @@ class AdmissionClusterTest(unittest.TestCase):
         for q in queued:
             q.wait(30)
         self.assert_idle()
+
+
+@unittest.skipUnless(BIN, "GKA_SDK_BIN_DIR is not set")
+class RateLimitClusterTest(unittest.TestCase):
+    """Per-API-key rate limits: the key 'ci' may send 2 requests/s with a burst of 2."""
+    KEY = "gka-admission-test-key"
+
+    @classmethod
+    def setUpClass(cls):
+        key_file = pathlib.Path(tempfile.mkdtemp(prefix="gka-keys-")) / "keys"
+        line = subprocess.run([pathlib.Path(BIN) / "gka", "hash-api-key", "--name", "ci",
+                               "--key", cls.KEY], check=True, capture_output=True,
+                              text=True).stdout
+        key_file.write_text(line)
+        cls.key_dir = key_file.parent
+        cls.c = Cluster(BIN, router_args=f"--api-keys-file {key_file} --rate-limit ci=2:2",
+                        api_key=cls.KEY)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.close()
+        shutil.rmtree(cls.key_dir, ignore_errors=True)
+
+    def test_over_the_limit_is_refused_with_a_hint_and_the_sdk_waits_it_out(self):
+        calls = [Call(self.c, f"rate-{i}", "standard", 1).wait(30) for i in range(3)]
+        self.assertEqual([c.code for c in calls[:2]], [grpc.StatusCode.OK] * 2)
+        over = calls[2]
+        self.assertEqual(over.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("API key 'ci' is over its rate limit of 2", over.error.message)
+        self.assertTrue(over.error.retryable)
+        self.assertGreater(over.error.retry_after_ms, 0)
+        self.assertLessEqual(over.error.retry_after_ms, 500)
+        self.assertEqual(over.trailers.get("retry-after-ms"), str(over.error.retry_after_ms))
+        self.assertGreaterEqual(
+            metric(scrape(self.c.metrics), "gka_admission_refused_total", reason="rate_limit"), 1)
+        # Four SDK calls at once with the same key: at most the burst (2) pass at once, the
+        # others are refused, wait out the hint and succeed.
+        results = [None] * 4
+        with gkaserve.Client(self.c.address, api_key=self.KEY,
+                             retry=RetryPolicy(max_attempts=8)) as client:
+            def one(i):
+                try:
+                    results[i] = client.generate(
+                        [1, 2, 3], sampling=SamplingParams(max_tokens=1, ignore_eos=True),
+                        timeout=30)
+                except GkaError as e:
+                    results[i] = e
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+        for r in results:
+            self.assertNotIsInstance(r, GkaError, str(r))
+            self.assertEqual(len(r.token_ids), 1)
+        self.assertGreaterEqual(sum(r.attempts for r in results), 6)
 
 
 if __name__ == "__main__":
