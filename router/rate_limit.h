@@ -4,7 +4,9 @@
 //
 // Owns: the parsed limits ("NAME=RPS[:BURST]"; NAME "*" applies to every key without its own
 // rule, each key then getting its own bucket; the caller without a key is the key "") and the
-// buckets. Time is passed in, so tests drive it.
+// buckets. Time is passed in, so tests drive it. The key's name comes from the gRPC auth
+// context (rpc::kApiKeyNameProperty); the OpenAI HTTP gateway does not pass it yet, so its
+// requests count as the key-less caller "".
 //
 //   GKA_ASSIGN_OR_RETURN(RateLimits limits, RateLimits::Parse({"batch-team=2:4", "*=50"}));
 //   absl::Status s = limits.Take("batch-team", absl::Now());   // OK or RESOURCE_EXHAUSTED
