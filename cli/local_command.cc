@@ -5,6 +5,7 @@
 //             [--backend cpu] [--num-slots 16] [--page-size 16] [--restart]
 //             [--http-port 8000] [--served-model-name NAME] [--prefill-tp 1] [--decode-tp 1]
 //             [--router-args "..."] [--prefill-args "..."] [--decode-args "..."]
+//             [--prefill-gpus 0,1] [--decode-gpus 2,3]
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
 // (metrics on MP+1, MP+2, ...) and the decode workers (after the prefill ones); worker gRPC and
@@ -28,6 +29,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "common/base/logging.h"
@@ -58,6 +60,11 @@ struct LocalFlags {
   // hand-off maps prefill ranks onto decode ranks by head.
   int prefill_tp = 1;
   int decode_tp = 1;
+  // --backend cuda: GPU ids (CUDA_VISIBLE_DEVICES style) for the workers of a role, `tp` per
+  // worker in launch order. Empty: every GPU is visible to every worker and worker i of the
+  // role starts at --gpu (prefill first, then decode), so the default never shares a GPU.
+  std::string prefill_gpus;
+  std::string decode_gpus;
   // Extra flags for every process of a role, split at spaces (tests: short leases and
   // heartbeats, fault-injection hooks, drain grace).
   std::string router_args;
@@ -176,6 +183,39 @@ void StopAll(std::vector<Child>& children, pid_t pgid) {
   }
 }
 
+// How worker `index` of a role with `tp` ranks gets its GPUs: with a list, `env
+// CUDA_VISIBLE_DEVICES=<its tp ids>` in front of the command (the worker then uses its devices
+// 0..tp-1; a restart reuses the same argv, so the same GPUs); without one, `--gpu first` where
+// `first` counts the GPUs of the workers started before it. Nothing for the CPU backend.
+struct GpuPlacement {
+  std::vector<std::string> prefix;  // before the binary
+  std::vector<std::string> args;    // after the worker's own flags
+};
+absl::StatusOr<GpuPlacement> PlaceGpus(const LocalFlags& f, absl::string_view role, int index,
+                                       int tp, const std::string& list, int first) {
+  GpuPlacement p;
+  if (f.backend != "cuda") return p;
+  if (list.empty()) {
+    p.args = {"--gpu", absl::StrCat(first + index * tp)};
+    return p;
+  }
+  std::vector<std::string> ids = absl::StrSplit(list, ',', absl::SkipEmpty());
+  if (static_cast<int>(ids.size()) < (index + 1) * tp) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", role, "-gpus '", list, "' lists ", ids.size(), " GPUs; ", role, " worker ", index,
+        " at TP=", tp, " needs ids ", index * tp, "..", (index + 1) * tp - 1));
+  }
+  std::vector<std::string> mine(ids.begin() + index * tp, ids.begin() + (index + 1) * tp);
+  p.prefix = {"/usr/bin/env", absl::StrCat("CUDA_VISIBLE_DEVICES=", absl::StrJoin(mine, ","))};
+  return p;
+}
+
+std::vector<std::string> Placed(const GpuPlacement& p, std::vector<std::string> argv) {
+  argv.insert(argv.begin(), p.prefix.begin(), p.prefix.end());
+  argv.insert(argv.end(), p.args.begin(), p.args.end());
+  return argv;
+}
+
 absl::Status RunLocal(const LocalFlags& f) {
   if (f.prefill_workers < 1 || f.decode_workers < 1) {
     return absl::InvalidArgumentError("need at least one prefill and one decode worker");
@@ -265,22 +305,35 @@ absl::Status RunLocal(const LocalFlags& f) {
   int metrics = f.metrics_port;
   auto NextMetricsPort = [&] { return absl::StrCat(f.metrics_port == 0 ? 0 : ++metrics); };
   for (int i = 0; status.ok() && i < f.prefill_workers; ++i) {
+    absl::StatusOr<GpuPlacement> gpus = PlaceGpus(f, "prefill", i, f.prefill_tp, f.prefill_gpus, 0);
+    if (!gpus.ok()) {
+      status = gpus.status();
+      break;
+    }
     status = start(
         "prefill", i,
-        WithArgs({bin + "/gka-prefill-worker", "--model", f.model_dir, "--router", router_addr,
-                  "--port", "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
-                  "--worker-id", absl::StrCat("prefill-", i), "--page-size",
-                  absl::StrCat(f.page_size), "--tp", absl::StrCat(f.prefill_tp)},
+        WithArgs(Placed(*gpus, {bin + "/gka-prefill-worker", "--model", f.model_dir, "--router",
+                                router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
+                                "--backend", f.backend, "--worker-id", absl::StrCat("prefill-", i),
+                                "--page-size", absl::StrCat(f.page_size), "--tp",
+                                absl::StrCat(f.prefill_tp)}),
                  WithVocabLimit(f.prefill_args)));
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
-    status = start("decode", i,
-                   WithArgs({bin + "/gka-decode-worker", "--model", f.model_dir, "--router",
-                             router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
-                             "--backend", f.backend, "--worker-id", absl::StrCat("decode-", i),
-                             "--num-slots", absl::StrCat(f.num_slots), "--page-size",
-                             absl::StrCat(f.page_size), "--tp", absl::StrCat(f.decode_tp)},
-                            WithVocabLimit(f.decode_args)));
+    absl::StatusOr<GpuPlacement> gpus =
+        PlaceGpus(f, "decode", i, f.decode_tp, f.decode_gpus, f.prefill_workers * f.prefill_tp);
+    if (!gpus.ok()) {
+      status = gpus.status();
+      break;
+    }
+    status = start(
+        "decode", i,
+        WithArgs(Placed(*gpus, {bin + "/gka-decode-worker", "--model", f.model_dir, "--router",
+                                router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
+                                "--backend", f.backend, "--worker-id", absl::StrCat("decode-", i),
+                                "--num-slots", absl::StrCat(f.num_slots), "--page-size",
+                                absl::StrCat(f.page_size), "--tp", absl::StrCat(f.decode_tp)}),
+                 WithVocabLimit(f.decode_args)));
   }
   if (status.ok()) write_state();
   if (status.ok()) {
@@ -341,6 +394,12 @@ void RegisterLocal(CLI::App& app, Action& run) {
   cmd->add_option("--state-file", f->state_file, "write the processes' JSON lines here");
   cmd->add_option("--log-dir", f->log_dir, "children's stderr to DIR/<role>-<i>.log");
   cmd->add_option("--backend", f->backend, "cpu | cuda")->capture_default_str();
+  cmd->add_option("--prefill-gpus", f->prefill_gpus,
+                  "cuda: GPU ids for the prefill workers, --prefill-tp each, e.g. 0,1 (empty: "
+                  "consecutive GPUs from 0)");
+  cmd->add_option("--decode-gpus", f->decode_gpus,
+                  "cuda: GPU ids for the decode workers, --decode-tp each, e.g. 2,3 (empty: the "
+                  "GPUs after the prefill workers')");
   cmd->add_option("--num-slots", f->num_slots, "decode worker state slots")->capture_default_str();
   cmd->add_option("--page-size", f->page_size, "KV page size")->capture_default_str();
   cmd->add_option("--prefill-tp", f->prefill_tp, "tensor-parallel ranks per prefill worker")

@@ -63,6 +63,9 @@ struct DecodeCore::Entry {
   std::string tier;
   transfer::Lease lease;
   absl::Time reserved_at;
+  // GPU state, staged path: per rank, the pinned landing its share is written into (freed
+  // with the entry: after the registrations below are revoked, never while quarantined).
+  std::vector<std::unique_ptr<transfer::Landing>> landings;
   // This reservation's UCX registrations, per rank; cleared (revoked) as soon as nothing may
   // write.
   std::vector<std::vector<std::unique_ptr<transfer::MemoryRegion>>> regions;
@@ -292,13 +295,45 @@ absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequ
     transfer::ExpectedTransfer& x = expected[r];
     x.transfer_id = e->generation;
     x.lease_deadline = e->lease.deadline;
+    const worker_common::DeviceTransfer* device = options_.device;
+    if (device != nullptr && device->on_device()) x.caller_verifies_checksum = true;
+    if (device != nullptr && device->path() == transfer::TransferPath::kStaged) {
+      // The share lands in pinned staging laid out like the segments (one region); the copy
+      // into GPU memory happens once every rank reported.
+      std::vector<transfer::DeviceRange> device_ranges;
+      for (const engine::MemorySegment& s : segments) device_ranges.push_back({s.ptr, s.bytes});
+      e->landings.resize(tp);
+      GKA_ASSIGN_OR_RETURN(e->landings[r],
+                           transfer::Landing::Create(*device->pool(r), std::move(device_ranges)));
+      transfer::Landing& landing = *e->landings[r];
+      GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::MemoryRegion> region,
+                           transfers_[r]->RegisterMemory(landing.data(), landing.size(),
+                                                         transfer::MemoryKind::kHost));
+      wpb::MemoryRegion* mr = rank->add_regions();
+      mr->set_kind(wpb::REGION_KIND_UNSPECIFIED);  // KV pages and states together
+      mr->set_remote_addr(region->remote().remote_addr);
+      mr->set_length(region->remote().length);
+      mr->set_packed_rkey(region->remote().packed_rkey);
+      for (size_t i = 0; i < segments.size(); ++i) {
+        wpb::TransferSegment* seg = rank->add_segments();
+        seg->set_region(0);
+        seg->set_remote_addr(region->remote().remote_addr +
+                             static_cast<uint64_t>(landing.landing(i) - landing.data()));
+        seg->set_length(segments[i].bytes);
+        seg->set_kind(worker_common::ToRegionKind(specs[i].kind));
+      }
+      e->regions[r].push_back(std::move(region));
+      x.verify_ranges = landing.VerifyRanges();
+      continue;
+    }
+    const transfer::MemoryKind memory =
+        device != nullptr ? device->memory_kind() : transfer::MemoryKind::kHost;
     for (const auto& [first, last] : ContiguousRuns(segments, specs)) {
       char* begin = static_cast<char*>(segments[first].ptr);
       const uint64_t length = static_cast<uint64_t>(static_cast<char*>(segments[last - 1].ptr) +
                                                     segments[last - 1].bytes - begin);
-      GKA_ASSIGN_OR_RETURN(
-          std::unique_ptr<transfer::MemoryRegion> region,
-          transfers_[r]->RegisterMemory(begin, length, transfer::MemoryKind::kHost));
+      GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::MemoryRegion> region,
+                           transfers_[r]->RegisterMemory(begin, length, memory));
       wpb::MemoryRegion* mr = rank->add_regions();
       mr->set_kind(worker_common::ToRegionKind(specs[first].kind));
       mr->set_remote_addr(region->remote().remote_addr);
@@ -417,6 +452,32 @@ void DecodeCore::OnAllTransferred(Entry& e) {
       bad = absl::DataLossError(absl::StrCat("rank ", r, "'s completion differs from rank 0's"));
     }
   }
+  // GPU state: the poly61 check is ours (the transfer engine only bounded the writes). Staged:
+  // copy each rank's landing into its GPU memory, checking as it copies; direct: check in place.
+  const worker_common::DeviceTransfer* device = options_.device;
+  for (int r = 0; r < d && bad.ok() && device != nullptr && device->on_device(); ++r) {
+    const transfer::TransferCompletion& c = *e.completions[r];
+    if (!e.landings.empty()) {
+      bad = e.landings[r]->CopyInAndVerify(device->copier(r), c.checksum, c.bytes);
+    } else {
+      absl::StatusOr<std::vector<engine::MemorySegment>> segments =
+          ranks_->rank(r).DescribeSequence(e.seq);
+      bad = segments.status();
+      if (bad.ok()) {
+        std::vector<transfer::DeviceRange> ranges;
+        for (const engine::MemorySegment& s : *segments) ranges.push_back({s.ptr, s.bytes});
+        bad = transfer::VerifyInPlace(device->copier(r), ranges, c.checksum, c.bytes);
+      }
+    }
+    if (!bad.ok()) {
+      bad = base::Annotate(bad, absl::StrCat("rank ", r));
+      if (bad.code() == absl::StatusCode::kDataLoss) {
+        ++checksum_failures_;
+        metrics_->checksum_failures->Increment();
+      }
+    }
+  }
+  e.landings.clear();  // copied in (or refused): the pinned staging goes back to the pool
   if (!bad.ok()) {
     GKA_LOG(WARNING) << "request " << e.request_id << ": refusing its completion: " << bad;
     EndEntry(e, bad, std::nullopt);

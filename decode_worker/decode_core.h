@@ -44,6 +44,7 @@
 #include "common/scheduler/scheduler.h"
 #include "common/transfer/lease.h"
 #include "common/transfer/transfer_engine.h"
+#include "decode_worker/common/device_transfer.h"
 #include "decode_worker/common/handoff.h"
 #include "decode_worker/common/rank_group.h"
 #include "decode_worker/common/step_runner.h"
@@ -95,6 +96,10 @@ struct DecodeCoreOptions {
   int32_t vocab_limit = 0;  // sample ids < vocab_limit (0: the whole vocabulary)
   int32_t total_pages = 0;
   int32_t total_slots = 0;
+  // GPU state (null or kHost: host memory registered in place, XXH3 checked by UCX). Staged:
+  // each rank's share lands in pinned staging and is copied in with the poly61 check before
+  // admission; direct: UCX writes GPU memory, poly61 checked in place. Borrowed.
+  const worker_common::DeviceTransfer* device = nullptr;
 };
 
 // What tests and the load report read (a snapshot).

@@ -32,6 +32,8 @@ struct DecodeWorker::Impl {
   // One per tensor-parallel rank (its own UCX worker address in the ticket): each rank
   // receives its heads' share of every hand-off on its own.
   std::vector<std::unique_ptr<transfer::UcxTransferEngine>> transfers;
+  // GPU state: staging copiers and pinned pools per rank (outlive the core's landings).
+  std::unique_ptr<worker_common::DeviceTransfer> device;
   std::shared_ptr<metrics::Registry> registry;
   std::unique_ptr<DecodeMetrics> metrics;
   std::unique_ptr<DecodeCore> core;
@@ -245,21 +247,24 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
     return absl::InvalidArgumentError("--max-batch-tokens must be >= 1");
   }
   GKA_ASSIGN_OR_RETURN(w->model, worker_common::LoadModel(options.common.model));
-  if (w->model.lead().options().backend != kernels::BackendKind::kCpu) {
-    // Registering device memory needs UCX with CUDA support or staging; neither is here yet.
-    return absl::UnimplementedError(
-        "the decode worker receives hand-offs into host memory only: use --backend cpu");
-  }
   std::vector<transfer::TransferEngine*> transfers;
   for (int r = 0; r < w->model.ranks->size(); ++r) {
-    GKA_ASSIGN_OR_RETURN(
-        auto t, transfer::UcxTransferEngine::Create(
-                    {.transports = options.common.ucx_transports,
-                     .name = w->model.ranks->size() == 1
-                                 ? options.common.worker_id
-                                 : absl::StrCat(options.common.worker_id, "-rank", r)}));
+    GKA_ASSIGN_OR_RETURN(auto t,
+                         transfer::UcxTransferEngine::Create(
+                             {.transports = options.common.ucx_transports,
+                              .name = w->model.ranks->size() == 1
+                                          ? options.common.worker_id
+                                          : absl::StrCat(options.common.worker_id, "-rank", r)}));
     transfers.push_back(t.get());
     w->transfers.push_back(std::move(t));
+  }
+  {
+    GKA_ASSIGN_OR_RETURN(transfer::StagingMode mode,
+                         transfer::ParseStagingMode(options.common.device_transfer));
+    std::vector<const engine::Engine*> engines;
+    for (int r = 0; r < w->model.ranks->size(); ++r) engines.push_back(&w->model.ranks->rank(r));
+    GKA_ASSIGN_OR_RETURN(w->device, worker_common::DeviceTransfer::Create(
+                                        engines, w->transfers[0]->SupportsCuda(), {.mode = mode}));
   }
   w->registry = std::make_shared<metrics::Registry>();
   GKA_ASSIGN_OR_RETURN(w->metrics, DecodeMetrics::Create(*w->registry, options.common.worker_id,
@@ -274,9 +279,10 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
   co.vocab_limit = options.common.vocab_limit;
   co.total_pages = w->model.total_pages;
   co.total_slots = w->model.total_slots;
-  GKA_ASSIGN_OR_RETURN(
-      w->core, DecodeCore::Create(co, w->model.ranks.get(), std::move(transfers),
-                                  &w->engine_queue(), &w->fence_queue, w->metrics.get()));
+  co.device = w->device.get();
+  GKA_ASSIGN_OR_RETURN(w->core,
+                       DecodeCore::Create(co, w->model.ranks.get(), std::move(transfers),
+                                          &w->engine_queue(), &w->fence_queue, w->metrics.get()));
   w->Publish();
   w->runtime.StartEngineThread([w] { return w->core->Tick(); }, [w] { w->Publish(); });
   w->fence_thread = std::thread([w] { w->RunFencer(); });

@@ -146,7 +146,17 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
   return out;
 }
 
-HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job) {
+HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job,
+                         const worker_common::DeviceTransfer* device) {
+  const bool on_device = device != nullptr && device->on_device();
+  // Device path: the staging each decode rank's puts read, held until the outcome.
+  std::vector<std::unique_ptr<transfer::StagedSender>> staged;
+  // Writes the transport could neither finish nor cancel may still read the staging: keep it
+  // for the life of the process rather than free memory a queued write reads.
+  auto keep_staging_if_read = [&](const transfer::TransferOutcome& o) {
+    if (!o.local_may_be_read) return;
+    for (auto& s : staged) (void)s.release();
+  };
   HandoffResult r;
   const absl::Time start = absl::Now();
   auto fail = [&](absl::Status s, bool may_be_written) {
@@ -199,6 +209,7 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
     r.outcome.elapsed = absl::Now() - start;
     r.failure_reason = FailureReason(r.outcome.status, job.ticket.lease_deadline);
     if (job.cancelled != nullptr && job.cancelled->load()) r.failure_reason.clear();
+    keep_staging_if_read(r.outcome);
     return r;
   };
   for (int j = 0; j < d; ++j) {
@@ -237,7 +248,43 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
   // KV pages one attention layer at a time (the order a layer-streaming prefill produces
   // them in), to every decode rank; then every GKA and conv state in one go per rank.
   const size_t n = job.specs.size();
-  for (size_t k = 0; k < n;) {
+  // GPU memory: per decode rank, its pieces (same resharding as add_segment) as staged device
+  // segments, one stage per layer in canonical order; every rank's staging copies are enqueued
+  // before the first rank's puts. The prefill ranks' compute has finished writing them: the
+  // lead rank sampled the first token (a host sync) after the last layer's all-reduce, which
+  // every rank reached after its own KV and state writes.
+  if (on_device) {
+    std::vector<transfer::StageCopier*> copiers;
+    for (int i = 0; i < p; ++i) copiers.push_back(&device->copier(i));
+    for (int j = 0; j < d; ++j) {
+      std::vector<transfer::DeviceSegment> pieces;
+      for (size_t k = 0; k < n; ++k) {
+        const transfer::Segment& dst = job.ticket.ranks[j].destinations[k];
+        for (int i : transfer::SourceRanks(p, d, j)) {
+          const char* src = static_cast<const char*>(job.local[i][k].ptr);
+          for (const transfer::Piece& c : transfer::ReshardPieces(job.specs[k].shape, p, i, d, j)) {
+            pieces.push_back({.src = src + c.src_offset,
+                              .region = dst.region,
+                              .remote_addr = dst.remote_addr + c.dst_offset,
+                              .length = c.length,
+                              .stage = job.specs[k].layer,
+                              .source = i});
+            (job.specs[k].kind == SegmentKind::kKv ? r.kv_bytes : r.state_bytes) += c.length;
+          }
+        }
+      }
+      absl::StatusOr<std::unique_ptr<transfer::StagedSender>> s =
+          transfer::StagedSender::Start(copiers, device->pool(0), std::move(pieces));
+      if (!s.ok()) return cancel(s.status());
+      staged.push_back(*std::move(s));
+    }
+    for (int j = 0; j < d; ++j) {
+      absl::StatusOr<transfer::StagedSend> sent = staged[j]->PutAll(*transfers[j], cancelled);
+      if (!sent.ok()) return cancel(sent.status());
+      transfers[j]->SupplyChecksum(sent->checksum);
+    }
+  }
+  for (size_t k = 0; k < n && !on_device;) {
     if (job.specs[k].kind != SegmentKind::kKv) {
       ++k;
       continue;
@@ -257,7 +304,7 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
   }
   const absl::Time kv_posted = absl::Now();
   if (cancelled()) return cancel(absl::CancelledError("the Prefill call was cancelled"));
-  for (int j = 0; j < d; ++j) {
+  for (int j = 0; j < d && !on_device; ++j) {
     transfer::TransferDescriptor state;
     for (size_t k = 0; k < n; ++k) {
       if (job.specs[k].kind != SegmentKind::kKv) r.state_bytes += add_segment(state, j, k);
@@ -268,7 +315,7 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
 
   wpb::HandoffCompletion completion = job.completion;
 #ifdef GKA_FAULT_INJECTION
-  if (job.faults.corrupt_byte && !job.local.back().empty()) {
+  if (job.faults.corrupt_byte && !on_device && !job.local.back().empty()) {
     // Let the puts leave (small segments are copied when posted), then change the source the
     // checksum is computed from: the receiver holds bytes the checksum does not describe.
     absl::SleepFor(absl::Milliseconds(200));
@@ -327,6 +374,7 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
   r.state_time = absl::Now() - kv_posted;
   r.kv_time = kv_posted - start;
   r.failure_reason = FailureReason(r.outcome.status, job.ticket.lease_deadline);
+  keep_staging_if_read(r.outcome);
   return r;
 }
 

@@ -34,6 +34,7 @@
 #include "absl/time/time.h"
 #include "common/engine/engine.h"
 #include "common/transfer/transfer_engine.h"
+#include "decode_worker/common/device_transfer.h"
 #include "decode_worker/common/handoff.h"
 #include "gka/worker/v1/worker.pb.h"
 
@@ -105,6 +106,10 @@ struct HandoffResult {
   std::string failure_reason;
 };
 
-HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job);
+// `device` (null or kHost: host memory) when the job's local segments are GPU memory: each
+// decode rank's share goes through transfer/staging (pinned staging or direct, poly61 computed
+// on the GPU and supplied with the completion) instead of plain puts.
+HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job,
+                         const worker_common::DeviceTransfer* device = nullptr);
 
 }  // namespace gka::prefill_worker

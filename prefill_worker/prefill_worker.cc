@@ -35,6 +35,8 @@ struct PrefillWorker::Impl {
   worker_common::TaskQueue send_queue;
   worker_common::WorkerRuntime runtime;
   std::unique_ptr<transfer::UcxTransferEngine> transfer;
+  // GPU state: how hand-offs leave device memory (staging copiers and pools per rank).
+  std::unique_ptr<worker_common::DeviceTransfer> device;
   std::shared_ptr<metrics::Registry> registry;
   std::unique_ptr<PrefillMetrics> metrics;
   std::unique_ptr<PrefillCore> core;
@@ -205,16 +207,20 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
   Impl* w = impl.get();
   w->options = options;
   GKA_ASSIGN_OR_RETURN(w->model, worker_common::LoadModel(options.common.model));
-  if (w->model.lead().options().backend != kernels::BackendKind::kCpu) {
-    return absl::UnimplementedError(
-        "the prefill worker sends hand-offs from host memory only: use --backend cpu");
-  }
   w->layout = worker_common::HandoffLayout::Of(w->model.lead());
   w->vocab_size = w->model.lead().vocab_size();
   w->max_seq_len = w->model.lead().max_seq_len();
   GKA_ASSIGN_OR_RETURN(
       w->transfer, transfer::UcxTransferEngine::Create({.transports = options.common.ucx_transports,
                                                         .name = options.common.worker_id}));
+  {
+    GKA_ASSIGN_OR_RETURN(transfer::StagingMode mode,
+                         transfer::ParseStagingMode(options.common.device_transfer));
+    std::vector<const engine::Engine*> engines;
+    for (int r = 0; r < w->model.ranks->size(); ++r) engines.push_back(&w->model.ranks->rank(r));
+    GKA_ASSIGN_OR_RETURN(w->device, worker_common::DeviceTransfer::Create(
+                                        engines, w->transfer->SupportsCuda(), {.mode = mode}));
+  }
   w->registry = std::make_shared<metrics::Registry>();
   GKA_ASSIGN_OR_RETURN(w->metrics, PrefillMetrics::Create(*w->registry, options.common.worker_id,
                                                           options.common.tiers));
@@ -229,7 +235,7 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
                   absl::AnyInvocable<void(HandoffResult)> done) {
     auto shared_done = std::make_shared<absl::AnyInvocable<void(HandoffResult)>>(std::move(done));
     const bool posted = w->send_queue.Post([w, job, shared_done] {
-      HandoffResult r = RunHandoff(*w->transfer, *job);
+      HandoffResult r = RunHandoff(*w->transfer, *job, w->device.get());
       w->engine_queue().Post(
           [shared_done, r = std::move(r)]() mutable { (*shared_done)(std::move(r)); });
     });

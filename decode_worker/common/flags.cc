@@ -25,7 +25,15 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
       ->capture_default_str();
   app.add_option("--worker-id", o.worker_id, "worker id (metrics label, registration)")
       ->capture_default_str();
-  app.add_option("--backend", o.model.backend, "cpu (cuda: later)")->capture_default_str();
+  app.add_option("--backend", o.model.backend, "cpu | cuda (bf16 weights and KV, fp32 GKA state)")
+      ->capture_default_str();
+  app.add_option("--gpu", o.model.gpu,
+                 "CUDA device of rank 0 (rank r: gpu + r), numbered after CUDA_VISIBLE_DEVICES")
+      ->capture_default_str();
+  app.add_option("--device-transfer", o.device_transfer,
+                 "GPU state hand-offs: auto (UCX registers GPU memory if it can, else pinned "
+                 "staging) | staged | direct")
+      ->capture_default_str();
   app.add_option("--tp", o.model.tp_size,
                  "tensor-parallel ranks: one engine and one thread per rank, each holding 1/tp "
                  "of the heads and GKA state (prefill and decode workers may differ)")

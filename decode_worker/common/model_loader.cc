@@ -32,6 +32,11 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   eo.num_state_slots = options.num_slots;
   eo.num_pages = options.num_pages;
   eo.max_seq_len = options.max_seq_len;
+  if (options.gpu < 0) return absl::InvalidArgumentError("--gpu must be >= 0");
+  eo.device_ordinal = options.gpu;
+  // The GPU serving dtypes (issue 4): bf16 weights, activations and KV; GKA state stays fp32
+  // in the engine whatever this says. The CPU backend computes in fp32.
+  if (eo.backend == kernels::BackendKind::kCuda) eo.dtype = tensor::DType::kBF16;
   GKA_ASSIGN_OR_RETURN(m.ranks, RankGroup::Create({.tp_size = options.tp_size,
                                                    .communicators = options.communicators},
                                                   eo, m.config, *checkpoint));

@@ -29,6 +29,9 @@ struct ModelOptions {
   int32_t num_slots = 8;
   int32_t num_pages = 0;    // 0: enough for every slot at max_seq_len
   int32_t max_seq_len = 0;  // 0: the engine's default (the config's, capped)
+  // CUDA backend: the device of rank 0 (rank r uses gpu + r), as numbered inside the process
+  // (after CUDA_VISIBLE_DEVICES). Weights, activations and KV bf16; GKA state fp32.
+  int32_t gpu = 0;
   // Tensor-parallel ranks (--tp): one engine and one thread per rank, each holding 1/tp of
   // the heads, MLP width and GKA state.
   int32_t tp_size = 1;

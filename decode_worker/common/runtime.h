@@ -24,9 +24,9 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/rpc/tls.h"
 #include "common/metrics/metrics.h"
 #include "common/rpc/server.h"
+#include "common/rpc/tls.h"
 #include "decode_worker/common/model_loader.h"
 #include "decode_worker/common/registry_client.h"
 #include "decode_worker/common/task_queue.h"
@@ -51,6 +51,8 @@ struct WorkerOptions {
   rpc::TlsConfig tls;
   // UCX transports in UCX_TLS syntax; empty: UCX_TLS from the environment or UCX's default.
   std::string ucx_transports;
+  // How state in GPU memory moves (transfer/staging's StagingMode): auto | staged | direct.
+  std::string device_transfer = "auto";
   int32_t vocab_limit = 0;  // sample ids below this (0: the whole vocabulary)
   // Tier names, so per-tier series exist from start.
   std::vector<std::string> tiers;
@@ -101,8 +103,12 @@ struct ServeOptions {
   rpc::TlsConfig tls;  // see WorkerOptions
 
   static ServeOptions Of(const WorkerOptions& options, wpb::RegisterRequest registration) {
-    return {options.grpc_address,   options.metrics_address,    options.router_address,
-            options.router_service, options.heartbeat_interval, std::move(registration),
+    return {options.grpc_address,
+            options.metrics_address,
+            options.router_address,
+            options.router_service,
+            options.heartbeat_interval,
+            std::move(registration),
             options.tls};
   }
 };

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The cluster's greedy output equals the offline engine's, token for token.
-#   cluster_greedy_test.sh BIN_DIR UCX_TLS [MODEL_KIND]
+#   cluster_greedy_test.sh BIN_DIR UCX_TLS [MODEL_KIND] [WORKER_ARGS]
 # Starts `gka local` (router + 2 prefill + 1 decode worker, real processes on 127.0.0.1,
 # KV pages and GKA states over UCX with the given transports), sends 16 requests at once
 # across two tiers whose decode num_iter differ (so one decode batch mixes them), and compares
 # each answer with `gka generate --model` run offline with the same num_iter values.
 # MODEL_KIND: tiny (make-tiny-model with the real tokenizer; text prompts) or rank32b
 # (one TP=8 rank of the 32B shape: head_dim 128, 8 GKA heads, 1 KV head; token-id prompts).
+# WORKER_ARGS: extra flags for every worker, e.g. "--device-transfer staged" (the GPU
+# hand-off path — pinned staging, landing, poly61 copy-in check — run over host memory).
 set -euo pipefail
 BIN=$1
 export UCX_TLS=$2
 KIND=${3:-tiny}
+WORKER_ARGS=${4:-}
 GKA=$BIN/gka
 TMP=$(mktemp -d)
 cleanup() {
@@ -35,7 +38,8 @@ cat >"$TMP/tiers.json" <<'JSON'
 JSON
 
 "$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --prefill-workers 2 --decode-workers 1 \
-  --tiers "$TMP/tiers.json" --state-file "$TMP/state" --log-dir "$TMP" >"$TMP/local.out" &
+  --tiers "$TMP/tiers.json" --state-file "$TMP/state" --log-dir "$TMP" \
+  --prefill-args "$WORKER_ARGS" --decode-args "$WORKER_ARGS" >"$TMP/local.out" &
 LOCAL_PID=$!
 for _ in $(seq 1 600); do
   [[ -s $TMP/state ]] && [[ $(wc -l <"$TMP/state") -ge 4 ]] && break

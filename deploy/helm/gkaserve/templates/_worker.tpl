@@ -47,6 +47,7 @@ spec:
         - --port={{ $role.grpcPort }}
         - --metrics-port={{ $role.metricsPort }}
         - --backend={{ $role.backend }}
+        - --device-transfer={{ $role.deviceTransfer | default "auto" }}
         - --worker-id=$(POD_NAME)
         - --tiers=/etc/gkaserve/tiers.json
         # Finish calls in flight within the pod's grace period (SIGTERM, then SIGKILL).
