@@ -304,36 +304,29 @@ absl::Status RunLocal(const LocalFlags& f) {
   // Workers' metrics ports follow the router's; with --metrics-port 0 every port is ephemeral.
   int metrics = f.metrics_port;
   auto NextMetricsPort = [&] { return absl::StrCat(f.metrics_port == 0 ? 0 : ++metrics); };
+  // Worker `i` of a role: its GPUs placed, the flags every worker gets, the role's own flags,
+  // then the role's extra flags.
+  auto start_worker = [&](const std::string& role, int i, int tp, const std::string& gpus,
+                          int first_gpu, const std::string& own,
+                          const std::string& extra) -> absl::Status {
+    GKA_ASSIGN_OR_RETURN(GpuPlacement placement, PlaceGpus(f, role, i, tp, gpus, first_gpu));
+    const std::string binary = absl::StrCat(bin, "/gka-", role, "-worker");
+    return start(
+        role, i,
+        WithArgs(Placed(placement,
+                        WithArgs({binary, "--model", f.model_dir, "--router", router_addr, "--port",
+                                  "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
+                                  "--worker-id", absl::StrCat(role, "-", i), "--page-size",
+                                  absl::StrCat(f.page_size), "--tp", absl::StrCat(tp)},
+                                 own)),
+                 WithVocabLimit(extra)));
+  };
   for (int i = 0; status.ok() && i < f.prefill_workers; ++i) {
-    absl::StatusOr<GpuPlacement> gpus = PlaceGpus(f, "prefill", i, f.prefill_tp, f.prefill_gpus, 0);
-    if (!gpus.ok()) {
-      status = gpus.status();
-      break;
-    }
-    status = start(
-        "prefill", i,
-        WithArgs(Placed(*gpus, {bin + "/gka-prefill-worker", "--model", f.model_dir, "--router",
-                                router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
-                                "--backend", f.backend, "--worker-id", absl::StrCat("prefill-", i),
-                                "--page-size", absl::StrCat(f.page_size), "--tp",
-                                absl::StrCat(f.prefill_tp)}),
-                 WithVocabLimit(f.prefill_args)));
+    status = start_worker("prefill", i, f.prefill_tp, f.prefill_gpus, 0, "", f.prefill_args);
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
-    absl::StatusOr<GpuPlacement> gpus =
-        PlaceGpus(f, "decode", i, f.decode_tp, f.decode_gpus, f.prefill_workers * f.prefill_tp);
-    if (!gpus.ok()) {
-      status = gpus.status();
-      break;
-    }
-    status = start(
-        "decode", i,
-        WithArgs(Placed(*gpus, {bin + "/gka-decode-worker", "--model", f.model_dir, "--router",
-                                router_addr, "--port", "0", "--metrics-port", NextMetricsPort(),
-                                "--backend", f.backend, "--worker-id", absl::StrCat("decode-", i),
-                                "--num-slots", absl::StrCat(f.num_slots), "--page-size",
-                                absl::StrCat(f.page_size), "--tp", absl::StrCat(f.decode_tp)}),
-                 WithVocabLimit(f.decode_args)));
+    status = start_worker("decode", i, f.decode_tp, f.decode_gpus, f.prefill_workers * f.prefill_tp,
+                          absl::StrCat("--num-slots ", f.num_slots), f.decode_args);
   }
   if (status.ok()) write_state();
   if (status.ok()) {
