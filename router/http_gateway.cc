@@ -267,15 +267,17 @@ class Exchange {
   }
   ~Exchange() { AwaitAllFinished(); }
 
-  // Admits choice `choice` (a rejection arrives as an Error event before this returns).
-  void Start(RouterCore& core, const v1::GenerateRequest& request, int choice) {
+  // Admits choice `choice` (a rejection arrives as an Error event before this returns);
+  // `api_key`: the caller's key name, for the per-key rate limits.
+  void Start(RouterCore& core, const v1::GenerateRequest& request, int choice,
+             const std::string& api_key) {
     {
       absl::MutexLock lock(&mu_);
       if (cancelled_) return;
       ++unfinished_;
     }
     std::shared_ptr<Generation> generation =
-        core.StartGeneration(request, sinks_[choice].get(), absl::InfiniteFuture());
+        core.StartGeneration(request, sinks_[choice].get(), absl::InfiniteFuture(), api_key);
     bool cancel;
     {
       absl::MutexLock lock(&mu_);
@@ -478,7 +480,10 @@ class HttpGateway::Impl {
                                      absl::StrCat("no such endpoint: ", method, " ", path),
                                      "unknown_url"));
     }
-    if (std::optional<ApiError> denied = Authenticate(conn)) return out.SendError(*denied);
+    std::string api_key;  // the key's name ("" without authentication)
+    if (std::optional<ApiError> denied = Authenticate(conn, &api_key)) {
+      return out.SendError(*denied);
+    }
     if (path == "/v1/models") {
       if (auto r = only("GET")) return *r;
       return Models(out, "");
@@ -489,19 +494,27 @@ class HttpGateway::Impl {
     }
     if (auto r = only("POST")) return *r;
     return Complete(
-        out, path == "/v1/chat/completions" ? Endpoint::kChatCompletions : Endpoint::kCompletions);
+        out, path == "/v1/chat/completions" ? Endpoint::kChatCompletions : Endpoint::kCompletions,
+        api_key);
   }
 
-  std::optional<ApiError> Authenticate(mg_connection* conn) const {
+  // Sets *name to the matched key's name ("default" for --api-key, as on gRPC).
+  std::optional<ApiError> Authenticate(mg_connection* conn, std::string* name) const {
     if (options_.api_key.empty() && options_.api_keys.empty()) return std::nullopt;
     const char* header = mg_get_header(conn, "Authorization");
     if (header != nullptr && !options_.api_key.empty() &&
         rpc::BearerTokenMatches(header, options_.api_key)) {
+      *name = "default";
       return std::nullopt;
     }
     const std::optional<absl::string_view> key =
         header == nullptr ? std::nullopt : rpc::BearerKey(header);
-    if (key.has_value() && options_.api_keys.Match(*key).has_value()) return std::nullopt;
+    if (key.has_value()) {
+      if (std::optional<std::string> matched = options_.api_keys.Match(*key)) {
+        *name = *std::move(matched);
+        return std::nullopt;
+      }
+    }
     return MakeError(401, "authentication_error",
                      header == nullptr ? "missing API key: send 'Authorization: Bearer <key>'"
                                        : "incorrect API key provided",
@@ -546,7 +559,7 @@ class HttpGateway::Impl {
                      "model");
   }
 
-  int Complete(Responder& out, Endpoint endpoint) {
+  int Complete(Responder& out, Endpoint endpoint, const std::string& api_key) {
     std::string body;
     if (std::optional<ApiError> error = ReadBody(out, options_.max_body_bytes, &body)) {
       return out.SendError(*error);
@@ -569,7 +582,7 @@ class HttpGateway::Impl {
           absl::UnavailableError("the router is draining (shutting down); retry shortly")));
     }
     for (int c = 0; c < request->num_choices(); ++c) {
-      exchange.Start(core_, openai::RequestForChoice(*request, meta.id, c), c);
+      exchange.Start(core_, openai::RequestForChoice(*request, meta.id, c), c, api_key);
     }
     ClientWatch watch(mg_get_request_info(out.conn()));
     const int status = request->stream ? Stream(out, *request, meta, exchange, watch)
@@ -639,10 +652,9 @@ class HttpGateway::Impl {
         exchange.CancelAll();
         const ApiError api = openai::ErrorFromStatus(*error);
         if (!headers_sent) {
-          const uint32_t retry_after_ms =
-              e->response.has_value() && e->response->has_error()
-                  ? e->response->error().retry_after_ms()
-                  : 0;
+          const uint32_t retry_after_ms = e->response.has_value() && e->response->has_error()
+                                              ? e->response->error().retry_after_ms()
+                                              : 0;
           return out.SendError(api, /*close=*/false, retry_after_ms);
         }
         if (!out.WriteChunk(openai::StreamEncoder::Error(api))) return ClientGone(out, exchange);

@@ -5,8 +5,8 @@
 // Owns: the parsed limits ("NAME=RPS[:BURST]"; NAME "*" applies to every key without its own
 // rule, each key then getting its own bucket; the caller without a key is the key "") and the
 // buckets. Time is passed in, so tests drive it. The key's name comes from the gRPC auth
-// context (rpc::kApiKeyNameProperty); the OpenAI HTTP gateway does not pass it yet, so its
-// requests count as the key-less caller "".
+// context (rpc::kApiKeyNameProperty) or the HTTP gateway's own check, so one key has one
+// bucket over both.
 //
 //   GKA_ASSIGN_OR_RETURN(RateLimits limits, RateLimits::Parse({"batch-team=2:4", "*=50"}));
 //   absl::Status s = limits.Take("batch-team", absl::Now());   // OK or RESOURCE_EXHAUSTED

@@ -479,6 +479,31 @@ class RateLimitClusterTest(unittest.TestCase):
             self.assertEqual(len(r.token_ids), 1)
         self.assertGreaterEqual(sum(r.attempts for r in results), 6)
 
+        # The OpenAI gateway: the same key, the same bucket; over it, 429 with Retry-After.
+        answers = [None] * 4
+
+        def post(i):
+            req = urllib.request.Request(
+                f"http://{self.c.http}/v1/completions",
+                data=json.dumps({"model": "model", "prompt": "hi", "max_tokens": 1}).encode(),
+                headers={"Content-Type": "application/json",
+                         "Authorization": f"Bearer {self.KEY}"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    answers[i] = (r.status, None, None)
+            except urllib.error.HTTPError as e:
+                answers[i] = (e.code, e.headers.get("Retry-After"), e.read().decode())
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        limited = [a for a in answers if a[0] == 429]
+        self.assertTrue(limited, answers)
+        self.assertTrue(all(a[0] in (200, 429) for a in answers), answers)
+        self.assertEqual(limited[0][1], "1")  # a hint of at most 500 ms, in whole seconds
+        self.assertIn("API key 'ci' is over its rate limit", limited[0][2])
+
 
 if __name__ == "__main__":
     unittest.main()
