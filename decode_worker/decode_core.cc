@@ -66,6 +66,10 @@ struct DecodeCore::Entry {
   // GPU state, staged path: per rank, the pinned landing its share is written into (freed
   // with the entry: after the registrations below are revoked, never while quarantined).
   std::vector<std::unique_ptr<transfer::Landing>> landings;
+  // Staged path: the landings' copies into GPU memory, per rank, polled by Tick (the engine
+  // thread keeps stepping the batch meanwhile). Destroyed before the landings and before the
+  // pages are freed: destroying a job waits for its copy.
+  std::vector<std::unique_ptr<transfer::CopyJob>> copy_in;
   // This reservation's UCX registrations, per rank; cleared (revoked) as soon as nothing may
   // write.
   std::vector<std::vector<std::unique_ptr<transfer::MemoryRegion>>> regions;
@@ -453,21 +457,35 @@ void DecodeCore::OnAllTransferred(Entry& e) {
     }
   }
   // GPU state: the poly61 check is ours (the transfer engine only bounded the writes). Staged:
-  // copy each rank's landing into its GPU memory, checking as it copies; direct: check in place.
+  // start copying each rank's landing into its GPU memory (checked as it copies; Tick finishes
+  // it); direct: check in place.
   const worker_common::DeviceTransfer* device = options_.device;
-  for (int r = 0; r < d && bad.ok() && device != nullptr && device->on_device(); ++r) {
-    const transfer::TransferCompletion& c = *e.completions[r];
-    if (!e.landings.empty()) {
-      bad = e.landings[r]->CopyInAndVerify(device->copier(r), c.checksum, c.bytes);
-    } else {
-      absl::StatusOr<std::vector<engine::MemorySegment>> segments =
-          ranks_->rank(r).DescribeSequence(e.seq);
-      bad = segments.status();
-      if (bad.ok()) {
-        std::vector<transfer::DeviceRange> ranges;
-        for (const engine::MemorySegment& s : *segments) ranges.push_back({s.ptr, s.bytes});
-        bad = transfer::VerifyInPlace(device->copier(r), ranges, c.checksum, c.bytes);
+  if (bad.ok() && !e.landings.empty()) {
+    for (int r = 0; r < d && bad.ok(); ++r) {
+      absl::StatusOr<std::unique_ptr<transfer::CopyJob>> job =
+          e.landings[r]->StartCopyIn(device->copier(r));
+      if (job.ok()) {
+        e.copy_in.push_back(*std::move(job));
+      } else {
+        bad = base::Annotate(job.status(), absl::StrCat("rank ", r));
       }
+    }
+    if (bad.ok()) {
+      e.first_token = c->first_token();
+      if (c->has_first_logprob()) e.first_logprob = c->first_logprob();
+      return;  // FinishCopyIn, from Tick
+    }
+  }
+  for (int r = 0;
+       r < d && bad.ok() && device != nullptr && device->on_device() && e.landings.empty(); ++r) {
+    const transfer::TransferCompletion& c = *e.completions[r];
+    absl::StatusOr<std::vector<engine::MemorySegment>> segments =
+        ranks_->rank(r).DescribeSequence(e.seq);
+    bad = segments.status();
+    if (bad.ok()) {
+      std::vector<transfer::DeviceRange> ranges;
+      for (const engine::MemorySegment& s : *segments) ranges.push_back({s.ptr, s.bytes});
+      bad = transfer::VerifyInPlace(device->copier(r), ranges, c.checksum, c.bytes);
     }
     if (!bad.ok()) {
       bad = base::Annotate(bad, absl::StrCat("rank ", r));
@@ -477,15 +495,41 @@ void DecodeCore::OnAllTransferred(Entry& e) {
       }
     }
   }
+  if (!bad.ok()) {
+    GKA_LOG(WARNING) << "request " << e.request_id << ": refusing its completion: " << bad;
+    EndEntry(e, bad, std::nullopt);
+    return;
+  }
+  e.first_token = c->first_token();
+  if (c->has_first_logprob()) e.first_logprob = c->first_logprob();
+  Transferred(e);
+}
+
+void DecodeCore::FinishCopyIn(Entry& e) {
+  absl::Status bad;
+  for (size_t r = 0; r < e.copy_in.size() && bad.ok(); ++r) {
+    const transfer::TransferCompletion& c = *e.completions[r];
+    bad = e.landings[r]->FinishCopyIn(*e.copy_in[r], c.checksum, c.bytes);
+    if (!bad.ok()) {
+      bad = base::Annotate(bad, absl::StrCat("rank ", r));
+      if (bad.code() == absl::StatusCode::kDataLoss) {
+        ++checksum_failures_;
+        metrics_->checksum_failures->Increment();
+      }
+    }
+  }
+  e.copy_in.clear();
   e.landings.clear();  // copied in (or refused): the pinned staging goes back to the pool
   if (!bad.ok()) {
     GKA_LOG(WARNING) << "request " << e.request_id << ": refusing its completion: " << bad;
     EndEntry(e, bad, std::nullopt);
     return;
   }
+  Transferred(e);
+}
+
+void DecodeCore::Transferred(Entry& e) {
   e.phase = Phase::kTransferred;
-  e.first_token = c->first_token();
-  if (c->has_first_logprob()) e.first_logprob = c->first_logprob();
   e.transfer_bytes = 0;
   for (const auto& completion : e.completions) e.transfer_bytes += completion->bytes;
   e.transfer_time = absl::Now() - e.reserved_at;
@@ -632,6 +676,7 @@ void DecodeCore::StartFreeing(Entry& e) {
   auto live = live_.find(e.request_id);
   if (live != live_.end() && live->second == e.generation) live_.erase(live);
   if (e.phase == Phase::kFreeing || e.phase == Phase::kQuarantined) return;
+  e.copy_in.clear();  // waits for copies still writing the pages (they are about to be freed)
   // Fail closed, step 1: revoke the registrations so the transport refuses new writes
   // where it can; step 2 (the fence) proves that nothing already sent can still land.
   e.regions.clear();
@@ -792,13 +837,23 @@ void DecodeCore::AbortAll(const absl::Status& why) {
 
 absl::Time DecodeCore::Tick() {
   absl::Time now = absl::Now();
-  std::vector<uint64_t> expired, refence;
+  std::vector<uint64_t> expired, refence, copied;
+  bool copying = false;
   for (const auto& [g, e] : entries_) {
+    if (!e->copy_in.empty()) {
+      const bool ready = std::all_of(e->copy_in.begin(), e->copy_in.end(),
+                                     [](const auto& job) { return job->Ready(); });
+      if (ready) copied.push_back(g);
+      copying = copying || !ready;
+    }
     const bool leased = e->phase == Phase::kAwaitingTransfer || e->phase == Phase::kTransferred;
     if (leased && e->lease.Expired(now)) expired.push_back(g);
     if (e->phase == Phase::kQuarantined && !e->fence_in_flight && now >= e->next_fence) {
       refence.push_back(g);
     }
+  }
+  for (uint64_t g : copied) {
+    if (Entry* e = ByGeneration(g); e != nullptr && !e->copy_in.empty()) FinishCopyIn(*e);
   }
   for (uint64_t g : expired) {
     if (Entry* e = ByGeneration(g)) Expire(*e);
@@ -814,6 +869,7 @@ absl::Time DecodeCore::Tick() {
   // Sequences that cannot run now (memory held by reservations) wait for a task to wake
   // the loop (a completion, a release), or poll briefly.
   absl::Time next = busy ? now + absl::Milliseconds(20) : absl::InfiniteFuture();
+  if (copying) next = std::min(next, now + absl::Microseconds(200));  // copy-ins to finish
   for (const auto& [g, e] : entries_) {
     if (e->phase == Phase::kAwaitingTransfer || e->phase == Phase::kTransferred) {
       next = std::min(next, e->lease.deadline);

@@ -174,6 +174,10 @@ class DecodeCore {
   absl::StatusOr<wpb::TransferTicket> DoReserve(const wpb::ReserveRequest& request);
   absl::Status AttachDecode(Entry& e, const wpb::StartDecodeRequest& request, DecodeStream* stream);
   void MaybeAdmit(Entry& e);
+  // Staged GPU hand-offs: every rank's landing copied in; check the checksums, then admit.
+  void FinishCopyIn(Entry& e);
+  // The completion is verified and the state in place: waiting for StartDecode (or admitted).
+  void Transferred(Entry& e);
   // Ends a live entry before decoding (or while decoding) and frees its memory safely.
   void EndEntry(Entry& e, const absl::Status& stream_status, std::optional<wpb::DecodeDone> done);
   void StartFreeing(Entry& e);

@@ -325,8 +325,7 @@ std::vector<LocalRange> Landing::VerifyRanges() const {
   return out;
 }
 
-absl::Status Landing::CopyInAndVerify(StageCopier& copier, uint64_t sender_checksum,
-                                      uint64_t sender_bytes) {
+absl::StatusOr<std::unique_ptr<CopyJob>> Landing::StartCopyIn(StageCopier& copier) {
   // The stream offsets follow target-address order, which for a landing is segment order.
   std::vector<kernels::CopyChecksumRange> ranges;
   uint64_t pos = 0;
@@ -337,9 +336,21 @@ absl::Status Landing::CopyInAndVerify(StageCopier& copier, uint64_t sender_check
                       .stream_offset = pos});
     pos += segments_[i].bytes;
   }
-  GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job, copier.Start(std::move(ranges)));
-  GKA_ASSIGN_OR_RETURN(uint64_t sum, job->Wait());
-  return CompareChecksums(kernels::Poly61Finalize(sum, pos), pos, sender_checksum, sender_bytes);
+  return copier.Start(std::move(ranges));
+}
+
+absl::Status Landing::FinishCopyIn(CopyJob& job, uint64_t sender_checksum, uint64_t sender_bytes) {
+  uint64_t bytes = 0;
+  for (const DeviceRange& s : segments_) bytes += s.bytes;
+  GKA_ASSIGN_OR_RETURN(uint64_t sum, job.Wait());
+  return CompareChecksums(kernels::Poly61Finalize(sum, bytes), bytes, sender_checksum,
+                          sender_bytes);
+}
+
+absl::Status Landing::CopyInAndVerify(StageCopier& copier, uint64_t sender_checksum,
+                                      uint64_t sender_bytes) {
+  GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job, StartCopyIn(copier));
+  return FinishCopyIn(*job, sender_checksum, sender_bytes);
 }
 
 absl::Status VerifyInPlace(StageCopier& copier, const std::vector<DeviceRange>& segments,

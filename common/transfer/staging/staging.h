@@ -253,6 +253,11 @@ class Landing {
   // memory then holds the bad bytes; the caller frees it). Blocks until the copy is done.
   absl::Status CopyInAndVerify(StageCopier& copier, uint64_t sender_checksum,
                                uint64_t sender_bytes);
+  // The same in two steps, so the calling thread (a decode engine thread between steps) need
+  // not wait for the copy: StartCopyIn enqueues it; FinishCopyIn (blocks only if the job is
+  // not Ready yet) compares the checksums. The landing must outlive the job.
+  absl::StatusOr<std::unique_ptr<CopyJob>> StartCopyIn(StageCopier& copier);
+  absl::Status FinishCopyIn(CopyJob& job, uint64_t sender_checksum, uint64_t sender_bytes);
 
  private:
   Landing() = default;

@@ -256,6 +256,11 @@ TEST_P(StagedTransferTest, StagedPathLandsVerifiesAndCopiesIn) {
   ASSERT_TRUE(l.CopyInAndVerify(*copier_, completion->checksum, completion->bytes).ok());
   for (size_t i = 0; i < src_.size(); ++i) EXPECT_EQ(dst_[i], src_[i]) << "segment " << i;
 
+  // The two-step form (a decode engine thread polls the job between steps) agrees.
+  auto job = l.StartCopyIn(*copier_);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_TRUE(l.FinishCopyIn(**job, completion->checksum, completion->bytes).ok());
+
   // A byte changed in the landing after the transfer is caught on the copy-in.
   l.landing(5)[17] ^= 0x40;
   absl::Status bad = l.CopyInAndVerify(*copier_, completion->checksum, completion->bytes);
