@@ -1,6 +1,7 @@
 #include "decode_worker/decode_core.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -95,6 +96,10 @@ struct DecodeCore::Entry {
   std::vector<int32_t> stop_ids;
   int32_t max_new_tokens = 0;
   int32_t decode_num_iter = -1;
+  // What the scheduler runs now (the request's value under the degrade ladder's cap), and
+  // the fewest iterations any token got (DecodeDone reports it).
+  int32_t applied_num_iter = -1;
+  int32_t fewest_num_iter = std::numeric_limits<int32_t>::max();
   std::vector<int32_t> generated;  // the first token included
   absl::Time decode_start;
 
@@ -210,6 +215,40 @@ DecodeCore::Entry* DecodeCore::ByGeneration(uint64_t generation) {
 }
 
 std::string DecodeCore::TierOf(const Entry& e) const { return e.tier.empty() ? "default" : e.tier; }
+
+int32_t DecodeCore::CappedNumIter(const Entry& e) const {
+  int32_t n = e.decode_num_iter < 0 ? engine_->default_num_iter() : e.decode_num_iter;
+  // The lowest cap any router asks for this tier (routers share the worker).
+  for (const auto& [router, caps] : num_iter_caps_) {
+    auto it = caps.find(e.tier);
+    if (it != caps.end() && it->second >= 0) n = std::min(n, it->second);
+  }
+  return n;
+}
+
+void DecodeCore::SetNumIterCaps(const std::string& router,
+                                const std::map<std::string, int32_t>& caps) {
+  if (caps.empty()) {
+    if (num_iter_caps_.erase(router) == 0) return;
+  } else {
+    auto [it, fresh] = num_iter_caps_.try_emplace(router, caps);
+    if (!fresh) {
+      if (it->second == caps) return;
+      it->second = caps;
+    }
+  }
+  // Running sequences too: the GKA state's format does not depend on num_iter, so the next
+  // step may use another value (lower under pressure, the request's own again after).
+  for (auto& [generation, e] : entries_) {
+    if (e->phase != Phase::kDecoding) continue;
+    const int32_t n = CappedNumIter(*e);
+    if (n == e->applied_num_iter) continue;
+    if (scheduler_->SetDecodeNumIter(e->seq, n).ok()) {
+      e->applied_num_iter = n;
+      e->fewest_num_iter = std::min(e->fewest_num_iter, n);
+    }
+  }
+}
 
 // --- Reserve ---------------------------------------------------------------------------
 
@@ -605,7 +644,9 @@ void DecodeCore::MaybeAdmit(Entry& e) {
   r.max_new_tokens = e.max_new_tokens;
   r.stop_token_ids = e.stop_ids;
   r.ignore_eos = true;
-  r.decode_num_iter = e.decode_num_iter;
+  e.applied_num_iter = CappedNumIter(e);
+  e.fewest_num_iter = e.applied_num_iter;
+  r.decode_num_iter = e.applied_num_iter;
   absl::StatusOr<std::optional<FinishReason>> added = scheduler_->AddPrefilled(r, e.first_token);
   if (!added.ok()) {
     EndEntry(e, added.status(), std::nullopt);
@@ -641,8 +682,10 @@ void DecodeCore::Finalize(Entry& e, const FinishedSequence& f) {
     if (f.reason == FinishReason::kStopToken && !e.generated.empty()) {
       done->set_matched_stop_token_id(e.generated.back());
     }
-    done->set_decode_num_iter(e.decode_num_iter < 0 ? engine_->default_num_iter()
-                                                    : e.decode_num_iter);
+    done->set_decode_num_iter(
+        e.fewest_num_iter != std::numeric_limits<int32_t>::max()
+            ? e.fewest_num_iter
+            : (e.decode_num_iter < 0 ? engine_->default_num_iter() : e.decode_num_iter));
     e.Send(std::move(m));
     e.Close(absl::OkStatus());
   }

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -156,6 +157,11 @@ class DecodeCore {
 
   DecodeStats Stats() const;
 
+  // The degrade ladder: `router`'s decode num_iter caps per tier (empty: none), applied to
+  // new and running sequences of those tiers (the lowest cap over routers wins); a tier whose
+  // cap is gone gets its requests' own values back.
+  void SetNumIterCaps(const std::string& router, const std::map<std::string, int32_t>& caps);
+
  private:
   enum class Phase {
     kAwaitingTransfer,  // reserved, registered, expected
@@ -195,6 +201,8 @@ class DecodeCore {
   Entry* Live(const std::string& request_id);
   Entry* ByGeneration(uint64_t generation);
   void UpdateGauges();
+  // The request's decode num_iter (-1: the model's) under the current caps.
+  int32_t CappedNumIter(const Entry& e) const;
 
   const DecodeCoreOptions options_;
   worker_common::RankGroup* ranks_;
@@ -211,7 +219,8 @@ class DecodeCore {
   // Generations are unique per process start and never reused (transfer ids).
   uint64_t generation_base_ = 0;
   int64_t next_sequence_ = 1;
-  absl::flat_hash_map<uint64_t, std::unique_ptr<Entry>> entries_;  // by generation
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Entry>> entries_;        // by generation
+  std::map<std::string, std::map<std::string, int32_t>> num_iter_caps_;  // router -> tier -> cap
   absl::flat_hash_map<std::string, uint64_t> live_;  // request id -> generation (not freeing)
   absl::flat_hash_map<SequenceId, uint64_t> by_sequence_;
   absl::flat_hash_map<uint64_t, uint64_t> by_stream_;  // stream id -> generation

@@ -289,11 +289,17 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
   std::unique_ptr<DecodeWorker> worker(new DecodeWorker(std::move(impl)));
 
   w->service = std::make_unique<DecodeServiceImpl>(w);
-  const worker_common::ServeOptions so = worker_common::ServeOptions::Of(
+  worker_common::ServeOptions so = worker_common::ServeOptions::Of(
       options.common,
       worker_common::Registration(wpb::WORKER_ROLE_DECODE, options.common, w->model,
                                   worker_common::HandoffLayout::Of(w->model.lead()).compat_hash(),
                                   options.max_batch_tokens));
+  // The degrade ladder's caps arrive with the router's heartbeat replies; the engine thread
+  // applies them (to running sequences too).
+  so.on_num_iter_caps = [w](const std::string& router, const std::map<std::string, int32_t>& caps) {
+    // False only while shutting down: nothing is left to apply the caps to then.
+    (void)w->engine_queue().Post([w, router, caps] { w->core->SetNumIterCaps(router, caps); });
+  };
   GKA_RETURN_IF_ERROR(
       w->runtime.Serve(so, {w->service.get()}, w->registry, [w] { return w->Load(); }));
   return worker;

@@ -589,7 +589,19 @@ void Generation::EmitTokensLocked(Attempt* a, const std::vector<int32_t>& ids,
 void Generation::DecodeDoneLocked(Attempt* a, const w::DecodeDone& done, Actions& actions) {
   a->decode_done = true;
   timings_.set_decode_ms(done.decode_ms());
+  const int32_t placed_num_iter = decode_num_iter_;
   if (done.decode_num_iter() != 0) decode_num_iter_ = done.decode_num_iter();
+  // The worker lowered the running sequence further (the ladder stepped down meanwhile; the
+  // worker reports the fewest iterations used): report the rung whose cap that was.
+  const std::vector<Tier::Rung>& ladder = plan_.tier->degrade_ladder;
+  if (decode_num_iter_ < placed_num_iter) {
+    for (int k = rung_ + 1; k <= static_cast<int>(ladder.size()); ++k) {
+      if (ladder[k - 1].decode_num_iter <= decode_num_iter_) {
+        rung_ = k;
+        break;
+      }
+    }
+  }
   OutputText::Piece last = output_.Finish();
   if (!last.text.empty()) {
     v1::GenerateResponse response;

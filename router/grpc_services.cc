@@ -196,6 +196,9 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::Heartbeat(grpc::CallbackServerCon
                                                          w::HeartbeatResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   *response = core_.registry().Heartbeat(*request, absl::Now());
+  for (const auto& [tier, cap] : core_.admission().DecodeCaps()) {
+    (*response->mutable_decode_num_iter_caps())[tier] = cap;
+  }
   core_.OnRegistryChanged();
   reactor->Finish(grpc::Status::OK);
   return reactor;

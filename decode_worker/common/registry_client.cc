@@ -211,6 +211,11 @@ class RegistryClient::Membership {
     const absl::Status s =
         rpc::FromGrpcStatus(stub_->Heartbeat(&ctx, request, &response), "Heartbeat");
     Reconnect(s);
+    if (s.ok() && owner_.options_.on_num_iter_caps) {
+      const std::map<std::string, int32_t> caps(response.decode_num_iter_caps().begin(),
+                                                response.decode_num_iter_caps().end());
+      owner_.options_.on_num_iter_caps(address_, caps);
+    }
     absl::MutexLock lock(&mu_);
     if (!s.ok()) {
       // NOT_FOUND: a router that answers this way forgot us too. Anything else (router down):

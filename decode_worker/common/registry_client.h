@@ -59,6 +59,11 @@ struct RegistryClientOptions {
   absl::Duration rpc_timeout = absl::Seconds(2);
   // For every router's channel (with TLS, a service's addresses check the service's name).
   rpc::ChannelOptions channel;
+  // Called after every successful heartbeat with the router's address and its decode
+  // num_iter caps per tier (HeartbeatResponse.decode_num_iter_caps; empty: none). On the
+  // membership's thread; must not block.
+  std::function<void(const std::string& router, const std::map<std::string, int32_t>& caps)>
+      on_num_iter_caps;
 };
 
 // Splits a comma-separated flag value into its non-empty, trimmed entries.

@@ -57,8 +57,9 @@ absl::Status WorkerRuntime::Serve(const ServeOptions& options,
                                   const std::vector<grpc::Service*>& services,
                                   std::shared_ptr<metrics::Registry> registry,
                                   RegistryClient::LoadFn load) {
-  GKA_ASSIGN_OR_RETURN(server_,
-                       rpc::GrpcServer::Create({.address = options.grpc_address, .tls = options.tls}, services));
+  GKA_ASSIGN_OR_RETURN(
+      server_,
+      rpc::GrpcServer::Create({.address = options.grpc_address, .tls = options.tls}, services));
   grpc_address_ = server_->address();
   if (!options.metrics_address.empty()) {
     GKA_ASSIGN_OR_RETURN(
@@ -74,6 +75,7 @@ absl::Status WorkerRuntime::Serve(const ServeOptions& options,
     ro.registration = options.registration;
     ro.registration.set_grpc_address(grpc_address_);
     ro.registration.set_metrics_address(metrics_address_);
+    ro.on_num_iter_caps = options.on_num_iter_caps;
     GKA_ASSIGN_OR_RETURN(auto client, RegistryClient::Start(ro, std::move(load)));
     absl::MutexLock lock(&mu_);
     registry_client_ = std::move(client);

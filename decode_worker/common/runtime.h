@@ -16,6 +16,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -101,6 +102,9 @@ struct ServeOptions {
   // Sent to the router; Serve fills in the bound gRPC and metrics addresses.
   wpb::RegisterRequest registration;
   rpc::TlsConfig tls;  // see WorkerOptions
+  // Passed to the registry client (decode workers: the degrade ladder's caps).
+  std::function<void(const std::string& router, const std::map<std::string, int32_t>& caps)>
+      on_num_iter_caps;
 
   static ServeOptions Of(const WorkerOptions& options, wpb::RegisterRequest registration) {
     return {options.grpc_address,
@@ -109,7 +113,8 @@ struct ServeOptions {
             options.router_service,
             options.heartbeat_interval,
             std::move(registration),
-            options.tls};
+            options.tls,
+            {}};
   }
 };
 

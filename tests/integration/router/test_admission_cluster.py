@@ -363,11 +363,23 @@ class AdmissionClusterTest(unittest.TestCase):
         s0 = scrape(self.c.metrics)
         down0 = metric(s0, "gka_degrade_steps_total", tier="interactive", direction="down")
         up0 = metric(s0, "gka_degrade_steps_total", tier="interactive", direction="up")
-        blockers = self.fill("ladder")
+        ones = lambda: metric(scrape(self.c.decode_metrics), "gka_decode_num_iter_bucket",
+                              tier="interactive", le="1")
+        ones_before = ones()
+        # One slot: a standard blocker; the other: an interactive request placed on rung 0
+        # (decode num_iter 30) that is still running when the ladder engages.
+        blockers = [Call(self.c, "ladder-blocker", "standard", LONG),
+                    Call(self.c, "ladder-running", "interactive", LONG)]
+        wait_until(lambda: all(b.started() for b in blockers), 60, "both slots taken")
         waiting = [Call(self.c, f"ladder-int-{i}", "interactive", 32) for i in range(2)]
         # Queue delay above 150 ms for 500 ms per rung: rung 2 within ~1.2 s.
         wait_until(lambda: metric(scrape(self.c.metrics), "gka_degrade_rung",
                                   tier="interactive") == 2, 10, "rung 2")
+        # The cap reaches the decode worker with the next heartbeat reply, and the running
+        # interactive sequence decodes with 1 iteration from then on (the waiters are still
+        # queued, so those tokens are its own).
+        wait_until(lambda: ones() > ones_before, 10, "the running sequence lowered to 1")
+        self.assertFalse(any(w.started() for w in waiting))
         self.abort(*blockers)
         for w in waiting:
             w.wait(30)
@@ -386,6 +398,8 @@ class AdmissionClusterTest(unittest.TestCase):
             metric(s, "gka_degrade_steps_total", tier="interactive", direction="down") - down0, 2)
         self.assertGreaterEqual(
             metric(s, "gka_degrade_steps_total", tier="interactive", direction="up") - up0, 2)
+        # The decode worker drops its cap with the next heartbeat reply (1 s period).
+        time.sleep(2.5)
         after = Call(self.c, "ladder-after", "interactive", 16).wait(30)
         self.assertEqual(after.final.degrade_rung, 0)
         self.assertEqual(after.final.decode_num_iter, 30)
