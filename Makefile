@@ -8,7 +8,7 @@ CTEST_FLAGS ?=
 	san-configure asan-test fuzz sanitize
 
 NVCC ?= /usr/local/cuda/bin/nvcc
-# 1: `make test` also runs the fuzz targets (and, with ASAN_TESTS=1, the ASan+UBSan tests).
+# 1: `make test` also runs the fuzz targets and the ASan+UBSan tests (see `sanitize` below).
 SANITIZE ?= 1
 CUDA_BUILD ?= build-cuda
 
@@ -58,7 +58,7 @@ test: build cuda-build $(if $(filter 1,$(SANITIZE)),sanitize)
 # through its malloc interceptors, and UCX must not patch malloc under ASan (UCX_MEM_*). No
 # TSan stage: Debian's Abseil is uninstrumented, so TSan cannot see absl::Mutex
 # (tests/fuzz/tsan_absl_probe.sh shows the false race).
-# `make test` runs `fuzz` (SANITIZE=0: not) and, with ASAN_TESTS=1, `asan-test` too.
+# `make test` runs `fuzz` and `asan-test` (SANITIZE=0: neither; ASAN_TESTS=0: no asan-test).
 SAN_BUILD ?= build-asan
 FUZZ_SECONDS ?= 30
 SAN_CXX_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -66,10 +66,10 @@ SAN_CXX_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 FUZZ_TARGETS := safetensors_fuzz config_fuzz tokenizer_fuzz request_fuzz openai_fuzz ticket_fuzz
 SAN_TEST_TARGETS := gka gka-router gka-prefill-worker gka-decode-worker rpc_test tls_test \
 	transfer_test ucx_transfer_test scheduler_test router_test openai_protocol_test \
-	router_integration_test workers_test worker_binaries_test decode_core_test
+	router_integration_test workers_test
 SAN_TESTS_1 := Rpc|Tls|ApiKeys|Descriptor|Checksum|Lease|CompatHash|Transports/|SchedulerTest
 SAN_TESTS_2 := Workloads/SchedulerProperty|TierTable|RequestValidation|OutputText|WorkerRegistry
-SAN_TESTS_3 := Router|OpenAi|DecodeCore|GkaRouterBinary|cluster_faults|trust_mtls
+SAN_TESTS_3 := Router|OpenAi|GkaRouterBinary|cluster_faults|trust_mtls
 SAN_TESTS := ^($(SAN_TESTS_1)|$(SAN_TESTS_2)|$(SAN_TESTS_3))
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 UCX_MEM_MALLOC_HOOKS=no \
@@ -90,7 +90,7 @@ asan-test: san-configure
 	@$(SAN_ENV) ./scripts/timed.sh asan-test ctest --test-dir $(SAN_BUILD) --output-on-failure \
 	  -j $(JOBS) -R '$(SAN_TESTS)' -E '_NOT_BUILT' $(CTEST_FLAGS)
 
-ASAN_TESTS ?= 0
+ASAN_TESTS ?= 1
 sanitize: fuzz $(if $(filter 1,$(ASAN_TESTS)),asan-test)
 
 # The main job: a local cluster on the embedded tiny model answering one chat request.

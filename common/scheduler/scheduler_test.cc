@@ -52,6 +52,9 @@ class SchedulerTest : public ::testing::Test {
   struct Step {
     StepPlan plan;
     std::vector<FinishedSequence> finished;
+    // The plan's token spans are valid only until OnStepComplete (scheduler.h); the tests read
+    // them afterwards, so they point here.
+    std::vector<std::vector<int32_t>> tokens;
   };
   // `token_for` picks the sampled token of each item that needs logits (default 7).
   Step RunStep(std::function<int32_t(SequenceId)> token_for = nullptr) {
@@ -60,6 +63,10 @@ class SchedulerTest : public ::testing::Test {
     absl::Status executed = mem_->Execute(step.plan);
     EXPECT_TRUE(executed.ok()) << executed;
     if (step.plan.batch.empty()) return step;
+    for (BatchItem& item : step.plan.batch) {
+      step.tokens.emplace_back(item.tokens.begin(), item.tokens.end());
+      item.tokens = step.tokens.back();
+    }
     std::vector<StepOutput> outputs;
     for (const BatchItem& item : step.plan.batch) {
       if (item.needs_logits) outputs.push_back({item.id, token_for ? token_for(item.id) : 7});
