@@ -47,6 +47,9 @@ spec:
         - --port={{ $role.grpcPort }}
         - --metrics-port={{ $role.metricsPort }}
         - --backend={{ $role.backend }}
+        # One rank thread per GPU (tensor parallel); the pod asks for tpSize GPUs.
+        - --tp={{ $role.tpSize }}
+        - --vocab-limit={{ $root.Values.model.vocabLimit | int }}
         - --device-transfer={{ $role.deviceTransfer | default "auto" }}
         - --worker-id=$(POD_NAME)
         - --tiers=/etc/gkaserve/tiers.json
