@@ -1,5 +1,6 @@
 #include "common/metrics/metrics.h"
 
+#include <dlfcn.h>
 #include <prometheus/check_names.h>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
@@ -8,7 +9,11 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
+#include <pthread.h>
 
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <typeindex>
@@ -17,6 +22,28 @@
 #include "absl/strings/str_join.h"
 #include "common/base/check.h"
 #include "common/base/status.h"
+
+// civetweb (the /metrics server, and the router's HTTP gateway) sizes its threads with a
+// compile-time pthread_attr_setstacksize (~100 KiB in Debian's build). glibc carves a thread's
+// static TLS out of that stack (glibc bug 11787), and a CUDA build links libcublasLt with
+// ~94 KiB of it, so pthread_create fails and the exposer cannot start. civetweb offers no
+// run-time knob, so every executable that links this library interposes the call and adds what
+// glibc takes off the top (__pthread_get_minstack: static TLS + a page + PTHREAD_STACK_MIN, as
+// Rust's std does). Exported to the dynamic symbol table by common/metrics/CMakeLists.txt.
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t stack_size) {
+  using SetStackSize = int (*)(pthread_attr_t*, size_t);
+  using MinStack = size_t (*)(const pthread_attr_t*);
+  static const auto next =
+      reinterpret_cast<SetStackSize>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  static const auto min_stack =
+      reinterpret_cast<MinStack>(dlsym(RTLD_DEFAULT, "__pthread_get_minstack"));
+  if (next == nullptr) return ENOSYS;
+  if (min_stack != nullptr) {
+    const size_t taken = min_stack(attr);
+    if (stack_size <= SIZE_MAX - taken) stack_size += taken;
+  }
+  return next(attr, stack_size);
+}
 
 namespace gka::metrics {
 

@@ -14,6 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
+// big_tls_testlib.cc: 256 KiB of static TLS in every thread, more than civetweb's stack.
+extern "C" size_t GkaTestBigTlsBytes();
+
 namespace gka::metrics {
 namespace {
 
@@ -136,6 +139,19 @@ TEST(MetricsTest, RegistrationErrorsAreStatuses) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(registry.AddHistogram("gka_h", "h", {}, {1, 1}).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// A CUDA build links libcublasLt (~94 KiB of static TLS); glibc takes static TLS out of each
+// thread's stack, and civetweb's fixed ~100 KiB stacks then cannot start. This binary links a
+// library with more static TLS than that, so every exposer here needs metrics.cc's
+// pthread_attr_setstacksize.
+TEST(MetricsTest, ExposerServesBesideLargeStaticTls) {
+  ASSERT_GE(GkaTestBigTlsBytes(), size_t{200} << 10);
+  auto registry = std::make_shared<Registry>();
+  (*registry->AddGauge("gka_test_up", "Up."))->Labels({}).Set(1);
+  auto exposer = MetricsExposer::Create({.address = "127.0.0.1:0"}, registry);
+  ASSERT_TRUE(exposer.ok()) << exposer.status();
+  EXPECT_TRUE(absl::StrContains(HttpGet((*exposer)->port(), "/metrics"), "gka_test_up 1"));
 }
 
 TEST(MetricsTest, ExposerBindConflictIsUnavailable) {
