@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds the GPU test and benchmark binaries, the `gka` CLI and the engine's GPU golden test
 # (tests/golden/gpu_golden_test) on this (GPU-less) machine and
-# packs them, with the shared libraries the GPU machine lacks (Abseil, ICU 72, PCRE2; not
+# packs them, with the shared libraries the GPU machine lacks (Abseil, PCRE2; not
 # cuBLAS or the driver, which it has), into .devcarry/gpu/bundle.tar.xz — git-ignored, named
 # in the device tool's `carry` (xz keeps the call under its 64 MiB limit with tests/data).
 #

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Packs binaries built here for the GPU machine: each stripped of debug info into bin/, the
-# shared libraries it needs that the GPU machine lacks into lib/ (Abseil, ICU, PCRE2, GTest),
+# shared libraries it needs that the GPU machine lacks into lib/ (Abseil, PCRE2, GTest),
 # libstdc++/libgcc into compat/ (used there only if the machine's are older), as one
 # xz-compressed tar (the device tool's carry limit is 64 MiB). Left out: the C runtime, and
 # cuBLAS, the CUDA runtime and NCCL, which the machine has (NCCL alone is 218 MB).
