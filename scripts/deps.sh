@@ -19,6 +19,9 @@ APT_PACKAGES=(
   nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libopenblas-dev
   python3-protobuf python3-venv python3-pip python3-setuptools python3-wheel  # Python SDK
   python3-grpcio python3-yaml unzip
+  # Tests: the model card's curl command (tests/integration/openai, tests/chaos) and `ip netns`
+  # for the chaos suite's network partition; a minimal Debian 12 image has neither.
+  curl iproute2
   # Sanitizer and fuzz builds (make fuzz / asan-test): clang 14, its ASan/UBSan/libFuzzer
   # runtimes; OpenSSL's libcrypto (hashed API keys) and the openssl tool (test CAs, gka local's
   # throwaway certificates).
