@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Issues 11, 4 and 9 on the GPU machine, one device call: `gka local` with GPU workers serving
+# the 32B-shaped random-weight model, disaggregated (prefill TP 2 on GPUs 0,1 → decode TP 2 on
+# GPUs 2,3) and colocated (two workers at TP 2 on the same four GPUs, each prefilling and
+# decoding in one engine). Per mode: TTFT at low load for 2K/8K/16K prompts, the hand-off's
+# bandwidth (KV and GKA state apart, from the prefill worker's /metrics), a mixed load (long
+# prompts arriving while others decode: decode ITL and long-prompt TTFT, goodput), greedy
+# agreement with the offline GPU engine; then (stage `sweep`) a request-rate sweep through the
+# disaggregated cluster. Prints a table last.
+#
+#   scripts/gpu/cluster_pack.sh cluster build-wgpu          # on the dev machine
+#   device run (nvidia-h100-x4, carry .devcarry/cluster):
+#     bash scripts/gpu/cluster_serve.sh [STAGES...]        # default: disagg colo
+#   dry run here on the CPU with the tiny model:
+#     BIN=build/bin MODEL=/tmp/tiny BACKEND=cpu SIZES=64,128 scripts/gpu/cluster_serve.sh disagg
+#
+# Stages: disagg | colo | sweep (with disagg: a rate sweep before its cluster stops). Env: BUDGET_S (default 570), SIZES (prompt lengths),
+# MIX_S (mixed-load seconds), MODEL (default /dev/shm/gka32b, written if missing).
+set -uo pipefail
+STAGES=${*:-disagg colo}
+END=$((SECONDS + ${BUDGET_S:-570}))
+LOGS=${OUT:-/tmp/gka-cluster}
+mkdir -p "$LOGS"
+D=.devcarry/cluster
+if [[ -f $D/bundle.tar.xz ]]; then  # scripts/gpu/cluster_pack.sh cluster
+  rm -rf /tmp/gka-cluster-carry && mkdir -p /tmp/gka-cluster-carry &&
+    xz -dc $D/bundle.tar.xz | tar -C /tmp/gka-cluster-carry -xf - && D=/tmp/gka-cluster-carry
+fi
+BIN=${BIN:-$D/bin}
+BACKEND=${BACKEND:-cuda}
+SIZES=${SIZES:-2048,8192,16384}
+MIX_S=${MIX_S:-45}
+MODEL=${MODEL:-/dev/shm/gka32b}
+TABLE=$LOGS/table.txt
+: > "$TABLE"
+export NCCL_NVLS_ENABLE=0  # never NVLink multicast on these shared hosts (KINDS.md)
+
+if [[ $BACKEND == cuda ]]; then
+  NCCL_DIR=$(python3 -c 'import nvidia.nccl as n, os; print(os.path.join(list(n.__path__)[0], "lib"))' 2>/dev/null)
+  export LD_LIBRARY_PATH=$D/lib:${NCCL_DIR}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+  export UCX_MODULE_DIR=$D/lib/ucx
+  nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
+  ldd "$BIN/gka-decode-worker" | grep -E "not found|nccl|cublas" | sed 's/^/  /'
+  TOK=$D/tokenizer
+fi
+left() { echo $((END - SECONDS)); }
+
+if [[ ! -f $MODEL/config.json ]]; then
+  t0=$SECONDS
+  timeout "$(left)" "$BIN/gka" make-random-model --preset hqwen3-32b-gka --out "$MODEL" \
+    --tokenizer-dir "$TOK" 2>&1 | tail -2
+  echo "model written in $((SECONDS - t0)) s"
+fi
+
+# 32B at TP 2: 64 KiB of KV and 4 MiB of GKA state per token / per slot on each rank; the
+# decode side holds 24 sequences of up to 17K tokens beside 32 GB of weights per GPU.
+COMMON_DECODE="--num-slots 24 --max-seq-len 17408 --page-size 64"
+PREFILL_ARGS="--num-slots 4 --max-seq-len 17408 --page-size 64 --max-batch-tokens 16384 --prefill-chunk 8192"
+CLUSTER_PID=""
+start_cluster() {  # start_cluster MODE: disagg or colo
+  local mode=$1 args
+  if [[ $mode == disagg ]]; then
+    args=(--prefill-workers 1 --decode-workers 1 --prefill-tp 2 --decode-tp 2
+          --prefill-gpus 0,1 --decode-gpus 2,3 --prefill-args "$PREFILL_ARGS"
+          --decode-args "$COMMON_DECODE")
+  else
+    args=(--colocated --decode-workers 2 --decode-tp 2 --decode-gpus 0,1,2,3
+          --decode-args "$COMMON_DECODE --max-batch-tokens 8192 --prefill-chunk-size 8192")
+  fi
+  if [[ $BACKEND == cpu ]]; then  # the dry run: one worker of each role, no GPUs
+    args=(--prefill-workers 1 --decode-workers 1)
+    [[ $mode == colo ]] && args=(--colocated --decode-workers 1)
+  fi
+  rm -rf "$LOGS/$mode" && mkdir -p "$LOGS/$mode"
+  local t0=$SECONDS
+  "$BIN/gka" local --model "$MODEL" --backend "$BACKEND" --port 50151 --metrics-port 9500 \
+    --ready-timeout 300 --state-file "$LOGS/$mode/state.jsonl" --log-dir "$LOGS/$mode" \
+    --http-port 8151 "${args[@]}" > "$LOGS/$mode/local.out" 2>&1 &
+  CLUSTER_PID=$!
+  for _ in $(seq 1 600); do
+    grep -q "cluster up" "$LOGS/$mode/local.out" 2>/dev/null && break
+    kill -0 $CLUSTER_PID 2>/dev/null || break
+    sleep 0.5
+  done
+  if ! kill -0 $CLUSTER_PID 2>/dev/null; then
+    echo "!! $mode cluster did not start"; tail -20 "$LOGS/$mode/local.out"
+    tail -n 15 "$LOGS/$mode"/*.log 2>/dev/null; return 1
+  fi
+  echo "$mode cluster up in $((SECONDS - t0)) s"
+}
+stop_cluster() {
+  [[ -n $CLUSTER_PID ]] && kill -TERM $CLUSTER_PID 2>/dev/null && wait $CLUSTER_PID 2>/dev/null
+  CLUSTER_PID=""
+}
+trap stop_cluster EXIT
+
+bench() {  # bench NAME ARGS...: gka bench serve against the local cluster, JSON in $LOGS
+  local name=$1; shift
+  local l; l=$(left); (( l > 15 )) || { echo "skip $name: no time"; return 1; }
+  timeout "$l" "$BIN/gka" bench serve --addr 127.0.0.1:50151 --prompt tokens --ignore-eos \
+    --out "$LOGS/$name.json" --label "$name" "$@" 2> "$LOGS/$name.err" || {
+      echo "!! $name failed"; tail -5 "$LOGS/$name.err"; return 1; }
+}
+# "p50 p99" of a report metric: jq-free (python3 is on the GPU machine and here).
+pct() {  # pct FILE METRIC (ttft_ms|itl_ms|e2e_ms) [goodput]
+  python3 - "$@" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))["report"]["overall"]
+if len(sys.argv) > 3: print(f'{r.get("goodput", 0):.3f}'); sys.exit()
+m = r[sys.argv[2]]
+print(f'{m.get("p50", 0):.1f} {m.get("p99", 0):.1f}')
+EOF
+}
+metric_sum() {  # metric_sum URL NAME [LABEL_SUBSTRING]: sum of a Prometheus series
+  curl -s "$1" | awk -v n="$2" -v s="${3:-}" '$1 ~ "^"n && index($1, s) {t += $2} END {printf "%.6g", t}'
+}
+
+sweep() {  # a request-rate sweep through the running disaggregated cluster (issue 9)
+  bench sweep --sweep "${RATES:-0.5,1,2}" --duration "${SWEEP_S:-25}" --input-len 2048 \
+    --output-len 256 --slo ttft=2000ms,itl=100ms --timeout 300 --plot "$LOGS/sweep.svg" || return
+  python3 - "$LOGS/sweep.json" >> "$TABLE" <<'EOF'
+import json, sys
+for p in json.load(open(sys.argv[1]))["points"]:
+    o = p["report"]["overall"]
+    print(f'SWEEP rate={p["request_rate"]} ttft p50/p99={o["ttft_ms"]["p50"]:.0f}/{o["ttft_ms"]["p99"]:.0f}ms '
+          f'itl p50/p99={o["itl_ms"]["p50"]:.1f}/{o["itl_ms"]["p99"]:.1f}ms '
+          f'tok/s={o["output_token_throughput"]:.0f} goodput={o.get("goodput", 0):.2f}/s')
+EOF
+}
+
+greedy() {  # greedy MODE: greedy completions with logprobs through the OpenAI port, one at a time
+  python3 - "$LOGS/$1-greedy.json" "${SIZES}" <<'EOF'
+import json, random, sys, urllib.request
+out, sizes = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
+base = "http://127.0.0.1:8151/v1"
+model = json.load(urllib.request.urlopen(base + "/models", timeout=30))["data"][0]["id"]
+res = []
+for i, n in enumerate([100] + sizes):
+    rng = random.Random(1000 + i)
+    body = {"model": model, "prompt": [rng.randrange(100, 150000) for _ in range(n)], "max_tokens": 32,
+            "temperature": 0, "logprobs": 1, "ignore_eos": True}
+    req = urllib.request.Request(base + "/completions", json.dumps(body).encode(),
+                                 {"content-type": "application/json"})
+    lp = json.load(urllib.request.urlopen(req, timeout=300))["choices"][0]["logprobs"]
+    res.append({"prompt_len": n, "tokens": lp["tokens"], "logprobs": lp["token_logprobs"]})
+json.dump(res, open(out, "w"))
+EOF
+}
+compare_greedy() {  # disaggregated vs colocated: same prompts, greedy, bf16
+  python3 - "$LOGS/disagg-greedy.json" "$LOGS/colo-greedy.json" >> "$TABLE" <<'EOF'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+for x, y in zip(a, b):
+    same = 0
+    while same < min(len(x["tokens"]), len(y["tokens"])) and x["tokens"][same] == y["tokens"][same]:
+        same += 1
+    d = max((abs(p - q) for p, q in zip(x["logprobs"][:same], y["logprobs"][:same])), default=0)
+    print(f'GREEDY prompt={x["prompt_len"]}: disagg vs colo: first {same}/{len(x["tokens"])} tokens equal, '
+          f'max |dlogprob| over them {d:.3g}')
+EOF
+}
+
+run_mode() {  # run_mode MODE
+  local mode=$1
+  start_cluster "$mode" || return 1
+  # Warm up: one request per size (first-use allocations, graph captures).
+  for n in ${SIZES//,/ }; do bench "$mode-warm-$n" --concurrency 1 --num-requests 1 \
+    --input-len "$n" --output-len 4 >/dev/null; done
+  greedy "$mode" || echo "!! greedy $mode failed"
+  for n in ${SIZES//,/ }; do
+    local kv0 st0 kvs0 sts0
+    if [[ $mode == disagg ]]; then
+      local pm=http://127.0.0.1:9501/metrics
+      kv0=$(metric_sum $pm gka_transfer_bytes_total 'kind="kv"')
+      st0=$(metric_sum $pm gka_transfer_bytes_total 'kind="state"')
+      kvs0=$(metric_sum $pm gka_transfer_seconds_sum 'kind="kv"')
+      sts0=$(metric_sum $pm gka_transfer_seconds_sum 'kind="state"')
+    fi
+    bench "$mode-ttft-$n" --concurrency 1 --num-requests 3 --input-len "$n" --output-len 8 || continue
+    read -r p50 p99 <<< "$(pct "$LOGS/$mode-ttft-$n.json" ttft_ms)"
+    local xfer=""
+    if [[ $mode == disagg ]]; then
+      local kv st kvs sts
+      kv=$(metric_sum $pm gka_transfer_bytes_total 'kind="kv"')
+      st=$(metric_sum $pm gka_transfer_bytes_total 'kind="state"')
+      kvs=$(metric_sum $pm gka_transfer_seconds_sum 'kind="kv"')
+      sts=$(metric_sum $pm gka_transfer_seconds_sum 'kind="state"')
+      xfer=$(python3 -c "
+kv, st, kvs, sts = $kv - $kv0, $st - $st0, $kvs - $kvs0, $sts - $sts0
+f = lambda b, s: f'{b/3/2**20:.0f} MiB {b/s/1e9:.2f} GB/s' if s > 0 else '-'
+print(f'KV {f(kv, kvs)}, state {f(st, sts)} (per request; kv {kvs/3*1e3:.0f} ms, state {sts/3*1e3:.0f} ms)')")
+    fi
+    echo "TTFT $mode prompt=$n p50=${p50}ms p99=${p99}ms ${xfer}" | tee -a "$TABLE"
+  done
+  # Mixed load: a decode-heavy stream (short prompts, long outputs) while 16K prompts arrive.
+  local long=${SIZES##*,}
+  bench "$mode-mix-decode" --concurrency 8 --input-len 512 --output-len "${MIX_OUT:-512}" --duration "$MIX_S" \
+    --slo ttft=2000ms,itl=100ms --timeout 600 &
+  local dec=$!
+  sleep 5
+  bench "$mode-mix-long" --request-rate 0.2 --arrival constant --input-len "$long" --output-len 16 \
+    --duration $((MIX_S - 10)) --slo ttft=6000ms,itl=100ms --timeout 600
+  wait $dec
+  if [[ -f $LOGS/$mode-mix-decode.json && -f $LOGS/$mode-mix-long.json ]]; then
+    read -r i50 i99 <<< "$(pct "$LOGS/$mode-mix-decode.json" itl_ms)"
+    read -r t50 t99 <<< "$(pct "$LOGS/$mode-mix-long.json" ttft_ms)"
+    echo "MIX $mode decode-ITL p50=${i50}ms p99=${i99}ms goodput=$(pct "$LOGS/$mode-mix-decode.json" x g)/s; long-prompt TTFT p50=${t50}ms p99=${t99}ms goodput=$(pct "$LOGS/$mode-mix-long.json" x g)/s" | tee -a "$TABLE"
+  fi
+  [[ $mode == disagg && " $STAGES " == *" sweep "* ]] && sweep
+  stop_cluster
+}
+
+for stage in $STAGES; do
+  case $stage in
+    disagg|colo) run_mode "$stage" ;;
+    sweep) ;;  # inside the disaggregated run (the cluster is up)
+    *) echo "unknown stage $stage" ;;
+  esac
+done
+[[ -f $LOGS/disagg-greedy.json && -f $LOGS/colo-greedy.json ]] && compare_greedy
+echo "== table ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
+cat "$TABLE"
