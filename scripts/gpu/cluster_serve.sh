@@ -54,8 +54,8 @@ fi
 
 # 32B at TP 2: 64 KiB of KV and 4 MiB of GKA state per token / per slot on each rank; the
 # decode side holds 24 sequences of up to 17K tokens beside 32 GB of weights per GPU.
-COMMON_DECODE="--num-slots 24 --max-seq-len 17408 --page-size 64"
-PREFILL_ARGS="--num-slots 4 --max-seq-len 17408 --page-size 64 --max-batch-tokens 16384 --prefill-chunk 8192"
+COMMON_DECODE="--max-seq-len 17408"
+PREFILL_ARGS="--num-slots 4 --max-seq-len 17408 --max-batch-tokens 16384 --prefill-chunk 8192"
 CLUSTER_PID=""
 start_cluster() {  # start_cluster MODE: disagg or colo
   local mode=$1 args
@@ -74,7 +74,7 @@ start_cluster() {  # start_cluster MODE: disagg or colo
   rm -rf "$LOGS/$mode" && mkdir -p "$LOGS/$mode"
   local t0=$SECONDS
   "$BIN/gka" local --model "$MODEL" --backend "$BACKEND" --port 50151 --metrics-port 9500 \
-    --ready-timeout 300 --state-file "$LOGS/$mode/state.jsonl" --log-dir "$LOGS/$mode" \
+    --ready-timeout 300 --page-size 64 --num-slots 24 --state-file "$LOGS/$mode/state.jsonl" --log-dir "$LOGS/$mode" \
     --http-port 8151 "${args[@]}" > "$LOGS/$mode/local.out" 2>&1 &
   CLUSTER_PID=$!
   for _ in $(seq 1 600); do
