@@ -55,7 +55,7 @@ fi
 # 32B at TP 2: 64 KiB of KV and 4 MiB of GKA state per token / per slot on each rank; the
 # decode side holds 24 sequences of up to 17K tokens beside 32 GB of weights per GPU.
 COMMON_DECODE="--max-seq-len 17408"
-PREFILL_ARGS="--num-slots 4 --max-seq-len 17408 --max-batch-tokens 16384 --prefill-chunk 8192"
+PREFILL_ARGS=${PREFILL_ARGS:-"--num-slots 4 --max-seq-len 17408 --max-batch-tokens 16384 --prefill-chunk 8192"}
 CLUSTER_PID=""
 start_cluster() {  # start_cluster MODE: disagg or colo
   local mode=$1 args
