@@ -3,13 +3,16 @@
 // directly"). Closed loop: each of --concurrency threads sends a request as the router would
 // — Reserve on the decode worker, then Prefill (with the ticket) on the prefill worker and,
 // concurrently, StartDecode — and records when tokens arrive, exactly as `gka bench serve`
-// records them through the router. Running both against the same cluster with the same
-// workload gives TTFT/ITL/E2E through the router vs direct; the difference is what the router
-// adds (its own work, the extra gRPC hop, relaying every token).
+// records them through the router. Open loop (--request-rate R --duration S): requests sent
+// on the arrival schedule `gka bench serve` draws from the same --seed and --arrival, one
+// thread per request in flight, so a rate sweep of both paths offers the same load. Running both
+// against the same cluster with the same workload gives TTFT/ITL/E2E through the router vs direct;
+// the difference is what the router adds (its own work, the extra gRPC hop, relaying every token).
 //
 //   gka bench direct --prefill HOST:PORT --decode HOST:PORT --concurrency 4 --num-requests 200 \
 //       --input-len 128 --output-len 32 [--vocab 4096] [--prefill-num-iter 10] \
 //       [--decode-num-iter 10] [--out direct.json]
+//   gka bench direct ... --request-rate 4 --duration 30 [--arrival poisson] [--seed 1]
 //
 // The prompt is random token ids below --vocab; greedy, EOS ignored (every request gives
 // exactly --output-len tokens). Requests go to the named workers only (no placement).
@@ -17,7 +20,9 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <memory>
@@ -29,7 +34,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cli/bench_stats.h"
+#include "cli/bench_workload.h"
 #include "cli/commands.h"
+#include "common/base/status.h"
 #include "common/rpc/client.h"
 #include "common/rpc/deadline.h"
 #include "common/rpc/status.h"
@@ -46,6 +53,10 @@ struct DirectFlags {
   std::string decode_addr;
   int concurrency = 1;
   int num_requests = 100;
+  // Open loop when > 0: --duration bounds the run.
+  double request_rate = 0;
+  double duration_s = 0;
+  std::string arrival = "poisson";
   int input_len = 128;
   int output_len = 32;
   int vocab = 4096;
@@ -154,12 +165,44 @@ void RunOne(const DirectFlags& f, Clients& c, const std::string& id,
   r->decode_num_iter = f.decode_num_iter;
 }
 
+// Sends request i at start + its arrival offset, each on its own thread (RunOne blocks for the
+// request's life), until the schedule passes --duration.
+std::vector<RequestRecord> RunOpenLoop(const DirectFlags& f, bench::Arrival arrival,
+                                       Clients& clients, const std::string& prefix,
+                                       const std::function<std::vector<int32_t>()>& prompt) {
+  bench::ArrivalProcess arrivals(f.request_rate, arrival, f.seed);
+  const absl::Duration duration = absl::Seconds(f.duration_s);
+  // Records must not move while threads write into them.
+  std::deque<RequestRecord> records;
+  std::vector<std::thread> threads;
+  const absl::Time start = absl::Now();
+  for (int i = 0;; ++i) {
+    const absl::Duration scheduled = arrivals.Next();
+    if (scheduled >= duration) break;
+    std::vector<int32_t> ids = prompt();  // made before waiting, so it cannot delay the send
+    const absl::Duration wait = start + scheduled - absl::Now();
+    if (wait > absl::ZeroDuration()) absl::SleepFor(wait);
+    RequestRecord& r = records.emplace_back();
+    r.index = i;
+    r.scheduled = scheduled;
+    threads.emplace_back([&f, &clients, &r, id = absl::StrCat(prefix, "-", i), ids = std::move(ids),
+                          start] { RunOne(f, clients, id, ids, start, &r); });
+  }
+  for (std::thread& t : threads) t.join();
+  return {std::make_move_iterator(records.begin()), std::make_move_iterator(records.end())};
+}
+
 absl::Status RunDirect(const DirectFlags& f) {
   if (f.concurrency < 1 || f.num_requests < 1 || f.input_len < 1 || f.output_len < 1 ||
       f.vocab < 2) {
     return absl::InvalidArgumentError(
         "--concurrency, --num-requests, --input-len, --output-len must be >= 1, --vocab >= 2");
   }
+  if (f.request_rate < 0 || (f.request_rate > 0 && f.duration_s <= 0)) {
+    return absl::InvalidArgumentError(
+        "--request-rate must be >= 0; an open-loop run (--request-rate > 0) needs --duration");
+  }
+  GKA_ASSIGN_OR_RETURN(const bench::Arrival arrival, bench::ParseArrival(f.arrival));
   Clients clients;
   clients.prefill = w::PrefillService::NewStub(rpc::CreateChannel(f.prefill_addr, {}));
   clients.decode = w::DecodeService::NewStub(rpc::CreateChannel(f.decode_addr, {}));
@@ -178,21 +221,26 @@ absl::Status RunDirect(const DirectFlags& f) {
       return absl::Status(r.code, absl::StrCat("warmup request failed: ", r.error));
     }
   }
-  std::vector<std::vector<int32_t>> prompts(f.num_requests);
-  for (auto& p : prompts) p = prompt();
-  std::vector<RequestRecord> records(f.num_requests);
-  std::atomic<int> next{0};
-  const absl::Time start = absl::Now();
-  std::vector<std::thread> threads;
-  for (int t = 0; t < f.concurrency; ++t) {
-    threads.emplace_back([&] {
-      for (int i = next++; i < f.num_requests; i = next++) {
-        records[i].index = i;
-        RunOne(f, clients, absl::StrCat(prefix, "-", i), prompts[i], start, &records[i]);
-      }
-    });
+  std::vector<RequestRecord> records;
+  if (f.request_rate > 0) {
+    records = RunOpenLoop(f, arrival, clients, prefix, prompt);
+  } else {
+    std::vector<std::vector<int32_t>> prompts(f.num_requests);
+    for (auto& p : prompts) p = prompt();
+    records.resize(f.num_requests);
+    std::atomic<int> next{0};
+    const absl::Time start = absl::Now();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < f.concurrency; ++t) {
+      threads.emplace_back([&] {
+        for (int i = next++; i < f.num_requests; i = next++) {
+          records[i].index = i;
+          RunOne(f, clients, absl::StrCat(prefix, "-", i), prompts[i], start, &records[i]);
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
   }
-  for (std::thread& t : threads) t.join();
   const bench::Report report = bench::Summarize(records, bench::MeasuredDuration(records), {});
   std::cerr << bench::FormatReport(report);
   const nlohmann::json result = {{"kind", "direct"},
@@ -200,6 +248,10 @@ absl::Status RunDirect(const DirectFlags& f) {
                                   {{"prefill", f.prefill_addr},
                                    {"decode", f.decode_addr},
                                    {"concurrency", f.concurrency},
+                                   {"request_rate", f.request_rate},
+                                   {"duration_s", f.duration_s},
+                                   {"arrival", f.arrival},
+                                   {"seed", f.seed},
                                    {"num_requests", f.num_requests},
                                    {"input_len", f.input_len},
                                    {"output_len", f.output_len},
@@ -225,7 +277,12 @@ void RegisterBenchDirect(CLI::App& bench, Action& run) {
   cmd->add_option("--prefill", f->prefill_addr, "prefill worker HOST:PORT")->required();
   cmd->add_option("--decode", f->decode_addr, "decode worker HOST:PORT")->required();
   cmd->add_option("--concurrency", f->concurrency, "requests in flight")->capture_default_str();
-  cmd->add_option("--num-requests", f->num_requests, "measured requests")->capture_default_str();
+  cmd->add_option("--num-requests", f->num_requests, "closed loop: measured requests");
+  cmd->add_option("--request-rate", f->request_rate,
+                  "open loop: requests per second (with --duration; 0: closed loop)");
+  cmd->add_option("--duration", f->duration_s, "open loop: seconds of arrivals");
+  cmd->add_option("--arrival", f->arrival, "open-loop arrivals: poisson or constant")
+      ->capture_default_str();
   cmd->add_option("--input-len", f->input_len, "prompt tokens")->capture_default_str();
   cmd->add_option("--output-len", f->output_len, "generated tokens")->capture_default_str();
   cmd->add_option("--vocab", f->vocab, "prompt ids are drawn from [1, VOCAB)")

@@ -146,6 +146,9 @@ absl::StatusOr<std::unique_ptr<DecodeMetrics>> DecodeMetrics::Create(
                        counter("gka_checksum_failures_total", "Transfers refused by the checksum"));
   GKA_ASSIGN_OR_RETURN(m.preemptions,
                        counter("gka_preemptions_total", "Sequences swapped out to host"));
+  GKA_ASSIGN_OR_RETURN(m.reserve_refused,
+                       counter("gka_reserve_refused_total",
+                               "Reserve calls refused RESOURCE_EXHAUSTED (no free slot or pages)"));
   GKA_ASSIGN_OR_RETURN(metrics::HistogramFamily * batch,
                        registry.AddHistogram("gka_decode_batch_size", "Sequences per decode step",
                                              {"worker"}, metrics::ExponentialBuckets(1, 2, 10)));
@@ -253,7 +256,11 @@ void DecodeCore::SetNumIterCaps(const std::string& router,
 // --- Reserve ---------------------------------------------------------------------------
 
 void DecodeCore::Reserve(const wpb::ReserveRequest& request, TicketCallback done) {
-  done(DoReserve(request));
+  absl::StatusOr<wpb::TransferTicket> ticket = DoReserve(request);
+  if (ticket.status().code() == absl::StatusCode::kResourceExhausted) {
+    metrics_->reserve_refused->Increment();
+  }
+  done(std::move(ticket));
   UpdateGauges();
 }
 

@@ -81,6 +81,9 @@ struct DecodeMetrics {
       slots_total, reservations_active;
   std::optional<metrics::Histogram> batch_size, step_seconds;
   std::optional<metrics::Counter> reservations_expired, checksum_failures, preemptions;
+  // Reserve refused for want of room: a router over-committed this worker (or several
+  // routers share it). Issue 9's admission keeps these at zero for one router.
+  std::optional<metrics::Counter> reserve_refused;
   metrics::HistogramFamily* num_iter = nullptr;  // {worker, tier}
   std::string worker;
 };

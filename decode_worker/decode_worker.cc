@@ -157,8 +157,11 @@ class DecodeServiceImpl final : public wpb::DecodeService::CallbackService {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     DecodeWorker::Impl* w = w_;
     if (!w->engine_queue().Post([w, request, response, reactor] {
-          w->core->Reserve(*request, [response, reactor](absl::StatusOr<wpb::TransferTicket> t) {
+          w->core->Reserve(*request, [w, response, reactor](absl::StatusOr<wpb::TransferTicket> t) {
             if (t.ok()) *response = *std::move(t);
+            // Published before the reply: a heartbeat sent after the router learns of the
+            // reservation reports it (the router's admission counts on that).
+            w->Publish();
             reactor->Finish(rpc::ToGrpcStatus(t.status()));
           });
         })) {

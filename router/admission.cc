@@ -33,8 +33,8 @@ absl::Status ResourceExhaustedWithRetry(absl::string_view message, absl::Duratio
   return status;
 }
 
-Admission::Admission(AdmissionOptions options, const TierTable& tiers)
-    : options_(std::move(options)) {
+Admission::Admission(AdmissionOptions options, const TierTable& tiers, WorkerRegistry* rooms)
+    : options_(std::move(options)), rooms_(rooms) {
   absl::MutexLock lock(&mu_);
   for (const Tier& tier : tiers.tiers()) {
     auto state = std::make_unique<TierState>();
@@ -80,6 +80,11 @@ absl::Status Admission::Init(metrics::Registry& registry) {
       auto* capacity,
       registry.AddGauge("gka_admission_capacity",
                         "Requests the router places at once (decode state slots)", {}));
+  GKA_ASSIGN_OR_RETURN(auto* held,
+                       registry.AddGauge("gka_admission_held_kv_pages",
+                                         "KV pages this router holds on decode workers for the "
+                                         "requests it started (prompt + max_tokens each)",
+                                         {}));
   GKA_ASSIGN_OR_RETURN(
       auto* rung, registry.AddGauge("gka_degrade_rung",
                                     "The tier's degrade-ladder rung (0: as configured)", {"tier"}));
@@ -96,6 +101,7 @@ absl::Status Admission::Init(metrics::Registry& registry) {
       t->refused_full = refused->Labels({{"tier", t->tier->name}, {"reason", "queue_full"}});
       t->refused_timeout = refused->Labels({{"tier", t->tier->name}, {"reason", "queue_timeout"}});
       t->refused_rate = refused->Labels({{"tier", t->tier->name}, {"reason", "rate_limit"}});
+      t->refused_never_fits = refused->Labels({{"tier", t->tier->name}, {"reason", "never_fits"}});
       t->step_down = steps->Labels({{"tier", t->tier->name}, {"direction", "down"}});
       t->step_up = steps->Labels({{"tier", t->tier->name}, {"direction", "up"}});
       t->rung_gauge->Set(t->rung);
@@ -105,6 +111,8 @@ absl::Status Admission::Init(metrics::Registry& registry) {
     running_gauge_->Set(static_cast<double>(running_ids_.size()));
     capacity_gauge_ = capacity->Labels({});
     capacity_gauge_->Set(CapacityLocked());
+    held_pages_gauge_ = held->Labels({});
+    SetHeldLocked();
   }
   if (options_.tick > absl::ZeroDuration() && !ticker_.joinable()) {
     ticker_ = std::thread([this] { TickerLoop(); });
@@ -114,6 +122,29 @@ absl::Status Admission::Init(metrics::Registry& registry) {
 
 int Admission::CapacityLocked() const {
   return options_.max_running > 0 ? options_.max_running : capacity_;
+}
+
+bool Admission::TryStartLocked(const Waiter& waiter, absl::Time now) {
+  const int capacity = CapacityLocked();
+  // No capacity known (no decode worker reported yet): placement answers for itself.
+  if (!options_.enabled || capacity == 0) return true;
+  if (static_cast<int>(running_ids_.size()) >= capacity) return false;
+  return rooms_ == nullptr || rooms_->Hold(waiter.id, waiter.demand, now);
+}
+
+void Admission::StartLocked(TierState& t, Waiter waiter, absl::Duration waited,
+                            std::vector<Action>& actions) {
+  running_ids_[waiter.id] = &t;
+  if (running_gauge_) running_gauge_->Set(static_cast<double>(running_ids_.size()));
+  if (t.wait) t.wait->Observe(absl::ToDoubleSeconds(waited));
+  SetHeldLocked();
+  actions.push_back([start = std::move(waiter.start), rung = t.rung] { start(rung); });
+}
+
+void Admission::SetHeldLocked() {
+  if (held_pages_gauge_ && rooms_ != nullptr) {
+    held_pages_gauge_->Set(static_cast<double>(rooms_->Held().kv_pages));
+  }
 }
 
 absl::Status Admission::Admit(const Tier& tier, Waiter waiter, absl::Time now) {
@@ -126,27 +157,30 @@ absl::Status Admission::Admit(const Tier& tier, Waiter waiter, absl::Time now) {
     const int capacity = CapacityLocked();
     bool any_queued = false;
     for (const auto& other : tiers_) any_queued |= !other->queue.empty();
-    // No capacity known (no decode worker reported yet): placement answers for itself.
-    const bool room = !options_.enabled || capacity == 0 ||
-                      (static_cast<int>(running_ids_.size()) < capacity && !any_queued);
-    if (room) {
-      running_ids_[waiter.id] = &t;
-      if (running_gauge_) running_gauge_->Set(static_cast<double>(running_ids_.size()));
-      if (t.wait) t.wait->Observe(0);
-      actions.push_back([start = std::move(waiter.start), rung = t.rung] { start(rung); });
+    absl::Status fits = options_.enabled && rooms_ != nullptr ? rooms_->CanEverHold(waiter.demand)
+                                                              : absl::OkStatus();
+    if (!fits.ok()) {
+      // Waiting would not help: no retry-after hint.
+      if (t.refused_never_fits) t.refused_never_fits->Increment();
+      result = std::move(fits);
+    } else if (!any_queued && TryStartLocked(waiter, now)) {
+      StartLocked(t, std::move(waiter), absl::ZeroDuration(), actions);
     } else if (static_cast<int>(t.queue.size()) >= tier.queue_limit) {
       if (t.refused_full) t.refused_full->Increment();
       const absl::Duration retry = RetryAfterLocked(t, now);
       result = ResourceExhaustedWithRetry(
-          absl::StrCat("the cluster is at capacity (", running_ids_.size(), " requests placed on ",
-                       capacity, " decode slots) and tier '", tier.name, "' has ", t.queue.size(),
-                       " requests queued (queue_limit ", tier.queue_limit, "); retry after ",
-                       absl::ToInt64Milliseconds(retry), " ms"),
+          absl::StrCat(
+              "the cluster is at capacity (", running_ids_.size(), " requests placed on ", capacity,
+              " decode slots",
+              rooms_ != nullptr ? absl::StrCat(", ", rooms_->Held().kv_pages, " KV pages held")
+                                : "",
+              ") and tier '", tier.name, "' has ", t.queue.size(), " requests queued (queue_limit ",
+              tier.queue_limit, "); retry after ", absl::ToInt64Milliseconds(retry), " ms"),
           retry);
     } else {
       t.queue.push_back({.waiter = std::move(waiter), .since = now});
       SetDepthLocked(t);
-      // A slot may have freed between the last dispatch and now.
+      // Room may have freed between the last dispatch and now.
       DispatchLocked(now, actions);
     }
   }
@@ -158,10 +192,14 @@ void Admission::Finished(absl::string_view id, absl::Time now) {
   std::vector<Action> actions;
   {
     absl::MutexLock lock(&mu_);
+    // Placement holds room for requests admission did not gate (disabled, no capacity
+    // known) too; a queued request holds none.
+    if (rooms_ != nullptr) rooms_->ReleaseHold(id, now);
     auto it = running_ids_.find(id);
     if (it != running_ids_.end()) {
       running_ids_.erase(it);
       if (running_gauge_) running_gauge_->Set(static_cast<double>(running_ids_.size()));
+      SetHeldLocked();
       completions_.push_back(now);
       DispatchLocked(now, actions);
     } else {
@@ -183,17 +221,17 @@ void Admission::SetCapacity(int slots) {
   std::vector<Action> actions;
   {
     absl::MutexLock lock(&mu_);
-    if (capacity_ == slots) return;
-    capacity_ = slots;
-    if (capacity_gauge_) capacity_gauge_->Set(CapacityLocked());
+    if (capacity_ != slots) {
+      capacity_ = slots;
+      if (capacity_gauge_) capacity_gauge_->Set(CapacityLocked());
+    }
     DispatchLocked(absl::Now(), actions);
   }
   RunActions(std::move(actions));
 }
 
 void Admission::DispatchLocked(absl::Time now, std::vector<Action>& actions) {
-  const int capacity = CapacityLocked();
-  while (capacity == 0 || static_cast<int>(running_ids_.size()) < capacity) {
+  while (true) {
     TierState* next = nullptr;
     for (auto& t : tiers_) {
       if (!t->queue.empty()) {
@@ -201,14 +239,13 @@ void Admission::DispatchLocked(absl::Time now, std::vector<Action>& actions) {
         break;
       }
     }
-    if (next == nullptr) return;
+    // Strict priority order: when the head of the highest queue does not fit, nothing behind
+    // it starts either (a long prompt is not starved by a stream of short ones).
+    if (next == nullptr || !TryStartLocked(next->queue.front().waiter, now)) return;
     Queued q = std::move(next->queue.front());
     next->queue.pop_front();
     SetDepthLocked(*next);
-    running_ids_[q.waiter.id] = next;
-    if (running_gauge_) running_gauge_->Set(static_cast<double>(running_ids_.size()));
-    if (next->wait) next->wait->Observe(absl::ToDoubleSeconds(now - q.since));
-    actions.push_back([start = std::move(q.waiter.start), rung = next->rung] { start(rung); });
+    StartLocked(*next, std::move(q.waiter), now - q.since, actions);
   }
 }
 
@@ -281,6 +318,7 @@ void Admission::Tick(absl::Time now) {
       SetDepthLocked(*t);
     }
     for (auto& t : tiers_) LadderLocked(*t, now);
+    DispatchLocked(now, actions);
   }
   RunActions(std::move(actions));
 }

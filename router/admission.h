@@ -4,21 +4,26 @@
 //
 // Owns: the count of requests this router has placed and not yet finished ("running"), the
 // cluster's decode capacity (its healthy decode workers' state slots, or a fixed limit),
+// with a WorkerRegistry: room on one decode worker held for every request it starts (KV
+// pages and a state slot, counting what was placed since the worker's last report; see
+// worker_registry.h), so a request starts only when some decode worker can hold it,
 // one FIFO queue per tier, a sliding window of completion times (the measured drain rate
 // behind every retry-after hint), and each tier's ladder state. Knows nothing of gRPC or of
 // Generation: callers hand in two callbacks per request. Beyond a tier's queue_limit a
 // request is refused at once; a queued request that waited max_queue_ms is refused later
 // (shed). Both get RESOURCE_EXHAUSTED carrying a retry-after hint (RetryAfterOf(status)).
+// A request no decode worker could hold even when empty is refused at once without a hint
+// (RESOURCE_EXHAUSTED, or INVALID_ARGUMENT past every worker's context).
 //
-//   Admission admission(options, tiers);
+//   Admission admission(options, tiers, &worker_registry);
 //   GKA_RETURN_IF_ERROR(admission.InitMetrics(registry));
-//   absl::Status s = admission.Admit(*tier, {.id = "req-1",
+//   absl::Status s = admission.Admit(*tier, {.id = "req-1", .demand = {90, 64},
 //                                            .start = [](int rung) { ...place it... },
 //                                            .shed = [](absl::Status refused) { ... }},
 //                                    absl::Now());
 //   if (!s.ok()) ...refuse with s (RESOURCE_EXHAUSTED, retry-after in its payload)...
 //   ... when the request ends, however it ends (queued or running):
-//   admission.Finished("req-1", absl::Now());
+//   admission.Finished("req-1", absl::Now());        // releases its room too
 //
 // Load signals (per tier with a ladder): the queue delay — the age of the oldest request in
 // any admission queue (slots are shared, so a starved low tier is pressure for every tier)
@@ -28,7 +33,8 @@
 // flaps nor jumps).
 //
 // Thread-safety: every method is thread-safe. Callbacks run on the calling thread (or the
-// ticker thread) outside the internal mutex, one dispatch loop at a time.
+// ticker thread) outside the internal mutex, one dispatch loop at a time. Lock order: this
+// class's mutex, then the registry's (the registry never calls back).
 #pragma once
 
 #include <cstdint>
@@ -47,6 +53,7 @@
 #include "absl/time/time.h"
 #include "common/metrics/metrics.h"
 #include "router/tiers.h"
+#include "router/worker_registry.h"
 
 namespace gka::router {
 
@@ -78,13 +85,17 @@ class Admission {
  public:
   struct Waiter {
     std::string id;
+    // Room it needs on a decode worker (with a registry).
+    DecodeDemand demand;
     // Called once when the request may be placed, with the tier's current ladder rung.
     std::function<void(int rung)> start;
     // Called once when a queued request is refused (RESOURCE_EXHAUSTED with the hint).
     std::function<void(absl::Status)> shed;
   };
 
-  Admission(AdmissionOptions options, const TierTable& tiers);
+  // `rooms` (may be null: slot counting only; not owned, must outlive this) holds decode
+  // room for every request started.
+  Admission(AdmissionOptions options, const TierTable& tiers, WorkerRegistry* rooms = nullptr);
   ~Admission();  // stops the ticker
   Admission(const Admission&) = delete;
   Admission& operator=(const Admission&) = delete;
@@ -95,13 +106,16 @@ class Admission {
 
   // Starts `waiter` now (start() is called before this returns unless another thread is
   // running callbacks, which then calls it), queues it, or refuses it:
-  // RESOURCE_EXHAUSTED with a retry-after hint when the tier's queue is full.
+  // RESOURCE_EXHAUSTED with a retry-after hint when the tier's queue is full;
+  // RESOURCE_EXHAUSTED / INVALID_ARGUMENT without one when no decode worker could ever hold
+  // it (WorkerRegistry::CanEverHold).
   absl::Status Admit(const Tier& tier, Waiter waiter, absl::Time now);
-  // The request `id` ended (running: its slot frees and the queue drains; queued: it leaves
-  // its queue). Unknown ids are ignored, so calling it twice is harmless.
+  // The request `id` ended (running: its slot and held room free and the queue drains;
+  // queued: it leaves its queue). Unknown ids are ignored, so calling it twice is harmless.
   void Finished(absl::string_view id, absl::Time now);
 
-  // The cluster's decode state slots (ignored when options.max_running is set).
+  // The cluster's decode state slots (ignored when options.max_running is set); also the
+  // cue that a worker reported (room may have freed): the queues are drained again.
   void SetCapacity(int slots);
   // A request of `tier` refused by its API key's rate limit (router/rate_limit.h), counted
   // with the admission refusals (reason "rate_limit").
@@ -147,12 +161,20 @@ class Admission {
     std::optional<metrics::Counter> refused_full;
     std::optional<metrics::Counter> refused_timeout;
     std::optional<metrics::Counter> refused_rate;
+    std::optional<metrics::Counter> refused_never_fits;
     std::optional<metrics::Counter> step_down;
     std::optional<metrics::Counter> step_up;
   };
   using Action = std::function<void()>;
 
   int CapacityLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `waiter` may start now by slots and (with a registry) by held decode room; holds
+  // the room when it may.
+  bool TryStartLocked(const Waiter& waiter, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks `waiter` running and queues its start.
+  void StartLocked(TierState& t, Waiter waiter, absl::Duration waited,
+                   std::vector<std::function<void()>>& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetHeldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Pops what may start now into `actions` (highest priority first, FIFO within a tier).
   void DispatchLocked(absl::Time now, std::vector<Action>& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -166,6 +188,7 @@ class Admission {
   void TickerLoop();
 
   const AdmissionOptions options_;
+  WorkerRegistry* const rooms_;
   mutable absl::Mutex mu_;
   // In priority order (highest first), then table order.
   std::vector<std::unique_ptr<TierState>> tiers_ ABSL_GUARDED_BY(mu_);
@@ -176,6 +199,7 @@ class Admission {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<metrics::Gauge> running_gauge_ ABSL_GUARDED_BY(mu_);
   std::optional<metrics::Gauge> capacity_gauge_ ABSL_GUARDED_BY(mu_);
+  std::optional<metrics::Gauge> held_pages_gauge_ ABSL_GUARDED_BY(mu_);
   // Callbacks waiting to run, and whether a thread is running them.
   std::vector<Action> pending_ ABSL_GUARDED_BY(mu_);
   bool running_actions_ ABSL_GUARDED_BY(mu_) = false;

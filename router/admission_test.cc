@@ -47,9 +47,11 @@ class AdmissionTest : public ::testing::Test {
     return a;
   }
   const Tier& T(absl::string_view name) { return **tiers_.Find(name); }
-  absl::Status Admit(Admission& a, absl::string_view tier, const std::string& id) {
+  absl::Status Admit(Admission& a, absl::string_view tier, const std::string& id,
+                     DecodeDemand demand = {.prompt_tokens = 1, .max_new_tokens = 1}) {
     return a.Admit(T(tier),
                    {.id = id,
+                    .demand = demand,
                     .start =
                         [this, id](int rung) {
                           log_.started.push_back(id);
@@ -216,6 +218,68 @@ TEST_F(AdmissionTest, LadderFollowsTheItlSignal) {
   now_ += absl::Seconds(2);
   a->Tick(now_);
   EXPECT_EQ(a->Rung("itl"), 0);
+}
+
+// Admission by KV pages and state slots with the real worker registry: requests start while a
+// decode worker has room for them, wait in priority order when none has (slots to spare or
+// not), start as room frees, and one that could never fit is refused at once without a hint.
+TEST_F(AdmissionTest, AdmitsByDecodeRoomNotOnlySlots) {
+  WorkerRegistry workers({.heartbeat_interval = absl::Seconds(1)});
+  worker::v1::RegisterRequest d;
+  d.set_worker_id("d");
+  d.set_role(worker::v1::WORKER_ROLE_DECODE);
+  d.set_grpc_address("127.0.0.1:1");
+  d.mutable_capacity()->set_total_kv_pages(10);  // 160 tokens
+  d.mutable_capacity()->set_total_state_slots(8);
+  d.mutable_capacity()->set_page_size(16);
+  d.mutable_capacity()->set_max_context_tokens(1024);
+  ASSERT_TRUE(workers.Register(d, now_).ok());
+  AdmissionOptions options;
+  options.tick = absl::ZeroDuration();
+  Admission a(options, tiers_, &workers);
+  ASSERT_TRUE(a.Init(registry_).ok());
+  a.SetCapacity(workers.HealthyDecodeSlots());
+  EXPECT_EQ(a.capacity(), 8);
+
+  // 4 pages each (prompt 50 + 14 new = 64 tokens): two fit in 10 pages although 8 slots do.
+  const DecodeDemand four{.prompt_tokens = 50, .max_new_tokens = 14};
+  ASSERT_TRUE(Admit(a, "standard", "s1", four).ok());
+  ASSERT_TRUE(Admit(a, "standard", "s2", four).ok());
+  ASSERT_TRUE(Admit(a, "standard", "s3", four).ok());
+  ASSERT_TRUE(Admit(a, "interactive", "i1", four).ok());
+  EXPECT_THAT(log_.started, ElementsAre("s1", "s2"));
+  EXPECT_EQ(a.queued(), 2);
+  EXPECT_EQ(workers.Held().kv_pages, 8);
+  // A small request does not jump the queue (the head of the highest tier waits first).
+  ASSERT_TRUE(Admit(a, "standard", "tiny", {.prompt_tokens = 1, .max_new_tokens = 1}).ok());
+  EXPECT_EQ(log_.started.size(), 2u);
+  // The standard queue (limit 2) is full: refused with a hint naming the held pages.
+  const absl::Status full = Admit(a, "standard", "s4", four);
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(full.message(), HasSubstr("8 KV pages held"));
+  EXPECT_TRUE(RetryAfterOf(full).has_value());
+
+  // Never fits: 11 pages of a 10-page worker, or past its context. Refused at once, no hint.
+  const absl::Status never =
+      Admit(a, "interactive", "big", {.prompt_tokens = 150, .max_new_tokens = 20});
+  EXPECT_EQ(never.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(never.message(), HasSubstr("can never be placed"));
+  EXPECT_FALSE(RetryAfterOf(never).has_value());
+  const absl::Status context =
+      Admit(a, "interactive", "long", {.prompt_tokens = 1020, .max_new_tokens = 10});
+  EXPECT_EQ(context.code(), absl::StatusCode::kInvalidArgument);
+
+  // s1 ends: its room goes to the interactive request first, then FIFO.
+  a.Finished("s1", now_);
+  EXPECT_THAT(log_.started, ElementsAre("s1", "s2", "i1"));
+  a.Finished("s2", now_);
+  EXPECT_THAT(log_.started, ElementsAre("s1", "s2", "i1", "s3", "tiny"));
+  EXPECT_EQ(a.queued(), 0);
+  EXPECT_EQ(workers.Held().requests, 3);
+  const std::string text = registry_.Serialize();
+  EXPECT_THAT(text, HasSubstr("gka_admission_held_kv_pages 9"));
+  EXPECT_THAT(
+      text, HasSubstr(R"(gka_admission_refused_total{reason="never_fits",tier="interactive"} 2)"));
 }
 
 TEST_F(AdmissionTest, DisabledOrNoCapacityPlacesEverything) {

@@ -238,7 +238,10 @@ void Generation::StartAttemptLocked(Actions& actions) {
   }
   const uint32_t prompt_tokens = static_cast<uint32_t>(plan_.prompt.token_ids.size());
   WorkerRegistry& registry = core_.registry();
-  const std::vector<WorkerInfo> decoders = registry.RankDecode(prompt_tokens, excluded_decode_);
+  const DecodeDemand demand{.prompt_tokens = prompt_tokens,
+                            .max_new_tokens = static_cast<uint32_t>(max_tokens_)};
+  const std::vector<WorkerInfo> decoders =
+      registry.RankDecode(request_id_, demand, excluded_decode_);
   if (decoders.empty() && WaitForFullDecodeLocked(actions)) return;
   if (decoders.empty()) {
     absl::Status why = last_error_.ok()
@@ -277,7 +280,7 @@ void Generation::StartAttemptLocked(Actions& actions) {
   current_ = a;
   // Counted now, not when the calls return, so that a burst of requests spreads over the
   // workers instead of all landing on the one that looked emptiest.
-  registry.NoteReserved(a->decode.id, prompt_tokens);
+  registry.PlaceHold(request_id_, a->decode.id, demand);
   registry.NotePrefillStarted(a->prefill.id, prompt_tokens);
   a->prefill_counted = true;
 
@@ -331,6 +334,8 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
       }
       return;
     }
+    // The worker holds it now: its reports from here on count it.
+    core_.registry().ConfirmHold(request_id_, absl::Now());
 
     // Reserved: prefill with the ticket and, concurrently, open the decode stream (it waits
     // for the transfer), so the first decode step follows the transfer without a round trip.

@@ -24,7 +24,7 @@ RouterCore::RouterCore(CoreOptions options, TierTable tiers, TextAssets text,
       model_(std::move(model)),
       metrics_registry_(metrics_registry),
       registry_(options_.registry),
-      admission_(std::make_unique<Admission>(options_.admission, tiers_)),
+      admission_(std::make_unique<Admission>(options_.admission, tiers_, &registry_)),
       rate_limits_(options_.rate_limits) {}
 
 RouterCore::~RouterCore() {
@@ -155,6 +155,8 @@ std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateReques
   }
   const absl::Time admitting = absl::Now();
   const Tier& tier_ref = *plan->tier;
+  const size_t plan_prompt_tokens = plan->prompt.token_ids.size();
+  const int32_t plan_max_tokens = plan->max_tokens;
   auto generation = std::make_shared<Generation>(*this, id, std::move(*plan), std::move(*output),
                                                  sink, arrival, admitting, deadline);
   bool unique;
@@ -172,12 +174,15 @@ std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateReques
   const absl::Status admitted = admission_->Admit(
       tier_ref,
       {.id = id,
+       .demand = {.prompt_tokens = static_cast<uint32_t>(plan_prompt_tokens),
+                  .max_new_tokens = static_cast<uint32_t>(plan_max_tokens)},
        .start = [generation](int rung) { generation->Start(rung); },
        .shed = [generation](const absl::Status& refused) { generation->Shed(refused); }},
       admitting);
   if (!admitted.ok()) {
     Forget(id, generation.get());
-    Reject(sink, id, tier_name, admitted, /*retryable=*/true);
+    // Queue full or shed: retry after the hint. No hint: no decode worker could ever hold it.
+    Reject(sink, id, tier_name, admitted, /*retryable=*/RetryAfterOf(admitted).has_value());
     return nullptr;
   }
   return generation;

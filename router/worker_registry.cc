@@ -111,8 +111,18 @@ w::HeartbeatResponse WorkerRegistry::Heartbeat(const w::HeartbeatRequest& reques
   e.info.load = request.load();
   e.info.draining = e.info.draining || request.draining();
   e.info.healthy = !e.info.draining;
-  e.placed_pages = 0;
-  e.placed_slots = 0;
+  // When the report was taken (the worker's clock; a heartbeat without one may have been
+  // taken up to an interval ago). Reservations and releases the worker made before it,
+  // give or take report_grace, are in it.
+  const absl::Time taken = request.unix_ms() > 0 ? absl::FromUnixMillis(request.unix_ms())
+                                                 : now - options_.heartbeat_interval;
+  for (auto& [id, hold] : holds_) {
+    if (hold.worker_id == e.info.id && hold.confirmed.has_value() &&
+        *hold.confirmed + options_.report_grace <= taken) {
+      hold.unreported = false;
+    }
+  }
+  std::erase_if(e.credits, [&](const Credit& c) { return c.at + options_.report_grace <= taken; });
   return response;
 }
 
@@ -159,9 +169,63 @@ uint32_t WorkerRegistry::PagesFor(const Entry& e, uint32_t tokens) const {
   return (tokens + page - 1) / page;
 }
 
-std::vector<WorkerInfo> WorkerRegistry::RankDecode(uint32_t prompt_tokens,
+std::pair<uint32_t, uint32_t> WorkerRegistry::TotalsOf(const Entry& e) {
+  const w::WorkerCapacity& c = e.info.capacity;
+  const w::LoadReport& load = e.info.load;
+  return {c.total_kv_pages() > 0 ? c.total_kv_pages() : load.total_kv_pages(),
+          c.total_state_slots() > 0 ? c.total_state_slots() : load.total_state_slots()};
+}
+
+WorkerRegistry::DecodeHold WorkerRegistry::MakeHold(const Entry& e,
+                                                    const DecodeDemand& demand) const {
+  DecodeHold hold;
+  hold.worker_id = e.info.id;
+  hold.now_pages = PagesFor(e, demand.prompt_tokens + 1);
+  hold.life_pages =
+      PagesFor(e, demand.prompt_tokens + std::max<uint32_t>(1, demand.max_new_tokens));
+  return hold;
+}
+
+WorkerRegistry::Room WorkerRegistry::RoomLocked(const Entry& e, absl::string_view skip) const {
+  const w::LoadReport& load = e.info.load;
+  const auto [total_pages, total_slots] = TotalsOf(e);
+  Room room{.free_pages = load.free_kv_pages(),
+            .free_slots = load.free_state_slots(),
+            .spare_pages = total_pages,
+            .spare_slots = total_slots};
+  for (const Credit& c : e.credits) {
+    room.free_pages += c.pages;
+    room.free_slots += 1;
+  }
+  for (const auto& [id, hold] : holds_) {
+    if (hold.worker_id != e.info.id || id == skip) continue;
+    if (hold.unreported) {
+      room.free_pages -= hold.now_pages;
+      room.free_slots -= 1;
+    }
+    room.spare_pages -= hold.life_pages;
+    room.spare_slots -= 1;
+  }
+  // Credits never lift a worker above its total.
+  room.free_pages = std::min<int64_t>(room.free_pages, total_pages);
+  room.free_slots = std::min<int64_t>(room.free_slots, total_slots);
+  return room;
+}
+
+bool WorkerRegistry::HasRoomLocked(const Entry& e, const Room& room,
+                                   const DecodeDemand& demand) const {
+  const auto [total_pages, total_slots] = TotalsOf(e);
+  if (total_pages == 0 && total_slots == 0) return true;
+  const DecodeHold need = MakeHold(e, demand);
+  return room.free_pages >= need.now_pages && room.free_slots >= 1 &&
+         room.spare_pages >= need.life_pages && room.spare_slots >= 1;
+}
+
+std::vector<WorkerInfo> WorkerRegistry::RankDecode(absl::string_view request_id,
+                                                   const DecodeDemand& demand,
                                                    const std::set<std::string>& exclude) const {
   struct Candidate {
+    bool held;
     bool room;
     int64_t free_pages;
     uint32_t running;
@@ -169,28 +233,118 @@ std::vector<WorkerInfo> WorkerRegistry::RankDecode(uint32_t prompt_tokens,
   };
   std::vector<Candidate> candidates;
   absl::MutexLock lock(&mu_);
+  auto own = holds_.find(request_id);
   for (const auto& [id, e] : workers_) {
     if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy || exclude.count(id) > 0) {
       continue;
     }
-    const w::LoadReport& load = e.info.load;
-    // The prompt plus the first generated token must fit now; later pages come lazily.
-    const int64_t need_pages = PagesFor(e, prompt_tokens + 1);
-    const int64_t free_pages = static_cast<int64_t>(load.free_kv_pages()) - e.placed_pages;
-    const int64_t free_slots = static_cast<int64_t>(load.free_state_slots()) - e.placed_slots;
-    // A worker that reports no capacity at all is taken at its word (no room check).
-    const bool unknown = load.total_kv_pages() == 0 && load.total_state_slots() == 0;
-    const bool room = unknown || (free_pages >= need_pages && free_slots >= 1);
-    candidates.push_back({room, free_pages, load.running_sequences(), &e});
+    const Room room = RoomLocked(e, request_id);
+    candidates.push_back({own != holds_.end() && own->second.worker_id == id,
+                          HasRoomLocked(e, room, demand), room.free_pages,
+                          e.info.load.running_sequences(), &e});
   }
   std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
-    return std::make_tuple(!a.room, -a.free_pages, a.running, a.entry->info.id) <
-           std::make_tuple(!b.room, -b.free_pages, b.running, b.entry->info.id);
+    return std::make_tuple(!a.held, !a.room, -a.free_pages, a.running, a.entry->info.id) <
+           std::make_tuple(!b.held, !b.room, -b.free_pages, b.running, b.entry->info.id);
   });
   std::vector<WorkerInfo> ranked;
   ranked.reserve(candidates.size());
   for (const Candidate& c : candidates) ranked.push_back(c.entry->info);
   return ranked;
+}
+
+bool WorkerRegistry::Hold(absl::string_view request_id, const DecodeDemand& demand,
+                          absl::Time /*now*/) {
+  absl::MutexLock lock(&mu_);
+  if (holds_.contains(request_id)) return true;
+  const Entry* best = nullptr;
+  int64_t best_free = 0;
+  for (const auto& [id, e] : workers_) {
+    if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy) continue;
+    const Room room = RoomLocked(e, "");
+    if (!HasRoomLocked(e, room, demand)) continue;
+    if (best == nullptr || room.free_pages > best_free) {
+      best = &e;
+      best_free = room.free_pages;
+    }
+  }
+  if (best == nullptr) return false;
+  holds_.emplace(std::string(request_id), MakeHold(*best, demand));
+  return true;
+}
+
+absl::Status WorkerRegistry::CanEverHold(const DecodeDemand& demand) const {
+  const uint32_t tokens = demand.prompt_tokens + std::max<uint32_t>(1, demand.max_new_tokens);
+  absl::MutexLock lock(&mu_);
+  int decoders = 0;
+  uint32_t most_pages = 0, most_context = 0, need_pages = 0;
+  for (const auto& [id, e] : workers_) {
+    if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy) continue;
+    const auto [total_pages, total_slots] = TotalsOf(e);
+    if (total_pages == 0 && total_slots == 0) return absl::OkStatus();  // the worker judges
+    ++decoders;
+    need_pages = MakeHold(e, demand).life_pages;
+    const uint32_t context = e.info.capacity.max_context_tokens();
+    if (total_pages >= need_pages && total_slots >= 1 && (context == 0 || tokens <= context)) {
+      return absl::OkStatus();
+    }
+    most_pages = std::max(most_pages, total_pages);
+    most_context = std::max(most_context, context);
+  }
+  if (decoders == 0) return absl::OkStatus();
+  if (most_context > 0 && tokens > most_context) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", demand.prompt_tokens, " tokens) + max_tokens (",
+                     demand.max_new_tokens, ") exceed every decode worker's context (at most ",
+                     most_context, " tokens); shorten the prompt or lower max_tokens"));
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "prompt (", demand.prompt_tokens, " tokens) + max_tokens (", demand.max_new_tokens, ") need ",
+      need_pages, " KV pages; the largest decode worker has ", most_pages,
+      " in all, so the request can never be placed; lower max_tokens or shorten the prompt"));
+}
+
+void WorkerRegistry::PlaceHold(absl::string_view request_id, absl::string_view decode_id,
+                               const DecodeDemand& demand) {
+  absl::MutexLock lock(&mu_);
+  auto w = workers_.find(std::string(decode_id));
+  if (w == workers_.end()) return;
+  auto it = holds_.find(request_id);
+  if (it == holds_.end()) {
+    holds_.emplace(std::string(request_id), MakeHold(w->second, demand));
+    return;
+  }
+  // A new attempt: held elsewhere (or here before a failed Reserve), placed here now.
+  it->second = MakeHold(w->second, demand);
+}
+
+void WorkerRegistry::ConfirmHold(absl::string_view request_id, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto it = holds_.find(request_id);
+  if (it != holds_.end()) it->second.confirmed = now;
+}
+
+void WorkerRegistry::ReleaseHold(absl::string_view request_id, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto it = holds_.find(request_id);
+  if (it == holds_.end()) return;
+  const DecodeHold& hold = it->second;
+  auto w = workers_.find(hold.worker_id);
+  // In the worker's report: it stays counted there until a report shows it freed. Until
+  // then the router credits back what the reservation took at least (prompt + 1 token;
+  // decoding took more, which the next report returns).
+  if (w != workers_.end() && !hold.unreported) w->second.credits.push_back({hold.now_pages, now});
+  holds_.erase(it);
+}
+
+HeldTotals WorkerRegistry::Held() const {
+  absl::MutexLock lock(&mu_);
+  HeldTotals totals;
+  for (const auto& [id, hold] : holds_) {
+    ++totals.requests;
+    totals.kv_pages += hold.life_pages;
+  }
+  return totals;
 }
 
 absl::StatusOr<WorkerInfo> WorkerRegistry::PickPrefill(uint64_t compat_hash,
@@ -219,14 +373,6 @@ absl::StatusOr<WorkerInfo> WorkerRegistry::PickPrefill(uint64_t compat_hash,
         " already failed this request, none other with compatibility hash ", compat_hash));
   }
   return best->info;
-}
-
-void WorkerRegistry::NoteReserved(absl::string_view decode_id, uint32_t prompt_tokens) {
-  absl::MutexLock lock(&mu_);
-  auto it = workers_.find(std::string(decode_id));
-  if (it == workers_.end()) return;
-  it->second.placed_pages += PagesFor(it->second, prompt_tokens + 1);
-  it->second.placed_slots += 1;
 }
 
 void WorkerRegistry::NotePrefillStarted(absl::string_view prefill_id, uint32_t prompt_tokens) {
@@ -263,9 +409,7 @@ int WorkerRegistry::HealthyDecodeSlots() const {
   int slots = 0;
   for (const auto& [id, e] : workers_) {
     if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy) continue;
-    const uint32_t n = e.info.capacity.total_state_slots() > 0 ? e.info.capacity.total_state_slots()
-                                                               : e.info.load.total_state_slots();
-    slots += static_cast<int>(n);
+    slots += static_cast<int>(TotalsOf(e).second);
   }
   return slots;
 }

@@ -3,17 +3,28 @@
 // least queued work).
 //
 // Owns: one entry per registered worker (id, role, address, capacity, last load report,
-// last heartbeat, draining flag) plus the router's own accounting of work it placed since
-// the last report, so a burst of requests between two heartbeats spreads instead of piling
-// onto the worker that looked emptiest. Passive: no threads, no gRPC transport (the
-// WorkerRegistry gRPC service and the sweeper thread call into it); time is passed in, so
-// tests drive it with a fake clock.
+// last heartbeat, draining flag) plus the router's own ledger of decode room: one hold per
+// admitted request on the decode worker it goes to (issue 9: admission by KV pages and state
+// slots). A hold counts twice over:
+//   - against the worker's last report until a report taken after the worker made the
+//     reservation arrives (its prompt pages + 1 token and one slot: decode_core's Reserve
+//     rule), so a burst between two heartbeats cannot over-commit what the worker has free;
+//     a released hold is credited back the same way until the report shows it freed;
+//   - against the worker's total pages for the request's whole life (prompt + max_new_tokens,
+//     page-rounded), so the sequences this router placed can all grow to their limit without
+//     the worker swapping one out (TensorRT-LLM's GUARANTEED_NO_EVICT policy, by pages).
+// Holds spread a burst instead of piling it onto the worker that looked emptiest. Passive: no
+// threads, no gRPC transport (the WorkerRegistry gRPC service and the sweeper thread call into it);
+// time is passed in, so tests drive it with a fake clock.
 //
 //   WorkerRegistry registry({.heartbeat_interval = absl::Seconds(1)});
 //   GKA_ASSIGN_OR_RETURN(auto resp, registry.Register(register_request, absl::Now()));
 //   registry.Heartbeat(heartbeat_request, absl::Now());
 //   std::vector<std::string> lost = registry.Sweep(absl::Now());   // newly unhealthy ids
-//   std::vector<WorkerInfo> decode = registry.RankDecode(prompt_tokens, {});
+//   if (registry.Hold("req-1", {.prompt_tokens = 90, .max_new_tokens = 64}, absl::Now())) ...
+//   std::vector<WorkerInfo> decode = registry.RankDecode("req-1", demand, {});
+//   registry.PlaceHold("req-1", decode[0].id, demand); ... registry.ConfirmHold("req-1", now);
+//   registry.ReleaseHold("req-1", absl::Now());       // the request ended
 //   GKA_ASSIGN_OR_RETURN(WorkerInfo prefill, registry.PickPrefill(decode[0].compat_hash, {}));
 //
 // Health: a worker is healthy while its last heartbeat (or registration) is younger than
@@ -28,8 +39,10 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,6 +61,22 @@ struct RegistryOptions {
   absl::Duration forget_after = absl::Minutes(2);
   // Tokens per KV page assumed when a worker reports none.
   uint32_t default_page_size = 16;
+  // A reservation (or a release) counts as seen by a load report taken this long after the
+  // router learnt of it. The decode worker publishes its stats before it answers Reserve, so
+  // this covers the clocks of two hosts differing (the report's time is the worker's).
+  absl::Duration report_grace = absl::Milliseconds(50);
+};
+
+// What one request needs of a decode worker.
+struct DecodeDemand {
+  uint32_t prompt_tokens = 0;
+  uint32_t max_new_tokens = 0;
+};
+
+// The router's holds on decode workers, for gka_admission_held_* metrics.
+struct HeldTotals {
+  int64_t requests = 0;
+  int64_t kv_pages = 0;  // whole-life footprint (prompt + max_new_tokens)
 };
 
 // A copy of one worker's registration and latest state.
@@ -94,11 +123,31 @@ class WorkerRegistry {
   // that turned unhealthy in this sweep (their in-flight requests should be failed).
   std::vector<std::string> Sweep(absl::Time now);
 
-  // Healthy decode workers not in `exclude`, best first: those whose free KV pages and
-  // state slots (reported, minus what this router placed since the report) fit the prompt,
-  // ordered by free pages, then the rest (reports may be stale; the worker is the judge).
-  std::vector<WorkerInfo> RankDecode(uint32_t prompt_tokens,
+  // Healthy decode workers not in `exclude`, best first: the one `request_id` holds room on,
+  // then those with room for `demand` (HasRoom below, not counting the request's own hold),
+  // by free pages, then the rest (reports may be stale; the worker is the judge).
+  std::vector<WorkerInfo> RankDecode(absl::string_view request_id, const DecodeDemand& demand,
                                      const std::set<std::string>& exclude) const;
+
+  // Holds room for `request_id` on the healthy decode worker with the most free pages that
+  // has room for `demand` now; false (and no hold) when none has. A request already holding
+  // room keeps it (true).
+  bool Hold(absl::string_view request_id, const DecodeDemand& demand, absl::Time now);
+  // OK when some healthy decode worker could hold `demand` once empty; RESOURCE_EXHAUSTED
+  // (no worker has the pages or a slot at all) or INVALID_ARGUMENT (longer than every
+  // worker's context) naming the numbers otherwise. OK when no decode worker reports
+  // capacity (placement answers for itself).
+  absl::Status CanEverHold(const DecodeDemand& demand) const;
+  // The request is placed on `decode_id` (its hold moves there, or is made when admission
+  // did not hold one). Counted against the worker's report until ConfirmHold + a report.
+  void PlaceHold(absl::string_view request_id, absl::string_view decode_id,
+                 const DecodeDemand& demand);
+  // The worker accepted the reservation at `now`: a report taken after now + report_grace
+  // includes it.
+  void ConfirmHold(absl::string_view request_id, absl::Time now);
+  // The request ended (or gave its room up); unknown ids are ignored.
+  void ReleaseHold(absl::string_view request_id, absl::Time now);
+  HeldTotals Held() const;
 
   // The healthy prefill worker not in `exclude` with the least queued prompt tokens (the
   // larger of its report and this router's requests in flight there) whose compatibility
@@ -106,8 +155,7 @@ class WorkerRegistry {
   absl::StatusOr<WorkerInfo> PickPrefill(uint64_t compat_hash,
                                          const std::set<std::string>& exclude) const;
 
-  // The router's own accounting between load reports.
-  void NoteReserved(absl::string_view decode_id, uint32_t prompt_tokens);
+  // The router's own accounting of prefill work between load reports.
   void NotePrefillStarted(absl::string_view prefill_id, uint32_t prompt_tokens);
   void NotePrefillFinished(absl::string_view prefill_id, uint32_t prompt_tokens);
 
@@ -128,23 +176,52 @@ class WorkerRegistry {
   const RegistryOptions& options() const { return options_; }
 
  private:
+  // Released holds the worker's report does not show freed yet.
+  struct Credit {
+    uint32_t pages = 0;
+    absl::Time at;
+  };
   struct Entry {
     WorkerInfo info;
     absl::Time last_seen;
-    // Placed by this router since the last load report.
-    uint32_t placed_pages = 0;
-    uint32_t placed_slots = 0;
+    std::vector<Credit> credits;
     // Prefill requests in flight from this router.
     uint64_t inflight_tokens = 0;
     uint32_t inflight_requests = 0;
   };
+  struct DecodeHold {
+    std::string worker_id;
+    uint32_t now_pages = 0;   // what Reserve takes: prompt + 1 token
+    uint32_t life_pages = 0;  // prompt + max_new_tokens
+    // When the worker accepted the reservation; unset: not yet (Reserve not sent or in flight).
+    std::optional<absl::Time> confirmed;
+    // Not yet in the worker's report (counted against it).
+    bool unreported = true;
+  };
+  // A decode worker's room as the router sees it.
+  struct Room {
+    int64_t free_pages = 0;  // reported free - unreported holds + credits
+    int64_t free_slots = 0;
+    int64_t spare_pages = 0;  // total - whole-life footprints of this router's holds
+    int64_t spare_slots = 0;
+  };
 
   std::string FreshIdLocked(worker::v1::WorkerRole role) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t PagesFor(const Entry& e, uint32_t tokens) const;
+  // Total KV pages and state slots: registered capacity, else the last report.
+  static std::pair<uint32_t, uint32_t> TotalsOf(const Entry& e);
+  // `skip`: a request whose own hold is not counted.
+  Room RoomLocked(const Entry& e, absl::string_view skip) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A worker reporting no capacity at all is taken at its word (always room).
+  bool HasRoomLocked(const Entry& e, const Room& room, const DecodeDemand& demand) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  DecodeHold MakeHold(const Entry& e, const DecodeDemand& demand) const;
 
   const RegistryOptions options_;
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> workers_ ABSL_GUARDED_BY(mu_);
+  // request id -> its hold.
+  std::map<std::string, DecodeHold, std::less<>> holds_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace gka::router

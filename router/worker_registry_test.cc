@@ -105,12 +105,12 @@ TEST_F(WorkerRegistryTest, HealthFollowsHeartbeats) {
   EXPECT_EQ(c.decode_healthy, 0);
   EXPECT_EQ(c.decode_unhealthy, 1);
   EXPECT_EQ(c.prefill_healthy, 1);
-  EXPECT_TRUE(registry_.RankDecode(10, {}).empty());
+  EXPECT_TRUE(registry_.RankDecode("r", {10, 1}, {}).empty());
 
   // It comes back.
   registry_.Heartbeat(Beat("d", 10, 1), kT0 + absl::Seconds(4));
   EXPECT_TRUE(registry_.IsHealthy("d"));
-  EXPECT_THAT(Ids(registry_.RankDecode(10, {})), ElementsAre("d"));
+  EXPECT_THAT(Ids(registry_.RankDecode("r", {10, 1}, {})), ElementsAre("d"));
 
   // Silent past forget_after: gone, and told to register again.
   registry_.Sweep(kT0 + absl::Seconds(100));
@@ -121,7 +121,7 @@ TEST_F(WorkerRegistryTest, HealthFollowsHeartbeats) {
 TEST_F(WorkerRegistryTest, DeregisterDrains) {
   ASSERT_TRUE(registry_.Register(Decode("d", 1, 10, 1), kT0).ok());
   EXPECT_TRUE(registry_.Deregister("d").ok());
-  EXPECT_TRUE(registry_.RankDecode(1, {}).empty());
+  EXPECT_TRUE(registry_.RankDecode("r", {1, 1}, {}).empty());
   // Heartbeats while draining are accepted and do not undo the drain.
   EXPECT_FALSE(registry_.Heartbeat(Beat("d", 10, 1), kT0).reregister());
   EXPECT_FALSE(registry_.IsHealthy("d"));
@@ -131,7 +131,7 @@ TEST_F(WorkerRegistryTest, DeregisterDrains) {
   w::HeartbeatRequest h = Beat("e", 10, 1);
   h.set_draining(true);
   registry_.Heartbeat(h, kT0);
-  EXPECT_TRUE(registry_.RankDecode(1, {}).empty());
+  EXPECT_TRUE(registry_.RankDecode("r", {1, 1}, {}).empty());
 }
 
 TEST_F(WorkerRegistryTest, DecodeRankingPrefersRoom) {
@@ -141,15 +141,104 @@ TEST_F(WorkerRegistryTest, DecodeRankingPrefersRoom) {
   registry_.Heartbeat(Beat("a", 5, 4), kT0);   // few pages
   registry_.Heartbeat(Beat("b", 50, 4), kT0);  // most pages
   registry_.Heartbeat(Beat("c", 40, 0), kT0);  // no slot
+  const DecodeDemand demand{.prompt_tokens = 100, .max_new_tokens = 1};
   // 100 tokens + 1 = 7 pages: a has no room, b does, c has no slot.
-  EXPECT_THAT(Ids(registry_.RankDecode(100, {})), ElementsAre("b", "c", "a"));
-  EXPECT_THAT(Ids(registry_.RankDecode(100, {"b"})), ElementsAre("c", "a"));
+  EXPECT_THAT(Ids(registry_.RankDecode("r", demand, {})), ElementsAre("b", "c", "a"));
+  EXPECT_THAT(Ids(registry_.RankDecode("r", demand, {"b"})), ElementsAre("c", "a"));
   // What the router placed since the report counts against the worker.
-  for (int i = 0; i < 4; ++i) registry_.NoteReserved("b", 100);
-  EXPECT_EQ(registry_.RankDecode(100, {})[0].id, "c");
-  // The next report resets that accounting.
-  registry_.Heartbeat(Beat("b", 50, 4), kT0);
-  EXPECT_EQ(registry_.RankDecode(100, {})[0].id, "b");
+  for (int i = 0; i < 4; ++i) registry_.PlaceHold(absl::StrCat("q", i), "b", demand);
+  EXPECT_EQ(registry_.RankDecode("r", demand, {})[0].id, "c");
+  // A request ranks the worker it holds room on first.
+  EXPECT_EQ(registry_.RankDecode("q0", demand, {})[0].id, "b");
+  // A report taken after the worker accepted them counts them; the router stops counting.
+  for (int i = 0; i < 4; ++i) registry_.ConfirmHold(absl::StrCat("q", i), kT0);
+  w::HeartbeatRequest later = Beat("b", 50, 4);
+  later.set_unix_ms(absl::ToUnixMillis(kT0 + absl::Seconds(1)));
+  registry_.Heartbeat(later, kT0 + absl::Seconds(1));
+  EXPECT_EQ(registry_.RankDecode("r", demand, {})[0].id, "b");
+}
+
+// The ledger behind admission by KV pages and state slots: a burst between two heartbeats
+// cannot over-commit a worker, reservations stop counting against a report once a report
+// taken after them arrives, a release is credited back until a report shows it freed, and
+// the whole-life footprint (prompt + max_new_tokens) bounds what one router places.
+TEST_F(WorkerRegistryTest, HoldsRoomByPagesAndSlots) {
+  auto beat = [](uint32_t free_pages, uint32_t free_slots, absl::Time taken) {
+    w::HeartbeatRequest h = Beat("d", free_pages, free_slots);
+    h.mutable_load()->set_total_kv_pages(20);
+    h.mutable_load()->set_total_state_slots(8);
+    h.set_unix_ms(absl::ToUnixMillis(taken));
+    return h;
+  };
+  // 20 pages of 16 tokens and 8 slots; someone else's sequences use 10 pages.
+  ASSERT_TRUE(registry_.Register(Decode("d", 1, 20, 8), kT0).ok());
+  registry_.Heartbeat(beat(10, 8, kT0), kT0);
+  const DecodeDemand small{.prompt_tokens = 40, .max_new_tokens = 8};  // 3 pages now and for life
+  // A burst before the next heartbeat: three fit the 10 free pages, the fourth does not.
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(registry_.Hold(absl::StrCat("s", i), small, kT0)) << i;
+  EXPECT_FALSE(registry_.Hold("s3", small, kT0));
+  EXPECT_TRUE(registry_.Hold("s0", small, kT0));  // already held: kept
+  EXPECT_EQ(registry_.Held().requests, 3);
+  EXPECT_EQ(registry_.Held().kv_pages, 9);
+
+  // The worker accepted them at T0 + 100 ms. A report taken before that (+ grace) does not
+  // show them: they still count against it.
+  for (int i = 0; i < 3; ++i) {
+    registry_.ConfirmHold(absl::StrCat("s", i), kT0 + absl::Milliseconds(100));
+  }
+  const absl::Time t1 = kT0 + absl::Milliseconds(120);
+  registry_.Heartbeat(beat(10, 8, t1), t1);
+  EXPECT_FALSE(registry_.Hold("s3", small, t1));
+  // A report taken later shows them (and 3 more pages freed by others): 4 free.
+  const absl::Time t2 = kT0 + absl::Seconds(1);
+  registry_.Heartbeat(beat(4, 5, t2), t2);
+  EXPECT_TRUE(registry_.Hold("s3", small, t2));  // 4 - 3 = 1 left
+  EXPECT_FALSE(registry_.Hold("s4", small, t2));
+
+  // s0 ends: the pages its reservation took are credited back before a report shows them.
+  const absl::Time t3 = kT0 + absl::Milliseconds(1100);
+  registry_.ReleaseHold("s0", t3);
+  EXPECT_TRUE(registry_.Hold("s4", small, t3));
+  EXPECT_FALSE(registry_.Hold("s5", small, t3));
+  // s4 ends before the worker ever reserved it: no credit, only its hold goes.
+  registry_.ReleaseHold("s4", t3);
+  EXPECT_TRUE(registry_.Hold("s5", small, t3));
+  EXPECT_FALSE(registry_.Hold("s6", small, t3));
+  registry_.ReleaseHold("unknown", t3);  // ignored
+
+  // Whole-life footprint: a worker reporting everything free still bounds what this router
+  // places by prompt + max_new_tokens (the sequences can all grow without a swap).
+  ASSERT_TRUE(registry_.Register(Decode("e", 2, 20, 8), kT0).ok());
+  const DecodeDemand grows{.prompt_tokens = 15, .max_new_tokens = 145};  // 1 page now, 10 for life
+  EXPECT_TRUE(registry_.Hold("g0", grows, t3));
+  EXPECT_TRUE(registry_.Hold("g1", grows, t3));
+  EXPECT_FALSE(registry_.Hold("g2", grows, t3));  // e: 0 spare; d: 20 - 12 held = 8 spare
+
+  // Slots: one slot, plenty of pages.
+  ASSERT_TRUE(registry_.Register(Decode("f", 3, 100, 1), kT0).ok());
+  EXPECT_TRUE(registry_.Hold("one", small, t3));
+  EXPECT_FALSE(registry_.Hold("two", small, t3));
+
+  // A draining worker holds nothing new.
+  ASSERT_TRUE(registry_.Deregister("e").ok());
+  registry_.ReleaseHold("g0", t3);
+  EXPECT_FALSE(registry_.Hold("g2", grows, t3));
+}
+
+TEST_F(WorkerRegistryTest, CanEverHoldNamesTheLimit) {
+  // No decode worker reports: placement is the judge.
+  EXPECT_TRUE(registry_.CanEverHold({.prompt_tokens = 1000000, .max_new_tokens = 1}).ok());
+  ASSERT_TRUE(registry_.Register(Decode("d", 1, 20, 8), kT0).ok());  // 320 tokens of pages
+  EXPECT_TRUE(registry_.CanEverHold({.prompt_tokens = 300, .max_new_tokens = 20}).ok());
+  const absl::Status pages = registry_.CanEverHold({.prompt_tokens = 300, .max_new_tokens = 21});
+  EXPECT_EQ(pages.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(pages.message(), HasSubstr("need 21 KV pages; the largest decode worker has 20"));
+  const absl::Status context = registry_.CanEverHold({.prompt_tokens = 4000, .max_new_tokens = 97});
+  EXPECT_EQ(context.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(context.message(), HasSubstr("context (at most 4096 tokens)"));
+  // Room in use does not matter, only the totals.
+  EXPECT_TRUE(registry_.Hold("a", {.prompt_tokens = 300, .max_new_tokens = 20}, kT0));
+  EXPECT_TRUE(registry_.CanEverHold({.prompt_tokens = 300, .max_new_tokens = 20}).ok());
 }
 
 TEST_F(WorkerRegistryTest, PrefillLeastQueuedAndCompatible) {

@@ -7,6 +7,8 @@
 #   start_local_cluster BIN_DIR MODEL_DIR TIERS_JSON PREFILL DECODE WORK_DIR
 #   ... "$GKA" bench serve --addr "$ADDR" ...
 #   cluster_address ROLE WORK_DIR          (a prefill or decode worker's gRPC address)
+#   start_worker_pair BIN_DIR MODEL_KIND    (in TMP: 1 prefill + 1 decode worker behind the
+#                                           router; sets PREFILL, DECODE and VOCAB too)
 #   stop_local_cluster                      (call it from the caller's EXIT trap)
 #
 # Sets ADDR (the router's gRPC address), METRICS (the router's /metrics address) and LOCAL_PID.
@@ -46,6 +48,16 @@ cluster_address() {  # ROLE WORK_DIR
   node -e 'for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
              if (!l) continue; const o = JSON.parse(l);
              if (o.role === process.argv[2]) { console.log(o.grpc); break; } }' "$2/state" "$1"
+}
+
+# For the router-vs-direct scripts: the model, one prefill and one decode worker, their
+# addresses, and the vocabulary `gka bench direct` draws prompt ids from.
+start_worker_pair() {  # BIN_DIR MODEL_KIND (tiny | rank32b)
+  make_tiny_model_and_tiers "$1" "$TMP" "$2"
+  VOCAB=$([[ $2 == rank32b ]] && echo 4096 || echo 151936)
+  start_local_cluster "$1" "$TMP/m" "$TMP/tiers.json" 1 1 "$TMP"
+  PREFILL=$(cluster_address prefill "$TMP")
+  DECODE=$(cluster_address decode "$TMP")
 }
 
 stop_local_cluster() {

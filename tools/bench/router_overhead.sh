@@ -20,11 +20,7 @@ GKA=$BIN/gka
 source tools/bench/local_cluster.sh
 bench_workdir "$OUT"
 
-make_tiny_model_and_tiers "$BIN" "$TMP" "$MODEL"
-vocab=$([[ $MODEL == rank32b ]] && echo 4096 || echo 151936)
-start_local_cluster "$BIN" "$TMP/m" "$TMP/tiers.json" 1 1 "$TMP"
-PREFILL=$(cluster_address prefill "$TMP")
-DECODE=$(cluster_address decode "$TMP")
+start_worker_pair "$BIN" "$MODEL"
 # The tier "standard" (prefill and decode num_iter 10) through the router; the same 10/10
 # direct.
 IFS=, read -r -a conc <<<"$CONCURRENCY"
@@ -40,7 +36,7 @@ for c in "${conc[@]}"; do
         --seed 1 --label "router c=$c" --out "$out" --plot "$TMP/unused.svg"
     else
       "$GKA" bench direct --prefill "$PREFILL" --decode "$DECODE" --concurrency "$c" \
-        --num-requests "$REQUESTS" --input-len 128 --output-len 32 --vocab "$vocab" \
+        --num-requests "$REQUESTS" --input-len 128 --output-len 32 --vocab "$VOCAB" \
         --prefill-num-iter 10 --decode-num-iter 10 --warmup-requests 4 --out "$out"
     fi
   done
