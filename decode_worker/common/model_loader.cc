@@ -1,13 +1,43 @@
 #include "decode_worker/common/model_loader.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/base/logging.h"
 #include "common/base/status.h"
 #include "common/model/safetensors.h"
 #include "kernels/registry.h"
+#if GKA_WITH_NCCL
+#include "kernels/nccl/nccl_communicator.h"
+#endif
 
 namespace gka::worker_common {
+namespace {
+
+// The ranks' communicators when the flags name none: on the CPU the in-process group (host
+// memory); on GPUs one NCCL communicator per rank (rank r on device gpu + r), since the
+// engines' activations live in device memory, which the host group cannot read.
+absl::StatusOr<CommunicatorFactory> DefaultCommunicators(const ModelOptions& options,
+                                                         kernels::BackendKind backend) {
+  if (options.communicators || options.tp_size == 1 || backend != kernels::BackendKind::kCuda) {
+    return options.communicators;  // empty: RankGroup's in-process default
+  }
+#if GKA_WITH_NCCL
+  const int first = options.gpu;
+  return CommunicatorFactory([first](int n) {
+    std::vector<int> devices;
+    for (int r = 0; r < n; ++r) devices.push_back(first + r);
+    return kernels::nccl::CreateNcclGroup(devices);
+  });
+#else
+  return absl::FailedPreconditionError(absl::StrCat(
+      "--tp ", options.tp_size, " with --backend cuda needs NCCL, and this build has none "
+      "(configure with the CUDA toolkit's NCCL: GKA_WITH_NCCL=ON), or use --tp 1"));
+#endif
+}
+
+}  // namespace
 
 absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   if (options.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
@@ -37,8 +67,10 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelOptions& options) {
   // The GPU serving dtypes (issue 4): bf16 weights, activations and KV; GKA state stays fp32
   // in the engine whatever this says. The CPU backend computes in fp32.
   if (eo.backend == kernels::BackendKind::kCuda) eo.dtype = tensor::DType::kBF16;
+  GKA_ASSIGN_OR_RETURN(CommunicatorFactory communicators,
+                       DefaultCommunicators(options, eo.backend));
   GKA_ASSIGN_OR_RETURN(m.ranks, RankGroup::Create({.tp_size = options.tp_size,
-                                                   .communicators = options.communicators},
+                                                   .communicators = std::move(communicators)},
                                                   eo, m.config, *checkpoint));
   m.total_pages = m.lead().free_pages();
   m.total_slots = m.lead().free_slots();

@@ -35,7 +35,8 @@ struct ModelOptions {
   // Tensor-parallel ranks (--tp): one engine and one thread per rank, each holding 1/tp of
   // the heads, MLP width and GKA state.
   int32_t tp_size = 1;
-  // How the ranks' communicators are made (empty: in-process, host memory).
+  // How the ranks' communicators are made (empty: in-process on the CPU backend, NCCL on
+  // cuda — rank r on device gpu + r).
   CommunicatorFactory communicators;
 };
 
