@@ -266,9 +266,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   GKA_ASSIGN_OR_RETURN(engine->weights_,
                        LoadWeights(*engine->backend_, config, checkpoint, options.dtype, dims));
   engine->ws_ = std::make_unique<Workspace>(engine->backend_.get());
-  // Graphs bake in every address and need the whole step on this thread's stream; the
-  // tensor-parallel all-reduce synchronises on the host, so graphs are single-rank only.
-  engine->graphs_enabled_ = GraphsWanted(options) && engine->backend_->SupportsGraphs() && tp == 1;
+  // Graphs bake in every address and need the whole step on this thread's stream: a single
+  // rank, or a device communicator (NCCL and its one-shot path enqueue on the backend's stream
+  // and can be captured). A host communicator synchronises on the host: op by op. Each rank
+  // captures its own graph; every rank sees the same step shapes, so all capture (and replay)
+  // the same steps and issue their collectives in the same order.
+  const bool device_collectives =
+      tp == 1 || (options.communicator != nullptr && options.communicator->on_device());
+  engine->graphs_enabled_ =
+      GraphsWanted(options) && engine->backend_->SupportsGraphs() && device_collectives;
   engine->graph_stats_.enabled = engine->graphs_enabled_;
   GKA_RETURN_IF_ERROR(engine->AllocatePools());
   return engine;
@@ -548,7 +554,12 @@ absl::StatusOr<TensorView> Engine::DecodeWithGraph(const DecodePack& pack) {
   absl::StatusOr<std::unique_ptr<kernels::OpGraph>> graph = absl::UnknownError("no capture");
   if (captured.ok()) {
     ws.set_frozen(true);
+    // Recording runs nothing and allocates nothing (the warm-up step sized every buffer), and
+    // a stream cannot be synchronised while it is captured: no waits after the collectives.
+    const bool sync_collectives = sync_collectives_;
+    sync_collectives_ = false;
     absl::StatusOr<TensorView> recorded = RunModel(meta, ids, row_index, rows);
+    sync_collectives_ = sync_collectives;
     ws.set_frozen(false);
     graph = be.EndCapture();  // always ends the capture, also after a failed op
     captured = !recorded.ok() ? recorded.status() : graph.status();

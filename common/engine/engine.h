@@ -58,10 +58,11 @@ struct EngineOptions {
   // Wraps the backend Create makes, before anything is allocated on it (benchmarks: a per-op
   // timing decorator). Null: the backend as made.
   std::function<std::unique_ptr<kernels::Backend>(std::unique_ptr<kernels::Backend>)> wrap_backend;
-  // Decode steps (every sequence feeding one token) on a backend with graph capture (CUDA)
-  // and a single rank replay a graph captured once per (batch bucket, context bucket)
-  // instead of launching each op; other steps run op by op. The environment variable
-  // GKA_CUDA_GRAPHS=0 turns them off too.
+  // Decode steps (every sequence feeding one token) on a backend with graph capture (CUDA),
+  // single-rank or with a device communicator (each rank captures its own step, all-reduces
+  // included), replay a graph captured once per (batch bucket, context bucket) instead of
+  // launching each op; other steps, and ranks on a host communicator, run op by op. The
+  // environment variable GKA_CUDA_GRAPHS=0 turns them off too.
   bool cuda_graphs = true;
   // Each mixer's input projections (attention q|k|v; GKA q|k|v|a|b|alpha|g) run as one GEMM
   // over their stacked weight (weights.h), the consumers reading their column range of the

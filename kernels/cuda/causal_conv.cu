@@ -4,7 +4,9 @@
 // Roofline: reads T·C·size(x) + C·K·4 + B·C·(K-1)·4, writes T·C·4 (+ B·C·(K-1)·4 state);
 // 2K FLOPs + one exp per output: memory bound. Outputs are independent given the old state,
 // so one thread per (token, channel) computes its output (coalesced over channels); a second
-// launch then shifts the state, after every output has read the old one.
+// launch then shifts the state, after every output has read the old one. With few tokens per
+// sequence (T ≤ 2·B: decode steps) one thread per (sequence, channel) does both in one launch
+// (CausalConvPerSequenceKernel).
 #include "common/base/status.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device_util.cuh"
@@ -70,6 +72,60 @@ __global__ void CausalConvStateKernel(const T* __restrict__ x, int64_t x_stride,
   }
 }
 
+// One thread per (sequence, channel), walking its sequence's tokens in order with the last K
+// inputs in registers: reads the state once, writes each output and then the new state; one
+// launch and no search for the sequence. Correct for any lengths, fast when sequences are
+// short — a decode step (1 token each; a padded graph batch adds empty ones), which is what the
+// host sends here (few tokens per sequence). The same products in the same order as
+// CausalConvKernel + CausalConvStateKernel, so the same bits.
+template <typename T>
+__global__ void CausalConvPerSequenceKernel(const T* __restrict__ x, int64_t x_stride,
+                                            float* __restrict__ out,
+                                            const float* __restrict__ weight,
+                                            float* __restrict__ state,
+                                            const int32_t* __restrict__ slots,
+                                            const int32_t* __restrict__ cu, int num_seqs,
+                                            int64_t C, int K) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < num_seqs * C;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int b = static_cast<int>(i / C);
+    const int64_t c = i - static_cast<int64_t>(b) * C;
+    const int64_t t0 = cu[b], t1 = cu[b + 1];
+    if (t1 == t0) continue;  // no tokens: output and state unchanged
+    float* st = state + (static_cast<int64_t>(slots[b]) * C + c) * (K - 1);
+    // win[0 .. K-2]: the last K-1 inputs (oldest first); win[K-1]: the current one. Indexed
+    // by unrolled loops only (registers).
+    float win[kMaxTaps];
+    float w[kMaxTaps];
+#pragma unroll
+    for (int j = 0; j < kMaxTaps; ++j) {
+      win[j] = j < K - 1 ? st[j] : 0.0f;
+      w[j] = j < K ? weight[c * K + j] : 0.0f;
+    }
+    for (int64_t t = t0; t < t1; ++t) {
+      const float xt = ToFloat(x[t * x_stride + c]);
+#pragma unroll
+      for (int j = 0; j < kMaxTaps; ++j) {
+        if (j == K - 1) win[j] = xt;
+      }
+      float acc = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kMaxTaps; ++j) {
+        if (j < K) acc += w[j] * win[j];
+      }
+      out[t * C + c] = Silu(acc);
+#pragma unroll
+      for (int j = 0; j + 1 < kMaxTaps; ++j) {
+        if (j < K - 1) win[j] = win[j + 1];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kMaxTaps; ++j) {
+      if (j < K - 1) st[j] = win[j];
+    }
+  }
+}
+
 }  // namespace
 
 absl::Status CausalConv(const CudaContext& ctx, const CausalConvParams& p) {
@@ -100,6 +156,20 @@ absl::Status CausalConv(const CudaContext& ctx, const CausalConvParams& p) {
   const int k = static_cast<int>(K);
   GKA_DISPATCH_ACT(p.x.dtype, T_, {
     const T_* x = p.x.data<T_>();
+    // Few tokens per sequence (a decode step, padded or not): one launch, one thread per
+    // (sequence, channel). Else one thread per (token, channel), then the state shift.
+    if (T <= 2 * static_cast<int64_t>(p.num_seqs)) {
+      if (T > 0) {
+        GKA_RETURN_IF_ERROR(CheckOnDevice(p.x, kOp, "x"));
+        GKA_RETURN_IF_ERROR(CheckOnDevice(p.out, kOp, "out"));
+      }
+      CausalConvPerSequenceKernel<T_>
+          <<<GridFor(p.num_seqs * C, 256, ctx), 256, 0, ctx.stream()>>>(
+              x, stride, p.out.data<float>(), p.weight.data<float>(), p.state.data<float>(),
+              p.slots, p.cu_seqlens, p.num_seqs, C, k);
+      GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvPerSequenceKernel");
+      return absl::OkStatus();
+    }
     if (T > 0) {
       GKA_RETURN_IF_ERROR(CheckOnDevice(p.x, kOp, "x"));
       GKA_RETURN_IF_ERROR(CheckOnDevice(p.out, kOp, "out"));

@@ -2,9 +2,10 @@
 //   x' = x + residual (stored back to residual), out = weight ⊙ x' · rsqrt(mean(x'²) + eps).
 //
 // Roofline: reads rows·n·size (x) [+ rows·n·size (residual)] + n·4 (weight), writes rows·n·size
-// (out) [+ rows·n·size (residual)]; ~4 FLOPs per element. One block per row, two passes over
-// the row: the second re-reads what this same thread touched in the first (L1/L2 hits), so
-// `out` may alias `x` safely. With a BF16 residual the norm uses the rounded x' that is stored,
+// (out) [+ rows·n·size (residual)]; ~4 FLOPs per element. One block per row. Rows up to 8192
+// elements stay in registers (one read of each element); longer ones take two passes over the
+// row, the second re-reading what this same thread touched in the first (L1/L2 hits). Either
+// way `out` may alias `x` safely. With a BF16 residual the norm uses the rounded x' that is stored,
 // so the residual stream and the normalised value agree exactly.
 #include "common/base/status.h"
 #include "kernels/cuda/cuda_status.h"
@@ -43,6 +44,72 @@ __global__ void __launch_bounds__(kThreads)
     const float4 w = Load4(weight + 4 * i);
     Store4(orow + 4 * i,
            make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w));
+  }
+}
+
+// Rows of at most kThreads · 4 · kRowQuads elements (hidden 5120: 5 quads per thread): the
+// row stays in registers, so each element is read once and every load of the row is issued
+// before the first use (the two-pass kernel above re-reads, and its store-then-reload of the
+// residual serialises its loop). The same arithmetic in the same order as RmsNormVec4Kernel
+// (the stored x' is rounded in registers exactly as Store4 rounds it), so the same bits.
+constexpr int kRowQuads = 8;
+
+// v as stored in T and read back.
+template <typename T>
+__device__ __forceinline__ float RoundTo(float v) {
+  return ToFloat(FromFloat<T>(v));
+}
+
+template <typename T, bool kResidual>
+__global__ void __launch_bounds__(kThreads)
+    RmsNormRowInRegistersKernel(const T* x, T* residual, const float* __restrict__ weight, T* out,
+                                int64_t n, float eps) {
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;
+  const T* xr = x + row * n;
+  T* rr = kResidual ? residual + row * n : nullptr;
+  T* orow = out + row * n;
+  const int n4 = static_cast<int>(n / 4);
+  float4 v[kRowQuads];
+#pragma unroll
+  for (int k = 0; k < kRowQuads; ++k) {
+    const int i = threadIdx.x + k * kThreads;
+    if (i < n4) v[k] = Load4(xr + 4 * i);
+  }
+  if constexpr (kResidual) {
+    float4 r[kRowQuads];
+#pragma unroll
+    for (int k = 0; k < kRowQuads; ++k) {
+      const int i = threadIdx.x + k * kThreads;
+      if (i < n4) r[k] = Load4(rr + 4 * i);
+    }
+#pragma unroll
+    for (int k = 0; k < kRowQuads; ++k) {
+      const int i = threadIdx.x + k * kThreads;
+      if (i < n4) {
+        const float4 sum = make_float4(v[k].x + r[k].x, v[k].y + r[k].y, v[k].z + r[k].z,
+                                       v[k].w + r[k].w);
+        v[k] = make_float4(RoundTo<T>(sum.x), RoundTo<T>(sum.y), RoundTo<T>(sum.z),
+                           RoundTo<T>(sum.w));
+        Store4(rr + 4 * i, v[k]);
+      }
+    }
+  }
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kRowQuads; ++k) {
+    const int i = threadIdx.x + k * kThreads;
+    if (i < n4) ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+  }
+  const float inv = rsqrtf(BlockSum(ss, red) / static_cast<float>(n) + eps);
+#pragma unroll
+  for (int k = 0; k < kRowQuads; ++k) {
+    const int i = threadIdx.x + k * kThreads;
+    if (i < n4) {
+      const float4 w = Load4(weight + 4 * i);
+      Store4(orow + 4 * i, make_float4(v[k].x * inv * w.x, v[k].y * inv * w.y,
+                                       v[k].z * inv * w.z, v[k].w * inv * w.w));
+    }
   }
 }
 
@@ -104,7 +171,15 @@ absl::Status RmsNorm(const CudaContext& ctx, const RmsNormParams& p) {
     T* res = has_res ? p.residual.data<T>() : nullptr;
     T* out = p.out.data<T>();
     const float* w = p.weight.data<float>();
-    if (vec && has_res) {
+    if (vec && n <= int64_t{kThreads} * 4 * kRowQuads) {
+      if (has_res) {
+        RmsNormRowInRegistersKernel<T, true>
+            <<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+      } else {
+        RmsNormRowInRegistersKernel<T, false>
+            <<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+      }
+    } else if (vec && has_res) {
       RmsNormVec4Kernel<T, true><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
     } else if (vec) {
       RmsNormVec4Kernel<T, false><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);

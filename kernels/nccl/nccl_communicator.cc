@@ -3,12 +3,15 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/base/status.h"
+#include "kernels/nccl/one_shot_all_reduce.h"
 
 namespace gka::kernels::nccl {
 namespace {
@@ -84,8 +87,11 @@ absl::Status CheckDeviceTensor(const TensorView& t, const char* what) {
 
 class NcclCommunicator final : public parallel::Communicator {
  public:
-  NcclCommunicator(ncclComm_t comm, int rank, int world, int device)
-      : comm_(comm), rank_(rank), world_(world), device_(device) {}
+  // `one_shot`: the group's small-message path, or null. Shared by the communicators of one
+  // CreateNcclGroup (its co-owners): it holds every rank's staging memory, which the peers read.
+  NcclCommunicator(ncclComm_t comm, int rank, int world, int device,
+                   std::shared_ptr<OneShotGroup> one_shot = nullptr)
+      : comm_(comm), rank_(rank), world_(world), device_(device), one_shot_(std::move(one_shot)) {}
   ~NcclCommunicator() override {
     // Destroy (not Abort): waits for the communicator's enqueued work, then frees its
     // buffers. Errors cannot be reported from here; a broken communicator is already torn down.
@@ -113,6 +119,10 @@ class NcclCommunicator final : public parallel::Communicator {
     }
     GKA_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(t.dtype));
     if (world_ == 1) return absl::OkStatus();
+    // Every rank sees the same size, so every rank takes the same path.
+    if (one_shot_ != nullptr && one_shot_->Fits(t.ptr, t.numel(), t.dtype)) {
+      return one_shot_->AllReduceSum(rank_, t.ptr, t.numel(), t.dtype, stream_);
+    }
     return NcclStatus(
         ncclAllReduce(t.ptr, t.ptr, static_cast<size_t>(t.numel()), type, ncclSum, comm_, stream_),
         "ncclAllReduce", comm_);
@@ -138,7 +148,14 @@ class NcclCommunicator final : public parallel::Communicator {
   const int world_;
   const int device_;
   cudaStream_t stream_ = nullptr;  // legacy default stream until BindStream
+  std::shared_ptr<OneShotGroup> one_shot_;
 };
+
+bool OneShotWanted(const NcclGroupOptions& options) {
+  const char* env = std::getenv("GKA_ONESHOT_ALLREDUCE");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  return options.one_shot_max_bytes > 0;
+}
 
 }  // namespace
 
@@ -168,7 +185,7 @@ absl::StatusOr<std::unique_ptr<parallel::Communicator>> CreateNcclCommunicator(
 }
 
 absl::StatusOr<std::vector<std::unique_ptr<parallel::Communicator>>> CreateNcclGroup(
-    const std::vector<int>& devices) {
+    const std::vector<int>& devices, const NcclGroupOptions& options) {
   if (devices.empty()) return absl::InvalidArgumentError("CreateNcclGroup: no devices");
   absl::flat_hash_set<int> seen;
   for (int d : devices) {
@@ -179,12 +196,24 @@ absl::StatusOr<std::vector<std::unique_ptr<parallel::Communicator>>> CreateNcclG
     }
   }
   const int n = static_cast<int>(devices.size());
+  // The small-message path first, so that its errors leave no NCCL communicator behind. Shared
+  // by the group's communicators (co-owners): it holds the staging memory every rank reads.
+  std::shared_ptr<OneShotGroup> one_shot;
+  if (n > 1 && n <= OneShotGroup::kMaxRanks && OneShotWanted(options)) {
+    absl::StatusOr<std::unique_ptr<OneShotGroup>> g =
+        OneShotGroup::Create(devices, std::max<int64_t>(16, options.one_shot_max_bytes / 16 * 16));
+    if (g.ok()) {
+      one_shot = std::move(*g);
+    } else if (g.status().code() != absl::StatusCode::kFailedPrecondition) {
+      return g.status();  // FailedPrecondition: no peer access, NCCL serves every size
+    }
+  }
   std::vector<ncclComm_t> comms(n, nullptr);
   GKA_RETURN_IF_ERROR(
       NcclStatus(ncclCommInitAll(comms.data(), n, devices.data()), "ncclCommInitAll"));
   std::vector<std::unique_ptr<parallel::Communicator>> out;
   for (int r = 0; r < n; ++r) {
-    out.push_back(std::make_unique<NcclCommunicator>(comms[r], r, n, devices[r]));
+    out.push_back(std::make_unique<NcclCommunicator>(comms[r], r, n, devices[r], one_shot));
   }
   return out;
 }

@@ -22,8 +22,9 @@
 // Collectives run on the stream given to BindStream (the engine passes its backend's
 // stream); until then on the legacy default stream of the rank's device. They return when
 // enqueued, not when done: synchronise the stream before reading the result on the host.
-// Every rank gets bitwise the same result, but the summation order is NCCL's (ring or tree),
-// not rank order as in the in-process group; BF16 sums are rounded to bf16 at each step.
+// Every rank gets bitwise the same result. NCCL's summation order is its own (ring or tree), with
+// BF16 sums rounded to bf16 at each step; the one-shot path of a group (NcclGroupOptions) sums
+// in fp32 in rank order, as the in-process group does, and rounds once.
 //
 // Thread-safety: each communicator belongs to its rank's thread; every rank must issue the
 // same collectives in the same order. Memory that a collective may still be using must not be
@@ -51,11 +52,20 @@ absl::StatusOr<NcclUniqueId> NewNcclUniqueId();
 absl::StatusOr<std::unique_ptr<parallel::Communicator>> CreateNcclCommunicator(
     const NcclUniqueId& id, int world_size, int rank, int device);
 
+struct NcclGroupOptions {
+  // All-reduces of at most this many bytes (F32/BF16, 16-byte aligned whole vectors) run as
+  // one kernel that reads the peers' partials over NVLink/P2P (one_shot_all_reduce.h) instead
+  // of NCCL, summed in fp32 in rank order: the result is then bitwise the CPU in-process
+  // group's. Used only when every pair of devices has peer access. 0, or the environment
+  // variable GKA_ONESHOT_ALLREDUCE=0: NCCL for every size.
+  int64_t one_shot_max_bytes = int64_t{4} << 20;
+};
+
 // One communicator per listed device (rank r on devices[r]), created together from this
 // thread (ncclCommInitAll); hand communicator r to the thread that runs rank r.
 // InvalidArgument for an empty list, a repeated device or a device that does not exist.
 absl::StatusOr<std::vector<std::unique_ptr<parallel::Communicator>>> CreateNcclGroup(
-    const std::vector<int>& devices);
+    const std::vector<int>& devices, const NcclGroupOptions& options = {});
 
 // The NCCL library's version as major*10000 + minor*100 + patch (e.g. 22809), read at run
 // time (the loaded libnccl.so.2, not the headers this was built with).

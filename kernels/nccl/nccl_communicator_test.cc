@@ -12,21 +12,16 @@
 #include <thread>
 
 #include "common/tensor/dtype.h"
+#include "kernels/nccl/nccl_test_util.h"
 
 namespace gka::kernels::nccl {
 namespace {
 
-// NVLink multicast (NVLS) stays off on shared hosts; an explicit setting in the environment wins.
-const bool kNvlsOff = setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0) == 0;
-
+using testing::DeviceCount;
+using testing::OnRanks;
 using tensor::DType;
 using tensor::Shape;
 using tensor::TensorView;
-
-int DeviceCount() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
-}
 
 #define SKIP_WITHOUT_TWO_GPUS() \
   if (DeviceCount() < 2) GTEST_SKIP() << "needs at least 2 CUDA devices"
@@ -44,18 +39,6 @@ std::vector<float> RankData(int rank, int64_t n) {
   std::vector<float> v(n);
   for (float& x : v) x = u(rng);
   return v;
-}
-
-// Runs fn(rank) on one thread per rank, each with its device current.
-void OnRanks(int n, const std::function<void(int)>& fn) {
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      ASSERT_EQ(cudaSetDevice(r), cudaSuccess);
-      fn(r);
-    });
-  }
-  for (auto& t : threads) t.join();
 }
 
 // All-reduce of F32 and BF16 data (a length that is not a multiple of anything NCCL likes),

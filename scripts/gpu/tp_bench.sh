@@ -16,18 +16,33 @@
 #                  packed, bitwise), gpu_golden_test (authors' tiny model on the GPU)
 #           fuse_ab  GKA-32B 16K decode at TP 4 with the per-op breakdown, fused projections
 #                  (the default) then unfused (GKA_FUSE_PROJECTIONS=0), same machine
+#           model  writes the GKA-32B model in the background (the next bench waits for it), so
+#                  the tests of the stages in between overlap the ~96 s it takes
+#           oneshot  the one-shot all-reduce and TP > 1 decode graphs, correctness:
+#                  one_shot_all_reduce_test (bitwise vs the CPU reference, vs NCCL, calls in
+#                  flight, graph replays), nccl_communicator_test, tp_gpu_test (TP 2/4 vs TP 1,
+#                  graphs vs op by op at TP 2/4), cuda_parity_test (RmsNorm, CausalConv incl. the
+#                  decode path), cuda_stride_test, cuda_graph_test (TP 1), gpu_golden_test
+#                  (authors' tiny model; the norm and conv changes touch TP 1). A failure turns the
+#                  failing feature off for the later stages (GKA_ONESHOT_ALLREDUCE=0 /
+#                  GKA_CUDA_GRAPHS=0), so the call still measures what works.
+#           ab     GKA-32B 16K decode at TP 4, same machine and model: graphs + one-shot (the
+#                  default), then neither (session 2's configuration), then one-shot without
+#                  graphs (with the per-op breakdown), then graphs with NCCL
 # Models are written once per machine by the benchmark itself (--make-model) into /dev/shm
 # when it has room for both (130 GB), else /tmp (disk). Logs and the table go to $OUT.
 # BUDGET_S (default 575): seconds for the whole script; each step is cut to what is left.
 set -uo pipefail
 STAGES=${*:-tests tp4}
 END=$((SECONDS + ${BUDGET_S:-575}))  # the device call's limit: each step gets what is left
-LOGS=${OUT:-/tmp/gka-tp}
-mkdir -p "$LOGS"
+# Logs here, then packed into $OUT/logs.tgz with the table ($OUT brings back at most 8 files).
+LOGS=/tmp/gka-tp-logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
 CARRY=/tmp/gka-tp-carry
 rm -rf "$CARRY" && mkdir -p "$CARRY"
-xz -dc .devcarry/tp/bundle.tar.xz | tar -C "$CARRY" -xf - ||
-  { echo "no bundle: run scripts/gpu/tp_collect.sh and carry .devcarry/tp"; exit 2; }
+BUNDLE=${BUNDLE:-.devcarry/tp/bundle.tar.xz}
+xz -dc "$BUNDLE" | tar -C "$CARRY" -xf - ||
+  { echo "no bundle $BUNDLE: run scripts/gpu/tp_collect.sh and carry its folder"; exit 2; }
 # Never NVLink multicast on these shared hosts (KINDS.md).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 
@@ -53,12 +68,14 @@ df -h /dev/shm /tmp | sed 's/^/  /'
 BENCH="$CARRY/bin/tp_throughput_bench"
 TABLE="$LOGS/table.txt"
 : > "$TABLE"
+MODEL_PID=""
 bench() {  # bench LOGNAME ARGS...: runs the benchmark, keeps its rows for the table
   local name=$1; shift
-  echo "== tp_throughput_bench $*"
+  if [[ -n "$MODEL_PID" ]]; then wait "$MODEL_PID"; MODEL_PID=""; fi
+  echo "== tp_throughput_bench $* (GKA_CUDA_GRAPHS=${GKA_CUDA_GRAPHS:-1} GKA_ONESHOT_ALLREDUCE=${GKA_ONESHOT_ALLREDUCE:-1})"
   local left=$((END - SECONDS))
   (( left > 20 )) || { echo "== skipped (no time left): $*"; return; }
-  timeout $left "$BENCH" "$@" 2>&1 | tee "$LOGS/$name.log" | grep -E "^(#|DECODE|PREFILL|BREAKDOWN)|rror|watchdog"
+  timeout $left "$BENCH" "$@" 2>&1 | tee "$LOGS/$name.log" | grep -E "^(#|DECODE|PREFILL|BREAKDOWN)|rror|watchdog|capture"
   grep -E "^(#|DECODE|PREFILL|BREAKDOWN)" "$LOGS/$name.log" >> "$TABLE"
 }
 avail_kb=$(df --output=avail -k /dev/shm | tail -1)
@@ -101,9 +118,44 @@ for stage in $STAGES; do
     fuse_ab)
       bench gka_tp4_fused $GKA --tp 4 --contexts 16384 --breakdown
       GKA_FUSE_PROJECTIONS=0 bench gka_tp4_unfused $GKA --tp 4 --contexts 16384 --breakdown ;;
+    model)  # writes the GKA-32B model in the background (CPU and disk) while later stages test
+      echo "== writing $MODELS/hqwen3-32b-gka in the background"
+      "$BENCH" $GKA --tp 1 --contexts "" > "$LOGS/model.log" 2>&1 &
+      MODEL_PID=$! ;;
+    oneshot)
+      ntest=0
+      gtest() {  # gtest NAME [FILTER]: one test binary, bounded, its verdict lines
+        echo "== $1 ${2:-}"
+        local log="$LOGS/$1.$((++ntest)).log"
+        timeout $(( (END - SECONDS) < 150 ? END - SECONDS : 150 )) "$CARRY/bin/$1" \
+          ${2:+--gtest_filter=$2} > "$log" 2>&1
+        local t=$?
+        grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |^\[ parity|^TP[0-9]|^one-shot|Failure|rror" "$log" | head -40
+        (( t == 0 )) || { echo "== $1: exit $t"; rc=1; }
+        return $t
+      }
+      gtest one_shot_all_reduce_test || export GKA_ONESHOT_ALLREDUCE=0
+      gtest tp_gpu_test "*Graph*" || export GKA_CUDA_GRAPHS=0
+      gtest tp_gpu_test "-*Graph*"
+      gtest nccl_communicator_test
+      gtest cuda_parity_test "*RmsNorm*:*CausalConv*"
+      gtest cuda_stride_test
+      gtest cuda_graph_test
+      gtest gpu_golden_test ;;
+    ab)
+      bench gka_tp4_new $GKA --tp 4 --contexts 16384 --label GKA-32B-graphs+oneshot
+      GKA_CUDA_GRAPHS=0 GKA_ONESHOT_ALLREDUCE=0 bench gka_tp4_base $GKA --tp 4 --contexts 16384 \
+        --label GKA-32B-session2
+      GKA_CUDA_GRAPHS=0 bench gka_tp4_oneshot $GKA --tp 4 --contexts 16384 --breakdown \
+        --label GKA-32B-oneshot
+      GKA_ONESHOT_ALLREDUCE=0 bench gka_tp4_graphs $GKA --tp 4 --contexts 16384 \
+        --label GKA-32B-graphs+nccl ;;
     *) echo "unknown stage $stage"; rc=2 ;;
   esac
 done
-echo "== table (all rows: $LOGS/table.txt)"
+if [[ -n "${OUT:-}" ]]; then
+  tar -C "$LOGS" -czf "$OUT/logs.tgz" . && cp "$TABLE" "$OUT/table.txt"
+fi
+echo "== table (all rows: table.txt, logs: logs.tgz under \$OUT)"
 grep -E "^(DECODE|PREFILL)" "$TABLE"
 exit $rc

@@ -14,8 +14,10 @@ if [[ ! -f "$BUILD/build.ninja" ]]; then
   cmake -S . -B "$BUILD" -G Ninja -DGKA_WITH_CUDA=ON -DGKA_WITH_GRPC=OFF -DGKA_WITH_UCX=OFF \
     -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-ninja -C "$BUILD" -j "${JOBS:-2}" nccl_communicator_test tp_gpu_test tp_throughput_bench \
-  cuda_stride_test gpu_golden_test
-scripts/gpu/pack_bundle.sh .devcarry/tp/bundle.tar.xz "$BUILD/tests/nccl_communicator_test" \
+ninja -C "$BUILD" -j "${JOBS:-2}" nccl_communicator_test one_shot_all_reduce_test tp_gpu_test \
+  tp_throughput_bench cuda_stride_test gpu_golden_test cuda_graph_test cuda_parity_test
+# BUNDLE_OUT: where the bundle goes (its folder is emptied first); tp_bench.sh reads BUNDLE.
+scripts/gpu/pack_bundle.sh "${BUNDLE_OUT:-.devcarry/tp/bundle.tar.xz}" \
+  "$BUILD/tests/nccl_communicator_test" "$BUILD/tests/one_shot_all_reduce_test" \
   "$BUILD/tests/tp_gpu_test" "$BUILD/bin/tp_throughput_bench" "$BUILD/tests/cuda_stride_test" \
-  "$BUILD/tests/gpu_golden_test"
+  "$BUILD/tests/gpu_golden_test" "$BUILD/tests/cuda_graph_test" "$BUILD/tests/cuda_parity_test"

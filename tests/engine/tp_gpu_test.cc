@@ -1,6 +1,8 @@
 // Tensor parallelism on GPUs (label gpu; skips with fewer than 2 CUDA devices): one thread per
-// rank, each an Engine on the CUDA backend of its own device with an NCCL communicator, at
-// TP = 2 and 4 against TP = 1 on one GPU. A head_dim-128 model (the real head size, so the
+// rank, each an Engine on the CUDA backend of its own device with an NCCL communicator (its
+// one-shot path for small all-reduces where the GPUs have peer access), at TP = 2 and 4
+// against TP = 1 on one GPU; decode steps as CUDA graphs (the default) and, in
+// TensorParallelGraphTest, against the same ranks op by op. A head_dim-128 model (the real head size, so the
 // tensor-core attention and the GKA core run their production paths), attention and GKA
 // layers, two sequences of different lengths in one batch: prefill (every logits row), then
 // 4 decode steps. Bars are model-spec §10's for the precision:
@@ -67,6 +69,7 @@ struct RankResult {
   std::vector<float> prefill;         // [rows of both sequences, V]
   std::vector<float> decode;          // [steps, 2, V]
   std::vector<SequenceState> states;  // after prefill, per sequence
+  Engine::GraphStats graphs;          // after the decode steps
   absl::Status status = absl::OkStatus();
 };
 
@@ -78,7 +81,7 @@ std::vector<std::vector<int32_t>> Prompts() {
 }
 
 void RunRank(const std::string& dir, DType dtype, int device, parallel::Communicator* comm,
-             RankResult& res) {
+             RankResult& res, bool graphs = true) {
   auto fail = [&](const absl::Status& s) { res.status = s; };
   auto cfg = model::ModelConfig::FromJsonFile(dir + "/config.json");
   if (!cfg.ok()) return fail(cfg.status());
@@ -89,7 +92,8 @@ void RunRank(const std::string& dir, DType dtype, int device, parallel::Communic
                              .dtype = dtype,
                              .num_state_slots = 2,
                              .max_seq_len = 512,
-                             .communicator = comm},
+                             .communicator = comm,
+                             .cuda_graphs = graphs},
                             *cfg, **ckpt);
   if (!eng.ok()) return fail(eng.status());
   Engine& e = **eng;
@@ -117,13 +121,14 @@ void RunRank(const std::string& dir, DType dtype, int device, parallel::Communic
     if (!h.ok()) return fail(h.status());
     res.decode.insert(res.decode.end(), h->data<float>(), h->data<float>() + h->shape().numel());
   }
+  res.graphs = e.graph_stats();
 }
 
-std::vector<RankResult> RunTp(int tp, DType dtype) {
+std::vector<RankResult> RunTp(int tp, DType dtype, bool graphs = true) {
   const std::string& dir = ModelDir(dtype);
   std::vector<RankResult> out(tp);
   if (tp == 1) {
-    RunRank(dir, dtype, 0, nullptr, out[0]);
+    RunRank(dir, dtype, 0, nullptr, out[0], graphs);
     return out;
   }
   std::vector<int> devices;
@@ -132,7 +137,7 @@ std::vector<RankResult> RunTp(int tp, DType dtype) {
   GKA_CHECK(comms.ok()) << comms.status();
   std::vector<std::thread> threads;
   for (int r = 0; r < tp; ++r) {
-    threads.emplace_back([&, r] { RunRank(dir, dtype, r, (*comms)[r].get(), out[r]); });
+    threads.emplace_back([&, r] { RunRank(dir, dtype, r, (*comms)[r].get(), out[r], graphs); });
   }
   for (auto& t : threads) t.join();
   return out;
@@ -181,7 +186,8 @@ TEST_P(TensorParallelGpuTest, LogitsAndGatheredStatesMatchTp1) {
       // H100 at TP 2 and 4, with decode logits at rel L2 1.3e-2); their rel L2 is checked above.
       EXPECT_GE(ArgmaxAgreement(ranks[r].prefill, ref[0].prefill, V), 0.95) << "rank " << r;
     }
-    // NCCL hands every rank the same sum, and each rank then runs the same replicated ops.
+    // Every rank gets the same sum (NCCL, or the one-shot path's rank-order fp32 sum), and each
+    // rank then runs the same replicated ops.
     EXPECT_EQ(ranks[r].prefill, ranks[0].prefill) << "rank " << r << " disagrees with rank 0";
   }
   // Each rank's state is the r-th contiguous slice of TP 1's (its heads, or its channels for
@@ -220,6 +226,46 @@ TEST_P(TensorParallelGpuTest, LogitsAndGatheredStatesMatchTp1) {
 INSTANTIATE_TEST_SUITE_P(Tp, TensorParallelGpuTest,
                          ::testing::Values(Case{2, DType::kF32}, Case{4, DType::kF32},
                                            Case{2, DType::kBF16}, Case{4, DType::kBF16}),
+                         [](const auto& info) {
+                           return absl::StrCat("Tp", info.param.tp,
+                                               info.param.dtype == DType::kF32 ? "Fp32" : "Bf16");
+                         });
+
+// Decode steps at TP > 1 as CUDA graphs (each rank captures its own step, the all-reduces
+// included) against the same ranks op by op: the 4 decode steps are one capture and 3 replays
+// on every rank, and their logits equal op by op's within cuda_graph_test's bars (fp32: only the
+// padded GEMM row count may change cuBLAS's kernel; bf16 measured bitwise there).
+class TensorParallelGraphTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(TensorParallelGraphTest, DecodeGraphsMatchOpByOp) {
+  const auto [tp, dtype] = GetParam();
+  if (Gpus() < tp) GTEST_SKIP() << "needs " << tp << " CUDA devices, " << Gpus() << " visible";
+  const bool f32 = dtype == DType::kF32;
+  const std::vector<RankResult> eager = RunTp(tp, dtype, /*graphs=*/false);
+  const std::vector<RankResult> graph = RunTp(tp, dtype, /*graphs=*/true);
+  for (int r = 0; r < tp; ++r) {
+    ASSERT_TRUE(eager[r].status.ok()) << "rank " << r << ": " << eager[r].status;
+    ASSERT_TRUE(graph[r].status.ok()) << "rank " << r << ": " << graph[r].status;
+    EXPECT_FALSE(eager[r].graphs.enabled);
+    EXPECT_TRUE(graph[r].graphs.enabled) << "rank " << r;
+    EXPECT_EQ(graph[r].graphs.captures, 1) << "rank " << r;
+    EXPECT_EQ(graph[r].graphs.replays, 3) << "rank " << r;
+    ASSERT_EQ(graph[r].decode.size(), eager[r].decode.size());
+    EXPECT_EQ(graph[r].prefill, eager[r].prefill) << "rank " << r << ": prefill is op by op in both";
+    const double e = RelL2(graph[r].decode, eager[r].decode);
+    EXPECT_LE(e, f32 ? 2e-5 : 2e-2) << "rank " << r;
+    EXPECT_EQ(graph[r].decode, graph[0].decode) << "rank " << r << " disagrees with rank 0";
+    std::printf("TP%d %s rank %d: decode graphs vs op by op rel L2 %.3g (%lld captures, %lld "
+                "replays, %lld nodes)\n",
+                tp, f32 ? "fp32" : "bf16", r, e, static_cast<long long>(graph[r].graphs.captures),
+                static_cast<long long>(graph[r].graphs.replays),
+                static_cast<long long>(graph[r].graphs.last_nodes));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tp, TensorParallelGraphTest,
+                         ::testing::Values(Case{2, DType::kBF16}, Case{4, DType::kBF16},
+                                           Case{4, DType::kF32}),
                          [](const auto& info) {
                            return absl::StrCat("Tp", info.param.tp,
                                                info.param.dtype == DType::kF32 ? "Fp32" : "Bf16");

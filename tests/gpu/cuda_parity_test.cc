@@ -503,6 +503,81 @@ TEST_F(CudaParityTest, CausalConv) {
   }
 }
 
+// A decode step (every sequence 0 or 1 token, some empty as in a padded graph batch; T ≤ 2·B
+// takes the one-launch per-sequence path): against the CPU reference, and bitwise against the
+// general two-launch path, reached by appending one long sequence to the same batch (T > 2·B).
+TEST_F(CudaParityTest, CausalConvDecodeStep) {
+  for (DType d : {DType::kBF16, DType::kF32}) {
+    const int64_t C = 2048, K = 4, slots_n = 16;  // GKA q channels per rank at TP 4
+    const std::vector<int> lens = {1, 1, 0, 1, 1, 1, 0, 1, 1, 1};
+    const int B = static_cast<int>(lens.size());
+    std::vector<int32_t> cu{0};
+    for (int l : lens) cu.push_back(cu.back() + l);
+    const int64_t T = cu.back();
+    const int64_t long_len = 4 * (B + 1);  // the appended sequence: T + long_len > 2 (B + 1)
+    std::vector<int32_t> cu_long = cu;
+    cu_long.push_back(static_cast<int32_t>(T + long_len));
+    std::vector<int32_t> perm = Permutation(static_cast<int>(slots_n));
+    std::vector<int32_t> slots(perm.begin(), perm.begin() + B + 1);
+    // Rows of x strided as in the fused projection's output (x_row_stride > C).
+    const int64_t stride = C + 512, rows = T + long_len;
+    GpuTensor x = UploadRandom(*cuda_, Shape{rows, stride}, d, rng_, 2.0f);
+    GpuTensor w = UploadRandom(*cuda_, Shape{C, K}, DType::kF32, rng_, 0.3f);
+    GpuTensor st = UploadRandom(*cuda_, Shape{slots_n, C, K - 1}, DType::kF32, rng_, 2.0f);
+    const std::vector<float> st0 = st.host;
+    DeviceBuffer slots_dev = UploadInts(*cuda_, slots);
+    DeviceBuffer cu_dev = UploadInts(*cuda_, cu), cu_long_dev = UploadInts(*cuda_, cu_long);
+    std::vector<float> outs[2], states[2];
+    for (int general = 0; general < 2; ++general) {
+      const int64_t t_all = general ? rows : T;
+      ASSERT_TRUE(cuda_->CopyFromHost(st.view().ptr, st0.data(), st0.size() * 4).ok());
+      auto out = cuda_->Allocate(Shape{t_all, C}, DType::kF32);
+      ASSERT_TRUE(out.ok());
+      Poison(*cuda_, out->view());
+      ASSERT_TRUE(cuda_
+                      ->CausalConv({.x = {x.view().ptr, d, Shape{t_all, C}, tensor::Device::kCuda},
+                                    .x_row_stride = stride,
+                                    .out = out->view(),
+                                    .weight = w.view(),
+                                    .state = st.view(),
+                                    .slots = slots_dev.data<int32_t>(),
+                                    .cu_seqlens = (general ? cu_long_dev : cu_dev).data<int32_t>(),
+                                    .num_seqs = general ? B + 1 : B})
+                      .ok());
+      outs[general] = Download(*cuda_, out->view());
+      outs[general].resize(T * C);  // the decode sequences' rows
+      states[general] = Download(*cuda_, st.view());
+    }
+    // CPU reference of the decode batch, on packed x (the same values).
+    std::vector<float> packed(T * C);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < C; ++c) packed[t * C + c] = x.host[t * stride + c];
+    DeviceBuffer xc = ToCpu(*cpu_, Shape{T, C}, packed), wc = ToCpu(*cpu_, w);
+    DeviceBuffer sc = ToCpu(*cpu_, Shape{slots_n, C, K - 1}, st0);
+    DeviceBuffer oc = ToCpu(*cpu_, Shape{T, C}, std::vector<float>(T * C));
+    ASSERT_TRUE(cpu_->CausalConv({.x = xc.view(),
+                                  .out = oc.view(),
+                                  .weight = wc.view(),
+                                  .state = sc.view(),
+                                  .slots = slots.data(),
+                                  .cu_seqlens = cu.data(),
+                                  .num_seqs = B})
+                    .ok());
+    Expect(absl::StrCat("CausalConv decode out ", Name(d)).c_str(), outs[0], FromCpu(oc.view()),
+           1e-5);
+    Expect(absl::StrCat("CausalConv decode state ", Name(d)).c_str(), states[0],
+           FromCpu(sc.view()), 0.0);
+    EXPECT_EQ(outs[0], outs[1]) << "per-sequence path differs from the general path";
+    // The decode sequences' slots (the long one's slot differs, of course).
+    for (int b = 0; b < B; ++b) {
+      const int64_t at = static_cast<int64_t>(slots[b]) * C * (K - 1);
+      EXPECT_TRUE(std::equal(states[0].begin() + at, states[0].begin() + at + C * (K - 1),
+                             states[1].begin() + at))
+          << "state of sequence " << b;
+    }
+  }
+}
+
 TEST_F(CudaParityTest, GkaGates) {
   struct Case {
     int64_t T, H, hq, hk, D;

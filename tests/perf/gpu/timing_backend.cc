@@ -144,7 +144,7 @@ class TimingCommunicator final : public parallel::Communicator {
   bool on_device() const override { return inner_->on_device(); }
   absl::Status BindStream(void* s) override { return inner_->BindStream(s); }
   absl::Status AllReduceSum(const tensor::TensorView& v) override {
-    Scope s(*t_, "nccl all_reduce");
+    Scope s(*t_, "all_reduce (one-shot or nccl)");
     return inner_->AllReduceSum(v);
   }
   absl::Status AllGather(const tensor::TensorView& a, const tensor::TensorView& b) override {

@@ -204,6 +204,7 @@ struct RunResult {
   std::vector<double> step_ms;
   double prefill_ms[2] = {0, 0};
   std::map<std::string, OpTimer::Entry> breakdown;
+  Engine::GraphStats graphs;  // rank 0's, after the timed runs
 };
 
 // Fills the memory of every sequence with random data, coalescing neighbouring pages.
@@ -335,6 +336,7 @@ RunResult RunContext(const Args& a, const model::ModelConfig& cfg, const model::
         }
         Progress();
       }
+      if (r == 0) res.graphs = e.graph_stats();
       if (timer) {
         timer->set_enabled(true);
         one_step();
@@ -526,8 +528,14 @@ int Main(int argc, char** argv) {
           w.per_rank / kGiB, kv / kGiB, state / kGiB, step_bytes / 1e9,
           100.0 * (step_bytes / bw) / (ms * 1e-3));
     }
-    std::printf("# (ctx %lld: engine load, fill and runs %.0f s)\n", static_cast<long long>(ctx),
-                wall);
+    const char* one_shot = std::getenv("GKA_ONESHOT_ALLREDUCE");
+    std::printf(
+        "# (ctx %lld: engine load, fill and runs %.0f s; rank 0 decode graphs %s: %lld captures, "
+        "%lld replays, %lld eager steps; one-shot all-reduce %s)\n",
+        static_cast<long long>(ctx), wall, r.graphs.enabled ? "on" : "off",
+        static_cast<long long>(r.graphs.captures), static_cast<long long>(r.graphs.replays),
+        static_cast<long long>(r.graphs.eager_steps),
+        one_shot != nullptr && std::strcmp(one_shot, "0") == 0 ? "off (NCCL)" : "on");
     if (!r.breakdown.empty()) {
       double total = 0;
       for (const auto& [name, e] : r.breakdown) total += e.ms;
