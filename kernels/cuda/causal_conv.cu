@@ -79,13 +79,10 @@ __global__ void CausalConvStateKernel(const T* __restrict__ x, int64_t x_stride,
 // host sends here (few tokens per sequence). The same products in the same order as
 // CausalConvKernel + CausalConvStateKernel, so the same bits.
 template <typename T>
-__global__ void CausalConvPerSequenceKernel(const T* __restrict__ x, int64_t x_stride,
-                                            float* __restrict__ out,
-                                            const float* __restrict__ weight,
-                                            float* __restrict__ state,
-                                            const int32_t* __restrict__ slots,
-                                            const int32_t* __restrict__ cu, int num_seqs,
-                                            int64_t C, int K) {
+__global__ void CausalConvPerSequenceKernel(
+    const T* __restrict__ x, int64_t x_stride, float* __restrict__ out,
+    const float* __restrict__ weight, float* __restrict__ state, const int32_t* __restrict__ slots,
+    const int32_t* __restrict__ cu, int num_seqs, int64_t C, int K) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < num_seqs * C;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int b = static_cast<int>(i / C);
@@ -163,10 +160,9 @@ absl::Status CausalConv(const CudaContext& ctx, const CausalConvParams& p) {
         GKA_RETURN_IF_ERROR(CheckOnDevice(p.x, kOp, "x"));
         GKA_RETURN_IF_ERROR(CheckOnDevice(p.out, kOp, "out"));
       }
-      CausalConvPerSequenceKernel<T_>
-          <<<GridFor(p.num_seqs * C, 256, ctx), 256, 0, ctx.stream()>>>(
-              x, stride, p.out.data<float>(), p.weight.data<float>(), p.state.data<float>(),
-              p.slots, p.cu_seqlens, p.num_seqs, C, k);
+      CausalConvPerSequenceKernel<T_><<<GridFor(p.num_seqs * C, 256, ctx), 256, 0, ctx.stream()>>>(
+          x, stride, p.out.data<float>(), p.weight.data<float>(), p.state.data<float>(), p.slots,
+          p.cu_seqlens, p.num_seqs, C, k);
       GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvPerSequenceKernel");
       return absl::OkStatus();
     }

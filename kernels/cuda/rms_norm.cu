@@ -87,10 +87,10 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kRowQuads; ++k) {
       const int i = threadIdx.x + k * kThreads;
       if (i < n4) {
-        const float4 sum = make_float4(v[k].x + r[k].x, v[k].y + r[k].y, v[k].z + r[k].z,
-                                       v[k].w + r[k].w);
-        v[k] = make_float4(RoundTo<T>(sum.x), RoundTo<T>(sum.y), RoundTo<T>(sum.z),
-                           RoundTo<T>(sum.w));
+        const float4 sum =
+            make_float4(v[k].x + r[k].x, v[k].y + r[k].y, v[k].z + r[k].z, v[k].w + r[k].w);
+        v[k] =
+            make_float4(RoundTo<T>(sum.x), RoundTo<T>(sum.y), RoundTo<T>(sum.z), RoundTo<T>(sum.w));
         Store4(rr + 4 * i, v[k]);
       }
     }
@@ -107,8 +107,8 @@ __global__ void __launch_bounds__(kThreads)
     const int i = threadIdx.x + k * kThreads;
     if (i < n4) {
       const float4 w = Load4(weight + 4 * i);
-      Store4(orow + 4 * i, make_float4(v[k].x * inv * w.x, v[k].y * inv * w.y,
-                                       v[k].z * inv * w.z, v[k].w * inv * w.w));
+      Store4(orow + 4 * i, make_float4(v[k].x * inv * w.x, v[k].y * inv * w.y, v[k].z * inv * w.z,
+                                       v[k].w * inv * w.w));
     }
   }
 }

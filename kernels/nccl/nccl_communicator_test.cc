@@ -17,11 +17,11 @@
 namespace gka::kernels::nccl {
 namespace {
 
-using testing::DeviceCount;
-using testing::OnRanks;
 using tensor::DType;
 using tensor::Shape;
 using tensor::TensorView;
+using testing::DeviceCount;
+using testing::OnRanks;
 
 #define SKIP_WITHOUT_TWO_GPUS() \
   if (DeviceCount() < 2) GTEST_SKIP() << "needs at least 2 CUDA devices"

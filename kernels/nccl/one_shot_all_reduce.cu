@@ -5,8 +5,6 @@
 // S = 1 MiB (batch 101 × hidden 5120 bf16) the NVLink reads dominate: 3 MiB at ~400 GB/s
 // ≈ 8 µs, plus one flag round trip (~2 µs) — against ~23 µs for NCCL's ring (issue 5's
 // breakdown). No FLOPs to speak of (N − 1 adds per element).
-#include "kernels/nccl/one_shot_all_reduce.h"
-
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -15,6 +13,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/status.h"
+#include "kernels/nccl/one_shot_all_reduce.h"
 
 namespace gka::kernels::nccl {
 namespace {
@@ -35,14 +34,14 @@ absl::Status CudaStatus(cudaError_t e, const char* call) {
 }
 
 struct Params {
-  uint4* data;           // [nvec] this rank's partial in, the sum out
-  int64_t nvec;          // 16-byte vectors in the message
+  uint4* data;   // [nvec] this rank's partial in, the sum out
+  int64_t nvec;  // 16-byte vectors in the message
   int world;
   int rank;
-  int64_t parity_vecs;   // one staging buffer, in vectors
-  uint4* staging[OneShotGroup::kMaxRanks];     // each rank's two staging buffers
-  uint32_t* flags[OneShotGroup::kMaxRanks];    // each rank's flags [kMaxBlocks][kMaxRanks]
-  uint32_t* counter;     // this rank's [kMaxBlocks] calls so far, per block
+  int64_t parity_vecs;                       // one staging buffer, in vectors
+  uint4* staging[OneShotGroup::kMaxRanks];   // each rank's two staging buffers
+  uint32_t* flags[OneShotGroup::kMaxRanks];  // each rank's flags [kMaxBlocks][kMaxRanks]
+  uint32_t* counter;                         // this rank's [kMaxBlocks] calls so far, per block
 };
 
 __device__ __forceinline__ void StoreRelease(uint32_t* p, uint32_t v) {
@@ -96,7 +95,8 @@ struct VecOps<__nv_bfloat16> {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) OneShotAllReduceKernel(const __grid_constant__ Params p) {
+__global__ void __launch_bounds__(kThreads)
+    OneShotAllReduceKernel(const __grid_constant__ Params p) {
   using Ops = VecOps<T>;
   const int b = blockIdx.x;
   __shared__ uint32_t epoch_s;
@@ -153,16 +153,16 @@ absl::StatusOr<std::unique_ptr<OneShotGroup>> OneShotGroup::Create(const std::ve
         absl::StrCat("one-shot all-reduce: 2 to ", kMaxRanks, " devices, not ", n));
   }
   if (capacity_bytes <= 0 || capacity_bytes % 16 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "one-shot all-reduce: capacity must be a positive multiple of 16 bytes, not ",
-        capacity_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("one-shot all-reduce: capacity must be a positive multiple of 16 bytes, not ",
+                     capacity_bytes));
   }
   int blocks = kMaxBlocks;
   for (int i = 0; i < n; ++i) {
     int sms = 0;
-    GKA_RETURN_IF_ERROR(CudaStatus(
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, devices[i]),
-        "cudaDeviceGetAttribute"));
+    GKA_RETURN_IF_ERROR(
+        CudaStatus(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, devices[i]),
+                   "cudaDeviceGetAttribute"));
     blocks = std::min(blocks, sms);
     for (int j = 0; j < n; ++j) {
       if (i == j) continue;

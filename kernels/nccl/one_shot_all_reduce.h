@@ -52,7 +52,7 @@ class OneShotGroup {
   // InvalidArgument for fewer than 2 or more than kMaxRanks devices or a capacity that is not a
   // positive multiple of 16 bytes.
   static absl::StatusOr<std::unique_ptr<OneShotGroup>> Create(const std::vector<int>& devices,
-                                                             int64_t capacity_bytes);
+                                                              int64_t capacity_bytes);
   ~OneShotGroup();
   OneShotGroup(const OneShotGroup&) = delete;
   OneShotGroup& operator=(const OneShotGroup&) = delete;
@@ -66,8 +66,7 @@ class OneShotGroup {
   // data [numel] dtype, device memory of rank `rank`'s device, summed in place over the ranks;
   // enqueued on `stream` (a cudaStream_t of that device; capturable into a CUDA graph).
   // InvalidArgument when !Fits(...) or the rank is out of range.
-  absl::Status AllReduceSum(int rank, void* data, int64_t numel, tensor::DType dtype,
-                            void* stream);
+  absl::Status AllReduceSum(int rank, void* data, int64_t numel, tensor::DType dtype, void* stream);
 
  private:
   OneShotGroup(std::vector<int> devices, int64_t capacity, int blocks)

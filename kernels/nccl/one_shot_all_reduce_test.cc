@@ -23,11 +23,11 @@
 namespace gka::kernels::nccl {
 namespace {
 
-using testing::DeviceCount;
-using testing::OnRanks;
 using tensor::DType;
 using tensor::Shape;
 using tensor::TensorView;
+using testing::DeviceCount;
+using testing::OnRanks;
 
 bool AllPeers(int n) {
   for (int i = 0; i < n; ++i)
@@ -38,8 +38,8 @@ bool AllPeers(int n) {
   return true;
 }
 
-#define SKIP_WITHOUT_PEER_GPUS()                                                  \
-  if (DeviceCount() < 2) GTEST_SKIP() << "needs at least 2 CUDA devices";         \
+#define SKIP_WITHOUT_PEER_GPUS()                                          \
+  if (DeviceCount() < 2) GTEST_SKIP() << "needs at least 2 CUDA devices"; \
   if (!AllPeers(DeviceCount())) GTEST_SKIP() << "needs peer access between GPUs"
 
 std::vector<int> AllDevices() {
@@ -159,10 +159,11 @@ TEST(OneShotAllReduceTest, BitwiseEqualToTheCpuReferenceAndCloseToNccl) {
       const double nccl_diff = MaxAbsDiff(by_nccl[r], ref, s.dtype);
       EXPECT_LE(nccl_diff, s.dtype == DType::kF32 ? 1e-5 * n : 0.04 * n) << "rank " << r;
       if (r == 0) {
-        std::printf("one-shot vs CPU reference: bitwise %s; NCCL vs CPU reference max |diff| %.3g "
-                    "(%lld x %s, %d ranks)\n",
-                    got[r] == ref ? "equal" : "DIFFERENT", nccl_diff,
-                    static_cast<long long>(s.numel), tensor::DTypeName(s.dtype).data(), n);
+        std::printf(
+            "one-shot vs CPU reference: bitwise %s; NCCL vs CPU reference max |diff| %.3g "
+            "(%lld x %s, %d ranks)\n",
+            got[r] == ref ? "equal" : "DIFFERENT", nccl_diff, static_cast<long long>(s.numel),
+            tensor::DTypeName(s.dtype).data(), n);
       }
     }
   }
@@ -213,10 +214,11 @@ TEST(OneShotAllReduceTest, ManyCallsInFlightWithALateRankThenGraphReplays) {
   // Graph part: 3 buffers of 4096 values per rank, summed inside a captured graph.
   constexpr int kGraphBufs = 3, kReplays = 5;
   constexpr int64_t kGraphNumel = 4096;
-  std::vector<std::vector<std::vector<char>>> graph_in(
-      kReplays * kGraphBufs, std::vector<std::vector<char>>(n));
+  std::vector<std::vector<std::vector<char>>> graph_in(kReplays * kGraphBufs,
+                                                       std::vector<std::vector<char>>(n));
   for (int k = 0; k < kReplays * kGraphBufs; ++k)
-    for (int r = 0; r < n; ++r) graph_in[k][r] = RandomBytes(kGraphNumel, DType::kBF16, 9000 + k * 17 + r);
+    for (int r = 0; r < n; ++r)
+      graph_in[k][r] = RandomBytes(kGraphNumel, DType::kBF16, 9000 + k * 17 + r);
   std::vector<std::vector<std::vector<char>>> out(kCalls + kReplays * kGraphBufs,
                                                   std::vector<std::vector<char>>(n));
   OnRanks(n, [&](int r) {
@@ -234,8 +236,8 @@ TEST(OneShotAllReduceTest, ManyCallsInFlightWithALateRankThenGraphReplays) {
     }
     for (int c = 0; c < kCalls; ++c) {
       out[c][r].resize(in[c][r].size());
-      ASSERT_EQ(cudaMemcpyAsync(out[c][r].data(), bufs[c], out[c][r].size(),
-                                cudaMemcpyDeviceToHost, stream),
+      ASSERT_EQ(cudaMemcpyAsync(out[c][r].data(), bufs[c], out[c][r].size(), cudaMemcpyDeviceToHost,
+                                stream),
                 cudaSuccess);
     }
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
@@ -295,16 +297,15 @@ TEST(OneShotAllReduceTest, ManyCallsInFlightWithALateRankThenGraphReplays) {
 TEST(OneShotAllReduceTest, BadArgumentsAreStatuses) {
   SKIP_WITHOUT_PEER_GPUS();
   EXPECT_EQ(OneShotGroup::Create({0}, 1024).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(OneShotGroup::Create({0, 1}, 100).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OneShotGroup::Create({0, 1}, 100).status().code(), absl::StatusCode::kInvalidArgument);
   auto g = OneShotGroup::Create({0, 1}, 1024);
   ASSERT_TRUE(g.ok()) << g.status();
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
   void* d = nullptr;
   ASSERT_EQ(cudaMalloc(&d, 4096), cudaSuccess);
   EXPECT_TRUE((*g)->Fits(d, 512, DType::kBF16));
-  EXPECT_FALSE((*g)->Fits(d, 513, DType::kBF16));                         // over 1024 bytes
-  EXPECT_FALSE((*g)->Fits(d, 12, DType::kBF16));                          // 24 B: not whole vectors
+  EXPECT_FALSE((*g)->Fits(d, 513, DType::kBF16));                        // over 1024 bytes
+  EXPECT_FALSE((*g)->Fits(d, 12, DType::kBF16));                         // 24 B: not whole vectors
   EXPECT_FALSE((*g)->Fits(static_cast<char*>(d) + 8, 8, DType::kBF16));  // misaligned
   EXPECT_FALSE((*g)->Fits(d, 8, DType::kI32));
   // Refused before any kernel is enqueued (no peer is left waiting).

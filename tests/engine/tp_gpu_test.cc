@@ -2,10 +2,10 @@
 // rank, each an Engine on the CUDA backend of its own device with an NCCL communicator (its
 // one-shot path for small all-reduces where the GPUs have peer access), at TP = 2 and 4
 // against TP = 1 on one GPU; decode steps as CUDA graphs (the default) and, in
-// TensorParallelGraphTest, against the same ranks op by op. A head_dim-128 model (the real head size, so the
-// tensor-core attention and the GKA core run their production paths), attention and GKA
-// layers, two sequences of different lengths in one batch: prefill (every logits row), then
-// 4 decode steps. Bars are model-spec §10's for the precision:
+// TensorParallelGraphTest, against the same ranks op by op. A head_dim-128 model (the real head
+// size, so the tensor-core attention and the GKA core run their production paths), attention and
+// GKA layers, two sequences of different lengths in one batch: prefill (every logits row), then 4
+// decode steps. Bars are model-spec §10's for the precision:
 //   fp32: logits rel L2 ≤ 1e-4; every rank's h_kk/h_kv/conv equal to its heads' slice of
 //         TP 1's within rel L2 1e-4 (so the gathered state equals TP 1's);
 //   bf16 (bf16 weights, GEMMs, residual and all-reduce; fp32 GKA state): logits rel L2
@@ -251,15 +251,17 @@ TEST_P(TensorParallelGraphTest, DecodeGraphsMatchOpByOp) {
     EXPECT_EQ(graph[r].graphs.captures, 1) << "rank " << r;
     EXPECT_EQ(graph[r].graphs.replays, 3) << "rank " << r;
     ASSERT_EQ(graph[r].decode.size(), eager[r].decode.size());
-    EXPECT_EQ(graph[r].prefill, eager[r].prefill) << "rank " << r << ": prefill is op by op in both";
+    EXPECT_EQ(graph[r].prefill, eager[r].prefill)
+        << "rank " << r << ": prefill is op by op in both";
     const double e = RelL2(graph[r].decode, eager[r].decode);
     EXPECT_LE(e, f32 ? 2e-5 : 2e-2) << "rank " << r;
     EXPECT_EQ(graph[r].decode, graph[0].decode) << "rank " << r << " disagrees with rank 0";
-    std::printf("TP%d %s rank %d: decode graphs vs op by op rel L2 %.3g (%lld captures, %lld "
-                "replays, %lld nodes)\n",
-                tp, f32 ? "fp32" : "bf16", r, e, static_cast<long long>(graph[r].graphs.captures),
-                static_cast<long long>(graph[r].graphs.replays),
-                static_cast<long long>(graph[r].graphs.last_nodes));
+    std::printf(
+        "TP%d %s rank %d: decode graphs vs op by op rel L2 %.3g (%lld captures, %lld "
+        "replays, %lld nodes)\n",
+        tp, f32 ? "fp32" : "bf16", r, e, static_cast<long long>(graph[r].graphs.captures),
+        static_cast<long long>(graph[r].graphs.replays),
+        static_cast<long long>(graph[r].graphs.last_nodes));
   }
 }
 

@@ -565,8 +565,8 @@ TEST_F(CudaParityTest, CausalConvDecodeStep) {
                     .ok());
     Expect(absl::StrCat("CausalConv decode out ", Name(d)).c_str(), outs[0], FromCpu(oc.view()),
            1e-5);
-    Expect(absl::StrCat("CausalConv decode state ", Name(d)).c_str(), states[0],
-           FromCpu(sc.view()), 0.0);
+    Expect(absl::StrCat("CausalConv decode state ", Name(d)).c_str(), states[0], FromCpu(sc.view()),
+           0.0);
     EXPECT_EQ(outs[0], outs[1]) << "per-sequence path differs from the general path";
     // The decode sequences' slots (the long one's slot differs, of course).
     for (int b = 0; b < B; ++b) {
