@@ -154,7 +154,7 @@ for stage in $STAGES; do
   esac
 done
 if [[ -n "${OUT:-}" ]]; then
-  tar -C "$LOGS" -czf "$OUT/logs.tgz" . && cp "$TABLE" "$OUT/table.txt"
+  mkdir -p "$OUT" && tar -C "$LOGS" -czf "$OUT/logs.tgz" . && cp "$TABLE" "$OUT/table.txt"
 fi
 echo "== table (all rows: table.txt, logs: logs.tgz under \$OUT)"
 grep -E "^(DECODE|PREFILL)" "$TABLE"
