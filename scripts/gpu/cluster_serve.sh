@@ -45,6 +45,12 @@ if [[ $BACKEND == cuda ]]; then
 fi
 left() { echo $((END - SECONDS)); }
 
+if [[ -n ${SMALL:-} && ! -f $MODEL/config.json ]]; then
+  # SMALL=1: a small random hybrid at head_dim 128 (the real per-head shape), for a quick check
+  # that GPU workers serve at all before the 32B runs.
+  "$BIN/gka" make-tiny-model --out "$MODEL" --head-dim 128 --heads 8 --kv-heads 4 --hidden 1024 \
+    --dtype bf16 --tokenizer-dir "$TOK" 2>&1 | tail -1
+fi
 if [[ ! -f $MODEL/config.json ]]; then
   t0=$SECONDS
   timeout "$(left)" "$BIN/gka" make-random-model --preset hqwen3-32b-gka --out "$MODEL" \
@@ -54,7 +60,7 @@ fi
 
 # 32B at TP 2: 64 KiB of KV and 4 MiB of GKA state per token / per slot on each rank; the
 # decode side holds 24 sequences of up to 17K tokens beside 32 GB of weights per GPU.
-COMMON_DECODE="--max-seq-len 17408"
+COMMON_DECODE=${COMMON_DECODE-"--max-seq-len 17408"}
 PREFILL_ARGS=${PREFILL_ARGS:-"--num-slots 4 --max-seq-len 17408 --max-batch-tokens 16384 --prefill-chunk 8192"}
 CLUSTER_PID=""
 start_cluster() {  # start_cluster MODE: disagg or colo
