@@ -124,12 +124,12 @@ int Admission::CapacityLocked() const {
   return options_.max_running > 0 ? options_.max_running : capacity_;
 }
 
-bool Admission::TryStartLocked(const Waiter& waiter, absl::Time now) {
+bool Admission::TryStartLocked(const Waiter& waiter) {
   const int capacity = CapacityLocked();
   // No capacity known (no decode worker reported yet): placement answers for itself.
   if (!options_.enabled || capacity == 0) return true;
   if (static_cast<int>(running_ids_.size()) >= capacity) return false;
-  return rooms_ == nullptr || rooms_->Hold(waiter.id, waiter.demand, now);
+  return rooms_ == nullptr || rooms_->Hold(waiter.id, waiter.demand);
 }
 
 void Admission::StartLocked(TierState& t, Waiter waiter, absl::Duration waited,
@@ -163,7 +163,7 @@ absl::Status Admission::Admit(const Tier& tier, Waiter waiter, absl::Time now) {
       // Waiting would not help: no retry-after hint.
       if (t.refused_never_fits) t.refused_never_fits->Increment();
       result = std::move(fits);
-    } else if (!any_queued && TryStartLocked(waiter, now)) {
+    } else if (!any_queued && TryStartLocked(waiter)) {
       StartLocked(t, std::move(waiter), absl::ZeroDuration(), actions);
     } else if (static_cast<int>(t.queue.size()) >= tier.queue_limit) {
       if (t.refused_full) t.refused_full->Increment();
@@ -241,7 +241,7 @@ void Admission::DispatchLocked(absl::Time now, std::vector<Action>& actions) {
     }
     // Strict priority order: when the head of the highest queue does not fit, nothing behind
     // it starts either (a long prompt is not starved by a stream of short ones).
-    if (next == nullptr || !TryStartLocked(next->queue.front().waiter, now)) return;
+    if (next == nullptr || !TryStartLocked(next->queue.front().waiter)) return;
     Queued q = std::move(next->queue.front());
     next->queue.pop_front();
     SetDepthLocked(*next);

@@ -170,7 +170,7 @@ class Admission {
   int CapacityLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether `waiter` may start now by slots and (with a registry) by held decode room; holds
   // the room when it may.
-  bool TryStartLocked(const Waiter& waiter, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TryStartLocked(const Waiter& waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks `waiter` running and queues its start.
   void StartLocked(TierState& t, Waiter waiter, absl::Duration waited,
                    std::vector<std::function<void()>>& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

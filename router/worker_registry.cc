@@ -253,8 +253,7 @@ std::vector<WorkerInfo> WorkerRegistry::RankDecode(absl::string_view request_id,
   return ranked;
 }
 
-bool WorkerRegistry::Hold(absl::string_view request_id, const DecodeDemand& demand,
-                          absl::Time /*now*/) {
+bool WorkerRegistry::Hold(absl::string_view request_id, const DecodeDemand& demand) {
   absl::MutexLock lock(&mu_);
   if (holds_.contains(request_id)) return true;
   const Entry* best = nullptr;

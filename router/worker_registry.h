@@ -21,7 +21,7 @@
 //   GKA_ASSIGN_OR_RETURN(auto resp, registry.Register(register_request, absl::Now()));
 //   registry.Heartbeat(heartbeat_request, absl::Now());
 //   std::vector<std::string> lost = registry.Sweep(absl::Now());   // newly unhealthy ids
-//   if (registry.Hold("req-1", {.prompt_tokens = 90, .max_new_tokens = 64}, absl::Now())) ...
+//   if (registry.Hold("req-1", {.prompt_tokens = 90, .max_new_tokens = 64})) ...
 //   std::vector<WorkerInfo> decode = registry.RankDecode("req-1", demand, {});
 //   registry.PlaceHold("req-1", decode[0].id, demand); ... registry.ConfirmHold("req-1", now);
 //   registry.ReleaseHold("req-1", absl::Now());       // the request ended
@@ -132,7 +132,7 @@ class WorkerRegistry {
   // Holds room for `request_id` on the healthy decode worker with the most free pages that
   // has room for `demand` now; false (and no hold) when none has. A request already holding
   // room keeps it (true).
-  bool Hold(absl::string_view request_id, const DecodeDemand& demand, absl::Time now);
+  bool Hold(absl::string_view request_id, const DecodeDemand& demand);
   // OK when some healthy decode worker could hold `demand` once empty; RESOURCE_EXHAUSTED
   // (no worker has the pages or a slot at all) or INVALID_ARGUMENT (longer than every
   // worker's context) naming the numbers otherwise. OK when no decode worker reports

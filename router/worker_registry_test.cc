@@ -175,9 +175,9 @@ TEST_F(WorkerRegistryTest, HoldsRoomByPagesAndSlots) {
   registry_.Heartbeat(beat(10, 8, kT0), kT0);
   const DecodeDemand small{.prompt_tokens = 40, .max_new_tokens = 8};  // 3 pages now and for life
   // A burst before the next heartbeat: three fit the 10 free pages, the fourth does not.
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(registry_.Hold(absl::StrCat("s", i), small, kT0)) << i;
-  EXPECT_FALSE(registry_.Hold("s3", small, kT0));
-  EXPECT_TRUE(registry_.Hold("s0", small, kT0));  // already held: kept
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(registry_.Hold(absl::StrCat("s", i), small)) << i;
+  EXPECT_FALSE(registry_.Hold("s3", small));
+  EXPECT_TRUE(registry_.Hold("s0", small));  // already held: kept
   EXPECT_EQ(registry_.Held().requests, 3);
   EXPECT_EQ(registry_.Held().kv_pages, 9);
 
@@ -188,41 +188,41 @@ TEST_F(WorkerRegistryTest, HoldsRoomByPagesAndSlots) {
   }
   const absl::Time t1 = kT0 + absl::Milliseconds(120);
   registry_.Heartbeat(beat(10, 8, t1), t1);
-  EXPECT_FALSE(registry_.Hold("s3", small, t1));
+  EXPECT_FALSE(registry_.Hold("s3", small));
   // A report taken later shows them (and 3 more pages freed by others): 4 free.
   const absl::Time t2 = kT0 + absl::Seconds(1);
   registry_.Heartbeat(beat(4, 5, t2), t2);
-  EXPECT_TRUE(registry_.Hold("s3", small, t2));  // 4 - 3 = 1 left
-  EXPECT_FALSE(registry_.Hold("s4", small, t2));
+  EXPECT_TRUE(registry_.Hold("s3", small));  // 4 - 3 = 1 left
+  EXPECT_FALSE(registry_.Hold("s4", small));
 
   // s0 ends: the pages its reservation took are credited back before a report shows them.
   const absl::Time t3 = kT0 + absl::Milliseconds(1100);
   registry_.ReleaseHold("s0", t3);
-  EXPECT_TRUE(registry_.Hold("s4", small, t3));
-  EXPECT_FALSE(registry_.Hold("s5", small, t3));
+  EXPECT_TRUE(registry_.Hold("s4", small));
+  EXPECT_FALSE(registry_.Hold("s5", small));
   // s4 ends before the worker ever reserved it: no credit, only its hold goes.
   registry_.ReleaseHold("s4", t3);
-  EXPECT_TRUE(registry_.Hold("s5", small, t3));
-  EXPECT_FALSE(registry_.Hold("s6", small, t3));
+  EXPECT_TRUE(registry_.Hold("s5", small));
+  EXPECT_FALSE(registry_.Hold("s6", small));
   registry_.ReleaseHold("unknown", t3);  // ignored
 
   // Whole-life footprint: a worker reporting everything free still bounds what this router
   // places by prompt + max_new_tokens (the sequences can all grow without a swap).
   ASSERT_TRUE(registry_.Register(Decode("e", 2, 20, 8), kT0).ok());
   const DecodeDemand grows{.prompt_tokens = 15, .max_new_tokens = 145};  // 1 page now, 10 for life
-  EXPECT_TRUE(registry_.Hold("g0", grows, t3));
-  EXPECT_TRUE(registry_.Hold("g1", grows, t3));
-  EXPECT_FALSE(registry_.Hold("g2", grows, t3));  // e: 0 spare; d: 20 - 12 held = 8 spare
+  EXPECT_TRUE(registry_.Hold("g0", grows));
+  EXPECT_TRUE(registry_.Hold("g1", grows));
+  EXPECT_FALSE(registry_.Hold("g2", grows));  // e: 0 spare; d: 20 - 12 held = 8 spare
 
   // Slots: one slot, plenty of pages.
   ASSERT_TRUE(registry_.Register(Decode("f", 3, 100, 1), kT0).ok());
-  EXPECT_TRUE(registry_.Hold("one", small, t3));
-  EXPECT_FALSE(registry_.Hold("two", small, t3));
+  EXPECT_TRUE(registry_.Hold("one", small));
+  EXPECT_FALSE(registry_.Hold("two", small));
 
   // A draining worker holds nothing new.
   ASSERT_TRUE(registry_.Deregister("e").ok());
   registry_.ReleaseHold("g0", t3);
-  EXPECT_FALSE(registry_.Hold("g2", grows, t3));
+  EXPECT_FALSE(registry_.Hold("g2", grows));
 }
 
 TEST_F(WorkerRegistryTest, CanEverHoldNamesTheLimit) {
@@ -237,7 +237,7 @@ TEST_F(WorkerRegistryTest, CanEverHoldNamesTheLimit) {
   EXPECT_EQ(context.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(context.message(), HasSubstr("context (at most 4096 tokens)"));
   // Room in use does not matter, only the totals.
-  EXPECT_TRUE(registry_.Hold("a", {.prompt_tokens = 300, .max_new_tokens = 20}, kT0));
+  EXPECT_TRUE(registry_.Hold("a", {.prompt_tokens = 300, .max_new_tokens = 20}));
   EXPECT_TRUE(registry_.CanEverHold({.prompt_tokens = 300, .max_new_tokens = 20}).ok());
 }
 

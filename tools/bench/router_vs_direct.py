@@ -4,16 +4,19 @@
 table at the direct path's highest sustainable rate, with the router's own handler time at
 that rate from the difference of two /metrics scrapes around its run.
 
-  python3 tools/bench/router_vs_direct.py OUT_DIR RATES(1,2,3)
+  python3 tools/bench/router_vs_direct.py OUT_DIR RATES(1,2,3) DURATION_S [NAME]
 
-Sustainable: every request succeeded, achieved throughput >= 95 % of offered, and TTFT p99 did
-not grow over the run (count-weighted mean of the per-second bins' p99 in the last third <= 1.5
-x the first third's + 50 ms)."""
+Sustainable: every request succeeded, achieved throughput >= 95 % of the offered rate, and TTFT
+p99 did not grow over the run (count-weighted mean of the per-second bins' p99 in the last
+third <= 1.5 x the first third's + 50 ms). "Offered" is what was sent per second of the
+schedule (sent / DURATION_S): a Poisson schedule of R req/s for 30 s sends R*30 +- sqrt(R*30)
+requests, and both paths draw the same schedule from the same seed."""
 import json
 import re
 import sys
 
-OUT, RATES = sys.argv[1], [float(r) for r in sys.argv[2].split(",")]
+OUT, RATES, DURATION = sys.argv[1], [float(r) for r in sys.argv[2].split(",")], float(sys.argv[3])
+NAME = sys.argv[4] if len(sys.argv) > 4 else "router_vs_direct"
 PATHS = ("router", "direct")
 
 
@@ -22,7 +25,7 @@ def name(rate):
 
 
 def load(path, rate):
-    with open(f"{OUT}/router_vs_direct_{path}_r{name(rate)}.json") as f:
+    with open(f"{OUT}/{NAME}_{path}_r{name(rate)}.json") as f:
         return json.load(f)
 
 
@@ -39,10 +42,11 @@ def third_p99(report, which):
 def verdict(report, rate):
     o = report["overall"]
     why = []
-    if o["failed"] > 0:
-        why.append(f"{o['failed']} failed")
-    if o["request_throughput"] < 0.95 * rate:
-        why.append(f"throughput {o['request_throughput']:.2f} < 95 % of {rate:g}")
+    if o["requests"]["failed"] > 0:
+        why.append(f"{o['requests']['failed']} failed")
+    offered = o["requests"]["sent"] / DURATION
+    if o["request_throughput"] < 0.95 * offered:
+        why.append(f"throughput {o['request_throughput']:.2f} < 95 % of {offered:.2f} sent/s")
     first, last = third_p99(report, "first"), third_p99(report, "last")
     if first is not None and last > 1.5 * first + 50:
         why.append(f"TTFT p99 grew {first:.0f} -> {last:.0f} ms")
@@ -93,7 +97,7 @@ for path in PATHS:
         ok[(path, rate)] = verdict(run["report"], rate)
     sweeps[path] = {"kind": "gka bench serve sweep", "label": path, "slo": {},
                     "points": points}
-    with open(f"{OUT}/router_vs_direct_{path}_sweep.json", "w") as f:
+    with open(f"{OUT}/{NAME}_{path}_sweep.json", "w") as f:
         json.dump(sweeps[path], f, indent=1)
 
 print("| offered req/s | path | sustainable? | ok / sent | req/s | TTFT p50 / p99 ms | "
@@ -103,7 +107,7 @@ for rate in RATES:
     for path in PATHS:
         o = next(p for p in sweeps[path]["points"] if p["request_rate"] == rate)["report"]["overall"]
         good, why, first, last = ok[(path, rate)]
-        print(f"| {rate:g} | {path} | {why} | {o['ok']} / {o['sent']} | "
+        print(f"| {rate:g} | {path} | {why} | {o['requests']['ok']} / {o['requests']['sent']} | "
               f"{o['request_throughput']:.2f} | {o['ttft_ms']['p50']:.1f} / {o['ttft_ms']['p99']:.1f} | "
               f"{first or 0:.0f} / {last or 0:.0f} | {o['itl_ms']['p50']:.2f} / {o['itl_ms']['p99']:.2f} | "
               f"{o['e2e_ms']['p50']:.1f} |")
@@ -126,8 +130,8 @@ for label, key, q in (("TTFT p50 ms", "ttft_ms", "p50"), ("TTFT p99 ms", "ttft_m
     print(f"| {label} | {a:.2f} | {b:.2f} | {a - b:+.2f} |")
 print(f"| throughput req/s | {r['request_throughput']:.2f} | {d['request_throughput']:.2f} | "
       f"{r['request_throughput'] - d['request_throughput']:+.2f} |")
-b0, s0, c0 = histogram(f"{OUT}/router_vs_direct_router_r{name(rate)}_metrics_0.txt")
-b1, s1, c1 = histogram(f"{OUT}/router_vs_direct_router_r{name(rate)}_metrics_1.txt")
+b0, s0, c0 = histogram(f"{OUT}/{NAME}_router_r{name(rate)}_metrics_0.txt")
+b1, s1, c1 = histogram(f"{OUT}/{NAME}_router_r{name(rate)}_metrics_1.txt")
 delta = {le: b1[le] - b0.get(le, 0.0) for le in b1}
 n = c1 - c0
 if n > 0:
