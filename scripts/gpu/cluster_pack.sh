@@ -21,6 +21,8 @@ else
   TARGETS=(copy_checksum_test staged_handoff_test staged_transfer_bench)
   BINS=("$B/tests/copy_checksum_test" "$B/tests/staged_handoff_test" "$B/bin/staged_transfer_bench")
 fi
+# EXTRA: more test binaries of the same build to carry along (e.g. "cuda_parity_test gpu_golden_test").
+for t in ${EXTRA:-}; do TARGETS+=("$t"); BINS+=("$B/tests/$t"); done
 cmake --build "$B" -j2 --target "${TARGETS[@]}"
 rm -rf $D && mkdir -p $D/bin $D/lib/ucx
 for b in "${BINS[@]}"; do strip -o "$D/bin/$(basename "$b")" "$b"; done
