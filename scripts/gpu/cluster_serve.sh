@@ -14,6 +14,8 @@
 #   dry run here on the CPU with the tiny model:
 #     BIN=build/bin MODEL=/tmp/tiny BACKEND=cpu SIZES=64,128 scripts/gpu/cluster_serve.sh disagg
 #
+# Layout of the disaggregated run: PTP/DTP (TP sizes, default 2/2), PGPUS/DGPUS (default
+# 0,1 and 2,3).
 # Stages: disagg | colo | sweep (with disagg: a rate sweep before its cluster stops). Env: BUDGET_S (default 570), SIZES (prompt lengths),
 # MIX_S (mixed-load seconds), MODEL (default /dev/shm/gka32b, written if missing).
 set -uo pipefail
@@ -66,8 +68,8 @@ CLUSTER_PID=""
 start_cluster() {  # start_cluster MODE: disagg or colo
   local mode=$1 args
   if [[ $mode == disagg ]]; then
-    args=(--prefill-workers 1 --decode-workers 1 --prefill-tp 2 --decode-tp 2
-          --prefill-gpus 0,1 --decode-gpus 2,3 --prefill-args "$PREFILL_ARGS"
+    args=(--prefill-workers 1 --decode-workers 1 --prefill-tp "${PTP:-2}" --decode-tp "${DTP:-2}"
+          --prefill-gpus "${PGPUS:-0,1}" --decode-gpus "${DGPUS:-2,3}" --prefill-args "$PREFILL_ARGS"
           --decode-args "$COMMON_DECODE")
   else
     args=(--colocated --decode-workers 2 --decode-tp 2 --decode-gpus 0,1,2,3
