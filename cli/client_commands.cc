@@ -79,6 +79,7 @@ absl::Status RunRemoteGenerate(const RemoteGenerateRequest& r) {
     out["finish_reason"] = std::string(sdk::FinishReasonName(result.finish_reason));
     // What served it: tests read the SDK's retries (attempts) and the degrade ladder here.
     out["attempts"] = result.attempts;
+    out["migrated_from"] = result.served_by.migrated_from;
     out["tier"] = result.tier;
     out["decode_num_iter"] = result.num_iter.decode;
     out["degrade_rung"] = result.degrade_rung;

@@ -102,6 +102,30 @@ struct DecodeCore::Entry {
   int32_t fewest_num_iter = std::numeric_limits<int32_t>::max();
   std::vector<int32_t> generated;  // the first token included
   absl::Time decode_start;
+  // A migrated sequence (StartDecodeRequest.resumed_tokens): its tokens generated elsewhere,
+  // the completion's first token last; the reservation's prompt_tokens include all but that.
+  std::vector<int32_t> resumed;
+  // Drain: this sequence's router follows MigrationNeeded, and where its move stands.
+  bool accepts_migration = false;
+  enum class Move {
+    kNone,     // running (or not asked yet)
+    kAsked,    // paused, out of the scheduler: waiting for Migrate
+    kSending,  // the hand-off sender writes its state to the target
+    kStayed,   // the move failed or was declined: it finishes here
+  } move = Move::kNone;
+  absl::Time move_asked;
+  std::shared_ptr<std::atomic<bool>> move_cancelled;
+  std::optional<MigrateCallback> on_moved;
+  std::string move_target;
+  // Ended (stream closed) while its state was being sent: OnMigrated frees it.
+  bool ended_while_sending = false;
+
+  // Tokens whose state the sequence holds: the prompt, then every generated token but the
+  // last (sampled, not yet fed).
+  int32_t FedTokens() const {
+    const int32_t prior = resumed.empty() ? 0 : static_cast<int32_t>(resumed.size()) - 1;
+    return prompt_tokens - prior + static_cast<int32_t>(generated.size()) - 1;
+  }
 
   void Send(wpb::DecodeStreamResponse m) {
     if (stream == nullptr) return;
@@ -149,6 +173,14 @@ absl::StatusOr<std::unique_ptr<DecodeMetrics>> DecodeMetrics::Create(
   GKA_ASSIGN_OR_RETURN(m.reserve_refused,
                        counter("gka_reserve_refused_total",
                                "Reserve calls refused RESOURCE_EXHAUSTED (no free slot or pages)"));
+  GKA_ASSIGN_OR_RETURN(
+      metrics::CounterFamily * migrations,
+      registry.AddCounter("gka_decode_migrations_total",
+                          "Running sequences this worker moved to another decode worker on "
+                          "drain (ok) or kept after a failed move (failed)",
+                          {"worker", "result"}));
+  m.migrations_ok = migrations->Labels({{"worker", worker}, {"result", "ok"}});
+  m.migrations_failed = migrations->Labels({{"worker", worker}, {"result", "failed"}});
   GKA_ASSIGN_OR_RETURN(metrics::HistogramFamily * batch,
                        registry.AddHistogram("gka_decode_batch_size", "Sequences per decode step",
                                              {"worker"}, metrics::ExponentialBuckets(1, 2, 10)));
@@ -266,6 +298,9 @@ void DecodeCore::Reserve(const wpb::ReserveRequest& request, TicketCallback done
 
 absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequest& request) {
   if (request.request_id().empty()) return absl::InvalidArgumentError("request_id is empty");
+  if (draining_) {
+    return absl::UnavailableError("this decode worker is draining (shutting down)");
+  }
   if (live_.contains(request.request_id())) {
     return absl::AlreadyExistsError(
         absl::StrCat("request ", request.request_id(), " already holds a reservation here"));
@@ -617,10 +652,30 @@ absl::Status DecodeCore::AttachDecode(Entry& e, const wpb::StartDecodeRequest& r
   if (request.max_new_tokens() < 1) {
     return absl::InvalidArgumentError("max_new_tokens must be >= 1");
   }
-  if (static_cast<int64_t>(e.prompt_tokens) + request.max_new_tokens() > engine_->max_seq_len()) {
+  // A migrated sequence: all but the last resumed token are part of the reserved prompt'.
+  const int64_t prior = std::max(0, request.resumed_tokens_size() - 1);
+  if (request.resumed_tokens_size() > 0) {
+    if (prior >= e.prompt_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(request.resumed_tokens_size(), " resumed tokens for a reservation of ",
+                       e.prompt_tokens, " tokens: no prompt would be left"));
+    }
+    if (request.resumed_tokens_size() > static_cast<int64_t>(request.max_new_tokens())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(request.resumed_tokens_size(), " resumed tokens exceed max_new_tokens ",
+                       request.max_new_tokens()));
+    }
+    for (int32_t id : request.resumed_tokens()) {
+      if (id < 0 || id >= engine_->vocab_size()) {
+        return absl::InvalidArgumentError(absl::StrCat("resumed token ", id, " out of range"));
+      }
+    }
+  }
+  if (e.prompt_tokens - prior + request.max_new_tokens() > engine_->max_seq_len()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", e.prompt_tokens, " tokens) + max_new_tokens (", request.max_new_tokens(),
-        ") exceed this worker's context of ", engine_->max_seq_len(), " tokens"));
+        "prompt (", e.prompt_tokens - prior, " tokens) + max_new_tokens (",
+        request.max_new_tokens(), ") exceed this worker's context of ", engine_->max_seq_len(),
+        " tokens"));
   }
   if (request.decode_num_iter() < -1) {
     return absl::InvalidArgumentError("decode_num_iter must be >= 0 (or -1: the model's)");
@@ -635,34 +690,50 @@ absl::Status DecodeCore::AttachDecode(Entry& e, const wpb::StartDecodeRequest& r
   e.decode_num_iter = request.decode_num_iter();
   if (request.priority() != 0) e.priority = request.priority();
   if (!request.tier().empty()) e.tier = request.tier();
+  e.resumed.assign(request.resumed_tokens().begin(), request.resumed_tokens().end());
+  e.accepts_migration = request.accepts_migration();
   e.has_request = true;
   e.stream = stream;
   by_stream_[stream->id()] = e.generation;
   return absl::OkStatus();
 }
 
-void DecodeCore::MaybeAdmit(Entry& e) {
-  if (e.phase != Phase::kTransferred || !e.has_request) return;
+absl::StatusOr<std::optional<FinishReason>> DecodeCore::AddToScheduler(Entry& e) {
   scheduler::Request r;
   r.id = e.seq;
   r.priority = e.priority;
   // The prompt's ids never reach this worker (its state did); the scheduler only counts them.
-  r.prompt.assign(e.prompt_tokens, 0);
-  r.max_new_tokens = e.max_new_tokens;
+  r.prompt.assign(e.FedTokens(), 0);
+  r.max_new_tokens = e.max_new_tokens - (static_cast<int32_t>(e.generated.size()) - 1);
   r.stop_token_ids = e.stop_ids;
   r.ignore_eos = true;
   e.applied_num_iter = CappedNumIter(e);
-  e.fewest_num_iter = e.applied_num_iter;
+  e.fewest_num_iter = std::min(e.fewest_num_iter, e.applied_num_iter);
   r.decode_num_iter = e.applied_num_iter;
-  absl::StatusOr<std::optional<FinishReason>> added = scheduler_->AddPrefilled(r, e.first_token);
+  return scheduler_->AddPrefilled(r, e.generated.back());
+}
+
+void DecodeCore::MaybeAdmit(Entry& e) {
+  if (e.phase != Phase::kTransferred || !e.has_request) return;
+  if (!e.resumed.empty() && e.resumed.back() != e.first_token) {
+    // The state is of another step of the sequence than the router's tokens say.
+    EndEntry(e,
+             absl::DataLossError(absl::StrCat("the migrated state ends with token ", e.first_token,
+                                              ", the router's tokens with ", e.resumed.back())),
+             std::nullopt);
+    return;
+  }
+  // Sampling continues where the sequence stands: step = generated.size(), history =
+  // generated (a migrated sequence's tokens from elsewhere included).
+  e.generated = e.resumed.empty() ? std::vector<int32_t>{e.first_token} : e.resumed;
+  absl::StatusOr<std::optional<FinishReason>> added = AddToScheduler(e);
   if (!added.ok()) {
     EndEntry(e, added.status(), std::nullopt);
     return;
   }
   e.phase = Phase::kDecoding;
   e.decode_start = absl::Now();
-  e.generated = {e.first_token};
-  ++generated_tokens_;
+  if (e.resumed.empty()) ++generated_tokens_;  // a migrated one's was generated elsewhere
   wpb::DecodeStreamResponse started;
   started.mutable_started()->set_first_token(e.first_token);
   started.mutable_started()->set_transfer_bytes(e.transfer_bytes);
@@ -703,13 +774,27 @@ void DecodeCore::Finalize(Entry& e, const FinishedSequence& f) {
 void DecodeCore::EndEntry(Entry& e, const absl::Status& stream_status,
                           std::optional<wpb::DecodeDone> done) {
   if (e.phase == Phase::kDecoding) {
-    absl::StatusOr<FinishedSequence> f = runner_->Abort(e.seq);
     if (done.has_value()) {
       wpb::DecodeStreamResponse m;
       *m.mutable_done() = *done;
       e.Send(std::move(m));
     }
     e.Close(stream_status);
+    if (e.move == Entry::Move::kSending) {
+      // The sender still reads the sequence's memory: stop it; OnMigrated frees the memory.
+      e.move_cancelled->store(true);
+      e.ended_while_sending = true;
+      auto live = live_.find(e.request_id);
+      if (live != live_.end() && live->second == e.generation) live_.erase(live);
+      return;
+    }
+    if (e.move == Entry::Move::kAsked) {
+      // Paused: out of the scheduler, its memory still in the engine.
+      if (e.on_moved.has_value()) (*e.on_moved)(absl::AbortedError("the sequence ended"));
+      RemoveFromRanks(e.seq);
+    } else {
+      (void)runner_->Abort(e.seq);
+    }
     Forget(e);
     return;
   }
@@ -883,6 +968,176 @@ void DecodeCore::AbortAll(const absl::Status& why) {
   UpdateGauges();
 }
 
+// --- drain: moving running sequences ----------------------------------------------------
+
+void DecodeCore::StartDrain() {
+  if (draining_) return;
+  draining_ = true;
+  GKA_LOG(INFO) << "draining: refusing reservations, moving running sequences elsewhere";
+}
+
+void DecodeCore::AskToMove(Entry& e) {
+  if (!options_.send || !e.accepts_migration || e.stream == nullptr) {
+    e.move = Entry::Move::kStayed;  // its router cannot move it: it finishes here
+    return;
+  }
+  absl::StatusOr<scheduler::SequenceInfo> info = scheduler_->Get(e.seq);
+  // Only a resident sequence between steps has its whole state in the engine's memory; a
+  // waiting or swapped-out one is asked again on a later tick.
+  if (!info.ok() || info->state != scheduler::SequenceState::kDecoding) return;
+  if (info->num_computed != e.FedTokens()) {
+    GKA_LOG(WARNING) << "request " << e.request_id << ": the engine holds " << info->num_computed
+                     << " tokens, its stream says " << e.FedTokens() << ": not moving it";
+    e.move = Entry::Move::kStayed;
+    return;
+  }
+  absl::StatusOr<FinishedSequence> paused = scheduler_->Abort(e.seq);
+  if (!paused.ok() || paused->residence != scheduler::Residence::kDevice) {
+    // Cannot happen for a resident sequence; if it did, its memory is the runner's to free.
+    if (paused.ok()) runner_->Release(*paused);
+    EndEntry(e, absl::InternalError("the sequence could not be paused for a move"), std::nullopt);
+    return;
+  }
+  e.move = Entry::Move::kAsked;
+  e.move_asked = absl::Now();
+  wpb::DecodeStreamResponse m;
+  m.mutable_migration_needed()->set_generated_tokens(static_cast<uint32_t>(e.generated.size()));
+  m.mutable_migration_needed()->set_fed_tokens(static_cast<uint32_t>(e.FedTokens()));
+  e.Send(std::move(m));
+}
+
+void DecodeCore::ResumeHere(Entry& e, absl::string_view why) {
+  ++migrations_failed_;
+  metrics_->migrations_failed->Increment();
+  GKA_LOG(WARNING) << "request " << e.request_id << " stays here: " << why;
+  e.move = Entry::Move::kStayed;
+  e.move_cancelled.reset();
+  e.move_target.clear();
+  absl::StatusOr<std::optional<FinishReason>> added = AddToScheduler(e);
+  if (!added.ok() || added->has_value()) {
+    // Neither can happen (it was running with these tokens); end it rather than guess.
+    EndEntry(e, absl::InternalError(absl::StrCat("request ", e.request_id,
+                                                 " could not resume after a failed move")),
+             std::nullopt);
+  }
+}
+
+void DecodeCore::Migrate(const wpb::MigrateRequest& request, MigrateCallback done) {
+  Entry* e = Live(request.request_id());
+  if (e == nullptr || (request.transfer_id() != 0 && request.transfer_id() != e->generation) ||
+      e->phase != Phase::kDecoding || e->move != Entry::Move::kAsked) {
+    done(absl::FailedPreconditionError(
+        absl::StrCat("request ", request.request_id(), " is not waiting to move")));
+    return;
+  }
+  if (!request.has_ticket()) {
+    ResumeHere(*e, "the router found no decode worker to move it to");
+    done(absl::AbortedError("resumed here"));
+    UpdateGauges();
+    return;
+  }
+  const int32_t fed = e->FedTokens();
+  absl::StatusOr<worker_common::ParsedTicket> ticket =
+      worker_common::ParseTicket(request.ticket(), layout_, fed);
+  worker_common::HandoffJob job;
+  absl::Status bad = ticket.status();
+  if (bad.ok()) {
+    job.ticket = *std::move(ticket);
+    job.specs = layout_.Segments(fed);
+    for (int r = 0; r < ranks_->size() && bad.ok(); ++r) {
+      absl::StatusOr<std::vector<engine::MemorySegment>> described =
+          ranks_->rank(r).DescribeSequence(e->seq);
+      bad = described.status();
+      if (bad.ok()) bad = layout_.Check(*described, fed);
+      if (bad.ok()) job.local.push_back(*std::move(described));
+    }
+  }
+  if (!bad.ok()) {
+    ResumeHere(*e, bad.ToString());
+    done(bad);
+    UpdateGauges();
+    return;
+  }
+  job.completion.set_request_id(request.ticket().request_id());
+  job.completion.set_transfer_id(job.ticket.transfer_id);
+  // The last sampled token, not yet fed: the target feeds it first, as this worker would have.
+  job.completion.set_first_token(e->generated.back());
+  job.completion.set_prompt_tokens(static_cast<uint32_t>(fed));
+  job.completion.set_prefill_tp_size(static_cast<uint32_t>(ranks_->size()));
+  job.completion.set_layout_hash(layout_.TransferHash(ranks_->size(), job.ticket.decode_tp));
+  job.deadline = job.ticket.lease_deadline;
+  e->move_cancelled = std::make_shared<std::atomic<bool>>(false);
+  job.cancelled = e->move_cancelled;
+  e->move = Entry::Move::kSending;
+  e->move_target = job.ticket.decode_worker_id;
+  e->on_moved = std::move(done);
+  options_.send(std::make_shared<const worker_common::HandoffJob>(std::move(job)),
+                [this, generation = e->generation](worker_common::HandoffResult r) {
+                  OnMigrated(generation, std::move(r));
+                });
+}
+
+void DecodeCore::MigrateCancelled(const std::string& request_id) {
+  Entry* e = Live(request_id);
+  if (e != nullptr && e->move == Entry::Move::kSending) e->move_cancelled->store(true);
+}
+
+void DecodeCore::OnMigrated(uint64_t generation, worker_common::HandoffResult result) {
+  Entry* e = ByGeneration(generation);
+  if (e == nullptr || e->move != Entry::Move::kSending) return;
+  const transfer::TransferOutcome& o = result.outcome;
+  std::optional<MigrateCallback> done = std::move(e->on_moved);
+  e->on_moved.reset();
+  auto reply = [&](absl::StatusOr<wpb::MigrateResponse> r) {
+    if (done.has_value()) (*done)(std::move(r));
+  };
+  if (o.local_may_be_read) {
+    // Writes the transport could neither finish nor cancel may still read this memory: it
+    // never returns to the pool (fail closed), and the sequence cannot run on in it either.
+    GKA_LOG(ERROR) << "request " << e->request_id
+                   << ": the transport may still read its memory after a move; keeping it";
+    e->Close(absl::UnavailableError("the sequence's move failed and its memory is held back"));
+    reply(absl::UnavailableError("the move failed; the sequence ended"));
+    ++migrations_failed_;
+    metrics_->migrations_failed->Increment();
+    ++decoded_sequences_;
+    Forget(*e);
+    UpdateGauges();
+    return;
+  }
+  if (e->ended_while_sending) {
+    RemoveFromRanks(e->seq);
+    reply(absl::AbortedError("the sequence ended while it moved"));
+    Forget(*e);
+    UpdateGauges();
+    return;
+  }
+  if (!o.status.ok()) {
+    ResumeHere(*e, absl::StrCat("moving it to ", e->move_target, " failed: ", o.status.ToString()));
+    reply(base::Annotate(o.status, absl::StrCat("moving request ", e->request_id, " to ",
+                                                e->move_target, " (it runs on here)")));
+    UpdateGauges();
+    return;
+  }
+  // The target acknowledged the verified state: the sequence lives there now.
+  ++migrations_ok_;
+  metrics_->migrations_ok->Increment();
+  GKA_LOG(INFO) << "request " << e->request_id << " moved to " << e->move_target << " after "
+                << e->generated.size() << " tokens (" << o.bytes << " bytes in "
+                << absl::FormatDuration(o.elapsed) << ")";
+  wpb::DecodeStreamResponse m;
+  m.mutable_migrated()->set_target_worker_id(e->move_target);
+  e->Send(std::move(m));
+  e->Close(absl::OkStatus());
+  RemoveFromRanks(e->seq);
+  wpb::MigrateResponse response;
+  *response.mutable_transfer() = worker_common::StatsOf(result);
+  reply(std::move(response));
+  ++decoded_sequences_;
+  Forget(*e);
+  UpdateGauges();
+}
+
 // --- the loop ----------------------------------------------------------------------------
 
 absl::Time DecodeCore::Tick() {
@@ -911,6 +1166,22 @@ absl::Time DecodeCore::Tick() {
   for (uint64_t g : refence) {
     if (Entry* e = ByGeneration(g)) StartFence(*e);
   }
+  if (draining_) {
+    std::vector<uint64_t> ask, resume;
+    for (const auto& [g, e] : entries_) {
+      if (e->phase != Phase::kDecoding || e->ended_while_sending) continue;
+      if (e->move == Entry::Move::kNone) ask.push_back(g);
+      if (e->move == Entry::Move::kAsked && now >= e->move_asked + options_.migration_wait) {
+        resume.push_back(g);
+      }
+    }
+    for (uint64_t g : ask) {
+      if (Entry* e = ByGeneration(g)) AskToMove(*e);
+    }
+    for (uint64_t g : resume) {
+      if (Entry* e = ByGeneration(g)) ResumeHere(*e, "no Migrate call came");
+    }
+  }
   const bool busy = scheduler_->num_sequences() > 0;
   const bool ran = busy && RunStep();
   UpdateGauges();
@@ -926,6 +1197,9 @@ absl::Time DecodeCore::Tick() {
     }
     if (e->phase == Phase::kQuarantined && !e->fence_in_flight) {
       next = std::min(next, e->next_fence);
+    }
+    if (e->move == Entry::Move::kAsked) {
+      next = std::min(next, e->move_asked + options_.migration_wait);
     }
   }
   return next;
@@ -1024,6 +1298,9 @@ DecodeStats DecodeCore::Stats() const {
   s.preemptions = preemptions_;
   s.completions_discarded = completions_discarded_;
   s.decoded_sequences = decoded_sequences_;
+  s.migrations_ok = migrations_ok_;
+  s.migrations_failed = migrations_failed_;
+  s.live = static_cast<int32_t>(entries_.size());
   return s;
 }
 

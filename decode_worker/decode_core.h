@@ -25,11 +25,27 @@
 //                  transfer on the fencer thread; only a successful fence returns pages and
 //                  slot to the pool. A failed fence quarantines them (retried periodically).
 //
+// Drain (SIGTERM): StartDrain refuses new reservations and moves every running sequence whose
+// router follows migrations (StartDecodeRequest.accepts_migration) to another decode worker:
+//   pause          between steps, the sequence leaves the scheduler (its memory stays: KV
+//                  pages and GKA/conv state of prompt + generated[:-1], the last sampled token
+//                  not yet fed) and its stream gets MigrationNeeded;
+//   Migrate        (the router reserved on a target for prompt' = those fed tokens) the
+//                  hand-off sender writes the state into the ticket's memory on the sender
+//                  thread, the completion carrying the last sampled token as the first token;
+//                  the target verifies it like any hand-off and resumes the sequence with
+//                  StartDecodeRequest.resumed_tokens (same RNG step, history, max_tokens);
+//   success        the stream ends with Migrated, the memory returns to the pool;
+//   anything else  (no Migrate within migration_wait, no ticket, a failed transfer) the
+//                  sequence resumes here and finishes within the grace, as without migration.
+//
 // Thread-safety: not thread-safe. Every method runs on the worker's engine thread (posted
 // through its TaskQueue); callbacks it is given may be called only there, too.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -47,6 +63,7 @@
 #include "common/transfer/transfer_engine.h"
 #include "decode_worker/common/device_transfer.h"
 #include "decode_worker/common/handoff.h"
+#include "decode_worker/common/handoff_sender.h"
 #include "decode_worker/common/rank_group.h"
 #include "decode_worker/common/step_runner.h"
 #include "decode_worker/common/task_queue.h"
@@ -84,6 +101,8 @@ struct DecodeMetrics {
   // Reserve refused for want of room: a router over-committed this worker (or several
   // routers share it). Issue 9's admission keeps these at zero for one router.
   std::optional<metrics::Counter> reserve_refused;
+  // gka_decode_migrations_total{worker, result}: sequences this worker moved away on drain.
+  std::optional<metrics::Counter> migrations_ok, migrations_failed;
   metrics::HistogramFamily* num_iter = nullptr;  // {worker, tier}
   std::string worker;
 };
@@ -104,6 +123,13 @@ struct DecodeCoreOptions {
   // each rank's share lands in pinned staging and is copied in with the poly61 check before
   // admission; direct: UCX writes GPU memory, poly61 checked in place. Borrowed.
   const worker_common::DeviceTransfer* device = nullptr;
+  // Runs a migration's hand-off off the engine thread and posts `done` back to it (null: this
+  // worker never migrates; a drain then lets its sequences finish here).
+  std::function<void(std::shared_ptr<const worker_common::HandoffJob> job,
+                     absl::AnyInvocable<void(worker_common::HandoffResult)> done)>
+      send;
+  // How long a paused sequence waits for the router's Migrate before it resumes here.
+  absl::Duration migration_wait = absl::Seconds(3);
 };
 
 // What tests and the load report read (a snapshot).
@@ -118,6 +144,8 @@ struct DecodeStats {
   int64_t reservations_expired = 0, checksum_failures = 0, preemptions = 0;
   int64_t completions_discarded = 0;  // late or foreign completions dropped
   int64_t decoded_sequences = 0;
+  int64_t migrations_ok = 0, migrations_failed = 0;
+  int32_t live = 0;  // requests this worker still holds anything for (0: drained)
 };
 
 class DecodeCore {
@@ -133,6 +161,7 @@ class DecodeCore {
 
   using TicketCallback = absl::AnyInvocable<void(absl::StatusOr<wpb::TransferTicket>)>;
   using ReleaseCallback = absl::AnyInvocable<void(wpb::ReleaseResponse)>;
+  using MigrateCallback = absl::AnyInvocable<void(absl::StatusOr<wpb::MigrateResponse>)>;
 
   // INVALID_ARGUMENT (empty id, no prompt, prompt + max_new_tokens past the context),
   // ALREADY_EXISTS (a live reservation with this id), RESOURCE_EXHAUSTED (no slot or pages).
@@ -157,6 +186,19 @@ class DecodeCore {
 
   // Ends every stream with `why` and frees every reservation (shutdown).
   void AbortAll(const absl::Status& why);
+
+  // Drain: from now on Reserve answers UNAVAILABLE and Tick pauses running sequences and asks
+  // their routers to move them (see the top of this file).
+  void StartDrain();
+  // Moves the paused sequence `request` names into `request.ticket()` (absent: resumes it
+  // here); `done` gets OK once the target acknowledged the state, else the error (the
+  // sequence then runs on here). FAILED_PRECONDITION when it is not paused for a move,
+  // INVALID_ARGUMENT for a ticket this worker cannot write.
+  void Migrate(const wpb::MigrateRequest& request, MigrateCallback done);
+  // The Migrate call was cancelled: stop its transfer (the sequence resumes here).
+  void MigrateCancelled(const std::string& request_id);
+  // From the sender thread (posted here).
+  void OnMigrated(uint64_t generation, worker_common::HandoffResult result);
 
   DecodeStats Stats() const;
 
@@ -200,6 +242,13 @@ class DecodeCore {
   bool RunStep();  // true when a Forward ran
   void Finalize(Entry& e, const scheduler::FinishedSequence& f);
   void Expire(Entry& e);
+  // The scheduler's view of a decoding entry from its tokens: prompt' (every token fed) and
+  // the last sampled one as the first token. Admits it (MaybeAdmit, a resumed move).
+  absl::StatusOr<std::optional<scheduler::FinishReason>> AddToScheduler(Entry& e);
+  // Drain: pauses the entry's sequence and asks its router to move it.
+  void AskToMove(Entry& e);
+  // A move that will not happen: the sequence runs on here.
+  void ResumeHere(Entry& e, absl::string_view why);
   std::string TierOf(const Entry& e) const;
   Entry* Live(const std::string& request_id);
   Entry* ByGeneration(uint64_t generation);
@@ -228,8 +277,10 @@ class DecodeCore {
   absl::flat_hash_map<SequenceId, uint64_t> by_sequence_;
   absl::flat_hash_map<uint64_t, uint64_t> by_stream_;  // stream id -> generation
 
+  bool draining_ = false;
   int64_t generated_tokens_ = 0, reservations_expired_ = 0, checksum_failures_ = 0,
-          preemptions_ = 0, completions_discarded_ = 0, decoded_sequences_ = 0;
+          preemptions_ = 0, completions_discarded_ = 0, decoded_sequences_ = 0,
+          migrations_ok_ = 0, migrations_failed_ = 0;
 };
 
 }  // namespace gka::decode_worker

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <thread>
@@ -28,6 +29,9 @@ struct DecodeWorker::Impl {
   // holds; the queues outlive the transfer engine, whose callbacks post into them.
   worker_common::LoadedModel model;
   worker_common::TaskQueue fence_queue;
+  // Drain: migrations' hand-offs run on the sender thread (they block on UCX); it stops
+  // before the transfer engines go.
+  worker_common::TaskQueue send_queue;
   worker_common::WorkerRuntime runtime;  // the engine thread and its queue, server, exposer
   // One per tensor-parallel rank (its own UCX worker address in the ticket): each rank
   // receives its heads' share of every hand-off on its own.
@@ -39,6 +43,7 @@ struct DecodeWorker::Impl {
   std::unique_ptr<DecodeCore> core;
   std::unique_ptr<DecodeServiceImpl> service;
   std::thread fence_thread;
+  std::thread sender_thread;
   std::atomic<uint64_t> next_stream_id{1};
 
   worker_common::Published<DecodeStats> stats;
@@ -141,6 +146,23 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
   grpc::Status final_ ABSL_GUARDED_BY(mu_);
 };
 
+// One Migrate call: the core replies through Finish once the move ended; a cancelled call
+// stops the transfer (the sequence then stays here).
+class MigrateReactor final : public grpc::ServerUnaryReactor {
+ public:
+  MigrateReactor(DecodeWorker::Impl* w, std::string request_id)
+      : w_(w), request_id_(std::move(request_id)) {}
+  void OnCancel() override {
+    DecodeWorker::Impl* w = w_;
+    (void)w->engine_queue().Post([w, id = request_id_] { w->core->MigrateCancelled(id); });
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  DecodeWorker::Impl* const w_;
+  const std::string request_id_;
+};
+
 grpc::Status ShuttingDown() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the decode worker is shutting down");
 }
@@ -194,6 +216,23 @@ class DecodeServiceImpl final : public wpb::DecodeService::CallbackService {
     if (!w->engine_queue().Post([w, request, response, reactor] {
           response->set_found(w->core->Abort(request->request_id()));
           reactor->Finish(grpc::Status::OK);
+        })) {
+      reactor->Finish(ShuttingDown());
+    }
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Migrate(grpc::CallbackServerContext* ctx,
+                                    const wpb::MigrateRequest* request,
+                                    wpb::MigrateResponse* response) override {
+    DecodeWorker::Impl* w = w_;
+    auto* reactor = new MigrateReactor(w, request->request_id());
+    if (!w->engine_queue().Post([w, request, response, reactor] {
+          w->core->Migrate(*request,
+                           [response, reactor](absl::StatusOr<wpb::MigrateResponse> r) {
+                             if (r.ok()) *response = *std::move(r);
+                             reactor->Finish(rpc::ToGrpcStatus(r.status()));
+                           });
         })) {
       reactor->Finish(ShuttingDown());
     }
@@ -283,12 +322,33 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
   co.total_pages = w->model.total_pages;
   co.total_slots = w->model.total_slots;
   co.device = w->device.get();
+  // A migration's hand-off, like a prefill worker's: rank 0's transfer engine writes every
+  // rank's share, read in place (handoff_sender.h).
+  co.send = [w](std::shared_ptr<const worker_common::HandoffJob> job,
+                absl::AnyInvocable<void(worker_common::HandoffResult)> done) {
+    auto shared_done =
+        std::make_shared<absl::AnyInvocable<void(worker_common::HandoffResult)>>(std::move(done));
+    const bool posted = w->send_queue.Post([w, job, shared_done] {
+      worker_common::HandoffResult r =
+          worker_common::RunHandoff(*w->transfers[0], *job, w->device.get());
+      (void)w->engine_queue().Post(
+          [shared_done, r = std::move(r)]() mutable { (*shared_done)(std::move(r)); });
+    });
+    if (!posted) {
+      worker_common::HandoffResult r;
+      r.outcome.status = absl::UnavailableError("the decode worker is shutting down");
+      (*shared_done)(std::move(r));
+    }
+  };
   GKA_ASSIGN_OR_RETURN(w->core,
                        DecodeCore::Create(co, w->model.ranks.get(), std::move(transfers),
                                           &w->engine_queue(), &w->fence_queue, w->metrics.get()));
   w->Publish();
   w->runtime.StartEngineThread([w] { return w->core->Tick(); }, [w] { w->Publish(); });
   w->fence_thread = std::thread([w] { w->RunFencer(); });
+  w->sender_thread = std::thread([w] {
+    while (auto task = w->send_queue.WaitOne(absl::InfiniteFuture())) (*task)();
+  });
   std::unique_ptr<DecodeWorker> worker(new DecodeWorker(std::move(impl)));
 
   w->service = std::make_unique<DecodeServiceImpl>(w);
@@ -314,11 +374,22 @@ DecodeWorker::~DecodeWorker() { Shutdown(absl::ZeroDuration()); }
 
 void DecodeWorker::Shutdown(absl::Duration grace) {
   Impl* w = impl_.get();
-  // Calls in flight get `grace`; the engine thread keeps running meanwhile, so streams end
-  // normally or, cancelled, through the core.
-  w->runtime.Shutdown(grace, [w] {
+  const absl::Time until = absl::Now() + grace;
+  if (grace > absl::ZeroDuration()) {
+    // Drain: nothing new is placed here; running sequences move to other decode workers (the
+    // server keeps taking calls: the routers' Migrate) or finish here, within `grace`.
+    w->runtime.Deregister();
+    if (w->engine_queue().Post([w] { w->core->StartDrain(); })) {
+      while (absl::Now() < until && w->stats.Get().live > 0) absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  // Calls still in flight get what is left of `grace`; the engine thread keeps running
+  // meanwhile, so streams end normally or, cancelled, through the core.
+  w->runtime.Shutdown(std::max(absl::ZeroDuration(), until - absl::Now()), [w] {
     w->core->AbortAll(absl::UnavailableError("the decode worker is shutting down"));
   });
+  w->send_queue.Close();
+  if (w->sender_thread.joinable()) w->sender_thread.join();
   w->fence_queue.Close();
   if (w->fence_thread.joinable()) w->fence_thread.join();
 }

@@ -265,12 +265,7 @@ void PrefillCore::OnHandoffDone(uint64_t serial, HandoffResult result) {
       top->set_logprob(alt.logprob);
     }
   }
-  wpb::TransferStats* stats = out.mutable_transfer();
-  stats->set_kv_bytes(result.kv_bytes);
-  stats->set_state_bytes(result.state_bytes);
-  stats->set_transfer_ms(absl::ToDoubleMilliseconds(o.elapsed));
-  stats->set_checksum(o.checksum);
-  stats->set_segments(o.segments);
+  *out.mutable_transfer() = worker_common::StatsOf(result);
   const absl::Time first_step = e.first_step.value_or(e.arrival);
   out.set_queue_ms(absl::ToDoubleMilliseconds(first_step - e.arrival));
   out.set_prefill_ms(absl::ToDoubleMilliseconds(e.prefill_end - first_step));

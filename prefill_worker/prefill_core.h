@@ -31,11 +31,17 @@
 #include "decode_worker/common/rank_group.h"
 #include "decode_worker/common/step_runner.h"
 #include "kernels/api/sampling.h"
-#include "prefill_worker/handoff_sender.h"
+#include "decode_worker/common/handoff_sender.h"
 
 namespace gka::prefill_worker {
 
 using base::SequenceId;
+namespace wpb = ::gka::worker::v1;
+// The hand-off sender is worker_common's (the decode worker migrates sequences with it).
+using worker_common::HandoffFaults;
+using worker_common::HandoffJob;
+using worker_common::HandoffResult;
+using worker_common::ParsedTicket;
 
 // Series handles of docs/metrics.md's prefill section, created at start (at 0). Handles are
 // thread-safe (metrics.h).

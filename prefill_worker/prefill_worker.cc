@@ -89,9 +89,13 @@ HandoffFaults FaultsFor(absl::string_view request_id, bool enabled) {
   HandoffFaults f;
 #ifdef GKA_FAULT_INJECTION
   if (!enabled) return f;
-  f.corrupt_byte = absl::StrContains(request_id, "fault-corrupt");
+  // "fault-corrupt-once": the first attempt only (the router's retries carry "#<n>").
+  f.corrupt_byte = absl::StrContains(request_id, "fault-corrupt") &&
+                   !(absl::StrContains(request_id, "fault-corrupt-once") &&
+                     absl::StrContains(request_id, "#"));
   f.freeze = absl::StrContains(request_id, "fault-freeze");
   f.stale_generation = absl::StrContains(request_id, "fault-stale-generation");
+  f.fail_put = absl::StrContains(request_id, "fault-fail-put");
   f.delay_completion = MillisAfter(request_id, "fault-delay-");
   f.delay_puts = MillisAfter(request_id, "fault-delay-puts-");
 #endif
@@ -161,7 +165,7 @@ absl::StatusOr<PrefillTask> PrefillWorker::Impl::Validate(
   PrefillTask task;
   GKA_ASSIGN_OR_RETURN(task.sampling, worker_common::SamplingFromProto(request.sampling()));
   GKA_ASSIGN_OR_RETURN(task.ticket,
-                       ParseTicket(request.ticket(), layout, request.token_ids_size()));
+                       worker_common::ParseTicket(request.ticket(), layout, request.token_ids_size()));
   task.request_id = request.request_id();
   task.prompt.assign(request.token_ids().begin(), request.token_ids().end());
   task.logprobs = request.sampling().logprobs();
@@ -235,7 +239,7 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
                   absl::AnyInvocable<void(HandoffResult)> done) {
     auto shared_done = std::make_shared<absl::AnyInvocable<void(HandoffResult)>>(std::move(done));
     const bool posted = w->send_queue.Post([w, job, shared_done] {
-      HandoffResult r = RunHandoff(*w->transfer, *job, w->device.get());
+      HandoffResult r = worker_common::RunHandoff(*w->transfer, *job, w->device.get());
       w->engine_queue().Post(
           [shared_done, r = std::move(r)]() mutable { (*shared_done)(std::move(r)); });
     });

@@ -66,6 +66,21 @@ struct Generation::Attempt {
 
   // Cleaned up: nothing more is started for it, late results are released.
   bool abandoned = false;
+
+  // Every token this attempt's stream carried, in order; a move's target starts with the
+  // tokens generated before the move (its StartDecodeRequest.resumed_tokens).
+  std::vector<int32_t> tokens;
+  // Drain. Source: asked to move, the Migrate outcome pending; its one Migrate call (a
+  // ticket, or none: resume). Target: its messages wait in `parked` (and its stream's end in
+  // `closed`) until the move is done and it becomes current_.
+  bool migrating = false;
+  bool migration_target = false;
+  bool migrate_sent = false;
+  std::vector<w::DecodeStreamResponse> parked;
+  std::optional<absl::Status> closed;
+  grpc::ClientContext migrate_ctx;
+  w::MigrateRequest migrate_request;
+  w::MigrateResponse migrate_response;
 };
 
 // Reads the StartDecode stream; deletes itself when the call is done, after handing the
@@ -284,21 +299,41 @@ void Generation::StartAttemptLocked(Actions& actions) {
   registry.NotePrefillStarted(a->prefill.id, prompt_tokens);
   a->prefill_counted = true;
 
+  PrepareReserveLocked(a, prompt_tokens, static_cast<uint32_t>(max_tokens_));
+  actions.push_back([this, a, self = shared_from_this()] {
+    a->decode_stubs->decode->async()->Reserve(
+        &a->reserve_ctx, &a->reserve_request, &a->ticket,
+        [self, a](grpc::Status status) { self->OnReserved(a, status); });
+  });
+}
+
+void Generation::PrepareReserveLocked(Attempt* a, uint32_t prompt_tokens, uint32_t max_new_tokens) {
   w::ReserveRequest& r = a->reserve_request;
   r.set_request_id(a->worker_request_id);
   r.set_prompt_tokens(prompt_tokens);
-  r.set_max_new_tokens(static_cast<uint32_t>(max_tokens_));
+  r.set_max_new_tokens(max_new_tokens);
   r.set_tier(plan_.tier->name);
   r.set_lease_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(core_.options().lease)));
   r.set_priority(plan_.tier->priority);
   rpc::SetDeadline(a->reserve_ctx,
                    std::min(deadline_, absl::Now() + core_.options().reserve_timeout));
   a->reserving = true;
-  actions.push_back([this, a, self = shared_from_this()] {
-    a->decode_stubs->decode->async()->Reserve(
-        &a->reserve_ctx, &a->reserve_request, &a->ticket,
-        [self, a](grpc::Status status) { self->OnReserved(a, status); });
-  });
+}
+
+void Generation::PrepareDecodeLocked(Attempt* a) {
+  w::StartDecodeRequest& d = a->decode_request;
+  d.set_request_id(a->worker_request_id);
+  d.set_transfer_id(a->ticket.transfer_id());
+  *d.mutable_sampling() = plan_.sampling;
+  // Counted from the first generated token, a moved sequence's included.
+  d.set_max_new_tokens(static_cast<uint32_t>(max_tokens_));
+  d.set_decode_num_iter(decode_num_iter_);
+  d.set_priority(plan_.tier->priority);
+  d.set_tier(plan_.tier->name);
+  d.set_accepts_migration(true);
+  if (a->migration_target) d.mutable_resumed_tokens()->Add(a->tokens.begin(), a->tokens.end());
+  rpc::SetDeadline(a->decode_ctx, deadline_);
+  a->decode_open = true;
 }
 
 void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
@@ -351,16 +386,7 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
     a->prefilling = true;
     a->prefill_sent = absl::Now();
 
-    w::StartDecodeRequest& d = a->decode_request;
-    d.set_request_id(a->worker_request_id);
-    d.set_transfer_id(a->ticket.transfer_id());
-    *d.mutable_sampling() = plan_.sampling;
-    d.set_max_new_tokens(static_cast<uint32_t>(max_tokens_));
-    d.set_decode_num_iter(decode_num_iter_);
-    d.set_priority(plan_.tier->priority);
-    d.set_tier(plan_.tier->name);
-    rpc::SetDeadline(a->decode_ctx, deadline_);
-    a->decode_open = true;
+    PrepareDecodeLocked(a);
 
     std::shared_ptr<Generation> self = shared_from_this();
     actions.push_back([a, self] {
@@ -419,8 +445,20 @@ void Generation::PrefillFailedLocked(Attempt* a, const absl::Status& status,
     excluded_prefill_.insert(a->prefill.id);
     if (RetryLocked(a, status, reason, actions)) return;
   }
+  if (RetryDataLossLocked(a, status, actions)) return;
   const bool retryable = RetryableCode(status.code());
   FailLocked(status, retryable, actions);
+}
+
+bool Generation::RetryDataLossLocked(Attempt* a, const absl::Status& status, Actions& actions) {
+  // The decode worker refused the transferred state (its checksum, seen through the Prefill
+  // call or the decode stream, whichever came first): a corrupting path, not the request's
+  // fault. Place it once more, on other workers; a second DATA_LOSS ends it.
+  if (status.code() != absl::StatusCode::kDataLoss || data_loss_retried_) return false;
+  data_loss_retried_ = true;
+  excluded_prefill_.insert(a->prefill.id);
+  excluded_decode_.insert(a->decode.id);
+  return RetryLocked(a, status, kRetryTransferDataLoss, actions);
 }
 
 bool Generation::RetryLocked(Attempt* a, const absl::Status& why, absl::string_view reason,
@@ -439,8 +477,205 @@ bool Generation::RetryLocked(Attempt* a, const absl::Status& why, absl::string_v
 void Generation::OnDecodeMessage(Attempt* a, const w::DecodeStreamResponse& message) {
   Run([&](Actions& actions) {
     if (finished_ || a->abandoned) return;
-    ProcessDecodeLocked(a, message, actions);
+    if (message.kind_case() == w::DecodeStreamResponse::kStarted && !a->migration_target) {
+      a->tokens.push_back(message.started().first_token());
+    } else if (message.kind_case() == w::DecodeStreamResponse::kTokens) {
+      a->tokens.insert(a->tokens.end(), message.tokens().token_ids().begin(),
+                       message.tokens().token_ids().end());
+    }
+    if (a != current_) {
+      if (a == moving_) a->parked.push_back(message);  // relayed once the move is done
+      return;
+    }
+    switch (message.kind_case()) {
+      case w::DecodeStreamResponse::kMigrationNeeded:
+        StartMigrationLocked(a, message.migration_needed(), actions);
+        return;
+      case w::DecodeStreamResponse::kMigrated:
+        return;  // the source's last message; the Migrate reply switches
+      default:
+        ProcessDecodeLocked(a, message, actions);
+    }
   });
+}
+
+// --- drain: moving a running sequence ----------------------------------------------------
+
+void Generation::StartMigrationLocked(Attempt* a, const w::MigrationNeeded& need,
+                                      Actions& actions) {
+  const uint32_t prompt = static_cast<uint32_t>(plan_.prompt.token_ids.size());
+  const uint32_t g = need.generated_tokens();
+  absl::Status why;
+  if (moving_ != nullptr || a->migrating || a->migrate_sent) {
+    why = absl::FailedPreconditionError("a move is already under way");
+  } else if (!first_token_sent_ || !held_.empty()) {
+    why = absl::FailedPreconditionError("its first token has not reached the client yet");
+  } else if (g < 1 || a->tokens.size() != g || need.fed_tokens() != prompt + g - 1 ||
+             completion_tokens_ != g) {
+    // Moving it would resume from another step than the client has seen: never.
+    why = absl::FailedPreconditionError(absl::StrCat(
+        "the worker has generated ", g, " tokens (", need.fed_tokens(), " fed), the stream carried ",
+        a->tokens.size(), " and the client got ", completion_tokens_));
+  } else if (g >= static_cast<uint32_t>(max_tokens_)) {
+    why = absl::FailedPreconditionError("it has no tokens left to generate");
+  }
+  const WorkerInfo* target = nullptr;
+  std::vector<WorkerInfo> decoders;
+  if (why.ok()) {
+    std::set<std::string> exclude = excluded_decode_;
+    exclude.insert(a->decode.id);
+    const DecodeDemand demand{.prompt_tokens = need.fed_tokens(),
+                              .max_new_tokens = static_cast<uint32_t>(max_tokens_) - (g - 1)};
+    decoders = core_.registry().RankDecode(request_id_, demand, exclude);
+    for (const WorkerInfo& d : decoders) {
+      // The source writes its state in its own layout: the target must read the same format.
+      if (d.compat_hash == a->decode.compat_hash) {
+        target = &d;
+        break;
+      }
+    }
+    if (target == nullptr) why = absl::UnavailableError("no other compatible decode worker");
+  }
+  if (!why.ok()) {
+    MigrationFailedLocked(a, nullptr, why, actions);
+    return;
+  }
+  auto attempt = std::make_unique<Attempt>();
+  Attempt* m = attempt.get();
+  m->number = static_cast<int>(attempts_.size()) + 1;
+  m->worker_request_id = absl::StrCat(request_id_, "#", m->number);
+  m->decode = *target;
+  m->prefill = a->prefill;
+  m->decode_stubs = &core_.StubsFor(m->decode.grpc_address);
+  m->prefill_stubs = a->prefill_stubs;
+  m->tokens = a->tokens;
+  m->migration_target = true;
+  m->prefill_ok = true;
+  attempts_.push_back(std::move(attempt));
+  moving_ = m;
+  a->migrating = true;
+  GKA_LOG(INFO) << request_id_ << ": decode worker " << a->decode.id << " drains; moving the "
+                << "sequence after " << g << " tokens to " << m->decode.id;
+
+  PrepareReserveLocked(m, need.fed_tokens(), static_cast<uint32_t>(max_tokens_) - (g - 1));
+  actions.push_back([this, a, m, self = shared_from_this()] {
+    m->decode_stubs->decode->async()->Reserve(
+        &m->reserve_ctx, &m->reserve_request, &m->ticket,
+        [self, a, m](grpc::Status status) { self->OnMigrationReserved(a, m, status); });
+  });
+}
+
+void Generation::OnMigrationReserved(Attempt* a, Attempt* m, const grpc::Status& grpc_status) {
+  Run([&](Actions& actions) {
+    m->reserving = false;
+    const absl::Status status = rpc::FromGrpcStatus(
+        grpc_status,
+        absl::StrCat("Reserve on decode worker ", m->decode.id, " (", m->decode.grpc_address, ")"));
+    if (status.ok()) m->reserved = true;
+    if (finished_ || m->abandoned) {
+      if (status.ok()) {
+        m->abandoned = false;
+        CleanupLocked(m, "request ended while reserving", actions);
+      }
+      return;
+    }
+    if (!status.ok()) {
+      MigrationFailedLocked(a, m, status, actions);
+      return;
+    }
+    // The target's stream opens now (it waits for the state, like after a prefill); the
+    // source sends the state.
+    PrepareDecodeLocked(m);
+    std::shared_ptr<Generation> self = shared_from_this();
+    actions.push_back([m, self] { (new DecodeReader(self, m))->Start(); });
+    PrepareMigrateLocked(a, &m->ticket);
+    actions.push_back([this, a, m, self] { SendMigrate(a, m); });
+  });
+}
+
+void Generation::PrepareMigrateLocked(Attempt* a, const w::TransferTicket* ticket) {
+  a->migrate_sent = true;
+  a->migrate_request.set_request_id(a->worker_request_id);
+  a->migrate_request.set_transfer_id(a->ticket.transfer_id());
+  if (ticket != nullptr) *a->migrate_request.mutable_ticket() = *ticket;
+  // Bounded by the target's lease: the source cannot start writing after it.
+  rpc::SetDeadline(a->migrate_ctx,
+                   std::min(deadline_, absl::Now() + core_.options().lease + absl::Seconds(2)));
+}
+
+void Generation::SendMigrate(Attempt* a, Attempt* m) {
+  a->decode_stubs->decode->async()->Migrate(
+      &a->migrate_ctx, &a->migrate_request, &a->migrate_response,
+      [a, m, self = shared_from_this()](grpc::Status status) {
+        if (m != nullptr) {
+          self->OnMigrated(a, m, status);
+        } else if (!status.ok()) {
+          GKA_LOG(DEBUG) << self->request_id_ << ": Migrate (resume) on " << a->decode.id << ": "
+                         << status.error_message();
+        }
+      });
+}
+
+void Generation::OnMigrated(Attempt* a, Attempt* m, const grpc::Status& grpc_status) {
+  Run([&](Actions& actions) {
+    if (finished_) return;
+    absl::Status status = rpc::FromGrpcStatus(
+        grpc_status,
+        absl::StrCat("Migrate on decode worker ", a->decode.id, " (", a->decode.grpc_address, ")"));
+    if (status.ok() && m->abandoned) status = absl::AbortedError("the target was given up");
+    if (!status.ok()) {
+      MigrationFailedLocked(a, m, status, actions);
+      return;
+    }
+    // The target holds the verified state and the source has let the sequence go.
+    core_.metrics().CountMigration(plan_.tier->name, true);
+    moving_ = nullptr;
+    a->migrating = false;
+    a->abandoned = true;  // nothing to free there; its stream ends by itself
+    a->decode_done = true;
+    migrated_from_.push_back(a->decode.id);
+    current_ = m;
+    // The request's room now lies on the target (prompt' and what is left to generate).
+    const DecodeDemand demand{.prompt_tokens = m->reserve_request.prompt_tokens(),
+                              .max_new_tokens = m->reserve_request.max_new_tokens()};
+    core_.registry().PlaceHold(request_id_, m->decode.id, demand);
+    core_.registry().ConfirmHold(request_id_, absl::Now());
+    GKA_LOG(INFO) << request_id_ << ": moved from " << a->decode.id << " to " << m->decode.id;
+    std::vector<w::DecodeStreamResponse> parked = std::move(m->parked);
+    m->parked.clear();
+    for (const w::DecodeStreamResponse& message : parked) {
+      if (finished_ || current_ != m) return;
+      if (message.kind_case() == w::DecodeStreamResponse::kMigrationNeeded) {
+        StartMigrationLocked(m, message.migration_needed(), actions);
+      } else if (message.kind_case() != w::DecodeStreamResponse::kMigrated) {
+        ProcessDecodeLocked(m, message, actions);
+      }
+    }
+    if (!finished_ && m->closed.has_value() && !m->decode_done && !m->migrating) {
+      absl::Status closed = *m->closed;
+      if (closed.ok()) closed = absl::UnavailableError("the stream ended without DecodeDone");
+      DecodeFailedLocked(m, closed, actions);
+    }
+  });
+}
+
+void Generation::MigrationFailedLocked(Attempt* a, Attempt* m, const absl::Status& why,
+                                       Actions& actions) {
+  core_.metrics().CountMigration(plan_.tier->name, false);
+  GKA_LOG(WARNING) << request_id_ << ": not moved from decode worker " << a->decode.id << " ("
+                   << why << "); it finishes there";
+  if (m != nullptr && moving_ == m) moving_ = nullptr;
+  a->migrating = false;
+  if (m != nullptr) CleanupLocked(m, "the move failed", actions);
+  if (!a->migrate_sent) {
+    // The source waits paused: resume it now rather than after its own timeout.
+    PrepareMigrateLocked(a, nullptr);
+    actions.push_back([this, a, self = shared_from_this()] { SendMigrate(a, nullptr); });
+  }
+  if (!a->decode_open && !a->decode_done && !a->abandoned && current_ == a) {
+    DecodeFailedLocked(a, absl::UnavailableError("the stream ended while the sequence moved"),
+                       actions);
+  }
 }
 
 void Generation::ProcessDecodeLocked(Attempt* a, const w::DecodeStreamResponse& message,
@@ -478,6 +713,11 @@ void Generation::OnDecodeClosed(Attempt* a, const grpc::Status& grpc_status) {
   Run([&](Actions& actions) {
     a->decode_open = false;
     if (finished_ || a->abandoned || a->decode_done) return;
+    if (a->migrating) return;  // the Migrate outcome decides (MigrationFailedLocked)
+    if (a == moving_) {
+      a->closed = rpc::FromGrpcStatus(grpc_status);  // judged once the move is done
+      return;
+    }
     absl::Status status = rpc::FromGrpcStatus(grpc_status);
     if (status.ok()) status = absl::UnavailableError("the stream ended without DecodeDone");
     DecodeFailedLocked(a, status, actions);
@@ -495,6 +735,11 @@ void Generation::DecodeFailedLocked(Attempt* a, const absl::Status& status, Acti
     // The router sent something the worker refused: a bug here, not a reason to retry.
     FailLocked(absl::InternalError(absl::StrCat(where, " refused the request: ", status.message())),
                false, actions);
+    return;
+  }
+  if (status.code() == absl::StatusCode::kDataLoss) {
+    if (RetryDataLossLocked(a, status, actions)) return;
+    FailLocked(base::Annotate(status, where), false, actions);
     return;
   }
   // A worker that died or gave up mid-stream: retry while the client has seen nothing,
@@ -666,6 +911,7 @@ void Generation::FinishFinalLocked(v1::FinishReason reason, const std::string& m
                                                              : prefill_worker_id_);
     served->set_decode_worker_id(current_->decode.id);
   }
+  for (const std::string& id : migrated_from_) served->add_migrated_from(id);
   final->set_tier(plan_.tier->name);
   final->set_prefill_num_iter(prefill_num_iter_);
   final->set_decode_num_iter(decode_num_iter_);
@@ -724,6 +970,11 @@ void Generation::Abort() {
 
 void Generation::EndLocked(absl::StatusCode code, Actions& actions) {
   finished_ = true;
+  if (moving_ != nullptr) {
+    // A move in progress: its target's reservation goes too.
+    CleanupLocked(moving_, "the request ended while it moved", actions);
+    moving_ = nullptr;
+  }
   core_.metrics().CountFinished(plan_.tier->name, code);
   if (started_) core_.metrics().ForTier(plan_.tier->name).running.Decrement();
   actions.push_back([this, self = shared_from_this()] { core_.Forget(request_id_, this); });

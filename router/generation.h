@@ -6,7 +6,11 @@
 // with their gRPC client contexts), its output text (detokenizer + stop strings), usage and
 // timings. Retries on another worker while nothing has reached the client: a prefill worker
 // that fails before handing off (UNAVAILABLE, RESOURCE_EXHAUSTED, or heartbeats lost), a
-// decode worker that is full or dies before the first token. Every way out — final message,
+// decode worker that is full or dies before the first token. A draining decode worker's
+// running sequence moves to another decode worker (MigrationNeeded on its stream -> Reserve
+// prompt' on the target -> Migrate on the source with that ticket, StartDecode on the target
+// with the tokens so far): the client's stream goes on from the target with no gap and no
+// duplicate, and any failure leaves the sequence where it was. Every way out — final message,
 // stop string, public Abort, client cancellation, deadline, worker failure — aborts or
 // releases what the workers still hold (fail closed: Release and Abort are idempotent on
 // the workers). A decode worker dying after tokens were sent ends the request with a
@@ -98,10 +102,27 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void Deliver();
 
   void StartAttemptLocked(Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The attempt's Reserve and StartDecode requests (a move's target: resumed_tokens too).
+  void PrepareReserveLocked(Attempt* a, uint32_t prompt_tokens, uint32_t max_new_tokens)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PrepareDecodeLocked(Attempt* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnReserved(Attempt* a, const grpc::Status& status);
   void OnPrefilled(Attempt* a, const grpc::Status& status);
   void OnDecodeMessage(Attempt* a, const worker::v1::DecodeStreamResponse& message);
   void OnDecodeClosed(Attempt* a, const grpc::Status& status);
+  // Drain: the source attempt `a`'s worker asked to move its sequence.
+  void StartMigrationLocked(Attempt* a, const worker::v1::MigrationNeeded& need, Actions& actions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnMigrationReserved(Attempt* source, Attempt* target, const grpc::Status& status);
+  void OnMigrated(Attempt* source, Attempt* target, const grpc::Status& status);
+  // Fills the source's one Migrate call: the target's ticket, or none (resume there).
+  void PrepareMigrateLocked(Attempt* source, const worker::v1::TransferTicket* ticket)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends it; the reply goes to OnMigrated when there is a target.
+  void SendMigrate(Attempt* source, Attempt* target);
+  // The move ended without switching: the sequence goes on at `source`.
+  void MigrationFailedLocked(Attempt* source, Attempt* target, const absl::Status& why,
+                             Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void PrefillFailedLocked(Attempt* a, const absl::Status& status, absl::string_view reason,
                            Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -112,6 +133,10 @@ class Generation : public std::enable_shared_from_this<Generation> {
   bool WaitForFullDecodeLocked(Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Another attempt if nothing reached the client and attempts remain; false otherwise.
   bool RetryLocked(Attempt* a, const absl::Status& why, absl::string_view reason, Actions& actions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DATA_LOSS (the decode worker refused the transferred state): one more placement on other
+  // workers; false when it is not DATA_LOSS or the retry was spent.
+  bool RetryDataLossLocked(Attempt* a, const absl::Status& status, Actions& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ProcessDecodeLocked(Attempt* a, const worker::v1::DecodeStreamResponse& message,
                            Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -148,6 +173,10 @@ class Generation : public std::enable_shared_from_this<Generation> {
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<Attempt>> attempts_ ABSL_GUARDED_BY(mu_);
   Attempt* current_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Drain: the target of a move in progress (current_ is its source until the move is done),
+  // and the decode workers the sequence left.
+  Attempt* moving_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::vector<std::string> migrated_from_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> excluded_decode_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> excluded_prefill_ ABSL_GUARDED_BY(mu_);
   // Decode workers that answered RESOURCE_EXHAUSTED since the last wait, the waits so far
@@ -156,6 +185,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   int full_waits_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(mu_);
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);
+  bool data_loss_retried_ ABSL_GUARDED_BY(mu_) = false;
 
   OutputText output_ ABSL_GUARDED_BY(mu_);
   bool first_token_sent_ ABSL_GUARDED_BY(mu_) = false;

@@ -30,7 +30,7 @@ constexpr absl::StatusCode kAllCodes[] = {
 
 constexpr absl::string_view kRetryReasons[] = {kRetryPrefillUnavailable, kRetryPrefillExhausted,
                                                kRetryPrefillLost, kRetryDecodeUnavailable,
-                                               kRetryDecodeFull};
+                                               kRetryDecodeFull, kRetryTransferDataLoss};
 
 }  // namespace
 
@@ -88,6 +88,12 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(metrics::Re
       auto* retries,
       registry.AddCounter("gka_retries_total", "Requests placed again on another worker, by reason",
                           {"tier", "reason"}));
+  GKA_ASSIGN_OR_RETURN(
+      auto* migrations,
+      registry.AddCounter("gka_migrations_total",
+                          "Running sequences a draining decode worker asked to move, by result "
+                          "(ok: moved to another decode worker; failed: finished where they were)",
+                          {"tier", "result"}));
 
   std::unique_ptr<RouterMetrics> m(new RouterMetrics());
   for (const Tier& tier : tiers.tiers()) {
@@ -115,6 +121,8 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(metrics::Re
           std::string(reason),
           retries->Labels({{"tier", tier.name}, {"reason", std::string(reason)}}));
     }
+    state->migrations_ok = migrations->Labels({{"tier", tier.name}, {"result", "ok"}});
+    state->migrations_failed = migrations->Labels({{"tier", tier.name}, {"result", "failed"}});
     m->tiers_.emplace(tier.name, std::move(state));
   }
   m->default_tier_ = m->tiers_.at(tiers.default_tier().name).get();
@@ -147,6 +155,11 @@ void RouterMetrics::CountRetry(absl::string_view tier, absl::string_view reason)
   TierState& state = StateFor(tier);
   auto it = state.retries.find(reason);
   if (it != state.retries.end()) it->second.Increment();
+}
+
+void RouterMetrics::CountMigration(absl::string_view tier, bool ok) {
+  TierState& state = StateFor(tier);
+  (ok ? state.migrations_ok : state.migrations_failed)->Increment();
 }
 
 void RouterMetrics::SetWorkers(const WorkerCounts& c) {

@@ -14,6 +14,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -31,6 +32,8 @@ inline constexpr absl::string_view kRetryPrefillExhausted = "prefill_exhausted";
 inline constexpr absl::string_view kRetryPrefillLost = "prefill_lost";
 inline constexpr absl::string_view kRetryDecodeUnavailable = "decode_unavailable";
 inline constexpr absl::string_view kRetryDecodeFull = "decode_full";
+// The decode worker refused the transferred state (checksum): placed once more elsewhere.
+inline constexpr absl::string_view kRetryTransferDataLoss = "transfer_data_loss";
 
 class RouterMetrics {
  public:
@@ -57,6 +60,9 @@ class RouterMetrics {
   // gka_requests_total, and gka_request_errors_total unless `code` is OK.
   void CountFinished(absl::string_view tier, absl::StatusCode code);
   void CountRetry(absl::string_view tier, absl::string_view reason);
+  // gka_migrations_total{tier, result}: a draining decode worker's running sequence moved to
+  // another decode worker (ok) or stayed where it was (failed).
+  void CountMigration(absl::string_view tier, bool ok);
   void SetWorkers(const WorkerCounts& counts);
 
  private:
@@ -65,6 +71,7 @@ class RouterMetrics {
     std::map<absl::StatusCode, metrics::Counter> requests;
     std::map<absl::StatusCode, metrics::Counter> errors;
     std::map<std::string, metrics::Counter, std::less<>> retries;
+    std::optional<metrics::Counter> migrations_ok, migrations_failed;
   };
   RouterMetrics() = default;
   TierState& StateFor(absl::string_view tier);

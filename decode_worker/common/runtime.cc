@@ -83,15 +83,22 @@ absl::Status WorkerRuntime::Serve(const ServeOptions& options,
   return absl::OkStatus();
 }
 
-void WorkerRuntime::Shutdown(absl::Duration grace, std::function<void()> last) {
+void WorkerRuntime::Deregister() {
   std::unique_ptr<RegistryClient> client;
+  {
+    absl::MutexLock lock(&mu_);
+    client = std::move(registry_client_);
+  }
+  client.reset();  // deregisters: the router places nothing new here
+}
+
+void WorkerRuntime::Shutdown(absl::Duration grace, std::function<void()> last) {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
-    client = std::move(registry_client_);
   }
-  client.reset();  // deregisters: the router places nothing new here
+  Deregister();
   if (server_ != nullptr) server_->Shutdown(grace);
   if (last) engine_queue_.Post(std::move(last));
   engine_queue_.Close();

@@ -135,6 +135,10 @@ class WorkerRuntime {
   absl::Status Serve(const ServeOptions& options, const std::vector<grpc::Service*>& services,
                      std::shared_ptr<metrics::Registry> registry, RegistryClient::LoadFn load);
 
+  // Tells the routers this worker drains (they place nothing new here) while it keeps
+  // serving calls, new ones included (a decode worker's Migrate). Idempotent.
+  void Deregister();
+
   // Deregisters, gives calls in flight `grace` (the engine thread keeps serving them), runs
   // `last` on the engine thread, stops it, stops the exposer.
   void Shutdown(absl::Duration grace, std::function<void()> last);

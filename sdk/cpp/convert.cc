@@ -130,7 +130,9 @@ void ApplyFinal(const pb::Final& f, Result* result) {
                      .router_ms = t.router_ms()};
   result->served_by = {.router_id = f.served_by().router_id(),
                        .prefill_worker_id = f.served_by().prefill_worker_id(),
-                       .decode_worker_id = f.served_by().decode_worker_id()};
+                       .decode_worker_id = f.served_by().decode_worker_id(),
+                       .migrated_from = {f.served_by().migrated_from().begin(),
+                                         f.served_by().migrated_from().end()}};
   result->tier = f.tier();
   result->num_iter = {.prefill = f.prefill_num_iter(), .decode = f.decode_num_iter()};
   result->degrade_rung = f.degrade_rung();

@@ -1,6 +1,7 @@
 # Sourced by the chaos tests: a `gka local` cluster of 2 prefill + 2 decode workers that
 # restarts what dies, and the probes the tests read it with.
-#   start_cluster TMP [gka local flags...]   (sets LOCAL_PID; the state file is TMP/state)
+#   start_cluster TMP [gka local flags...]   (sets LOCAL_PID; the state file is TMP/state;
+#                                             PREFILL_WORKERS / DECODE_WORKERS: 2 each unless set)
 #   field ROLE INDEX KEY                     (pid, grpc, metrics of a process, from the state)
 #   metric_sum ADDR REGEX                    (sum of the /metrics series matching REGEX)
 #   healthy ROLE                             (workers of ROLE the router counts healthy)
@@ -10,12 +11,13 @@
 start_cluster() {
   CLUSTER_TMP=$1; shift
   "$GKA" make-tiny-model --out "$CLUSTER_TMP/m" 2>/dev/null
-  "$GKA" local --model "$CLUSTER_TMP/m" --metrics-port 0 --prefill-workers 2 --decode-workers 2 \
+  local p=${PREFILL_WORKERS:-2} d=${DECODE_WORKERS:-2}
+  "$GKA" local --model "$CLUSTER_TMP/m" --metrics-port 0 --prefill-workers "$p" --decode-workers "$d" \
     --restart --state-file "$CLUSTER_TMP/state" --log-dir "$CLUSTER_TMP" "$@" \
     >"$CLUSTER_TMP/local.out" &
   LOCAL_PID=$!
   for _ in $(seq 1 600); do
-    [[ -s $CLUSTER_TMP/state && $(wc -l <"$CLUSTER_TMP/state") -ge 5 ]] && return 0
+    [[ -s $CLUSTER_TMP/state && $(wc -l <"$CLUSTER_TMP/state") -ge $((1 + p + d)) ]] && return 0
     kill -0 $LOCAL_PID 2>/dev/null || { cat "$CLUSTER_TMP"/*.log >&2; echo "gka local died"; return 1; }
     sleep 0.2
   done

@@ -2,8 +2,10 @@
 # Graceful drain on SIGTERM under load (a rolling update, one worker at a time):
 #   a decode worker, then a prefill worker, gets SIGTERM while a closed-loop load runs. Each
 #   must deregister at once (the router places nothing new on it: no retries are counted,
-#   and the router reports it gone within a heartbeat), let its running requests finish (every
-#   request of the load ends OK: none is lost), exit by itself within its grace period, and
+#   and the router reports it gone within a heartbeat), not lose a request (every request of
+#   the load ends OK) — the decode worker moves its running sequences to the other decode
+#   worker (gka_migrations_total{result="ok"} grows, no move fails) and so exits long before
+#   its grace; the prefill worker finishes its prompts — exit by itself within its grace, and
 #   its replacement (`gka local --restart`) registers and takes traffic. Afterwards every
 #   worker's KV pages and state slots are back to 0.
 #   drain_test.sh BIN_DIR
@@ -33,6 +35,9 @@ drain() {  # role index
   local role=$1 i=$2 pid before after t0 t_gone t_exit
   pid=$(field "$role" "$i" pid)
   before=$(metric_sum "$RMETRICS" '^gka_retries_total')
+  local moved0 failed0
+  moved0=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="ok"')
+  failed0=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"')
   timeout 120 "$GKA" bench serve --addr "$ADDR" --concurrency 4 --duration 8 --input-len 8:48 \
     --output-len 60:120 --ignore-eos --timeout 60 --request-id-prefix "drain-$role" \
     --save-requests --out "$TMP/$role.json" --plot "$TMP/$role.svg" >/dev/null 2>"$TMP/$role.err" &
@@ -59,11 +64,20 @@ drain() {  # role index
   wait $bench || fail "bench failed: $(tail -3 "$TMP/$role.err")"
   read -r sent ok retry hung other _ toks < <(node "$HERE/classify.js" "$TMP/$role.json" 60)
   after=$(metric_sum "$RMETRICS" '^gka_retries_total')
+  local moved failed_moves
+  moved=$(($(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="ok"') - moved0))
+  failed_moves=$(($(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"') - failed0))
   echo "   drain $role-$i: in use when signalled $busy; deregistered after ${t_gone} ms, exited after ${t_exit} ms;" \
-    "load: sent $sent ok $ok retryable $retry hung $hung other $other; router retries $((after - before))"
+    "load: sent $sent ok $ok retryable $retry hung $hung other $other; router retries $((after - before));" \
+    "sequences moved $moved, failed moves $failed_moves"
   [[ $role != decode || $busy -gt 0 ]] || fail "$role-$i was idle when signalled: the test would prove nothing"
   [[ $ok == "$sent" ]] || fail "requests were lost in the drain of $role-$i (sent $sent, ok $ok)"
   [[ $after == "$before" ]] || fail "the router placed work on the draining $role-$i (retries $before -> $after)"
+  if [[ $role == decode ]]; then
+    [[ $moved -gt 0 ]] || fail "the draining decode-$i moved no running sequence"
+    [[ $failed_moves == 0 ]] || fail "$failed_moves moves from decode-$i failed"
+    [[ $t_exit -lt $((GRACE_MS / 2)) ]] || fail "decode-$i took ${t_exit} ms to exit: it waited instead of moving"
+  fi
   # The replacement registers and takes traffic.
   for _ in $(seq 1 150); do [[ $(healthy "$role") -ge 2 && $(field "$role" "$i" pid) != "$pid" ]] && break; sleep 0.2; done
   [[ $(healthy "$role") -ge 2 ]] || fail "the restarted $role-$i did not register"

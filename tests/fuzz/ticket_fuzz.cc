@@ -19,7 +19,7 @@
 #include "decode_worker/common/model_loader.h"
 #include "gka/worker/v1/worker.pb.h"
 #include "google/protobuf/stubs/logging.h"
-#include "prefill_worker/handoff_sender.h"
+#include "decode_worker/common/handoff_sender.h"
 
 namespace {
 
@@ -60,7 +60,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ticket.set_page_size(layout->page_size());
     ticket.set_lease_deadline_unix_ms(absl::ToUnixMillis(kNow) + 1000);
   }
-  auto parsed = gka::prefill_worker::ParseTicket(ticket, *layout, prompt_tokens, kNow);
+  auto parsed = gka::worker_common::ParseTicket(ticket, *layout, prompt_tokens, kNow);
   if (!parsed.ok()) {
     const absl::StatusCode code = parsed.status().code();
     if (code != absl::StatusCode::kInvalidArgument &&

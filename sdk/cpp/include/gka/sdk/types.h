@@ -126,6 +126,8 @@ struct ServedBy {
   std::string router_id;
   std::string prefill_worker_id;
   std::string decode_worker_id;
+  // Decode workers the running sequence moved away from (a drain), in order.
+  std::vector<std::string> migrated_from;
 };
 
 // GKA solver iterations actually used (after tier defaults and clamping).

@@ -1,4 +1,4 @@
-#include "prefill_worker/handoff_sender.h"
+#include "decode_worker/common/handoff_sender.h"
 
 #include <future>
 #include <thread>
@@ -10,10 +10,10 @@
 #include "common/transfer/lease.h"
 #include "common/transfer/reshard.h"
 
-namespace gka::prefill_worker {
+namespace gka::worker_common {
 namespace {
 
-using worker_common::SegmentKind;
+ 
 
 std::string FailureReason(const absl::Status& s, absl::Time lease_deadline) {
   switch (s.code()) {
@@ -36,7 +36,7 @@ std::string FailureReason(const absl::Status& s, absl::Time lease_deadline) {
 }  // namespace
 
 absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
-                                         const worker_common::HandoffLayout& layout,
+                                         const HandoffLayout& layout,
                                          int64_t prompt_tokens, absl::Time now) {
   const std::string from = ticket.decode_worker_id().empty()
                                ? std::string("the decode worker")
@@ -68,7 +68,7 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
   out.decode_worker_id = ticket.decode_worker_id();
   out.lease_deadline = transfer::Lease::FromUnixMillis(ticket.lease_deadline_unix_ms()).deadline;
   out.decode_tp = d;
-  const std::vector<worker_common::SegmentSpec> specs = layout.SegmentsFor(prompt_tokens, d);
+  const std::vector<SegmentSpec> specs = layout.SegmentsFor(prompt_tokens, d);
   for (int j = 0; j < d; ++j) {
     const wpb::RankTicket& rank = ticket.ranks(j);
     const std::string prefix = absl::StrCat("ticket.ranks[", j, "]");
@@ -120,7 +120,7 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
                                                        ", a TP=", d, " rank's segment is ",
                                                        specs[i].bytes, " bytes"));
       }
-      if (s.kind() != worker_common::ToRegionKind(specs[i].kind)) {
+      if (s.kind() != ToRegionKind(specs[i].kind)) {
         return absl::InvalidArgumentError(absl::StrCat(field("kind"), " does not match"));
       }
       if (s.region() >= dest.target.regions.size()) {
@@ -147,7 +147,7 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
 }
 
 HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job,
-                         const worker_common::DeviceTransfer* device) {
+                         const DeviceTransfer* device) {
   const bool on_device = device != nullptr && device->on_device();
   // Device path: the staging each decode rank's puts read, held until the outcome.
   std::vector<std::unique_ptr<transfer::StagedSender>> staged;
@@ -298,7 +298,14 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
     for (int j = 0; j < d; ++j) {
       transfer::TransferDescriptor layer;
       for (size_t i = k; i < end; ++i) r.kv_bytes += add_segment(layer, j, i);
-      if (absl::Status s = transfers[j]->Put(layer); !s.ok()) return cancel(s);
+      absl::Status s = transfers[j]->Put(layer);
+#ifdef GKA_FAULT_INJECTION
+      if (job.faults.fail_put && s.ok()) {
+        GKA_LOG(WARNING) << "fault injection: failing a put of transfer " << job.ticket.transfer_id;
+        s = absl::UnavailableError("fault injection: the transport reported a put error");
+      }
+#endif
+      if (!s.ok()) return cancel(s);
     }
     k = end;
   }
@@ -338,7 +345,7 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
 #endif
   if (cancelled()) return cancel(absl::CancelledError("the Prefill call was cancelled"));
   // Every rank's completion at once (each waits for its own flush and acknowledgement).
-  const std::string payload = worker_common::EncodeCompletion(completion);
+  const std::string payload = EncodeCompletion(completion);
   std::vector<std::promise<transfer::TransferOutcome>> promises(d);
   std::vector<std::future<transfer::TransferOutcome>> futures;
   for (auto& promise : promises) futures.push_back(promise.get_future());
@@ -378,4 +385,14 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
   return r;
 }
 
-}  // namespace gka::prefill_worker
+wpb::TransferStats StatsOf(const HandoffResult& result) {
+  wpb::TransferStats stats;
+  stats.set_kv_bytes(result.kv_bytes);
+  stats.set_state_bytes(result.state_bytes);
+  stats.set_transfer_ms(absl::ToDoubleMilliseconds(result.outcome.elapsed));
+  stats.set_checksum(result.outcome.checksum);
+  stats.set_segments(result.outcome.segments);
+  return stats;
+}
+
+}  // namespace gka::worker_common

@@ -1,5 +1,5 @@
 // The sending half of a hand-off: checking a decode worker's TransferTicket against this
-// worker's layout, and writing one prefilled sequence into the ticket's memory with the
+// worker's layout, and writing one sequence into the ticket's memory with the
 // transfer engine — KV pages layer by layer, then the GKA h_kk/h_kv and conv states, then
 // (after UCX reports every put complete) the completion carrying the first token, the
 // checksum and the reservation's generation.
@@ -11,6 +11,10 @@
 // p = d; head sub-ranges of pages and states otherwise) — no rank gathers anything. The
 // ticket's compat hash must be HandoffLayout::TicketHash(d) of this worker's model format, and
 // every completion carries TransferHash(p, d).
+//
+// Two senders use it: the prefill worker hands a prefilled prompt off, and a draining decode
+// worker migrates a running sequence (its state after prompt + generated[:-1], the last
+// sampled token as the completion's first token) to another decode worker.
 //
 // Owns nothing long-lived. Depends on transfer (interface only), the worker proto,
 // worker_common's hand-off format.
@@ -38,14 +42,14 @@
 #include "decode_worker/common/handoff.h"
 #include "gka/worker/v1/worker.pb.h"
 
-namespace gka::prefill_worker {
+namespace gka::worker_common {
 
 namespace wpb = ::gka::worker::v1;
 
 // One decode rank's part of a ticket.
 struct RankDestination {
   transfer::TransferTarget target;
-  // Destination of each canonical segment (worker_common::HandoffLayout order), sized for
+  // Destination of each canonical segment (HandoffLayout order), sized for
   // the decode layout.
   std::vector<transfer::Segment> destinations;  // `local` unset
 };
@@ -65,7 +69,7 @@ struct ParsedTicket {
 // a prompt of `prompt_tokens`, a segment outside its region, a missing address or key);
 // DEADLINE_EXCEEDED when its lease has passed.
 absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
-                                         const worker_common::HandoffLayout& layout,
+                                         const HandoffLayout& layout,
                                          int64_t prompt_tokens, absl::Time now = absl::Now());
 
 // Fault injection (builds with GKA_FAULT_INJECTION only; otherwise never set).
@@ -75,11 +79,14 @@ struct HandoffFaults {
   absl::Duration delay_completion;  // sleep before the completion (e.g. past the lease)
   bool freeze = false;              // block before the completion until cancelled (60 s cap)
   bool stale_generation = false;    // the completion names generation - 1
+  // The transport reports an error for a put (after the first layer's writes were posted):
+  // the sender cancels, so the receiver's fence proves the memory quiescent.
+  bool fail_put = false;
 };
 
 struct HandoffJob {
   ParsedTicket ticket;
-  std::vector<worker_common::SegmentSpec> specs;  // canonical order (shapes; any TP)
+  std::vector<SegmentSpec> specs;  // canonical order (shapes; any TP)
   // [prefill rank][segment]: each rank's DescribeSequence, same order.
   std::vector<std::vector<engine::MemorySegment>> local;
   wpb::HandoffCompletion completion;
@@ -110,6 +117,9 @@ struct HandoffResult {
 // decode rank's share goes through transfer/staging (pinned staging or direct, poly61 computed
 // on the GPU and supplied with the completion) instead of plain puts.
 HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job,
-                         const worker_common::DeviceTransfer* device = nullptr);
+                         const DeviceTransfer* device = nullptr);
 
-}  // namespace gka::prefill_worker
+// A finished hand-off's numbers as the wire reports them (PrefillResult, MigrateResponse).
+wpb::TransferStats StatsOf(const HandoffResult& result);
+
+}  // namespace gka::worker_common

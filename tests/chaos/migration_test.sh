@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Migration on drain (issue 10, point 5): a local cluster of real processes (router, 1 prefill,
+# 2 decode workers, the tiny model, UCX over tcp) runs long generations; decode worker A gets
+# SIGTERM while it decodes some of them. A moves each running sequence to decode worker B
+# through the hand-off transfer (export in place, Reserve on B, UCX put, checksum verify,
+# resume), and the client streams go on from B. Asserts:
+#   - every request completes, and its tokens equal the offline engine's (`gka generate`):
+#     greedy ones and seeded sampling ones (the RNG step, the penalties' history and
+#     max_tokens continue exactly across the move);
+#   - the router counted migrations (gka_migrations_total{result="ok"} > 0, none failed);
+#   - A exits well before its grace (it waits for nothing once its sequences left);
+#   - afterwards every worker's KV pages and state slots are back to 0.
+#   migration_test.sh BIN_DIR
+set -uo pipefail
+BIN=$(cd "$1" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+export UCX_TLS=tcp
+GKA=$BIN/gka
+TMP=$(mktemp -d)
+cleanup() {
+  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
+  if [[ -n ${KEEP_TMP:-} ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+fail() {
+  echo "migration_test: $*"
+  tail -5 "$TMP"/decode-0.log "$TMP"/decode-1.log "$TMP"/router-0.log 2>/dev/null
+  exit 1
+}
+
+GRACE_MS=30000
+MAX_TOKENS=400
+N=8  # requests: k = 0, 1, 4, 5 greedy; 2, 3, 6, 7 sampled with a seed (placement alternates
+     # between the decode workers, so each gets both kinds)
+source "$HERE/cluster.sh"
+PREFILL_WORKERS=1 DECODE_WORKERS=2 start_cluster "$TMP" --port 0 \
+  --decode-args "--shutdown-grace-ms $GRACE_MS" || fail "no cluster"
+ADDR=$(field router 0 grpc)
+RMETRICS=$(field router 0 metrics)
+"$GKA" health --addr "$ADDR" --timeout 30 >/dev/null || fail "router not healthy"
+for _ in $(seq 1 100); do [[ $(healthy decode) -ge 2 ]] && break; sleep 0.1; done
+[[ $(healthy decode) -ge 2 ]] || fail "two decode workers did not register"
+
+# Prompts and the offline engine's outputs (the default tier is standard: num_iter 10/10).
+sampling() {  # k -> the request's sampling flags
+  if (((k / 2) % 2 == 0)); then echo "--temperature 0"
+  else echo "--temperature 0.9 --top-k 40 --repetition-penalty 1.1 --seed $((1000 + k))"; fi
+}
+for k in $(seq 0 $((N - 1))); do
+  PROMPT[$k]=$(node -e 'const k=+process.argv[1]; const a=[]; for (let i=0;i<8+3*k;i++) a.push(100+((k*7919+i*104729)%5000)); console.log(a.join(","))' "$k")
+  # shellcheck disable=SC2046
+  "$GKA" generate --model "$TMP/m" --prompt-ids "${PROMPT[$k]}" --max-tokens $MAX_TOKENS \
+    $(sampling "$k") --ignore-eos --prefill-num-iter 10 --decode-num-iter 10 --json 2>/dev/null |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(JSON.parse(s).token_ids)))' \
+      >"$TMP/ref.$k"
+  [[ -s $TMP/ref.$k ]] || fail "offline reference $k failed"
+done
+
+A_PID=$(field decode 0 pid)
+A_METRICS=$(field decode 0 metrics)
+ok_before=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="ok"')
+for k in $(seq 0 $((N - 1))); do
+  # shellcheck disable=SC2046
+  timeout 120 "$GKA" generate --addr "$ADDR" --prompt-ids "${PROMPT[$k]}" --max-tokens $MAX_TOKENS \
+    $(sampling "$k") --ignore-eos --json >"$TMP/out.$k" 2>"$TMP/err.$k" &
+  CLIENT[$k]=$!
+done
+# SIGTERM A once it decodes some of them (a few tokens in, well before they end).
+busy=0
+for _ in $(seq 1 200); do
+  busy=$(metric_sum "$A_METRICS" '^gka_decode_running')
+  [[ $busy -gt 0 ]] && break
+  sleep 0.02
+done
+[[ $busy -gt 0 ]] || fail "decode worker A never ran a sequence: the test would prove nothing"
+sleep 0.3
+busy=$(metric_sum "$A_METRICS" '^gka_decode_running')
+t0=$(date +%s%N)
+kill -TERM "$A_PID"
+t_exit=""
+for _ in $(seq 1 $((GRACE_MS / 50 + 40))); do
+  if ! kill -0 "$A_PID" 2>/dev/null; then t_exit=$((($(date +%s%N) - t0) / 1000000)); break; fi
+  sleep 0.05
+done
+[[ -n $t_exit ]] || fail "decode worker A did not exit within its grace"
+
+wrong=0 failed=0 moved_greedy=0 moved_seeded=0
+for k in $(seq 0 $((N - 1))); do
+  if ! wait "${CLIENT[$k]}"; then
+    failed=$((failed + 1))
+    echo "   request $k failed: $(tail -1 "$TMP/err.$k")"
+    continue
+  fi
+  got=$(node -e 'console.log(JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).token_ids))' "$TMP/out.$k")
+  if [[ $(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).migrated_from.length)' "$TMP/out.$k") -gt 0 ]]; then
+    if (((k / 2) % 2 == 0)); then moved_greedy=$((moved_greedy + 1)); else moved_seeded=$((moved_seeded + 1)); fi
+  fi
+  if [[ $got != "$(cat "$TMP/ref.$k")" ]]; then
+    wrong=$((wrong + 1))
+    echo "   request $k differs from the offline engine: $(node -e 'const a=JSON.parse(process.argv[1]), b=JSON.parse(process.argv[2]); let i=0; while (i<a.length && a[i]===b[i]) i++; console.log(`first difference at token ${i} of ${a.length} (want ${b.length})`)' "$got" "$(cat "$TMP/ref.$k")")"
+  fi
+done
+ok_after=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="ok"')
+failed_moves=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"')
+moved=$((ok_after - ok_before))
+echo "   A decoded $busy sequences when signalled; exited after ${t_exit} ms (grace ${GRACE_MS} ms);" \
+  "moved $moved (greedy $moved_greedy, seeded $moved_seeded), failed moves $failed_moves;" \
+  "requests: $N, failed $failed, wrong $wrong"
+[[ $failed == 0 ]] || fail "$failed requests failed"
+[[ $wrong == 0 ]] || fail "$wrong requests differ from the offline engine"
+[[ $moved -gt 0 ]] || fail "no sequence was moved"
+[[ $moved_greedy -gt 0 && $moved_seeded -gt 0 ]] ||
+  fail "moved greedy $moved_greedy, seeded $moved_seeded: both kinds must have moved to prove anything"
+[[ $failed_moves == 0 ]] || fail "$failed_moves moves failed"
+[[ $t_exit -lt $((GRACE_MS / 3)) ]] || fail "A took ${t_exit} ms to exit: it waited instead of moving"
+
+# Every worker (A's replacement included) back to no pages and no slots in use.
+used=""
+for _ in $(seq 1 50); do
+  used=$(used_pages)
+  [[ $used == 0 ]] && break
+  sleep 0.2
+done
+[[ $used == 0 ]] || fail "$used pages/slots still in use"
+echo "migration_test: ok"
