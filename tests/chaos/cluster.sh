@@ -6,7 +6,21 @@
 #   metric_sum ADDR REGEX                    (sum of the /metrics series matching REGEX)
 #   healthy ROLE                             (workers of ROLE the router counts healthy)
 #   used_pages                               (KV pages + state slots in use on every worker)
+#   cluster_test_setup BIN_DIR               (GKA, UCX over tcp, TMP and an exit trap that stops
+#                                             the cluster and removes TMP unless KEEP_TMP is set)
 # Needs GKA (the gka binary) and node.
+
+cluster_test_setup() {
+  GKA=$1/gka
+  export UCX_TLS=tcp
+  TMP=$(mktemp -d)
+  trap cluster_test_cleanup EXIT
+}
+
+cluster_test_cleanup() {
+  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
+  if [[ -n ${KEEP_TMP:-} ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
+}
 
 start_cluster() {
   CLUSTER_TMP=$1; shift

@@ -12,18 +12,11 @@
 set -uo pipefail
 BIN=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
-export UCX_TLS=tcp
-GKA=$BIN/gka
-TMP=$(mktemp -d)
-cleanup() {
-  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
-  if [[ -n ${KEEP_TMP:-} ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
+source "$HERE/cluster.sh"
+cluster_test_setup "$BIN"
 fail() { echo "drain_test: $*"; tail -5 "$TMP"/decode-0.log "$TMP"/router-0.log 2>/dev/null; exit 1; }
 
 GRACE_MS=20000
-source "$HERE/cluster.sh"
 start_cluster "$TMP" --port 0 --router-args "--heartbeat-timeout-ms 1500" \
   --prefill-args "--shutdown-grace-ms $GRACE_MS" --decode-args "--shutdown-grace-ms $GRACE_MS" ||
   fail "no cluster"

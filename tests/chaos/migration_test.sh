@@ -14,14 +14,8 @@
 set -uo pipefail
 BIN=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
-export UCX_TLS=tcp
-GKA=$BIN/gka
-TMP=$(mktemp -d)
-cleanup() {
-  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
-  if [[ -n ${KEEP_TMP:-} ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
+source "$HERE/cluster.sh"
+cluster_test_setup "$BIN"
 fail() {
   echo "migration_test: $*"
   tail -5 "$TMP"/decode-0.log "$TMP"/decode-1.log "$TMP"/router-0.log 2>/dev/null
@@ -32,7 +26,6 @@ GRACE_MS=30000
 MAX_TOKENS=400
 N=8  # requests: k = 0, 1, 4, 5 greedy; 2, 3, 6, 7 sampled with a seed (placement alternates
      # between the decode workers, so each gets both kinds)
-source "$HERE/cluster.sh"
 PREFILL_WORKERS=1 DECODE_WORKERS=2 start_cluster "$TMP" --port 0 \
   --decode-args "--shutdown-grace-ms $GRACE_MS" || fail "no cluster"
 ADDR=$(field router 0 grpc)
