@@ -10,6 +10,9 @@
 #   - the router counted migrations (gka_migrations_total{result="ok"} > 0, none failed);
 #   - A exits well before its grace (it waits for nothing once its sequences left);
 #   - afterwards every worker's KV pages and state slots are back to 0.
+# Then the fallback: both decode workers get SIGTERM at once, so no move has a target; every
+# sequence stays where it runs and finishes there within the grace, exact as before (the
+# router counts the failed moves), and both workers exit.
 #   migration_test.sh BIN_DIR
 set -uo pipefail
 BIN=$(cd "$1" && pwd)
@@ -115,4 +118,44 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 [[ $used == 0 ]] || fail "$used pages/slots still in use"
+
+echo "-- both decode workers drain at once: nowhere to move, the sequences finish where they run"
+for _ in $(seq 1 150); do [[ $(healthy decode) -ge 2 ]] && break; sleep 0.2; done
+[[ $(healthy decode) -ge 2 ]] || fail "the restarted decode worker did not register"
+SHORT=120  # tokens: finishes within the grace; greedy and seeded outputs are prefixes of the refs
+failed_before=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"')
+for k in $(seq 0 $((N - 1))); do
+  # shellcheck disable=SC2046
+  timeout 120 "$GKA" generate --addr "$ADDR" --prompt-ids "${PROMPT[$k]}" --max-tokens $SHORT \
+    $(sampling "$k") --ignore-eos --json >"$TMP/out2.$k" 2>"$TMP/err2.$k" &
+  CLIENT[$k]=$!
+done
+PIDS=("$(field decode 0 pid)" "$(field decode 1 pid)")
+for _ in $(seq 1 200); do
+  [[ $(metric_sum "$(field decode 0 metrics)" '^gka_decode_running') -gt 0 &&
+     $(metric_sum "$(field decode 1 metrics)" '^gka_decode_running') -gt 0 ]] && break
+  sleep 0.02
+done
+sleep 0.3
+kill -TERM "${PIDS[@]}"
+failed=0 wrong=0
+for k in $(seq 0 $((N - 1))); do
+  if ! wait "${CLIENT[$k]}"; then
+    failed=$((failed + 1))
+    echo "   request $k failed: $(tail -1 "$TMP/err2.$k")"
+    continue
+  fi
+  got=$(node -e 'console.log(JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).token_ids))' "$TMP/out2.$k")
+  want=$(node -e 'console.log(JSON.stringify(JSON.parse(process.argv[1]).slice(0, +process.argv[2])))' "$(cat "$TMP/ref.$k")" $SHORT)
+  [[ $got == "$want" ]] || wrong=$((wrong + 1))
+done
+for p in "${PIDS[@]}"; do
+  for _ in $(seq 1 $((GRACE_MS / 50 + 40))); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "$p" 2>/dev/null && fail "decode worker $p did not exit within its grace"
+done
+stayed=$(($(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"') - failed_before))
+echo "   both signalled: requests $N, failed $failed, wrong $wrong; moves that found no target $stayed"
+[[ $failed == 0 ]] || fail "$failed requests failed although their workers had the grace to finish them"
+[[ $wrong == 0 ]] || fail "$wrong requests differ from the offline engine"
+[[ $stayed -gt 0 ]] || fail "no move was attempted: the fallback was not exercised"
 echo "migration_test: ok"
