@@ -25,10 +25,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--sender-threads", o.sender_threads, "hand-offs in flight at once")
       ->capture_default_str();
+  app.add_option("--stream-handoff", o.stream_handoff,
+                 "send KV pages and states while the prompt is prefilled (false: after it)")
+      ->capture_default_str();
 #ifdef GKA_FAULT_INJECTION
-  app.add_flag("--fault-injection", o.fault_injection,
-               "honour fault-injection request ids (fault-corrupt, fault-delay-<ms>, "
-               "fault-delay-puts-<ms>, fault-freeze, fault-stale-generation)");
+  app.add_flag(
+      "--fault-injection", o.fault_injection,
+      "honour fault-injection request ids (fault-corrupt, fault-delay-<ms>, "
+      "fault-delay-puts-<ms>, fault-freeze, fault-stale-generation, fault-step-delay-<ms>)");
 #endif
   CLI11_PARSE(app, argc, argv);
   if (absl::Status s = wc::ApplyWorkerFlags(flags, o.common); !s.ok()) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/check.h"
 #include "common/base/logging.h"
@@ -26,6 +27,14 @@ struct PrefillCore::Entry {
   float first_logprob = 0;
   std::vector<engine::Engine::TopLogprob> first_top;  // task.sampling.num_top_logprobs of them
   std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+  // The hand-off, streamed from the first planned step (options.stream_handoff) or started
+  // after the last one.
+  std::shared_ptr<HandoffStream> stream;
+  // Set when the stream had to stop before the last step (preempted, failed): the request
+  // fails once the step ends.
+  std::optional<absl::Status> stream_stopped;
+  int64_t computed_after_step = 0;  // prompt tokens computed once the planned step ran
+  bool last_step = false;           // the planned step is its last prefill step
 };
 
 absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(
@@ -59,6 +68,19 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(
   m->transfer_kv_bytes = bytes->Labels({{"worker", worker}, {"kind", "kv"}});
   m->transfer_state_bytes = bytes->Labels({{"worker", worker}, {"kind", "state"}});
   GKA_ASSIGN_OR_RETURN(
+      metrics::HistogramFamily * tail,
+      registry.AddHistogram("gka_prefill_transfer_tail_seconds",
+                            "End of a request's last prefill step until the decode worker "
+                            "acknowledged its hand-off (the transfer's share of TTFT)",
+                            {"worker"}, metrics::LatencyBuckets()));
+  m->transfer_tail_seconds = tail->Labels(w);
+  GKA_ASSIGN_OR_RETURN(metrics::CounterFamily * streamed,
+                       registry.AddCounter("gka_prefill_streamed_bytes_total",
+                                           "Hand-off bytes written while the prompt was still "
+                                           "being prefilled",
+                                           {"worker"}));
+  m->streamed_bytes = streamed->Labels(w);
+  GKA_ASSIGN_OR_RETURN(
       m->transfer_failures,
       registry.AddCounter("gka_transfer_failures_total", "Failed transfers", {"worker", "reason"}));
   for (const char* reason : {"peer", "timeout", "lease", "checksum"}) {
@@ -69,9 +91,9 @@ absl::StatusOr<std::unique_ptr<PrefillMetrics>> PrefillMetrics::Create(
 
 absl::StatusOr<std::unique_ptr<PrefillCore>> PrefillCore::Create(const Options& options,
                                                                  worker_common::RankGroup* ranks,
-                                                                 SendFn send,
+                                                                 HandoffEnv env,
                                                                  PrefillMetrics* metrics) {
-  std::unique_ptr<PrefillCore> core(new PrefillCore(options, ranks, std::move(send), metrics));
+  std::unique_ptr<PrefillCore> core(new PrefillCore(options, ranks, std::move(env), metrics));
   const engine::Engine* engine = &ranks->lead();
   scheduler::SchedulerOptions so;
   so.max_batch_tokens = options.max_batch_tokens;
@@ -82,20 +104,35 @@ absl::StatusOr<std::unique_ptr<PrefillCore>> PrefillCore::Create(const Options& 
   GKA_ASSIGN_OR_RETURN(core->scheduler_, scheduler::Scheduler::Create(so, core->memory_.get()));
   core->runner_ = std::make_unique<worker_common::StepRunner>(ranks, core->scheduler_.get(),
                                                               options.vocab_limit);
+  PrefillCore* c = core.get();
+  core->runner_->SetHooks(
+      {.before_forward = [c](absl::Span<const scheduler::BatchItem> b) { c->BeforeForward(b); },
+       .before_release = [c](SequenceId id) { c->BeforeRelease(id); }});
+  core->step_marks_.assign(ranks->size(), nullptr);
+  GKA_RETURN_IF_ERROR(ranks->RunOnAll([c](int rank, engine::Engine& e) {
+    e.SetLayerObserver([c, rank](int32_t layer) { c->OnLayer(rank, layer); });
+    return absl::OkStatus();
+  }));
   return core;
 }
 
-PrefillCore::PrefillCore(const Options& options, worker_common::RankGroup* ranks, SendFn send,
+PrefillCore::PrefillCore(const Options& options, worker_common::RankGroup* ranks, HandoffEnv env,
                          PrefillMetrics* metrics)
     : options_(options),
       ranks_(ranks),
       engine_(&ranks->lead()),
-      send_(std::move(send)),
+      env_(std::move(env)),
       metrics_(metrics),
+      num_layers_(ranks->lead().dims().num_layers),
       layout_(worker_common::HandoffLayout::Of(ranks->lead())),
       memory_(std::make_unique<worker_common::EngineMemory>(ranks->lead())) {}
 
-PrefillCore::~PrefillCore() = default;
+PrefillCore::~PrefillCore() {
+  (void)ranks_->RunOnAll([](int, engine::Engine& e) {
+    e.SetLayerObserver(nullptr);
+    return absl::OkStatus();
+  });
+}
 
 void PrefillCore::Add(uint64_t serial, PrefillTask task) {
   auto e = std::make_unique<Entry>();
@@ -128,8 +165,22 @@ void PrefillCore::Cancel(uint64_t serial) {
     e.cancelled->store(true);  // the sender stops; OnHandoffDone replies
     return;
   }
+  const absl::Status why = absl::CancelledError("the Prefill call was cancelled");
+  if (e.stream != nullptr && !e.stream_stopped.has_value()) {
+    e.stream_stopped = why;
+    if (e.stream->StopNow(why).outcome.local_may_be_read) {
+      // Writes the transport could not stop may still read the memory: never reuse it.
+      (void)scheduler_->Abort(e.seq);
+      quarantined_pages_ += engine::PagesFor(e.computed_after_step, engine_->options().page_size);
+      ++quarantined_slots_;
+      GKA_LOG(ERROR) << "request " << e.task.request_id
+                     << ": the transport may still read its memory; quarantining it";
+      Finish(e, why);
+      return;
+    }
+  }
   (void)runner_->Abort(e.seq);
-  Finish(e, absl::CancelledError("the Prefill call was cancelled"));
+  Finish(e, why);
 }
 
 absl::Time PrefillCore::Tick() {
@@ -155,10 +206,44 @@ bool PrefillCore::RunStep() {
     metrics_->batch_tokens->Observe(r.batch_tokens);
     prefilled_tokens_ += r.batch_tokens;
   }
+#ifdef GKA_FAULT_INJECTION
+  absl::Duration step_delay;
+  for (SequenceId id : r.batch_ids)
+    step_delay = std::max(step_delay, entry_of(id)->task.faults.step_delay);
+  if (step_delay > absl::ZeroDuration()) absl::SleepFor(step_delay);  // a slow prefill
+#endif
   for (size_t i = 0; i < r.batch_ids.size(); ++i) {
     Entry* e = entry_of(r.batch_ids[i]);
     if (!e->first_step.has_value()) e->first_step = step_start;
     e->num_iter = r.batch_num_iter[i];
+    if (!r.ran || e->stream == nullptr || e->last_step || e->stream_stopped.has_value()) continue;
+    // A chunk that is not the prompt's last: the pages its tokens filled are final.
+    absl::StatusOr<std::vector<std::vector<engine::MemorySegment>>> memory = Describe(*e);
+    absl::Status described = memory.status();
+    for (int rank = 0; described.ok() && rank < ranks_->size(); ++rank) {
+      described = e->stream->Describe(rank, (*memory)[rank]);
+    }
+    if (!described.ok()) {
+      GKA_LOG(WARNING) << "request " << e->task.request_id << ": " << described;
+      continue;  // the pages go at the end instead
+    }
+    e->stream->PagesFinal(e->computed_after_step / engine_->options().page_size, step_marks_);
+  }
+  // Streams stopped during the step (their sequence was preempted): the reservation is
+  // cancelled, so the request fails.
+  std::vector<Entry*> stopped;
+  for (auto& [serial, e] : entries_) {
+    if (e->phase == Entry::Phase::kQueued && e->stream_stopped.has_value())
+      stopped.push_back(e.get());
+  }
+  for (Entry* e : stopped) {
+    if (absl::c_any_of(r.finished, [&](const FinishedSequence& f) { return f.id == e->seq; })) {
+      continue;  // ends below with its own reason
+    }
+    (void)runner_->Abort(e->seq);
+    Finish(*e, absl::UnavailableError(absl::StrCat(
+                   "request ", e->task.request_id,
+                   " was preempted while its hand-off streamed: ", e->stream_stopped->message())));
   }
   for (const worker_common::StepRunner::Token& t : r.tokens) {
     Entry* e = entry_of(t.id);
@@ -183,38 +268,131 @@ bool PrefillCore::RunStep() {
   return r.ran;
 }
 
+void PrefillCore::BeforeForward(absl::Span<const scheduler::BatchItem> batch) {
+  last_step_.clear();
+  streaming_step_ = false;
+  for (const scheduler::BatchItem& item : batch) {
+    auto it = by_sequence_.find(item.id);
+    if (it == by_sequence_.end()) continue;
+    Entry& e = *entries_.at(it->second);
+    e.computed_after_step = item.position + static_cast<int64_t>(item.tokens.size());
+    e.last_step = item.needs_logits;
+    if (!options_.stream_handoff || e.stream_stopped.has_value()) continue;
+    if (e.stream == nullptr) {
+      absl::StatusOr<std::shared_ptr<HandoffStream>> stream = NewStream(e);
+      if (!stream.ok()) {
+        // Not fatal here: StartHandoff makes it again after the last step and reports then.
+        GKA_LOG(WARNING) << "request " << e.task.request_id << ": " << stream.status();
+        continue;
+      }
+      e.stream = *std::move(stream);
+    }
+    streaming_step_ = true;
+    if (e.last_step) last_step_.push_back({e.seq, e.stream});
+  }
+  for (auto& mark : step_marks_) mark.reset();
+}
+
+void PrefillCore::OnLayer(int rank, int32_t layer) {
+  const bool last_layer = layer == num_layers_ - 1;
+  if (last_step_.empty() && !(last_layer && streaming_step_)) return;
+  engine::Engine& e = ranks_->rank(rank);
+  absl::StatusOr<std::shared_ptr<kernels::StreamMark>> mark = e.backend().Mark();
+  if (!mark.ok()) {
+    // Without a mark the staging could read a layer before it is written: leave the layer
+    // to Complete (after the step, when the first token's sampling synchronised the ranks).
+    GKA_LOG(ERROR) << "rank " << rank << ": no stream mark after layer " << layer << ": "
+                   << mark.status();
+    return;
+  }
+  if (last_layer) step_marks_[rank] = *mark;
+  for (const auto& [seq, stream] : last_step_) {
+    if (layer == 0) {
+      // The step's pages were allocated before its first layer ran.
+      absl::StatusOr<std::vector<engine::MemorySegment>> memory = e.DescribeSequence(seq);
+      if (!memory.ok() || !stream->Describe(rank, *memory).ok()) continue;
+    }
+    stream->LayerFinal(rank, layer, *mark);
+  }
+}
+
+void PrefillCore::BeforeRelease(SequenceId id) {
+  auto it = by_sequence_.find(id);
+  if (it == by_sequence_.end()) return;
+  Entry& e = *entries_.at(it->second);
+  // A hand-off past Complete is released by OnHandoffDone, once it read its last byte.
+  if (e.stream == nullptr || e.phase == Entry::Phase::kHandingOff || e.stream_stopped.has_value()) {
+    return;
+  }
+  const absl::Status why = absl::AbortedError("the sequence's memory was moved or freed");
+  e.stream_stopped = why;
+  if (e.stream->StopNow(why).outcome.local_may_be_read) {
+    // The engine's pools stay mapped, so a late read sends stale bytes to a receiver that
+    // fences them; it cannot fault. Say so: the receiver must quarantine.
+    GKA_LOG(ERROR) << "request " << e.task.request_id
+                   << ": writes the transport could not stop may still read moved memory";
+  }
+}
+
+absl::StatusOr<std::vector<std::vector<engine::MemorySegment>>> PrefillCore::Describe(
+    const Entry& e) {
+  std::vector<std::vector<engine::MemorySegment>> out;
+  for (int r = 0; r < ranks_->size(); ++r) {
+    GKA_ASSIGN_OR_RETURN(std::vector<engine::MemorySegment> described,
+                         ranks_->rank(r).DescribeSequence(e.seq));
+    out.push_back(std::move(described));
+  }
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<HandoffStream>> PrefillCore::NewStream(const Entry& e) {
+  HandoffJob job;
+  job.ticket = e.task.ticket;
+  job.specs = layout_.Segments(static_cast<int64_t>(e.task.prompt.size()));
+  job.prefill_tp = ranks_->size();
+  job.deadline = std::min(e.task.ticket.lease_deadline, e.task.call_deadline);
+  job.cancelled = e.cancelled;
+  job.faults = e.task.faults;
+  return HandoffStream::Create(env_.stream, std::move(job));
+}
+
 void PrefillCore::StartHandoff(Entry& e) {
   const int64_t length = static_cast<int64_t>(e.task.prompt.size());
-  auto job = std::make_shared<HandoffJob>();
   // Where each rank's share of the sequence lives (bookkeeping, read between steps): the
-  // sender reads every rank's memory in place.
-  for (int r = 0; r < ranks_->size(); ++r) {
-    absl::StatusOr<std::vector<engine::MemorySegment>> described =
-        ranks_->rank(r).DescribeSequence(e.seq);
-    absl::Status s = described.status();
-    if (s.ok()) s = layout_.Check(*described, length);
-    if (!s.ok()) {
-      runner_->Release({e.seq, FinishReason::kPrefillDone, scheduler::Residence::kDevice, {}});
-      Finish(e, s);
-      return;
-    }
-    job->local.push_back(*std::move(described));
+  // stream reads every rank's memory in place.
+  absl::StatusOr<std::vector<std::vector<engine::MemorySegment>>> memory = Describe(e);
+  absl::Status s = memory.status();
+  for (int r = 0; s.ok() && r < ranks_->size(); ++r) s = layout_.Check((*memory)[r], length);
+  if (s.ok() && e.stream == nullptr) {
+    absl::StatusOr<std::shared_ptr<HandoffStream>> stream = NewStream(e);
+    if (stream.ok()) e.stream = *std::move(stream);
+    s = stream.status();
   }
-  job->ticket = e.task.ticket;
-  job->specs = layout_.Segments(length);
-  job->completion.set_request_id(e.task.request_id);
-  job->completion.set_transfer_id(e.task.ticket.transfer_id);
-  job->completion.set_first_token(e.first_token);
-  job->completion.set_first_logprob(e.first_logprob);
-  job->completion.set_prompt_tokens(static_cast<uint32_t>(length));
-  job->completion.set_prefill_tp_size(static_cast<uint32_t>(ranks_->size()));
-  job->completion.set_layout_hash(layout_.TransferHash(ranks_->size(), e.task.ticket.decode_tp));
-  job->deadline = std::min(e.task.ticket.lease_deadline, e.task.call_deadline);
-  job->cancelled = e.cancelled;
-  job->faults = e.task.faults;
-  e.phase = Entry::Phase::kHandingOff;
-  send_(std::move(job),
-        [this, serial = e.serial](HandoffResult r) { OnHandoffDone(serial, std::move(r)); });
+  wpb::HandoffCompletion completion;
+  completion.set_request_id(e.task.request_id);
+  completion.set_transfer_id(e.task.ticket.transfer_id);
+  completion.set_first_token(e.first_token);
+  completion.set_first_logprob(e.first_logprob);
+  completion.set_prompt_tokens(static_cast<uint32_t>(length));
+  completion.set_prefill_tp_size(static_cast<uint32_t>(ranks_->size()));
+  completion.set_layout_hash(layout_.TransferHash(ranks_->size(), e.task.ticket.decode_tp));
+  if (s.ok()) {
+    e.phase = Entry::Phase::kHandingOff;
+    auto post = env_.post;
+    s = e.stream->Complete(
+        *memory, step_marks_, std::move(completion),
+        [this, post, serial = e.serial](HandoffResult r) {
+          auto shared = std::make_shared<HandoffResult>(std::move(r));
+          // Dropped when the engine queue is closed (shutdown).
+          (void)post([this, serial, shared] { OnHandoffDone(serial, std::move(*shared)); });
+        });
+    if (!s.ok()) e.phase = Entry::Phase::kQueued;
+  }
+  if (!s.ok()) {
+    if (e.stream != nullptr) (void)e.stream->StopNow(s);
+    runner_->Release({e.seq, FinishReason::kPrefillDone, scheduler::Residence::kDevice, {}});
+    Finish(e, s);
+  }
 }
 
 void PrefillCore::OnHandoffDone(uint64_t serial, HandoffResult result) {
@@ -254,6 +432,8 @@ void PrefillCore::OnHandoffDone(uint64_t serial, HandoffResult result) {
   metrics_->transfer_state_bytes->Increment(static_cast<double>(result.state_bytes));
   metrics_->transfer_kv_seconds->Observe(absl::ToDoubleSeconds(result.kv_time));
   metrics_->transfer_state_seconds->Observe(absl::ToDoubleSeconds(result.state_time));
+  metrics_->transfer_tail_seconds->Observe(absl::ToDoubleSeconds(result.tail));
+  metrics_->streamed_bytes->Increment(static_cast<double>(result.streamed_bytes));
   wpb::PrefillResult out;
   out.set_first_token(e.first_token);
   if (e.task.logprobs) {
@@ -304,6 +484,9 @@ PrefillStats PrefillCore::Stats() const {
   s.waiting = scheduler_->num_waiting() + scheduler_->num_preempted();
   for (const auto& [serial, e] : entries_) {
     if (e->phase == Entry::Phase::kHandingOff) ++s.handing_off;
+    if (e->phase == Entry::Phase::kQueued && e->stream != nullptr) {
+      s.streaming_bytes += e->stream->bytes_put();
+    }
   }
   s.queued_prompt_tokens = scheduler_->queued_prompt_tokens();
   s.prefilled_tokens = prefilled_tokens_;

@@ -23,15 +23,16 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/engine/engine.h"
 #include "common/metrics/metrics.h"
 #include "common/scheduler/scheduler.h"
 #include "common/transfer/transfer_engine.h"
 #include "decode_worker/common/handoff.h"
+#include "decode_worker/common/handoff_sender.h"
 #include "decode_worker/common/rank_group.h"
 #include "decode_worker/common/step_runner.h"
 #include "kernels/api/sampling.h"
-#include "decode_worker/common/handoff_sender.h"
 
 namespace gka::prefill_worker {
 
@@ -41,6 +42,7 @@ namespace wpb = ::gka::worker::v1;
 using worker_common::HandoffFaults;
 using worker_common::HandoffJob;
 using worker_common::HandoffResult;
+using worker_common::HandoffStream;
 using worker_common::ParsedTicket;
 
 // Series handles of docs/metrics.md's prefill section, created at start (at 0). Handles are
@@ -54,6 +56,10 @@ struct PrefillMetrics {
   std::optional<metrics::Histogram> batch_tokens;
   std::optional<metrics::Histogram> transfer_kv_seconds, transfer_state_seconds;
   std::optional<metrics::Counter> transfer_kv_bytes, transfer_state_bytes;
+  // End of a sequence's last prefill step → the decode worker acknowledged its completion.
+  std::optional<metrics::Histogram> transfer_tail_seconds;
+  // Hand-off bytes put before the request's last prefill step ended (hidden behind compute).
+  std::optional<metrics::Counter> streamed_bytes;
   metrics::CounterFamily* transfer_failures = nullptr;  // {worker, reason}
   std::string worker;
 };
@@ -79,15 +85,20 @@ struct PrefillStats {
   int64_t queued_prompt_tokens = 0;
   int64_t prefilled_tokens = 0;
   int64_t handoffs_ok = 0, handoffs_failed = 0;
+  // Bytes already put by the hand-offs of sequences still being prefilled.
+  uint64_t streaming_bytes = 0;
   // Memory of hand-offs whose writes the transport could not stop (kept, never reused).
   int32_t quarantined_pages = 0, quarantined_slots = 0;
 };
 
 class PrefillCore {
  public:
-  // Runs a hand-off job off the engine thread and posts `done` back to it.
-  using SendFn = std::function<void(std::shared_ptr<const HandoffJob> job,
-                                    absl::AnyInvocable<void(HandoffResult)> done)>;
+  // Where hand-offs run. `stream` carries the transfer engine, the device staging and the
+  // sender threads; `post` runs a task on the engine thread (false once it is closed).
+  struct HandoffEnv {
+    HandoffStream::Options stream;
+    std::function<bool(absl::AnyInvocable<void()>)> post;
+  };
 
   struct Options {
     std::string worker_id;
@@ -95,11 +106,16 @@ class PrefillCore {
     int32_t prefill_chunk_size = 512;
     int32_t max_running_seqs = 8;
     int32_t vocab_limit = 0;
+    // Stream each sequence's hand-off while it is prefilled (pages after each chunk, layers in
+    // the last step); false: start it after the last step (the transfer tail is all of it).
+    bool stream_handoff = true;
   };
 
+  // Sets the ranks' engines' layer observers (cleared by the destructor).
   static absl::StatusOr<std::unique_ptr<PrefillCore>> Create(const Options& options,
                                                              worker_common::RankGroup* ranks,
-                                                             SendFn send, PrefillMetrics* metrics);
+                                                             HandoffEnv env,
+                                                             PrefillMetrics* metrics);
   ~PrefillCore();
 
   // Queues a request; `serial` names it in Cancel. Replies through task.reply.
@@ -114,9 +130,16 @@ class PrefillCore {
 
  private:
   struct Entry;
-  PrefillCore(const Options& options, worker_common::RankGroup* ranks, SendFn send,
+  PrefillCore(const Options& options, worker_common::RankGroup* ranks, HandoffEnv env,
               PrefillMetrics* metrics);
   bool RunStep();  // true when a Forward ran
+  // StepRunner hooks: streams for the planned batch; a stream stopped before memory moves.
+  void BeforeForward(absl::Span<const scheduler::BatchItem> batch);
+  void BeforeRelease(SequenceId id);
+  // Engine observer of rank `rank` (its thread): marks, and the last step's layers.
+  void OnLayer(int rank, int32_t layer);
+  absl::StatusOr<std::shared_ptr<HandoffStream>> NewStream(const Entry& e);
+  absl::StatusOr<std::vector<std::vector<engine::MemorySegment>>> Describe(const Entry& e);
   void StartHandoff(Entry& e);
   void OnHandoffDone(uint64_t serial, HandoffResult result);
   void Finish(Entry& e, absl::StatusOr<wpb::PrefillResult> result);
@@ -124,8 +147,16 @@ class PrefillCore {
   const Options options_;
   worker_common::RankGroup* ranks_;
   engine::Engine* engine_;  // the lead rank: scheduling facts
-  SendFn send_;
+  HandoffEnv env_;
   PrefillMetrics* metrics_;
+  const int32_t num_layers_;
+  // This step's sequences in their last prefill step (set before the Forward, read by the
+  // rank threads' observers during it).
+  std::vector<std::pair<SequenceId, std::shared_ptr<HandoffStream>>> last_step_;
+  bool streaming_step_ = false;  // some sequence in the step streams
+  // [rank]: a mark after the step's last layer (null: the backend's ops are synchronous),
+  // each written by its own rank's thread during the Forward.
+  HandoffStream::Marks step_marks_;
   const worker_common::HandoffLayout layout_;
   std::unique_ptr<scheduler::MemoryModel> memory_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;

@@ -90,14 +90,15 @@ HandoffFaults FaultsFor(absl::string_view request_id, bool enabled) {
 #ifdef GKA_FAULT_INJECTION
   if (!enabled) return f;
   // "fault-corrupt-once": the first attempt only (the router's retries carry "#<n>").
-  f.corrupt_byte = absl::StrContains(request_id, "fault-corrupt") &&
-                   !(absl::StrContains(request_id, "fault-corrupt-once") &&
-                     absl::StrContains(request_id, "#"));
+  f.corrupt_byte =
+      absl::StrContains(request_id, "fault-corrupt") &&
+      !(absl::StrContains(request_id, "fault-corrupt-once") && absl::StrContains(request_id, "#"));
   f.freeze = absl::StrContains(request_id, "fault-freeze");
   f.stale_generation = absl::StrContains(request_id, "fault-stale-generation");
   f.fail_put = absl::StrContains(request_id, "fault-fail-put");
   f.delay_completion = MillisAfter(request_id, "fault-delay-");
   f.delay_puts = MillisAfter(request_id, "fault-delay-puts-");
+  f.step_delay = MillisAfter(request_id, "fault-step-delay-");
 #endif
   return f;
 }
@@ -164,8 +165,8 @@ absl::StatusOr<PrefillTask> PrefillWorker::Impl::Validate(
   }
   PrefillTask task;
   GKA_ASSIGN_OR_RETURN(task.sampling, worker_common::SamplingFromProto(request.sampling()));
-  GKA_ASSIGN_OR_RETURN(task.ticket,
-                       worker_common::ParseTicket(request.ticket(), layout, request.token_ids_size()));
+  GKA_ASSIGN_OR_RETURN(
+      task.ticket, worker_common::ParseTicket(request.ticket(), layout, request.token_ids_size()));
   task.request_id = request.request_id();
   task.prompt.assign(request.token_ids().begin(), request.token_ids().end());
   task.logprobs = request.sampling().logprobs();
@@ -234,23 +235,19 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
   co.prefill_chunk_size = options.prefill_chunk_size;
   co.max_running_seqs = w->model.total_slots;
   co.vocab_limit = options.common.vocab_limit;
+  co.stream_handoff = options.stream_handoff;
   // Hand-offs run on the sender threads; their results come back to the engine thread.
-  auto send = [w](std::shared_ptr<const HandoffJob> job,
-                  absl::AnyInvocable<void(HandoffResult)> done) {
-    auto shared_done = std::make_shared<absl::AnyInvocable<void(HandoffResult)>>(std::move(done));
-    const bool posted = w->send_queue.Post([w, job, shared_done] {
-      HandoffResult r = worker_common::RunHandoff(*w->transfer, *job, w->device.get());
-      w->engine_queue().Post(
-          [shared_done, r = std::move(r)]() mutable { (*shared_done)(std::move(r)); });
-    });
-    if (!posted) {
-      HandoffResult r;
-      r.outcome.status = absl::UnavailableError("the prefill worker is shutting down");
-      (*shared_done)(std::move(r));
-    }
+  PrefillCore::HandoffEnv env;
+  env.stream = {.transfer = w->transfer.get(),
+                .device = w->device.get(),
+                .executor = [w](absl::AnyInvocable<void()> task) {
+                  return w->send_queue.Post(std::move(task));
+                }};
+  env.post = [w](absl::AnyInvocable<void()> task) {
+    return w->engine_queue().Post(std::move(task));
   };
-  GKA_ASSIGN_OR_RETURN(w->core,
-                       PrefillCore::Create(co, w->model.ranks.get(), send, w->metrics.get()));
+  GKA_ASSIGN_OR_RETURN(
+      w->core, PrefillCore::Create(co, w->model.ranks.get(), std::move(env), w->metrics.get()));
   w->Publish();
   w->runtime.StartEngineThread([w] { return w->core->Tick(); }, [w] { w->Publish(); });
   for (int i = 0; i < options.sender_threads; ++i) {

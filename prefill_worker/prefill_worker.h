@@ -10,14 +10,18 @@
 //   std::cout << worker->ReadyLine() << std::endl;
 //   worker->Shutdown(absl::Seconds(5));
 //
-// A Prefill call returns only after UCX reported every write complete at the decode worker
-// and the decode worker acknowledged (and verified) the completion message.
+// A sequence's hand-off streams while it is prefilled (handoff_sender.h: pages after each
+// chunk, layers in the last step), unless --stream-handoff=false. A Prefill call returns only
+// after UCX reported every write complete at the decode worker and the decode worker
+// acknowledged (and verified) the completion message.
 //
 // Fault injection (builds with -DGKA_FAULT_INJECTION=ON and options.fault_injection): a
 // request id containing "fault-corrupt" corrupts a transferred byte, "fault-delay-<ms>"
 // delays the completion, "fault-delay-puts-<ms>" delays the writes (both overstay the
 // lease), "fault-freeze" freezes before the completion until cancelled,
-// "fault-stale-generation" sends a completion naming another generation.
+// "fault-stale-generation" sends a completion naming another generation,
+// "fault-step-delay-<ms>" sleeps after each prefill step of the request (a slow prefill: the
+// hand-off streams while it lasts).
 //
 // Thread-safety: public methods are thread-safe.
 #pragma once
@@ -40,7 +44,9 @@ struct PrefillWorkerOptions {
   int32_t max_batch_tokens = 2048;   // prompt tokens per prefill step
   int32_t prefill_chunk_size = 512;  // most tokens of one prompt per step
   int32_t sender_threads = 2;        // hand-offs in flight at once
-  bool fault_injection = false;      // honoured only in GKA_FAULT_INJECTION builds
+  // Stream hand-offs while prompts are prefilled (PrefillCore::Options::stream_handoff).
+  bool stream_handoff = true;
+  bool fault_injection = false;  // honoured only in GKA_FAULT_INJECTION builds
 };
 
 class PrefillWorker {

@@ -558,7 +558,9 @@ absl::StatusOr<TensorView> Engine::DecodeWithGraph(const DecodePack& pack) {
     // a stream cannot be synchronised while it is captured: no waits after the collectives.
     const bool sync_collectives = sync_collectives_;
     sync_collectives_ = false;
+    capturing_ = true;
     absl::StatusOr<TensorView> recorded = RunModel(meta, ids, row_index, rows);
+    capturing_ = false;
     sync_collectives_ = sync_collectives;
     ws.set_frozen(false);
     graph = be.EndCapture();  // always ends the capture, also after a failed op
@@ -626,6 +628,7 @@ absl::StatusOr<TensorView> Engine::RunModel(const BatchMeta& meta, const int32_t
                                     .out = normed,
                                     .eps = d.rms_eps}));
     GKA_RETURN_IF_ERROR(Mlp(l, normed, hidden));
+    if (layer_observer_ && !capturing_) layer_observer_(l);
   }
   GKA_RETURN_IF_ERROR(be.RmsNorm({.x = hidden,
                                   .residual = residual,

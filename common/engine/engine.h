@@ -139,6 +139,16 @@ class Engine {
   absl::StatusOr<StepResult> Forward(absl::Span<const SequenceInput> batch);
   absl::StatusOr<tensor::Buffer> LogitsToHost(const StepResult& result);
 
+  // Called on this engine's thread during each op-by-op Forward, after layer `layer`'s work
+  // (its mixer, whose KV page or GKA/conv state writes are the layer's last, and its MLP) is
+  // enqueued on the backend: once the backend's stream reaches this point (Backend::Mark; the
+  // CPU backend is there already), that layer's state for the batch's tokens is final. The
+  // prefill worker streams a sequence's hand-off from here. Never called while a decode graph
+  // is captured or replayed. Empty: none.
+  void SetLayerObserver(std::function<void(int32_t layer)> observer) {
+    layer_observer_ = std::move(observer);
+  }
+
   // Samples one token per sequence from the last logits row of each sequence in `result`.
   struct SampleRequest {
     kernels::SamplingConfig config;
@@ -278,6 +288,8 @@ class Engine {
   absl::flat_hash_map<std::pair<int32_t, int32_t>, DecodeGraph> graphs_;
   GraphStats graph_stats_;
   uint64_t graph_clock_ = 0;
+  std::function<void(int32_t layer)> layer_observer_;
+  bool capturing_ = false;  // RunModel is recording a graph: no observer calls
 };
 
 }  // namespace gka::engine

@@ -1,9 +1,12 @@
 #include "decode_worker/common/handoff_sender.h"
 
+#include <algorithm>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/check.h"
 #include "common/base/logging.h"
 #include "common/base/status.h"
 #include "common/transfer/checksum.h"
@@ -13,7 +16,6 @@
 namespace gka::worker_common {
 namespace {
 
- 
 
 std::string FailureReason(const absl::Status& s, absl::Time lease_deadline) {
   switch (s.code()) {
@@ -36,8 +38,8 @@ std::string FailureReason(const absl::Status& s, absl::Time lease_deadline) {
 }  // namespace
 
 absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
-                                         const HandoffLayout& layout,
-                                         int64_t prompt_tokens, absl::Time now) {
+                                         const HandoffLayout& layout, int64_t prompt_tokens,
+                                         absl::Time now) {
   const std::string from = ticket.decode_worker_id().empty()
                                ? std::string("the decode worker")
                                : absl::StrCat("decode worker ", ticket.decode_worker_id());
@@ -146,225 +148,536 @@ absl::StatusOr<ParsedTicket> ParseTicket(const wpb::TransferTicket& ticket,
   return out;
 }
 
-HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job,
-                         const DeviceTransfer* device) {
-  const bool on_device = device != nullptr && device->on_device();
-  // Device path: the staging each decode rank's puts read, held until the outcome.
-  std::vector<std::unique_ptr<transfer::StagedSender>> staged;
-  // Writes the transport could neither finish nor cancel may still read the staging: keep it
-  // for the life of the process rather than free memory a queued write reads.
-  auto keep_staging_if_read = [&](const transfer::TransferOutcome& o) {
-    if (!o.local_may_be_read) return;
-    for (auto& s : staged) (void)s.release();
-  };
-  HandoffResult r;
-  const absl::Time start = absl::Now();
-  auto fail = [&](absl::Status s, bool may_be_written) {
-    r.outcome.status = std::move(s);
-    r.outcome.remote_may_be_written = may_be_written;
-    r.outcome.elapsed = absl::Now() - start;
-    r.failure_reason = FailureReason(r.outcome.status, job.ticket.lease_deadline);
-    return r;
-  };
-  const int p = static_cast<int>(job.local.size());
+// One unit of work: what decode rank `j` needs of segment `k` from prefill rank `i`.
+struct HandoffStream::Unit {
+  int j = 0;
+  size_t k = 0;
+  int i = 0;
+  std::vector<transfer::Piece> pieces;
+  std::vector<size_t> staged;  // the pieces' indices in decode rank j's StagedSender
+  bool sent = false;
+};
+
+// What only the I/O task touches (under io_mu_).
+struct HandoffStream::Io {
+  bool begun = false;
+  absl::Status begin_error;
+  std::vector<std::unique_ptr<transfer::OutgoingTransfer>> transfers;  // [decode rank]
+  std::vector<std::unique_ptr<transfer::StagedSender>> staged;         // [decode rank], device
+  std::vector<std::vector<transfer::DeviceSegment>> device_pieces;     // what `staged` is made of
+  size_t unsent = 0;
+  bool cancelled = false;
+  uint64_t kv_put = 0;
+  std::optional<absl::Time> kv_posted;
+  HandoffResult result;  // bytes by kind (static), filled at the end
+};
+
+HandoffStream::HandoffStream(const Options& options, HandoffJob job)
+    : options_(options),
+      job_(std::move(job)),
+      on_device_(options.device != nullptr && options.device->on_device()),
+      start_(absl::Now()) {}
+
+HandoffStream::~HandoffStream() {
+  // Transfers neither finished nor cancelled (a stream abandoned at shutdown) are cancelled
+  // by their destructors; the staging waits for its copies.
+}
+
+absl::StatusOr<std::shared_ptr<HandoffStream>> HandoffStream::Create(const Options& options,
+                                                                     HandoffJob job) {
+  const int p = job.prefill_tp;
   const int d = static_cast<int>(job.ticket.ranks.size());
-  if (p < 1 || d < 1) return fail(absl::InternalError("a hand-off without ranks"), false);
-  for (const auto& local : job.local) {
-    if (local.size() != job.specs.size()) {
-      return fail(absl::InternalError(absl::StrCat("a rank's sequence has ", local.size(),
-                                                   " segments, the format ", job.specs.size())),
-                  false);
-    }
-  }
+  if (p < 1 || d < 1) return absl::InternalError("a hand-off without ranks");
   for (const RankDestination& dest : job.ticket.ranks) {
     if (dest.destinations.size() != job.specs.size()) {
-      return fail(
-          absl::InternalError(absl::StrCat("the sequence has ", job.specs.size(),
-                                           " segments, the ticket ", dest.destinations.size())),
-          false);
+      return absl::InternalError(absl::StrCat("the sequence has ", job.specs.size(),
+                                              " segments, the ticket ", dest.destinations.size()));
     }
   }
-  absl::Time deadline = job.deadline;
-#ifdef GKA_FAULT_INJECTION
-  // A slow or frozen sender overstays the lease: its own deadline does not stop it, the
-  // receiver's fence must.
-  if (job.faults.delay_completion > absl::ZeroDuration() ||
-      job.faults.delay_puts > absl::ZeroDuration() || job.faults.freeze) {
-    deadline =
-        absl::Now() + job.faults.delay_completion + job.faults.delay_puts + absl::Seconds(60);
-  }
-#endif
-  // One transfer per decode rank, each begun (accepted by that rank) before anything moves.
-  std::vector<std::unique_ptr<transfer::OutgoingTransfer>> transfers;
-  auto cancel = [&](absl::Status why) {
-    r.outcome = transfer::TransferOutcome();
-    for (auto& t : transfers) {
-      transfer::TransferOutcome o = t->CancelAndWait();
-      r.outcome.remote_may_be_written |= o.remote_may_be_written;
-      r.outcome.local_may_be_read |= o.local_may_be_read;
-      r.outcome.bytes += o.bytes;
-      r.outcome.segments += o.segments;
-    }
-    r.outcome.status = std::move(why);
-    r.outcome.elapsed = absl::Now() - start;
-    r.failure_reason = FailureReason(r.outcome.status, job.ticket.lease_deadline);
-    if (job.cancelled != nullptr && job.cancelled->load()) r.failure_reason.clear();
-    keep_staging_if_read(r.outcome);
-    return r;
-  };
-  for (int j = 0; j < d; ++j) {
-    absl::StatusOr<std::unique_ptr<transfer::OutgoingTransfer>> started =
-        transfer.StartTransfer(job.ticket.ranks[j].target, job.ticket.transfer_id, deadline);
-    if (!started.ok()) {
-      absl::Status why = d > 1 ? base::Annotate(started.status(), absl::StrCat("decode rank ", j))
-                               : started.status();
-      if (transfers.empty()) return fail(why, false);
-      return cancel(why);  // those begun wrote nothing yet
-    }
-    transfers.push_back(*std::move(started));
-  }
-#ifdef GKA_FAULT_INJECTION
-  if (job.faults.delay_puts > absl::ZeroDuration()) {
-    GKA_LOG(WARNING) << "fault injection: delaying the writes of transfer "
-                     << job.ticket.transfer_id << " by " << job.faults.delay_puts;
-    absl::SleepFor(job.faults.delay_puts);
-  }
-#endif
-  auto cancelled = [&] { return job.cancelled != nullptr && job.cancelled->load(); };
-
-  // What decode rank j needs of segment k, straight from the prefill ranks holding it.
-  auto add_segment = [&](transfer::TransferDescriptor& desc, int j, size_t k) -> uint64_t {
-    const transfer::Segment& dst = job.ticket.ranks[j].destinations[k];
-    uint64_t bytes = 0;
-    for (int i : transfer::SourceRanks(p, d, j)) {
-      const char* src = static_cast<const char*>(job.local[i][k].ptr);
-      for (const transfer::Piece& c : transfer::ReshardPieces(job.specs[k].shape, p, i, d, j)) {
-        desc.Add(src + c.src_offset, dst.region, dst.remote_addr + c.dst_offset, c.length);
-        bytes += c.length;
-      }
-    }
-    return bytes;
-  };
-  // KV pages one attention layer at a time (the order a layer-streaming prefill produces
-  // them in), to every decode rank; then every GKA and conv state in one go per rank.
-  const size_t n = job.specs.size();
-  // GPU memory: per decode rank, its pieces (same resharding as add_segment) as staged device
-  // segments, one stage per layer in canonical order; every rank's staging copies are enqueued
-  // before the first rank's puts. The prefill ranks' compute has finished writing them: the
-  // lead rank sampled the first token (a host sync) after the last layer's all-reduce, which
-  // every rank reached after its own KV and state writes.
-  if (on_device) {
-    std::vector<transfer::StageCopier*> copiers;
-    for (int i = 0; i < p; ++i) copiers.push_back(&device->copier(i));
-    for (int j = 0; j < d; ++j) {
-      std::vector<transfer::DeviceSegment> pieces;
-      for (size_t k = 0; k < n; ++k) {
-        const transfer::Segment& dst = job.ticket.ranks[j].destinations[k];
-        for (int i : transfer::SourceRanks(p, d, j)) {
-          const char* src = static_cast<const char*>(job.local[i][k].ptr);
-          for (const transfer::Piece& c : transfer::ReshardPieces(job.specs[k].shape, p, i, d, j)) {
-            pieces.push_back({.src = src + c.src_offset,
-                              .region = dst.region,
-                              .remote_addr = dst.remote_addr + c.dst_offset,
-                              .length = c.length,
-                              .stage = job.specs[k].layer,
-                              .source = i});
-            (job.specs[k].kind == SegmentKind::kKv ? r.kv_bytes : r.state_bytes) += c.length;
-          }
-        }
-      }
-      absl::StatusOr<std::unique_ptr<transfer::StagedSender>> s =
-          transfer::StagedSender::Start(copiers, device->pool(0), std::move(pieces));
-      if (!s.ok()) return cancel(s.status());
-      staged.push_back(*std::move(s));
-    }
-    for (int j = 0; j < d; ++j) {
-      absl::StatusOr<transfer::StagedSend> sent = staged[j]->PutAll(*transfers[j], cancelled);
-      if (!sent.ok()) return cancel(sent.status());
-      transfers[j]->SupplyChecksum(sent->checksum);
-    }
-  }
-  for (size_t k = 0; k < n && !on_device;) {
-    if (job.specs[k].kind != SegmentKind::kKv) {
+  std::shared_ptr<HandoffStream> s(new HandoffStream(options, std::move(job)));
+  const HandoffJob& jb = s->job_;
+  // Page index of each KV segment within its layer: per attention layer its K pages, then its
+  // V pages (HandoffLayout::Segments).
+  s->page_of_.assign(jb.specs.size(), -1);
+  for (size_t k = 0; k < jb.specs.size();) {
+    if (jb.specs[k].kind != SegmentKind::kKv) {
       ++k;
       continue;
     }
     size_t end = k;
-    while (end < n && job.specs[end].kind == SegmentKind::kKv &&
-           job.specs[end].layer == job.specs[k].layer) {
+    while (end < jb.specs.size() && jb.specs[end].kind == SegmentKind::kKv &&
+           jb.specs[end].layer == jb.specs[k].layer) {
       ++end;
     }
-    if (cancelled()) return cancel(absl::CancelledError("the Prefill call was cancelled"));
-    for (int j = 0; j < d; ++j) {
-      transfer::TransferDescriptor layer;
-      for (size_t i = k; i < end; ++i) r.kv_bytes += add_segment(layer, j, i);
-      absl::Status s = transfers[j]->Put(layer);
-#ifdef GKA_FAULT_INJECTION
-      if (job.faults.fail_put && s.ok()) {
-        GKA_LOG(WARNING) << "fault injection: failing a put of transfer " << job.ticket.transfer_id;
-        s = absl::UnavailableError("fault injection: the transport reported a put error");
-      }
-#endif
-      if (!s.ok()) return cancel(s);
-    }
+    const int32_t pages = static_cast<int32_t>((end - k) / 2);
+    s->pages_total_ = pages;
+    for (size_t x = k; x < end; ++x) s->page_of_[x] = static_cast<int32_t>((x - k) % pages);
     k = end;
   }
-  const absl::Time kv_posted = absl::Now();
-  if (cancelled()) return cancel(absl::CancelledError("the Prefill call was cancelled"));
-  for (int j = 0; j < d && !on_device; ++j) {
-    transfer::TransferDescriptor state;
-    for (size_t k = 0; k < n; ++k) {
-      if (job.specs[k].kind != SegmentKind::kKv) r.state_bytes += add_segment(state, j, k);
+  auto io = std::make_unique<Io>();
+  const bool on_device = s->on_device_;
+  std::vector<std::vector<transfer::DeviceSegment>> device_pieces(d);
+  for (size_t k = 0; k < jb.specs.size(); ++k) {
+    for (int j = 0; j < d; ++j) {
+      const transfer::Segment& dst = jb.ticket.ranks[j].destinations[k];
+      for (int i : transfer::SourceRanks(p, d, j)) {
+        Unit u{.j = j, .k = k, .i = i};
+        u.pieces = transfer::ReshardPieces(jb.specs[k].shape, p, i, d, j);
+        for (const transfer::Piece& c : u.pieces) {
+          (jb.specs[k].kind == SegmentKind::kKv ? io->result.kv_bytes : io->result.state_bytes) +=
+              c.length;
+          if (!on_device) continue;
+          u.staged.push_back(device_pieces[j].size());
+          device_pieces[j].push_back({.src = nullptr,
+                                      .region = dst.region,
+                                      .remote_addr = dst.remote_addr + c.dst_offset,
+                                      .length = c.length,
+                                      .stage = jb.specs[k].layer,
+                                      .source = i});
+        }
+        s->units_.push_back(std::move(u));
+      }
     }
-    if (state.segments.empty()) continue;
-    if (absl::Status s = transfers[j]->Put(state); !s.ok()) return cancel(s);
   }
+  io->unsent = s->units_.size();
+  io->device_pieces = std::move(device_pieces);  // staged in Begin: pinning takes a while
+  {
+    absl::MutexLock lock(&s->io_mu_);
+    s->io_ = std::move(io);
+  }
+  {
+    absl::MutexLock lock(&s->mu_);
+    s->memory_.assign(p, std::vector<const void*>(jb.specs.size(), nullptr));
+    s->layers_final_.assign(p, 0);
+    s->marks_.assign(p, nullptr);
+  }
+  s->Schedule();  // the handshakes overlap the first prefill step
+  return s;
+}
 
-  wpb::HandoffCompletion completion = job.completion;
+absl::Status HandoffStream::Describe(int rank, const std::vector<engine::MemorySegment>& memory) {
+  const std::vector<SegmentSpec>& specs = job_.specs;
+  size_t states = 0, kv_layers = 0;
+  for (size_t k = 0; k < specs.size(); ++k) {
+    if (page_of_[k] < 0) {
+      ++states;
+    } else if (k == 0 || page_of_[k - 1] < 0 || specs[k - 1].layer != specs[k].layer) {
+      ++kv_layers;
+    }
+  }
+  // Every attention layer describes its held pages twice (K then V).
+  const size_t kv = memory.size() >= states ? memory.size() - states : 0;
+  if (rank < 0 || rank >= job_.prefill_tp || memory.size() < states ||
+      (kv_layers == 0 ? kv != 0 : kv % (2 * kv_layers) != 0) ||
+      (kv_layers > 0 && kv / (2 * kv_layers) > static_cast<size_t>(pages_total_))) {
+    return absl::InternalError(absl::StrCat("rank ", rank, " describes ", memory.size(),
+                                            " segments; the hand-off format has ", specs.size(),
+                                            " for the whole prompt"));
+  }
+  const size_t held = kv_layers == 0 ? 0 : kv / (2 * kv_layers);
+  std::vector<const void*> ptrs(specs.size(), nullptr);
+  size_t m = 0;
+  for (size_t k = 0; k < specs.size();) {
+    if (page_of_[k] < 0) {
+      if (memory[m].bytes != specs[k].bytes) {
+        return absl::InternalError(absl::StrCat("rank ", rank, " segment ", m, " has ",
+                                                memory[m].bytes, " bytes, the format ",
+                                                specs[k].bytes));
+      }
+      ptrs[k++] = memory[m++].ptr;
+      continue;
+    }
+    // One attention layer: K pages [k, k + total), V pages [k + total, k + 2 total).
+    for (int half = 0; half < 2; ++half) {
+      for (size_t q = 0; q < held; ++q) {
+        const size_t spec = k + half * pages_total_ + q;
+        if (memory[m].bytes != specs[spec].bytes) {
+          return absl::InternalError(absl::StrCat("rank ", rank, " page segment ", m, " has ",
+                                                  memory[m].bytes, " bytes, the format ",
+                                                  specs[spec].bytes));
+        }
+        ptrs[spec] = memory[m++].ptr;
+      }
+    }
+    k += 2 * pages_total_;
+  }
+  absl::MutexLock lock(&mu_);
+  for (size_t k = 0; k < specs.size(); ++k) {
+    if (ptrs[k] != nullptr) memory_[rank][k] = ptrs[k];
+  }
+  return absl::OkStatus();
+}
+
+void HandoffStream::PagesFinal(int64_t pages, Marks marks) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (pages <= pages_final_) return;
+    pages_final_ = pages;
+    for (size_t r = 0; r < marks.size() && r < marks_.size(); ++r) {
+      if (marks[r] != nullptr) marks_[r] = std::move(marks[r]);
+    }
+  }
+  Schedule();
+}
+
+void HandoffStream::LayerFinal(int rank, int32_t layer, std::shared_ptr<kernels::StreamMark> mark) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (rank < 0 || rank >= static_cast<int>(layers_final_.size())) return;
+    layers_final_[rank] = std::max(layers_final_[rank], layer + 1);
+    if (mark != nullptr) marks_[rank] = std::move(mark);
+  }
+  Schedule();
+}
+
+absl::Status HandoffStream::Complete(const std::vector<std::vector<engine::MemorySegment>>& memory,
+                                     Marks marks, wpb::HandoffCompletion completion,
+                                     absl::AnyInvocable<void(HandoffResult)> done) {
+  if (static_cast<int>(memory.size()) != job_.prefill_tp) {
+    return absl::InternalError("Complete needs every prefill rank's memory");
+  }
+  for (int r = 0; r < job_.prefill_tp; ++r) GKA_RETURN_IF_ERROR(Describe(r, memory[r]));
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t r = 0; r < marks.size() && r < marks_.size(); ++r) {
+      if (marks[r] != nullptr) marks_[r] = std::move(marks[r]);
+    }
+    complete_ = true;
+    complete_at_ = absl::Now();
+    streamed_ = bytes_put_;
+    completion_ = std::move(completion);
+    done_ = std::move(done);
+  }
+  Schedule();
+  return absl::OkStatus();
+}
+
+void HandoffStream::Schedule() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (scheduled_ || ended_) return;
+    scheduled_ = true;
+  }
+  if (options_.executor([self = shared_from_this()] { self->Pump(); })) return;
+  // The sender pool is closed (shutdown): nothing will move; say so to whoever waits.
+  HandoffResult r;
+  r.outcome.status = absl::UnavailableError("the prefill worker is shutting down");
+  absl::AnyInvocable<void(HandoffResult)> done;
+  {
+    absl::MutexLock lock(&mu_);
+    scheduled_ = false;
+    if (!complete_ || done_ == nullptr) return;
+    done = std::move(done_);
+    ended_ = true;
+  }
+  done(std::move(r));
+}
+
+uint64_t HandoffStream::bytes_put() const {
+  absl::MutexLock lock(&mu_);
+  return bytes_put_;
+}
+
+absl::Status HandoffStream::Begin() {
+  Io& io = *io_;
+  io.begun = true;
+  absl::Time deadline = job_.deadline;
 #ifdef GKA_FAULT_INJECTION
-  if (job.faults.corrupt_byte && !on_device && !job.local.back().empty()) {
+  // A slow or frozen sender overstays the lease: its own deadline does not stop it, the
+  // receiver's fence must.
+  if (job_.faults.delay_completion > absl::ZeroDuration() ||
+      job_.faults.delay_puts > absl::ZeroDuration() || job_.faults.freeze) {
+    deadline =
+        absl::Now() + job_.faults.delay_completion + job_.faults.delay_puts + absl::Seconds(60);
+  }
+#endif
+  // One transfer per decode rank, each begun (accepted by that rank) before anything moves.
+  const int d = static_cast<int>(job_.ticket.ranks.size());
+  for (int j = 0; j < d; ++j) {
+    absl::StatusOr<std::unique_ptr<transfer::OutgoingTransfer>> started =
+        options_.transfer->StartTransfer(job_.ticket.ranks[j].target, job_.ticket.transfer_id,
+                                         deadline);
+    if (!started.ok()) {
+      return d > 1 ? base::Annotate(started.status(), absl::StrCat("decode rank ", j))
+                   : started.status();
+    }
+    io.transfers.push_back(*std::move(started));
+  }
+  if (on_device_) {
+    // The staging (pinned host memory from the pool) for the whole sequence, off the engine
+    // thread: a pool miss pins memory, which takes milliseconds per call.
+    std::vector<transfer::StageCopier*> copiers;
+    for (int i = 0; i < job_.prefill_tp; ++i) copiers.push_back(&options_.device->copier(i));
+    for (int j = 0; j < d; ++j) {
+      GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::StagedSender> staged,
+                           transfer::StagedSender::Create(copiers, options_.device->pool(0),
+                                                          std::move(io.device_pieces[j])));
+      io.staged.push_back(std::move(staged));
+    }
+  }
+#ifdef GKA_FAULT_INJECTION
+  if (job_.faults.delay_puts > absl::ZeroDuration()) {
+    GKA_LOG(WARNING) << "fault injection: delaying the writes of transfer "
+                     << job_.ticket.transfer_id << " by " << job_.faults.delay_puts;
+    absl::SleepFor(job_.faults.delay_puts);
+  }
+#endif
+  return absl::OkStatus();
+}
+
+absl::Status HandoffStream::PutUnits(const std::vector<size_t>& ready, const Marks& marks) {
+  Io& io = *io_;
+  const int d = static_cast<int>(job_.ticket.ranks.size());
+  std::vector<std::vector<const void*>> memory;
+  {
+    absl::MutexLock lock(&mu_);
+    memory = memory_;
+  }
+  uint64_t put = 0;
+  for (int j = 0; j < d; ++j) {
+    transfer::TransferDescriptor desc;
+    std::vector<size_t> staged;
+    std::vector<const void*> sources;
+    for (size_t u : ready) {
+      Unit& unit = units_[u];
+      if (unit.j != j) continue;
+      const char* src = static_cast<const char*>(memory[unit.i][unit.k]);
+      const transfer::Segment& dst = job_.ticket.ranks[j].destinations[unit.k];
+      for (size_t c = 0; c < unit.pieces.size(); ++c) {
+        const transfer::Piece& piece = unit.pieces[c];
+        if (!on_device_) {
+          desc.Add(src + piece.src_offset, dst.region, dst.remote_addr + piece.dst_offset,
+                   piece.length);
+        } else {
+          staged.push_back(unit.staged[c]);
+          sources.push_back(src + piece.src_offset);
+        }
+        if (job_.specs[unit.k].kind == SegmentKind::kKv) io.kv_put += piece.length;
+        put += piece.length;
+      }
+      unit.sent = true;
+      --io.unsent;
+    }
+    if (on_device_) {
+      GKA_RETURN_IF_ERROR(io.staged[j]->Copy(staged, sources, marks));
+      // The copies wait for the compute that writes their sources; the puts wait for them.
+      GKA_RETURN_IF_ERROR(io.staged[j]->PutCopied(*io.transfers[j], /*wait=*/true).status());
+    } else if (!desc.segments.empty()) {
+      GKA_RETURN_IF_ERROR(io.transfers[j]->Put(desc));
+#ifdef GKA_FAULT_INJECTION
+      if (job_.faults.fail_put) {
+        GKA_LOG(WARNING) << "fault injection: failing a put of transfer "
+                         << job_.ticket.transfer_id;
+        return absl::UnavailableError("fault injection: the transport reported a put error");
+      }
+#endif
+    }
+  }
+  if (!io.kv_posted.has_value() && io.kv_put == io.result.kv_bytes) io.kv_posted = absl::Now();
+  absl::MutexLock lock(&mu_);
+  bytes_put_ += put;
+  return absl::OkStatus();
+}
+
+void HandoffStream::Pump() {
+  absl::MutexLock io_lock(&io_mu_);
+  Io& io = *io_;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;
+  }
+  auto cancelled = [&] { return job_.cancelled != nullptr && job_.cancelled->load(); };
+  if (!io.begun) io.begin_error = Begin();
+  // Loops while there is work: updates that arrive meanwhile are picked up here (Schedule
+  // posts no second task while this one runs, so no sender thread waits on io_mu_).
+  while (true) {
+    std::vector<size_t> ready;
+    Marks marks;
+    bool complete = false, stopping = false, failed = false;
+    absl::Status stop_why;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_) {
+        // StopNow did not wait (nothing was put yet): end the begun transfers here.
+        ended_ = true;
+        stopping = true;
+        stop_why = stop_why_;
+      }
+      complete = complete_;
+      failed = !io.begin_error.ok() || cancelled();
+      if (!stopping && !failed) {
+        for (size_t u = 0; u < units_.size(); ++u) {
+          const Unit& unit = units_[u];
+          if (unit.sent || memory_[unit.i][unit.k] == nullptr) continue;
+          const int32_t layer = job_.specs[unit.k].layer;
+          const bool final = complete || layers_final_[unit.i] > layer ||
+                             (page_of_[unit.k] >= 0 && page_of_[unit.k] < pages_final_);
+          if (final) ready.push_back(u);
+        }
+        marks = marks_;
+        putting_ = !ready.empty();
+      }
+      // Nothing to do until the next update (a failure is reported once Complete comes):
+      // leave, and let that update schedule a new task.
+      const bool idle =
+          !stopping && (failed ? !complete : ready.empty() && !(complete && io.unsent == 0));
+      if (idle) {
+        scheduled_ = false;
+        return;
+      }
+    }
+    if (stopping) {
+      (void)Cancel(stop_why);
+      return;
+    }
+    if (failed) {
+      absl::Status why = !io.begin_error.ok()
+                             ? io.begin_error
+                             : absl::CancelledError("the Prefill call was cancelled");
+      Deliver(Cancel(why));
+      return;
+    }
+    if (ready.empty()) {  // complete, everything put
+      Deliver(Finish());
+      return;
+    }
+    absl::Status put = PutUnits(ready, marks);
+    {
+      absl::MutexLock lock(&mu_);
+      putting_ = false;
+      posted_ = true;
+      idle_.SignalAll();
+    }
+    // A failed put ends the transfer; the engine thread learns it at Complete (or StopNow).
+    if (!put.ok()) io.begin_error = put;
+  }
+}
+
+HandoffResult HandoffStream::Cancel(absl::Status why) {
+  Io& io = *io_;
+  HandoffResult& r = io.result;
+  if (io.cancelled) return r;  // the first cancellation's outcome (StopNow after Pump's)
+  io.cancelled = true;
+  r.outcome = transfer::TransferOutcome();
+  for (auto& s : io.staged) s->WaitForCopies();
+  for (auto& t : io.transfers) {
+    transfer::TransferOutcome o = t->CancelAndWait();
+    r.outcome.remote_may_be_written |= o.remote_may_be_written;
+    r.outcome.local_may_be_read |= o.local_may_be_read;
+    r.outcome.bytes += o.bytes;
+    r.outcome.segments += o.segments;
+  }
+  io.transfers.clear();
+  r.outcome.status = std::move(why);
+  r.outcome.elapsed = absl::Now() - start_;
+  r.failure_reason = FailureReason(r.outcome.status, job_.ticket.lease_deadline);
+  if (job_.cancelled != nullptr && job_.cancelled->load()) r.failure_reason.clear();
+  // Writes the transport could neither finish nor cancel may still read the staging: keep it
+  // for the life of the process rather than free memory a queued write reads.
+  if (r.outcome.local_may_be_read) {
+    for (auto& s : io.staged) (void)s.release();
+  }
+  return r;
+}
+
+HandoffResult HandoffStream::StopNow(absl::Status why) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_ || stop_) return HandoffResult();
+    GKA_CHECK(!complete_) << "StopNow after Complete";
+    stop_ = true;
+    stop_why_ = why;
+    while (putting_) idle_.Wait(&mu_);
+    if (!posted_) return HandoffResult();  // nothing read the memory; Pump cancels the rest
+    ended_ = true;
+  }
+  // Puts were posted: the transfers are begun and idle (no pump puts any more). Flush and
+  // cancel them now, before the memory goes.
+  absl::MutexLock io_lock(&io_mu_);
+  return Cancel(std::move(why));
+}
+
+void HandoffStream::Deliver(HandoffResult r) {
+  absl::AnyInvocable<void(HandoffResult)> done;
+  {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;
+    r.tail = absl::Now() - complete_at_;
+    done = std::move(done_);
+  }
+  if (done != nullptr) done(std::move(r));
+}
+
+HandoffResult HandoffStream::Finish() {
+  Io& io = *io_;
+  HandoffResult& r = io.result;
+  const int d = static_cast<int>(io.transfers.size());
+  auto cancelled = [&] { return job_.cancelled != nullptr && job_.cancelled->load(); };
+  wpb::HandoffCompletion completion;
+  {
+    absl::MutexLock lock(&mu_);
+    completion = completion_;
+    r.streamed_bytes = streamed_;
+  }
+  for (int j = 0; j < static_cast<int>(io.staged.size()); ++j) {
+    absl::StatusOr<transfer::StagedSend> sent = io.staged[j]->Checksum();
+    if (!sent.ok()) return Cancel(sent.status());
+    io.transfers[j]->SupplyChecksum(sent->checksum);
+  }
+  const absl::Time kv_posted = io.kv_posted.value_or(absl::Now());
+#ifdef GKA_FAULT_INJECTION
+  if (job_.faults.corrupt_byte && !on_device_) {
     // Let the puts leave (small segments are copied when posted), then change the source the
     // checksum is computed from: the receiver holds bytes the checksum does not describe.
     absl::SleepFor(absl::Milliseconds(200));
-    auto* byte = static_cast<unsigned char*>(job.local.back().back().ptr);
-    *byte ^= 0x5a;
-    GKA_LOG(WARNING) << "fault injection: corrupted a byte of transfer " << job.ticket.transfer_id;
+    const void* last = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      last = memory_.back().back();
+    }
+    *static_cast<unsigned char*>(const_cast<void*>(last)) ^= 0x5a;
+    GKA_LOG(WARNING) << "fault injection: corrupted a byte of transfer " << job_.ticket.transfer_id;
   }
-  if (job.faults.delay_completion > absl::ZeroDuration()) {
+  if (job_.faults.delay_completion > absl::ZeroDuration()) {
     GKA_LOG(WARNING) << "fault injection: delaying the completion of transfer "
-                     << job.ticket.transfer_id << " by " << job.faults.delay_completion;
-    absl::SleepFor(job.faults.delay_completion);
+                     << job_.ticket.transfer_id << " by " << job_.faults.delay_completion;
+    absl::SleepFor(job_.faults.delay_completion);
   }
-  if (job.faults.freeze) {
+  if (job_.faults.freeze) {
     GKA_LOG(WARNING) << "fault injection: freezing before the completion of transfer "
-                     << job.ticket.transfer_id;
+                     << job_.ticket.transfer_id;
     const absl::Time until = absl::Now() + absl::Seconds(60);
     while (!cancelled() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(10));
   }
-  if (job.faults.stale_generation) completion.set_transfer_id(job.ticket.transfer_id - 1);
+  if (job_.faults.stale_generation) completion.set_transfer_id(job_.ticket.transfer_id - 1);
 #endif
-  if (cancelled()) return cancel(absl::CancelledError("the Prefill call was cancelled"));
+  if (cancelled()) return Cancel(absl::CancelledError("the Prefill call was cancelled"));
   // Every rank's completion at once (each waits for its own flush and acknowledgement).
   const std::string payload = EncodeCompletion(completion);
   std::vector<std::promise<transfer::TransferOutcome>> promises(d);
   std::vector<std::future<transfer::TransferOutcome>> futures;
   for (auto& promise : promises) futures.push_back(promise.get_future());
   for (int j = 0; j < d; ++j) {
-    transfers[j]->Finish(payload, [promise = &promises[j]](transfer::TransferOutcome o) {
+    io.transfers[j]->Finish(payload, [promise = &promises[j]](transfer::TransferOutcome o) {
       promise->set_value(std::move(o));
     });
   }
   std::vector<transfer::TransferOutcome> outcomes;
   for (auto& future : futures) outcomes.push_back(future.get());
+  io.transfers.clear();
   r.outcome = transfer::TransferOutcome();
   std::vector<uint64_t> checksums;
   for (int j = 0; j < d; ++j) {
     const transfer::TransferOutcome& o = outcomes[j];
     // The cause, not its echo: a rank whose share failed (checksum, lease) makes the decode
-    // worker fence the others, which then report CANCELLED.
-    const bool echo = o.status.code() == absl::StatusCode::kCancelled;
-    if (!o.status.ok() && (r.outcome.status.ok() ||
-                           (r.outcome.status.code() == absl::StatusCode::kCancelled && !echo))) {
+    // worker fence the others, which then report CANCELLED, or NOT_FOUND when their
+    // completion arrives after the fence (streamed puts leave little to flush, so the ranks'
+    // completions race).
+    auto is_echo = [](const absl::Status& s) {
+      return s.code() == absl::StatusCode::kCancelled || s.code() == absl::StatusCode::kNotFound;
+    };
+    if (!o.status.ok() &&
+        (r.outcome.status.ok() || (is_echo(r.outcome.status) && !is_echo(o.status)))) {
       r.outcome.status =
           d > 1 ? base::Annotate(o.status, absl::StrCat("decode rank ", j)) : o.status;
     }
@@ -377,12 +690,44 @@ HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& j
   r.outcome.checksum =
       d == 1 ? checksums[0]
              : transfer::Checksum64::Of(checksums.data(), checksums.size() * sizeof(uint64_t));
-  r.outcome.elapsed = absl::Now() - start;
+  r.outcome.elapsed = absl::Now() - start_;
   r.state_time = absl::Now() - kv_posted;
-  r.kv_time = kv_posted - start;
-  r.failure_reason = FailureReason(r.outcome.status, job.ticket.lease_deadline);
-  keep_staging_if_read(r.outcome);
+  r.kv_time = kv_posted - start_;
+  r.failure_reason = FailureReason(r.outcome.status, job_.ticket.lease_deadline);
+  if (r.outcome.local_may_be_read) {
+    for (auto& s : io.staged) (void)s.release();
+  }
   return r;
+}
+
+HandoffResult RunHandoff(transfer::TransferEngine& transfer, const HandoffJob& job,
+                         const DeviceTransfer* device) {
+  HandoffJob plan = job;
+  plan.prefill_tp = static_cast<int>(job.local.size());
+  plan.local.clear();
+  // The stream's I/O runs right here, on the calling thread.
+  HandoffStream::Options options{
+      .transfer = &transfer, .device = device, .executor = [](absl::AnyInvocable<void()> task) {
+        task();
+        return true;
+      }};
+  absl::StatusOr<std::shared_ptr<HandoffStream>> stream =
+      HandoffStream::Create(options, std::move(plan));
+  HandoffResult r;
+  if (!stream.ok()) {
+    r.outcome.status = stream.status();
+    return r;
+  }
+  std::promise<HandoffResult> done;
+  std::future<HandoffResult> result = done.get_future();
+  absl::Status s = (*stream)->Complete(job.local, {}, job.completion,
+                                       [&done](HandoffResult r) { done.set_value(std::move(r)); });
+  if (!s.ok()) {
+    r = (*stream)->StopNow(s);
+    r.outcome.status = s;
+    return r;
+  }
+  return result.get();
 }
 
 wpb::TransferStats StatsOf(const HandoffResult& result) {

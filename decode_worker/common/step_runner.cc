@@ -25,6 +25,7 @@ StepRunner::Report StepRunner::Step(SamplingFn sampling) {
     failed.insert(id);
   };
   for (SequenceId id : plan.preempt) {
+    if (hooks_.before_release) hooks_.before_release(id);
     std::vector<engine::SequenceState> states(ranks_->size());
     absl::Status s = ranks_->RunOnAll([&](int rank, engine::Engine& e) {
       absl::StatusOr<engine::SequenceState> state = e.ExportSequence(id);
@@ -58,6 +59,7 @@ StepRunner::Report StepRunner::Step(SamplingFn sampling) {
     if (!s.ok()) fail(id, s);
   }
 
+  if (hooks_.before_forward && !plan.batch.empty()) hooks_.before_forward(plan.batch);
   std::vector<engine::SequenceInput> inputs;
   std::vector<bool> needs_logits;
   for (const scheduler::BatchItem& item : plan.batch) {
@@ -142,6 +144,7 @@ absl::StatusOr<FinishedSequence> StepRunner::Abort(SequenceId id, FinishReason r
 void StepRunner::Release(const FinishedSequence& f) {
   switch (f.residence) {
     case Residence::kDevice:
+      if (hooks_.before_release) hooks_.before_release(f.id);
       (void)ranks_->RunOnAll([&](int, engine::Engine& e) { return e.RemoveSequence(f.id); });
       break;
     case Residence::kHost:

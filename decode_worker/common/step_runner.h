@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -88,6 +89,17 @@ class StepRunner {
   // Plans and runs one step. Without anything to run, returns a Report with ran = false.
   Report Step(SamplingFn sampling);
 
+  // Observers on the engine thread (the prefill worker's streamed hand-off).
+  struct Hooks {
+    // After planning, before the Forward: the batch as planned (a sequence whose memory could
+    // not be moved still appears; it leaves the Forward).
+    std::function<void(absl::Span<const scheduler::BatchItem>)> before_forward;
+    // Before a sequence's engine memory is freed or moved (preemption's export, a release, an
+    // abort): whatever still reads that memory must have stopped when it returns.
+    std::function<void(SequenceId)> before_release;
+  };
+  void SetHooks(Hooks hooks) { hooks_ = std::move(hooks); }
+
   // Ends a live sequence (Scheduler::Abort) and releases its memory.
   absl::StatusOr<scheduler::FinishedSequence> Abort(
       SequenceId id, scheduler::FinishReason reason = scheduler::FinishReason::kAborted);
@@ -101,6 +113,7 @@ class StepRunner {
   RankGroup* ranks_;
   scheduler::Scheduler* scheduler_;
   int32_t vocab_limit_;
+  Hooks hooks_;
   absl::flat_hash_map<SequenceId, std::vector<engine::SequenceState>> host_;  // [rank]
 };
 

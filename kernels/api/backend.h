@@ -99,6 +99,16 @@ class OpGraph {
   virtual int64_t num_nodes() const = 0;
 };
 
+// A point in a backend's stream of work: everything enqueued on it before Backend::Mark.
+// Another stream (a staging copier's) waits for it before reading what that work wrote.
+// Thread-safety: immutable; may be shared across threads (it outlives nothing it names).
+class StreamMark {
+ public:
+  virtual ~StreamMark() = default;
+  // The native handle another stream waits on: a cudaEvent_t on the CUDA backend.
+  virtual void* native_event() const = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -120,6 +130,11 @@ class Backend {
   // Converts between float dtypes (F32, BF16, F16); same shape.
   virtual absl::Status Convert(const tensor::TensorView& src, const tensor::TensorView& dst) = 0;
   virtual absl::Status Synchronize() = 0;
+  // A mark after every op this thread enqueued so far. Null (and OK) for a backend whose ops
+  // are complete when they return (the CPU reference): there is nothing to wait for.
+  virtual absl::StatusOr<std::shared_ptr<StreamMark>> Mark() {
+    return std::shared_ptr<StreamMark>();
+  }
 
   // --- ops (one params struct per op, see the headers included above) ------------------
   virtual absl::Status Gemm(const GemmParams& p) = 0;

@@ -101,6 +101,30 @@ absl::Status CudaBackend::Fill(const tensor::TensorView& t, float value) {
 absl::Status CudaBackend::Convert(const tensor::TensorView& src, const tensor::TensorView& dst) {
   return cuda::Convert(*ctx_, src, dst);
 }
+namespace {
+
+// A cudaEvent_t recorded on the backend's stream; destroyed with the last holder (CUDA defers
+// the destruction of an event a stream still waits on).
+class CudaStreamMark final : public StreamMark {
+ public:
+  explicit CudaStreamMark(cudaEvent_t event) : event_(event) {}
+  ~CudaStreamMark() override { cudaEventDestroy(event_); }
+  void* native_event() const override { return event_; }
+
+ private:
+  cudaEvent_t event_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<StreamMark>> CudaBackend::Mark() {
+  cudaEvent_t event = nullptr;
+  GKA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  auto mark = std::make_shared<CudaStreamMark>(event);
+  GKA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event, ctx_->stream()));
+  return std::shared_ptr<StreamMark>(std::move(mark));
+}
+
 absl::Status CudaBackend::Synchronize() {
   GKA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(ctx_->stream()));
   return absl::OkStatus();

@@ -57,6 +57,7 @@ class CudaBackend final : public Backend {
   absl::Status Fill(const tensor::TensorView& t, float value) override;
   absl::Status Convert(const tensor::TensorView& src, const tensor::TensorView& dst) override;
   absl::Status Synchronize() override;
+  absl::StatusOr<std::shared_ptr<StreamMark>> Mark() override;
 
   absl::Status Gemm(const GemmParams& p) override;
   absl::Status Embedding(const EmbeddingParams& p) override;

@@ -13,6 +13,8 @@
 #include <numeric>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/model/safetensors.h"
 #include "tests/testing/golden_util.h"
 
@@ -226,6 +228,51 @@ TEST(EngineTest, ExportImportMidwayEqualsUninterruptedRun) {
   auto h = other->LogitsToHost(*r);
   const int64_t V = eng->vocab_size();
   EXPECT_EQ(std::memcmp(h->data<float>(), whole.data() + 37 * V, tail.size() * V * 4), 0);
+}
+
+// The layer observer runs after each layer's writes: at layer l's call, layer l's KV pages and
+// GKA/conv state already hold their values after the whole Forward, and layer l + 1's do not
+// yet (what the prefill worker's streamed hand-off relies on).
+TEST(EngineTest, LayerObserverSeesEachLayerFinalInOrder) {
+  auto eng = MakeEngine();
+  const SequenceId id(3);
+  ASSERT_TRUE(eng->AddSequence(id).ok());
+  const auto ids = Prompt(40, 5);
+  // Two chunks: the second step's observer sees the first chunk's pages already written.
+  ASSERT_TRUE(eng->Forward({{.id = id, .tokens = {ids.begin(), ids.begin() + 17}}}).ok());
+  const int layers = eng->dims().num_layers;
+  auto of_layer = [](const SequenceState& st, int l) {
+    std::vector<std::vector<char>> out;
+    const std::string prefix = absl::StrCat("layer", l, ".");
+    for (const StateSegment& seg : st.segments) {
+      if (!absl::StartsWith(seg.name, prefix)) continue;
+      out.emplace_back(seg.data.data<char>(), seg.data.data<char>() + seg.data.nbytes());
+    }
+    return out;
+  };
+  std::vector<int32_t> seen;
+  std::vector<std::vector<std::vector<char>>> at_call(layers), next_at_call(layers);
+  eng->SetLayerObserver([&](int32_t l) {
+    seen.push_back(l);
+    absl::StatusOr<SequenceState> st = eng->ExportSequence(id);
+    ASSERT_TRUE(st.ok()) << st.status();
+    at_call[l] = of_layer(*st, l);
+    if (l + 1 < layers) next_at_call[l] = of_layer(*st, l + 1);
+  });
+  ASSERT_TRUE(eng->Forward({{.id = id, .tokens = {ids.begin() + 17, ids.end()}}}).ok());
+  eng->SetLayerObserver(nullptr);
+  std::vector<int32_t> expected(layers);
+  std::iota(expected.begin(), expected.end(), 0);
+  EXPECT_EQ(seen, expected);
+  auto final_state = eng->ExportSequence(id);
+  ASSERT_TRUE(final_state.ok());
+  for (int l = 0; l < layers; ++l) {
+    EXPECT_EQ(at_call[l], of_layer(*final_state, l)) << "layer " << l << " changed after its call";
+    if (l + 1 < layers) {
+      EXPECT_NE(next_at_call[l], of_layer(*final_state, l + 1))
+          << "layer " << l + 1 << " was already final at layer " << l << "'s call";
+    }
+  }
 }
 
 TEST(EngineTest, ImportRejectsForeignLayout) {

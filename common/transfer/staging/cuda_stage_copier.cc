@@ -121,8 +121,8 @@ class CudaStageCopier final : public StageCopier {
     return std::make_unique<PinnedBuffer>(p, bytes);
   }
 
-  absl::StatusOr<std::unique_ptr<CopyJob>> Start(
-      std::vector<kernels::CopyChecksumRange> ranges) override {
+  absl::StatusOr<std::unique_ptr<CopyJob>> Start(std::vector<kernels::CopyChecksumRange> ranges,
+                                                 const kernels::StreamMark* after) override {
     int slot;
     {
       absl::MutexLock lock(&mu_);
@@ -148,6 +148,16 @@ class CudaStageCopier final : public StageCopier {
     }
     uint64_t* acc = device_acc_ + 2 * slot;
     absl::MutexLock lock(&stream_mu_);  // one job's launches stay together on the stream
+    if (after != nullptr) {
+      // The sources are being written by the compute stream (a layer of a prefill still
+      // running): copy only once it has passed the mark. Cross-device waits are fine.
+      if (absl::Status s =
+              Cuda(cudaStreamWaitEvent(stream_, static_cast<cudaEvent_t>(after->native_event()), 0),
+                   "cudaStreamWaitEvent");
+          !s.ok()) {
+        return fail(s);
+      }
+    }
     if (absl::Status s =
             Cuda(cudaMemsetAsync(acc, 0, 2 * sizeof(uint64_t), stream_), "cudaMemsetAsync");
         !s.ok()) {

@@ -54,8 +54,10 @@ class HostStageCopier final : public StageCopier {
     }
     return b;
   }
-  absl::StatusOr<std::unique_ptr<CopyJob>> Start(
-      std::vector<kernels::CopyChecksumRange> ranges) override {
+  absl::StatusOr<std::unique_ptr<CopyJob>> Start(std::vector<kernels::CopyChecksumRange> ranges,
+                                                 const kernels::StreamMark* after) override {
+    // Host memory written by the CPU backend is final when its op returned: no mark to wait on.
+    (void)after;
     return std::make_unique<DoneJob>(kernels::cpu::CopyChecksum(ranges));
   }
 };
@@ -205,13 +207,19 @@ void StagingPool::Return(std::unique_ptr<StagingBuffer> buffer) {
 // --- sender --------------------------------------------------------------------------------------
 
 struct StagedSender::Stage {
-  size_t first, last;
-  std::vector<std::unique_ptr<CopyJob>> jobs;  // one per copier with segments in the stage
+  std::vector<size_t> segments;                // indices, in put order
+  std::vector<std::unique_ptr<CopyJob>> jobs;  // one per copier with segments in the group
 };
 
-StagedSender::~StagedSender() = default;
+StagedSender::~StagedSender() { WaitForCopies(); }
 
-absl::StatusOr<std::unique_ptr<StagedSender>> StagedSender::Start(
+void StagedSender::WaitForCopies() {
+  // A job's destructor waits for its copy; the groups not put yet still hold theirs.
+  for (size_t g = next_put_; g < stages_.size(); ++g) stages_[g].jobs.clear();
+  stages_.resize(next_put_);  // what was not put never will be (its sums are gone)
+}
+
+absl::StatusOr<std::unique_ptr<StagedSender>> StagedSender::Create(
     std::vector<StageCopier*> copiers, StagingPool* pool, std::vector<DeviceSegment> segments) {
   std::unique_ptr<StagedSender> s(new StagedSender());
   std::vector<PlacedRange> placed;
@@ -220,13 +228,7 @@ absl::StatusOr<std::unique_ptr<StagedSender>> StagedSender::Start(
   lengths.reserve(segments.size());
   for (size_t i = 0; i < segments.size(); ++i) {
     const DeviceSegment& d = segments[i];
-    if (d.src == nullptr || d.length == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("segment ", i, " is empty or has no source"));
-    }
-    if (i > 0 && d.stage < segments[i - 1].stage) {
-      return absl::InvalidArgumentError(absl::StrCat("segment ", i, " goes back to stage ", d.stage,
-                                                     " after stage ", segments[i - 1].stage));
-    }
+    if (d.length == 0) return absl::InvalidArgumentError(absl::StrCat("segment ", i, " is empty"));
     if (d.source < 0 || d.source >= static_cast<int32_t>(copiers.size()) ||
         copiers[d.source] == nullptr) {
       return absl::InvalidArgumentError(
@@ -236,64 +238,140 @@ absl::StatusOr<std::unique_ptr<StagedSender>> StagedSender::Start(
     lengths.push_back(d.length);
     s->bytes_ += d.length;
   }
-  GKA_ASSIGN_OR_RETURN(std::vector<uint64_t> stream, StreamOffsets(placed));
+  GKA_ASSIGN_OR_RETURN(s->stream_, StreamOffsets(placed));
   s->offsets_ = StagingOffsets(lengths);
-  char* base = nullptr;
   if (pool != nullptr) {
     GKA_ASSIGN_OR_RETURN(s->staging_, pool->Acquire(s->offsets_.back()));
-    base = s->staging_->data();
   }
-  // Every stage's copies now: the copy streams run them back to back while PutAll puts the
-  // finished ones.
-  for (size_t i = 0; i < segments.size();) {
-    size_t j = i;
-    std::vector<std::vector<kernels::CopyChecksumRange>> by_source(copiers.size());
-    for (; j < segments.size() && segments[j].stage == segments[i].stage; ++j) {
-      by_source[segments[j].source].push_back(
-          {.src = segments[j].src,
-           .dst = base == nullptr ? nullptr : base + s->offsets_[j],
-           .bytes = segments[j].length,
-           .stream_offset = stream[j]});
-    }
-    Stage st{i, j, {}};
-    for (size_t c = 0; c < copiers.size(); ++c) {
-      if (by_source[c].empty()) continue;
-      GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job,
-                           copiers[c]->Start(std::move(by_source[c])));
-      st.jobs.push_back(std::move(job));
-    }
-    s->stages_.push_back(std::move(st));
-    i = j;
-  }
+  s->copiers_ = std::move(copiers);
+  s->copied_.assign(segments.size(), false);
   s->segments_ = std::move(segments);
   return s;
 }
 
-absl::StatusOr<StagedSend> StagedSender::PutAll(OutgoingTransfer& transfer,
-                                                const std::function<bool()>& cancelled) {
+absl::StatusOr<std::unique_ptr<StagedSender>> StagedSender::Start(
+    std::vector<StageCopier*> copiers, StagingPool* pool, std::vector<DeviceSegment> segments) {
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (segments[i].src == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("segment ", i, " is empty or has no source"));
+    }
+    if (i > 0 && segments[i].stage < segments[i - 1].stage) {
+      return absl::InvalidArgumentError(absl::StrCat("segment ", i, " goes back to stage ",
+                                                     segments[i].stage, " after stage ",
+                                                     segments[i - 1].stage));
+    }
+  }
+  GKA_ASSIGN_OR_RETURN(std::unique_ptr<StagedSender> s,
+                       Create(std::move(copiers), pool, std::move(segments)));
+  // Every stage's copies now: the copy streams run them back to back while PutAll puts the
+  // finished ones.
+  for (size_t i = 0; i < s->segments_.size();) {
+    std::vector<size_t> which;
+    std::vector<const void*> sources;
+    size_t j = i;
+    for (; j < s->segments_.size() && s->segments_[j].stage == s->segments_[i].stage; ++j) {
+      which.push_back(j);
+      sources.push_back(s->segments_[j].src);
+    }
+    GKA_RETURN_IF_ERROR(s->Copy(which, sources, {}));
+    i = j;
+  }
+  return s;
+}
+
+absl::Status StagedSender::Copy(const std::vector<size_t>& which,
+                                const std::vector<const void*>& sources,
+                                const std::vector<std::shared_ptr<kernels::StreamMark>>& after) {
+  if (which.size() != sources.size()) {
+    return absl::InvalidArgumentError("one source per segment to copy");
+  }
+  if (which.empty()) return absl::OkStatus();
+  char* base = staging_ == nullptr ? nullptr : staging_->data();
+  std::vector<std::vector<kernels::CopyChecksumRange>> by_source(copiers_.size());
+  for (size_t n = 0; n < which.size(); ++n) {
+    const size_t i = which[n];
+    if (i >= segments_.size() || copied_[i] || sources[n] == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("segment ", i, " does not exist, was copied already, or has no source"));
+    }
+  }
+  Stage st;
+  for (size_t n = 0; n < which.size(); ++n) {
+    const size_t i = which[n];
+    segments_[i].src = sources[n];
+    copied_[i] = true;
+    by_source[segments_[i].source].push_back({.src = sources[n],
+                                              .dst = base == nullptr ? nullptr : base + offsets_[i],
+                                              .bytes = segments_[i].length,
+                                              .stream_offset = stream_[i]});
+    st.segments.push_back(i);
+  }
+  for (size_t c = 0; c < copiers_.size(); ++c) {
+    if (by_source[c].empty()) continue;
+    const kernels::StreamMark* mark = c < after.size() ? after[c].get() : nullptr;
+    GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job,
+                         copiers_[c]->Start(std::move(by_source[c]), mark));
+    st.jobs.push_back(std::move(job));
+  }
+  stages_.push_back(std::move(st));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> StagedSender::PutNextGroup(OutgoingTransfer& transfer, bool wait) {
+  if (next_put_ == stages_.size()) return false;
+  Stage& st = stages_[next_put_];
+  if (!wait) {
+    for (auto& job : st.jobs) {
+      if (!job->Ready()) return false;
+    }
+  }
+  const absl::Time wait_start = absl::Now();
+  for (auto& job : st.jobs) {
+    GKA_ASSIGN_OR_RETURN(uint64_t part, job->Wait());
+    sum_ = kernels::AddMod61(sum_, part);
+  }
+  copy_wait_ += absl::Now() - wait_start;
+  const char* base = staging_ == nullptr ? nullptr : staging_->data();
+  TransferDescriptor d;
+  for (size_t i : st.segments) {
+    const DeviceSegment& seg = segments_[i];
+    d.Add(base == nullptr ? seg.src : base + offsets_[i], seg.region, seg.remote_addr, seg.length);
+  }
+  ++next_put_;  // waited for: whatever Put says, this group's copies are done
+  GKA_RETURN_IF_ERROR(transfer.Put(d));
+  put_bytes_ += d.TotalBytes();
+  return true;
+}
+
+absl::StatusOr<uint64_t> StagedSender::PutCopied(OutgoingTransfer& transfer, bool wait) {
+  const uint64_t before = put_bytes_;
+  while (true) {
+    GKA_ASSIGN_OR_RETURN(bool put, PutNextGroup(transfer, wait));
+    if (!put) break;
+  }
+  return put_bytes_ - before;
+}
+
+absl::StatusOr<StagedSend> StagedSender::Checksum() const {
+  if (put_bytes_ != bytes_ || next_put_ != stages_.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("only ", put_bytes_, " of ", bytes_, " bytes were copied and put"));
+  }
   StagedSend out;
   out.bytes = bytes_;
   out.stages = static_cast<int32_t>(stages_.size());
-  const char* base = staging_ == nullptr ? nullptr : staging_->data();
-  uint64_t sum = 0;
-  for (Stage& st : stages_) {
-    if (cancelled && cancelled()) return absl::CancelledError("cancelled between stages");
-    const absl::Time wait_start = absl::Now();
-    for (auto& job : st.jobs) {
-      GKA_ASSIGN_OR_RETURN(uint64_t part, job->Wait());
-      sum = kernels::AddMod61(sum, part);
-    }
-    out.copy_wait += absl::Now() - wait_start;
-    TransferDescriptor d;
-    for (size_t i = st.first; i < st.last; ++i) {
-      const DeviceSegment& seg = segments_[i];
-      const void* local = base == nullptr ? seg.src : base + offsets_[i];
-      d.Add(local, seg.region, seg.remote_addr, seg.length);
-    }
-    GKA_RETURN_IF_ERROR(transfer.Put(d));
-  }
-  out.checksum = kernels::Poly61Finalize(sum, bytes_);
+  out.copy_wait = copy_wait_;
+  out.checksum = kernels::Poly61Finalize(sum_, bytes_);
   return out;
+}
+
+absl::StatusOr<StagedSend> StagedSender::PutAll(OutgoingTransfer& transfer,
+                                                const std::function<bool()>& cancelled) {
+  while (next_put_ < stages_.size()) {
+    if (cancelled && cancelled()) return absl::CancelledError("cancelled between stages");
+    GKA_RETURN_IF_ERROR(PutNextGroup(transfer, /*wait=*/true).status());
+  }
+  return Checksum();
 }
 
 absl::StatusOr<StagedSend> PutStaged(OutgoingTransfer& transfer, StageCopier& copier,
@@ -336,7 +414,7 @@ absl::StatusOr<std::unique_ptr<CopyJob>> Landing::StartCopyIn(StageCopier& copie
                       .stream_offset = pos});
     pos += segments_[i].bytes;
   }
-  return copier.Start(std::move(ranges));
+  return copier.Start(std::move(ranges), nullptr);
 }
 
 absl::Status Landing::FinishCopyIn(CopyJob& job, uint64_t sender_checksum, uint64_t sender_bytes) {
@@ -369,7 +447,7 @@ absl::Status VerifyInPlace(StageCopier& copier, const std::vector<DeviceRange>& 
                       .bytes = segments[i].bytes,
                       .stream_offset = stream[i]});
   }
-  GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job, copier.Start(std::move(ranges)));
+  GKA_ASSIGN_OR_RETURN(std::unique_ptr<CopyJob> job, copier.Start(std::move(ranges), nullptr));
   GKA_ASSIGN_OR_RETURN(uint64_t sum, job->Wait());
   return CompareChecksums(kernels::Poly61Finalize(sum, bytes), bytes, sender_checksum,
                           sender_bytes);

@@ -43,6 +43,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/transfer/transfer_engine.h"
+#include "kernels/api/backend.h"
 #include "kernels/api/copy_checksum.h"
 
 namespace gka::transfer {
@@ -111,10 +112,11 @@ class StageCopier {
   // Where device segments live for this copier (kCuda for the CUDA copier).
   virtual MemoryKind memory_kind() const = 0;
   virtual absl::StatusOr<std::unique_ptr<StagingBuffer>> AllocateStaging(uint64_t bytes) = 0;
-  // Enqueues the copies (dst null: checksum only) on the copier's stream. The memory must stay
-  // put until the job is Ready.
+  // Enqueues the copies (dst null: checksum only) on the copier's stream, after `after` (a
+  // point in the compute stream that wrote the sources; null: nothing to wait for). The memory
+  // must stay put until the job is Ready.
   virtual absl::StatusOr<std::unique_ptr<CopyJob>> Start(
-      std::vector<kernels::CopyChecksumRange> ranges) = 0;
+      std::vector<kernels::CopyChecksumRange> ranges, const kernels::StreamMark* after) = 0;
 };
 
 struct StageCopierOptions {
@@ -189,13 +191,18 @@ struct StagedSend {
   absl::Duration copy_wait;
 };
 
-// One transfer's device-side sending, in two phases so that several transfers (one per decode
-// rank) copy concurrently: Start enqueues every stage's device → staging copy (checksum
-// fused) on the copiers' streams at once; PutAll puts each stage as soon as its copy is done,
-// so stage k+1 copies while stage k's puts move. Staged path (pool non-null): puts from the
-// pinned staging, which this object holds until destroyed — keep it until the transfer's
-// outcome. Direct path (pool null): puts straight from device memory, the checksum from
-// checksum-only jobs.
+// One transfer's device-side sending. Two ways to drive it:
+//  - all at once (a finished sequence): Start enqueues every stage's device → staging copy
+//    (checksum fused) on the copiers' streams at once; PutAll puts each stage as soon as its
+//    copy is done, so stage k+1 copies while stage k's puts move. Several transfers (one per
+//    decode rank) are Started before the first PutAll, so they copy concurrently.
+//  - streamed (a sequence still being prefilled): Create fixes the layout (every segment's
+//    destination and size, sources unknown yet); Copy enqueues a group of segments as soon as
+//    their sources are final (after the compute stream's marks); PutCopied puts the groups whose
+//    copies are done, in order; Checksum once every segment was copied and put.
+// Staged path (pool non-null): puts from the pinned staging, which this object holds until
+// destroyed — keep it until the transfer's outcome. Direct path (pool null): puts straight from
+// device memory, the checksum from checksum-only jobs. Destroying it waits for its copies.
 class StagedSender {
  public:
   // INVALID_ARGUMENT for an empty segment, a stage going backwards, an unknown source or
@@ -203,21 +210,50 @@ class StagedSender {
   static absl::StatusOr<std::unique_ptr<StagedSender>> Start(std::vector<StageCopier*> copiers,
                                                              StagingPool* pool,
                                                              std::vector<DeviceSegment> segments);
+  // The streamed form: `segments`' src may be null (Copy supplies it); stage is unused.
+  static absl::StatusOr<std::unique_ptr<StagedSender>> Create(std::vector<StageCopier*> copiers,
+                                                              StagingPool* pool,
+                                                              std::vector<DeviceSegment> segments);
   ~StagedSender();
 
   // `cancelled` (may be empty) is checked between stages: CANCELLED. Put's errors are returned
-  // as they are. Call once.
+  // as they are. Call once, after Start.
   absl::StatusOr<StagedSend> PutAll(OutgoingTransfer& transfer,
                                     const std::function<bool()>& cancelled);
+
+  // Streamed: enqueues the copies of segments `which` (indices into Create's segments, each
+  // copied once) reading `sources[k]` for which[k], on each source's copier after
+  // `after[source]` (null or missing: no wait). INVALID_ARGUMENT for an index out of range or
+  // already copied, or a null source.
+  absl::Status Copy(const std::vector<size_t>& which, const std::vector<const void*>& sources,
+                    const std::vector<std::shared_ptr<kernels::StreamMark>>& after);
+  // Puts the copied groups in Copy order: those whose copies are done (`wait`: all of them,
+  // blocking). Returns the bytes put.
+  absl::StatusOr<uint64_t> PutCopied(OutgoingTransfer& transfer, bool wait);
+  // Once every segment was copied and put: OutgoingTransfer::SupplyChecksum's value.
+  // FAILED_PRECONDITION naming how many segments are missing otherwise.
+  absl::StatusOr<StagedSend> Checksum() const;
+  // Waits for every copy enqueued (their sources may be freed after).
+  void WaitForCopies();
 
  private:
   struct Stage;
   StagedSender() = default;
+  // Puts the oldest group not put yet if its copies are done (`wait`: once they are); false
+  // when there was none to put.
+  absl::StatusOr<bool> PutNextGroup(OutgoingTransfer& transfer, bool wait);
+  std::vector<StageCopier*> copiers_;
   std::vector<DeviceSegment> segments_;
+  std::vector<uint64_t> stream_;   // each segment's offset in the checksummed stream
   std::vector<uint64_t> offsets_;  // in the staging
+  std::vector<bool> copied_;
   std::unique_ptr<StagingPool::Lease> staging_;
-  std::vector<Stage> stages_;
+  std::vector<Stage> stages_;  // copy groups, in Copy order
+  size_t next_put_ = 0;        // first group not put yet
   uint64_t bytes_ = 0;
+  uint64_t sum_ = 0;  // poly61 of the groups put so far (not finalized)
+  uint64_t put_bytes_ = 0;
+  absl::Duration copy_wait_;
 };
 
 // Start + PutAll for one transfer from one GPU. `staging` receives the sender (it holds the

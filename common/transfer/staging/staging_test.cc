@@ -194,9 +194,11 @@ class StagedTransferTest : public ::testing::TestWithParam<const char*> {
   }
 
   // Runs one transfer; the receiver's side returns the completion.
+  // `streamed`: the segments' sources are supplied group by group in an order unlike the
+  // stages' (as a prefill still running makes them final), each group put once copied.
   absl::StatusOr<TransferCompletion> Send(const std::vector<DeviceSegment>& segments,
-                                          ExpectedTransfer expected, bool staged,
-                                          StagedSend* sent) {
+                                          ExpectedTransfer expected, bool staged, StagedSend* sent,
+                                          bool streamed = false) {
     std::promise<absl::StatusOr<TransferCompletion>> done;
     auto done_future = done.get_future();
     const uint64_t id = expected.transfer_id;
@@ -209,10 +211,40 @@ class StagedTransferTest : public ::testing::TestWithParam<const char*> {
     GKA_ASSIGN_OR_RETURN(auto t,
                          sender_->StartTransfer(target, id, absl::Now() + absl::Seconds(30)));
     // Two copiers (the GPUs of two prefill ranks): segments name theirs by `source`.
-    GKA_ASSIGN_OR_RETURN(auto sender,
-                         StagedSender::Start({copier_.get(), copier2_.get()},
-                                             staged ? pool_.get() : nullptr, segments));
-    GKA_ASSIGN_OR_RETURN(*sent, sender->PutAll(*t, nullptr));
+    if (streamed) {
+      std::vector<DeviceSegment> layout = segments;
+      for (DeviceSegment& d : layout) d.src = nullptr;  // not final yet
+      GKA_ASSIGN_OR_RETURN(auto sender,
+                           StagedSender::Create({copier_.get(), copier2_.get()},
+                                                staged ? pool_.get() : nullptr, layout));
+      // Odd segments first (a chunk's pages across layers), then the even ones backwards.
+      std::vector<size_t> order;
+      for (size_t i = 1; i < segments.size(); i += 2) order.push_back(i);
+      for (size_t i = segments.size(); i-- > 0;) {
+        if (i % 2 == 0) order.push_back(i);
+      }
+      for (size_t at = 0; at < order.size(); at += 3) {
+        std::vector<size_t> which;
+        std::vector<const void*> sources;
+        for (size_t n = at; n < std::min(at + 3, order.size()); ++n) {
+          which.push_back(order[n]);
+          sources.push_back(segments[order[n]].src);
+        }
+        EXPECT_EQ(sender->Checksum().status().code(), absl::StatusCode::kFailedPrecondition);
+        GKA_RETURN_IF_ERROR(sender->Copy(which, sources, {nullptr, nullptr}));
+        GKA_RETURN_IF_ERROR(sender->PutCopied(*t, /*wait=*/false).status());
+      }
+      // A segment is copied once.
+      EXPECT_EQ(sender->Copy({order[0]}, {segments[order[0]].src}, {}).code(),
+                absl::StatusCode::kInvalidArgument);
+      GKA_RETURN_IF_ERROR(sender->PutCopied(*t, /*wait=*/true).status());
+      GKA_ASSIGN_OR_RETURN(*sent, sender->Checksum());
+    } else {
+      GKA_ASSIGN_OR_RETURN(auto sender,
+                           StagedSender::Start({copier_.get(), copier2_.get()},
+                                               staged ? pool_.get() : nullptr, segments));
+      GKA_ASSIGN_OR_RETURN(*sent, sender->PutAll(*t, nullptr));
+    }
     t->SupplyChecksum(sent->checksum);
     TransferOutcome out = t->FinishAndWait("payload");
     GKA_RETURN_IF_ERROR(out.status);
@@ -268,6 +300,44 @@ TEST_P(StagedTransferTest, StagedPathLandsVerifiesAndCopiesIn) {
   // So is a sender that claims a different size.
   EXPECT_EQ(l.CopyInAndVerify(*copier_, completion->checksum, completion->bytes + 1).code(),
             absl::StatusCode::kDataLoss);
+}
+
+// Streamed (a prefill still running): groups copied and put as they become final, in any
+// order; the checksum is the same stream checksum, and the landing verifies and copies in.
+TEST_P(StagedTransferTest, StreamedGroupsLandAndVerifyLikeOneShot) {
+  auto landing = Landing::Create(*pool_, DstRanges());
+  ASSERT_TRUE(landing.ok()) << landing.status();
+  Landing& l = **landing;
+  auto region = receiver_->RegisterMemory(l.data(), l.size());
+  ASSERT_TRUE(region.ok()) << region.status();
+  regions_.push_back(std::move(region).value());
+  std::vector<DeviceSegment> segments;
+  for (size_t i = 0; i < src_.size(); ++i) {
+    segments.push_back({.src = src_[i].data(),
+                        .region = 0,
+                        .remote_addr = reinterpret_cast<uint64_t>(l.landing(i)),
+                        .length = src_[i].size(),
+                        .source = static_cast<int32_t>(i % 2)});
+  }
+  ExpectedTransfer expected{.transfer_id = 9};
+  expected.verify_ranges = l.VerifyRanges();
+  expected.caller_verifies_checksum = true;
+  StagedSend sent;
+  auto completion = Send(segments, std::move(expected), /*staged=*/true, &sent, /*streamed=*/true);
+  ASSERT_TRUE(completion.ok()) << completion.status();
+  EXPECT_EQ(completion->checksum, sent.checksum);
+  ASSERT_TRUE(l.CopyInAndVerify(*copier_, completion->checksum, completion->bytes).ok());
+  for (size_t i = 0; i < src_.size(); ++i) EXPECT_EQ(dst_[i], src_[i]) << "segment " << i;
+  // The same bytes in one shot give the same checksum: it does not depend on the grouping.
+  std::vector<kernels::CopyChecksumRange> ranges;
+  uint64_t pos = 0, bytes = 0;
+  for (size_t i = 0; i < src_.size(); ++i) {
+    ranges.push_back(
+        {.src = src_[i].data(), .dst = nullptr, .bytes = src_[i].size(), .stream_offset = pos});
+    pos += src_[i].size();
+    bytes += src_[i].size();
+  }
+  EXPECT_EQ(sent.checksum, kernels::Poly61Finalize(kernels::cpu::CopyChecksum(ranges), bytes));
 }
 
 TEST_P(StagedTransferTest, DirectPathVerifiesInPlace) {

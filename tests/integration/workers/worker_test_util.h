@@ -128,6 +128,27 @@ class RegistryStandIn final : public wpb::WorkerRegistry::CallbackService {
   int64_t registrations_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Lets another thread cancel a request's Prefill call while it runs (TryCancel on a context
+// that RunRequest owns; before the call starts, the call is cancelled as it starts).
+class PrefillCanceller {
+ public:
+  void Cancel() {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (ctx_ != nullptr) ctx_->TryCancel();
+  }
+  void Attach(grpc::ClientContext* ctx) {
+    absl::MutexLock lock(&mu_);
+    ctx_ = ctx;
+    if (cancelled_ && ctx_ != nullptr) ctx_->TryCancel();
+  }
+
+ private:
+  absl::Mutex mu_;
+  grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 struct RequestSpec {
   std::string id;
   std::vector<int32_t> prompt;
@@ -148,6 +169,7 @@ struct RequestSpec {
   std::function<void()> before_decode;
   // Called with each token as it arrives (the first included); may abort the request.
   std::function<void(int32_t)> on_token;
+  PrefillCanceller* canceller = nullptr;  // not owned
 };
 
 struct RequestOutcome {
@@ -204,7 +226,9 @@ inline RequestOutcome RunRequest(wpb::DecodeService::Stub& decode,
     p.set_tier(spec.tier);
     grpc::ClientContext pctx;
     rpc::SetTimeout(pctx, absl::Seconds(60));
+    if (spec.canceller != nullptr) spec.canceller->Attach(&pctx);
     out.prefill = rpc::FromGrpcStatus(prefill.Prefill(&pctx, p, &out.prefill_result));
+    if (spec.canceller != nullptr) spec.canceller->Attach(nullptr);
   }
   if (spec.before_decode) spec.before_decode();
   if (spec.decode_after_prefill) reader = decode.StartDecode(&dctx, sd);

@@ -412,6 +412,60 @@ TEST_P(WorkersTest, CorruptedTransferIsRefusedByTheChecksum) {
   EXPECT_EQ(o2.tokens, *reference_->Generate(ok));
 }
 
+// The hand-off streams while the prompt is prefilled: the Prefill call is cancelled once its
+// first chunks' pages were written and while later chunks still compute. The stream stops
+// (its puts flushed, the transfer cancelled) before the sequence's memory is freed; both
+// workers return to their baseline; and no write of the cancelled transfer lands after the
+// decode worker fenced it: the next request, which gets the very same pages, is exact.
+TEST_P(WorkersTest, CancelWhileEarlyChunksStreamReturnsMemoryAndWritesNothingLate) {
+  if (!FaultInjectionCompiled()) GTEST_SKIP() << "needs -DGKA_FAULT_INJECTION=ON";
+  StartCluster();
+  const prefill_worker::PrefillStats prefill_baseline = prefill_->Stats();
+  RequestSpec s;
+  s.id = "cancel-mid-stream-fault-step-delay-100";  // 9 chunks of 24 tokens, 100 ms each
+  s.prompt = Prompt(40, 200, kVocab);
+  PrefillCanceller canceller;
+  s.canceller = &canceller;
+  RequestOutcome o;
+  std::thread request([&] { o = Run(s); });
+  // Early chunks were written, later ones are still being prefilled.
+  const bool streamed = Eventually([&] { return prefill_->Stats().streaming_bytes > 0; });
+  canceller.Cancel();
+  request.join();
+  ASSERT_TRUE(streamed);
+  ASSERT_TRUE(o.reserve.ok()) << o.reserve;
+  EXPECT_EQ(o.prefill.code(), absl::StatusCode::kCancelled) << o.prefill;
+  EXPECT_FALSE(o.decode.ok());
+  EXPECT_FALSE(o.started);
+  EXPECT_TRUE(Eventually([&] { return AtBaseline(); }));
+  EXPECT_TRUE(Eventually([&] {
+    const prefill_worker::PrefillStats p = prefill_->Stats();
+    return p.free_pages == prefill_baseline.free_pages &&
+           p.free_slots == prefill_baseline.free_slots && p.running == 0 && p.handing_off == 0;
+  }));
+  EXPECT_EQ(prefill_->Stats().quarantined_pages, 0);
+
+  RequestSpec next;
+  next.id = "reuses-the-cancelled-pages";
+  next.prompt = Prompt(41, 200, kVocab);  // same length: the same pages (LIFO pools)
+  next.max_tokens = 16;
+  next.decode_after_prefill = true;
+  // Any late write of the cancelled transfer would have landed by now, over this one's bytes.
+  next.before_decode = [] { absl::SleepFor(absl::Milliseconds(300)); };
+  RequestOutcome n = Run(next);
+  ASSERT_TRUE(n.prefill.ok()) << n.prefill;
+  ASSERT_TRUE(n.decode.ok()) << n.decode;
+  ASSERT_GT(n.ticket.ranks(0).segments_size(), 0);
+  EXPECT_EQ(n.ticket.ranks(0).segments(0).remote_addr(),
+            o.ticket.ranks(0).segments(0).remote_addr());
+  EXPECT_EQ(n.tokens, *reference_->Generate(next));
+  // The next request streamed too: most of its bytes moved while it was prefilled.
+  EXPECT_GT(
+      MetricValue(PrefillMetrics(), "gka_prefill_streamed_bytes_total", {{"worker", "prefill-0"}}),
+      0);
+  EXPECT_TRUE(Eventually([&] { return AtBaseline(); }));
+}
+
 // The completion arrives after the lease expired: the decode worker fenced the transfer and
 // freed the memory; the completion (generation of the dead reservation) is discarded, and
 // the next request, which reuses the same pages, is exact.
@@ -624,6 +678,8 @@ TEST_P(WorkersTest, CatalogueSeriesExistFromStart) {
   const std::map<std::string, std::string> p = {{"worker", "prefill-0"}};
   EXPECT_EQ(MetricValue(pm, "gka_prefill_queue_tokens", p), 0);
   EXPECT_EQ(MetricValue(pm, "gka_prefill_batch_tokens_count", p), 0);
+  EXPECT_EQ(MetricValue(pm, "gka_prefill_transfer_tail_seconds_count", p), 0);
+  EXPECT_EQ(MetricValue(pm, "gka_prefill_streamed_bytes_total", p), 0);
   EXPECT_EQ(
       MetricValue(pm, "gka_prefill_seconds_count", {{"worker", "prefill-0"}, {"tier", "batch"}}),
       0);

@@ -102,6 +102,7 @@ class TimingBackend final : public Backend {
     return inner_->Convert(a, b);
   }
   absl::Status Synchronize() override { return inner_->Synchronize(); }
+  absl::StatusOr<std::shared_ptr<kernels::StreamMark>> Mark() override { return inner_->Mark(); }
 
   absl::Status Gemm(const kernels::GemmParams& p) override {
     Scope s(*t_, absl::StrCat("gemm ", p.w.shape[0], "x", p.w.shape[1]));
