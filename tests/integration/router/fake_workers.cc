@@ -87,7 +87,10 @@ void FakeWorkerBase::Init(grpc::Service* service, w::WorkerRole role, const std:
   w::RegisterResponse response;
   const grpc::Status s = registry_->Register(&ctx, request, &response);
   GKA_CHECK(s.ok()) << "register " << id << ": " << s.error_message();
-  id_ = response.worker_id();
+  {
+    absl::MutexLock lock(&id_mu_);
+    id_ = response.worker_id();
+  }
   interval_ = absl::Milliseconds(response.heartbeat_interval_ms());
   heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
 }
@@ -96,7 +99,7 @@ void FakeWorkerBase::HeartbeatLoop() {
   while (!stop_heartbeats_.WaitForNotificationWithTimeout(interval_)) {
     if (heartbeats_stopped_.load()) continue;
     w::HeartbeatRequest request;
-    request.set_worker_id(id_);
+    request.set_worker_id(id());
     *request.mutable_load() = Load();
     grpc::ClientContext ctx;
     rpc::SetTimeout(ctx, absl::Seconds(1));

@@ -68,7 +68,13 @@ class FakeCluster {
 class FakeWorkerBase {
  public:
   virtual ~FakeWorkerBase();
-  const std::string& id() const { return id_; }
+  // The id the router confirmed. Locked: the router may send work to this worker as soon as
+  // it has processed Register, before Init() stores the id from the response, and the
+  // handlers read it on gRPC threads (ThreadSanitizer found the race).
+  std::string id() const {
+    absl::MutexLock lock(&id_mu_);
+    return id_;
+  }
   const std::string& address() const { return server_->address(); }
   // Stops heartbeating (the router should mark the worker unhealthy).
   void StopHeartbeats();
@@ -91,7 +97,8 @@ class FakeWorkerBase {
  private:
   void HeartbeatLoop();
 
-  std::string id_;
+  mutable absl::Mutex id_mu_;
+  std::string id_ ABSL_GUARDED_BY(id_mu_);
   std::unique_ptr<rpc::GrpcServer> server_;
   std::unique_ptr<worker::v1::WorkerRegistry::Stub> registry_;
   absl::Notification stop_heartbeats_;

@@ -110,7 +110,15 @@ int Run(int argc, char** argv) {
                        absl::ToInt64Milliseconds(absl::Now() - start)));
     } else if (f[0] == "VERIFY" && f.size() == 4) {
       const uint64_t offset = U64(f[2]);
-      const int64_t bad = FirstMismatch(U64(f[1]), buffer.data() + offset, offset, U64(f[3]));
+      int64_t bad;
+      {
+        // The driver sends VERIFY only after reading COMPLETE, which the progress thread
+        // printed under out_mu after its last write into `buffer`. That order runs through
+        // the driver process, where ThreadSanitizer cannot follow it; taking out_mu states
+        // it inside this process.
+        std::lock_guard<std::mutex> lock(out_mu);
+        bad = FirstMismatch(U64(f[1]), buffer.data() + offset, offset, U64(f[3]));
+      }
       Say(bad < 0 ? std::string("VERIFY ok") : absl::StrCat("VERIFY bad ", offset + bad));
     } else if (f[0] == "SEND" && f.size() == 11) {
       TransferTarget target;
