@@ -70,8 +70,10 @@ absl::Status Admission::Init(metrics::Registry& registry) {
                             {"tier"}, metrics::LatencyBuckets()));
   GKA_ASSIGN_OR_RETURN(auto* refused,
                        registry.AddCounter("gka_admission_refused_total",
-                                           "Requests refused by admission control with "
-                                           "RESOURCE_EXHAUSTED and a retry-after hint",
+                                           "Requests refused by admission control: "
+                                           "RESOURCE_EXHAUSTED with a retry-after hint, or "
+                                           "INVALID_ARGUMENT when no decode worker could hold "
+                                           "them (never_fits)",
                                            {"tier", "reason"}));
   GKA_ASSIGN_OR_RETURN(
       auto* placed, registry.AddGauge("gka_admission_placed",

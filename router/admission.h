@@ -12,8 +12,8 @@
 // Generation: callers hand in two callbacks per request. Beyond a tier's queue_limit a
 // request is refused at once; a queued request that waited max_queue_ms is refused later
 // (shed). Both get RESOURCE_EXHAUSTED carrying a retry-after hint (RetryAfterOf(status)).
-// A request no decode worker could hold even when empty is refused at once without a hint
-// (RESOURCE_EXHAUSTED, or INVALID_ARGUMENT past every worker's context).
+// A request no decode worker could hold even when empty is refused at once with
+// INVALID_ARGUMENT (no hint: waiting cannot help).
 //
 //   Admission admission(options, tiers, &worker_registry);
 //   GKA_RETURN_IF_ERROR(admission.InitMetrics(registry));
@@ -107,8 +107,7 @@ class Admission {
   // Starts `waiter` now (start() is called before this returns unless another thread is
   // running callbacks, which then calls it), queues it, or refuses it:
   // RESOURCE_EXHAUSTED with a retry-after hint when the tier's queue is full;
-  // RESOURCE_EXHAUSTED / INVALID_ARGUMENT without one when no decode worker could ever hold
-  // it (WorkerRegistry::CanEverHold).
+  // INVALID_ARGUMENT when no decode worker could ever hold it (WorkerRegistry::CanEverHold).
   absl::Status Admit(const Tier& tier, Waiter waiter, absl::Time now);
   // The request `id` ended (running: its slot and held room free and the queue drains;
   // queued: it leaves its queue). Unknown ids are ignored, so calling it twice is harmless.

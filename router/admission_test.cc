@@ -262,7 +262,7 @@ TEST_F(AdmissionTest, AdmitsByDecodeRoomNotOnlySlots) {
   // Never fits: 11 pages of a 10-page worker, or past its context. Refused at once, no hint.
   const absl::Status never =
       Admit(a, "interactive", "big", {.prompt_tokens = 150, .max_new_tokens = 20});
-  EXPECT_EQ(never.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(never.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(never.message(), HasSubstr("can never be placed"));
   EXPECT_FALSE(RetryAfterOf(never).has_value());
   const absl::Status context =

@@ -297,9 +297,11 @@ absl::Status WorkerRegistry::CanEverHold(const DecodeDemand& demand) const {
                      demand.max_new_tokens, ") exceed every decode worker's context (at most ",
                      most_context, " tokens); shorten the prompt or lower max_tokens"));
   }
-  return absl::ResourceExhaustedError(absl::StrCat(
+  // INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: waiting cannot help, the request as given must
+  // change (clients and the SDKs retry RESOURCE_EXHAUSTED; HTTP maps it to 429).
+  return absl::InvalidArgumentError(absl::StrCat(
       "prompt (", demand.prompt_tokens, " tokens) + max_tokens (", demand.max_new_tokens, ") need ",
-      need_pages, " KV pages; the largest decode worker has ", most_pages,
+      need_pages, " KV pages; the largest healthy decode worker has ", most_pages,
       " in all, so the request can never be placed; lower max_tokens or shorten the prompt"));
 }
 

@@ -133,10 +133,9 @@ class WorkerRegistry {
   // has room for `demand` now; false (and no hold) when none has. A request already holding
   // room keeps it (true).
   bool Hold(absl::string_view request_id, const DecodeDemand& demand);
-  // OK when some healthy decode worker could hold `demand` once empty; RESOURCE_EXHAUSTED
-  // (no worker has the pages or a slot at all) or INVALID_ARGUMENT (longer than every
-  // worker's context) naming the numbers otherwise. OK when no decode worker reports
-  // capacity (placement answers for itself).
+  // OK when some healthy decode worker could hold `demand` once empty; else INVALID_ARGUMENT
+  // naming the numbers (no worker has that many KV pages in all, or the context). OK when no
+  // decode worker reports capacity (placement answers for itself).
   absl::Status CanEverHold(const DecodeDemand& demand) const;
   // The request is placed on `decode_id` (its hold moves there, or is made when admission
   // did not hold one). Counted against the worker's report until ConfirmHold + a report.

@@ -231,8 +231,9 @@ TEST_F(WorkerRegistryTest, CanEverHoldNamesTheLimit) {
   ASSERT_TRUE(registry_.Register(Decode("d", 1, 20, 8), kT0).ok());  // 320 tokens of pages
   EXPECT_TRUE(registry_.CanEverHold({.prompt_tokens = 300, .max_new_tokens = 20}).ok());
   const absl::Status pages = registry_.CanEverHold({.prompt_tokens = 300, .max_new_tokens = 21});
-  EXPECT_EQ(pages.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(pages.message(), HasSubstr("need 21 KV pages; the largest decode worker has 20"));
+  EXPECT_EQ(pages.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(pages.message(),
+              HasSubstr("need 21 KV pages; the largest healthy decode worker has 20"));
   const absl::Status context = registry_.CanEverHold({.prompt_tokens = 4000, .max_new_tokens = 97});
   EXPECT_EQ(context.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(context.message(), HasSubstr("context (at most 4096 tokens)"));

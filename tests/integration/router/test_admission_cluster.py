@@ -535,7 +535,8 @@ class PagesAdmissionClusterTest(unittest.TestCase):
         t0 = time.monotonic()
         big = Call(self.c, "pages-big", "bulk", 20, prompt=list(range(1, 191))).wait(30)
         self.assertLess(time.monotonic() - t0, 10.0)
-        self.assertEqual(big.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertEqual(big.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertFalse(big.error.retryable)
         self.assertIn("can never be placed", big.error.message)
         self.assertEqual(big.error.retry_after_ms, 0)
         self.assertGreaterEqual(metric(scrape(self.c.metrics), "gka_admission_refused_total",
