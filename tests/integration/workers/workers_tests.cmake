@@ -27,3 +27,8 @@ gka_cc_test(NAME decode_core_test SRCS ${dir}/decode_core_test.cc
 gka_cc_test(NAME tp_workers_test SRCS ${dir}/tp_workers_test.cc
   DEPS gka::prefill_worker gka::decode_worker gka::cli_lib gka::rpc gka::proto gka::model
   LABELS integration TIMEOUT 300)
+
+# HandoffStream over real UCX from a real engine's memory: streamed pieces land exactly and
+# verify; StopNow stops for good before it returns.
+gka_cc_test(NAME handoff_stream_test SRCS ${dir}/handoff_stream_test.cc
+  DEPS gka::worker_common gka::transfer_ucx gka::engine LABELS integration TIMEOUT 120)
