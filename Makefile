@@ -66,9 +66,9 @@ FUZZ_TARGETS := safetensors_fuzz config_fuzz tokenizer_fuzz request_fuzz openai_
 SAN_TEST_TARGETS := gka gka-router gka-prefill-worker gka-decode-worker rpc_test tls_test \
 	transfer_test ucx_transfer_test scheduler_test router_test openai_protocol_test \
 	router_integration_test workers_test
-SAN_TESTS_1 := Rpc|Tls|ApiKeys|Descriptor|Checksum|Lease|CompatHash|Transports/|SchedulerTest
+SAN_TESTS_1 := Rpc|Tls|ThrowawayPki|InternalTls|ApiKeys|Descriptor|Checksum|Lease|CompatHash|Transports/|SchedulerTest
 SAN_TESTS_2 := Workloads/SchedulerProperty|TierTable|RequestValidation|OutputText|WorkerRegistry
-SAN_TESTS_3 := Router|OpenAi|GkaRouterBinary|cluster_faults|trust_mtls
+SAN_TESTS_3 := Router|OpenAi|GkaRouterBinary|cluster_faults|trust_mtls|trust_default
 SAN_TESTS := ^($(SAN_TESTS_1)|$(SAN_TESTS_2)|$(SAN_TESTS_3))
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 UCX_MEM_MALLOC_HOOKS=no \

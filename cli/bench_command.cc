@@ -30,6 +30,7 @@
 #include "common/base/status.h"
 #if GKA_WITH_GRPC
 #include "cli/bench_runner.h"
+#include "cli/client_commands.h"
 #include "gka/sdk/client.h"
 #endif
 
@@ -38,6 +39,7 @@ namespace {
 
 struct BenchFlags {
   std::string addr;
+  TlsFlags tls;
   std::string api_key;
   int concurrency = 0;
   double request_rate = 0;
@@ -182,6 +184,7 @@ absl::Status RunBenchServe(BenchFlags f) {
 
   sdk::ClientOptions client_options{.address = f.addr};
   if (!f.api_key.empty()) client_options.api_key = f.api_key;
+  GKA_RETURN_IF_ERROR(ApplyClientTls(f.tls, client_options));
   client_options.default_timeout = absl::Seconds(f.timeout_s);
   GKA_ASSIGN_OR_RETURN(std::unique_ptr<sdk::Client> client, sdk::Client::Create(client_options));
   GKA_RETURN_IF_ERROR(client->WaitForReady(absl::Seconds(30)));
@@ -314,6 +317,7 @@ void RegisterBench(CLI::App& app, Action& run) {
   CLI::App* serve = bench->add_subcommand(
       "serve", "Load a router: TTFT, ITL, TPOT, E2E, throughput and goodput, with plots");
   serve->add_option("--addr", f->addr, "router HOST:PORT")->required();
+  AddTlsFlags(*serve, f->tls);
   serve->add_option("--api-key", f->api_key, "bearer token (default: $GKA_API_KEY)");
   serve->add_option("--concurrency", f->concurrency, "closed loop: requests kept in flight");
   serve->add_option("--request-rate", f->request_rate, "open loop: requests per second");

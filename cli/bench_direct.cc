@@ -35,6 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cli/bench_stats.h"
 #include "cli/bench_workload.h"
+#include "cli/client_commands.h"
 #include "cli/commands.h"
 #include "common/base/status.h"
 #include "common/rpc/client.h"
@@ -51,6 +52,7 @@ using bench::RequestRecord;
 struct DirectFlags {
   std::string prefill_addr;
   std::string decode_addr;
+  TlsFlags tls;  // the workers' internal ports
   int concurrency = 1;
   int num_requests = 100;
   // Open loop when > 0: --duration bounds the run.
@@ -204,8 +206,10 @@ absl::Status RunDirect(const DirectFlags& f) {
   }
   GKA_ASSIGN_OR_RETURN(const bench::Arrival arrival, bench::ParseArrival(f.arrival));
   Clients clients;
-  clients.prefill = w::PrefillService::NewStub(rpc::CreateChannel(f.prefill_addr, {}));
-  clients.decode = w::DecodeService::NewStub(rpc::CreateChannel(f.decode_addr, {}));
+  // The workers' ports are internal: mutual TLS unless they run --insecure.
+  GKA_ASSIGN_OR_RETURN(const rpc::TlsConfig tls, ReadClientTls(f.tls));
+  clients.prefill = w::PrefillService::NewStub(rpc::CreateChannel(f.prefill_addr, {.tls = tls}));
+  clients.decode = w::DecodeService::NewStub(rpc::CreateChannel(f.decode_addr, {.tls = tls}));
   absl::BitGen rng(std::seed_seq{f.seed});
   const std::string prefix = absl::StrCat("direct-", absl::ToUnixMillis(absl::Now()));
   auto prompt = [&] {
@@ -276,6 +280,7 @@ void RegisterBenchDirect(CLI::App& bench, Action& run) {
       "without the router): the baseline for the router's added latency");
   cmd->add_option("--prefill", f->prefill_addr, "prefill worker HOST:PORT")->required();
   cmd->add_option("--decode", f->decode_addr, "decode worker HOST:PORT")->required();
+  AddTlsFlags(*cmd, f->tls);
   cmd->add_option("--concurrency", f->concurrency, "requests in flight")->capture_default_str();
   cmd->add_option("--num-requests", f->num_requests, "closed loop: measured requests");
   cmd->add_option("--request-rate", f->request_rate,

@@ -22,8 +22,38 @@
 
 namespace gka::cli {
 
-absl::Status RunHealth(const std::string& addr, double timeout_s) {
-  auto channel = rpc::CreateChannel(addr, rpc::ChannelOptions{});
+absl::StatusOr<rpc::TlsConfig> ReadClientTls(const TlsFlags& flags) {
+  rpc::TlsConfig tls;
+  if (flags.cert.empty() != flags.key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together (mutual TLS)");
+  }
+  if (flags.ca.empty()) {
+    if (!flags.cert.empty()) {
+      return absl::InvalidArgumentError("--tls-cert needs --tls-ca (the server's CA)");
+    }
+    return tls;
+  }
+  GKA_ASSIGN_OR_RETURN(tls.ca_pem, rpc::ReadPemFile(flags.ca, "CA"));
+  if (!flags.cert.empty()) {
+    GKA_ASSIGN_OR_RETURN(tls.cert_pem, rpc::ReadPemFile(flags.cert, "certificate"));
+    GKA_ASSIGN_OR_RETURN(tls.key_pem, rpc::ReadPemFile(flags.key, "key"));
+  }
+  return tls;
+}
+
+absl::Status ApplyClientTls(const TlsFlags& flags, sdk::ClientOptions& options) {
+  GKA_ASSIGN_OR_RETURN(rpc::TlsConfig tls, ReadClientTls(flags));
+  if (!tls.enabled()) return absl::OkStatus();
+  options.tls = true;
+  options.tls_root_certs_pem = std::move(tls.ca_pem);
+  options.tls_cert_chain_pem = std::move(tls.cert_pem);
+  options.tls_private_key_pem = std::move(tls.key_pem);
+  return absl::OkStatus();
+}
+
+absl::Status RunHealth(const std::string& addr, double timeout_s, const TlsFlags& tls_flags) {
+  GKA_ASSIGN_OR_RETURN(rpc::TlsConfig tls, ReadClientTls(tls_flags));
+  auto channel = rpc::CreateChannel(addr, {.tls = tls});
   GKA_RETURN_IF_ERROR(rpc::WaitForReady(*channel, absl::Now() + absl::Seconds(timeout_s)));
   GKA_ASSIGN_OR_RETURN(bool serving, rpc::CheckHealth(*channel, "gka.serving.v1.GenerateService",
                                                       absl::Now() + absl::Seconds(timeout_s)));
@@ -36,9 +66,9 @@ absl::Status RunHealth(const std::string& addr, double timeout_s) {
 }
 
 absl::Status RunRemoteGenerate(const RemoteGenerateRequest& r) {
-  GKA_ASSIGN_OR_RETURN(auto client,
-                       sdk::Client::Create({.address = r.addr,
-                                            .default_timeout = absl::Seconds(r.timeout_s)}));
+  sdk::ClientOptions options{.address = r.addr, .default_timeout = absl::Seconds(r.timeout_s)};
+  GKA_RETURN_IF_ERROR(ApplyClientTls(r.tls, options));
+  GKA_ASSIGN_OR_RETURN(auto client, sdk::Client::Create(options));
   sdk::Request req;
   if (r.chat) {
     sdk::Chat chat;

@@ -7,11 +7,22 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "cli/commands.h"
+#include "common/rpc/tls.h"
+#include "gka/sdk/client.h"
 
 namespace gka::cli {
 
+// The PEM text of the files `flags` name (all empty without --tls-ca). INVALID_ARGUMENT for a
+// certificate without its key or the other way round; NOT_FOUND for an unreadable file.
+absl::StatusOr<rpc::TlsConfig> ReadClientTls(const TlsFlags& flags);
+// Sets the SDK's TLS options from `flags` (nothing without --tls-ca).
+absl::Status ApplyClientTls(const TlsFlags& flags, sdk::ClientOptions& options);
+
 struct RemoteGenerateRequest {
   std::string addr;
+  TlsFlags tls;
   bool chat = false;
   std::string prompt;
   std::vector<int32_t> prompt_ids;
@@ -31,7 +42,7 @@ struct RemoteGenerateRequest {
   double timeout_s = 300;
 };
 
-absl::Status RunHealth(const std::string& addr, double timeout_s);
+absl::Status RunHealth(const std::string& addr, double timeout_s, const TlsFlags& tls);
 absl::Status RunRemoteGenerate(const RemoteGenerateRequest& request);
 
 }  // namespace gka::cli

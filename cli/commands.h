@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "absl/status/status.h"
 
@@ -27,5 +28,16 @@ void RegisterLocal(CLI::App& app, Action& run);
 void RegisterHealth(CLI::App& app, Action& run);
 void RegisterHashApiKey(CLI::App& app, Action& run);
 void RegisterBench(CLI::App& app, Action& run);
+void RegisterMakeCerts(CLI::App& app, Action& run);
+
+// PEM file paths of the commands that dial a router or a worker: --tls-ca (verify the server;
+// setting it turns TLS on), --tls-cert + --tls-key (present a client certificate, for mutual
+// TLS). Defaults: $GKA_TLS_CA, $GKA_TLS_CERT, $GKA_TLS_KEY (the SDKs read the same).
+struct TlsFlags {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+void AddTlsFlags(CLI::App& cmd, TlsFlags& flags);
 
 }  // namespace gka::cli

@@ -58,6 +58,7 @@ struct GenerateFlags {
   bool json = false;
   bool enable_thinking = false;
   std::string addr;  // a router: run through the cluster instead of a local engine
+  TlsFlags tls;      // with addr
   std::string tier;
 };
 
@@ -79,6 +80,7 @@ void AddSamplingFlags(CLI::App& cmd, GenerateFlags& f) {
   cmd.add_flag("--ignore-eos", f.ignore_eos, "keep generating past end-of-sequence");
   cmd.add_option("--addr", f.addr, "router HOST:PORT: run through the cluster, not a local engine");
   cmd.add_option("--tier", f.tier, "traffic tier (with --addr)");
+  AddTlsFlags(cmd, f.tls);
 }
 
 absl::StatusOr<kernels::SamplingConfig> Sampling(const SamplingFlags& f,
@@ -134,6 +136,7 @@ absl::Status RunViaRouter(const GenerateFlags& f, bool chat) {
   }
 #if GKA_WITH_GRPC
   RemoteGenerateRequest r{.addr = f.addr,
+                          .tls = f.tls,
                           .chat = chat,
                           .prompt = f.prompt,
                           .system = f.system,

@@ -11,13 +11,15 @@ namespace gka::cli {
 void RegisterHealth(CLI::App& app, Action& run) {
   auto addr = std::make_shared<std::string>();
   auto timeout = std::make_shared<double>(5.0);
+  auto tls = std::make_shared<TlsFlags>();
   CLI::App* cmd = app.add_subcommand("health", "Exit 0 when the router and its workers serve");
   cmd->add_option("--addr", *addr, "router HOST:PORT")->required();
   cmd->add_option("--timeout", *timeout, "seconds")->capture_default_str();
-  cmd->callback([addr, timeout, &run] {
-    run = [addr, timeout] {
+  AddTlsFlags(*cmd, *tls);
+  cmd->callback([addr, timeout, tls, &run] {
+    run = [addr, timeout, tls] {
 #if GKA_WITH_GRPC
-      return RunHealth(*addr, *timeout);
+      return RunHealth(*addr, *timeout, *tls);
 #else
       return absl::UnimplementedError("this build has no gRPC client");
 #endif

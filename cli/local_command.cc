@@ -5,13 +5,21 @@
 //             [--backend cpu] [--num-slots 16] [--page-size 16] [--restart]
 //             [--http-port 8000] [--served-model-name NAME] [--prefill-tp 1] [--decode-tp 1]
 //             [--router-args "..."] [--prefill-args "..."] [--decode-args "..."]
-//             [--prefill-gpus 0,1] [--decode-gpus 2,3]
+//             [--prefill-gpus 0,1] [--decode-gpus 2,3] [--tls-dir D | --insecure]
+//             [--internal-port 0]
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
 // (metrics on MP+1, MP+2, ...) and the decode workers (after the prefill ones); worker gRPC and
 // UCX ports are ephemeral. Prints one JSON line per process ({"role", "index", "pid", "grpc",
 // "metrics"}) and writes them to --state-file. The children share one process group and get
 // SIGKILL if this process dies (PR_SET_PDEATHSIG); SIGINT/SIGTERM stop them all.
+//
+// Router <-> workers is mutual TLS without the user doing anything: a throwaway CA and one
+// certificate per process (plus "client", for tools and processes started beside the cluster)
+// are made in --tls-dir (default: <log-dir>/tls, else a temporary directory removed at exit)
+// and passed to every child; the CA's key is never written. --insecure keeps every internal
+// port plaintext. The router's public port stays plaintext on 127.0.0.1 (clients need no
+// certificate; API keys only if --router-args configures them).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -22,11 +30,13 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -35,6 +45,7 @@
 #include "common/base/logging.h"
 #include "common/base/status.h"
 #include "common/model/config.h"
+#include "common/rpc/pki.h"
 #include "common/text/tokenizer.h"
 
 namespace gka::cli {
@@ -70,7 +81,23 @@ struct LocalFlags {
   std::string router_args;
   std::string prefill_args;
   std::string decode_args;
+  // Internal ports in plaintext (every child gets --insecure) instead of a throwaway CA.
+  bool insecure = false;
+  std::string tls_dir;
+  int internal_port = 0;  // the router's worker registry port (0: any; pinned for restarts)
 };
+
+// The TLS flags of process `name` ("--tls-ca ... --tls-cert ... --tls-key ..."), or
+// "--insecure". Empty when the role's extra flags bring their own.
+std::string TlsArgs(const LocalFlags& f, const rpc::Pki& pki, const std::string& name,
+                    const std::string& extra) {
+  for (absl::string_view own : {"--tls-ca", "--tls-cert", "--tls-key", "--insecure"}) {
+    if (absl::StrContains(extra, own)) return "";
+  }
+  if (f.insecure) return "--insecure";
+  const rpc::TlsFiles files = pki.Files(name);
+  return absl::StrCat("--tls-ca ", files.ca, " --tls-cert ", files.cert, " --tls-key ", files.key);
+}
 
 std::vector<std::string> WithArgs(std::vector<std::string> argv, const std::string& extra) {
   for (absl::string_view a : absl::StrSplit(extra, ' ', absl::SkipEmpty())) argv.emplace_back(a);
@@ -226,6 +253,47 @@ absl::Status RunLocal(const LocalFlags& f) {
   if (!std::ifstream(f.model_dir + "/config.json").good()) {
     return absl::NotFoundError(absl::StrCat(f.model_dir, "/config.json not found"));
   }
+  // The throwaway PKI, before any child starts. Paths are split at spaces (WithArgs).
+  rpc::Pki pki;
+  std::string temp_dir;  // removed at exit
+  if (!f.insecure) {
+    std::string dir = f.tls_dir;
+    if (dir.empty() && !f.log_dir.empty()) dir = f.log_dir + "/tls";
+    if (dir.empty()) {
+      const char* tmp = std::getenv("TMPDIR");
+      std::string tmpl = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp",
+                                      "/gka-local-XXXXXX");
+      if (mkdtemp(tmpl.data()) == nullptr) {
+        return absl::InternalError(absl::StrCat("mkdtemp ", tmpl, ": ", strerror(errno)));
+      }
+      temp_dir = tmpl;
+      dir = temp_dir + "/tls";
+    }
+    if (absl::StrContains(dir, ' ')) {
+      return absl::InvalidArgumentError(absl::StrCat("--tls-dir '", dir, "' contains a space"));
+    }
+    std::vector<std::string> names = {"router", "client"};
+    for (int i = 0; i < f.prefill_workers; ++i) names.push_back(absl::StrCat("prefill-", i));
+    for (int i = 0; i < f.decode_workers; ++i) names.push_back(absl::StrCat("decode-", i));
+#if GKA_WITH_GRPC
+    absl::StatusOr<rpc::Pki> made = rpc::WriteThrowawayPki({.dir = dir, .names = names});
+#else
+    absl::StatusOr<rpc::Pki> made = absl::UnimplementedError("this build has no gRPC servers");
+#endif
+    if (!made.ok()) {
+      if (!temp_dir.empty()) std::filesystem::remove_all(temp_dir);
+      return made.status();
+    }
+    pki = *std::move(made);
+    const rpc::TlsFiles client = pki.Files("client");
+    GKA_LOG(INFO) << "mutual TLS between router and workers: a throwaway CA and certificates in "
+                  << pki.dir << " (a worker or tool beside the cluster: --tls-ca " << client.ca
+                  << " --tls-cert " << client.cert << " --tls-key " << client.key
+                  << "); --insecure turns it off";
+  }
+  absl::Cleanup remove_temp = [&temp_dir] {
+    if (!temp_dir.empty()) std::filesystem::remove_all(temp_dir);
+  };
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
@@ -251,6 +319,8 @@ absl::Status RunLocal(const LocalFlags& f) {
     line["role"] = role;
     line["index"] = index;
     line["pid"] = child.pid;
+    // Where the certificates are, for tools and workers started beside the cluster.
+    if (role == "router" && !pki.dir.empty()) line["tls_dir"] = pki.dir;
     std::cout << line.dump() << std::endl;
     child.info = line;
     return absl::OkStatus();
@@ -268,6 +338,10 @@ absl::Status RunLocal(const LocalFlags& f) {
   std::vector<std::string> router = {
       bin + "/gka-router",          "--port",  absl::StrCat(f.port), "--metrics-port",
       absl::StrCat(f.metrics_port), "--model", f.model_dir};
+  // The registry port, pinned once bound (below): a restarted router is found where it was.
+  const size_t internal_port_arg = router.size() + 1;
+  router.push_back("--internal-port");
+  router.push_back(absl::StrCat(f.internal_port));
   if (!f.tiers.empty()) {
     router.push_back("--tiers");
     router.push_back(f.tiers);
@@ -298,9 +372,25 @@ absl::Status RunLocal(const LocalFlags& f) {
     if (vocab_limit.empty() || absl::StrContains(extra, "--vocab-limit")) return extra;
     return absl::StrCat(vocab_limit, " ", extra);
   };
-  absl::Status status = start("router", 0, WithArgs(router, f.router_args));
-  std::string router_addr;
-  if (status.ok()) router_addr = children[0].info["grpc"].get<std::string>();
+  absl::Status status = start(
+      "router", 0,
+      WithArgs(WithArgs(router, TlsArgs(f, pki, "router", f.router_args)), f.router_args));
+  std::string router_addr;  // the public port
+  std::string registry_addr;  // the internal port: workers' --router
+  if (status.ok()) {
+    Child& r = children[0];
+    router_addr = r.info["grpc"].get<std::string>();
+    registry_addr = r.info.value("internal", "");
+    if (const size_t colon = registry_addr.rfind(':'); colon != std::string::npos) {
+      r.argv[internal_port_arg] = registry_addr.substr(colon + 1);
+      // A wildcard listen address (--router-args "--host 0.0.0.0") is no address to dial, nor
+      // one a certificate names: the workers dial loopback.
+      const std::string host = registry_addr.substr(0, colon);
+      if (host == "0.0.0.0" || host == "[::]") {
+        registry_addr = absl::StrCat("127.0.0.1", registry_addr.substr(colon));
+      }
+    }
+  }
   // Workers' metrics ports follow the router's; with --metrics-port 0 every port is ephemeral.
   int metrics = f.metrics_port;
   auto NextMetricsPort = [&] { return absl::StrCat(f.metrics_port == 0 ? 0 : ++metrics); };
@@ -314,11 +404,13 @@ absl::Status RunLocal(const LocalFlags& f) {
     return start(
         role, i,
         WithArgs(Placed(placement,
-                        WithArgs({binary, "--model", f.model_dir, "--router", router_addr, "--port",
+                        WithArgs({binary, "--model", f.model_dir, "--router", registry_addr,
+                                  "--port",
                                   "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
                                   "--worker-id", absl::StrCat(role, "-", i), "--page-size",
                                   absl::StrCat(f.page_size), "--tp", absl::StrCat(tp)},
-                                 own)),
+                                 absl::StrCat(own, " ",
+                                              TlsArgs(f, pki, absl::StrCat(role, "-", i), extra)))),
                  WithVocabLimit(extra)));
   };
   for (int i = 0; status.ok() && i < f.prefill_workers; ++i) {
@@ -405,6 +497,14 @@ void RegisterLocal(CLI::App& app, Action& run) {
   cmd->add_option("--router-args", f->router_args, "extra gka-router flags (space-separated)");
   cmd->add_option("--prefill-args", f->prefill_args, "extra gka-prefill-worker flags");
   cmd->add_option("--decode-args", f->decode_args, "extra gka-decode-worker flags");
+  cmd->add_flag("--insecure", f->insecure,
+                "plaintext between router and workers (default: mutual TLS with a throwaway CA)");
+  cmd->add_option("--tls-dir", f->tls_dir,
+                  "where the throwaway CA's certificate and every process's certificate and key "
+                  "go (default: <log-dir>/tls, else a temporary directory removed at exit)");
+  cmd->add_option("--internal-port", f->internal_port,
+                  "the router's worker registry port (0 = any)")
+      ->capture_default_str();
   cmd->add_flag("--restart", f->restart,
                 "restart a process that exits (default: stop the whole cluster); a restarted "
                 "router keeps its address only with a fixed --port");

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   gka::cli::RegisterHealth(app, run);
   gka::cli::RegisterHashApiKey(app, run);
   gka::cli::RegisterBench(app, run);
+  gka::cli::RegisterMakeCerts(app, run);
   CLI11_PARSE(app, argc, argv);
   if (!run) return 2;
   const absl::Status status = run();

@@ -12,7 +12,8 @@
 //
 //   GenerateServiceImpl generate(core);
 //   RegistryServiceImpl registry(core);
-//   GrpcServer::Create(options, {&generate, &registry});
+//   GrpcServer::Create(public_options, {&generate});      // clients
+//   GrpcServer::Create(internal_options, {&registry});    // workers, mutual TLS
 //
 // Thread-safety: gRPC calls the handlers concurrently; they only touch RouterCore
 // (thread-safe) and per-call reactors.

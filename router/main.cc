@@ -1,12 +1,17 @@
 // gka-router: the gkaserve router process.
 //
-//   gka-router --port 50051 --metrics-port 9400 --http-port 8000 \
+//   gka-router --port 50051 --internal-port 50052 --metrics-port 9400 --http-port 8000 \
+//              --tls-ca ca.pem --tls-cert router.pem --tls-key router.key \
 //              --model /models/GKA-primed-HQwen3-32B-Instruct
 //
+// The internal port (workers register there) is mutual TLS; without --tls-* the router refuses
+// to start unless --insecure is given. The public port (--port) is plaintext unless
+// --public-tls; --api-key / --api-keys-file guard it.
+//
 // On start it prints one JSON line on stdout, for launchers ("http" is "" without
-// --http-port):
-//   {"role":"router","grpc":"127.0.0.1:50051","metrics":"127.0.0.1:9400",
-//    "http":"127.0.0.1:8000","pid":1234}
+// --http-port; "internal" is what workers' --router names):
+//   {"role":"router","grpc":"127.0.0.1:50051","internal":"127.0.0.1:50052",
+//    "metrics":"127.0.0.1:9400","http":"127.0.0.1:8000","pid":1234}
 // Logs go to stderr. SIGTERM / SIGINT drain: new requests are refused (UNAVAILABLE,
 // retryable), running ones get --drain-grace-ms to finish, then the process exits 0.
 #include <signal.h>
@@ -45,6 +50,8 @@ int main(int argc, char** argv) {
   gka::router::RouterOptions options;
   std::string host = "127.0.0.1";
   int port = 0;
+  int internal_port = 0;
+  bool insecure = false;
   int metrics_port = 0;
   int64_t heartbeat_timeout_ms = 3000;
   int64_t drain_grace_ms = 30000;
@@ -53,6 +60,10 @@ int main(int argc, char** argv) {
   gka::router::HttpGatewayOptions http_options;
   app.add_option("--host", host, "address to listen on (gRPC and metrics)")->capture_default_str();
   app.add_option("--port", port, "gRPC port; 0 picks a free one (printed on stdout)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--internal-port", internal_port,
+                 "worker registry port (mutual TLS); 0 picks a free one (printed on stdout)")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
   app.add_option("--metrics-port", metrics_port,
@@ -85,17 +96,25 @@ int main(int argc, char** argv) {
                  "a worker silent this long is unhealthy (it heartbeats every third of it)")
       ->capture_default_str();
   app.add_option("--api-key", options.api_key,
-                 "require 'authorization: Bearer KEY' on public calls (health and worker "
-                 "registration exempt); default: env GKA_API_KEY, else none");
+                 "require 'authorization: Bearer KEY' on public calls (health exempt); "
+                 "default: env GKA_API_KEY, else none");
   std::string api_keys_file;
   app.add_option("--api-keys-file", api_keys_file,
                  "accepted API keys, one '<name> sha256:<salt>:<digest>' per line (gka "
                  "hash-api-key); the keys themselves are never stored");
   gka::rpc::TlsFiles tls_files;
   app.add_option("--tls-ca", tls_files.ca,
-                 "mutual TLS: CA (PEM) that clients' and workers' certificates must chain to");
+                 "mutual TLS on the internal port: CA (PEM) workers' certificates must chain to");
   app.add_option("--tls-cert", tls_files.cert, "mutual TLS: this router's certificate (PEM)");
   app.add_option("--tls-key", tls_files.key, "mutual TLS: the certificate's private key (PEM)");
+  app.add_option("--tls-server-name", options.tls_server_name,
+                 "the name workers' certificates must carry (default: their registered address)");
+  app.add_flag("--public-tls", options.public_tls,
+               "serve the public port over mutual TLS too (clients present a certificate of "
+               "--tls-ca); default: plaintext, guarded by API keys when configured");
+  app.add_flag("--insecure", insecure,
+               "serve the internal port and dial workers in plaintext (no --tls-*): only on a "
+               "network you trust");
   app.add_option("--router-id", options.router_id, "id reported in responses; default: random");
   app.add_option("--max-attempts", options.max_attempts,
                  "placements per request (retries on another worker before the first token)")
@@ -129,13 +148,18 @@ int main(int argc, char** argv) {
     }
     options.api_keys = *std::move(keys);
   }
-  absl::StatusOr<gka::rpc::TlsConfig> tls = gka::rpc::ReadTlsFiles(tls_files);
+  absl::StatusOr<gka::rpc::TlsConfig> tls = gka::rpc::InternalTls(tls_files, insecure);
   if (!tls.ok()) {
-    std::cerr << "gka-router: " << tls.status() << std::endl;
+    std::cerr << "gka-router: " << tls.status().message() << std::endl;
     return 2;
   }
   options.tls = *std::move(tls);
+  if (options.public_tls && !options.tls.enabled()) {
+    std::cerr << "gka-router: --public-tls needs --tls-ca, --tls-cert and --tls-key" << std::endl;
+    return 2;
+  }
   options.address = absl::StrCat(host, ":", port);
+  options.internal_address = absl::StrCat(host, ":", internal_port);
   options.metrics_address = metrics_port < 0 ? "" : absl::StrCat(host, ":", metrics_port);
   options.heartbeat_timeout = absl::Milliseconds(heartbeat_timeout_ms);
   options.lease = absl::Milliseconds(lease_ms);
@@ -168,6 +192,7 @@ int main(int argc, char** argv) {
     http = std::move(*gateway);
   }
   std::cout << "{\"role\":\"router\",\"grpc\":" << JsonString((*router)->address())
+            << ",\"internal\":" << JsonString((*router)->internal_address())
             << ",\"metrics\":" << JsonString((*router)->metrics_address())
             << ",\"http\":" << JsonString(http != nullptr ? http->address() : "")
             << ",\"pid\":" << getpid() << "}" << std::endl;

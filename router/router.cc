@@ -65,6 +65,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   core_options.max_attempts = options.max_attempts;
   core_options.lease = options.lease;
   core_options.worker_tls = options.tls;
+  core_options.worker_tls_server_name = options.tls_server_name;
   core_options.admission.enabled = options.admission;
   core_options.admission.max_running = std::max(0, options.max_running);
   GKA_ASSIGN_OR_RETURN(core_options.rate_limits, RateLimits::Parse(options.rate_limits));
@@ -84,12 +85,14 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   server_options.address = options.address;
   server_options.auth_token = options.api_key;
   server_options.api_keys = options.api_keys;
-  server_options.tls = options.tls;
-  server_options.auth_exempt_method_prefixes = {"/grpc.health.v1.Health/",
-                                                "/gka.worker.v1.WorkerRegistry/"};
+  if (options.public_tls) server_options.tls = options.tls;
   GKA_ASSIGN_OR_RETURN(router->server_,
-                       rpc::GrpcServer::Create(server_options, {router->generate_service_.get(),
-                                                                router->registry_service_.get()}));
+                       rpc::GrpcServer::Create(server_options, {router->generate_service_.get()}));
+  // No API keys here: a worker proves itself with its certificate.
+  GKA_ASSIGN_OR_RETURN(router->internal_server_,
+                       rpc::GrpcServer::Create({.address = options.internal_address,
+                                                .tls = options.tls},
+                                               {router->registry_service_.get()}));
   rpc::GrpcServer* server = router->server_.get();
   router->core_->SetHealthCallback(
       [server](bool serving) { server->SetServing(serving, kGenerateServiceName); });
@@ -102,6 +105,9 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   }
   router->sweeper_ = std::thread([r = router.get()] { r->SweepLoop(); });
   GKA_LOG(INFO) << "router " << router->router_id_ << " serving on " << router->address()
+                << (options.public_tls ? " (mutual TLS)" : " (plaintext)") << ", workers on "
+                << router->internal_address()
+                << (options.tls.enabled() ? " (mutual TLS)" : " (plaintext: --insecure)")
                 << (router->metrics_address_.empty()
                         ? ""
                         : absl::StrCat(", metrics on ", router->metrics_address_));
@@ -114,10 +120,12 @@ Router::~Router() {
   // registry, so it goes first.
   exposer_.reset();
   server_.reset();
+  internal_server_.reset();
   core_.reset();
 }
 
 const std::string& Router::address() const { return server_->address(); }
+const std::string& Router::internal_address() const { return internal_server_->address(); }
 const std::string& Router::metrics_address() const { return metrics_address_; }
 const std::string& Router::router_id() const { return router_id_; }
 
@@ -154,6 +162,8 @@ void Router::Shutdown(absl::Duration grace) {
     if (sweeper_.joinable()) sweeper_.join();
   });
   if (server_ != nullptr) server_->Shutdown(grace);
+  // Heartbeats are accepted until the public side is down (Drain's promise).
+  if (internal_server_ != nullptr) internal_server_->Shutdown(absl::ZeroDuration());
 }
 
 }  // namespace gka::router

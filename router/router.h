@@ -1,8 +1,15 @@
 // gka_router: the cluster's front door. Serves gka.serving.v1.GenerateService (the public
-// API: text in and out, tiers, placement, retries, streaming) and gka.worker.v1.WorkerRegistry
-// (workers register and heartbeat here) on one gRPC port, plus Prometheus /metrics.
+// API: text in and out, tiers, placement, retries, streaming) on the public gRPC port and
+// gka.worker.v1.WorkerRegistry (workers register and heartbeat here) on the internal one, plus
+// Prometheus /metrics.
 //
-// Owns: the gRPC server (with grpc.health.v1 and reflection), the metrics exposer, the
+// Two ports, because they trust differently. The internal port and the router's channels to
+// workers carry reservations and UCX transfer tickets: mutual TLS (`tls`), plaintext only when
+// the binary is given --insecure. The public port carries the client API: plaintext unless
+// `public_tls` (then mutual TLS with the same CA), guarded by API keys when keys are configured
+// (so a loopback port needs no key unless the operator sets some).
+//
+// Owns: the two gRPC servers (with grpc.health.v1 and reflection), the metrics exposer, the
 // RouterCore (tiers, tokenizer, registry, running requests) and a sweeper thread that marks
 // silent workers unhealthy. Must not depend on the engine, kernels or transfer: workers are
 // reached only through gka.worker.v1.
@@ -15,7 +22,7 @@
 //   GKA_ASSIGN_OR_RETURN(std::unique_ptr<gka::router::Router> router,
 //                        gka::router::Router::Create({.address = "127.0.0.1:0",
 //                                                     .model_dir = "/models/qwen3"}));
-//   std::cout << router->address() << " " << router->metrics_address();
+//   std::cout << router->address() << " " << router->internal_address();
 //   ... SIGTERM:
 //   router->Drain(absl::Seconds(30));   // refuse new requests, finish running ones
 //
@@ -50,8 +57,10 @@ class GenerateServiceImpl;
 class RegistryServiceImpl;
 
 struct RouterOptions {
-  // gRPC listen address; port 0 picks a free port.
+  // Public gRPC listen address (GenerateService); port 0 picks a free port.
   std::string address = "127.0.0.1:0";
+  // Internal gRPC listen address (WorkerRegistry: what workers' --router names).
+  std::string internal_address = "127.0.0.1:0";
   // /metrics listen address; empty disables the exposer.
   std::string metrics_address = "127.0.0.1:0";
   // Tier file (JSON); empty: the built-in interactive / standard / batch tiers.
@@ -66,14 +75,19 @@ struct RouterOptions {
   int default_max_tokens = 256;
   // A worker silent this long is unhealthy; it heartbeats every third of it.
   absl::Duration heartbeat_timeout = absl::Seconds(3);
-  // Optional bearer token every public call must carry (health and WorkerRegistry exempt:
-  // workers authenticate by network placement).
+  // Optional bearer token every public call must carry (health exempt; workers register on
+  // the internal port, which authenticates them by certificate).
   std::string api_key;
   // Further accepted keys, stored hashed (--api-keys-file; common/rpc/auth.h).
   rpc::ApiKeys api_keys;
-  // Mutual TLS on the gRPC port (clients and workers must present a certificate of the CA)
-  // and on the router's channels to workers. Disabled: plaintext.
+  // Mutual TLS on the internal port (workers must present a certificate of the CA) and on the
+  // router's channels to workers. Disabled: plaintext (gka-router insists on --insecure).
   rpc::TlsConfig tls;
+  // The public port over mutual TLS with `tls` too (clients present a certificate of the CA).
+  bool public_tls = false;
+  // Non-empty: the name workers' certificates must carry, checked instead of the address they
+  // register (pod IPs are not in certificates; the chart issues one name for the cluster).
+  std::string tls_server_name;
   // Reported in ServedBy; empty: "router-<random hex>".
   std::string router_id;
   // Placements per request (see CoreOptions::max_attempts).
@@ -98,6 +112,8 @@ class Router {
   Router& operator=(const Router&) = delete;
 
   const std::string& address() const;
+  // Where workers register ("host:port" of the internal port).
+  const std::string& internal_address() const;
   // "" when the exposer is disabled.
   const std::string& metrics_address() const;
   const std::string& router_id() const;
@@ -121,7 +137,8 @@ class Router {
   std::unique_ptr<RouterCore> core_;
   std::unique_ptr<GenerateServiceImpl> generate_service_;
   std::unique_ptr<RegistryServiceImpl> registry_service_;
-  std::unique_ptr<rpc::GrpcServer> server_;
+  std::unique_ptr<rpc::GrpcServer> server_;           // public: GenerateService
+  std::unique_ptr<rpc::GrpcServer> internal_server_;  // internal: WorkerRegistry
   std::unique_ptr<metrics::MetricsExposer> exposer_;
   std::string metrics_address_;
   absl::Duration sweep_period_;

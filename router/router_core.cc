@@ -64,7 +64,8 @@ WorkerStubs& RouterCore::StubsFor(const std::string& address) {
   std::unique_ptr<WorkerStubs>& stubs = stubs_[address];
   if (stubs == nullptr) {
     stubs = std::make_unique<WorkerStubs>();
-    stubs->channel = rpc::CreateChannel(address, {.tls = options_.worker_tls});
+    stubs->channel = rpc::CreateChannel(
+        address, {.tls = options_.worker_tls, .tls_server_name = options_.worker_tls_server_name});
     stubs->decode = worker::v1::DecodeService::NewStub(stubs->channel);
     stubs->prefill = worker::v1::PrefillService::NewStub(stubs->channel);
   }

@@ -67,6 +67,8 @@ struct CoreOptions {
   RegistryOptions registry;
   // Mutual TLS on the channels to workers (disabled: plaintext).
   rpc::TlsConfig worker_tls;
+  // Non-empty: the name workers' certificates are checked against instead of their address.
+  std::string worker_tls_server_name;
   // Per-tier queues in front of placement and the degrade ladder (router/admission.h).
   AdmissionOptions admission;
   // Per-API-key token buckets (router/rate_limit.h); empty: none.

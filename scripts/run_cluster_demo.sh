@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job through the cluster: gka local (router + prefill worker + decode worker as
 # processes on 127.0.0.1, KV pages and GKA states over UCX), one chat request through the
-# router, then how to use it. GKA_KEEP_RUNNING=1 leaves the cluster up until Ctrl-C.
+# router, then how to use it. Router and workers talk mutual TLS with certificates gka local
+# makes; the router's public port on 127.0.0.1 is plaintext and needs no key. GKA_KEEP_RUNNING=1 leaves the cluster up until Ctrl-C.
 set -euo pipefail
 BUILD=$1 MODEL=$2 MESSAGE=$3
 GKA=$BUILD/bin/gka
@@ -18,6 +19,7 @@ for _ in $(seq 1 300); do
 done
 "$GKA" health --addr "127.0.0.1:$PORT" --timeout 60 >/dev/null
 echo "== cluster: $(wc -l <"$RUN/state") processes (router, prefill, decode); router 127.0.0.1:$PORT"
+echo "== router <-> workers: mutual TLS, a throwaway CA and certificates in $RUN/tls (gka local made them)"
 echo "== you: $MESSAGE"
 echo -n "== model (tiny, random weights): "
 "$GKA" chat --addr "127.0.0.1:$PORT" --max-tokens 48 --temperature 0 "$MESSAGE"

@@ -42,8 +42,10 @@ absl::StatusOr<std::string> WithPort(absl::string_view address, int port) {
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
     const ServerOptions& options, const std::vector<grpc::Service*>& services) {
-  if (services.empty()) {
-    return absl::InvalidArgumentError("GrpcServer needs at least one service");
+  if (services.empty() != options.health_only) {
+    return absl::InvalidArgumentError(options.health_only
+                                          ? "a health_only GrpcServer takes no services"
+                                          : "GrpcServer needs at least one service");
   }
   // Validates the address before gRPC does (gRPC only logs a bind failure).
   absl::StatusOr<std::string> checked = WithPort(options.address, 0);

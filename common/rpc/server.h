@@ -48,6 +48,9 @@ struct ServerOptions {
   TlsConfig tls;
   // Methods exempt from the token check (prefixes of "/package.Service/Method").
   std::vector<std::string> auth_exempt_method_prefixes = {"/grpc.health.v1.Health/"};
+  // No services of our own: only grpc.health.v1 (a plaintext port for probes that cannot speak
+  // TLS, such as the kubelet's, beside a mutual-TLS port).
+  bool health_only = false;
   // Interval of HTTP/2 keepalive pings to idle clients, so dead peers are noticed.
   absl::Duration keepalive_time = absl::Seconds(30);
 };
@@ -55,7 +58,7 @@ struct ServerOptions {
 class GrpcServer {
  public:
   // Builds, binds and starts. UNAVAILABLE when the address cannot be bound (in use, bad
-  // host); INVALID_ARGUMENT for a malformed address or no services.
+  // host); INVALID_ARGUMENT for a malformed address or no services (unless health_only).
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Create(
       const ServerOptions& options, const std::vector<grpc::Service*>& services);
 

@@ -7,9 +7,7 @@
 #include "absl/strings/str_cat.h"
 
 namespace gka::rpc {
-namespace {
-
-absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view what) {
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read the TLS ", what, " file ", path));
   std::stringstream text;
@@ -21,8 +19,6 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view w
   return text.str();
 }
 
-}  // namespace
-
 absl::StatusOr<TlsConfig> ReadTlsFiles(const TlsFiles& files) {
   if (!files.enabled()) return TlsConfig{};
   if (files.ca.empty() || files.cert.empty() || files.key.empty()) {
@@ -30,16 +26,30 @@ absl::StatusOr<TlsConfig> ReadTlsFiles(const TlsFiles& files) {
         "TLS needs all three of the CA, certificate and key files (mutual TLS)");
   }
   TlsConfig tls;
-  absl::StatusOr<std::string> ca = ReadPem(files.ca, "CA");
+  absl::StatusOr<std::string> ca = ReadPemFile(files.ca, "CA");
   if (!ca.ok()) return ca.status();
-  absl::StatusOr<std::string> cert = ReadPem(files.cert, "certificate");
+  absl::StatusOr<std::string> cert = ReadPemFile(files.cert, "certificate");
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadPem(files.key, "key");
+  absl::StatusOr<std::string> key = ReadPemFile(files.key, "key");
   if (!key.ok()) return key.status();
   tls.ca_pem = *std::move(ca);
   tls.cert_pem = *std::move(cert);
   tls.key_pem = *std::move(key);
   return tls;
+}
+
+absl::StatusOr<TlsConfig> InternalTls(const TlsFiles& files, bool insecure) {
+  if (insecure && files.enabled()) {
+    return absl::InvalidArgumentError(
+        "--insecure contradicts --tls-ca/--tls-cert/--tls-key: give one or the other");
+  }
+  if (!insecure && !files.enabled()) {
+    return absl::InvalidArgumentError(
+        "the internal gRPC port (router <-> workers) needs mutual TLS: pass --tls-ca, --tls-cert "
+        "and --tls-key (`gka local` makes a throwaway CA and certificates itself), or --insecure "
+        "to serve it in plaintext on a network you trust");
+  }
+  return ReadTlsFiles(files);
 }
 
 }  // namespace gka::rpc

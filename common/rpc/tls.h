@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace gka::rpc {
 
@@ -36,9 +37,20 @@ struct TlsConfig {
   bool enabled() const { return !ca_pem.empty(); }
 };
 
+// The PEM text of `path`: NOT_FOUND naming the file when it cannot be read, INVALID_ARGUMENT
+// when it holds no PEM block. `what` names the file in messages ("CA", "certificate").
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what);
+
 // Reads the three files. INVALID_ARGUMENT when only some are named or a file holds no PEM
 // block; NOT_FOUND naming the file when one cannot be read. An empty TlsFiles gives an empty
 // (disabled) config.
 absl::StatusOr<TlsConfig> ReadTlsFiles(const TlsFiles& files);
+
+// The rule for internal ports (router <-> workers: registration, reservations, transfer
+// tickets): mutual TLS, or plaintext only when the operator says `insecure`. Reads the files;
+// INVALID_ARGUMENT naming both ways out (`--tls-ca/--tls-cert/--tls-key`, which `gka local`
+// makes by itself, or `--insecure`) when neither is given, and when both are (which one was
+// meant is unclear).
+absl::StatusOr<TlsConfig> InternalTls(const TlsFiles& files, bool insecure);
 
 }  // namespace gka::rpc

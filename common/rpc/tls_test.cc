@@ -5,8 +5,10 @@
 
 #include <grpcpp/grpcpp.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +18,7 @@
 #include "common/rpc/auth.h"
 #include "common/rpc/client.h"
 #include "common/rpc/deadline.h"
+#include "common/rpc/pki.h"
 #include "common/rpc/server.h"
 #include "common/rpc/status.h"
 #include "gka/serving/v1/serving.grpc.pb.h"
@@ -41,9 +44,9 @@ class CountingService final : public v1::GenerateService::CallbackService {
 
 // Two CAs ("ca" and "rogue"), a server certificate for 127.0.0.1 / localhost and client
 // certificates under each, written by the openssl tool.
-class Pki {
+class OpensslPki {
  public:
-  Pki() {
+  OpensslPki() {
     char tmpl[] = "/tmp/gka-tls-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
     ok_ = MakeCa("ca") && MakeCa("rogue") &&
@@ -51,7 +54,7 @@ class Pki {
           Issue("ca", "client", "") && Issue("rogue", "intruder", "subjectAltName=IP:127.0.0.1") &&
           Issue("ca", "named", "subjectAltName=DNS:gkaserve-router-registry");
   }
-  ~Pki() { std::filesystem::remove_all(dir_); }
+  ~OpensslPki() { std::filesystem::remove_all(dir_); }
   bool ok() const { return ok_; }
   TlsFiles Files(const std::string& ca, const std::string& name) const {
     return {.ca = Path(ca + ".pem"), .cert = Path(name + ".pem"), .key = Path(name + ".key")};
@@ -103,7 +106,7 @@ class TlsTest : public ::testing::Test {
     return FromGrpcStatus(stub->Abort(&ctx, req, &resp));
   }
 
-  Pki pki_;
+  OpensslPki pki_;
   CountingService service_;
   std::unique_ptr<GrpcServer> server_;
 };
@@ -226,7 +229,7 @@ TEST(ApiKeysTest, MalformedLinesNameTheLine) {
 }
 
 TEST(ApiKeysTest, ServerAcceptsOnlyTheHashedKeysOverTls) {
-  Pki pki;
+  OpensslPki pki;
   ASSERT_TRUE(pki.ok());
   absl::StatusOr<ApiKeys> keys = ApiKeys::Parse(absl::StrCat("ci ", ApiKeys::Hash("k-ci")));
   ASSERT_TRUE(keys.ok());
@@ -252,6 +255,82 @@ TEST(ApiKeysTest, ServerAcceptsOnlyTheHashedKeysOverTls) {
   EXPECT_EQ(service.calls.load(), 1);
   // Health stays exempt from the key (probes), not from the certificate.
   EXPECT_TRUE(CheckHealth(*channel, "", absl::Now() + absl::Seconds(5)).value_or(false));
+}
+
+// The CA `gka local` makes in-process (pki.h): its certificates serve and dial, a certificate
+// of another such CA and a plaintext client are refused, and the CA's key is never written.
+TEST(ThrowawayPkiTest, CertificatesWorkBothWaysAndOtherCasAreRefused) {
+  char tmpl[] = "/tmp/gka-pki-test-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  absl::StatusOr<Pki> pki =
+      WriteThrowawayPki({.dir = dir + "/tls", .names = {"router", "prefill-0", "client"}});
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  absl::StatusOr<Pki> other = WriteThrowawayPki({.dir = dir + "/other", .names = {"intruder"}});
+  ASSERT_TRUE(other.ok()) << other.status();
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir + "/tls")) {
+    files.push_back(entry.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{"ca.pem", "client.key", "client.pem", "prefill-0.key",
+                                             "prefill-0.pem", "router.key", "router.pem"}));
+  struct stat st;
+  ASSERT_EQ(stat(pki->Files("router").key.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  CountingService service;
+  auto server = GrpcServer::Create({.tls = ReadTlsFiles(pki->Files("router")).value()}, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto call = [&](const TlsConfig& tls, const std::string& address) {
+    grpc::ClientContext ctx;
+    SetTimeout(ctx, absl::Seconds(5));
+    v1::AbortRequest req;
+    v1::AbortResponse resp;
+    return FromGrpcStatus(v1::GenerateService::NewStub(CreateChannel(address, {.tls = tls}))
+                              ->Abort(&ctx, req, &resp))
+        .code();
+  };
+  const std::string ip = (*server)->address();
+  const std::string host = absl::StrCat("localhost:", (*server)->port());
+  EXPECT_EQ(call(ReadTlsFiles(pki->Files("prefill-0")).value(), ip), absl::StatusCode::kOk);
+  EXPECT_EQ(call(ReadTlsFiles(pki->Files("client")).value(), host), absl::StatusCode::kOk);
+  EXPECT_EQ(service.calls.load(), 2);
+  // Trusts our CA (so it accepts the server) but presents the other CA's certificate.
+  TlsFiles intruder = other->Files("intruder");
+  intruder.ca = pki->ca_path;
+  EXPECT_EQ(call(ReadTlsFiles(intruder).value(), ip), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(call(TlsConfig{}, ip), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(service.calls.load(), 2);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ThrowawayPkiTest, BadOptionsAreClearErrors) {
+  EXPECT_EQ(WriteThrowawayPki({.dir = "/tmp/unused"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  for (const char* name : {"", "a/b", "..", "ca"}) {
+    EXPECT_EQ(WriteThrowawayPki({.dir = "/tmp/unused", .names = {name}}).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << name;
+  }
+  EXPECT_EQ(
+      WriteThrowawayPki({.dir = "/tmp/unused", .names = {"x"}, .ip_addresses = {"localhost"}})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteThrowawayPki({.dir = "/nonexistent/dir/tls", .names = {"x"}}).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+TEST(InternalTlsTest, PlaintextOnlyWhenAskedFor) {
+  absl::Status neither = InternalTls({}, /*insecure=*/false).status();
+  EXPECT_EQ(neither.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(neither.message().find("--tls-ca"), absl::string_view::npos) << neither;
+  EXPECT_NE(neither.message().find("--insecure"), absl::string_view::npos) << neither;
+  EXPECT_EQ(InternalTls({.ca = "a", .cert = "b", .key = "c"}, true).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<TlsConfig> plaintext = InternalTls({}, /*insecure=*/true);
+  ASSERT_TRUE(plaintext.ok());
+  EXPECT_FALSE(plaintext->enabled());
 }
 
 }  // namespace

@@ -13,8 +13,9 @@ namespace gka::worker_common {
 void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
   app.add_option("--model", o.model.model_dir, "checkpoint directory")->required();
   app.add_option("--router", o.router_address,
-                 "host:port of the router's WorkerRegistry; comma-separated for several "
-                 "routers, each registered with (empty: do not register)");
+                 "host:port of the router's internal port (WorkerRegistry; the router's "
+                 "\"internal\" address); comma-separated for several routers, each registered "
+                 "with (empty: do not register)");
   app.add_option("--router-service", o.router_service,
                  "host:port whose name resolves to every router (a headless Service): "
                  "register with each address, resolved again every 5 s; comma-separated");
@@ -22,6 +23,10 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
   app.add_option("--port", f.port, "gRPC port (0: pick a free one)")->capture_default_str();
   app.add_option("--metrics-port", f.metrics_port,
                  "Prometheus /metrics port (0: pick a free one, -1: none)")
+      ->capture_default_str();
+  app.add_option("--health-port", f.health_port,
+                 "plaintext grpc.health.v1-only port for probes that cannot speak TLS (the "
+                 "kubelet's; 0: pick a free one, -1: none)")
       ->capture_default_str();
   app.add_option("--worker-id", o.worker_id, "worker id (metrics label, registration)")
       ->capture_default_str();
@@ -57,6 +62,11 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
                  "mutual TLS: CA (PEM) the router's certificate must chain to (and clients')");
   app.add_option("--tls-cert", f.tls.cert, "mutual TLS: this worker's certificate (PEM)");
   app.add_option("--tls-key", f.tls.key, "mutual TLS: the certificate's private key (PEM)");
+  app.add_option("--tls-server-name", o.tls_server_name,
+                 "the name the router's certificate must carry (default: --router's host)");
+  app.add_flag("--insecure", f.insecure,
+               "serve gRPC and dial the router in plaintext (no --tls-*): only on a network you "
+               "trust");
   app.add_option("--tiers", f.tiers_file, "tier file (JSON): per-tier series exist from start");
   app.add_option("--shutdown-grace-ms", f.shutdown_grace_ms,
                  "time calls in flight get to finish on SIGTERM")
@@ -66,8 +76,9 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
 absl::Status ApplyWorkerFlags(const WorkerFlags& f, WorkerOptions& o) {
   o.grpc_address = absl::StrCat(f.host, ":", f.port);
   o.metrics_address = f.metrics_port < 0 ? "" : absl::StrCat(f.host, ":", f.metrics_port);
+  o.health_address = f.health_port < 0 ? "" : absl::StrCat(f.host, ":", f.health_port);
   o.heartbeat_interval = absl::Milliseconds(f.heartbeat_ms);
-  GKA_ASSIGN_OR_RETURN(o.tls, rpc::ReadTlsFiles(f.tls));
+  GKA_ASSIGN_OR_RETURN(o.tls, rpc::InternalTls(f.tls, f.insecure));
   if (!f.tiers_file.empty()) {
     GKA_ASSIGN_OR_RETURN(o.tiers, ReadTierNames(f.tiers_file));
   }

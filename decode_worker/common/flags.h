@@ -29,11 +29,14 @@ struct WorkerFlags {
   std::string host = "127.0.0.1";
   int port = 0;
   int metrics_port = 0;  // -1: no exposer
+  int health_port = -1;  // -1: none
   int heartbeat_ms = 1000;
   int shutdown_grace_ms = 5000;
   std::string tiers_file;
-  // Mutual TLS on the worker's gRPC port and its channel to the router (all three or none).
+  // Mutual TLS on the worker's gRPC port and its channel to the router (all three), or
+  // `insecure` for plaintext; ApplyWorkerFlags refuses neither (rpc::InternalTls).
   rpc::TlsFiles tls;
+  bool insecure = false;
 };
 
 // --model --router --router-service --host --port --metrics-port --worker-id --backend --tp
@@ -43,7 +46,7 @@ struct WorkerFlags {
 void AddWorkerFlags(CLI::App& app, WorkerOptions& options, WorkerFlags& flags);
 
 // Turns the parsed flags into addresses, durations and tier names. INVALID_ARGUMENT for an
-// unreadable tier file.
+// unreadable tier file, and for neither TLS files nor --insecure (or both).
 absl::Status ApplyWorkerFlags(const WorkerFlags& flags, WorkerOptions& options);
 
 // Prints `ready_line` on stdout, waits for SIGINT/SIGTERM (BlockTerminationSignals must have

@@ -124,7 +124,10 @@ class RegistryClient::Membership {
 
   std::unique_ptr<wpb::WorkerRegistry::Stub> NewStub() const {
     rpc::ChannelOptions channel = owner_.options_.channel;
-    if (!server_name_.empty()) channel.tls_server_name = server_name_;
+    // An explicit --tls-server-name wins over the Service name an address was resolved from.
+    if (!server_name_.empty() && channel.tls_server_name.empty()) {
+      channel.tls_server_name = server_name_;
+    }
     return wpb::WorkerRegistry::NewStub(rpc::CreateChannel(address_, channel));
   }
 

@@ -61,6 +61,12 @@ absl::Status WorkerRuntime::Serve(const ServeOptions& options,
       server_,
       rpc::GrpcServer::Create({.address = options.grpc_address, .tls = options.tls}, services));
   grpc_address_ = server_->address();
+  if (!options.health_address.empty()) {
+    GKA_ASSIGN_OR_RETURN(health_server_, rpc::GrpcServer::Create(
+                                             {.address = options.health_address,
+                                              .health_only = true},
+                                             {}));
+  }
   if (!options.metrics_address.empty()) {
     GKA_ASSIGN_OR_RETURN(
         exposer_, metrics::MetricsExposer::Create({.address = options.metrics_address}, registry));
@@ -72,6 +78,7 @@ absl::Status WorkerRuntime::Serve(const ServeOptions& options,
     ro.router_services = SplitAddressList(options.router_service);
     ro.heartbeat_interval = options.heartbeat_interval;
     ro.channel.tls = options.tls;
+    ro.channel.tls_server_name = options.tls_server_name;
     ro.registration = options.registration;
     ro.registration.set_grpc_address(grpc_address_);
     ro.registration.set_metrics_address(metrics_address_);
@@ -99,6 +106,8 @@ void WorkerRuntime::Shutdown(absl::Duration grace, std::function<void()> last) {
     shut_down_ = true;
   }
   Deregister();
+  // Probes see NOT_SERVING at once, as on the main port.
+  if (health_server_ != nullptr) health_server_->Shutdown(absl::ZeroDuration());
   if (server_ != nullptr) server_->Shutdown(grace);
   if (last) engine_queue_.Post(std::move(last));
   engine_queue_.Close();

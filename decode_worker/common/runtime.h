@@ -44,12 +44,17 @@ struct WorkerOptions {
   std::string worker_id;
   std::string grpc_address = "127.0.0.1:0";     // port 0: pick one
   std::string metrics_address = "127.0.0.1:0";  // "" = no exposer
+  // "" = none. A plaintext grpc.health.v1-only port for probes that cannot speak TLS (the
+  // kubelet's); it says nothing but SERVING / NOT_SERVING.
+  std::string health_address;
   std::string router_address;                   // "" = do not register; "a:1,b:2": several
   // host:port names resolving to every router (a headless Service), comma-separated.
   std::string router_service;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // Mutual TLS on the gRPC port and the channel to the router; disabled: plaintext.
   rpc::TlsConfig tls;
+  // Non-empty: the name the router's certificate must carry instead of --router's host.
+  std::string tls_server_name;
   // UCX transports in UCX_TLS syntax; empty: UCX_TLS from the environment or UCX's default.
   std::string ucx_transports;
   // How state in GPU memory moves (transfer/staging's StagingMode): auto | staged | direct.
@@ -96,12 +101,14 @@ class RateMeter {
 struct ServeOptions {
   std::string grpc_address = "127.0.0.1:0";
   std::string metrics_address = "127.0.0.1:0";  // "" = no exposer
+  std::string health_address;                   // see WorkerOptions
   std::string router_address;                   // "" = do not register
   std::string router_service;                   // see WorkerOptions
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // Sent to the router; Serve fills in the bound gRPC and metrics addresses.
   wpb::RegisterRequest registration;
   rpc::TlsConfig tls;  // see WorkerOptions
+  std::string tls_server_name;  // see WorkerOptions
   // Passed to the registry client (decode workers: the degrade ladder's caps).
   std::function<void(const std::string& router, const std::map<std::string, int32_t>& caps)>
       on_num_iter_caps;
@@ -109,11 +116,13 @@ struct ServeOptions {
   static ServeOptions Of(const WorkerOptions& options, wpb::RegisterRequest registration) {
     return {options.grpc_address,
             options.metrics_address,
+            options.health_address,
             options.router_address,
             options.router_service,
             options.heartbeat_interval,
             std::move(registration),
             options.tls,
+            options.tls_server_name,
             {}};
   }
 };
@@ -151,6 +160,7 @@ class WorkerRuntime {
   TaskQueue engine_queue_;
   std::thread engine_thread_;
   std::unique_ptr<rpc::GrpcServer> server_;
+  std::unique_ptr<rpc::GrpcServer> health_server_;  // ServeOptions::health_address
   std::unique_ptr<metrics::MetricsExposer> exposer_;
   mutable absl::Mutex mu_;
   std::unique_ptr<RegistryClient> registry_client_ ABSL_GUARDED_BY(mu_);

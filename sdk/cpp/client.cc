@@ -14,6 +14,7 @@
 #include "common/rpc/auth.h"
 #include "common/rpc/client.h"
 #include "common/rpc/deadline.h"
+#include "common/rpc/tls.h"
 #include "sdk/cpp/client_core.h"
 #include "sdk/cpp/convert.h"
 #include "sdk/cpp/retry.h"
@@ -40,6 +41,8 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& o) {
   if (o.tls) {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = o.tls_root_certs_pem;
+    ssl.pem_cert_chain = o.tls_cert_chain_pem;
+    ssl.pem_private_key = o.tls_private_key_pem;
     creds = grpc::SslCredentials(ssl);
   } else {
     creds = grpc::InsecureChannelCredentials();
@@ -246,8 +249,34 @@ absl::Status Unary(Client::Core& core, const CallOptions& options, Call call) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ClientOptions& options) {
+namespace {
+
+// ClientOptions::tls's environment fallback (GKA_TLS_CA / GKA_TLS_CERT / GKA_TLS_KEY).
+absl::StatusOr<ClientOptions> WithTlsFromEnvironment(ClientOptions options) {
+  const char* ca = std::getenv("GKA_TLS_CA");
+  if (options.tls || ca == nullptr || *ca == '\0') return options;
+  options.tls = true;
+  GKA_ASSIGN_OR_RETURN(options.tls_root_certs_pem, rpc::ReadPemFile(ca, "CA (GKA_TLS_CA)"));
+  const char* cert = std::getenv("GKA_TLS_CERT");
+  const char* key = std::getenv("GKA_TLS_KEY");
+  if (cert != nullptr && *cert != '\0') {
+    GKA_ASSIGN_OR_RETURN(options.tls_cert_chain_pem, rpc::ReadPemFile(cert, "certificate (GKA_TLS_CERT)"));
+  }
+  if (key != nullptr && *key != '\0') {
+    GKA_ASSIGN_OR_RETURN(options.tls_private_key_pem, rpc::ReadPemFile(key, "key (GKA_TLS_KEY)"));
+  }
+  return options;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ClientOptions& given) {
+  GKA_ASSIGN_OR_RETURN(const ClientOptions options, WithTlsFromEnvironment(given));
   if (options.address.empty()) return absl::InvalidArgumentError("address: empty");
+  if (options.tls_cert_chain_pem.empty() != options.tls_private_key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert_chain_pem and tls_private_key_pem: give both (mutual TLS) or neither");
+  }
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError("max_message_bytes: must be positive");
   }

@@ -479,6 +479,25 @@ TEST(ClientTlsTest, VerifiesTheServerWithTheGivenRoots) {
       {.address = (*fake)->address(), .default_timeout = absl::Seconds(5), .retry = FastRetry(2)});
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ((*plain)->Generate(Request::Text("x")).status().code(), absl::StatusCode::kUnavailable);
+
+  // tls unset with $GKA_TLS_CA: TLS with that file's roots (what `gka local` prints).
+  setenv("GKA_TLS_CA", "sdk/testdata/server.crt", 1);
+  auto from_env = Client::Create({.address = (*fake)->address(), .retry = FastRetry()});
+  unsetenv("GKA_TLS_CA");
+  ASSERT_TRUE(from_env.ok()) << from_env.status();
+  EXPECT_TRUE((*from_env)->Generate(Request::Text("env")).ok());
+}
+
+TEST(ClientTlsTest, BadTlsSettingsAreClearErrors) {
+  setenv("GKA_TLS_CA", "/nonexistent/ca.pem", 1);
+  absl::Status missing = Client::Create({}).status();
+  unsetenv("GKA_TLS_CA");
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.message().find("GKA_TLS_CA"), absl::string_view::npos) << missing;
+  // A client certificate without its key (or the other way round).
+  const std::string cert = ReadFile("sdk/testdata/server.crt");
+  EXPECT_EQ(Client::Create({.tls = true, .tls_cert_chain_pem = cert}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

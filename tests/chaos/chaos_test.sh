@@ -52,13 +52,16 @@ SCENARIOS=("$@")
 source "$HERE/cluster.sh"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # A fixed port, so the restarted router is found where the killed one was. The router listens
-# on every address so a worker in another network namespace reaches it.
+# on every address so a worker in another network namespace reaches it. Its channels check
+# workers' certificates against "localhost" (every certificate gka local makes names it): the
+# namespace's worker is dialled at an address no certificate carries.
 start_cluster "$TMP" --port "$PORT" \
-  --router-args "--host 0.0.0.0 --heartbeat-timeout-ms $HEARTBEAT_TIMEOUT_MS --lease-ms $LEASE_MS" \
+  --router-args "--host 0.0.0.0 --heartbeat-timeout-ms $HEARTBEAT_TIMEOUT_MS --lease-ms $LEASE_MS --tls-server-name localhost" \
   --prefill-args "--fault-injection" \
   --decode-args "--default-lease-ms $LEASE_MS --max-lease-ms $LEASE_MS --fence-timeout-ms 1000" ||
   exit 1
 ADDR=127.0.0.1:$PORT
+ROUTER_INTERNAL=$(field router 0 internal)  # where workers register (mutual TLS)
 "$GKA" health --addr "$ADDR" --timeout 30 >/dev/null || { echo "router not healthy"; exit 1; }
 
 WANT_DECODE=2  # 3 once the partition scenario's worker joined
@@ -128,7 +131,9 @@ start_ns_worker() {
   NS_HOST_IF=$h
   local host_ip=10.213.$(( $$ % 250 )).1 ns_ip=10.213.$(( $$ % 250 )).2
   ip netns exec "$NS" env UCX_NET_DEVICES="$n" "$BIN/gka-decode-worker" --model "$TMP/m" \
-    --router "$host_ip:$PORT" --host "$ns_ip" --port 0 --metrics-port 0 --worker-id decode-ns \
+    --router "$host_ip:${ROUTER_INTERNAL##*:}" --host "$ns_ip" --port 0 --metrics-port 0 \
+    --worker-id decode-ns --tls-ca "$TMP/tls/ca.pem" --tls-cert "$TMP/tls/client.pem" \
+    --tls-key "$TMP/tls/client.key" --tls-server-name localhost \
     --num-slots 32 --num-pages 6000 \
     --default-lease-ms $LEASE_MS --max-lease-ms $LEASE_MS --fence-timeout-ms 1000 \
     >"$TMP/ns.out" 2>"$TMP/decode-ns.log" &

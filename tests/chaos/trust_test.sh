@@ -1,29 +1,19 @@
 #!/usr/bin/env bash
 # Trust: mutual TLS between the router, the workers and clients, and API keys stored hashed.
 #   A throwaway CA (openssl) issues certificates for the router, the workers and a client; a
-#   second, unrelated CA issues an intruder's. The cluster runs with --tls-* everywhere and the
-#   router with --api-keys-file (salted SHA-256 lines from `gka hash-api-key`).
+#   second, unrelated CA issues an intruder's. The cluster runs with --tls-* everywhere, the
+#   router with --public-tls (its public port wants client certificates too) and
+#   --api-keys-file (salted SHA-256 lines from `gka hash-api-key`). (The default `gka local`
+#   cluster, with its own throwaway CA: tls_default_test.sh.)
 # Asserts: the workers register with the router over mTLS and a request is served end to end
 # (router -> workers -> client over TLS); a plaintext client, a client without a certificate
 # and a client with the intruder's certificate are refused at the handshake (UNAVAILABLE); a
 # client with a good certificate but no key or a wrong key gets UNAUTHENTICATED; the key file
-# does not contain the key; a worker without a certificate cannot register (the router counts
-# only the two certified workers).
+# does not contain the key; a plaintext (--insecure) worker cannot register on the internal
+# port (the router counts only the two certified workers).
 #   trust_test.sh BIN_DIR
 set -uo pipefail
-BIN=$(cd "$1" && pwd)
-HERE=$(cd "$(dirname "$0")" && pwd)
-export UCX_TLS=tcp
-GKA=$BIN/gka
-PY=/usr/bin/python3
-TMP=$(mktemp -d)
-cleanup() {
-  [[ -n ${ROGUE_PID:-} ]] && kill -TERM "$ROGUE_PID" 2>/dev/null
-  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
-  if [[ -n ${KEEP_TMP:-} ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-fail() { echo "trust_test: $*"; tail -3 "$TMP"/*.log 2>/dev/null; exit 1; }
+source "$(dirname "$0")/trust_lib.sh" trust_test "$1"
 
 # The PKI: EC P-256, one day.
 P=$TMP/pki
@@ -47,7 +37,7 @@ grep -q "$KEY" "$TMP/keys" && fail "the key file holds the key itself"
 grep -qE '^ci sha256:[0-9a-f]{32}:[0-9a-f]{64}$' "$TMP/keys" || fail "unexpected key line: $(cat "$TMP/keys")"
 
 source "$HERE/cluster.sh"
-start_cluster "$TMP" --port 0 --router-args "$(tls router) --api-keys-file $TMP/keys" \
+start_cluster "$TMP" --port 0 --router-args "$(tls router) --public-tls --api-keys-file $TMP/keys" \
   --prefill-args "$(tls worker)" --decode-args "$(tls worker)" || fail "no cluster"
 ADDR=$(field router 0 grpc)
 for _ in $(seq 1 100); do [[ $(healthy prefill) -ge 2 && $(healthy decode) -ge 2 ]] && break; sleep 0.1; done
@@ -55,8 +45,8 @@ for _ in $(seq 1 100); do [[ $(healthy prefill) -ge 2 && $(healthy decode) -ge 2
 echo "   4 workers registered with the router over mutual TLS"
 
 # A worker without a certificate cannot join.
-"$BIN/gka-decode-worker" --model "$TMP/m" --router "$ADDR" --port 0 --metrics-port -1 \
-  --worker-id rogue-decode >/dev/null 2>"$TMP/rogue.log" &
+"$BIN/gka-decode-worker" --model "$TMP/m" --router "$(field router 0 internal)" --port 0 \
+  --metrics-port -1 --worker-id rogue-decode --insecure >/dev/null 2>"$TMP/rogue.log" &
 ROGUE_PID=$!
 sleep 3
 [[ $(healthy decode) == 2 ]] || fail "a worker without a certificate registered"

@@ -39,6 +39,9 @@ HERE = Path(__file__).resolve().parent
 CHART = ROOT / "deploy/helm/gkaserve"
 PRODUCTION = CHART / "values-production.yaml"
 ALL_FEATURES = HERE / "values-all-features.yaml"
+# Under every other values file: names the Secret with the routers' and workers' certificates,
+# which the chart requires unless tls.insecure (a bad-values file clears it again).
+TLS_SECRET = HERE / "values-tls-secret.yaml"
 RULES_DIR = ROOT / "deploy/prometheus/rules"
 DASHBOARD = ROOT / "deploy/grafana/gkaserve.json"
 EXAMPLE = ROOT / "deploy/examples/production.yaml"
@@ -102,7 +105,7 @@ def helm(*args, check=True):
 
 def render(*values, release="t", namespace="default", extra=()):
     args = ["template", release, str(CHART), "--namespace", namespace, *extra]
-    for v in values:
+    for v in (TLS_SECRET, *values):
         args += ["-f", str(v)]
     return helm(*args).stdout
 
@@ -118,7 +121,7 @@ VALUE_SETS = {"default": (), "production": (PRODUCTION,), "all-features": (ALL_F
 def cmd_helm_lint(work):
     for name, values in VALUE_SETS.items():
         args = ["lint", "--strict", str(CHART)]
-        for v in values:
+        for v in (TLS_SECRET, *values):
             args += ["-f", str(v)]
         p = helm(*args, check=False)
         require(p.returncode == 0, f"helm lint ({name} values) failed:\n{p.stdout}{p.stderr}")
@@ -137,7 +140,7 @@ def check_chart_promises(docs, values_name):
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     require(not any(k == "Secret" for k, _ in kinds), "the chart must not render Secrets")
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for extra in VALUE_SETS[values_name]:
+    for extra in (TLS_SECRET, *VALUE_SETS[values_name]):
         merge(values, yaml.safe_load(Path(extra).read_text()))
     for d, spec in pod_specs(docs):
         name = d["metadata"]["name"]
@@ -149,15 +152,31 @@ def check_chart_promises(docs, values_name):
             require(sc.get("readOnlyRootFilesystem") is True, f"{where}: writable root fs")
             require(sc.get("allowPrivilegeEscalation") is False, f"{where}: may escalate")
             require(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: keeps caps")
+            component = d["metadata"]["labels"]["app.kubernetes.io/component"]
+            # Workers' gRPC port is mutual TLS, which the kubelet cannot speak: their probes
+            # go to the plaintext health port. The router's public port is plaintext.
+            probed = "health" if component in ("prefill", "decode") else "grpc"
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 grpc = c.get(probe, {}).get("grpc")
                 require(grpc is not None, f"{where}: {probe} is not a gRPC health probe")
-                ports = {p["containerPort"] for p in c["ports"] if p["name"] == "grpc"}
+                ports = {p["containerPort"] for p in c["ports"] if p["name"] == probed}
                 require(grpc["port"] in ports, f"{where}: {probe} port {grpc['port']} is not "
-                        f"the grpc containerPort {ports}")
+                        f"the {probed} containerPort {ports}")
+            # Routers and workers talk mutual TLS: the certificate Secret, mounted read-only.
+            args = c.get("args", [])
+            if values["tls"].get("insecure"):
+                require("--insecure" in args, f"{where}: tls.insecure but no --insecure")
+            else:
+                require("--tls-cert=/etc/gkaserve-tls/tls.crt" in args and "--insecure" not in args,
+                        f"{where}: no mutual TLS flags")
+                tls_mount = next((m for m in c["volumeMounts"] if m["name"] == "tls"), None)
+                require(tls_mount and tls_mount.get("readOnly") is True and
+                        tls_mount["mountPath"] == "/etc/gkaserve-tls", f"{where}: TLS mount")
+                tls_vol = next(v for v in spec["volumes"] if v["name"] == "tls")
+                require(tls_vol["secret"]["secretName"] == values["tls"]["existingSecret"],
+                        f"{where}: TLS volume {tls_vol}")
             require(c.get("resources", {}).get("limits", {}).get("memory"),
                     f"{where}: no memory limit")
-            component = d["metadata"]["labels"]["app.kubernetes.io/component"]
             if component in ("prefill", "decode"):
                 role = values[component]
                 gpus = c["resources"]["limits"].get("nvidia.com/gpu")
@@ -239,7 +258,7 @@ def cmd_schema_rejects(work):
     for f in files:
         exp = expectations(f)
         require(len(exp) == 1, f"{f.name}: needs exactly one '# expect:' line")
-        p = helm("template", "t", str(CHART), "-f", str(f), check=False)
+        p = helm("template", "t", str(CHART), "-f", str(TLS_SECRET), "-f", str(f), check=False)
         require(p.returncode != 0, f"{f.name}: helm template accepted it")
         require(exp[0] in p.stderr, f"{f.name}: error lacks '{exp[0]}':\n{p.stderr}")
         print(f"ok {f.name}: rejected ({exp[0]})")

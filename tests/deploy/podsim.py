@@ -242,6 +242,12 @@ class Cluster:
                 d = Path(self.volume_sources[v["persistentVolumeClaim"]["claimName"]])
             elif "emptyDir" in v:
                 d.mkdir(parents=True, exist_ok=True)
+            elif "secret" in v:
+                # The kubelet's secret volume: one file per key, with the volume's mode.
+                d.mkdir(parents=True, exist_ok=True)
+                for key, text in self.secrets[v["secret"]["secretName"]].items():
+                    (d / key).write_text(text)
+                    (d / key).chmod(v["secret"].get("defaultMode", 0o644))
             else:
                 raise RuntimeError(f"{pod.name}: volume {v['name']} of an unsupported kind")
             local[v["name"]] = d

@@ -96,7 +96,7 @@ TEST_F(RegistryClientTest, EveryRouterGetsTheWorkerAndTheSurvivorKeepsIt) {
   std::unique_ptr<Router> a = StartRouter(), b = StartRouter();
   ASSERT_TRUE(a && b);
   RegistryClientOptions o = Options();
-  o.router_addresses = {a->address(), b->address()};
+  o.router_addresses = {a->internal_address(), b->internal_address()};
   auto client = RegistryClient::Start(o, Load());
   ASSERT_TRUE(client.ok()) << client.status();
   EXPECT_TRUE(Healthy(*a));
@@ -118,7 +118,7 @@ TEST_F(RegistryClientTest, EveryRouterGetsTheWorkerAndTheSurvivorKeepsIt) {
 TEST_F(RegistryClientTest, RoutersFromANameThatResolvesToThem) {
   std::unique_ptr<Router> a = StartRouter();
   ASSERT_TRUE(a);
-  const std::string port = a->address().substr(a->address().rfind(':') + 1);
+  const std::string port = a->internal_address().substr(a->internal_address().rfind(':') + 1);
   RegistryClientOptions o = Options();
   o.router_services = {absl::StrCat("localhost:", port)};
   o.resolve_interval = absl::Milliseconds(100);

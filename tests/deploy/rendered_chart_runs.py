@@ -18,6 +18,9 @@
    registered under their StatefulSet names (the `worker` label).
 6. With apiKey.existingSecret set, the rendered router refuses calls without the key and
    accepts them with it (the key travels Secret -> env GKA_API_KEY -> router).
+   Routers and workers talk over mutual TLS with the Secret tls.existingSecret names
+   (certificates from `gka make-certs` with the DNS name tls.serverName, mounted as files);
+   the kubelet's probes reach the workers on their plaintext health port.
 7. SIGTERM to everything: each process exits 0 within its pod's grace period.
 8. router.replicas=2 (run_two_routers): both routers get every worker (through the headless
    registry Service) and serve; kill -9 of one leaves the other serving with its workers
@@ -108,7 +111,7 @@ def run_cluster(a, work):
     model_root.mkdir()
     (model_root / "tiny").symlink_to(a.model)
     cluster = podsim.Cluster(docs, a.bin_dir, work / "pods", {"gkaserve-models": model_root},
-                             {}, NAMESPACE)
+                             a.secrets, NAMESPACE)
     roles = sorted(component(p) for p in cluster.pods)
     assert roles == ["decode", "decode", "prefill", "router"], roles
     with cluster:
@@ -181,17 +184,18 @@ def run_two_routers(a, work):
     model_root.mkdir()
     (model_root / "tiny").symlink_to(a.model)
     cluster = podsim.Cluster(docs, a.bin_dir, work / "pods-2r", {"gkaserve-models": model_root},
-                             {}, NAMESPACE)
+                             a.secrets, NAMESPACE)
     routers = [p for p in cluster.pods if component(p) == "router"]
     workers = [p for p in cluster.pods if component(p) != "router"]
     assert len(routers) == 2 and len(workers) == 2, [p.name for p in cluster.pods]
     # The workers are told every router: the headless Service's name, which resolves to
-    # both router pods (podsim: the comma list of their addresses).
+    # both router pods' internal ports (podsim: the comma list of their addresses).
     grpc_of = {r.name: f"127.0.0.1:{r.port(50051)}" for r in routers}
+    internal = sorted(f"127.0.0.1:{r.port(50052)}" for r in routers)
     for w in workers:
         argv, _, _ = cluster.command_line(w, w.spec["containers"][0])
         flag = next(x for x in argv if x.startswith("--router-service="))
-        assert sorted(flag.split("=", 1)[1].split(",")) == sorted(grpc_of.values()), flag
+        assert sorted(flag.split("=", 1)[1].split(",")) == internal, flag
     roles = ("prefill", "decode")
     with cluster:
         cluster.start()
@@ -257,7 +261,8 @@ def run_api_key(a, work):
     (model_root / "tiny").symlink_to(a.model)
     cluster = podsim.Cluster(docs, a.bin_dir, work / "pods-auth",
                              {"gkaserve-models": model_root},
-                             {"gkaserve-api-keys": {"api-key": API_KEY}}, NAMESPACE)
+                             {**a.secrets, "gkaserve-api-keys": {"api-key": API_KEY}},
+                             NAMESPACE)
     router = [p for p in cluster.pods if component(p) == "router"]
     with cluster:
         cluster.start(router)
@@ -309,6 +314,17 @@ def main():
         if p.returncode != 0:
             print(f"FAIL: gka make-tiny-model: {p.stderr}")
             return 1
+        # The Secret values-local.yaml names: one certificate for every pod, as cert-manager
+        # would keep it (ca.crt, tls.crt, tls.key), carrying the chart's tls.serverName.
+        certs = work / "certs"
+        p = subprocess.run([a.gka, "make-certs", "--out", certs, "--names", "cluster", "--dns",
+                            "gkaserve-internal"], capture_output=True, text=True)
+        if p.returncode != 0:
+            print(f"FAIL: gka make-certs: {p.stderr}")
+            return 1
+        a.secrets = {"gkaserve-tls": {"ca.crt": (certs / "ca.pem").read_text(),
+                                      "tls.crt": (certs / "cluster.pem").read_text(),
+                                      "tls.key": (certs / "cluster.key").read_text()}}
         try:
             run_cluster(a, work)
             run_two_routers(a, work)

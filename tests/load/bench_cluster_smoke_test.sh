@@ -61,9 +61,10 @@ expect "trace schedule" "$(json "$TMP/trace.json" 'j.requests.map(r=>r.scheduled
 expect "trace tier" "$(json "$TMP/trace.json" 'j.requests[1].decode_num_iter')" 30
 
 # The router's job done by the client, straight to the two workers (the router-overhead
-# baseline): every request completes with exactly --output-len tokens.
+# baseline): every request completes with exactly --output-len tokens. The workers' ports are
+# mutual TLS: the client certificate gka local made in <log-dir>/tls.
 timeout 40 "$GKA" bench direct --prefill "$(cluster_address prefill "$TMP")" \
-  --decode "$(cluster_address decode "$TMP")" \
+  --decode "$(cluster_address decode "$TMP")" "${WORKER_TLS[@]}" \
   --concurrency 2 --num-requests 6 --input-len 8 --output-len 5 --warmup-requests 1 \
   --vocab 1000 --out "$TMP/direct.json" 2>"$TMP/direct.err" || { cat "$TMP/direct.err"; exit 1; }
 expect "direct ok" "$(json "$TMP/direct.json" j.report.overall.requests.ok)" 6

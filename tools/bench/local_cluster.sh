@@ -11,7 +11,9 @@
 #                                           router; sets PREFILL, DECODE and VOCAB too)
 #   stop_local_cluster                      (call it from the caller's EXIT trap)
 #
-# Sets ADDR (the router's gRPC address), METRICS (the router's /metrics address) and LOCAL_PID.
+# Sets ADDR (the router's gRPC address), METRICS (the router's /metrics address), LOCAL_PID and
+# WORKER_TLS (an array: the --tls-* flags of the certificate gka local made for clients of the
+# workers' mutual-TLS ports, e.g. `gka bench direct ... "${WORKER_TLS[@]}"`).
 # Logs go to WORK_DIR/*.log and are printed when the cluster fails to come up. LOCAL_ARGS (an
 # array) adds `gka local` flags, e.g. LOCAL_ARGS=(--router-args "--admission=false").
 
@@ -70,6 +72,7 @@ stop_local_cluster() {
 
 start_local_cluster() {
   local bin=$1 model=$2 tiers=$3 prefill=$4 decode=$5 dir=$6
+  WORKER_TLS=(--tls-ca "$dir/tls/ca.pem" --tls-cert "$dir/tls/client.pem" --tls-key "$dir/tls/client.key")
   "$bin/gka" local --model "$model" --port 0 --metrics-port 0 --prefill-workers "$prefill" \
     --decode-workers "$decode" --tiers "$tiers" --state-file "$dir/state" --log-dir "$dir" \
     ${LOCAL_ARGS[@]+"${LOCAL_ARGS[@]}"} >"$dir/local.out" &

@@ -36,6 +36,7 @@ for c in "${conc[@]}"; do
         --seed 1 --label "router c=$c" --out "$out" --plot "$TMP/unused.svg"
     else
       "$GKA" bench direct --prefill "$PREFILL" --decode "$DECODE" --concurrency "$c" \
+        "${WORKER_TLS[@]}" \
         --num-requests "$REQUESTS" --input-len 128 --output-len 32 --vocab "$VOCAB" \
         --prefill-num-iter 10 --decode-num-iter 10 --warmup-requests 4 --out "$out"
     fi

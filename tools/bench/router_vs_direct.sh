@@ -44,7 +44,7 @@ router_run() {  # RATE
 }
 scrape() { curl -sf "http://$METRICS/metrics" | grep -E '^gka_(router_overhead|admission)_'; }
 direct_run() {  # RATE: tier standard's num_iter (10/10), the same shapes and arrivals
-  "$GKA" bench direct --prefill "$PREFILL" --decode "$DECODE" --request-rate "$1" \
+  "$GKA" bench direct --prefill "$PREFILL" --decode "$DECODE" --request-rate "$1" "${WORKER_TLS[@]}" \
     --duration "$DURATION" --input-len 128 --output-len 32 --vocab "$VOCAB" \
     --prefill-num-iter 10 --decode-num-iter 10 --warmup-requests 2 --seed 1 \
     --out "$OUT/${NAME}_direct_r$1.json"

@@ -51,9 +51,12 @@ class ClientBase:
     def __init__(self, address: str = "127.0.0.1:50051", *, api_key: Optional[str] = None,
                  tls: bool = False, root_certificates: Optional[Union[bytes, str]] = None,
                  timeout: Optional[float] = 300.0, retry: Optional[RetryPolicy] = None,
-                 assign_request_ids: bool = True, max_message_bytes: int = 64 << 20):
+                 assign_request_ids: bool = True, max_message_bytes: int = 64 << 20,
+                 certificate_chain: Optional[Union[bytes, str]] = None,
+                 private_key: Optional[Union[bytes, str]] = None):
         self._config = _wire.Config(address, api_key, tls, root_certificates, timeout, retry,
-                                    assign_request_ids, max_message_bytes)
+                                    assign_request_ids, max_message_bytes, certificate_chain,
+                                    private_key)
         self._channel = self._make_channel(self._config)
         self._stub = pb_grpc.GenerateServiceStub(self._channel)
 

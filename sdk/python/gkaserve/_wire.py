@@ -39,13 +39,34 @@ _RETRY_AFTER = "retry-after"        # seconds, may be fractional
 # Configuration shared by both clients
 
 
+def _bytes(pem: Optional[Union[bytes, str]]) -> Optional[bytes]:
+    return pem.encode() if isinstance(pem, str) else pem
+
+
+def _read_pem(variable: str) -> Optional[bytes]:
+    """The PEM file named by environment variable `variable`; None when it is unset."""
+    path = os.environ.get(variable)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+    except OSError as e:
+        raise ValueError(f"{variable}: cannot read {path}: {e.strerror}") from None
+    if b"-----BEGIN " not in pem:
+        raise ValueError(f"{variable}: {path} holds no PEM block")
+    return pem
+
+
 class Config:
     """What a client was built with: address, credentials, defaults, request-id source."""
 
     def __init__(self, address: str, api_key: Optional[str], tls: bool,
                  root_certificates: Optional[Union[bytes, str]], timeout: Optional[float],
                  retry: Optional[RetryPolicy], assign_request_ids: bool,
-                 max_message_bytes: int):
+                 max_message_bytes: int,
+                 certificate_chain: Optional[Union[bytes, str]] = None,
+                 private_key: Optional[Union[bytes, str]] = None):
         if not address:
             raise ValueError("address: empty")
         if timeout is not None and timeout <= 0:
@@ -68,10 +89,18 @@ class Config:
             ("grpc.primary_user_agent", f"gkaserve-python-sdk/{VERSION}"),
         ]
         self.credentials = None
+        if not tls and os.environ.get("GKA_TLS_CA"):
+            # The variables the gka tool's --tls-* flags read: file paths.
+            tls = True
+            root_certificates = _read_pem("GKA_TLS_CA")
+            certificate_chain = _read_pem("GKA_TLS_CERT")
+            private_key = _read_pem("GKA_TLS_KEY")
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError("certificate_chain and private_key: give both (mutual TLS) or neither")
         if tls:
-            if isinstance(root_certificates, str):
-                root_certificates = root_certificates.encode()
-            self.credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.credentials = grpc.ssl_channel_credentials(
+                root_certificates=_bytes(root_certificates),
+                private_key=_bytes(private_key), certificate_chain=_bytes(certificate_chain))
         self._id_prefix = f"sdk-{secrets.token_hex(8)}-"
         self._next_id = 0
         self._id_lock = threading.Lock()

@@ -92,7 +92,10 @@ class Client(ClientBase):
         print(client.chat([{"role": "user", "content": "Hi"}]).text)
 
     api_key: sent as "authorization: Bearer <key>"; None takes $GKA_API_KEY (the variable
-    the router reads too), "" sends none. tls + root_certificates (PEM; None: the system's).
+    the router reads too), "" sends none. tls + root_certificates (PEM; None: the system's),
+    and certificate_chain + private_key (PEM) for a router that wants client certificates
+    (--public-tls). tls=False with $GKA_TLS_CA set: TLS with the PEM files $GKA_TLS_CA,
+    $GKA_TLS_CERT and $GKA_TLS_KEY (what `gka local` prints; the gka tool reads them too).
 
     Every call: `timeout` (seconds; default the client's, None/inf for none) bounds the whole
     call, retries and backoff included. Retries with exponential backoff happen on

@@ -306,6 +306,23 @@ class AuthAndTlsTest(unittest.TestCase):
                 with self.assertRaises(GkaError) as e:
                     plain.generate("x")
                 self.assertEqual(e.exception.code, grpc.StatusCode.UNAVAILABLE)
+            # tls unset with $GKA_TLS_CA: TLS with that file's roots (what `gka local` prints).
+            os.environ["GKA_TLS_CA"] = str(cert)
+            try:
+                with gkaserve.Client(fake.address, retry=fast_retry()) as from_env:
+                    self.assertEqual(from_env.generate("env").text, "echo: env")
+            finally:
+                del os.environ["GKA_TLS_CA"]
+
+    def test_bad_tls_settings_are_clear_errors(self):
+        os.environ["GKA_TLS_CA"] = "/nonexistent/ca.pem"
+        try:
+            with self.assertRaisesRegex(ValueError, "GKA_TLS_CA"):
+                gkaserve.Client("127.0.0.1:1")
+        finally:
+            del os.environ["GKA_TLS_CA"]
+        with self.assertRaisesRegex(ValueError, "certificate_chain and private_key"):
+            gkaserve.Client("127.0.0.1:1", tls=True, certificate_chain=b"x")
 
 
 if __name__ == "__main__":

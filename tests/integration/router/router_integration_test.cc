@@ -134,11 +134,11 @@ class RouterIntegrationTest : public ::testing::Test {
   }
 
   FakeDecodeWorker& AddDecode(DecodeOptions options) {
-    decodes_.push_back(FakeDecodeWorker::Start(cluster_, options, router_->address()));
+    decodes_.push_back(FakeDecodeWorker::Start(cluster_, options, router_->internal_address()));
     return *decodes_.back();
   }
   FakePrefillWorker& AddPrefill(PrefillOptions options) {
-    prefills_.push_back(FakePrefillWorker::Start(cluster_, options, router_->address()));
+    prefills_.push_back(FakePrefillWorker::Start(cluster_, options, router_->internal_address()));
     return *prefills_.back();
   }
 
@@ -807,7 +807,7 @@ TEST(GkaRouterBinaryTest, PrintsItsAddressesAndDrainsOnSigterm) {
   std::vector<std::string> args = {
       binary, "--port",           "0",           "--metrics-port",
       "0",    "--tokenizer",      kTokenizerDir, "--heartbeat-timeout-ms",
-      "600",  "--drain-grace-ms", "2000"};
+      "600",  "--drain-grace-ms", "2000", "--insecure"};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -821,6 +821,7 @@ TEST(GkaRouterBinaryTest, PrintsItsAddressesAndDrainsOnSigterm) {
   const std::string json = line;
   EXPECT_THAT(json, HasSubstr("\"role\":\"router\""));
   EXPECT_THAT(json, HasSubstr(absl::StrCat("\"pid\":", pid)));
+  EXPECT_THAT(json, HasSubstr("\"internal\":\"127.0.0.1:"));  // where workers register
   const size_t at = json.find("\"grpc\":\"") + 8;
   const std::string grpc_address = json.substr(at, json.find('"', at) - at);
   const size_t m = json.find("\"metrics\":\"") + 11;

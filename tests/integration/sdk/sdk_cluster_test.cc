@@ -194,14 +194,18 @@ class Cluster {
   const std::string& dir() const { return dir_; }
 
   // A prefill worker outside `gka local` (which stops the whole cluster when a child dies);
-  // returns once it has registered.
+  // returns once it has registered. It registers on the router's internal port with the
+  // certificate gka local made for processes beside the cluster (mutual TLS).
   pid_t StartExtraPrefill(const std::string& id) {
     int out = -1;
+    const std::string tls = Field("router", "tls_dir");
     // timeout(1) bounds its life should this test die without killing it.
-    const pid_t pid =
-        Spawn({"/usr/bin/timeout", "300", bin_ + "/gka-prefill-worker", "--model", model_,
-               "--router", address(), "--port", "0", "--metrics-port", "0", "--worker-id", id},
-              dir_ + "/" + id + ".log", &out);
+    const pid_t pid = Spawn(
+        {"/usr/bin/timeout", "300", bin_ + "/gka-prefill-worker", "--model", model_, "--router",
+         Field("router", "internal"), "--port", "0", "--metrics-port", "0", "--worker-id", id,
+         "--tls-ca", tls + "/ca.pem", "--tls-cert", tls + "/client.pem", "--tls-key",
+         tls + "/client.key"},
+        dir_ + "/" + id + ".log", &out);
     extra_.push_back(pid);
     extra_stdout_.push_back(out);  // kept open: the worker may print more
     char c;

@@ -68,12 +68,15 @@ class Cluster:
         """A prefill worker outside gka local (which stops everything when a child dies);
         returns once it has registered."""
         # timeout(1) bounds its life should this test die without killing it; both share a
-        # new session, killed as a group.
+        # new session, killed as a group. It registers on the router's internal port with the
+        # certificate gka local made for tools beside the cluster (mutual TLS).
+        tls = pathlib.Path(self.field("router", "tls_dir"))
         with open(self.dir / f"{worker_id}.log", "w") as log:
             p = subprocess.Popen(
                 ["/usr/bin/timeout", "300", self.bin / "gka-prefill-worker", "--model",
-                 self.model, "--router", self.address, "--port", "0", "--metrics-port", "0",
-                 "--worker-id", worker_id],
+                 self.model, "--router", self.field("router", "internal"), "--port", "0",
+                 "--metrics-port", "0", "--worker-id", worker_id, "--tls-ca", tls / "ca.pem",
+                 "--tls-cert", tls / "client.pem", "--tls-key", tls / "client.key"],
                 stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
         self.extra.append(p)
         p.stdout.readline()  # its ready line

@@ -94,7 +94,10 @@ class WorkerBinariesTest : public ::testing::TestWithParam<std::string> {
                                      "--heartbeat-ms",
                                      "100",
                                      "--tiers",
-                                     tier_file_};
+                                     tier_file_,
+                                     // The stand-in registry and this test's channels are
+                                     // plaintext (tls_default_test.sh covers mutual TLS).
+                                     "--insecure"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto p =
         WorkerProcess::Spawn(argv, {absl::StrCat("UCX_TLS=", GetParam())},

@@ -57,7 +57,39 @@ app.kubernetes.io/part-of: gkaserve
 
 {{/* Where workers find every router: the headless registry Service (all router pods). */}}
 {{- define "gkaserve.routerRegistryAddress" -}}
-{{- printf "%s-registry:%d" (include "gkaserve.componentName" (dict "root" . "component" "router")) (int .Values.router.grpcPort) }}
+{{- printf "%s-registry:%d" (include "gkaserve.componentName" (dict "root" . "component" "router")) (int .Values.router.internalPort) }}
+{{- end }}
+
+{{/*
+Mutual TLS between routers and workers (values: tls): the flags, the Secret's volume and its
+mount. validate.yaml makes sure there is a Secret or an explicit tls.insecure.
+*/}}
+{{- define "gkaserve.tlsArgs" -}}
+{{- if .Values.tls.insecure }}
+- --insecure
+{{- else }}
+- --tls-ca=/etc/gkaserve-tls/ca.crt
+- --tls-cert=/etc/gkaserve-tls/tls.crt
+- --tls-key=/etc/gkaserve-tls/tls.key
+- --tls-server-name={{ .Values.tls.serverName }}
+{{- end }}
+{{- end }}
+
+{{- define "gkaserve.tlsVolumeMounts" -}}
+{{- if not .Values.tls.insecure }}
+- name: tls
+  mountPath: /etc/gkaserve-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "gkaserve.tlsVolumes" -}}
+{{- if not .Values.tls.insecure }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0400
+{{- end }}
 {{- end }}
 
 {{- define "gkaserve.modelPath" -}}
@@ -166,6 +198,9 @@ livenessProbe:
 - name: tmp
   emptyDir:
     sizeLimit: 1Gi
+{{- with include "gkaserve.tlsVolumes" . }}
+{{ . }}
+{{- end }}
 {{- end }}
 
 {{- define "gkaserve.commonVolumeMounts" -}}
@@ -177,6 +212,9 @@ livenessProbe:
   readOnly: true
 - name: tmp
   mountPath: /tmp
+{{- with include "gkaserve.tlsVolumeMounts" . }}
+{{ . }}
+{{- end }}
 {{- end }}
 
 {{/* The init step that fills the model volume when model.source is "init". */}}

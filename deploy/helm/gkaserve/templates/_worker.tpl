@@ -55,6 +55,8 @@ spec:
         - --tiers=/etc/gkaserve/tiers.json
         # Finish calls in flight within the pod's grace period (SIGTERM, then SIGKILL).
         - --shutdown-grace-ms={{ $role.shutdownGraceMs }}
+        - --health-port={{ $role.healthPort }}
+        {{- include "gkaserve.tlsArgs" $root | nindent 8 }}
         {{- with .args }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -75,10 +77,14 @@ spec:
         - name: grpc
           containerPort: {{ $role.grpcPort }}
           protocol: TCP
+        - name: health
+          containerPort: {{ $role.healthPort }}
+          protocol: TCP
         - name: metrics
           containerPort: {{ $role.metricsPort }}
           protocol: TCP
-      {{- include "gkaserve.probes" (dict "port" $role.grpcPort "readyService" "" "startupSeconds" $role.startupSeconds) | nindent 6 }}
+      # The gRPC port wants a client certificate, which the kubelet cannot present.
+      {{- include "gkaserve.probes" (dict "port" $role.healthPort "readyService" "" "startupSeconds" $role.startupSeconds) | nindent 6 }}
       resources:
         {{- include "gkaserve.workerResources" (dict "role" $role "hugepages" $role.hugepages) | nindent 8 }}
       securityContext:

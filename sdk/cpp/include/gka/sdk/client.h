@@ -78,9 +78,16 @@ struct ClientOptions {
   // Sent as "authorization: Bearer <api_key>" on every call. Unset: the environment's
   // GKA_API_KEY (the variable the router reads too), if any; empty: no key.
   std::optional<std::string> api_key;
+  // TLS to the router (its public port runs TLS with --public-tls). Unset (false) with the
+  // environment's GKA_TLS_CA set: TLS with the PEM files GKA_TLS_CA, and GKA_TLS_CERT +
+  // GKA_TLS_KEY when set (the `gka` tool's --tls-* flags read the same variables).
   bool tls = false;
   // PEM root certificates to verify the server with; empty uses the system's roots.
   std::string tls_root_certs_pem;
+  // PEM client certificate chain and its private key, for a router that requires client
+  // certificates (mutual TLS; both or neither).
+  std::string tls_cert_chain_pem;
+  std::string tls_private_key_pem;
   // Bounds each call when CallOptions::timeout is unset; absl::InfiniteDuration() for none.
   absl::Duration default_timeout = absl::Minutes(5);
   RetryPolicy retry;
