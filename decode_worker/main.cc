@@ -1,6 +1,10 @@
 // gka-decode-worker: serves gka.worker.v1.DecodeService; see decode_worker.h.
 //
-//   gka-decode-worker --model DIR --router 127.0.0.1:50051 --port 0 --metrics-port 0
+//   gka-decode-worker --model DIR --router 127.0.0.1:50052 --port 0 --metrics-port 0 \
+//       --tls-ca ca.pem --tls-cert worker.pem --tls-key worker.key   (or --insecure)
+//
+// --router names the router's internal port; without certificates or --insecure the worker
+// exits 2 (its port carries reservations and transfer tickets).
 //
 // Prints one JSON line {"role":"decode","grpc":...,"metrics":...,"pid":...} on stdout once it
 // serves; SIGINT/SIGTERM shut it down gracefully.
