@@ -7,7 +7,8 @@
 #   healthy ROLE                             (workers of ROLE the router counts healthy)
 #   used_pages                               (KV pages + state slots in use on every worker)
 #   cluster_test_setup BIN_DIR               (GKA, UCX over tcp, TMP and an exit trap that stops
-#                                             the cluster and removes TMP unless KEEP_TMP is set)
+#                                             the cluster and ROGUE_PID if set, and removes TMP
+#                                             unless KEEP_TMP is set)
 # Needs GKA (the gka binary) and node.
 
 cluster_test_setup() {
@@ -18,6 +19,7 @@ cluster_test_setup() {
 }
 
 cluster_test_cleanup() {
+  [[ -n ${ROGUE_PID:-} ]] && kill -TERM "$ROGUE_PID" 2>/dev/null  # a worker started beside it
   [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
   if [[ -n ${KEEP_TMP:-} ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
 }

@@ -11,13 +11,16 @@
 # naming both ways out; no private key (nor any line of one) appears in any log.
 #   tls_default_test.sh BIN_DIR
 set -uo pipefail
-source "$(dirname "$0")/trust_lib.sh" tls_default_test "$1"
-field() {  # ROLE KEY -> the first such process's KEY from gka local's state file
-  node -e 'const [r,k,f]=process.argv.slice(1); for (const l of require("fs").readFileSync(f,"utf8").split("\n")) { if(!l) continue; const o=JSON.parse(l); if (o.role===r) { console.log(o[k]); break; } }' \
-    "$1" "$2" "$TMP/state"
-}
+BIN=$(cd "$1" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/cluster.sh"
+cluster_test_setup "$BIN"
+PY=/usr/bin/python3
+fail() { echo "tls_default_test: $*"; tail -3 "$TMP"/*.log 2>/dev/null; exit 1; }
 
-"$GKA" make-tiny-model --out "$TMP/m" 2>/dev/null || fail "make-tiny-model failed"
+# No TLS flags at all: gka local's defaults.
+PREFILL_WORKERS=1 DECODE_WORKERS=1 start_cluster "$TMP" --port 0 >"$TMP/start.out" 2>&1 ||
+  fail "no cluster: $(cat "$TMP/start.out")"
 # Neither certificates nor --insecure: a clear refusal, before any port is opened.
 for b in gka-router gka-prefill-worker gka-decode-worker; do
   args=(--port 0 --metrics-port -1)
@@ -30,19 +33,11 @@ for b in gka-router gka-prefill-worker gka-decode-worker; do
 done
 echo "   router and workers without certificates or --insecure: exit 2, naming --tls-* and --insecure"
 
-"$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --prefill-workers 1 --decode-workers 1 \
-  --state-file "$TMP/state" --log-dir "$TMP" >"$TMP/local.out" 2>"$TMP/local.log" &
-LOCAL_PID=$!
-for _ in $(seq 1 600); do
-  [[ -s $TMP/state && $(wc -l <"$TMP/state") -ge 3 ]] && break
-  kill -0 $LOCAL_PID 2>/dev/null || fail "gka local died"
-  sleep 0.2
-done
-ADDR=$(field router grpc)
+ADDR=$(field router 0 grpc)
 "$GKA" health --addr "$ADDR" --timeout 60 >/dev/null || fail "the cluster is not serving"
 T=$TMP/tls
-[[ $(field router tls_dir) == "$T" ]] || fail "the router's state line names no tls_dir $T"
-grep -q "$T" "$TMP/local.log" || fail "gka local did not say where the certificates are"
+[[ $(field router 0 tls_dir) == "$T" ]] || fail "the router's state line names no tls_dir $T"
+grep -q "$T" "$TMP/start.out" || fail "gka local did not say where the certificates are"
 ls "$T" | sort | tr '\n' ' ' | grep -qx "ca.pem client.key client.pem decode-0.key decode-0.pem prefill-0.key prefill-0.pem router.key router.pem " ||
   fail "unexpected files in $T: $(ls "$T")"
 for k in "$T"/*.key; do
@@ -61,7 +56,7 @@ call() {  # expected-code addr args...
 }
 OURS=(--ca "$T/ca.pem" --cert "$T/client.pem" --key "$T/client.key")
 THEIRS=(--ca "$T/ca.pem" --cert "$TMP/rogue/intruder.pem" --key "$TMP/rogue/intruder.key")
-for addr in "$(field prefill grpc)" "$(field decode grpc)" "$(field router internal)"; do
+for addr in "$(field prefill 0 grpc)" "$(field decode 0 grpc)" "$(field router 0 internal)"; do
   call UNAVAILABLE "$addr"
   call UNAVAILABLE "$addr" "${THEIRS[@]}"
   call OK "$addr" "${OURS[@]}"
@@ -69,14 +64,12 @@ done
 echo "   prefill, decode and registry ports: plaintext and another CA's certificate refused, ours served"
 
 # A plaintext worker cannot join.
-"$BIN/gka-decode-worker" --model "$TMP/m" --router "$(field router internal)" --port 0 \
+"$BIN/gka-decode-worker" --model "$TMP/m" --router "$(field router 0 internal)" --port 0 \
   --metrics-port -1 --worker-id rogue-decode --insecure >/dev/null 2>"$TMP/rogue.log" &
 ROGUE_PID=$!
 sleep 3
-healthy=$(curl -s --max-time 2 "http://$(field router metrics)/metrics" |
-  grep -E '^gka_workers\{role="decode",state="healthy"\}' | awk '{print $2}')
-[[ $healthy == 1 ]] || fail "decode workers healthy: '$healthy', want 1 (a plaintext worker joined?)"
-echo "   a plaintext worker could not register (decode workers healthy: $healthy)"
+[[ $(healthy decode) == 1 ]] || fail "decode workers healthy: $(healthy decode), want 1 (a plaintext worker joined?)"
+echo "   a plaintext worker could not register (decode workers healthy: $(healthy decode))"
 
 # The public port: no key, no certificate; greedy output equals the offline engine's.
 for ids in "3,14,15,92,65,35,89,79,32,38,46" "2,71,82,81,82,84,59,4,52,35,36,2,87,47,13,52,66"; do
@@ -93,7 +86,7 @@ kill -TERM "$ROGUE_PID" 2>/dev/null
 kill -TERM "$LOCAL_PID" && wait "$LOCAL_PID"
 LOCAL_PID=
 # No private key in any log: neither the PEM header nor any base64 line of a key.
-logs=("$TMP"/*.log "$TMP"/*.err "$TMP/local.out")
+logs=("$TMP"/*.log "$TMP"/*.err "$TMP/local.out" "$TMP/start.out")
 grep -l "PRIVATE KEY" "${logs[@]}" && fail "a log holds a private key"
 for k in "$T"/*.key; do
   while read -r line; do

@@ -13,7 +13,12 @@
 # port (the router counts only the two certified workers).
 #   trust_test.sh BIN_DIR
 set -uo pipefail
-source "$(dirname "$0")/trust_lib.sh" trust_test "$1"
+BIN=$(cd "$1" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/cluster.sh"
+cluster_test_setup "$BIN"
+PY=/usr/bin/python3
+fail() { echo "trust_test: $*"; tail -3 "$TMP"/*.log 2>/dev/null; exit 1; }
 
 # The PKI: EC P-256, one day.
 P=$TMP/pki
@@ -36,7 +41,6 @@ KEY=$("$GKA" hash-api-key --name ci 2>&1 >"$TMP/keys" | tail -1)
 grep -q "$KEY" "$TMP/keys" && fail "the key file holds the key itself"
 grep -qE '^ci sha256:[0-9a-f]{32}:[0-9a-f]{64}$' "$TMP/keys" || fail "unexpected key line: $(cat "$TMP/keys")"
 
-source "$HERE/cluster.sh"
 start_cluster "$TMP" --port 0 --router-args "$(tls router) --public-tls --api-keys-file $TMP/keys" \
   --prefill-args "$(tls worker)" --decode-args "$(tls worker)" || fail "no cluster"
 ADDR=$(field router 0 grpc)
