@@ -111,7 +111,10 @@ absl::Status RunRemoteGenerate(const RemoteGenerateRequest& r) {
     out["attempts"] = result.attempts;
     out["migrated_from"] = result.served_by.migrated_from;
     out["tier"] = result.tier;
+    out["prefill_num_iter"] = result.num_iter.prefill;
     out["decode_num_iter"] = result.num_iter.decode;
+    out["served_by"] = {{"prefill_worker_id", result.served_by.prefill_worker_id},
+                        {"decode_worker_id", result.served_by.decode_worker_id}};
     out["degrade_rung"] = result.degrade_rung;
     out["timings"] = {{"ttft_ms", result.timings.ttft_ms},
                       {"admission_ms", result.timings.admission_ms},

@@ -7,12 +7,17 @@
 //             [--router-args "..."] [--prefill-args "..."] [--decode-args "..."]
 //             [--prefill-gpus 0,1] [--decode-gpus 2,3] [--tls-dir D | --insecure]
 //             [--internal-port 0]
+//   gka local --model DIR --colocated [--decode-workers N] [--decode-tp D] [--decode-gpus ...]
+//             [--max-batch-tokens 512] [--prefill-chunk-size 256]
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
 // (metrics on MP+1, MP+2, ...) and the decode workers (after the prefill ones); worker gRPC and
-// UCX ports are ephemeral. Prints one JSON line per process ({"role", "index", "pid", "grpc",
-// "metrics"}) and writes them to --state-file. The children share one process group and get
-// SIGKILL if this process dies (PR_SET_PDEATHSIG); SIGINT/SIGTERM stop them all.
+// UCX ports are ephemeral. With --colocated there are no prefill workers: each decode worker
+// runs with --colocated (prefills its prompts itself, chunked into its decode batch), the
+// baseline disaggregation is measured against. Prints one JSON line per process ({"role",
+// "index", "pid", "grpc", "metrics"}) and writes them to --state-file. The children share one
+// process group and get SIGKILL if this process dies (PR_SET_PDEATHSIG); SIGINT/SIGTERM stop
+// them all.
 //
 // Router <-> workers is mutual TLS without the user doing anything: a throwaway CA and one
 // certificate per process (plus "client", for tools and processes started beside the cluster)
@@ -57,6 +62,11 @@ struct LocalFlags {
   int metrics_port = 9400;
   int prefill_workers = 1;
   int decode_workers = 1;
+  // Colocated serving: no prefill workers; decode workers prefill prompts themselves under
+  // a token budget (0: the worker's defaults).
+  bool colocated = false;
+  int max_batch_tokens = 0;
+  int prefill_chunk_size = 0;
   std::string tiers;
   std::string state_file;
   std::string log_dir;
@@ -244,8 +254,13 @@ std::vector<std::string> Placed(const GpuPlacement& p, std::vector<std::string> 
 }
 
 absl::Status RunLocal(const LocalFlags& f) {
-  if (f.prefill_workers < 1 || f.decode_workers < 1) {
-    return absl::InvalidArgumentError("need at least one prefill and one decode worker");
+  if (f.decode_workers < 1 || (!f.colocated && f.prefill_workers < 1)) {
+    return absl::InvalidArgumentError(f.colocated
+                                          ? "need at least one (colocated) decode worker"
+                                          : "need at least one prefill and one decode worker");
+  }
+  if (f.max_batch_tokens < 0 || f.prefill_chunk_size < 0) {
+    return absl::InvalidArgumentError("--max-batch-tokens and --prefill-chunk-size must be >= 0");
   }
   if (f.prefill_tp < 1 || f.decode_tp < 1) {
     return absl::InvalidArgumentError("--prefill-tp and --decode-tp must be >= 1");
@@ -413,12 +428,20 @@ absl::Status RunLocal(const LocalFlags& f) {
                                               TlsArgs(f, pki, absl::StrCat(role, "-", i), extra)))),
                  WithVocabLimit(extra)));
   };
-  for (int i = 0; status.ok() && i < f.prefill_workers; ++i) {
+  const int prefill_workers = f.colocated ? 0 : f.prefill_workers;
+  for (int i = 0; status.ok() && i < prefill_workers; ++i) {
     status = start_worker("prefill", i, f.prefill_tp, f.prefill_gpus, 0, "", f.prefill_args);
   }
+  std::string decode_own = absl::StrCat("--num-slots ", f.num_slots);
+  if (f.colocated) absl::StrAppend(&decode_own, " --colocated");
+  if (f.max_batch_tokens > 0)
+    absl::StrAppend(&decode_own, " --max-batch-tokens ", f.max_batch_tokens);
+  if (f.prefill_chunk_size > 0) {
+    absl::StrAppend(&decode_own, " --prefill-chunk-size ", f.prefill_chunk_size);
+  }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
-    status = start_worker("decode", i, f.decode_tp, f.decode_gpus, f.prefill_workers * f.prefill_tp,
-                          absl::StrCat("--num-slots ", f.num_slots), f.decode_args);
+    status = start_worker("decode", i, f.decode_tp, f.decode_gpus, prefill_workers * f.prefill_tp,
+                          decode_own, f.decode_args);
   }
   if (status.ok()) write_state();
   if (status.ok()) {
@@ -470,6 +493,15 @@ void RegisterLocal(CLI::App& app, Action& run) {
   cmd->add_option("--prefill-workers", f->prefill_workers, "prefill processes")
       ->capture_default_str();
   cmd->add_option("--decode-workers", f->decode_workers, "decode processes")->capture_default_str();
+  cmd->add_flag("--colocated", f->colocated,
+                "no prefill workers: every decode worker prefills its prompts itself (chunked "
+                "prefill mixed with its decode batch), the baseline for disaggregation");
+  cmd->add_option("--max-batch-tokens", f->max_batch_tokens,
+                  "decode workers' tokens per step (0: their default)")
+      ->capture_default_str();
+  cmd->add_option("--prefill-chunk-size", f->prefill_chunk_size,
+                  "colocated: most prompt tokens of one sequence per step (0: --max-batch-tokens)")
+      ->capture_default_str();
   cmd->add_option("--tiers", f->tiers, "tier file (JSON)");
   cmd->add_option("--http-port", f->http_port,
                   "router's OpenAI-compatible HTTP port (0 = any, -1 = off)")

@@ -51,6 +51,18 @@ spb::FinishReason ToProto(FinishReason reason) {
   return spb::FINISH_REASON_UNSPECIFIED;
 }
 
+spb::TokenLogprob ToLogprob(const worker_common::StepRunner::Token& t) {
+  spb::TokenLogprob lp;
+  lp.set_token_id(t.token);
+  lp.set_logprob(t.logprob);
+  for (const engine::Engine::TopLogprob& alt : t.top) {
+    spb::TopLogprob* top = lp.add_top();
+    top->set_token_id(alt.token);
+    top->set_logprob(alt.logprob);
+  }
+  return lp;
+}
+
 }  // namespace
 
 struct DecodeCore::Entry {
@@ -126,6 +138,11 @@ struct DecodeCore::Entry {
     const int32_t prior = resumed.empty() ? 0 : static_cast<int32_t>(resumed.size()) - 1;
     return prompt_tokens - prior + static_cast<int32_t>(generated.size()) - 1;
   }
+  // Colocated: this worker prefills the prompt (reserved_at is the StartDecode's arrival);
+  // `started` once the first token went out, `first_step` when the first chunk ran.
+  bool colocated = false;
+  bool started = false;
+  std::optional<absl::Time> first_step;
 
   void Send(wpb::DecodeStreamResponse m) {
     if (stream == nullptr) return;
@@ -181,6 +198,9 @@ absl::StatusOr<std::unique_ptr<DecodeMetrics>> DecodeMetrics::Create(
                           {"worker", "result"}));
   m.migrations_ok = migrations->Labels({{"worker", worker}, {"result", "ok"}});
   m.migrations_failed = migrations->Labels({{"worker", worker}, {"result", "failed"}});
+  GKA_ASSIGN_OR_RETURN(
+      m.mixed_steps, counter("gka_decode_mixed_steps_total",
+                             "Colocated steps that fed prompt chunks and decode tokens together"));
   GKA_ASSIGN_OR_RETURN(metrics::HistogramFamily * batch,
                        registry.AddHistogram("gka_decode_batch_size", "Sequences per decode step",
                                              {"worker"}, metrics::ExponentialBuckets(1, 2, 10)));
@@ -210,7 +230,12 @@ absl::StatusOr<std::unique_ptr<DecodeCore>> DecodeCore::Create(
   scheduler::SchedulerOptions so;
   so.max_batch_tokens = options.max_batch_tokens;
   so.max_running_seqs = std::min(options.total_slots, options.max_batch_tokens);
-  so.prefill_chunk_size = options.max_batch_tokens;
+  if (options.prefill_chunk_size < 0) {
+    return absl::InvalidArgumentError("--prefill-chunk-size must be >= 1 (0: --max-batch-tokens)");
+  }
+  // Hand-offs arrive prefilled: only colocated prompts are chunked.
+  so.prefill_chunk_size =
+      options.prefill_chunk_size > 0 ? options.prefill_chunk_size : options.max_batch_tokens;
   so.max_model_len = engine->max_seq_len();
   // Stop ids arrive per request (the router includes the model's EOS ids).
   GKA_ASSIGN_OR_RETURN(core->scheduler_, scheduler::Scheduler::Create(so, core->memory_.get()));
@@ -297,6 +322,11 @@ void DecodeCore::Reserve(const wpb::ReserveRequest& request, TicketCallback done
 }
 
 absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequest& request) {
+  if (options_.colocated) {
+    return absl::FailedPreconditionError(
+        "this worker is colocated (--colocated): it prefills prompts itself and takes no "
+        "hand-offs; send StartDecode with prompt_token_ids");
+  }
   if (request.request_id().empty()) return absl::InvalidArgumentError("request_id is empty");
   if (draining_) {
     return absl::UnavailableError("this decode worker is draining (shutting down)");
@@ -620,6 +650,26 @@ void DecodeCore::Transferred(Entry& e) {
 // --- StartDecode -------------------------------------------------------------------------
 
 void DecodeCore::StartDecode(const wpb::StartDecodeRequest& request, DecodeStream* stream) {
+  if (options_.colocated) {
+    const absl::Status s = StartColocated(request, stream);
+    UpdateGauges();
+    if (!s.ok()) {
+      stream->Close(s);
+      return;
+    }
+    // Published before the router hears of it (its admission confirms its hold on this).
+    if (options_.publish) options_.publish();
+    wpb::DecodeStreamResponse accepted;
+    accepted.mutable_accepted();
+    Live(request.request_id())->Send(std::move(accepted));
+    return;
+  }
+  if (request.prompt_token_ids_size() > 0) {
+    stream->Close(absl::InvalidArgumentError(
+        "prompt_token_ids given to a decode worker that is not colocated (--colocated): it "
+        "decodes only what a prefill worker handed off"));
+    return;
+  }
   Entry* e = Live(request.request_id());
   if (e == nullptr) {
     stream->Close(absl::NotFoundError(
@@ -696,6 +746,112 @@ absl::Status DecodeCore::AttachDecode(Entry& e, const wpb::StartDecodeRequest& r
   e.stream = stream;
   by_stream_[stream->id()] = e.generation;
   return absl::OkStatus();
+}
+
+absl::Status DecodeCore::StartColocated(const wpb::StartDecodeRequest& request,
+                                        DecodeStream* stream) {
+  if (request.request_id().empty()) return absl::InvalidArgumentError("request_id is empty");
+  if (draining_) {
+    return absl::UnavailableError("this colocated worker is draining (shutting down)");
+  }
+  if (live_.contains(request.request_id())) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("request ", request.request_id(), " is already running here"));
+  }
+  if (request.resumed_tokens_size() > 0) {
+    return absl::InvalidArgumentError(
+        "resumed_tokens given to a colocated worker (moved sequences go to decode workers)");
+  }
+  if (request.transfer_id() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("transfer_id ", request.transfer_id(),
+                     " given to a colocated worker (it holds no "
+                     "reservations: send the prompt in prompt_token_ids)"));
+  }
+  const int32_t prompt = request.prompt_token_ids_size();
+  if (prompt == 0) {
+    return absl::InvalidArgumentError(
+        "prompt_token_ids is empty: a colocated worker prefills the prompt itself and needs at "
+        "least one token");
+  }
+  const int32_t vocab = engine_->vocab_size();
+  for (int32_t i = 0; i < prompt; ++i) {
+    const int32_t id = request.prompt_token_ids(i);
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt_token_ids[", i, "] = ", id, " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  if (request.prefill_num_iter() < -1) {
+    return absl::InvalidArgumentError("prefill_num_iter must be >= 0 (or -1: the model's)");
+  }
+  auto e = std::make_unique<Entry>();
+  e->request_id = request.request_id();
+  e->seq = SequenceId(next_sequence_++);
+  e->generation = generation_base_ + static_cast<uint64_t>(e->seq.value());
+  e->prompt_tokens = prompt;
+  e->priority = request.priority();
+  e->tier = request.tier();
+  e->reserved_at = absl::Now();
+  e->colocated = true;
+  // Validates the rest (sampling, max_new_tokens against the context, decode num_iter).
+  absl::Status attached = AttachDecode(*e, request, stream);
+  absl::Cleanup detach = [&] {
+    by_stream_.erase(stream->id());
+    e->stream = nullptr;  // the caller closes it with the error
+  };
+  GKA_RETURN_IF_ERROR(attached);
+  // Room now, counting what queued requests will take: a slot each, and pages for every prompt
+  // token not yet fed (the scheduler would queue this one otherwise; the router's admission
+  // control queues by tier and priority instead, and retries another worker).
+  const int32_t page_size = engine_->options().page_size;
+  const int64_t slots_wanted = scheduler_->num_waiting() + scheduler_->num_preempted() + 1;
+  if (engine_->free_slots() < slots_wanted) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no free GKA state slot (", options_.total_slots, " in use or queued for)"));
+  }
+  const int64_t pages_wanted = engine::PagesFor(prompt + 1, page_size) +
+                               engine::PagesFor(scheduler_->queued_prompt_tokens(), page_size);
+  if (engine_->free_pages() < pages_wanted) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("need ", pages_wanted, " KV pages, ", engine_->free_pages(), " free"));
+  }
+  scheduler::Request r;
+  r.id = e->seq;
+  r.priority = e->priority;
+  r.prompt.assign(request.prompt_token_ids().begin(), request.prompt_token_ids().end());
+  r.max_new_tokens = e->max_new_tokens;
+  r.stop_token_ids = e->stop_ids;
+  r.ignore_eos = true;  // the router put the model's EOS ids among the stop ids
+  r.prefill_num_iter = request.prefill_num_iter();
+  e->applied_num_iter = CappedNumIter(*e);
+  e->fewest_num_iter = e->applied_num_iter;
+  r.decode_num_iter = e->applied_num_iter;
+  GKA_RETURN_IF_ERROR(scheduler_->Add(r));
+  std::move(detach).Cancel();
+  e->phase = Phase::kDecoding;
+  live_[e->request_id] = e->generation;
+  by_sequence_[e->seq] = e->generation;
+  entries_[e->generation] = std::move(e);
+  return absl::OkStatus();
+}
+
+void DecodeCore::ColocatedStarted(Entry& e, const worker_common::StepRunner::Token& t) {
+  const absl::Time now = absl::Now();
+  e.started = true;
+  e.first_token = t.token;
+  e.generated = {t.token};
+  e.decode_start = now;
+  ++generated_tokens_;
+  wpb::DecodeStreamResponse m;
+  wpb::DecodeStarted* started = m.mutable_started();
+  started->set_first_token(t.token);
+  if (e.logprobs) *started->mutable_first_logprob() = ToLogprob(t);
+  const absl::Time first_step = e.first_step.value_or(now);
+  started->set_queue_ms(absl::ToDoubleMilliseconds(first_step - e.reserved_at));
+  started->set_prefill_ms(absl::ToDoubleMilliseconds(now - first_step));
+  started->set_prefill_num_iter(t.num_iter);
+  e.Send(std::move(m));
 }
 
 absl::StatusOr<std::optional<FinishReason>> DecodeCore::AddToScheduler(Entry& e) {
@@ -1211,11 +1367,25 @@ bool DecodeCore::RunStep() {
     GKA_CHECK(it != by_sequence_.end()) << "sequence " << id << " without a request";
     return ByGeneration(it->second);
   };
+  const absl::Time step_start = absl::Now();
+  // A colocated prompt's first token is generation step 0 with no history (generated is
+  // empty until then), as on a prefill worker and in the offline engine.
   worker_common::StepRunner::Report r = runner_->Step([&](SequenceId id) {
     Entry* e = entry_of(id);
     return worker_common::StepRunner::Sampling{
         .config = e->sampling, .step = e->generated.size(), .history = e->generated};
   });
+  int prompt_items = 0;
+  for (SequenceId id : r.batch_ids) {
+    Entry* e = entry_of(id);
+    if (!e->colocated || e->started) continue;  // a decode token
+    ++prompt_items;
+    if (!e->first_step.has_value()) e->first_step = step_start;
+  }
+  if (r.ran && prompt_items > 0 && prompt_items < static_cast<int>(r.batch_ids.size())) {
+    ++mixed_steps_;
+    metrics_->mixed_steps->Increment();
+  }
   if (r.ran) {
     metrics_->batch_size->Observe(r.batch_size);
     metrics_->step_seconds->Observe(absl::ToDoubleSeconds(r.elapsed));
@@ -1226,22 +1396,17 @@ bool DecodeCore::RunStep() {
   }
   for (const worker_common::StepRunner::Token& t : r.tokens) {
     Entry* e = entry_of(t.id);
+    if (e->colocated && !e->started) {
+      ColocatedStarted(*e, t);
+      continue;
+    }
     e->generated.push_back(t.token);
     ++generated_tokens_;
     metrics_->num_iter->Labels({{"worker", metrics_->worker}, {"tier", TierOf(*e)}})
         .Observe(t.num_iter);
     wpb::DecodeStreamResponse m;
     m.mutable_tokens()->add_token_ids(t.token);
-    if (e->logprobs) {
-      spb::TokenLogprob* lp = m.mutable_tokens()->add_logprobs();
-      lp->set_token_id(t.token);
-      lp->set_logprob(t.logprob);
-      for (const engine::Engine::TopLogprob& alt : t.top) {
-        spb::TopLogprob* top = lp->add_top();
-        top->set_token_id(alt.token);
-        top->set_logprob(alt.logprob);
-      }
-    }
+    if (e->logprobs) *m.mutable_tokens()->add_logprobs() = ToLogprob(t);
     e->Send(std::move(m));
   }
   for (const FinishedSequence& f : r.finished) {
@@ -1292,6 +1457,11 @@ DecodeStats DecodeCore::Stats() const {
   }
   s.running = scheduler_->num_resident();
   s.waiting = scheduler_->num_waiting() + scheduler_->num_preempted();
+  s.queued_prompt_tokens = scheduler_->queued_prompt_tokens();
+  if (options_.colocated) {
+    s.claimed_pages = engine::PagesFor(s.queued_prompt_tokens, engine_->options().page_size);
+    s.claimed_slots = scheduler_->num_waiting() + scheduler_->num_preempted();
+  }
   s.generated_tokens = generated_tokens_;
   s.reservations_expired = reservations_expired_;
   s.checksum_failures = checksum_failures_;
@@ -1301,6 +1471,7 @@ DecodeStats DecodeCore::Stats() const {
   s.migrations_ok = migrations_ok_;
   s.migrations_failed = migrations_failed_;
   s.live = static_cast<int32_t>(entries_.size());
+  s.mixed_steps = mixed_steps_;
   return s;
 }
 

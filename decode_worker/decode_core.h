@@ -39,6 +39,16 @@
 //   anything else  (no Migrate within migration_wait, no ticket, a failed transfer) the
 //                  sequence resumes here and finishes within the grace, as without migration.
 //
+// Colocated (options.colocated, the worker's --colocated): no reservation and no transfer.
+// StartDecode carries the prompt; the sequence enters the scheduler as a fresh request, whose
+// prompt is fed in chunks of at most prefill_chunk_size tokens under the max_batch_tokens
+// budget together with the running decode batch (decode tokens first, as vLLM's chunked
+// prefill does), each chunk with the request's prefill num_iter; the first token is sampled
+// after the last chunk (DecodeStarted), later tokens with the decode num_iter. Reserve is
+// refused (FAILED_PRECONDITION): a colocated worker takes no hand-offs. Draining, it refuses
+// new prompts (UNAVAILABLE: the router places them elsewhere) and its sequences finish where
+// they run (the router does not ask to move them).
+//
 // Thread-safety: not thread-safe. Every method runs on the worker's engine thread (posted
 // through its TaskQueue); callbacks it is given may be called only there, too.
 #pragma once
@@ -103,6 +113,8 @@ struct DecodeMetrics {
   std::optional<metrics::Counter> reserve_refused;
   // gka_decode_migrations_total{worker, result}: sequences this worker moved away on drain.
   std::optional<metrics::Counter> migrations_ok, migrations_failed;
+  // Colocated: steps whose Forward fed prompt chunks and decode tokens together.
+  std::optional<metrics::Counter> mixed_steps;
   metrics::HistogramFamily* num_iter = nullptr;  // {worker, tier}
   std::string worker;
 };
@@ -119,6 +131,14 @@ struct DecodeCoreOptions {
   int32_t vocab_limit = 0;  // sample ids < vocab_limit (0: the whole vocabulary)
   int32_t total_pages = 0;
   int32_t total_slots = 0;
+  // Prefill prompts here (StartDecode with prompt_token_ids) instead of receiving hand-offs.
+  bool colocated = false;
+  // Most prompt tokens of one sequence per step (colocated); 0: max_batch_tokens.
+  int32_t prefill_chunk_size = 0;
+  // Publishes Stats() for the load report; called before a colocated StartDecode is
+  // acknowledged (DecodeAccepted), so a report sent after the router hears of the sequence
+  // includes it. Engine thread; may be empty.
+  std::function<void()> publish;
   // GPU state (null or kHost: host memory registered in place, XXH3 checked by UCX). Staged:
   // each rank's share lands in pinned staging and is copied in with the poly61 check before
   // admission; direct: UCX writes GPU memory, poly61 checked in place. Borrowed.
@@ -140,12 +160,18 @@ struct DecodeStats {
   int32_t freeing = 0;  // fences in progress
   int32_t quarantined_pages = 0, quarantined_slots = 0;
   int32_t running = 0, waiting = 0;  // scheduler residents; waiting + preempted
+  int64_t queued_prompt_tokens = 0;  // colocated: prompt tokens not yet prefilled
+  // Colocated: room that queued prompts will take and the engine has not allocated yet (a
+  // slot per waiting sequence, pages for the prompt tokens not yet fed); the load report
+  // counts it as taken, as it would a reservation's.
+  int32_t claimed_pages = 0, claimed_slots = 0;
   int64_t generated_tokens = 0;
   int64_t reservations_expired = 0, checksum_failures = 0, preemptions = 0;
   int64_t completions_discarded = 0;  // late or foreign completions dropped
   int64_t decoded_sequences = 0;
   int64_t migrations_ok = 0, migrations_failed = 0;
   int32_t live = 0;  // requests this worker still holds anything for (0: drained)
+  int64_t mixed_steps = 0;  // colocated: steps mixing prompt chunks with decode tokens
 };
 
 class DecodeCore {
@@ -171,7 +197,8 @@ class DecodeCore {
   void Release(const wpb::ReleaseRequest& request, ReleaseCallback done);
   // True when a live reservation or sequence had this id.
   bool Abort(const std::string& request_id);
-  // The stream is borrowed until the core Closes it.
+  // The stream is borrowed until the core Closes it. A colocated core takes the prompt from
+  // the request (see the header comment); otherwise the request names a reservation.
   void StartDecode(const wpb::StartDecodeRequest& request, DecodeStream* stream);
   void StreamCancelled(uint64_t stream_id);
 
@@ -224,6 +251,10 @@ class DecodeCore {
 
   absl::StatusOr<wpb::TransferTicket> DoReserve(const wpb::ReserveRequest& request);
   absl::Status AttachDecode(Entry& e, const wpb::StartDecodeRequest& request, DecodeStream* stream);
+  // Colocated: validates the request, checks for room, queues the prompt in the scheduler.
+  absl::Status StartColocated(const wpb::StartDecodeRequest& request, DecodeStream* stream);
+  // Colocated: the prompt's last chunk ran and `t` is its first token.
+  void ColocatedStarted(Entry& e, const worker_common::StepRunner::Token& t);
   void MaybeAdmit(Entry& e);
   // Staged GPU hand-offs: every rank's landing copied in; check the checksums, then admit.
   void FinishCopyIn(Entry& e);
@@ -280,7 +311,7 @@ class DecodeCore {
   bool draining_ = false;
   int64_t generated_tokens_ = 0, reservations_expired_ = 0, checksum_failures_ = 0,
           preemptions_ = 0, completions_discarded_ = 0, decoded_sequences_ = 0,
-          migrations_ok_ = 0, migrations_failed_ = 0;
+          migrations_ok_ = 0, migrations_failed_ = 0, mixed_steps_ = 0;
 };
 
 }  // namespace gka::decode_worker

@@ -265,12 +265,13 @@ void DecodeWorker::Impl::Publish() { stats.Set(core->Stats()); }
 wpb::LoadReport DecodeWorker::Impl::Load() {
   const DecodeStats s = stats.Get();
   wpb::LoadReport r;
-  r.set_free_kv_pages(s.free_pages);
+  r.set_free_kv_pages(static_cast<uint32_t>(std::max(0, s.free_pages - s.claimed_pages)));
   r.set_total_kv_pages(s.total_pages);
-  r.set_free_state_slots(s.free_slots);
+  r.set_free_state_slots(static_cast<uint32_t>(std::max(0, s.free_slots - s.claimed_slots)));
   r.set_total_state_slots(s.total_slots);
   r.set_running_sequences(s.running);
   r.set_waiting_sequences(s.waiting);
+  r.set_queued_prompt_tokens(static_cast<uint64_t>(s.queued_prompt_tokens));
   r.set_reserved_kv_pages(s.reserved_pages);
   r.set_reserved_state_slots(s.reserved_slots);
   r.set_quarantined_kv_pages(s.quarantined_pages);
@@ -340,6 +341,9 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
       (*shared_done)(std::move(r));
     }
   };
+  co.colocated = options.colocated;
+  co.prefill_chunk_size = options.prefill_chunk_size;
+  co.publish = [w] { w->Publish(); };
   GKA_ASSIGN_OR_RETURN(w->core,
                        DecodeCore::Create(co, w->model.ranks.get(), std::move(transfers),
                                           &w->engine_queue(), &w->fence_queue, w->metrics.get()));
@@ -354,9 +358,10 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
   w->service = std::make_unique<DecodeServiceImpl>(w);
   worker_common::ServeOptions so = worker_common::ServeOptions::Of(
       options.common,
-      worker_common::Registration(wpb::WORKER_ROLE_DECODE, options.common, w->model,
-                                  worker_common::HandoffLayout::Of(w->model.lead()).compat_hash(),
-                                  options.max_batch_tokens));
+      worker_common::Registration(
+          options.colocated ? wpb::WORKER_ROLE_COLOCATED : wpb::WORKER_ROLE_DECODE, options.common,
+          w->model, worker_common::HandoffLayout::Of(w->model.lead()).compat_hash(),
+          options.max_batch_tokens));
   // The degrade ladder's caps arrive with the router's heartbeat replies; the engine thread
   // applies them (to running sequences too).
   so.on_num_iter_caps = [w](const std::string& router, const std::map<std::string, int32_t>& caps) {
@@ -400,7 +405,8 @@ const std::string& DecodeWorker::metrics_address() const {
 }
 
 std::string DecodeWorker::ReadyLine() const {
-  return worker_common::ReadyLine("decode", grpc_address(), metrics_address());
+  return worker_common::ReadyLine(impl_->options.colocated ? "colocated" : "decode", grpc_address(),
+                                  metrics_address());
 }
 
 DecodeStats DecodeWorker::Stats() const { return impl_->stats.Get(); }

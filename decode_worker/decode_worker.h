@@ -1,6 +1,8 @@
 // DecodeWorker: the decode side of disaggregated serving — gka.worker.v1.DecodeService over
 // gRPC, a UCX transfer engine receiving prefill hand-offs, one engine thread running the
-// continuous decode batch, registration and heartbeats with the router, /metrics.
+// continuous decode batch, registration and heartbeats with the router, /metrics. With
+// `colocated` it serves without a prefill worker: it prefills prompts itself, chunked into
+// the running batch (decode_core.h).
 //
 // Owns the engine (and its memory), the transfer engine, the gRPC server, the metrics
 // exposer, the engine thread and the fencer thread. DecodeCore (decode_core.h) holds the
@@ -31,7 +33,11 @@ namespace gka::decode_worker {
 struct DecodeWorkerOptions {
   // Model, addresses, router, UCX transports, tiers (worker_id defaults to "decode-0").
   worker_common::WorkerOptions common;
-  int32_t max_batch_tokens = 256;  // tokens per decode step
+  int32_t max_batch_tokens = 256;  // tokens per step (decode tokens + colocated prefill chunks)
+  // Colocated serving: prefill prompts in this engine (registers WORKER_ROLE_COLOCATED), at
+  // most prefill_chunk_size prompt tokens of one sequence per step (0: max_batch_tokens).
+  bool colocated = false;
+  int32_t prefill_chunk_size = 0;
   absl::Duration default_lease = absl::Seconds(10);
   absl::Duration max_lease = absl::Seconds(60);
   // How long one fence waits for the sender to confirm it stopped; then quarantine.

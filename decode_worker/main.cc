@@ -2,6 +2,7 @@
 //
 //   gka-decode-worker --model DIR --router 127.0.0.1:50052 --port 0 --metrics-port 0 \
 //       --tls-ca ca.pem --tls-cert worker.pem --tls-key worker.key   (or --insecure)
+//   gka-decode-worker ... --colocated --max-batch-tokens 512 --prefill-chunk-size 256
 //
 // --router names the router's internal port; without certificates or --insecure the worker
 // exits 2 (its port carries reservations and transfer tickets).
@@ -24,7 +25,14 @@ int main(int argc, char** argv) {
   wc::WorkerFlags flags;
   wc::AddWorkerFlags(app, o.common, flags);
   int default_lease_ms = 10000, max_lease_ms = 60000, fence_timeout_ms = 2000;
-  app.add_option("--max-batch-tokens", o.max_batch_tokens, "tokens per decode step")
+  app.add_option("--max-batch-tokens", o.max_batch_tokens,
+                 "tokens per step (decode tokens + colocated prefill chunks)")
+      ->capture_default_str();
+  app.add_flag("--colocated", o.colocated,
+               "prefill prompts in this worker's engine (no prefill worker, no hand-offs): "
+               "chunked prefill mixed with the decode batch");
+  app.add_option("--prefill-chunk-size", o.prefill_chunk_size,
+                 "colocated: most prompt tokens of one sequence per step (0: --max-batch-tokens)")
       ->capture_default_str();
   app.add_option("--default-lease-ms", default_lease_ms, "lease when a Reserve names none")
       ->capture_default_str();

@@ -29,8 +29,9 @@ bool RetryableCode(absl::StatusCode code) {
 }  // namespace
 
 // One placement of the request: a reservation on `decode`, a prefill on `prefill`, a decode
-// stream. Owned by the Generation (so its client contexts outlive every call made with
-// them: each call's completion holds a reference to the Generation).
+// stream; or, on a colocated worker, only the decode stream (it carries the prompt). Owned by the
+// Generation (so its client contexts outlive every call made with them: each call's completion
+// holds a reference to the Generation).
 struct Generation::Attempt {
   int number = 0;
   // The id the workers see: the request id, with "#<n>" from the second attempt on so that a
@@ -40,6 +41,8 @@ struct Generation::Attempt {
   WorkerInfo prefill;
   WorkerStubs* decode_stubs = nullptr;
   WorkerStubs* prefill_stubs = nullptr;
+  // `decode` is a colocated worker: no Reserve, no Prefill; StartDecode carries the prompt.
+  bool colocated = false;
 
   grpc::ClientContext reserve_ctx;
   w::ReserveRequest reserve_request;
@@ -269,9 +272,15 @@ void Generation::StartAttemptLocked(Actions& actions) {
     FailLocked(why, RetryableCode(why.code()), actions);
     return;
   }
+  // The best decode worker that can serve: a colocated one alone, a decode one with a
+  // prefill worker of the same compatibility hash.
   const WorkerInfo* decode = nullptr;
   absl::StatusOr<WorkerInfo> prefill = absl::UnavailableError("no decode worker");
   for (const WorkerInfo& d : decoders) {
+    if (d.role == w::WORKER_ROLE_COLOCATED) {
+      decode = &d;
+      break;
+    }
     prefill = registry.PickPrefill(d.compat_hash, excluded_prefill_);
     if (prefill.ok()) {
       decode = &d;
@@ -288,14 +297,25 @@ void Generation::StartAttemptLocked(Actions& actions) {
   a->number = static_cast<int>(attempts_.size()) + 1;
   a->worker_request_id = a->number == 1 ? request_id_ : absl::StrCat(request_id_, "#", a->number);
   a->decode = *decode;
-  a->prefill = std::move(*prefill);
+  a->colocated = decode->role == w::WORKER_ROLE_COLOCATED;
   a->decode_stubs = &core_.StubsFor(a->decode.grpc_address);
-  a->prefill_stubs = &core_.StubsFor(a->prefill.grpc_address);
   attempts_.push_back(std::move(attempt));
   current_ = a;
   // Counted now, not when the calls return, so that a burst of requests spreads over the
   // workers instead of all landing on the one that looked emptiest.
   registry.PlaceHold(request_id_, a->decode.id, demand);
+  if (a->colocated) {
+    // One call: the worker prefills the prompt in its own batch, then streams as usual.
+    PrepareDecodeLocked(a);
+    w::StartDecodeRequest& d = a->decode_request;
+    d.mutable_prompt_token_ids()->Add(plan_.prompt.token_ids.begin(), plan_.prompt.token_ids.end());
+    d.set_prefill_num_iter(prefill_num_iter_);
+    a->prefill_sent = absl::Now();
+    actions.push_back([a, self = shared_from_this()] { (new DecodeReader(self, a))->Start(); });
+    return;
+  }
+  a->prefill = std::move(*prefill);
+  a->prefill_stubs = &core_.StubsFor(a->prefill.grpc_address);
   registry.NotePrefillStarted(a->prefill.id, prompt_tokens);
   a->prefill_counted = true;
 
@@ -330,7 +350,9 @@ void Generation::PrepareDecodeLocked(Attempt* a) {
   d.set_decode_num_iter(decode_num_iter_);
   d.set_priority(plan_.tier->priority);
   d.set_tier(plan_.tier->name);
-  d.set_accepts_migration(true);
+  // A colocated worker's sequences finish where they run when it drains (moves go between
+  // decode workers: the hand-off's target must take Reserve).
+  d.set_accepts_migration(!a->colocated);
   if (a->migration_target) d.mutable_resumed_tokens()->Add(a->tokens.begin(), a->tokens.end());
   rpc::SetDeadline(a->decode_ctx, deadline_);
   a->decode_open = true;
@@ -353,17 +375,7 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
     }
     if (!status.ok()) {
       if (RetryableCode(status.code())) {
-        excluded_decode_.insert(a->decode.id);
-        if (status.code() == absl::StatusCode::kResourceExhausted)
-          full_decode_.insert(a->decode.id);
-        last_error_ = status;
-        core_.metrics().CountRetry(plan_.tier->name,
-                                   status.code() == absl::StatusCode::kResourceExhausted
-                                       ? kRetryDecodeFull
-                                       : kRetryDecodeUnavailable);
-        a->abandoned = true;
-        UncountPrefillLocked(a);
-        StartAttemptLocked(actions);
+        DecodeRefusedLocked(a, status, actions);
       } else {
         FailLocked(status, false, actions);
       }
@@ -398,6 +410,28 @@ void Generation::OnReserved(Attempt* a, const grpc::Status& grpc_status) {
   });
 }
 
+void Generation::DecodeRefusedLocked(Attempt* a, const absl::Status& status, Actions& actions) {
+  excluded_decode_.insert(a->decode.id);
+  const bool full = status.code() == absl::StatusCode::kResourceExhausted;
+  if (full) full_decode_.insert(a->decode.id);
+  last_error_ = status;
+  core_.metrics().CountRetry(plan_.tier->name, full ? kRetryDecodeFull : kRetryDecodeUnavailable);
+  a->abandoned = true;
+  UncountPrefillLocked(a);
+  StartAttemptLocked(actions);
+}
+
+void Generation::PrefillDoneLocked(Attempt* a, double worker_queue_ms, double prefill_ms,
+                                   int32_t num_iter) {
+  if (num_iter != 0) prefill_num_iter_ = num_iter;
+  const double queue_ms = Ms(a->prefill_sent - arrival_) + worker_queue_ms;
+  timings_.set_queue_ms(queue_ms);
+  timings_.set_prefill_ms(prefill_ms);
+  RouterMetrics::TierSeries& m = core_.metrics().ForTier(plan_.tier->name);
+  m.queue.Observe(queue_ms / 1000.0);
+  m.prefill_num_iter.Observe(prefill_num_iter_);
+}
+
 void Generation::OnPrefilled(Attempt* a, const grpc::Status& grpc_status) {
   Run([&](Actions& actions) {
     a->prefilling = false;
@@ -417,14 +451,8 @@ void Generation::OnPrefilled(Attempt* a, const grpc::Status& grpc_status) {
     a->prefill_ok = true;
     const w::PrefillResult& r = a->prefill_result;
     prefill_worker_id_ = r.prefill_worker_id().empty() ? a->prefill.id : r.prefill_worker_id();
-    if (r.prefill_num_iter() != 0) prefill_num_iter_ = r.prefill_num_iter();
-    const double queue_ms = Ms(a->prefill_sent - arrival_) + r.queue_ms();
-    timings_.set_queue_ms(queue_ms);
-    timings_.set_prefill_ms(r.prefill_ms());
+    PrefillDoneLocked(a, r.queue_ms(), r.prefill_ms(), r.prefill_num_iter());
     timings_.set_transfer_ms(r.transfer().transfer_ms());
-    RouterMetrics::TierSeries& m = core_.metrics().ForTier(plan_.tier->name);
-    m.queue.Observe(queue_ms / 1000.0);
-    m.prefill_num_iter.Observe(prefill_num_iter_);
     if (!first_token_sent_) {
       EmitFirstTokenLocked(a, r.first_token(), r.has_first_logprob() ? &r.first_logprob() : nullptr,
                            actions);
@@ -529,7 +557,7 @@ void Generation::StartMigrationLocked(Attempt* a, const w::MigrationNeeded& need
     decoders = core_.registry().RankDecode(request_id_, demand, exclude);
     for (const WorkerInfo& d : decoders) {
       // The source writes its state in its own layout: the target must read the same format.
-      if (d.compat_hash == a->decode.compat_hash) {
+      if (d.role == w::WORKER_ROLE_DECODE && d.compat_hash == a->decode.compat_hash) {
         target = &d;
         break;
       }
@@ -680,6 +708,24 @@ void Generation::MigrationFailedLocked(Attempt* a, Attempt* m, const absl::Statu
 
 void Generation::ProcessDecodeLocked(Attempt* a, const w::DecodeStreamResponse& message,
                                      Actions& actions) {
+  if (message.kind_case() == w::DecodeStreamResponse::kAccepted) {
+    // A colocated worker queued the prompt: its reports from here on count it.
+    core_.registry().ConfirmHold(request_id_, absl::Now());
+    return;
+  }
+  if (message.kind_case() == w::DecodeStreamResponse::kStarted && a->colocated) {
+    // The worker prefilled the prompt itself: DecodeStarted is the prefill's result.
+    const w::DecodeStarted& s = message.started();
+    a->decode_started = true;
+    a->started_first_token = s.first_token();
+    prefill_worker_id_ = a->decode.id;
+    PrefillDoneLocked(a, s.queue_ms(), s.prefill_ms(), s.prefill_num_iter());
+    if (!first_token_sent_) {
+      EmitFirstTokenLocked(a, s.first_token(), s.has_first_logprob() ? &s.first_logprob() : nullptr,
+                           actions);
+    }
+    return;
+  }
   if (message.kind_case() == w::DecodeStreamResponse::kStarted) {
     a->decode_started = true;
     a->started_first_token = message.started().first_token();
@@ -720,6 +766,12 @@ void Generation::OnDecodeClosed(Attempt* a, const grpc::Status& grpc_status) {
     }
     absl::Status status = rpc::FromGrpcStatus(grpc_status);
     if (status.ok()) status = absl::UnavailableError("the stream ended without DecodeDone");
+    if (a->colocated && !a->decode_started &&
+        status.code() == absl::StatusCode::kResourceExhausted) {
+      // A colocated worker's StartDecode is its Reserve: full means try another one.
+      DecodeRefusedLocked(a, status, actions);
+      return;
+    }
     DecodeFailedLocked(a, status, actions);
   });
 }
@@ -757,7 +809,8 @@ void Generation::OnWorkerLost(const std::string& worker_id) {
     if (finished_ || a == nullptr || a->abandoned) return;
     const absl::Status lost =
         absl::UnavailableError(absl::StrCat("worker ", worker_id, " stopped sending heartbeats"));
-    if (a->decode.id == worker_id && (a->reserving || a->reserved) && !a->decode_done) {
+    if (a->decode.id == worker_id && (a->reserving || a->reserved || a->colocated) &&
+        !a->decode_done) {
       DecodeFailedLocked(a, lost, actions);
     } else if (a->prefill.id == worker_id && a->prefilling && !a->decode_started) {
       excluded_prefill_.insert(worker_id);
@@ -994,10 +1047,10 @@ void Generation::CleanupLocked(Attempt* a, absl::string_view reason, Actions& ac
   std::shared_ptr<Generation> self = shared_from_this();
   if (a->reserving) actions.push_back([a, self] { a->reserve_ctx.TryCancel(); });
   if (a->prefilling) actions.push_back([a, self] { a->prefill_ctx.TryCancel(); });
-  if (a->reserved && !a->decode_done) {
+  if ((a->reserved || (a->colocated && a->decode_open)) && !a->decode_done) {
     // Abort first (the worker ends the sequence cleanly), then cancel the stream.
     actions.push_back([this, a, self] { SendAbort(a); });
-    if (!a->decode_started) {
+    if (a->reserved && !a->decode_started) {
       actions.push_back(
           [this, a, self, why = std::string(reason)] { SendRelease(a, std::move(why)); });
     }

@@ -1,6 +1,7 @@
 // One admitted request, run across the workers: Reserve on a decode worker -> Prefill (with
 // the transfer ticket) on a prefill worker, concurrently StartDecode on the decode worker ->
-// relay tokens as text to a GenerationSink.
+// relay tokens as text to a GenerationSink. On a colocated worker (WORKER_ROLE_COLOCATED) the
+// attempt is StartDecode alone, carrying the prompt; its DecodeStarted brings the first token.
 //
 // Owns: the request's attempts (each a reservation, a prefill call and a decode stream,
 // with their gRPC client contexts), its output text (detokenizer + stop strings), usage and
@@ -107,6 +108,14 @@ class Generation : public std::enable_shared_from_this<Generation> {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PrepareDecodeLocked(Attempt* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnReserved(Attempt* a, const grpc::Status& status);
+  // The decode worker refused the placement with a retryable code (a Reserve, or a colocated
+  // StartDecode before its first token): excluded, and the request placed again.
+  void DecodeRefusedLocked(Attempt* a, const absl::Status& status, Actions& actions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The prefill's timings and num_iter (from a prefill worker's result or a colocated
+  // worker's DecodeStarted).
+  void PrefillDoneLocked(Attempt* a, double worker_queue_ms, double prefill_ms, int32_t num_iter)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnPrefilled(Attempt* a, const grpc::Status& status);
   void OnDecodeMessage(Attempt* a, const worker::v1::DecodeStreamResponse& message);
   void OnDecodeClosed(Attempt* a, const grpc::Status& status);

@@ -529,11 +529,12 @@ class HttpGateway::Impl {
   int Health(Responder& out) {
     const WorkerCounts counts = core_.registry().Counts();
     const bool accepting = Accepting();
-    const bool ok = accepting && counts.prefill_healthy > 0 && counts.decode_healthy > 0;
+    const bool ok = accepting && counts.CanServe();
     nlohmann::json body = {{"status", ok ? "ok" : "unavailable"},
                            {"accepting", accepting},
                            {"prefill_workers", counts.prefill_healthy},
-                           {"decode_workers", counts.decode_healthy}};
+                           {"decode_workers", counts.decode_healthy},
+                           {"colocated_workers", counts.colocated_healthy}};
     return out.SendJson(ok ? 200 : 503, body.dump());
   }
 

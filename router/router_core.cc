@@ -276,13 +276,14 @@ void RouterCore::OnRegistryChanged() {
     absl::MutexLock lock(&running_mu_);
     accepting = accepting_;
   }
-  const bool serving = accepting && counts.prefill_healthy > 0 && counts.decode_healthy > 0;
+  const bool serving = accepting && counts.CanServe();
   absl::MutexLock lock(&health_mu_);
   if (last_health_ == static_cast<int>(serving) || !health_callback_) return;
   last_health_ = static_cast<int>(serving);
   GKA_LOG(INFO) << "cluster " << (serving ? "SERVING" : "NOT_SERVING") << ": "
                 << counts.prefill_healthy << " healthy prefill, " << counts.decode_healthy
-                << " healthy decode worker(s)" << (accepting ? "" : ", draining");
+                << " healthy decode, " << counts.colocated_healthy << " healthy colocated worker(s)"
+                << (accepting ? "" : ", draining");
   health_callback_(serving);
 }
 

@@ -167,6 +167,8 @@ void RouterMetrics::SetWorkers(const WorkerCounts& c) {
   workers_->Labels({{"role", "prefill"}, {"state", "unhealthy"}}).Set(c.prefill_unhealthy);
   workers_->Labels({{"role", "decode"}, {"state", "healthy"}}).Set(c.decode_healthy);
   workers_->Labels({{"role", "decode"}, {"state", "unhealthy"}}).Set(c.decode_unhealthy);
+  workers_->Labels({{"role", "colocated"}, {"state", "healthy"}}).Set(c.colocated_healthy);
+  workers_->Labels({{"role", "colocated"}, {"state", "unhealthy"}}).Set(c.colocated_unhealthy);
 }
 
 }  // namespace gka::router

@@ -13,7 +13,19 @@ namespace {
 namespace w = ::gka::worker::v1;
 
 absl::string_view RolePrefix(w::WorkerRole role) {
-  return role == w::WORKER_ROLE_PREFILL ? "prefill" : "decode";
+  switch (role) {
+    case w::WORKER_ROLE_PREFILL:
+      return "prefill";
+    case w::WORKER_ROLE_COLOCATED:
+      return "colocated";
+    default:
+      return "decode";
+  }
+}
+
+// Workers that decode (and hold room): hand-off targets and those that prefill themselves.
+bool Decodes(w::WorkerRole role) {
+  return role == w::WORKER_ROLE_DECODE || role == w::WORKER_ROLE_COLOCATED;
 }
 
 bool HasPort(absl::string_view address) {
@@ -36,8 +48,9 @@ std::string WorkerRegistry::FreshIdLocked(w::WorkerRole role) {
 
 absl::StatusOr<w::RegisterResponse> WorkerRegistry::Register(const w::RegisterRequest& request,
                                                              absl::Time now) {
-  if (request.role() != w::WORKER_ROLE_PREFILL && request.role() != w::WORKER_ROLE_DECODE) {
-    return absl::InvalidArgumentError("role: must be WORKER_ROLE_PREFILL or WORKER_ROLE_DECODE");
+  if (request.role() != w::WORKER_ROLE_PREFILL && !Decodes(request.role())) {
+    return absl::InvalidArgumentError(
+        "role: must be WORKER_ROLE_PREFILL, WORKER_ROLE_DECODE or WORKER_ROLE_COLOCATED");
   }
   if (!HasPort(request.grpc_address())) {
     return absl::InvalidArgumentError(absl::StrCat("grpc_address: '", request.grpc_address(),
@@ -235,9 +248,7 @@ std::vector<WorkerInfo> WorkerRegistry::RankDecode(absl::string_view request_id,
   absl::MutexLock lock(&mu_);
   auto own = holds_.find(request_id);
   for (const auto& [id, e] : workers_) {
-    if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy || exclude.count(id) > 0) {
-      continue;
-    }
+    if (!Decodes(e.info.role) || !e.info.healthy || exclude.count(id) > 0) continue;
     const Room room = RoomLocked(e, request_id);
     candidates.push_back({own != holds_.end() && own->second.worker_id == id,
                           HasRoomLocked(e, room, demand), room.free_pages,
@@ -259,7 +270,7 @@ bool WorkerRegistry::Hold(absl::string_view request_id, const DecodeDemand& dema
   const Entry* best = nullptr;
   int64_t best_free = 0;
   for (const auto& [id, e] : workers_) {
-    if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy) continue;
+    if (!Decodes(e.info.role) || !e.info.healthy) continue;
     const Room room = RoomLocked(e, "");
     if (!HasRoomLocked(e, room, demand)) continue;
     if (best == nullptr || room.free_pages > best_free) {
@@ -278,7 +289,7 @@ absl::Status WorkerRegistry::CanEverHold(const DecodeDemand& demand) const {
   int decoders = 0;
   uint32_t most_pages = 0, most_context = 0, need_pages = 0;
   for (const auto& [id, e] : workers_) {
-    if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy) continue;
+    if (!Decodes(e.info.role) || !e.info.healthy) continue;
     const auto [total_pages, total_slots] = TotalsOf(e);
     if (total_pages == 0 && total_slots == 0) return absl::OkStatus();  // the worker judges
     ++decoders;
@@ -397,10 +408,17 @@ WorkerCounts WorkerRegistry::Counts() const {
   WorkerCounts counts;
   absl::MutexLock lock(&mu_);
   for (const auto& [id, e] : workers_) {
-    const bool prefill = e.info.role == w::WORKER_ROLE_PREFILL;
-    int& slot = prefill ? (e.info.healthy ? counts.prefill_healthy : counts.prefill_unhealthy)
-                        : (e.info.healthy ? counts.decode_healthy : counts.decode_unhealthy);
-    ++slot;
+    switch (e.info.role) {
+      case w::WORKER_ROLE_PREFILL:
+        ++(e.info.healthy ? counts.prefill_healthy : counts.prefill_unhealthy);
+        break;
+      case w::WORKER_ROLE_COLOCATED:
+        ++(e.info.healthy ? counts.colocated_healthy : counts.colocated_unhealthy);
+        break;
+      default:
+        ++(e.info.healthy ? counts.decode_healthy : counts.decode_unhealthy);
+        break;
+    }
   }
   return counts;
 }
@@ -409,7 +427,7 @@ int WorkerRegistry::HealthyDecodeSlots() const {
   absl::MutexLock lock(&mu_);
   int slots = 0;
   for (const auto& [id, e] : workers_) {
-    if (e.info.role != w::WORKER_ROLE_DECODE || !e.info.healthy) continue;
+    if (!Decodes(e.info.role) || !e.info.healthy) continue;
     slots += static_cast<int>(TotalsOf(e).second);
   }
   return slots;

@@ -99,6 +99,12 @@ struct WorkerCounts {
   int prefill_unhealthy = 0;
   int decode_healthy = 0;
   int decode_unhealthy = 0;
+  int colocated_healthy = 0;
+  int colocated_unhealthy = 0;
+  // A request can be served: by a colocated worker alone, or by a prefill and a decode one.
+  bool CanServe() const {
+    return colocated_healthy > 0 || (prefill_healthy > 0 && decode_healthy > 0);
+  }
 };
 
 class WorkerRegistry {
@@ -125,7 +131,10 @@ class WorkerRegistry {
 
   // Healthy decode workers not in `exclude`, best first: the one `request_id` holds room on,
   // then those with room for `demand` (HasRoom below, not counting the request's own hold),
-  // by free pages, then the rest (reports may be stale; the worker is the judge).
+  // by free pages, then the rest (reports may be stale; the worker is the judge). "Decode
+  // workers" here and below include colocated ones (WORKER_ROLE_COLOCATED: they hold room
+  // the same way); only WORKER_ROLE_DECODE ones take a prefill worker's hand-off, a
+  // colocated one is given the prompt itself.
   std::vector<WorkerInfo> RankDecode(absl::string_view request_id, const DecodeDemand& demand,
                                      const std::set<std::string>& exclude) const;
 

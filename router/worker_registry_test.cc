@@ -263,6 +263,46 @@ TEST_F(WorkerRegistryTest, PrefillLeastQueuedAndCompatible) {
   EXPECT_THAT(none.status().message(), HasSubstr("compatibility hash 7"));
 }
 
+// A colocated worker serves alone: ranked with the decode workers (it decodes), counted
+// apart, never a prefill worker's hand-off target, enough for the cluster to serve.
+TEST_F(WorkerRegistryTest, ColocatedWorkersServeAloneAndTakeNoHandOffs) {
+  w::RegisterRequest c = Decode("", 1, 100, 4);
+  c.set_role(w::WORKER_ROLE_COLOCATED);
+  c.set_compat_hash(7);
+  auto a = registry_.Register(c, kT0);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->worker_id(), "colocated-0");
+  WorkerCounts counts = registry_.Counts();
+  EXPECT_EQ(counts.colocated_healthy, 1);
+  EXPECT_EQ(counts.decode_healthy, 0);
+  EXPECT_EQ(counts.prefill_healthy, 0);
+  EXPECT_TRUE(counts.CanServe());
+  EXPECT_EQ(registry_.HealthyDecodeSlots(), 4);
+  // Admission holds room on it like on a decode worker.
+  EXPECT_TRUE(registry_.CanEverHold({16, 8}).ok());
+  EXPECT_TRUE(registry_.Hold("held", {16, 8}));
+  EXPECT_EQ(registry_.Held().requests, 1);
+  registry_.ReleaseHold("held", kT0);
+  // Prefill placement never picks it, whatever the hash.
+  EXPECT_EQ(registry_.PickPrefill(7, {}).status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(registry_.Register(Decode("d", 2, 100, 4), kT0).ok());
+  registry_.Heartbeat(Beat("d", 80, 4), kT0);
+  registry_.Heartbeat(Beat("colocated-0", 50, 4), kT0);
+  const std::vector<WorkerInfo> ranked = registry_.RankDecode("r", {16, 1}, {});
+  EXPECT_THAT(Ids(ranked), ElementsAre("d", "colocated-0"));
+  EXPECT_EQ(ranked[1].role, w::WORKER_ROLE_COLOCATED);
+  // A decode worker without any prefill worker cannot serve; with a colocated one it can.
+  counts = registry_.Counts();
+  EXPECT_EQ(counts.decode_healthy, 1);
+  EXPECT_TRUE(counts.CanServe());
+  EXPECT_FALSE((WorkerCounts{.decode_healthy = 1}).CanServe());
+  EXPECT_TRUE((WorkerCounts{.prefill_healthy = 1, .decode_healthy = 1}).CanServe());
+  // Silent: unhealthy like any worker.
+  registry_.Sweep(kT0 + absl::Seconds(10));
+  EXPECT_EQ(registry_.Counts().colocated_unhealthy, 1);
+  EXPECT_FALSE(registry_.Counts().CanServe());
+}
+
 TEST_F(WorkerRegistryTest, ModelFacts) {
   EXPECT_EQ(registry_.MaxContextTokens(), 0);
   w::RegisterRequest d = Decode("d", 1, 10, 1);

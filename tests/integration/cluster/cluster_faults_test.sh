@@ -10,12 +10,8 @@ set -euo pipefail
 BIN=$1
 export UCX_TLS=${2:-tcp}
 GKA=$BIN/gka
-TMP=$(mktemp -d)
-cleanup() {
-  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+cluster_tmp
 "$GKA" make-tiny-model --out "$TMP/m" 2>/dev/null
 "$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --prefill-workers 2 --decode-workers 2 \
   --restart --state-file "$TMP/state" --log-dir "$TMP" >"$TMP/local.out" &

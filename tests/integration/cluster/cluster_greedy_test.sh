@@ -15,12 +15,8 @@ export UCX_TLS=$2
 KIND=${3:-tiny}
 WORKER_ARGS=${4:-}
 GKA=$BIN/gka
-TMP=$(mktemp -d)
-cleanup() {
-  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+cluster_tmp
 
 if [[ $KIND == tiny ]]; then
   "$GKA" make-tiny-model --out "$TMP/m" 2>/dev/null
@@ -41,13 +37,7 @@ JSON
   --tiers "$TMP/tiers.json" --state-file "$TMP/state" --log-dir "$TMP" \
   --prefill-args "$WORKER_ARGS" --decode-args "$WORKER_ARGS" >"$TMP/local.out" &
 LOCAL_PID=$!
-for _ in $(seq 1 600); do
-  [[ -s $TMP/state ]] && [[ $(wc -l <"$TMP/state") -ge 4 ]] && break
-  kill -0 $LOCAL_PID 2>/dev/null || { cat "$TMP"/*.log >&2; echo "gka local died"; exit 1; }
-  sleep 0.2
-done
-ADDR=$(head -1 "$TMP/state" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).grpc))')
-"$GKA" health --addr "$ADDR" --timeout 30 >/dev/null
+wait_cluster 4
 
 prompt_args() {  # i -> PROMPT=(flag value)
   if [[ $KIND == tiny ]]; then

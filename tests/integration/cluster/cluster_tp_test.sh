@@ -12,12 +12,8 @@ export UCX_TLS=$2
 PTP=$3
 DTP=$4
 GKA=$BIN/gka
-TMP=$(mktemp -d)
-cleanup() {
-  [[ -n ${LOCAL_PID:-} ]] && kill -TERM "$LOCAL_PID" 2>/dev/null && wait "$LOCAL_PID" 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+cluster_tmp
 
 # 8 query heads and 4 KV heads (GKA: 8 q, 4 k/v heads): TP 1, 2 and 4 all split them.
 "$GKA" make-tiny-model --out "$TMP/m" --no-tokenizer --pattern '*-GKA-*-GKA' --heads 8 \
@@ -31,13 +27,7 @@ JSON
   --prefill-tp "$PTP" --decode-tp "$DTP" --tiers "$TMP/tiers.json" --state-file "$TMP/state" --log-dir "$TMP" \
   >"$TMP/local.out" &
 LOCAL_PID=$!
-for _ in $(seq 1 600); do
-  [[ -s $TMP/state ]] && [[ $(wc -l <"$TMP/state") -ge 3 ]] && break
-  kill -0 $LOCAL_PID 2>/dev/null || { cat "$TMP"/*.log >&2; echo "gka local died"; exit 1; }
-  sleep 0.2
-done
-ADDR=$(head -1 "$TMP/state" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).grpc))')
-"$GKA" health --addr "$ADDR" --timeout 30 >/dev/null
+wait_cluster 3
 # The workers really run at the requested sizes.
 grep -q "at TP=$PTP:" "$TMP"/prefill-0.log || { cat "$TMP"/prefill-0.log >&2; echo "prefill not at TP=$PTP"; exit 1; }
 grep -q "at TP=$DTP:" "$TMP"/decode-0.log || { cat "$TMP"/decode-0.log >&2; echo "decode not at TP=$DTP"; exit 1; }

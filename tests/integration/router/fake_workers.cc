@@ -130,7 +130,8 @@ std::unique_ptr<FakeDecodeWorker> FakeDecodeWorker::Start(FakeCluster& cluster,
   capacity.set_total_state_slots(options.total_state_slots);
   capacity.set_page_size(16);
   capacity.set_max_context_tokens(options.max_context_tokens);
-  worker->Init(worker.get(), w::WORKER_ROLE_DECODE, options.id, router_address, capacity, 0);
+  worker->Init(worker.get(), options.colocated ? w::WORKER_ROLE_COLOCATED : w::WORKER_ROLE_DECODE,
+               options.id, router_address, capacity, 0);
   return worker;
 }
 
@@ -205,15 +206,38 @@ grpc::Status FakeDecodeWorker::StartDecode(grpc::ServerContext* ctx,
   const auto stop = [&] { return ctx->IsCancelled() || dead() || aborted(); };
 
   int32_t first = 0;
-  if (!cluster_.WaitTransfer(request->transfer_id(), absl::Now() + absl::Seconds(30), stop,
-                             &first)) {
-    if (dead()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker died");
-    return grpc::Status(grpc::StatusCode::CANCELLED, "aborted before the transfer completed");
-  }
   w::DecodeStreamResponse started;
   started.set_request_id(id);
+  if (options_.colocated) {
+    // Its own prefill: refused like a Reserve would be, else the script's first token.
+    if (options_.reserve_error != grpc::StatusCode::OK) {
+      return grpc::Status(options_.reserve_error, "fake colocated worker refuses");
+    }
+    if (request->prompt_token_ids().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "prompt_token_ids is empty");
+    }
+    w::DecodeStreamResponse accepted;
+    accepted.set_request_id(id);
+    accepted.mutable_accepted();
+    if (!writer->Write(accepted)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+    const Script script = cluster_.script();
+    first = script.tokens.empty() ? 0 : script.tokens[0];
+    w::DecodeStarted* s = started.mutable_started();
+    s->set_prefill_num_iter(request->prefill_num_iter());
+    s->set_queue_ms(0.5);
+    s->set_prefill_ms(2.5);
+    if (request->sampling().logprobs()) {
+      s->mutable_first_logprob()->set_token_id(first);
+      s->mutable_first_logprob()->set_logprob(-0.25f);
+    }
+  } else if (!cluster_.WaitTransfer(request->transfer_id(), absl::Now() + absl::Seconds(30), stop,
+                                    &first)) {
+    if (dead()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker died");
+    return grpc::Status(grpc::StatusCode::CANCELLED, "aborted before the transfer completed");
+  } else {
+    started.mutable_started()->set_transfer_ms(1.5);
+  }
   started.mutable_started()->set_first_token(first);
-  started.mutable_started()->set_transfer_ms(1.5);
   if (!writer->Write(started)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
 
   const Script script = cluster_.script();

@@ -6,7 +6,8 @@
 //
 // Faults on demand: a prefill worker that answers UNAVAILABLE or dies (its server shuts
 // down) when asked to prefill, a decode worker that dies after N tokens, a full decode worker
-// (RESOURCE_EXHAUSTED), a worker that stops heartbeating.
+// (RESOURCE_EXHAUSTED), a worker that stops heartbeating. A fake decode worker may also
+// register as colocated (it then plays the prefill itself).
 //
 //   FakeCluster cluster;
 //   cluster.SetScript({.tokens = {1, 2, 3}});
@@ -117,8 +118,11 @@ struct DecodeOptions {
   uint32_t max_context_tokens = 4096;
   // Die (server shut down) after streaming this many tokens after the first; -1: never.
   int die_after_tokens = -1;
-  // Reserve answers this code when not OK.
+  // Reserve answers this code when not OK (colocated: StartDecode, its placement, does).
   grpc::StatusCode reserve_error = grpc::StatusCode::OK;
+  // Registers as WORKER_ROLE_COLOCATED: StartDecode carries the prompt and "prefills" it
+  // (DecodeStarted with the script's first token) without waiting for a transfer.
+  bool colocated = false;
 };
 
 class FakeDecodeWorker final : public FakeWorkerBase, public worker::v1::DecodeService::Service {

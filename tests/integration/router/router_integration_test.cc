@@ -454,6 +454,82 @@ TEST_F(RouterIntegrationTest, FullDecodeWorkerSendsTheRequestToAnother) {
   EXPECT_EQ(full.reserves().size(), 1u);
 }
 
+// A colocated worker serves alone: the cluster is healthy without a prefill worker, and a
+// request is one StartDecode carrying the prompt (no Reserve, no Prefill); its DecodeStarted
+// is the first token, with the prefill's num_iter and timings.
+TEST_F(RouterIntegrationTest, ColocatedWorkerServesWithoutReserveOrPrefill) {
+  EXPECT_TRUE(WaitHealth(false));
+  FakeDecodeWorker& colocated = AddDecode({.id = "colocated-a", .colocated = true});
+  ASSERT_TRUE(WaitHealth(true));
+  const std::string answer = "prefilled here";
+  SetScript(answer);
+  v1::GenerateRequest request = TextRequest("What is linear attention?");
+  request.set_request_id("colocated-1");
+  request.mutable_sampling()->set_logprobs(true);
+  Result r = Generate(request);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_TRUE(r.final.has_value());
+  EXPECT_EQ(r.text, answer);
+  EXPECT_EQ(r.tokens, cluster_.script().tokens);
+  EXPECT_EQ(r.final->served_by().decode_worker_id(), "colocated-a");
+  EXPECT_EQ(r.final->served_by().prefill_worker_id(), "colocated-a");
+  EXPECT_GT(r.final->timings().ttft_ms(), 0);
+  EXPECT_DOUBLE_EQ(r.final->timings().prefill_ms(), 2.5);
+  EXPECT_EQ(colocated.reserves().size(), 0u);
+  ASSERT_EQ(colocated.decodes().size(), 1u);
+  const worker::v1::StartDecodeRequest sd = colocated.decodes()[0];
+  EXPECT_EQ(std::vector<int32_t>(sd.prompt_token_ids().begin(), sd.prompt_token_ids().end()),
+            Encode("What is linear attention?"));
+  EXPECT_EQ(sd.transfer_id(), 0u);
+  EXPECT_EQ(r.final->prefill_num_iter(), sd.prefill_num_iter());
+  // The first token's logprob came with DecodeStarted.
+  ASSERT_TRUE(r.responses.front().has_chunk());
+  ASSERT_GE(r.responses.front().chunk().logprobs_size(), 1);
+  EXPECT_FLOAT_EQ(r.responses.front().chunk().logprobs(0).logprob(), -0.25f);
+}
+
+// A full colocated worker (RESOURCE_EXHAUSTED from its StartDecode) sends the request to
+// another; one that dies before the first token is retried elsewhere too.
+TEST_F(RouterIntegrationTest, FullOrDeadColocatedWorkerSendsTheRequestToAnother) {
+  FakeDecodeWorker& full = AddDecode({.id = "colocated-a",
+                                      .total_kv_pages = 5000,
+                                      .reserve_error = grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                      .colocated = true});
+  AddDecode({.id = "colocated-b", .total_kv_pages = 100, .colocated = true});
+  ASSERT_TRUE(WaitHealth(true));
+  SetScript("placed");
+  Result r = Generate(TextRequest("Hello"));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.final->served_by().decode_worker_id(), "colocated-b");
+  EXPECT_EQ(full.decodes().size(), 1u);
+  full.Die();
+  SetScript("still placed");
+  r = Generate(TextRequest("Again"));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.final->served_by().decode_worker_id(), "colocated-b");
+}
+
+// Cancelling the client's call aborts the colocated sequence on its worker.
+TEST_F(RouterIntegrationTest, ClientCancelReachesTheColocatedWorker) {
+  FakeDecodeWorker& colocated = AddDecode({.id = "colocated-a", .colocated = true});
+  ASSERT_TRUE(WaitHealth(true));
+  SetScript("a b c d e f g h i j k l m n o p q r s t u v w x y z", absl::Milliseconds(50));
+  v1::GenerateRequest request = TextRequest("Go", 200);
+  request.set_request_id("cancel-colocated");
+  int chunks = 0;
+  Result r = Generate(request, absl::Seconds(10),
+                      [&](const v1::GenerateResponse&) { return ++chunks < 2; });
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(colocated.WaitAbort("cancel-colocated", absl::Now() + absl::Seconds(5)));
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while ((router_->core().RunningRequests() > 0 || colocated.open_streams() > 0) &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(router_->core().RunningRequests(), 0u);
+  EXPECT_EQ(colocated.open_streams(), 0);
+}
+
 TEST_F(RouterIntegrationTest, DecodeWorkerDeathMidStreamIsRetryableUnavailable) {
   FakeDecodeWorker& dying =
       AddDecode({.id = "decode-a", .total_kv_pages = 5000, .die_after_tokens = 3});

@@ -27,29 +27,6 @@ namespace {
 using decode_worker::DecodeWorker;
 using prefill_worker::PrefillWorker;
 
-constexpr int32_t kTpVocab = 512;
-
-// 8 query heads, 4 KV heads (GKA: 8 q heads, 4 k/v heads) so TP 1, 2 and 4 all split them.
-const std::string& TpModelDir() {
-  static const std::string* dir = [] {
-    auto* d = new std::string(
-        (std::filesystem::temp_directory_path() / absl::StrCat("gka_tp_workers_", getpid()))
-            .string());
-    model::TinyModelOptions o;
-    o.pattern = "*-GKA-*-GKA";
-    o.hidden_size = 64;
-    o.num_attention_heads = 8;
-    o.num_key_value_heads = 4;
-    o.head_dim = 16;
-    o.intermediate_size = 128;
-    o.vocab_size = kTpVocab;
-    o.weight_dtype = tensor::DType::kF32;
-    GKA_CHECK_OK(model::MakeTinyModel(o, *d));
-    return d;
-  }();
-  return *dir;
-}
-
 worker_common::WorkerOptions Common(const std::string& id, int tp, const std::string& tls) {
   worker_common::WorkerOptions o;
   o.worker_id = id;

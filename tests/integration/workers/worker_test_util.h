@@ -5,7 +5,9 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +24,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "cli/offline_generate.h"
+#include "common/base/check.h"
+#include "common/model/tiny_model.h"
 #include "common/rpc/client.h"
 #include "common/rpc/deadline.h"
 #include "common/rpc/server.h"
@@ -35,6 +39,29 @@ namespace wpb = ::gka::worker::v1;
 namespace spb = ::gka::serving::v1;
 
 inline constexpr char kModelDir[] = "tests/data/authors_tiny/hybrid_fp32";
+
+// A tiny checkpoint with 8 query heads and 4 KV heads (GKA: 8 q heads, 4 k/v heads) so TP 1,
+// 2 and 4 all split them; made once per process in the temp directory.
+inline constexpr int32_t kTpVocab = 512;
+inline const std::string& TpModelDir() {
+  static const std::string* dir = [] {
+    auto* d = new std::string(
+        (std::filesystem::temp_directory_path() / absl::StrCat("gka_tp_workers_", getpid()))
+            .string());
+    model::TinyModelOptions o;
+    o.pattern = "*-GKA-*-GKA";
+    o.hidden_size = 64;
+    o.num_attention_heads = 8;
+    o.num_key_value_heads = 4;
+    o.head_dim = 16;
+    o.intermediate_size = 128;
+    o.vocab_size = kTpVocab;
+    o.weight_dtype = tensor::DType::kF32;
+    GKA_CHECK_OK(model::MakeTinyModel(o, *d));
+    return d;
+  }();
+  return *dir;
+}
 
 // The router's WorkerRegistry, reduced to what workers need: registration, heartbeats with
 // load reports, "register again" once Forget() was called.

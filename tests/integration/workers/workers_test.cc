@@ -630,6 +630,19 @@ TEST_P(WorkersTest, BadRequestsAreRefusedAndTheWorkersKeepServing) {
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
   }
   {
+    // A prompt is for colocated workers only: this one decodes hand-offs.
+    grpc::ClientContext ctx;
+    wpb::StartDecodeRequest sd;
+    sd.set_request_id("prompt-to-a-decode-worker");
+    sd.set_max_new_tokens(4);
+    sd.add_prompt_token_ids(1);
+    auto reader = decode_stub_->StartDecode(&ctx, sd);
+    wpb::DecodeStreamResponse m;
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
     wpb::ReleaseRequest rel;
     rel.set_request_id("good");
     wpb::ReleaseResponse resp;

@@ -32,3 +32,10 @@ gka_cc_test(NAME tp_workers_test SRCS ${dir}/tp_workers_test.cc
 # verify; StopNow stops for good before it returns.
 gka_cc_test(NAME handoff_stream_test SRCS ${dir}/handoff_stream_test.cc
   DEPS gka::worker_common gka::transfer_ucx gka::engine LABELS integration TIMEOUT 120)
+
+# A colocated decode worker (--colocated, TP 1 and 2): prompts prefilled in its own engine,
+# chunked into the running decode batch, against the offline engine; cancel/Abort
+# mid-prefill, malformed and unplaceable requests.
+gka_cc_test(NAME colocated_test SRCS ${dir}/colocated_test.cc
+  DEPS gka::decode_worker gka::cli_lib gka::rpc gka::proto gka::model
+  LABELS integration TIMEOUT 300)
