@@ -72,12 +72,15 @@ start_cluster() {  # start_cluster MODE: disagg or colo
           --prefill-gpus "${PGPUS:-0,1}" --decode-gpus "${DGPUS:-2,3}" --prefill-args "$PREFILL_ARGS"
           --decode-args "$COMMON_DECODE")
   else
-    args=(--colocated --decode-workers 2 --decode-tp 2 --decode-gpus 0,1,2,3
-          --decode-args "$COMMON_DECODE --max-batch-tokens 8192 --prefill-chunk-size 8192")
+    # Two workers at TP 2 on the same four GPUs, each prefilling 8K-token chunks into its own
+    # decode batch (gka local passes the chunking flags to every colocated worker).
+    args=(--colocated --decode-workers "${CWORKERS:-2}" --decode-tp "${DTP:-2}"
+          --decode-gpus "${CGPUS:-0,1,2,3}" --max-batch-tokens "${CBATCH:-8192}"
+          --prefill-chunk-size "${CCHUNK:-8192}" --decode-args "$COMMON_DECODE")
   fi
   if [[ $BACKEND == cpu ]]; then  # the dry run: one worker of each role, no GPUs
     args=(--prefill-workers 1 --decode-workers 1)
-    [[ $mode == colo ]] && args=(--colocated --decode-workers 1)
+    [[ $mode == colo ]] && args=(--colocated --decode-workers 1 --max-batch-tokens 512 --prefill-chunk-size 256)
   fi
   rm -rf "$LOGS/$mode" && mkdir -p "$LOGS/$mode"
   local t0=$SECONDS
