@@ -129,6 +129,11 @@ int main(int argc, char** argv) {
                  "per-API-key limit NAME=REQUESTS_PER_SECOND[:BURST] (repeatable; NAME '*': every "
                  "key without its own, each in its own bucket; callers without a key count as "
                  "the key ''); over it: RESOURCE_EXHAUSTED + retry-after");
+  app.add_option("--key-tiers", options.key_tiers,
+                 "per-API-key tier limit NAME=TIER[|TIER...] (repeatable; NAME '*': every key "
+                 "without its own; callers without a key are the key ''): the key's requests run "
+                 "in its first tier unless they name another it may use; any other tier: "
+                 "PERMISSION_DENIED / HTTP 403");
   app.add_option("--max-running", options.max_running,
                  "requests placed at once; 0 = the healthy decode workers' state slots")
       ->capture_default_str();

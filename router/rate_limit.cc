@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "router/admission.h"
 
@@ -73,6 +75,50 @@ absl::Status RateLimits::Take(const std::string& key, absl::Time now) {
                    rule->per_second, " requests/s (burst ", rule->burst, "); retry after ",
                    absl::ToInt64Milliseconds(wait) + 1, " ms"),
       wait);
+}
+
+absl::StatusOr<KeyTiers> KeyTiers::Parse(const std::vector<std::string>& specs,
+                                          const std::vector<std::string>& known) {
+  KeyTiers limits;
+  for (const std::string& spec : specs) {
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--key-tiers '", spec, "': ", why, " (expected NAME=TIER[|TIER...])"));
+    };
+    const std::vector<std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (kv.size() != 2) return bad("no '='");
+    std::vector<std::string> tiers;
+    for (const std::string& t : std::vector<std::string>(absl::StrSplit(kv[1], '|'))) {
+      if (t.empty()) return bad("an empty tier name");
+      if (std::find(known.begin(), known.end(), t) == known.end()) {
+        return bad(absl::StrCat("no tier '", t, "' in the tier table (", absl::StrJoin(known, ", "),
+                                ")"));
+      }
+      if (std::find(tiers.begin(), tiers.end(), t) != tiers.end()) {
+        return bad(absl::StrCat("tier '", t, "' is given twice"));
+      }
+      tiers.push_back(t);
+    }
+    if (!limits.rules_.emplace(kv[0], std::move(tiers)).second) {
+      return bad("the name is given twice");
+    }
+  }
+  return limits;
+}
+
+absl::StatusOr<std::string> KeyTiers::Resolve(const std::string& key,
+                                              const std::string& requested) const {
+  auto it = rules_.find(key);
+  if (it == rules_.end()) it = rules_.find("*");
+  if (it == rules_.end()) return requested;
+  const std::vector<std::string>& allowed = it->second;
+  if (requested.empty()) return allowed.front();
+  if (std::find(allowed.begin(), allowed.end(), requested) != allowed.end()) return requested;
+  return absl::PermissionDeniedError(
+      absl::StrCat("tier '", requested, "' is not allowed for ",
+                   key.empty() ? std::string("callers without an API key")
+                               : absl::StrCat("API key '", key, "'"),
+                   "; allowed: ", absl::StrJoin(allowed, ", ")));
 }
 
 }  // namespace gka::router

@@ -1,4 +1,5 @@
-// Per-API-key rate limits (issue 9 §2): a token bucket per key name, refilled at the key's
+// Per-API-key limits: rate limits (issue 9 §2) and tier limits (KeyTiers below, issue 10 §4).
+// Rate: a token bucket per key name, refilled at the key's
 // rate; a request that finds its bucket empty is refused with RESOURCE_EXHAUSTED carrying a
 // retry-after hint (the time until the bucket holds a token again), before admission.
 //
@@ -54,6 +55,27 @@ class RateLimits {
   std::map<std::string, Rule> rules_;  // immutable after Parse
   absl::Mutex mu_;
   std::map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+};
+
+// Per-API-key tier limits (issue 10 §4): which traffic tiers a key may use, from
+// "--key-tiers NAME=TIER[|TIER...]" (NAME '*': every key without its own entry; callers without a
+// key are the key ''). A request of a key with an entry that names no tier gets the entry's
+// first tier; one that names a tier outside the entry is refused with PERMISSION_DENIED (HTTP
+// 403). Keys without an entry may use every tier. Immutable after Parse: thread-safe.
+class KeyTiers {
+ public:
+  // INVALID_ARGUMENT naming the entry for a malformed spec, an empty or repeated tier, a tier
+  // `known` does not list, or a repeated name.
+  static absl::StatusOr<KeyTiers> Parse(const std::vector<std::string>& specs,
+                                        const std::vector<std::string>& known);
+
+  bool empty() const { return rules_.empty(); }
+  // The tier a request of `key` runs in: `requested` when the key may use it (or has no
+  // entry), the key's first tier when `requested` is empty, PERMISSION_DENIED otherwise.
+  absl::StatusOr<std::string> Resolve(const std::string& key, const std::string& requested) const;
+
+ private:
+  std::map<std::string, std::vector<std::string>> rules_;
 };
 
 }  // namespace gka::router

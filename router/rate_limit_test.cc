@@ -56,5 +56,40 @@ TEST(RateLimitsTest, RefusesMalformedFlags) {
   EXPECT_THAT(RateLimits::Parse({"a=1", "a=2"}).status().message(), HasSubstr("given twice"));
 }
 
+TEST(KeyTiersTest, AKeyRunsInItsTiersOnly) {
+  const KeyTiers limits =
+      *KeyTiers::Parse({"batch-team=batch|standard", "*=standard"}, {"interactive", "standard", "batch"});
+  // No tier named: the key's first.
+  EXPECT_EQ(*limits.Resolve("batch-team", ""), "batch");
+  EXPECT_EQ(*limits.Resolve("batch-team", "standard"), "standard");
+  const absl::StatusOr<std::string> denied = limits.Resolve("batch-team", "interactive");
+  EXPECT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(denied.status().message(),
+              HasSubstr("tier 'interactive' is not allowed for API key 'batch-team'; allowed: "
+                        "batch, standard"));
+  // '*' covers every other key and the key-less caller.
+  EXPECT_EQ(*limits.Resolve("other", ""), "standard");
+  EXPECT_THAT(limits.Resolve("", "batch").status().message(),
+              HasSubstr("not allowed for callers without an API key"));
+  // No entry at all: every tier, the request's own choice (empty: the table's default).
+  const KeyTiers none = *KeyTiers::Parse({}, {"standard"});
+  EXPECT_TRUE(none.empty());
+  EXPECT_EQ(*none.Resolve("anyone", ""), "");
+  EXPECT_EQ(*none.Resolve("anyone", "interactive"), "interactive");
+}
+
+TEST(KeyTiersTest, BadSpecsNameTheEntry) {
+  const std::vector<std::string> known = {"interactive", "standard"};
+  EXPECT_THAT(KeyTiers::Parse({"team"}, known).status().message(), HasSubstr("no '='"));
+  EXPECT_THAT(KeyTiers::Parse({"team=standard|"}, known).status().message(),
+              HasSubstr("an empty tier name"));
+  EXPECT_THAT(KeyTiers::Parse({"team=gold"}, known).status().message(),
+              HasSubstr("no tier 'gold' in the tier table (interactive, standard)"));
+  EXPECT_THAT(KeyTiers::Parse({"team=standard|standard"}, known).status().message(),
+              HasSubstr("given twice"));
+  EXPECT_THAT(KeyTiers::Parse({"team=standard", "team=interactive"}, known).status().message(),
+              HasSubstr("the name is given twice"));
+}
+
 }  // namespace
 }  // namespace gka::router

@@ -69,6 +69,9 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   core_options.admission.enabled = options.admission;
   core_options.admission.max_running = std::max(0, options.max_running);
   GKA_ASSIGN_OR_RETURN(core_options.rate_limits, RateLimits::Parse(options.rate_limits));
+  std::vector<std::string> tier_names;
+  for (const Tier& t : tiers.tiers()) tier_names.push_back(t.name);
+  GKA_ASSIGN_OR_RETURN(core_options.key_tiers, KeyTiers::Parse(options.key_tiers, tier_names));
   // worker.proto: a worker silent for 3 heartbeat periods is dead.
   core_options.registry.missed_heartbeats = 3;
   core_options.registry.heartbeat_interval = options.heartbeat_timeout / 3;

@@ -100,6 +100,8 @@ struct RouterOptions {
   int max_running = 0;
   // Per-API-key rate limits, "NAME=RPS[:BURST]" each (router/rate_limit.h).
   std::vector<std::string> rate_limits;
+  // Per-API-key tier limits, "NAME=TIER[|TIER...]" each (router/rate_limit.h KeyTiers).
+  std::vector<std::string> key_tiers;
 };
 
 class Router {

@@ -25,7 +25,8 @@ RouterCore::RouterCore(CoreOptions options, TierTable tiers, TextAssets text,
       metrics_registry_(metrics_registry),
       registry_(options_.registry),
       admission_(std::make_unique<Admission>(options_.admission, tiers_, &registry_)),
-      rate_limits_(options_.rate_limits) {}
+      rate_limits_(options_.rate_limits),
+      key_tiers_(options_.key_tiers) {}
 
 RouterCore::~RouterCore() {
   // Normally empty: the server's shutdown cancelled every call. In-process callers may have
@@ -113,10 +114,24 @@ void RouterCore::Reject(GenerationSink* sink, const std::string& request_id, abs
   sink->OnFinish(status);
 }
 
-std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateRequest& request,
+std::shared_ptr<Generation> RouterCore::StartGeneration(const v1::GenerateRequest& keyed_request,
                                                         GenerationSink* sink, absl::Time deadline,
                                                         const std::string& api_key) {
   const absl::Time arrival = absl::Now();
+  // The key's tier limit first: a key restricted to some tiers runs in its first one when the
+  // request names none, and may not name another.
+  absl::StatusOr<std::string> key_tier = key_tiers_.Resolve(api_key, keyed_request.tier());
+  if (!key_tier.ok()) {
+    Reject(sink, keyed_request.request_id(), tiers_.default_tier().name, key_tier.status(), false);
+    return nullptr;
+  }
+  v1::GenerateRequest retiered;
+  if (*key_tier != keyed_request.tier()) {
+    retiered = keyed_request;
+    retiered.set_tier(*key_tier);
+  }
+  const v1::GenerateRequest& request =
+      *key_tier != keyed_request.tier() ? retiered : keyed_request;
   // Requests that fail before their tier is known count under the default tier.
   absl::StatusOr<const Tier*> tier = tiers_.Find(request.tier());
   const std::string tier_name = tier.ok() ? (*tier)->name : tiers_.default_tier().name;

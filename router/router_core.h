@@ -73,6 +73,8 @@ struct CoreOptions {
   AdmissionOptions admission;
   // Per-API-key token buckets (router/rate_limit.h); empty: none.
   RateLimits rate_limits;
+  // Which tiers each API key may use (router/rate_limit.h); empty: every tier.
+  KeyTiers key_tiers;
 };
 
 // Stubs for one worker address (shared by every request placed there).
@@ -158,6 +160,7 @@ class RouterCore {
   WorkerRegistry registry_;
   std::unique_ptr<Admission> admission_;
   RateLimits rate_limits_;
+  const KeyTiers key_tiers_;
   std::atomic<uint64_t> next_request_ = 0;
 
   absl::Mutex stubs_mu_;

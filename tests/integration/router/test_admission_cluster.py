@@ -556,13 +556,22 @@ class RateLimitClusterTest(unittest.TestCase):
                               text=True).stdout
         key_file.write_text(line)
         cls.key_dir = key_file.parent
-        cls.c = Cluster(BIN, router_args=f"--api-keys-file {key_file} --rate-limit ci=2:2",
+        cls.c = Cluster(BIN, router_args=f"--api-keys-file {key_file} --rate-limit ci=2:2 "
+                                         "--key-tiers ci=standard|batch",
                         api_key=cls.KEY)
 
     @classmethod
     def tearDownClass(cls):
         cls.c.close()
         shutil.rmtree(cls.key_dir, ignore_errors=True)
+
+    def test_a_tier_the_key_may_not_use_is_refused_at_once(self):
+        # Refused before the rate limit is consulted: the bucket stays full for the test below.
+        denied = Call(self.c, "tier-denied", "interactive", 1).wait(30)
+        self.assertEqual(denied.code, grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("tier 'interactive' is not allowed for API key 'ci'", denied.error.message)
+        self.assertIn("allowed: standard, batch", denied.error.message)
+        self.assertFalse(denied.error.retryable)
 
     def test_over_the_limit_is_refused_with_a_hint_and_the_sdk_waits_it_out(self):
         calls = [Call(self.c, f"rate-{i}", "standard", 1).wait(30) for i in range(3)]
