@@ -11,8 +11,8 @@
 //             [--max-batch-tokens 512] [--prefill-chunk-size 256]
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
-// (metrics on MP+1, MP+2, ...) and the decode workers (after the prefill ones); worker gRPC and
-// UCX ports are ephemeral. With --colocated there are no prefill workers: each decode worker
+// (metrics on MP+1, MP+2, ...) and the decode workers (numbered after the prefill ones), all
+// workers loading at once; worker gRPC and UCX ports are ephemeral. With --colocated there are no prefill workers: each decode worker
 // runs with --colocated (prefills its prompts itself, chunked into its decode batch), the
 // baseline disaggregation is measured against. Prints one JSON line per process ({"role",
 // "index", "pid", "grpc", "metrics"}) and writes them to --state-file. The children share one
@@ -316,29 +316,38 @@ absl::Status RunLocal(const LocalFlags& f) {
   std::vector<Child> children;
   pid_t pgid = 0;
   // Starts (or, with `slot` >= 0, restarts in place) one child and waits for its JSON line.
-  auto start = [&](const std::string& role, int index, std::vector<std::string> argv,
-                   int slot = -1) -> absl::Status {
+  // A child in two halves, so that workers load their models side by side (a 32B model takes
+  // most of a minute per worker): spawn returns its slot in `children`, await_ready waits
+  // for its JSON line and prints it.
+  auto spawn = [&](const std::string& role, int index, std::vector<std::string> argv,
+                   int slot = -1) -> absl::StatusOr<int> {
     GKA_ASSIGN_OR_RETURN(Child c, Spawn(role, index, argv, pgid, f.log_dir));
     if (pgid == 0) pgid = c.pid;
     if (slot < 0) {
       children.push_back(std::move(c));
-      slot = static_cast<int>(children.size()) - 1;
-    } else {
-      if (children[slot].stdout_fd >= 0) close(children[slot].stdout_fd);
-      children[slot] = std::move(c);
+      return static_cast<int>(children.size()) - 1;
     }
+    if (children[slot].stdout_fd >= 0) close(children[slot].stdout_fd);
+    children[slot] = std::move(c);
+    return slot;
+  };
+  auto await_ready = [&](int slot) -> absl::Status {
     Child& child = children[slot];
-    absl::Status ready = AwaitReady(child, f.ready_timeout_s);
-    if (!ready.ok()) return ready;
+    GKA_RETURN_IF_ERROR(AwaitReady(child, f.ready_timeout_s));
     nlohmann::json line = child.info;
-    line["role"] = role;
-    line["index"] = index;
+    line["role"] = child.role;
+    line["index"] = child.index;
     line["pid"] = child.pid;
     // Where the certificates are, for tools and workers started beside the cluster.
-    if (role == "router" && !pki.dir.empty()) line["tls_dir"] = pki.dir;
+    if (child.role == "router" && !pki.dir.empty()) line["tls_dir"] = pki.dir;
     std::cout << line.dump() << std::endl;
     child.info = line;
     return absl::OkStatus();
+  };
+  auto start = [&](const std::string& role, int index, std::vector<std::string> argv,
+                   int slot = -1) -> absl::Status {
+    GKA_ASSIGN_OR_RETURN(slot, spawn(role, index, std::move(argv), slot));
+    return await_ready(slot);
   };
   auto write_state = [&] {
     if (f.state_file.empty()) return;
@@ -413,10 +422,10 @@ absl::Status RunLocal(const LocalFlags& f) {
   // then the role's extra flags.
   auto start_worker = [&](const std::string& role, int i, int tp, const std::string& gpus,
                           int first_gpu, const std::string& own,
-                          const std::string& extra) -> absl::Status {
+                          const std::string& extra) -> absl::StatusOr<int> {
     GKA_ASSIGN_OR_RETURN(GpuPlacement placement, PlaceGpus(f, role, i, tp, gpus, first_gpu));
     const std::string binary = absl::StrCat(bin, "/gka-", role, "-worker");
-    return start(
+    return spawn(
         role, i,
         WithArgs(Placed(placement,
                         WithArgs({binary, "--model", f.model_dir, "--router", registry_addr,
@@ -429,8 +438,17 @@ absl::Status RunLocal(const LocalFlags& f) {
                  WithVocabLimit(extra)));
   };
   const int prefill_workers = f.colocated ? 0 : f.prefill_workers;
+  // Every worker is spawned before any is awaited; their lines print in launch order.
+  std::vector<int> worker_slots;
+  auto add_worker = [&](absl::StatusOr<int> slot) {
+    if (slot.ok()) {
+      worker_slots.push_back(*slot);
+    } else {
+      status = slot.status();
+    }
+  };
   for (int i = 0; status.ok() && i < prefill_workers; ++i) {
-    status = start_worker("prefill", i, f.prefill_tp, f.prefill_gpus, 0, "", f.prefill_args);
+    add_worker(start_worker("prefill", i, f.prefill_tp, f.prefill_gpus, 0, "", f.prefill_args));
   }
   std::string decode_own = absl::StrCat("--num-slots ", f.num_slots);
   if (f.colocated) absl::StrAppend(&decode_own, " --colocated");
@@ -440,8 +458,11 @@ absl::Status RunLocal(const LocalFlags& f) {
     absl::StrAppend(&decode_own, " --prefill-chunk-size ", f.prefill_chunk_size);
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
-    status = start_worker("decode", i, f.decode_tp, f.decode_gpus, prefill_workers * f.prefill_tp,
-                          decode_own, f.decode_args);
+    add_worker(start_worker("decode", i, f.decode_tp, f.decode_gpus,
+                            prefill_workers * f.prefill_tp, decode_own, f.decode_args));
+  }
+  for (size_t k = 0; status.ok() && k < worker_slots.size(); ++k) {
+    status = await_ready(worker_slots[k]);
   }
   if (status.ok()) write_state();
   if (status.ok()) {

@@ -167,12 +167,6 @@ bool PlainFileName(const std::string& name) {
 
 }  // namespace
 
-TlsFiles Pki::Files(const std::string& name) const {
-  return {.ca = ca_path,
-          .cert = absl::StrCat(dir, "/", name, ".pem"),
-          .key = absl::StrCat(dir, "/", name, ".key")};
-}
-
 absl::StatusOr<Pki> WriteThrowawayPki(const PkiOptions& options) {
   if (options.names.empty()) {
     return absl::InvalidArgumentError("a throwaway PKI needs at least one certificate name");

@@ -41,8 +41,11 @@ struct PkiOptions {
 struct Pki {
   std::string dir;
   std::string ca_path;  // <dir>/ca.pem
-  // The three files of `name` (one of PkiOptions::names).
-  TlsFiles Files(const std::string& name) const;
+  // The three files of `name` (one of PkiOptions::names). Inline: `gka local` names them in
+  // builds without gRPC too (which cannot make a PKI, so it is never called there).
+  TlsFiles Files(const std::string& name) const {
+    return {.ca = ca_path, .cert = dir + "/" + name + ".pem", .key = dir + "/" + name + ".key"};
+  }
 };
 
 // INVALID_ARGUMENT for no names, a name that is not a plain file name, or an IP address that
