@@ -38,9 +38,11 @@ struct MakeCertsFlags {
   int days = 7;
 };
 
+#if GKA_WITH_GRPC
 std::vector<std::string> List(const std::string& csv) {
   return absl::StrSplit(csv, ',', absl::SkipWhitespace());
 }
+#endif
 
 }  // namespace
 
