@@ -71,6 +71,7 @@ SAN_TESTS_2 := Workloads/SchedulerProperty|TierTable|RequestValidation|OutputTex
 SAN_TESTS_3 := Router|OpenAi|GkaRouterBinary|cluster_faults|trust_mtls|trust_default
 SAN_TESTS := ^($(SAN_TESTS_1)|$(SAN_TESTS_2)|$(SAN_TESTS_3))
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/asan/lsan_suppressions.txt \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 UCX_MEM_MALLOC_HOOKS=no \
 	UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_EVENTS=no
 
