@@ -24,12 +24,7 @@ else
     --kv-heads 4 --head-dim 16 --hidden 64 --intermediate 128 --vocab 512 2>/dev/null
   WORKERS=1; TP=2
 fi
-cat >"$TMP/tiers.json" <<'JSON'
-{"default": "standard",
- "tiers": [{"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5},
-           {"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10},
-           {"name": "batch", "prefill_num_iter": 10, "decode_num_iter": 1, "priority": 1}]}
-JSON
+write_tiers "$TMP/tiers.json"
 
 "$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --colocated --decode-workers $WORKERS \
   --decode-tp $TP --max-batch-tokens 16 --prefill-chunk-size 8 --tiers "$TMP/tiers.json" \
@@ -55,34 +50,11 @@ prompt_args() {  # i -> PROMPT=(flag value); every fourth prompt is long (chunke
   fi
 }
 
-pids=()
-for i in $(seq 0 15); do
-  tier=$([[ $((i % 2)) -eq 0 ]] && echo interactive || echo batch)
-  prompt_args $i
-  "$GKA" generate --addr "$ADDR" --tier $tier "${PROMPT[@]}" --max-tokens 12 --temperature 0 --ignore-eos --json \
-    >"$TMP/cluster.$i.json" 2>"$TMP/cluster.$i.err" &
-  pids+=($!)
-  # Long prompts arrive while the earlier requests decode.
-  [[ $i -eq 7 ]] && sleep 0.5
-done
-for p in "${pids[@]}"; do wait "$p" || { cat "$TMP"/cluster.*.err "$TMP"/*.log >&2; echo "a cluster request failed"; exit 1; }; done
-
-fail=0
-for i in $(seq 0 15); do
-  if [[ $((i % 2)) -eq 0 ]]; then pn=30; dn=30; else pn=10; dn=1; fi
-  prompt_args $i
-  "$GKA" generate --model "$TMP/m" "${PROMPT[@]}" --max-tokens 12 --temperature 0 --ignore-eos \
-    --prefill-num-iter $pn --decode-num-iter $dn --json >"$TMP/offline.$i.json" 2>/dev/null
-  # Same tokens; the worker that decoded also prefilled (served_by), with the tier's num_iter.
-  if ! node -e 'const a=require(process.argv[1]),b=require(process.argv[2]),pn=+process.argv[3];
-      const s=a.served_by;
-      if (a.token_ids.length!==12 || JSON.stringify(a.token_ids)!==JSON.stringify(b.token_ids)) {console.log("cluster", a.token_ids, "\noffline", b.token_ids); process.exit(1)}
-      if (!s.decode_worker_id || s.prefill_worker_id!==s.decode_worker_id || a.prefill_num_iter!==pn) {console.log("served_by", s, "prefill_num_iter", a.prefill_num_iter); process.exit(1)}' \
-      "$TMP/cluster.$i.json" "$TMP/offline.$i.json" $pn; then
-    echo "request $i (prefill/decode num_iter $pn/$dn): colocated cluster != offline"; fail=1
-  fi
-done
-[[ $fail -eq 0 ]] || exit 1
+TIERS=(interactive:30:30 batch:10:1)
+send_requests 16 7  # the long prompts 11 and 15 arrive while the earlier requests decode
+# Same tokens; the worker that decoded also prefilled (served_by), with the tier's num_iter.
+compare_offline 16 "colocated cluster" 'const s=a.served_by;
+  if (!s.decode_worker_id || s.prefill_worker_id!==s.decode_worker_id || a.prefill_num_iter!==pn) {console.log("served_by", s, "prefill_num_iter", a.prefill_num_iter); process.exit(1)}'
 
 # Some step fed prompt chunks and decode tokens together (chunked prefill mixed with decode).
 mixed=$(node -e '

@@ -16,16 +16,10 @@ cluster_tmp
 "$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --prefill-workers 2 --decode-workers 2 \
   --restart --state-file "$TMP/state" --log-dir "$TMP" >"$TMP/local.out" &
 LOCAL_PID=$!
-for _ in $(seq 1 600); do
-  [[ -s $TMP/state && $(wc -l <"$TMP/state") -ge 5 ]] && break
-  kill -0 $LOCAL_PID 2>/dev/null || { cat "$TMP"/*.log >&2; exit 1; }
-  sleep 0.2
-done
+wait_cluster 5
 field() {  # role index key
   node -e 'const [r,i,k]=process.argv.slice(1); for (const l of require("fs").readFileSync(process.argv[4],"utf8").split("\n")) { if(!l) continue; const o=JSON.parse(l); if (o.role===r && o.index==i) console.log(o[k]); }' "$1" "$2" "$3" "$TMP/state"
 }
-ADDR=$(field router 0 grpc)
-"$GKA" health --addr "$ADDR" --timeout 30 >/dev/null
 
 echo "-- 1. bad requests"
 expect_invalid() {  # description, args...

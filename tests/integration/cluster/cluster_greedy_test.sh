@@ -26,12 +26,7 @@ else
   "$GKA" make-tiny-model --out "$TMP/m" --no-tokenizer --pattern '*-GKA-*-GKA' --heads 8 \
     --kv-heads 1 --head-dim 128 --hidden 256 --intermediate 512 --vocab 4096 2>/dev/null
 fi
-cat >"$TMP/tiers.json" <<'JSON'
-{"default": "standard",
- "tiers": [{"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10, "priority": 5},
-           {"name": "interactive", "prefill_num_iter": 30, "decode_num_iter": 30, "priority": 10},
-           {"name": "batch", "prefill_num_iter": 10, "decode_num_iter": 1, "priority": 1}]}
-JSON
+write_tiers "$TMP/tiers.json"
 
 "$GKA" local --model "$TMP/m" --port 0 --metrics-port 0 --prefill-workers 2 --decode-workers 1 \
   --tiers "$TMP/tiers.json" --state-file "$TMP/state" --log-dir "$TMP" \
@@ -50,27 +45,7 @@ prompt_args() {  # i -> PROMPT=(flag value)
   fi
 }
 
-pids=()
-for i in $(seq 0 15); do
-  tier=$([[ $((i % 2)) -eq 0 ]] && echo interactive || echo batch)
-  prompt_args $i
-  "$GKA" generate --addr "$ADDR" --tier $tier "${PROMPT[@]}" --max-tokens 12 --temperature 0 --ignore-eos --json \
-    >"$TMP/cluster.$i.json" 2>"$TMP/cluster.$i.err" &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || { cat "$TMP"/cluster.*.err >&2; echo "a cluster request failed"; exit 1; }; done
-
-fail=0
-for i in $(seq 0 15); do
-  if [[ $((i % 2)) -eq 0 ]]; then pn=30; dn=30; else pn=10; dn=1; fi
-  prompt_args $i
-  "$GKA" generate --model "$TMP/m" "${PROMPT[@]}" --max-tokens 12 --temperature 0 --ignore-eos \
-    --prefill-num-iter $pn --decode-num-iter $dn --json >"$TMP/offline.$i.json" 2>/dev/null
-  if ! node -e 'const a=require(process.argv[1]),b=require(process.argv[2]);
-      if (JSON.stringify(a.token_ids)!==JSON.stringify(b.token_ids)) {console.log("cluster", a.token_ids, "\noffline", b.token_ids); process.exit(1)}' \
-      "$TMP/cluster.$i.json" "$TMP/offline.$i.json"; then
-    echo "request $i (prefill/decode num_iter $pn/$dn): cluster != offline"; fail=1
-  fi
-done
-[[ $fail -eq 0 ]] || exit 1
+TIERS=(interactive:30:30 batch:10:1)  # one decode batch mixes num_iter 30 and 1
+send_requests 16
+compare_offline 16 cluster
 echo "cluster_greedy_test ($KIND, UCX_TLS=$UCX_TLS): 16/16 requests equal the offline engine"

@@ -32,28 +32,11 @@ wait_cluster 3
 grep -q "at TP=$PTP:" "$TMP"/prefill-0.log || { cat "$TMP"/prefill-0.log >&2; echo "prefill not at TP=$PTP"; exit 1; }
 grep -q "at TP=$DTP:" "$TMP"/decode-0.log || { cat "$TMP"/decode-0.log >&2; echo "decode not at TP=$DTP"; exit 1; }
 
-prompt_ids() {  # i -> comma-separated ids, 5..44 tokens (within a page, across pages)
+prompt_args() {  # i -> PROMPT: 5..44 token ids (within a page, across pages)
   local ids=""; for j in $(seq 1 $(( 5 + ($1 * 13) % 40 ))); do ids+="$(( (j * 31 + $1 * 7) % 500 )),"; done
-  echo "${ids%,}"
+  PROMPT=(--prompt-ids "${ids%,}")
 }
-
-pids=()
-for i in $(seq 0 7); do
-  "$GKA" generate --addr "$ADDR" --prompt-ids "$(prompt_ids $i)" --max-tokens 12 --temperature 0 \
-    --ignore-eos --json >"$TMP/cluster.$i.json" 2>"$TMP/cluster.$i.err" &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || { cat "$TMP"/cluster.*.err "$TMP"/*.log >&2; echo "a cluster request failed"; exit 1; }; done
-
-fail=0
-for i in $(seq 0 7); do
-  "$GKA" generate --model "$TMP/m" --prompt-ids "$(prompt_ids $i)" --max-tokens 12 --temperature 0 \
-    --ignore-eos --prefill-num-iter 30 --decode-num-iter 30 --json >"$TMP/offline.$i.json" 2>/dev/null
-  if ! node -e 'const a=require(process.argv[1]),b=require(process.argv[2]);
-      if (a.token_ids.length!==12 || JSON.stringify(a.token_ids)!==JSON.stringify(b.token_ids)) {console.log("cluster", a.token_ids, "\noffline", b.token_ids); process.exit(1)}' \
-      "$TMP/cluster.$i.json" "$TMP/offline.$i.json"; then
-    echo "request $i: cluster (prefill TP=$PTP, decode TP=$DTP) != offline TP=1"; fail=1
-  fi
-done
-[[ $fail -eq 0 ]] || exit 1
+TIERS=(t:30:30)
+send_requests 8
+compare_offline 8 "cluster (prefill TP=$PTP, decode TP=$DTP)"
 echo "cluster_tp_test (prefill TP=$PTP -> decode TP=$DTP, UCX_TLS=$UCX_TLS): 8/8 requests equal the offline TP=1 engine"
