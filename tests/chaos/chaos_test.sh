@@ -73,23 +73,11 @@ wait_rejoined() {  # up to 30 s for every worker healthy again and a healthy rou
   done
   return 1
 }
-wait_baseline() {  # up to 15 s for every worker's pages and slots to be free; prints the count
-  local u
-  for _ in $(seq 1 75); do
-    u=$(used_pages)
-    [[ $u == 0 ]] && break
-    sleep 0.2
-  done
-  echo "$u"
-}
 
 # Greedy references from the offline engine (the default tier is standard: num_iter 10/10).
 PROMPTS=("3,14,15,92,65,35,89,79,32,38,46" "2,71,82,81,82,84,59,4,52,35,36,2,87,47,13,52,66")
 for k in 0 1; do
-  "$GKA" generate --model "$TMP/m" --prompt-ids "${PROMPTS[$k]}" --max-tokens 12 --temperature 0 \
-    --ignore-eos --prefill-num-iter 10 --decode-num-iter 10 --json 2>/dev/null |
-    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(JSON.parse(s).token_ids)))' \
-      >"$TMP/ref.$k"
+  offline_token_ids "${PROMPTS[$k]}" 12 --temperature 0 >"$TMP/ref.$k"
   [[ -s $TMP/ref.$k ]] || { echo "offline reference failed"; exit 1; }
 done
 checker() {  # k -> sends prompt k greedily until $TMP/stop exists; one outcome per line
@@ -99,7 +87,7 @@ checker() {  # k -> sends prompt k greedily until $TMP/stop exists; one outcome 
     out=$TMP/check.$k.$n
     if timeout "$REQ_TIMEOUT" "$GKA" generate --addr "$ADDR" --prompt-ids "${PROMPTS[$k]}" \
       --max-tokens 12 --temperature 0 --ignore-eos --json >"$out.json" 2>"$out.err"; then
-      got=$(node -e 'console.log(JSON.stringify(require(process.argv[1]).token_ids))' "$out.json")
+      got=$(token_ids "$out.json")
       if [[ $got == "$(cat "$TMP/ref.$k")" ]]; then echo ok; else echo "wrong $got"; fi
     else
       rc=$?
@@ -193,7 +181,7 @@ scenario() {  # name fault-function [faulted-request-prefix [faulted-must-succee
   local rejoined=yes
   wait_rejoined || rejoined=no
   local leaked
-  leaked=$(wait_baseline)
+  leaked=$(wait_pages_free)
   # Recovery: the same load after the fault, in full.
   local r_sent r_ok r_toks
   bench "$TMP/$name.after.json" "chaos-after-$SCENARIO_INDEX" $REQ_TIMEOUT --concurrency 4 \

@@ -14,23 +14,19 @@ BIN=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/cluster.sh"
 cluster_test_setup "$BIN"
-fail() { echo "drain_test: $*"; tail -5 "$TMP"/decode-0.log "$TMP"/router-0.log 2>/dev/null; exit 1; }
 
 GRACE_MS=20000
 start_cluster "$TMP" --port 0 --router-args "--heartbeat-timeout-ms 1500" \
   --prefill-args "--shutdown-grace-ms $GRACE_MS" --decode-args "--shutdown-grace-ms $GRACE_MS" ||
   fail "no cluster"
-ADDR=$(field router 0 grpc)
-RMETRICS=$(field router 0 metrics)
-"$GKA" health --addr "$ADDR" --timeout 30 >/dev/null || fail "router not healthy"
+wait_router
 
 drain() {  # role index
-  local role=$1 i=$2 pid before after t0 t_gone t_exit
+  local role=$1 i=$2 pid before after t0 t_gone t_exit moved0 failed0
   pid=$(field "$role" "$i" pid)
   before=$(metric_sum "$RMETRICS" '^gka_retries_total')
-  local moved0 failed0
-  moved0=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="ok"')
-  failed0=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"')
+  moved0=$(migrations ok)
+  failed0=$(migrations failed)
   timeout 120 "$GKA" bench serve --addr "$ADDR" --concurrency 4 --duration 8 --input-len 8:48 \
     --output-len 60:120 --ignore-eos --timeout 60 --request-id-prefix "drain-$role" \
     --save-requests --out "$TMP/$role.json" --plot "$TMP/$role.svg" >/dev/null 2>"$TMP/$role.err" &
@@ -48,18 +44,14 @@ drain() {  # role index
   done
   [[ -n $t_gone ]] || fail "$role-$i still placed on 2.5 s after SIGTERM"
   # It exits by itself, after its requests finished, within the grace period.
-  t_exit=""
-  for _ in $(seq 1 $(( GRACE_MS / 50 + 40 ))); do
-    if ! kill -0 "$pid" 2>/dev/null; then t_exit=$(( ($(date +%s%N) - t0) / 1000000 )); break; fi
-    sleep 0.05
-  done
+  t_exit=$(wait_exit "$pid" $GRACE_MS "$t0")
   [[ -n $t_exit ]] || fail "$role-$i did not exit within its grace"
   wait $bench || fail "bench failed: $(tail -3 "$TMP/$role.err")"
   read -r sent ok retry hung other _ toks < <(node "$HERE/classify.js" "$TMP/$role.json" 60)
   after=$(metric_sum "$RMETRICS" '^gka_retries_total')
   local moved failed_moves
-  moved=$(($(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="ok"') - moved0))
-  failed_moves=$(($(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"') - failed0))
+  moved=$(($(migrations ok) - moved0))
+  failed_moves=$(($(migrations failed) - failed0))
   echo "   drain $role-$i: in use when signalled $busy; deregistered after ${t_gone} ms, exited after ${t_exit} ms;" \
     "load: sent $sent ok $ok retryable $retry hung $hung other $other; router retries $((after - before));" \
     "sequences moved $moved, failed moves $failed_moves"
@@ -72,8 +64,8 @@ drain() {  # role index
     [[ $t_exit -lt $((GRACE_MS / 2)) ]] || fail "decode-$i took ${t_exit} ms to exit: it waited instead of moving"
   fi
   # The replacement registers and takes traffic.
-  for _ in $(seq 1 150); do [[ $(healthy "$role") -ge 2 && $(field "$role" "$i" pid) != "$pid" ]] && break; sleep 0.2; done
-  [[ $(healthy "$role") -ge 2 ]] || fail "the restarted $role-$i did not register"
+  # (The signalled one has exited: a second healthy worker of its role is the replacement.)
+  wait_healthy "$role" 2 || fail "the restarted $role-$i did not register"
 }
 
 echo "-- SIGTERM a decode worker under load"
@@ -85,10 +77,6 @@ echo "-- the restarted workers serve; pages and slots back at 0"
   --ignore-eos --timeout 60 --save-requests --out "$TMP/after.json" --plot "$TMP/after.svg" >/dev/null 2>&1
 read -r sent ok _ < <(node "$HERE/classify.js" "$TMP/after.json" 60)
 [[ $ok == 16 ]] || fail "after the drains: $ok of 16 requests ok"
-for _ in $(seq 1 50); do
-  used=$(used_pages)
-  [[ $used == 0 ]] && break
-  sleep 0.2
-done
+used=$(wait_pages_free)
 [[ $used == 0 ]] || fail "$used pages/slots still in use"
 echo "drain_test: ok"

@@ -19,11 +19,6 @@ BIN=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/cluster.sh"
 cluster_test_setup "$BIN"
-fail() {
-  echo "migration_test: $*"
-  tail -5 "$TMP"/decode-0.log "$TMP"/decode-1.log "$TMP"/router-0.log 2>/dev/null
-  exit 1
-}
 
 GRACE_MS=30000
 MAX_TOKENS=400
@@ -31,11 +26,8 @@ N=8  # requests: k = 0, 1, 4, 5 greedy; 2, 3, 6, 7 sampled with a seed (placemen
      # between the decode workers, so each gets both kinds)
 PREFILL_WORKERS=1 DECODE_WORKERS=2 start_cluster "$TMP" --port 0 \
   --decode-args "--shutdown-grace-ms $GRACE_MS" || fail "no cluster"
-ADDR=$(field router 0 grpc)
-RMETRICS=$(field router 0 metrics)
-"$GKA" health --addr "$ADDR" --timeout 30 >/dev/null || fail "router not healthy"
-for _ in $(seq 1 100); do [[ $(healthy decode) -ge 2 ]] && break; sleep 0.1; done
-[[ $(healthy decode) -ge 2 ]] || fail "two decode workers did not register"
+wait_router
+wait_healthy decode 2 || fail "two decode workers did not register"
 
 # Prompts and the offline engine's outputs (the default tier is standard: num_iter 10/10).
 sampling() {  # k -> the request's sampling flags
@@ -45,16 +37,13 @@ sampling() {  # k -> the request's sampling flags
 for k in $(seq 0 $((N - 1))); do
   PROMPT[$k]=$(node -e 'const k=+process.argv[1]; const a=[]; for (let i=0;i<8+3*k;i++) a.push(100+((k*7919+i*104729)%5000)); console.log(a.join(","))' "$k")
   # shellcheck disable=SC2046
-  "$GKA" generate --model "$TMP/m" --prompt-ids "${PROMPT[$k]}" --max-tokens $MAX_TOKENS \
-    $(sampling "$k") --ignore-eos --prefill-num-iter 10 --decode-num-iter 10 --json 2>/dev/null |
-    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(JSON.parse(s).token_ids)))' \
-      >"$TMP/ref.$k"
+  offline_token_ids "${PROMPT[$k]}" $MAX_TOKENS $(sampling "$k") >"$TMP/ref.$k"
   [[ -s $TMP/ref.$k ]] || fail "offline reference $k failed"
 done
 
 A_PID=$(field decode 0 pid)
 A_METRICS=$(field decode 0 metrics)
-ok_before=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="ok"')
+ok_before=$(migrations ok)
 for k in $(seq 0 $((N - 1))); do
   # shellcheck disable=SC2046
   timeout 120 "$GKA" generate --addr "$ADDR" --prompt-ids "${PROMPT[$k]}" --max-tokens $MAX_TOKENS \
@@ -73,11 +62,7 @@ sleep 0.3
 busy=$(metric_sum "$A_METRICS" '^gka_decode_running')
 t0=$(date +%s%N)
 kill -TERM "$A_PID"
-t_exit=""
-for _ in $(seq 1 $((GRACE_MS / 50 + 40))); do
-  if ! kill -0 "$A_PID" 2>/dev/null; then t_exit=$((($(date +%s%N) - t0) / 1000000)); break; fi
-  sleep 0.05
-done
+t_exit=$(wait_exit "$A_PID" $GRACE_MS "$t0")
 [[ -n $t_exit ]] || fail "decode worker A did not exit within its grace"
 
 wrong=0 failed=0 moved_greedy=0 moved_seeded=0
@@ -87,7 +72,7 @@ for k in $(seq 0 $((N - 1))); do
     echo "   request $k failed: $(tail -1 "$TMP/err.$k")"
     continue
   fi
-  got=$(node -e 'console.log(JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).token_ids))' "$TMP/out.$k")
+  got=$(token_ids "$TMP/out.$k")
   if [[ $(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).migrated_from.length)' "$TMP/out.$k") -gt 0 ]]; then
     if (((k / 2) % 2 == 0)); then moved_greedy=$((moved_greedy + 1)); else moved_seeded=$((moved_seeded + 1)); fi
   fi
@@ -96,8 +81,8 @@ for k in $(seq 0 $((N - 1))); do
     echo "   request $k differs from the offline engine: $(node -e 'const a=JSON.parse(process.argv[1]), b=JSON.parse(process.argv[2]); let i=0; while (i<a.length && a[i]===b[i]) i++; console.log(`first difference at token ${i} of ${a.length} (want ${b.length})`)' "$got" "$(cat "$TMP/ref.$k")")"
   fi
 done
-ok_after=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="ok"')
-failed_moves=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"')
+ok_after=$(migrations ok)
+failed_moves=$(migrations failed)
 moved=$((ok_after - ok_before))
 echo "   A decoded $busy sequences when signalled; exited after ${t_exit} ms (grace ${GRACE_MS} ms);" \
   "moved $moved (greedy $moved_greedy, seeded $moved_seeded), failed moves $failed_moves;" \
@@ -111,19 +96,13 @@ echo "   A decoded $busy sequences when signalled; exited after ${t_exit} ms (gr
 [[ $t_exit -lt $((GRACE_MS / 3)) ]] || fail "A took ${t_exit} ms to exit: it waited instead of moving"
 
 # Every worker (A's replacement included) back to no pages and no slots in use.
-used=""
-for _ in $(seq 1 50); do
-  used=$(used_pages)
-  [[ $used == 0 ]] && break
-  sleep 0.2
-done
+used=$(wait_pages_free)
 [[ $used == 0 ]] || fail "$used pages/slots still in use"
 
 echo "-- both decode workers drain at once: nowhere to move, the sequences finish where they run"
-for _ in $(seq 1 150); do [[ $(healthy decode) -ge 2 ]] && break; sleep 0.2; done
-[[ $(healthy decode) -ge 2 ]] || fail "the restarted decode worker did not register"
+wait_healthy decode 2 || fail "the restarted decode worker did not register"
 SHORT=120  # tokens: finishes within the grace; greedy and seeded outputs are prefixes of the refs
-failed_before=$(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"')
+failed_before=$(migrations failed)
 for k in $(seq 0 $((N - 1))); do
   # shellcheck disable=SC2046
   timeout 120 "$GKA" generate --addr "$ADDR" --prompt-ids "${PROMPT[$k]}" --max-tokens $SHORT \
@@ -145,15 +124,14 @@ for k in $(seq 0 $((N - 1))); do
     echo "   request $k failed: $(tail -1 "$TMP/err2.$k")"
     continue
   fi
-  got=$(node -e 'console.log(JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).token_ids))' "$TMP/out2.$k")
+  got=$(token_ids "$TMP/out2.$k")
   want=$(node -e 'console.log(JSON.stringify(JSON.parse(process.argv[1]).slice(0, +process.argv[2])))' "$(cat "$TMP/ref.$k")" $SHORT)
   [[ $got == "$want" ]] || wrong=$((wrong + 1))
 done
 for p in "${PIDS[@]}"; do
-  for _ in $(seq 1 $((GRACE_MS / 50 + 40))); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-  kill -0 "$p" 2>/dev/null && fail "decode worker $p did not exit within its grace"
+  [[ -n $(wait_exit "$p" $GRACE_MS "$t0") ]] || fail "decode worker $p did not exit within its grace"
 done
-stayed=$(($(metric_sum "$RMETRICS" '^gka_migrations_total\{.*result="failed"') - failed_before))
+stayed=$(($(migrations failed) - failed_before))
 echo "   both signalled: requests $N, failed $failed, wrong $wrong; moves that found no target $stayed"
 [[ $failed == 0 ]] || fail "$failed requests failed although their workers had the grace to finish them"
 [[ $wrong == 0 ]] || fail "$wrong requests differ from the offline engine"

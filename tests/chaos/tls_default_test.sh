@@ -15,8 +15,6 @@ BIN=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/cluster.sh"
 cluster_test_setup "$BIN"
-PY=/usr/bin/python3
-fail() { echo "tls_default_test: $*"; tail -3 "$TMP"/*.log 2>/dev/null; exit 1; }
 
 # No TLS flags at all: gka local's defaults.
 PREFILL_WORKERS=1 DECODE_WORKERS=1 start_cluster "$TMP" --port 0 >"$TMP/start.out" 2>&1 ||
@@ -33,8 +31,7 @@ for b in gka-router gka-prefill-worker gka-decode-worker; do
 done
 echo "   router and workers without certificates or --insecure: exit 2, naming --tls-* and --insecure"
 
-ADDR=$(field router 0 grpc)
-"$GKA" health --addr "$ADDR" --timeout 60 >/dev/null || fail "the cluster is not serving"
+wait_router 60
 T=$TMP/tls
 [[ $(field router 0 tls_dir) == "$T" ]] || fail "the router's state line names no tls_dir $T"
 grep -q "$T" "$TMP/start.out" || fail "gka local did not say where the certificates are"
@@ -48,11 +45,9 @@ echo "   gka local made a CA and 4 certificates in <log-dir>/tls (no CA key; key
 # Raw calls: grpc.health.v1 on each internal port.
 echo -n "" >"$TMP/empty.pb"
 "$GKA" make-certs --out "$TMP/rogue" --names intruder >/dev/null || fail "gka make-certs failed"
-call() {  # expected-code addr args...
+call() {  # expected-code addr client-flags...: grpc.health.v1 Check
   local want=$1 addr=$2; shift 2
-  got=$($PY "$HERE/tls_client.py" "$addr" /grpc.health.v1.Health/Check "$TMP/empty.pb" "$@" \
-    2>>"$TMP/client.err" | awk '{print $1}')
-  [[ $got == "$want" ]] || fail "client $addr $*: got $got, want $want ($(tail -1 "$TMP/client.err"))"
+  tls_call "$want" "$addr" /grpc.health.v1.Health/Check "$TMP/empty.pb" "$@"
 }
 OURS=(--ca "$T/ca.pem" --cert "$T/client.pem" --key "$T/client.key")
 THEIRS=(--ca "$T/ca.pem" --cert "$TMP/rogue/intruder.pem" --key "$TMP/rogue/intruder.key")
@@ -64,20 +59,13 @@ done
 echo "   prefill, decode and registry ports: plaintext and another CA's certificate refused, ours served"
 
 # A plaintext worker cannot join.
-"$BIN/gka-decode-worker" --model "$TMP/m" --router "$(field router 0 internal)" --port 0 \
-  --metrics-port -1 --worker-id rogue-decode --insecure >/dev/null 2>"$TMP/rogue.log" &
-ROGUE_PID=$!
-sleep 3
-[[ $(healthy decode) == 1 ]] || fail "decode workers healthy: $(healthy decode), want 1 (a plaintext worker joined?)"
-echo "   a plaintext worker could not register (decode workers healthy: $(healthy decode))"
+plaintext_worker_refused 1
 
 # The public port: no key, no certificate; greedy output equals the offline engine's.
 for ids in "3,14,15,92,65,35,89,79,32,38,46" "2,71,82,81,82,84,59,4,52,35,36,2,87,47,13,52,66"; do
-  args=(--prompt-ids "$ids" --max-tokens 12 --temperature 0 --ignore-eos --json)
-  want=$("$GKA" generate --model "$TMP/m" "${args[@]}" --prefill-num-iter 10 --decode-num-iter 10 \
-    2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(JSON.parse(s).token_ids)))')
-  got=$("$GKA" generate --addr "$ADDR" "${args[@]}" 2>"$TMP/generate.err" |
-    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.stringify(JSON.parse(s).token_ids)))')
+  want=$(offline_token_ids "$ids" 12 --temperature 0)
+  got=$("$GKA" generate --addr "$ADDR" --prompt-ids "$ids" --max-tokens 12 --temperature 0 \
+    --ignore-eos --json 2>"$TMP/generate.err" | token_ids -)
   [[ -n $want && $got == "$want" ]] || fail "prompt $ids: cluster $got, offline $want ($(cat "$TMP/generate.err"))"
 done
 echo "   2 greedy requests through the mTLS cluster equal the offline engine token for token"

@@ -17,8 +17,6 @@ BIN=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/cluster.sh"
 cluster_test_setup "$BIN"
-PY=/usr/bin/python3
-fail() { echo "trust_test: $*"; tail -3 "$TMP"/*.log 2>/dev/null; exit 1; }
 
 # The PKI: EC P-256, one day.
 P=$TMP/pki
@@ -44,27 +42,20 @@ grep -qE '^ci sha256:[0-9a-f]{32}:[0-9a-f]{64}$' "$TMP/keys" || fail "unexpected
 start_cluster "$TMP" --port 0 --router-args "$(tls router) --public-tls --api-keys-file $TMP/keys" \
   --prefill-args "$(tls worker)" --decode-args "$(tls worker)" || fail "no cluster"
 ADDR=$(field router 0 grpc)
-for _ in $(seq 1 100); do [[ $(healthy prefill) -ge 2 && $(healthy decode) -ge 2 ]] && break; sleep 0.1; done
-[[ $(healthy prefill) -ge 2 && $(healthy decode) -ge 2 ]] || fail "workers did not register over mTLS"
+wait_healthy prefill 2 && wait_healthy decode 2 || fail "workers did not register over mTLS"
 echo "   4 workers registered with the router over mutual TLS"
 
 # A worker without a certificate cannot join.
-"$BIN/gka-decode-worker" --model "$TMP/m" --router "$(field router 0 internal)" --port 0 \
-  --metrics-port -1 --worker-id rogue-decode --insecure >/dev/null 2>"$TMP/rogue.log" &
-ROGUE_PID=$!
-sleep 3
-[[ $(healthy decode) == 2 ]] || fail "a worker without a certificate registered"
-echo "   a plaintext worker could not register (decode workers healthy: $(healthy decode))"
+plaintext_worker_refused 2
 
 SERVING=gka.serving.v1
 encode() { protoc --encode="$SERVING.$1" -I proto proto/gka/serving/v1/serving.proto; }
 echo "" | encode GetModelInfoRequest >"$TMP/info.pb"
 echo 'token_ids { ids: [3, 14, 15, 92, 65] } sampling { temperature: 0 max_tokens: 6 ignore_eos: true }' |
   encode GenerateRequest >"$TMP/gen.pb"
-call() {  # expected-code args...
+call() {  # expected-code method request client-flags...: to the router's public port
   local want=$1; shift
-  got=$($PY "$HERE/tls_client.py" "$ADDR" "$@" 2>>"$TMP/client.err" | awk '{print $1}')
-  [[ $got == "$want" ]] || fail "client $*: got $got, want $want ($(tail -1 "$TMP/client.err"))"
+  tls_call "$want" "$ADDR" "$@"
 }
 INFO=(/$SERVING.GenerateService/GetModelInfo "$TMP/info.pb")
 GOOD=(--ca "$P/cluster-ca.pem" --cert "$P/client.pem" --key "$P/client.key")
