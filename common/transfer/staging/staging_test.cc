@@ -182,9 +182,35 @@ class StagedTransferTest : public ::testing::TestWithParam<const char*> {
     }
   }
   void TearDown() override {
-    regions_.clear();
+    regions_.clear();  // deregistered before the landing's memory goes back to the pool
+    landing_.reset();
     sender_.reset();
     receiver_.reset();
+  }
+
+  // The staged paths' receiver: landing_ (one pinned buffer for all of dst_, registered with
+  // the receiver as region 0), segments_ putting each src_[i] at its landing slot (from
+  // copier i % 2; with its stage when `with_stages`, else all in stage 0) and the expected
+  // transfer `id` that leaves the checksum to the landing's copy-in. Call through
+  // ASSERT_NO_FATAL_FAILURE.
+  void LandEverySegment(uint64_t id, bool with_stages) {
+    auto landing = Landing::Create(*pool_, DstRanges());
+    ASSERT_TRUE(landing.ok()) << landing.status();
+    landing_ = std::move(landing).value();
+    auto region = receiver_->RegisterMemory(landing_->data(), landing_->size());
+    ASSERT_TRUE(region.ok()) << region.status();
+    regions_.push_back(std::move(region).value());
+    for (size_t i = 0; i < src_.size(); ++i) {
+      segments_.push_back({.src = src_[i].data(),
+                           .region = 0,
+                           .remote_addr = reinterpret_cast<uint64_t>(landing_->landing(i)),
+                           .length = src_[i].size(),
+                           .stage = with_stages ? sizes_[i].first : 0,
+                           .source = static_cast<int32_t>(i % 2)});
+    }
+    expected_ = {.transfer_id = id};
+    expected_.verify_ranges = landing_->VerifyRanges();
+    expected_.caller_verifies_checksum = true;
   }
 
   std::vector<DeviceRange> DstRanges() {
@@ -258,29 +284,16 @@ class StagedTransferTest : public ::testing::TestWithParam<const char*> {
   std::vector<std::pair<int, uint64_t>> sizes_;  // (stage, bytes)
   std::vector<std::vector<uint8_t>> src_, dst_;
   std::vector<std::unique_ptr<MemoryRegion>> regions_;
+  std::unique_ptr<Landing> landing_;     // LandEverySegment's
+  std::vector<DeviceSegment> segments_;  // LandEverySegment's
+  ExpectedTransfer expected_;            // LandEverySegment's
 };
 
 TEST_P(StagedTransferTest, StagedPathLandsVerifiesAndCopiesIn) {
-  auto landing = Landing::Create(*pool_, DstRanges());
-  ASSERT_TRUE(landing.ok()) << landing.status();
-  Landing& l = **landing;
-  auto region = receiver_->RegisterMemory(l.data(), l.size());
-  ASSERT_TRUE(region.ok()) << region.status();
-  regions_.push_back(std::move(region).value());
-  std::vector<DeviceSegment> segments;
-  for (size_t i = 0; i < src_.size(); ++i) {
-    segments.push_back({.src = src_[i].data(),
-                        .region = 0,
-                        .remote_addr = reinterpret_cast<uint64_t>(l.landing(i)),
-                        .length = src_[i].size(),
-                        .stage = sizes_[i].first,
-                        .source = static_cast<int32_t>(i % 2)});
-  }
-  ExpectedTransfer expected{.transfer_id = 7};
-  expected.verify_ranges = l.VerifyRanges();
-  expected.caller_verifies_checksum = true;
+  ASSERT_NO_FATAL_FAILURE(LandEverySegment(/*id=*/7, /*with_stages=*/true));
+  Landing& l = *landing_;
   StagedSend sent;
-  auto completion = Send(segments, std::move(expected), /*staged=*/true, &sent);
+  auto completion = Send(segments_, std::move(expected_), /*staged=*/true, &sent);
   ASSERT_TRUE(completion.ok()) << completion.status();
   EXPECT_EQ(sent.stages, 4);
   EXPECT_FALSE(completion->verified);  // the caller's job
@@ -305,25 +318,11 @@ TEST_P(StagedTransferTest, StagedPathLandsVerifiesAndCopiesIn) {
 // Streamed (a prefill still running): groups copied and put as they become final, in any
 // order; the checksum is the same stream checksum, and the landing verifies and copies in.
 TEST_P(StagedTransferTest, StreamedGroupsLandAndVerifyLikeOneShot) {
-  auto landing = Landing::Create(*pool_, DstRanges());
-  ASSERT_TRUE(landing.ok()) << landing.status();
-  Landing& l = **landing;
-  auto region = receiver_->RegisterMemory(l.data(), l.size());
-  ASSERT_TRUE(region.ok()) << region.status();
-  regions_.push_back(std::move(region).value());
-  std::vector<DeviceSegment> segments;
-  for (size_t i = 0; i < src_.size(); ++i) {
-    segments.push_back({.src = src_[i].data(),
-                        .region = 0,
-                        .remote_addr = reinterpret_cast<uint64_t>(l.landing(i)),
-                        .length = src_[i].size(),
-                        .source = static_cast<int32_t>(i % 2)});
-  }
-  ExpectedTransfer expected{.transfer_id = 9};
-  expected.verify_ranges = l.VerifyRanges();
-  expected.caller_verifies_checksum = true;
+  ASSERT_NO_FATAL_FAILURE(LandEverySegment(/*id=*/9, /*with_stages=*/false));
+  Landing& l = *landing_;
   StagedSend sent;
-  auto completion = Send(segments, std::move(expected), /*staged=*/true, &sent, /*streamed=*/true);
+  auto completion =
+      Send(segments_, std::move(expected_), /*staged=*/true, &sent, /*streamed=*/true);
   ASSERT_TRUE(completion.ok()) << completion.status();
   EXPECT_EQ(completion->checksum, sent.checksum);
   ASSERT_TRUE(l.CopyInAndVerify(*copier_, completion->checksum, completion->bytes).ok());
