@@ -119,11 +119,7 @@ class ColocatedTest : public ::testing::TestWithParam<int> {
     if (registry_server_) registry_server_->Shutdown(absl::ZeroDuration());
   }
 
-  bool AtBaseline() {
-    const decode_worker::DecodeStats s = worker_->Stats();
-    return s.free_pages == s.total_pages && s.free_slots == s.total_slots && s.running == 0 &&
-           s.waiting == 0 && s.queued_prompt_tokens == 0 && s.reservations == 0;
-  }
+  bool AtBaseline() { return DecodeAtBaseline(worker_->Stats()); }
 
   absl::StatusOr<cli::GenerateResult> Offline(const RequestSpec& spec) {
     cli::GenerateOptions o;

@@ -130,11 +130,7 @@ class TpPairTest : public ::testing::Test {
   std::unique_ptr<PrefillWorker> prefill_;
   std::unique_ptr<wpb::DecodeService::Stub> decode_stub_;
   std::unique_ptr<wpb::PrefillService::Stub> prefill_stub_;
-  bool AtBaseline() {
-    const decode_worker::DecodeStats s = decode_->Stats();
-    return s.free_pages == s.total_pages && s.free_slots == s.total_slots && s.reservations == 0 &&
-           s.freeing == 0 && s.quarantined_pages == 0 && s.running == 0 && s.waiting == 0;
-  }
+  bool AtBaseline() { return DecodeAtBaseline(decode_->Stats()); }
 
   worker_common::LoadedModel reference_;
   double max_rel_logprob_error_ = 0;

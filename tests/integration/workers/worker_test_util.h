@@ -31,6 +31,7 @@
 #include "common/rpc/server.h"
 #include "common/rpc/status.h"
 #include "decode_worker/common/model_loader.h"
+#include "decode_worker/decode_core.h"
 #include "gka/worker/v1/worker.grpc.pb.h"
 
 namespace gka::workers_test {
@@ -372,6 +373,14 @@ inline std::vector<int32_t> Prompt(uint64_t seed, int32_t length, int32_t vocab)
     p.push_back(static_cast<int32_t>(x % vocab));
   }
   return p;
+}
+
+// A decode worker at rest: every page and slot back in its pool, nothing reserved, fencing,
+// quarantined, running, waiting or queued for a colocated prefill.
+inline bool DecodeAtBaseline(const decode_worker::DecodeStats& s) {
+  return s.free_pages == s.total_pages && s.free_slots == s.total_slots && s.reservations == 0 &&
+         s.freeing == 0 && s.quarantined_pages == 0 && s.running == 0 && s.waiting == 0 &&
+         s.queued_prompt_tokens == 0;
 }
 
 // Polls `pred` until true or `timeout`.

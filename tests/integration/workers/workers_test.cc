@@ -107,12 +107,7 @@ class WorkersTest : public ::testing::TestWithParam<std::string> {
     return outcomes;
   }
 
-  // Every page and slot is back in the pool, nothing reserved or quarantined.
-  bool AtBaseline() {
-    const decode_worker::DecodeStats s = decode_->Stats();
-    return s.free_pages == s.total_pages && s.free_slots == s.total_slots && s.reservations == 0 &&
-           s.freeing == 0 && s.quarantined_pages == 0 && s.running == 0 && s.waiting == 0;
-  }
+  bool AtBaseline() { return DecodeAtBaseline(decode_->Stats()); }
 
   std::string DecodeMetrics() { return decode_->registry().Serialize(); }
   std::string PrefillMetrics() { return prefill_->registry().Serialize(); }
