@@ -29,9 +29,10 @@ cuda-build: deps
 	  ./scripts/timed.sh cuda-configure cmake -S . -B $(CUDA_BUILD) -G Ninja -DGKA_WITH_CUDA=ON \
 	    -DGKA_WITH_GRPC=OFF -DCMAKE_BUILD_TYPE=Release && \
 	  ./scripts/timed.sh cuda-build cmake --build $(CUDA_BUILD) -j $(JOBS) --target \
-	    gka_kernels_cuda cuda_parity_test cuda_stride_test cuda_kernels_bench gpu_golden_test gka \
+	    gka_kernels_cuda cuda_parity_test cuda_stride_test cuda_kernels_bench decode_gemm_bench \
+	    gpu_golden_test gka \
 	    $$(ninja -C $(CUDA_BUILD) -t targets all 2>/dev/null | \
-	       grep -oE '^(nccl_communicator_test|one_shot_all_reduce_test|tp_gpu_test|tp_throughput_bench):' | tr -d :); \
+	       grep -oE '^(nccl_communicator_test|one_shot_all_reduce_test|tp_gpu_test|tp_throughput_bench|all_reduce_bench):' | tr -d :); \
 	else echo "cuda-build: $(NVCC) not found, skipping the CUDA targets"; fi
 
 # Tests: unit, golden, integration (real processes on 127.0.0.1); the GPU tests run from the

@@ -4,6 +4,7 @@
 
 #include "common/base/status.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/gemm_tuner.h"
 
 namespace gka::kernels::cuda {
 
@@ -89,11 +90,16 @@ absl::StatusOr<std::unique_ptr<CudaContext>> CudaContext::Create(int device_ordi
   GKA_ASSIGN_OR_RETURN(CublasHandle cublas, CublasHandle::Create(stream.get()));
   std::unique_ptr<CudaContext> ctx(
       new CudaContext(device_ordinal, std::move(stream), std::move(cublas)));
+  GKA_ASSIGN_OR_RETURN(ctx->gemm_tuner_, GemmTuner::Create({}));
   ctx->num_sms_ = prop.multiProcessorCount;
   ctx->max_smem_per_block_ = prop.sharedMemPerBlockOptin;
   std::snprintf(ctx->name_, sizeof(ctx->name_), "%s", prop.name);
   return ctx;
 }
+
+CudaContext::CudaContext(int device, CudaStream stream, CublasHandle cublas)
+    : device_(device), stream_(std::move(stream)), cublas_(std::move(cublas)) {}
+CudaContext::~CudaContext() = default;
 
 absl::StatusOr<void*> CudaContext::Scratch(size_t bytes) const {
   if (bytes > scratch_.size()) {

@@ -1,5 +1,5 @@
-// Per-backend CUDA state shared by every op: the device, its stream, the cuBLAS handle and a
-// grow-only scratch arena, plus RAII owners for the C handles.
+// Per-backend CUDA state shared by every op: the device, its stream, the cuBLAS handle, the
+// GEMM tuner (cuBLASLt) and a grow-only scratch arena, plus RAII owners for the C handles.
 //
 // Private to kernels/cuda. Thread-safety: owned by one CudaBackend, used by one thread.
 #pragma once
@@ -15,6 +15,8 @@
 #include "absl/status/statusor.h"
 
 namespace gka::kernels::cuda {
+
+class GemmTuner;
 
 // Owns one cudaMalloc allocation.
 class DeviceMemory {
@@ -80,6 +82,8 @@ class CublasHandle {
   CublasHandle(const CublasHandle&) = delete;
   ~CublasHandle();
   cublasHandle_t get() const { return h_; }
+  void* workspace() const { return workspace_.get(); }
+  size_t workspace_bytes() const { return workspace_.size(); }
 
  private:
   CublasHandle(cublasHandle_t h, DeviceMemory ws) : h_(h), workspace_(std::move(ws)) {}
@@ -92,10 +96,16 @@ class CublasHandle {
 class CudaContext {
  public:
   static absl::StatusOr<std::unique_ptr<CudaContext>> Create(int device_ordinal);
+  ~CudaContext();
 
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_.get(); }
   cublasHandle_t cublas() const { return cublas_.get(); }
+  // The cuBLAS handle's workspace, also lent to cuBLASLt calls (same stream: never both at once).
+  void* cublas_workspace() const { return cublas_.workspace(); }
+  size_t cublas_workspace_bytes() const { return cublas_.workspace_bytes(); }
+  // The bf16 GEMM algorithm cache (gemm_tuner.h); mutable like the scratch arena.
+  GemmTuner& gemm_tuner() const { return *gemm_tuner_; }
   int num_sms() const { return num_sms_; }
   size_t max_smem_per_block() const { return max_smem_per_block_; }
   const char* device_name() const { return name_; }
@@ -108,14 +118,14 @@ class CudaContext {
   uint64_t scratch_epoch() const { return scratch_epoch_; }
 
  private:
-  CudaContext(int device, CudaStream stream, CublasHandle cublas)
-      : device_(device), stream_(std::move(stream)), cublas_(std::move(cublas)) {}
+  CudaContext(int device, CudaStream stream, CublasHandle cublas);
   int device_;
   CudaStream stream_;
   CublasHandle cublas_;
   int num_sms_ = 0;
   size_t max_smem_per_block_ = 0;
   char name_[256] = {};
+  std::unique_ptr<GemmTuner> gemm_tuner_;
   mutable DeviceMemory scratch_;
   mutable uint64_t scratch_epoch_ = 0;
 };

@@ -4,10 +4,14 @@
 // Decode (M ≤ 256) is weight-streaming bound: N·K·2 bytes at the copy bandwidth; prefill is
 // compute bound at the bf16 tensor-core rate. BF16 operands accumulate in fp32
 // (CUBLAS_COMPUTE_32F); F32 operands stay true fp32 (the handle's math mode excludes TF32).
+// With GKA_GEMM_TUNE=1, BF16 GEMMs of at most 512 rows (decode) take the algorithm the GemmTuner
+// measured fastest for their shape (cuBLASLt candidates vs this cublasGemmEx call;
+// gemm_tuner.h says why it is off by default).
 #include <cublas_v2.h>
 
 #include "common/base/status.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/gemm_tuner.h"
 #include "kernels/cuda/ops.h"
 
 namespace gka::kernels::cuda {
@@ -47,6 +51,8 @@ absl::Status Gemm(const CudaContext& ctx, const GemmParams& p) {
   if (M > kMax || N > kMax || K > kMax) {
     return absl::InvalidArgumentError("Gemm: dimension exceeds int32");
   }
+  GKA_ASSIGN_OR_RETURN(const bool tuned, ctx.gemm_tuner().Run(ctx, p));
+  if (tuned) return absl::OkStatus();
   // Row-major y = x·wᵀ is column-major yᵀ[N,M] = w[N,K] (stored as col-major K×N, so op T)
   // times xᵀ (col-major K×M, op N).
   const float alpha = 1.0f;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/base/status.h"
@@ -151,6 +152,13 @@ class NcclCommunicator final : public parallel::Communicator {
   std::shared_ptr<OneShotGroup> one_shot_;
 };
 
+int64_t TwoShotMinBytes(const NcclGroupOptions& options) {
+  const char* env = std::getenv("GKA_TWO_SHOT_MIN_BYTES");
+  int64_t v = 0;
+  if (env != nullptr && absl::SimpleAtoi(env, &v)) return v;
+  return options.two_shot_min_bytes;
+}
+
 bool OneShotWanted(const NcclGroupOptions& options) {
   const char* env = std::getenv("GKA_ONESHOT_ALLREDUCE");
   if (env != nullptr && std::strcmp(env, "0") == 0) return false;
@@ -201,7 +209,8 @@ absl::StatusOr<std::vector<std::unique_ptr<parallel::Communicator>>> CreateNcclG
   std::shared_ptr<OneShotGroup> one_shot;
   if (n > 1 && n <= OneShotGroup::kMaxRanks && OneShotWanted(options)) {
     absl::StatusOr<std::unique_ptr<OneShotGroup>> g =
-        OneShotGroup::Create(devices, std::max<int64_t>(16, options.one_shot_max_bytes / 16 * 16));
+        OneShotGroup::Create(devices, std::max<int64_t>(16, options.one_shot_max_bytes / 16 * 16),
+                             TwoShotMinBytes(options));
     if (g.ok()) {
       one_shot = std::move(*g);
     } else if (g.status().code() != absl::StatusCode::kFailedPrecondition) {

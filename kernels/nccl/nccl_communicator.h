@@ -38,6 +38,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/parallel/communicator.h"
+#include "kernels/nccl/one_shot_all_reduce.h"
 
 namespace gka::kernels::nccl {
 
@@ -59,6 +60,10 @@ struct NcclGroupOptions {
   // group's. Used only when every pair of devices has peer access. 0, or the environment
   // variable GKA_ONESHOT_ALLREDUCE=0: NCCL for every size.
   int64_t one_shot_max_bytes = int64_t{4} << 20;
+  // Of those, messages of at least this many bytes run the two-shot kernel (reduce-scatter +
+  // all-gather over P2P, same sums and bits; one_shot_all_reduce.h). The environment variable
+  // GKA_TWO_SHOT_MIN_BYTES overrides it (a huge value: never two-shot).
+  int64_t two_shot_min_bytes = OneShotGroup::kDefaultTwoShotMinBytes;
 };
 
 // One communicator per listed device (rank r on devices[r]), created together from this

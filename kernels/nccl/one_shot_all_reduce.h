@@ -20,6 +20,12 @@
 //   for each peer p: flags[p][b][rank] = epoch            (st.release.sys)
 //   wait until flags[rank][b][q] ≥ epoch for every q       (ld.acquire.sys)
 //   out ← Σ_{q = 0..N-1} staging[q][epoch & 1]             (fp32, rank order)
+// Above two_shot_min_bytes the same group runs the two-shot variant (a reduce-scatter then an
+// all-gather in one kernel, one more flag round trip): each rank sums only its 1/N segment,
+// reading that segment from every peer, publishes the sums in its staging buffer, then reads
+// the other segments' sums from their owners — 2·(N − 1)/N of the message over NVLink instead
+// of N − 1 messages, with the same fp32 rank-order sums (same bits). Ranks choose by message
+// size, so all ranks take the same path for the same call.
 // Two staging buffers suffice: rank r's call k + 2 overwrites the buffer of call k only after
 // r's call k + 1 saw every peer's k + 1 flag, raised by the peer's kernel k + 1, which started
 // after the peer's kernel k — the last reader of that buffer — finished.
@@ -51,17 +57,26 @@ class OneShotGroup {
   // FailedPrecondition when some pair has no peer access (the caller then uses NCCL);
   // InvalidArgument for fewer than 2 or more than kMaxRanks devices or a capacity that is not a
   // positive multiple of 16 bytes.
-  static absl::StatusOr<std::unique_ptr<OneShotGroup>> Create(const std::vector<int>& devices,
-                                                              int64_t capacity_bytes);
+  // Messages of at least this many bytes take the two-shot kernel. Measured on 4× H100 SXM
+  // (all_reduce_bench, tests/perf/RESULTS.md issue 5): two-shot loses at 522,240 bytes (17.7 vs
+  // 14.5 µs) and wins at 1,034,240 (a decode step's 101 × 5120 bf16) and every size above.
+  static constexpr int64_t kDefaultTwoShotMinBytes = 1'000'000;
+  static absl::StatusOr<std::unique_ptr<OneShotGroup>> Create(
+      const std::vector<int>& devices, int64_t capacity_bytes,
+      int64_t two_shot_min_bytes = kDefaultTwoShotMinBytes);
   ~OneShotGroup();
   OneShotGroup(const OneShotGroup&) = delete;
   OneShotGroup& operator=(const OneShotGroup&) = delete;
 
   int world_size() const { return static_cast<int>(devices_.size()); }
   int64_t capacity_bytes() const { return capacity_; }
+  int64_t two_shot_min_bytes() const { return two_shot_min_; }
   // Whether a message of `numel` elements of `dtype` at `ptr` takes this path: F32 or BF16,
   // at most capacity_bytes, 16-byte aligned and a multiple of 16 bytes (whole vectors).
   bool Fits(const void* ptr, int64_t numel, tensor::DType dtype) const;
+  // Whether a message that Fits takes the two-shot kernel (at least two_shot_min_bytes and at
+  // least one 16-byte vector per rank).
+  bool UsesTwoShot(int64_t numel, tensor::DType dtype) const;
 
   // data [numel] dtype, device memory of rank `rank`'s device, summed in place over the ranks;
   // enqueued on `stream` (a cudaStream_t of that device; capturable into a CUDA graph).
@@ -69,11 +84,15 @@ class OneShotGroup {
   absl::Status AllReduceSum(int rank, void* data, int64_t numel, tensor::DType dtype, void* stream);
 
  private:
-  OneShotGroup(std::vector<int> devices, int64_t capacity, int blocks)
-      : devices_(std::move(devices)), capacity_(capacity), blocks_(blocks) {}
+  OneShotGroup(std::vector<int> devices, int64_t capacity, int64_t two_shot_min, int blocks)
+      : devices_(std::move(devices)),
+        capacity_(capacity),
+        two_shot_min_(two_shot_min),
+        blocks_(blocks) {}
 
   std::vector<int> devices_;
   int64_t capacity_ = 0;
+  int64_t two_shot_min_ = 0;
   // The grid of every call: the same on every rank and every call (the flags are per block),
   // and no larger than any device's SM count, so all blocks of a rank are resident at once
   // (a block spinning on its flag never waits for a block that cannot start).

@@ -1,8 +1,9 @@
-// The one-shot all-reduce on every visible GPU (label gpu; skipped with fewer than 2 or without
-// peer access): bitwise equal to the CPU reference (parallel::CreateInProcessGroup: fp32 sums in
-// rank order, rounded once) on every rank, within bf16 rounding of NCCL's sum, correct over
-// many calls enqueued back to back with one rank late, and inside CUDA graphs replayed with
-// fresh data; argument errors are statuses.
+// The one-shot and two-shot all-reduces on every visible GPU (label gpu; skipped with fewer
+// than 2 or without peer access): bitwise equal to the CPU reference
+// (parallel::CreateInProcessGroup: fp32 sums in rank order, rounded once) on every rank, within
+// bf16 rounding of NCCL's sum, correct over many calls enqueued back to back with one rank late
+// (one-shot only, two-shot only, and the two mixed call by call), and inside CUDA graphs
+// replayed with fresh data; argument errors are statuses.
 #include "kernels/nccl/one_shot_all_reduce.h"
 
 #include <cuda_runtime_api.h>
@@ -10,6 +11,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -49,6 +51,8 @@ std::vector<int> AllDevices() {
 }
 
 size_t ElemBytes(DType d) { return d == DType::kF32 ? 4 : 2; }
+
+constexpr int64_t kNever = int64_t{1} << 62;  // a two-shot threshold no message reaches
 
 // numel elements of `dtype` as raw bytes, uniform in [-1, 1) (bf16: rounded), distinct per seed.
 std::vector<char> RandomBytes(int64_t numel, DType dtype, uint64_t seed) {
@@ -131,39 +135,48 @@ double MaxAbsDiff(const std::vector<char>& a, const std::vector<char>& b, DType 
 
 TEST(OneShotAllReduceTest, BitwiseEqualToTheCpuReferenceAndCloseToNccl) {
   SKIP_WITHOUT_PEER_GPUS();
+  unsetenv("GKA_TWO_SHOT_MIN_BYTES");  // the options below decide
   const std::vector<int> devices = AllDevices();
   const int n = static_cast<int>(devices.size());
-  auto one_shot = CreateNcclGroup(devices);  // default: one-shot up to 4 MiB
+  auto one_shot = CreateNcclGroup(devices, {.two_shot_min_bytes = kNever});  // ≤ 4 MiB
   ASSERT_TRUE(one_shot.ok()) << one_shot.status();
+  auto two_shot = CreateNcclGroup(devices, {.two_shot_min_bytes = 0});
+  ASSERT_TRUE(two_shot.ok()) << two_shot.status();
   auto nccl = CreateNcclGroup(devices, {.one_shot_max_bytes = 0});
   ASSERT_TRUE(nccl.ok()) << nccl.status();
   struct Size {
     int64_t numel;
     DType dtype;
   };
-  // One vector; a decode step's all-reduce at batch 101 of the 32B model (101 × 5120 bf16);
-  // exactly the 4 MiB capacity; 1 MiB of fp32.
-  for (const Size& s : {Size{8, DType::kBF16}, Size{101 * 5120, DType::kBF16},
-                        Size{2 << 20, DType::kBF16}, Size{1 << 18, DType::kF32}}) {
+  // One vector (two-shot: fewer vectors than ranks, so one-shot); a decode step's all-reduce at
+  // batch 101 of the 32B model (101 × 5120 bf16); exactly the 4 MiB capacity; 1 MiB of fp32;
+  // vector counts that do not split evenly over the ranks (two-shot's segments).
+  for (const Size& s :
+       {Size{8, DType::kBF16}, Size{101 * 5120, DType::kBF16}, Size{2 << 20, DType::kBF16},
+        Size{1 << 18, DType::kF32}, Size{8 * 1001, DType::kBF16}, Size{4 * 1003, DType::kF32}}) {
     std::vector<std::vector<char>> data(n);
     for (int r = 0; r < n; ++r) data[r] = RandomBytes(s.numel, s.dtype, 77 + r * 1000 + s.numel);
     const std::vector<char> ref = CpuReference(data, s.numel, s.dtype);
     const auto got = OnGpus(*one_shot, data, s.numel, s.dtype);
+    const auto got2 = OnGpus(*two_shot, data, s.numel, s.dtype);
     const auto by_nccl = OnGpus(*nccl, data, s.numel, s.dtype);
     for (int r = 0; r < n; ++r) {
-      EXPECT_TRUE(got[r] == ref) << "rank " << r << ", " << s.numel << " elements of "
+      EXPECT_TRUE(got[r] == ref) << "one-shot rank " << r << ", " << s.numel << " elements of "
                                  << tensor::DTypeName(s.dtype) << ": max |diff| "
                                  << MaxAbsDiff(got[r], ref, s.dtype);
+      EXPECT_TRUE(got2[r] == ref) << "two-shot rank " << r << ", " << s.numel << " elements of "
+                                  << tensor::DTypeName(s.dtype) << ": max |diff| "
+                                  << MaxAbsDiff(got2[r], ref, s.dtype);
       // NCCL sums in its own order (bf16: rounding each partial): within a few ulps of n
       // terms of |x| < 1 — bf16's step at 4 is 2^-5.
       const double nccl_diff = MaxAbsDiff(by_nccl[r], ref, s.dtype);
       EXPECT_LE(nccl_diff, s.dtype == DType::kF32 ? 1e-5 * n : 0.04 * n) << "rank " << r;
       if (r == 0) {
         std::printf(
-            "one-shot vs CPU reference: bitwise %s; NCCL vs CPU reference max |diff| %.3g "
-            "(%lld x %s, %d ranks)\n",
-            got[r] == ref ? "equal" : "DIFFERENT", nccl_diff, static_cast<long long>(s.numel),
-            tensor::DTypeName(s.dtype).data(), n);
+            "one-shot vs CPU reference: bitwise %s; two-shot: bitwise %s; NCCL vs CPU reference "
+            "max |diff| %.3g (%lld x %s, %d ranks)\n",
+            got[r] == ref ? "equal" : "DIFFERENT", got2[r] == ref ? "equal" : "DIFFERENT",
+            nccl_diff, static_cast<long long>(s.numel), tensor::DTypeName(s.dtype).data(), n);
       }
     }
   }
@@ -196,11 +209,12 @@ std::vector<char> RankOrderSum(const std::vector<std::vector<char>>& data, DType
   return out;
 }
 
-TEST(OneShotAllReduceTest, ManyCallsInFlightWithALateRankThenGraphReplays) {
-  SKIP_WITHOUT_PEER_GPUS();
+// 40 calls in flight with a late rank, then graph replays, through a group whose two-shot
+// threshold is `two_shot_min_bytes`.
+void ManyCallsInFlightThenGraphReplays(int64_t two_shot_min_bytes) {
   const std::vector<int> devices = AllDevices();
   const int n = static_cast<int>(devices.size());
-  auto group = OneShotGroup::Create(devices, 1 << 20);
+  auto group = OneShotGroup::Create(devices, 1 << 20, two_shot_min_bytes);
   ASSERT_TRUE(group.ok()) << group.status();
   OneShotGroup& g = **group;
   // 40 calls of mixed sizes and dtypes, enqueued without waiting; the last rank sleeps before
@@ -291,7 +305,25 @@ TEST(OneShotAllReduceTest, ManyCallsInFlightWithALateRankThenGraphReplays) {
     const std::vector<char> want = RankOrderSum(ins, graph_call ? DType::kBF16 : call_dtype(c));
     for (int r = 0; r < n; ++r) wrong += out[c][r] != want;
   }
-  EXPECT_EQ(wrong, 0) << "of " << (kCalls + kReplays * kGraphBufs) * n << " (call, rank) results";
+  EXPECT_EQ(wrong, 0) << "of " << (kCalls + kReplays * kGraphBufs) * n
+                      << " (call, rank) results, two-shot from " << two_shot_min_bytes << " bytes";
+}
+
+TEST(OneShotAllReduceTest, ManyCallsInFlightWithALateRankThenGraphReplays) {
+  SKIP_WITHOUT_PEER_GPUS();
+  ManyCallsInFlightThenGraphReplays(kNever);
+}
+
+TEST(OneShotAllReduceTest, TwoShotManyCallsInFlightWithALateRankThenGraphReplays) {
+  SKIP_WITHOUT_PEER_GPUS();
+  ManyCallsInFlightThenGraphReplays(0);
+}
+
+// The calls' sizes span 16 B .. 128 KB: from 32 KiB on they take the two-shot kernel, so the
+// two kernels alternate on the same per-block counters and staging buffers.
+TEST(OneShotAllReduceTest, OneAndTwoShotMixedCallByCall) {
+  SKIP_WITHOUT_PEER_GPUS();
+  ManyCallsInFlightThenGraphReplays(32 << 10);
 }
 
 TEST(OneShotAllReduceTest, BadArgumentsAreStatuses) {

@@ -29,6 +29,17 @@
 #           ab     GKA-32B 16K decode at TP 4, same machine and model: graphs + one-shot (the
 #                  default), then neither (session 2's configuration), then one-shot without
 #                  graphs (with the per-op breakdown), then graphs with NCCL
+#           tuned  the GEMM tuner and the two-shot all-reduce, correctness (a failure turns the
+#                  feature off for later stages: GKA_GEMM_TUNE=0 / GKA_TWO_SHOT_MIN_BYTES=2^62):
+#                  one_shot_all_reduce_test (one- and two-shot bitwise vs the CPU reference,
+#                  mixed call by call, graph replays), cuda_parity_test (Gemm incl. the tuned
+#                  shapes, RmsNorm), tp_gpu_test, nccl_communicator_test, cuda_graph_test,
+#                  gpu_golden_test (GOLDEN_SRC=the build's source dir: linked to this copy);
+#                  then decode_gemm_bench (GPU 0: cuBLAS default vs tuned, GB/s per shape and M)
+#                  and all_reduce_bench (NCCL / one-shot / two-shot per message size)
+#           tuned_ab  GKA-32B 16K decode at TP 4, same machine and model: tuned GEMMs + two-shot,
+#                  then neither (session 3's default: graphs + one-shot), then the same new
+#                  default op by op with the per-op breakdown, then each change alone
 # Models are written once per machine by the benchmark itself (--make-model) into /dev/shm
 # when it has room for both (130 GB), else /tmp (disk). Logs and the table go to $OUT.
 # BUDGET_S (default 575): seconds for the whole script; each step is cut to what is left.
@@ -72,11 +83,22 @@ MODEL_PID=""
 bench() {  # bench LOGNAME ARGS...: runs the benchmark, keeps its rows for the table
   local name=$1; shift
   if [[ -n "$MODEL_PID" ]]; then wait "$MODEL_PID"; MODEL_PID=""; fi
-  echo "== tp_throughput_bench $* (GKA_CUDA_GRAPHS=${GKA_CUDA_GRAPHS:-1} GKA_ONESHOT_ALLREDUCE=${GKA_ONESHOT_ALLREDUCE:-1})"
+  echo "== tp_throughput_bench $* (GKA_CUDA_GRAPHS=${GKA_CUDA_GRAPHS:-1} GKA_ONESHOT_ALLREDUCE=${GKA_ONESHOT_ALLREDUCE:-1} GKA_GEMM_TUNE=${GKA_GEMM_TUNE:-0} GKA_TWO_SHOT_MIN_BYTES=${GKA_TWO_SHOT_MIN_BYTES:-default})"
   local left=$((END - SECONDS))
   (( left > 20 )) || { echo "== skipped (no time left): $*"; return; }
   timeout $left "$BENCH" "$@" 2>&1 | tee "$LOGS/$name.log" | grep -E "^(#|DECODE|PREFILL|BREAKDOWN)|rror|watchdog|capture"
   grep -E "^(#|DECODE|PREFILL|BREAKDOWN)" "$LOGS/$name.log" >> "$TABLE"
+}
+ntest=0
+gtest() {  # gtest NAME [FILTER]: one test binary, bounded, its verdict lines
+  echo "== $1 ${2:-}"
+  local log="$LOGS/$1.$((++ntest)).log"
+  timeout $(( (END - SECONDS) < 150 ? END - SECONDS : 150 )) "$CARRY/bin/$1" \
+    ${2:+--gtest_filter=$2} > "$log" 2>&1
+  local t=$?
+  grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |^\[ parity|^TP[0-9]|^one-shot|Failure|rror" "$log" | head -40
+  (( t == 0 )) || { echo "== $1: exit $t"; rc=1; }
+  return $t
 }
 avail_kb=$(df --output=avail -k /dev/shm | tail -1)
 if (( avail_kb > 140 * 1024 * 1024 )); then MODELS=/dev/shm/gka-models; else MODELS=/tmp/gka-models; fi
@@ -123,17 +145,6 @@ for stage in $STAGES; do
       "$BENCH" $GKA --tp 1 --contexts "" > "$LOGS/model.log" 2>&1 &
       MODEL_PID=$! ;;
     oneshot)
-      ntest=0
-      gtest() {  # gtest NAME [FILTER]: one test binary, bounded, its verdict lines
-        echo "== $1 ${2:-}"
-        local log="$LOGS/$1.$((++ntest)).log"
-        timeout $(( (END - SECONDS) < 150 ? END - SECONDS : 150 )) "$CARRY/bin/$1" \
-          ${2:+--gtest_filter=$2} > "$log" 2>&1
-        local t=$?
-        grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) |^\[ parity|^TP[0-9]|^one-shot|Failure|rror" "$log" | head -40
-        (( t == 0 )) || { echo "== $1: exit $t"; rc=1; }
-        return $t
-      }
       gtest one_shot_all_reduce_test || export GKA_ONESHOT_ALLREDUCE=0
       gtest tp_gpu_test "*Graph*" || export GKA_CUDA_GRAPHS=0
       gtest tp_gpu_test "-*Graph*"
@@ -142,6 +153,41 @@ for stage in $STAGES; do
       gtest cuda_stride_test
       gtest cuda_graph_test
       gtest gpu_golden_test ;;
+    tuned)
+      # gpu_golden_test reads tests/data at the source path compiled in (GOLDEN_SRC: the dev
+      # machine's checkout it was built from): point that path at this copy of the repository.
+      src=${GOLDEN_SRC:-}
+      if [[ -n "$src" && ! -d "$src/tests/data" ]]; then
+        mkdir -p "$(dirname "$src")" && ln -sfn "$PWD" "$src" && echo "== linked $src -> $PWD"
+      fi
+      gtest one_shot_all_reduce_test || export GKA_TWO_SHOT_MIN_BYTES=$((1 << 62))
+      gtest cuda_parity_test "*Gemm*:*RmsNorm*" || export GKA_GEMM_TUNE=0
+      gtest tp_gpu_test
+      gtest nccl_communicator_test
+      gtest cuda_graph_test
+      gtest gpu_golden_test
+      echo "== decode_gemm_bench"
+      GKA_LOG_LEVEL=DEBUG timeout $((END - SECONDS)) "$CARRY/bin/decode_gemm_bench" 2>&1 | tee "$LOGS/decode_gemm_bench.log"
+      grep -E "^(#|GEMM)" "$LOGS/decode_gemm_bench.log" >> "$TABLE"
+      echo "== all_reduce_bench"
+      timeout $((END - SECONDS)) "$CARRY/bin/all_reduce_bench" --ranks "$(nvidia-smi -L | wc -l)" \
+        2>&1 | tee "$LOGS/all_reduce_bench.log"
+      grep -E "^(#|ALLREDUCE)" "$LOGS/all_reduce_bench.log" >> "$TABLE" ;;
+    tuned_ab)
+      NEVER=$((1 << 62))
+      GKA_GEMM_TUNE=${GKA_GEMM_TUNE:-1} GKA_TWO_SHOT_MIN_BYTES=${GKA_TWO_SHOT_MIN_BYTES:-0} \
+        bench gka_tp4_tuned $GKA --tp 4 \
+        --contexts 16384 --label GKA-32B-tuned+twoshot
+      GKA_GEMM_TUNE=0 GKA_TWO_SHOT_MIN_BYTES=$NEVER bench gka_tp4_s3 $GKA --tp 4 --contexts 16384 \
+        --label GKA-32B-session3
+      GKA_CUDA_GRAPHS=0 GKA_GEMM_TUNE=${GKA_GEMM_TUNE:-1} \
+        GKA_TWO_SHOT_MIN_BYTES=${GKA_TWO_SHOT_MIN_BYTES:-0} bench gka_tp4_tuned_ops \
+        $GKA --tp 4 --contexts 16384 --breakdown --label GKA-32B-tuned+twoshot-op-by-op
+      GKA_GEMM_TUNE=${GKA_GEMM_TUNE:-1} GKA_TWO_SHOT_MIN_BYTES=$NEVER \
+        bench gka_tp4_tuned_only $GKA --tp 4 --contexts 16384 \
+        --label GKA-32B-tuned+oneshot
+      GKA_GEMM_TUNE=0 GKA_TWO_SHOT_MIN_BYTES=${GKA_TWO_SHOT_MIN_BYTES:-0} bench gka_tp4_twoshot_only \
+        $GKA --tp 4 --contexts 16384 --label GKA-32B-untuned+twoshot ;;
     ab)
       bench gka_tp4_new $GKA --tp 4 --contexts 16384 --label GKA-32B-graphs+oneshot
       GKA_CUDA_GRAPHS=0 GKA_ONESHOT_ALLREDUCE=0 bench gka_tp4_base $GKA --tp 4 --contexts 16384 \

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -36,8 +37,18 @@ namespace {
 
 using kernels::GemmParams;
 
+struct GemmCase {
+  int64_t m, n, k;
+  DType a, y;
+  float beta;
+  double tol;
+};
+
 class CudaParityTest : public ::testing::Test {
  protected:
+  // Each case through cuda_ and the CPU reference, compared (`tag` marks the printed rows).
+  void RunGemmCases(absl::Span<const GemmCase> cases, const char* tag);
+
   void SetUp() override {
     if (kernels::cuda::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device visible";
     auto be = kernels::cuda::CudaBackend::Create({});
@@ -94,13 +105,6 @@ TEST_F(CudaParityTest, FillAndConvert) {
 
 // ---- GEMM --------------------------------------------------------------------------------
 
-struct GemmCase {
-  int64_t m, n, k;
-  DType a, y;
-  float beta;
-  double tol;
-};
-
 TEST_F(CudaParityTest, Gemm) {
   const GemmCase cases[] = {
       {64, 6400, 5120, DType::kBF16, DType::kBF16, 0.f, 1e-2},   // MLP gate_up, TP 8, decode
@@ -110,6 +114,28 @@ TEST_F(CudaParityTest, Gemm) {
       {33, 257, 129, DType::kF32, DType::kF32, 0.f, 1e-5},       // odd sizes, true fp32
       {64, 1024, 5120, DType::kF32, DType::kF32, 1.f, 1e-5},
   };
+  RunGemmCases(cases, "");
+}
+
+// The GemmTuner's path (GKA_GEMM_TUNE=1; bf16, M ≤ 512) on a backend of its own: a shape tuned
+// at its row bucket (101 → 128), then run at another M of the same bucket (the cached
+// algorithm re-checked for 97 rows), a down proj accumulating into y, and the lm_head shard.
+TEST_F(CudaParityTest, TunedGemm) {
+  setenv("GKA_GEMM_TUNE", "1", 1);
+  auto tuned = kernels::cuda::CudaBackend::Create({});
+  unsetenv("GKA_GEMM_TUNE");
+  ASSERT_TRUE(tuned.ok()) << tuned.status();
+  cuda_ = std::move(tuned).value();
+  const GemmCase cases[] = {
+      {101, 4656, 5120, DType::kBF16, DType::kBF16, 0.f, 1e-2},
+      {97, 4656, 5120, DType::kBF16, DType::kBF16, 0.f, 1e-2},
+      {209, 5120, 6400, DType::kBF16, DType::kBF16, 1.f, 1e-2},
+      {160, 37984, 5120, DType::kBF16, DType::kF32, 0.f, 1e-4},
+  };
+  RunGemmCases(cases, " tuned");
+}
+
+void CudaParityTest::RunGemmCases(absl::Span<const GemmCase> cases, const char* tag) {
   for (const GemmCase& c : cases) {
     GpuTensor x = UploadRandom(*cuda_, Shape{c.m, c.k}, c.a, rng_);
     GpuTensor w = UploadRandom(*cuda_, Shape{c.n, c.k}, c.a, rng_, 1.0f / std::sqrt(c.k));
@@ -119,7 +145,7 @@ TEST_F(CudaParityTest, Gemm) {
     ASSERT_TRUE(cuda_->Gemm({.x = x.view(), .w = w.view(), .y = y.view(), .beta = c.beta}).ok());
     ASSERT_TRUE(cpu_->Gemm({.x = xc.view(), .w = wc.view(), .y = yc.view(), .beta = c.beta}).ok());
     const std::string what = absl::StrCat("Gemm ", c.m, "x", c.n, "x", c.k, " ", Name(c.a), "->",
-                                          Name(c.y), c.beta != 0 ? " beta=1" : "");
+                                          Name(c.y), c.beta != 0 ? " beta=1" : "", tag);
     Expect(what.c_str(), Download(*cuda_, y.view()), FromCpu(yc.view()), c.tol);
   }
 }

@@ -32,28 +32,11 @@
 #include "absl/strings/str_format.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/perf/gpu/bench_check.h"
 #include "tests/perf/gpu/bench_random.h"
 
 namespace gka::gpu_testing {
 namespace {
-
-#define BENCH_CHECK(expr)                                                \
-  do {                                                                   \
-    const auto& bench_s_ = (expr);                                       \
-    if (!bench_s_.ok()) {                                                \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, \
-                   std::string(bench_s_.message()).c_str());             \
-      std::exit(1);                                                      \
-    }                                                                    \
-  } while (0)
-#define CUDA_CHECK(expr)                                                                          \
-  do {                                                                                            \
-    cudaError_t e_ = (expr);                                                                      \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
 
 struct Row {
   std::string name;

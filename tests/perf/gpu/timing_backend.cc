@@ -29,11 +29,11 @@ void* OpTimer::NextEvent() {
   return events_[used_++];
 }
 
-void OpTimer::Begin(const std::string& name) {
+void OpTimer::Begin(const std::string& name, double flops) {
   if (!enabled_) return;
   void* b = NextEvent();
   cudaEventRecord(static_cast<cudaEvent_t>(b), static_cast<cudaStream_t>(stream_));
-  pending_.push_back({name, b, nullptr});
+  pending_.push_back({name, b, nullptr, flops});
 }
 
 void OpTimer::End() {
@@ -52,6 +52,7 @@ std::map<std::string, OpTimer::Entry> OpTimer::Collect() {
     cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(p.begin), static_cast<cudaEvent_t>(p.end));
     out[p.name].ms += ms;
     out[p.name].count += 1;
+    out[p.name].flops += p.flops;
   }
   pending_.clear();
   used_ = 0;
@@ -63,7 +64,7 @@ namespace {
 // Begin on construction, End on destruction: one op's interval.
 class Scope {
  public:
-  Scope(OpTimer& t, const std::string& name) : t_(t) { t_.Begin(name); }
+  Scope(OpTimer& t, const std::string& name, double flops = 0) : t_(t) { t_.Begin(name, flops); }
   ~Scope() { t_.End(); }
 
  private:
@@ -105,7 +106,9 @@ class TimingBackend final : public Backend {
   absl::StatusOr<std::shared_ptr<kernels::StreamMark>> Mark() override { return inner_->Mark(); }
 
   absl::Status Gemm(const kernels::GemmParams& p) override {
-    Scope s(*t_, absl::StrCat("gemm ", p.w.shape[0], "x", p.w.shape[1]));
+    Scope s(*t_, absl::StrCat("gemm ", p.w.shape[0], "x", p.w.shape[1]),
+            2.0 * static_cast<double>(p.x.shape[0]) * static_cast<double>(p.w.shape[0]) *
+                static_cast<double>(p.w.shape[1]));
     return inner_->Gemm(p);
   }
 #define GKA_TIMED_OP(Op, Params, label)                \

@@ -7,8 +7,9 @@
 //   ...  timer->set_enabled(true); engine->Forward(batch); timer->Collect();  // ms per op
 //
 // GEMMs are named by their weight shape ("gemm 5120x1280"), so the caller can tell q_proj
-// from down_proj. Events are recorded around each op on the stream: the times are device
-// time between the op's neighbours, including any launch gap in front of it.
+// from down_proj, and carry their FLOPs (achieved TFLOP/s per shape in a prefill). Events are
+// recorded around each op on the stream: the times are device time between the op's neighbours,
+// including any launch gap in front of it.
 //
 // Thread-safety: one OpTimer per engine thread.
 #pragma once
@@ -30,13 +31,15 @@ class OpTimer {
   void set_enabled(bool on) { enabled_ = on; }
   bool enabled() const { return enabled_; }
   void set_stream(void* stream) { stream_ = stream; }
-  // Records the start of an op named `name`; End() closes the most recent one.
-  void Begin(const std::string& name);
+  // Records the start of an op named `name` doing `flops` FLOPs (GEMMs; 0: not counted);
+  // End() closes the most recent one.
+  void Begin(const std::string& name, double flops = 0);
   void End();
   // Waits for the stream and returns total ms per op name (and count), then clears.
   struct Entry {
     double ms = 0;
     int count = 0;
+    double flops = 0;  // summed over the calls (GEMMs: 2·M·N·K each)
   };
   std::map<std::string, Entry> Collect();
 
@@ -45,6 +48,7 @@ class OpTimer {
     std::string name;
     void* begin;
     void* end;
+    double flops;
   };
   void* NextEvent();
   bool enabled_ = false;

@@ -21,7 +21,8 @@
 // prompt, time and MFU (matmul FLOPs 2·params·T + causal attention 2·T²·Hq·D per attention
 // layer, over TP × 989 TFLOP/s, the H100 SXM bf16 dense datasheet rate; also over the cuBLAS
 // rate measured here). --breakdown: device time per op of one decode step at the largest
-// batch of the first context (rank 0), from events around every op.
+// batch of the first context (rank 0), from events around every op; with --prefill, also of
+// one more (untimed otherwise) prefill, GEMMs with their achieved TFLOP/s.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -306,6 +307,19 @@ RunResult RunContext(const Args& a, const model::ModelConfig& cfg, const model::
           OK_OR_DIE(e.RemoveSequence(SequenceId(1000 + run)));
           Progress();
         }
+        if (breakdown) {  // a fourth prefill with events around every op (rank 0's)
+          OK_OR_DIE(e.AddSequence(SequenceId(1003)));
+          sync.arrive_and_wait();
+          if (timer) timer->set_enabled(true);
+          OK_OR_DIE(e.Forward({{.id = SequenceId(1003), .tokens = prompt}}).status());
+          OK_OR_DIE(e.backend().Synchronize());
+          if (timer) {
+            res.breakdown = timer->Collect();
+            timer->set_enabled(false);
+          }
+          sync.arrive_and_wait();
+          OK_OR_DIE(e.RemoveSequence(SequenceId(1003)));
+        }
         return;
       }
       for (int b = 0; b < batch; ++b) OK_OR_DIE(e.ReserveForImport(SequenceId(b), context));
@@ -350,6 +364,26 @@ RunResult RunContext(const Args& a, const model::ModelConfig& cfg, const model::
   }
   for (auto& t : threads) t.join();
   return res;
+}
+
+// One BREAKDOWN row per op, longest first; GEMM rows with their achieved TFLOP/s.
+void PrintBreakdown(const std::map<std::string, OpTimer::Entry>& breakdown,
+                    const std::string& header) {
+  if (breakdown.empty()) return;
+  double total = 0;
+  for (const auto& [name, e] : breakdown) total += e.ms;
+  std::vector<std::pair<double, std::string>> order;
+  for (const auto& [name, e] : breakdown) order.push_back({e.ms, name});
+  std::sort(order.rbegin(), order.rend());
+  std::printf("BREAKDOWN | %s: %.2f ms of op time (events around each op)\n", header.c_str(),
+              total);
+  for (const auto& [ms, name] : order) {
+    const OpTimer::Entry& e = breakdown.at(name);
+    std::printf("BREAKDOWN |   %-28s | %5d calls | %8.3f ms | %5.1f %%", name.c_str(), e.count, ms,
+                100.0 * ms / total);
+    if (e.flops > 0 && ms > 0) std::printf(" | %.0f TFLOP/s", e.flops / (ms * 1e-3) / 1e12);
+    std::printf("\n");
+  }
 }
 
 Args Parse(int argc, char** argv) {
@@ -476,7 +510,7 @@ int Main(int argc, char** argv) {
   if (a.prefill > 0) {
     const int32_t pages = static_cast<int32_t>((a.prefill + 64) / page_size + 4);
     const auto t0 = std::chrono::steady_clock::now();
-    RunResult r = RunContext(a, *cfg, **ckpt, 0, 1, pages * 3, false, a.prefill);
+    RunResult r = RunContext(a, *cfg, **ckpt, 0, 1, pages * 4, a.breakdown, a.prefill);
     const double load_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double T = static_cast<double>(a.prefill);
@@ -491,6 +525,9 @@ int Main(int argc, char** argv) {
           flops / s / a.tp / 1e12, 100.0 * flops / s / (a.tp * kH100PeakBf16), a.tp);
     }
     std::printf("# (engine load + both prefills: %.0f s)\n", load_s);
+    PrintBreakdown(r.breakdown, absl::StrFormat("%s | TP%d | prefill %lld tokens | one prefill, "
+                                                "rank 0",
+                                                label, a.tp, static_cast<long long>(a.prefill)));
     std::fflush(stdout);
   }
 
@@ -536,21 +573,9 @@ int Main(int argc, char** argv) {
         static_cast<long long>(r.graphs.captures), static_cast<long long>(r.graphs.replays),
         static_cast<long long>(r.graphs.eager_steps),
         one_shot != nullptr && std::strcmp(one_shot, "0") == 0 ? "off (NCCL)" : "on");
-    if (!r.breakdown.empty()) {
-      double total = 0;
-      for (const auto& [name, e] : r.breakdown) total += e.ms;
-      std::vector<std::pair<double, std::string>> order;
-      for (const auto& [name, e] : r.breakdown) order.push_back({e.ms, name});
-      std::sort(order.rbegin(), order.rend());
-      std::printf(
-          "BREAKDOWN | %s | TP%d | ctx %lld | batch %d | one decode step, rank 0: %.2f "
-          "ms of op time (events around each op)\n",
-          label.c_str(), a.tp, static_cast<long long>(ctx), batch, total);
-      for (const auto& [ms, name] : order) {
-        std::printf("BREAKDOWN |   %-28s | %5d calls | %8.3f ms | %5.1f %%\n", name.c_str(),
-                    r.breakdown[name].count, ms, 100.0 * ms / total);
-      }
-    }
+    PrintBreakdown(r.breakdown, absl::StrFormat("%s | TP%d | ctx %lld | batch %d | one decode "
+                                                "step, rank 0",
+                                                label, a.tp, static_cast<long long>(ctx), batch));
     std::fflush(stdout);
     first = false;
   }
