@@ -108,16 +108,31 @@ bench() {  # out prefix request-timeout-s extra-args... (random token prompts)
 # Partition: one more decode worker, in its own network namespace joined by a veth pair. The
 # router lists it with the others and, as it has the most free pages, places there first; the
 # scenario takes the link down past the heartbeat timeout and the lease, then up again.
+# The namespace routes everything through the veth (a default route via the host's end): UCX's
+# tcp transport dials in both directions, to the addresses each worker advertises (the host-side
+# workers advertise the host's own interfaces, which existed before the veth did). Without that
+# route the namespace's worker could only answer on connections the prefill workers opened, and
+# after a partition UCX's connection matching no longer pairs them: its wireup replies then dial,
+# fail ("Network is unreachable"), and a prefill worker's new endpoint never connects (every
+# transfer from it ended "waiting for the receiver to accept"; tests/RELIABILITY.md).
+# Returns 1 when namespaces cannot be made here (the scenario is skipped), 2 on any other failure.
 start_ns_worker() {
   local h=${NS:0:10}h n=${NS:0:10}n
+  local host_ip=10.213.$(( $$ % 250 )).1 ns_ip=10.213.$(( $$ % 250 )).2
   ip netns add "$NS" 2>/dev/null || return 1
   ip link add "$h" type veth peer name "$n" &&
     ip link set "$n" netns "$NS" &&
-    ip addr add 10.213.$(( $$ % 250 )).1/30 dev "$h" && ip link set "$h" up &&
-    ip netns exec "$NS" ip addr add 10.213.$(( $$ % 250 )).2/30 dev "$n" &&
-    ip netns exec "$NS" ip link set "$n" up && ip netns exec "$NS" ip link set lo up || return 1
+    ip addr add "$host_ip/30" dev "$h" && ip link set "$h" up &&
+    ip netns exec "$NS" ip addr add "$ns_ip/30" dev "$n" &&
+    ip netns exec "$NS" ip link set "$n" up && ip netns exec "$NS" ip link set lo up &&
+    ip netns exec "$NS" ip route add default via "$host_ip" || return 2
   NS_HOST_IF=$h
-  local host_ip=10.213.$(( $$ % 250 )).1 ns_ip=10.213.$(( $$ % 250 )).2
+  # Every address a host-side worker may advertise must be reachable from the namespace.
+  local a
+  for a in $(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1); do
+    ip netns exec "$NS" ip route get "$a" >/dev/null 2>&1 ||
+      { echo "the namespace has no route to the host's $a"; return 2; }
+  done
   ip netns exec "$NS" env UCX_NET_DEVICES="$n" "$BIN/gka-decode-worker" --model "$TMP/m" \
     --router "$host_ip:${ROUTER_INTERNAL##*:}" --host "$ns_ip" --port 0 --metrics-port 0 \
     --worker-id decode-ns --tls-ca "$TMP/tls/ca.pem" --tls-cert "$TMP/tls/client.pem" \
@@ -128,13 +143,13 @@ start_ns_worker() {
   NS_PID=$!
   for _ in $(seq 1 300); do
     [[ -s $TMP/ns.out ]] && break
-    kill -0 $NS_PID 2>/dev/null || return 1
+    kill -0 $NS_PID 2>/dev/null || return 2
     sleep 0.2
   done
   EXTRA_METRICS=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1],"utf8").split("\n")[0]).metrics)' "$TMP/ns.out")
   # Metrics are scraped from the host: through the veth.
   for _ in $(seq 1 100); do [[ $(healthy decode) -ge 3 ]] && return 0; sleep 0.2; done
-  return 1
+  return 2
 }
 
 ROWS=()
@@ -236,14 +251,17 @@ for s in "${SCENARIOS[@]}"; do
     fault-fail-put) scenario "$s" f_none chaos-fault-fail-put ;;
     fault-corrupt-retried) scenario "$s" f_none chaos-fault-corrupt-once recovers ;;
     partition-decode)
-      if start_ns_worker; then
-        WANT_DECODE=3
-        scenario "$s" f_partition
-      else
-        # Network namespaces need CAP_NET_ADMIN (root in CI containers usually has it).
-        ROWS+=("$(printf '%-24s %s' "$s" "skipped: cannot create a network namespace here (needs CAP_NET_ADMIN)")")
-        echo "${ROWS[-1]}"
-      fi ;;
+      start_ns_worker
+      case $? in
+        0) WANT_DECODE=3
+           scenario "$s" f_partition ;;
+        1) # Network namespaces need CAP_NET_ADMIN (root in CI containers usually has it).
+           ROWS+=("$(printf '%-24s %s' "$s" "skipped: cannot create a network namespace here (needs CAP_NET_ADMIN)")")
+           echo "${ROWS[-1]}" ;;
+        *) ROWS+=("$(printf '%-24s %s' "$s" "FAIL: the namespace's worker did not start or join (decode-ns.log)")")
+           FAILED=1
+           echo "${ROWS[-1]}"; cat "$TMP/decode-ns.log" 2>/dev/null | tail -5 ;;
+      esac ;;
     *) echo "unknown scenario $s"; exit 2 ;;
   esac
 done

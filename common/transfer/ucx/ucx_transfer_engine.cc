@@ -197,6 +197,9 @@ struct UcxTransferEngine::Impl {
     absl::Time start;
     absl::Time deadline;
     absl::Time begin_deadline;  // the receiver must answer BEGIN by then
+    // UCX handed BEGIN to the transport. Until then it waits in the endpoint's queue for UCX's
+    // connection handshake (wireup), which needs the receiver to reach this worker's addresses.
+    bool begin_sent = false;
     SessionState state = SessionState::kBeginning;
     std::shared_ptr<std::promise<absl::Status>> begin_waiter;
     // Puts posted that no successful flush has confirmed yet.
@@ -548,15 +551,20 @@ struct UcxTransferEngine::Impl {
     }
   }
 
+  // `on_sent` (optional) runs when UCX completes the send: OK once the message was handed to
+  // the transport.
   void Send(Peer& peer, MsgType type, uint64_t session_id, uint64_t transfer_id,
             const absl::Status& status, absl::string_view body, uint64_t checksum = 0,
-            uint64_t bytes = 0, uint8_t flags = 0) {
+            uint64_t bytes = 0, uint8_t flags = 0,
+            absl::AnyInvocable<void(ucs_status_t)> on_sent = nullptr) {
     if (peer.closing) return;
-    PendingOp* op = NewOp([this, type, name = PeerName(peer.address)](ucs_status_t s) {
+    PendingOp* op = NewOp([this, type, name = PeerName(peer.address),
+                           on_sent = std::move(on_sent)](ucs_status_t s) mutable {
       if (s != UCS_OK && s != UCS_ERR_CANCELED) {
         GKA_LOG(WARNING) << "transfer: sending " << MsgName(static_cast<uint8_t>(type)) << " to "
                          << name << " failed: " << ucs_status_string(s);
       }
+      if (on_sent) on_sent(s);
     });
     op->header.type = static_cast<uint8_t>(type);
     op->header.session_id = session_id;
@@ -708,7 +716,11 @@ struct UcxTransferEngine::Impl {
     s.begin_deadline = std::min(deadline, s.start + options.begin_timeout);
     s.begin_waiter = std::make_shared<std::promise<absl::Status>>();
     Send(*peer, MsgType::kBegin, id, transfer_id, absl::OkStatus(), {}, 0, 0,
-         data_via_am ? kFlagDataViaAm : 0);
+         data_via_am ? kFlagDataViaAm : 0, [this, id](ucs_status_t status) {
+           if (Session* sent = FindSession(id); sent != nullptr && status == UCS_OK) {
+             sent->begin_sent = true;
+           }
+         });
     *session_id = id;
     return s.begin_waiter;
   }
@@ -1207,9 +1219,12 @@ struct UcxTransferEngine::Impl {
       if (s->state == SessionState::kFlushing && s->flush_purpose == FlushPurpose::kFail) {
         ForceClose(*s);  // the grace flush did not complete
       } else {
-        FailSession(*s, absl::DeadlineExceededError(
-                            absl::StrCat("transfer ", s->transfer_id, " to ", s->peer_name,
-                                         ": deadline passed ", StateName(s->state))));
+        // A BEGIN still queued means UCX never connected: name that, so a receiver that cannot
+        // reach us (a one-way route) is not mistaken for one that did not answer.
+        const bool never_connected = s->state == SessionState::kBeginning && !s->begin_sent;
+        FailSession(*s, absl::DeadlineExceededError(absl::StrCat(
+                            "transfer ", s->transfer_id, " to ", s->peer_name, ": deadline passed ",
+                            never_connected ? kNeverConnected : StateName(s->state))));
       }
     }
     for (auto& [tid, in] : incoming) {
@@ -1228,6 +1243,10 @@ struct UcxTransferEngine::Impl {
     }
     return next;
   }
+
+  static constexpr const char* kNeverConnected =
+      "before its request left this worker: UCX still held it, its connection to the receiver "
+      "not up (the receiver must be able to reach every address this worker advertises)";
 
   static const char* StateName(SessionState state) {
     switch (state) {

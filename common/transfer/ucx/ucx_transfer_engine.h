@@ -16,6 +16,10 @@
 // at its deadline (not sooner), and its endpoint is abandoned rather than force-closed (UCX
 // forbids that without peer error handling) until the engine is destroyed, with its queued
 // writes (the outcome says local_may_be_read: keep those source buffers).
+// Reachability: each side must reach every address the other's worker advertises; UCX's tcp
+// transport dials in both directions, and a one-way route works only until UCX cannot pair a
+// new connection with the one the other side opened. A StartTransfer whose request never left
+// because UCX's connection did not come up ends DEADLINE_EXCEEDED saying so.
 // Wire messages: one active-message id, a fixed 48-byte header (magic, version, type, ids,
 // checksum, byte count, status code) and a body that starts with the sender's worker address,
 // so every message can be answered. Malformed messages are logged and dropped.

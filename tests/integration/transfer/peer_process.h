@@ -115,6 +115,10 @@ class PeerProcess {
     }
   }
 
+  // SIGSTOP / SIGCONT: the process (and its UCX worker) stops answering, then resumes.
+  void Freeze() { kill(pid_, SIGSTOP); }
+  void Thaw() { kill(pid_, SIGCONT); }
+
   // SIGKILL and reap.
   void Kill() {
     if (pid_ <= 0) return;
