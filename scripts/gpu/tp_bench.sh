@@ -37,6 +37,9 @@
 #                  gpu_golden_test (GOLDEN_SRC=the build's source dir: linked to this copy);
 #                  then decode_gemm_bench (GPU 0: cuBLAS default vs tuned, GB/s per shape and M)
 #                  and all_reduce_bench (NCCL / one-shot / two-shot per message size)
+#           verify  one_shot_all_reduce_test + cuda_parity_test's GEMM cases (the tuner's too)
+#           prefill_bd  GKA-32B 16K prefill at TP 4 with the per-op breakdown (TFLOP/s per GEMM)
+#           tp2_16k  GKA-32B 16K decode at TP 2
 #           tuned_ab  GKA-32B 16K decode at TP 4, same machine and model: tuned GEMMs + two-shot,
 #                  then neither (session 3's default: graphs + one-shot), then the same new
 #                  default op by op with the per-op breakdown, then each change alone
@@ -173,6 +176,13 @@ for stage in $STAGES; do
       timeout $((END - SECONDS)) "$CARRY/bin/all_reduce_bench" --ranks "$(nvidia-smi -L | wc -l)" \
         2>&1 | tee "$LOGS/all_reduce_bench.log"
       grep -E "^(#|ALLREDUCE)" "$LOGS/all_reduce_bench.log" >> "$TABLE" ;;
+    verify)
+      gtest one_shot_all_reduce_test
+      gtest cuda_parity_test "*Gemm*" ;;
+    prefill_bd)
+      bench gka_tp4_prefill_bd $GKA --tp 4 --prefill 16384 --contexts "" --breakdown ;;
+    tp2_16k)
+      bench gka_tp2_16k $GKA --tp 2 --contexts 16384 ;;
     tuned_ab)
       NEVER=$((1 << 62))
       GKA_GEMM_TUNE=${GKA_GEMM_TUNE:-1} GKA_TWO_SHOT_MIN_BYTES=${GKA_TWO_SHOT_MIN_BYTES:-0} \
