@@ -25,8 +25,8 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +40,10 @@ import gkaserve
 from gkaserve import GkaError, RetryPolicy, SamplingParams
 from gkaserve._proto import serving_pb2 as pb
 from gkaserve._proto import serving_pb2_grpc as pb_grpc
+
+# tests/integration: the `gka local` cluster the Python cluster tests share.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from local_cluster import LocalCluster  # noqa: E402
 
 BIN = os.environ.get("GKA_SDK_BIN_DIR")
 TIERS = {
@@ -90,35 +94,16 @@ def metric(samples: dict, name: str, **labels) -> float:
     return total
 
 
-class Cluster:
+class Cluster(LocalCluster):
     def __init__(self, bin_dir: str, router_args: str = "", api_key=None, num_slots=2,
                  decode_args="", tiers=None):
-        self.bin = pathlib.Path(bin_dir)
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="gka-admission-"))
-        self.model = self.dir / "model"
+        super().__init__(bin_dir, "gka-admission-")
         self.api_key = api_key
-        subprocess.run([self.bin / "gka", "make-tiny-model", "--out", self.model], check=True,
-                       capture_output=True)
         (self.dir / "tiers.json").write_text(json.dumps(tiers or TIERS))
         extra = ["--router-args", router_args.format(dir=self.dir)] if router_args else []
         extra += ["--decode-args", decode_args] if decode_args else []
-        with open(self.dir / "local.log", "w") as log:
-            self.local = subprocess.Popen(
-                [self.bin / "gka", "local", "--model", self.model, "--port", "0",
-                 "--metrics-port", "0", "--http-port", "0", "--prefill-workers", "1",
-                 "--decode-workers", "1", "--num-slots", str(num_slots), "--tiers", self.dir / "tiers.json",
-                 "--state-file", self.dir / "state", "--log-dir", self.dir, *extra],
-                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 120
-        self.lines = []
-        while len(self.lines) < 3:
-            if self.local.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"cluster did not start; logs in {self.dir}:\n"
-                                   + (self.dir / "local.log").read_text())
-            time.sleep(0.1)
-            state = self.dir / "state"
-            if state.exists():
-                self.lines = [json.loads(l) for l in state.read_text().splitlines() if l]
+        self.start(["--http-port", "0", "--num-slots", str(num_slots),
+                    "--tiers", self.dir / "tiers.json", *extra])
         self.address = self.field("router", "grpc")
         self.metrics = self.field("router", "metrics")
         self.http = self.field("router", "http")
@@ -135,18 +120,9 @@ class Cluster:
                 raise RuntimeError(f"the router never saw the decode worker's {num_slots} slots")
             time.sleep(0.1)
 
-    def field(self, role, key):
-        return next(l[key] for l in self.lines if l["role"] == role)
-
     def close(self):
         self.channel.close()
-        if self.local.poll() is None:
-            os.killpg(self.local.pid, signal.SIGTERM)
-            try:
-                self.local.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.local.pid, signal.SIGKILL)
-                self.local.wait()
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -6,14 +6,12 @@ examples — the behaviours sdk_cluster_test.cc checks for the C++ SDK.
 Needs GKA_SDK_BIN_DIR (gka, gka-router and the workers; ctest sets it); skips without it.
 """
 import asyncio
-import json
 import os
 import pathlib
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -24,45 +22,27 @@ import grpc
 import gkaserve
 from gkaserve import ChatMessage, GkaError, RetryPolicy, SamplingParams
 
+# tests/integration: the `gka local` cluster the Python cluster tests share.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from local_cluster import LocalCluster  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[3]
 BIN = os.environ.get("GKA_SDK_BIN_DIR")
 API_KEY = "sdk-cluster-test-key"
 LONG = dict(sampling=SamplingParams(max_tokens=3000, temperature=0.0, ignore_eos=True))
 
 
-class Cluster:
+class Cluster(LocalCluster):
     """A `gka local` cluster on the tiny model; extra prefill workers started beside it."""
 
     def __init__(self, bin_dir: str):
-        self.bin = pathlib.Path(bin_dir)
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="gka-sdk-cluster-"))
-        self.model = self.dir / "model"
+        super().__init__(bin_dir, "gka-sdk-cluster-")
         self.extra = []
-        subprocess.run([self.bin / "gka", "make-tiny-model", "--out", self.model], check=True,
-                       capture_output=True)
         os.environ["GKA_API_KEY"] = API_KEY  # the router's key, and every client's default
-        with open(self.dir / "local.log", "w") as log:
-            self.local = subprocess.Popen(
-                [self.bin / "gka", "local", "--model", self.model, "--port", "0",
-                 "--metrics-port", "0", "--prefill-workers", "1", "--decode-workers", "1",
-                 "--state-file", self.dir / "state", "--log-dir", self.dir],
-                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        state = self.dir / "state"
-        deadline = time.monotonic() + 120
-        self.lines = []
-        while len(self.lines) < 3:
-            if self.local.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"cluster did not start; logs in {self.dir}:\n"
-                                   + (self.dir / "local.log").read_text())
-            time.sleep(0.1)
-            if state.exists():
-                self.lines = [json.loads(l) for l in state.read_text().splitlines() if l]
+        self.start()
         self.address = self.field("router", "grpc")
         with gkaserve.Client(self.address) as c:
             c.wait_for_ready(30)
-
-    def field(self, role, key):
-        return next(l[key] for l in self.lines if l["role"] == role)
 
     def start_extra_prefill(self, worker_id: str) -> subprocess.Popen:
         """A prefill worker outside gka local (which stops everything when a child dies);
@@ -101,8 +81,7 @@ class Cluster:
         for p in self.extra:
             self.kill(p)
         os.kill(self.field("prefill", "pid"), signal.SIGCONT)
-        self.local.terminate()
-        self.local.wait(timeout=30)
+        self.stop()
         if not keep_logs:
             shutil.rmtree(self.dir, ignore_errors=True)
 
