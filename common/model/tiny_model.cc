@@ -382,18 +382,7 @@ absl::Status MakeTinyModel(const TinyModelOptions& options, absl::string_view ou
     tensor::Buffer b = tensor::Buffer::Allocate(e.shape, options.weight_dtype);
     const int64_t n = e.shape.numel();
     for (int64_t i = 0; i < n; ++i) {
-      const float v = static_cast<float>(sampler.Sample(rng));
-      switch (options.weight_dtype) {
-        case DType::kF32:
-          b.data<float>()[i] = v;
-          break;
-        case DType::kF16:
-          b.data<uint16_t>()[i] = tensor::FloatToF16(v);
-          break;
-        default:
-          b.data<uint16_t>()[i] = tensor::FloatToBF16(v);
-          break;
-      }
+      StoreValue(b, i, static_cast<float>(sampler.Sample(rng)));
     }
     tensors.push_back({e.name, b.view()});
     buffers.push_back(std::move(b));
