@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/status.h"
 #include "common/engine/engine.h"
 #include "common/model/config.h"
 #include "common/model/safetensors.h"
@@ -87,6 +88,29 @@ void CompareStates(Engine& eng, SequenceId seq, const std::string& prefix, bool 
   EXPECT_GT(compared, 0) << "no golden states under " << prefix;
 }
 
+// Adds sequence 0 and prefills `prompt`: every position's logits, [T, V] fp32.
+absl::StatusOr<std::vector<float>> PrefillLogits(Engine& eng, const std::vector<int32_t>& prompt) {
+  GKA_RETURN_IF_ERROR(eng.AddSequence(SequenceId(0)));
+  GKA_ASSIGN_OR_RETURN(engine::StepResult step,
+                       eng.Forward({{.id = SequenceId(0), .tokens = prompt, .all_logits = true}}));
+  GKA_ASSIGN_OR_RETURN(tensor::Buffer logits, eng.LogitsToHost(step));
+  const float* l = logits.data<float>();
+  return std::vector<float>(l, l + prompt.size() * eng.vocab_size());
+}
+
+// Decode step i of sequence 0 feeds gen[i] (teacher-forced on the golden's tokens): the
+// steps' logits, [kGenTokens, V] fp32; step i's argmax should be gen[i + 1].
+absl::StatusOr<std::vector<float>> DecodeLogits(Engine& eng, const std::vector<int32_t>& gen) {
+  std::vector<float> out;
+  for (int i = 0; i < kGenTokens; ++i) {
+    GKA_ASSIGN_OR_RETURN(engine::StepResult step,
+                         eng.Forward({{.id = SequenceId(0), .tokens = {gen[i]}}}));
+    GKA_ASSIGN_OR_RETURN(tensor::Buffer h, eng.LogitsToHost(step));
+    out.insert(out.end(), h.data<float>(), h.data<float>() + eng.vocab_size());
+  }
+  return out;
+}
+
 struct Case {
   int num_iter;
   int length;
@@ -104,35 +128,23 @@ TEST_P(AuthorsHybridTest, PrefillGreedyDecodeAndStates) {
   const std::vector<int32_t> gen = ReadIds(g, p + "gen_tokens");
   const int64_t V = eng.vocab_size();
 
-  ASSERT_TRUE(eng.AddSequence(SequenceId(0)).ok());
-  auto step = eng.Forward({{.id = SequenceId(0), .tokens = prompt, .all_logits = true}});
-  ASSERT_TRUE(step.ok()) << step.status();
-  auto logits = eng.LogitsToHost(*step);
-  ASSERT_TRUE(logits.ok());
-  const float* l = logits->data<float>();
-  std::vector<float> prefill(l, l + c.length * V);
-  EXPECT_LE(RelL2(prefill, ReadF32(g, p + "prefill_logits")), kTol);
+  absl::StatusOr<std::vector<float>> prefill = PrefillLogits(eng, prompt);
+  ASSERT_TRUE(prefill.ok()) << prefill.status();
+  EXPECT_LE(RelL2(*prefill, ReadF32(g, p + "prefill_logits")), kTol);
   // t_0 = argmax of the last prefill logit.
-  EXPECT_EQ(Argmax(absl::MakeSpan(prefill).subspan((c.length - 1) * V, V)), gen[0]);
+  EXPECT_EQ(Argmax(absl::MakeSpan(*prefill).subspan((c.length - 1) * V, V)), gen[0]);
 
   if (g.Contains(p + "prefill_state.layer1.h_kv")) {
     CompareStates(eng, SequenceId(0), p + "prefill_state", c.num_iter != 0);
   }
 
   // Decode step i feeds t_i; its logits give t_{i+1}.
-  const std::vector<float> want_decode = ReadF32(g, p + "decode_logits");
-  std::vector<float> got_decode;
-  for (int i = 0; i < kGenTokens; ++i) {
-    auto r = eng.Forward({{.id = SequenceId(0), .tokens = {gen[i]}}});
-    ASSERT_TRUE(r.ok()) << r.status();
-    auto h = eng.LogitsToHost(*r);
-    ASSERT_TRUE(h.ok());
-    got_decode.insert(got_decode.end(), h->data<float>(), h->data<float>() + V);
-    if (i + 1 < kGenTokens) {
-      EXPECT_EQ(Argmax(absl::MakeSpan(got_decode).subspan(i * V, V)), gen[i + 1]) << "step " << i;
-    }
+  absl::StatusOr<std::vector<float>> decode = DecodeLogits(eng, gen);
+  ASSERT_TRUE(decode.ok()) << decode.status();
+  for (int i = 0; i + 1 < kGenTokens; ++i) {
+    EXPECT_EQ(Argmax(absl::MakeSpan(*decode).subspan(i * V, V)), gen[i + 1]) << "step " << i;
   }
-  EXPECT_LE(RelL2(got_decode, want_decode), kTol);
+  EXPECT_LE(RelL2(*decode, ReadF32(g, p + "decode_logits")), kTol);
   if (g.Contains(p + "final_state.layer1.h_kv")) {
     CompareStates(eng, SequenceId(0), p + "final_state", c.num_iter != 0);
   }
@@ -162,22 +174,12 @@ TEST_P(AuthorsPlainTest, PrefillAndGreedyDecode) {
   const std::string p = absl::StrCat("plain.fp32.L", len, ".");
   const std::vector<int32_t> prompt = ReadIds(g, absl::StrCat("prompt.L", len));
   const std::vector<int32_t> gen = ReadIds(g, p + "gen_tokens");
-  const int64_t V = eng.vocab_size();
-  ASSERT_TRUE(eng.AddSequence(SequenceId(0)).ok());
-  auto step = eng.Forward({{.id = SequenceId(0), .tokens = prompt, .all_logits = true}});
-  ASSERT_TRUE(step.ok()) << step.status();
-  auto logits = eng.LogitsToHost(*step);
-  ASSERT_TRUE(logits.ok());
-  std::vector<float> prefill(logits->data<float>(), logits->data<float>() + len * V);
-  EXPECT_LE(RelL2(prefill, ReadF32(g, p + "prefill_logits")), kTol);
-  std::vector<float> got;
-  for (int i = 0; i < kGenTokens; ++i) {
-    auto r = eng.Forward({{.id = SequenceId(0), .tokens = {gen[i]}}});
-    ASSERT_TRUE(r.ok()) << r.status();
-    auto h = eng.LogitsToHost(*r);
-    got.insert(got.end(), h->data<float>(), h->data<float>() + V);
-  }
-  EXPECT_LE(RelL2(got, ReadF32(g, p + "decode_logits")), kTol);
+  absl::StatusOr<std::vector<float>> prefill = PrefillLogits(eng, prompt);
+  ASSERT_TRUE(prefill.ok()) << prefill.status();
+  EXPECT_LE(RelL2(*prefill, ReadF32(g, p + "prefill_logits")), kTol);
+  absl::StatusOr<std::vector<float>> decode = DecodeLogits(eng, gen);
+  ASSERT_TRUE(decode.ok()) << decode.status();
+  EXPECT_LE(RelL2(*decode, ReadF32(g, p + "decode_logits")), kTol);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllLengths, AuthorsPlainTest, ::testing::Values(1, 7, 64, 200));
