@@ -68,6 +68,21 @@ class Failed(Exception):
     pass
 
 
+def skip_exit_code(reason):
+    """A missing tool: SKIP (exit code 77) on a developer's machine, a failure (1) where the
+    tools are required (CI, GKA_REQUIRE_TOOLS=1). Prints which."""
+    if os.environ.get("GKA_REQUIRE_TOOLS") == "1" or os.environ.get("CI"):
+        print(f"FAIL (tools are required here): {reason}")
+        return 1
+    print(f"SKIP: {reason}")
+    return SKIP
+
+
+def skip(reason):
+    """Ends the process with skip_exit_code's verdict."""
+    sys.exit(skip_exit_code(reason))
+
+
 def require(condition, message):
     if not condition:
         raise Failed(message)
@@ -694,11 +709,7 @@ def main():
         try:
             COMMANDS[a.command](work)
         except Skip as e:
-            if os.environ.get("GKA_REQUIRE_TOOLS") == "1" or os.environ.get("CI"):
-                print(f"FAIL (tools are required here): {e}")
-                return 1
-            print(f"SKIP: {e}")
-            return SKIP
+            return skip_exit_code(e)
         except Failed as e:
             print(f"FAIL: {e}")
             return 1

@@ -19,7 +19,6 @@ deploy_local_observability, integration).
 import argparse
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -41,14 +40,6 @@ TIERS = {"default": "standard",
                     "priority": 10, "ttft_target_ms": 500, "itl_target_ms": 50},
                    {"name": "standard", "prefill_num_iter": 10, "decode_num_iter": 10,
                     "priority": 5, "ttft_target_ms": 2000, "itl_target_ms": 100}]}
-
-
-def skip(reason):
-    if os.environ.get("GKA_REQUIRE_TOOLS") == "1" or os.environ.get("CI"):
-        print(f"FAIL (tools are required here): {reason}")
-        sys.exit(1)
-    print(f"SKIP: {reason}")
-    sys.exit(77)
 
 
 def exported_names(metrics_text):
@@ -155,11 +146,11 @@ def main():
     bin_dir = Path(a.gka).resolve().parent
     for b in ("gka-router", "gka-prefill-worker", "gka-decode-worker"):
         if not (bin_dir / b).exists():
-            skip(f"{b} is not built in {bin_dir} (gka local starts it from there)")
+            deploy_checks.skip(f"{b} is not built in {bin_dir} (gka local starts it from there)")
     import shutil
     a.prometheus = shutil.which(a.prometheus) or a.prometheus
     if not Path(a.prometheus).exists():
-        skip("prometheus not found; scripts/deps.sh installs it")
+        deploy_checks.skip("prometheus not found; scripts/deps.sh installs it")
     with tempfile.TemporaryDirectory(prefix="gka-observability-") as tmp:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)

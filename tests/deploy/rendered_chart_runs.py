@@ -29,7 +29,6 @@ Exit 77 (skip) only when a binary or tool is missing, unless GKA_REQUIRE_TOOLS=1
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -48,14 +47,6 @@ import podsim  # noqa: E402
 RELEASE = "rt"
 NAMESPACE = "gka-test"
 API_KEY = "test-key-6f1c"
-
-
-def skip(reason):
-    if os.environ.get("GKA_REQUIRE_TOOLS") == "1" or os.environ.get("CI"):
-        print(f"FAIL (tools are required here): {reason}")
-        sys.exit(1)
-    print(f"SKIP: {reason}")
-    sys.exit(77)
 
 
 def render(*extra):
@@ -300,11 +291,11 @@ def main():
     a.gka = str(Path(a.gka).resolve())
     for b in ("gka-router", "gka-prefill-worker", "gka-decode-worker"):
         if not (Path(a.bin_dir) / b).exists():
-            skip(f"{b} is not built in {a.bin_dir}")
+            deploy_checks.skip(f"{b} is not built in {a.bin_dir}")
     try:
         deploy_checks.helm_path()
     except deploy_checks.Skip as e:
-        skip(str(e))
+        deploy_checks.skip(str(e))
     with tempfile.TemporaryDirectory(prefix="gka-chart-runs-") as tmp:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
