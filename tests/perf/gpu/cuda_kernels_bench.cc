@@ -902,8 +902,7 @@ void DecodeGraphRows(Bench& b, int64_t B) {
 
 int main(int argc, char** argv) {
   using namespace gka::gpu_testing;
-  bool quick = false, gka_only = false, prefill_only = false, graphs = false,
-       prefill_attn = false;
+  bool quick = false, gka_only = false, prefill_only = false, graphs = false, prefill_attn = false;
   for (int i = 1; i < argc; ++i) {
     quick |= std::strcmp(argv[i], "--quick") == 0;
     gka_only |= std::strcmp(argv[i], "--gka") == 0;

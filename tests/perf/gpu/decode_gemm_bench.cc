@@ -156,7 +156,7 @@ int Main(int argc, char** argv) {
       auto w = (*base)->Allocate(Shape{s.n, s.k}, DType::kBF16);
       BENCH_CHECK(w.status());
       CUDA_CHECK(RandomFillDevice(w->view().ptr, s.n * s.k, true, 1000 + c,
-                               1.0f / std::sqrt(static_cast<float>(s.k)), 0.0f, nullptr));
+                                  1.0f / std::sqrt(static_cast<float>(s.k)), 0.0f, nullptr));
       ws.push_back(std::move(*w));
     }
     auto x_all = (*base)->Allocate(Shape{max_m, s.k}, DType::kBF16);
