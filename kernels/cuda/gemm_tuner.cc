@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
@@ -115,8 +116,18 @@ struct Key {
   }
 };
 
+// What one tuned shape chose (logged at DEBUG: GKA_LOG_LEVEL=DEBUG).
+struct Choice {
+  int64_t m_bucket = 0, n = 0, k = 0;
+  bool uses_default = true;  // cublasGemmEx won (or nothing beat it by the margin)
+  double default_us = 0;     // cublasGemmEx at m_bucket rows
+  double best_us = 0;        // the winner at m_bucket rows
+  int candidates = 0;        // algorithms timed
+  std::string algo;          // the winner, e.g. "lt algo 66 tile 27 stages 35 splitK 1"
+};
+
 struct Entry {
-  GemmTuner::Choice choice;
+  Choice choice;
   cublasLtMatmulAlgo_t algo{};
   std::unique_ptr<LtDescriptors> desc;  // null when cublasGemmEx won
   int64_t rows = 0;                     // M the layouts describe now

@@ -30,7 +30,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
 
 #include "absl/status/statusor.h"
 #include "kernels/api/gemm.h"
@@ -46,15 +45,6 @@ class GemmTuner {
     int64_t max_rows = 512;   // M above this runs through cublasGemmEx (prefill: compute bound)
     int max_candidates = 48;  // heuristic algorithms + split-K variants timed per shape
   };
-  // What one tuned shape chose (logged at DEBUG: GKA_LOG_LEVEL=DEBUG).
-  struct Choice {
-    int64_t m_bucket = 0, n = 0, k = 0;
-    bool uses_default = true;  // cublasGemmEx won (or nothing beat it by the margin)
-    double default_us = 0;     // cublasGemmEx at m_bucket rows
-    double best_us = 0;        // the winner at m_bucket rows
-    int candidates = 0;        // algorithms timed
-    std::string algo;          // the winner, e.g. "lt algo 21 tile 20 splitK 3"
-  };
 
   static absl::StatusOr<std::unique_ptr<GemmTuner>> Create(const Options& options);
   ~GemmTuner();
@@ -66,8 +56,6 @@ class GemmTuner {
   // Returns false, having enqueued nothing, when the caller should use cublasGemmEx: tuner
   // off, not bf16, M above max_rows, cublasGemmEx won, or a new shape while capturing.
   absl::StatusOr<bool> Run(const CudaContext& ctx, const GemmParams& p);
-
-  bool enabled() const { return options_.enabled; }
 
  private:
   struct Impl;
