@@ -40,16 +40,19 @@ for k in $(seq 0 $((N - 1))); do
   offline_token_ids "${PROMPT[$k]}" $MAX_TOKENS $(sampling "$k") >"$TMP/ref.$k"
   [[ -s $TMP/ref.$k ]] || fail "offline reference $k failed"
 done
+start_clients() {  # max-tokens tag -> the N requests through the router; pids in CLIENT
+  for k in $(seq 0 $((N - 1))); do
+    # shellcheck disable=SC2046
+    timeout 120 "$GKA" generate --addr "$ADDR" --prompt-ids "${PROMPT[$k]}" --max-tokens "$1" \
+      $(sampling "$k") --ignore-eos --json >"$TMP/$2.$k" 2>"$TMP/err-$2.$k" &
+    CLIENT[$k]=$!
+  done
+}
 
 A_PID=$(field decode 0 pid)
 A_METRICS=$(field decode 0 metrics)
 ok_before=$(migrations ok)
-for k in $(seq 0 $((N - 1))); do
-  # shellcheck disable=SC2046
-  timeout 120 "$GKA" generate --addr "$ADDR" --prompt-ids "${PROMPT[$k]}" --max-tokens $MAX_TOKENS \
-    $(sampling "$k") --ignore-eos --json >"$TMP/out.$k" 2>"$TMP/err.$k" &
-  CLIENT[$k]=$!
-done
+start_clients $MAX_TOKENS out
 # SIGTERM A once it decodes some of them (a few tokens in, well before they end).
 busy=0
 for _ in $(seq 1 200); do
@@ -69,7 +72,7 @@ wrong=0 failed=0 moved_greedy=0 moved_seeded=0
 for k in $(seq 0 $((N - 1))); do
   if ! wait "${CLIENT[$k]}"; then
     failed=$((failed + 1))
-    echo "   request $k failed: $(tail -1 "$TMP/err.$k")"
+    echo "   request $k failed: $(tail -1 "$TMP/err-out.$k")"
     continue
   fi
   got=$(token_ids "$TMP/out.$k")
@@ -103,12 +106,7 @@ echo "-- both decode workers drain at once: nowhere to move, the sequences finis
 wait_healthy decode 2 || fail "the restarted decode worker did not register"
 SHORT=120  # tokens: finishes within the grace; greedy and seeded outputs are prefixes of the refs
 failed_before=$(migrations failed)
-for k in $(seq 0 $((N - 1))); do
-  # shellcheck disable=SC2046
-  timeout 120 "$GKA" generate --addr "$ADDR" --prompt-ids "${PROMPT[$k]}" --max-tokens $SHORT \
-    $(sampling "$k") --ignore-eos --json >"$TMP/out2.$k" 2>"$TMP/err2.$k" &
-  CLIENT[$k]=$!
-done
+start_clients $SHORT out2
 PIDS=("$(field decode 0 pid)" "$(field decode 1 pid)")
 for _ in $(seq 1 200); do
   [[ $(metric_sum "$(field decode 0 metrics)" '^gka_decode_running') -gt 0 &&
@@ -121,7 +119,7 @@ failed=0 wrong=0
 for k in $(seq 0 $((N - 1))); do
   if ! wait "${CLIENT[$k]}"; then
     failed=$((failed + 1))
-    echo "   request $k failed: $(tail -1 "$TMP/err2.$k")"
+    echo "   request $k failed: $(tail -1 "$TMP/err-out2.$k")"
     continue
   fi
   got=$(token_ids "$TMP/out2.$k")
