@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <future>
+#include <limits>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -250,6 +252,8 @@ absl::StatusOr<std::shared_ptr<HandoffStream>> HandoffStream::Create(const Optio
     s->memory_.assign(p, std::vector<const void*>(jb.specs.size(), nullptr));
     s->layers_final_.assign(p, 0);
     s->marks_.assign(p, nullptr);
+    s->page_marks_.assign(p, nullptr);
+    s->layer_marks_.resize(p);
   }
   s->Schedule();  // the handshakes overlap the first prefill step
   return s;
@@ -314,7 +318,7 @@ void HandoffStream::PagesFinal(int64_t pages, Marks marks) {
     if (pages <= pages_final_) return;
     pages_final_ = pages;
     for (size_t r = 0; r < marks.size() && r < marks_.size(); ++r) {
-      if (marks[r] != nullptr) marks_[r] = std::move(marks[r]);
+      if (marks[r] != nullptr) page_marks_[r] = marks_[r] = std::move(marks[r]);
     }
   }
   Schedule();
@@ -325,7 +329,7 @@ void HandoffStream::LayerFinal(int rank, int32_t layer, std::shared_ptr<kernels:
     absl::MutexLock lock(&mu_);
     if (rank < 0 || rank >= static_cast<int>(layers_final_.size())) return;
     layers_final_[rank] = std::max(layers_final_[rank], layer + 1);
-    if (mark != nullptr) marks_[rank] = std::move(mark);
+    if (mark != nullptr) layer_marks_[rank][layer] = marks_[rank] = std::move(mark);
   }
   Schedule();
 }
@@ -425,7 +429,7 @@ absl::Status HandoffStream::Begin() {
   return absl::OkStatus();
 }
 
-absl::Status HandoffStream::PutUnits(const std::vector<size_t>& ready, const Marks& marks) {
+absl::Status HandoffStream::PutUnits(const std::vector<Group>& groups) {
   Io& io = *io_;
   const int d = static_cast<int>(job_.ticket.ranks.size());
   std::vector<std::vector<const void*>> memory;
@@ -436,31 +440,36 @@ absl::Status HandoffStream::PutUnits(const std::vector<size_t>& ready, const Mar
   uint64_t put = 0;
   for (int j = 0; j < d; ++j) {
     transfer::TransferDescriptor desc;
-    std::vector<size_t> staged;
-    std::vector<const void*> sources;
-    for (size_t u : ready) {
-      Unit& unit = units_[u];
-      if (unit.j != j) continue;
-      const char* src = static_cast<const char*>(memory[unit.i][unit.k]);
-      const transfer::Segment& dst = job_.ticket.ranks[j].destinations[unit.k];
-      for (size_t c = 0; c < unit.pieces.size(); ++c) {
-        const transfer::Piece& piece = unit.pieces[c];
-        if (!on_device_) {
-          desc.Add(src + piece.src_offset, dst.region, dst.remote_addr + piece.dst_offset,
-                   piece.length);
-        } else {
-          staged.push_back(unit.staged[c]);
-          sources.push_back(src + piece.src_offset);
+    for (const Group& group : groups) {
+      std::vector<size_t> staged;
+      std::vector<const void*> sources;
+      for (size_t u : group.units) {
+        Unit& unit = units_[u];
+        if (unit.j != j) continue;
+        const char* src = static_cast<const char*>(memory[unit.i][unit.k]);
+        const transfer::Segment& dst = job_.ticket.ranks[j].destinations[unit.k];
+        for (size_t c = 0; c < unit.pieces.size(); ++c) {
+          const transfer::Piece& piece = unit.pieces[c];
+          if (!on_device_) {
+            desc.Add(src + piece.src_offset, dst.region, dst.remote_addr + piece.dst_offset,
+                     piece.length);
+          } else {
+            staged.push_back(unit.staged[c]);
+            sources.push_back(src + piece.src_offset);
+          }
+          if (job_.specs[unit.k].kind == SegmentKind::kKv) io.kv_put += piece.length;
+          put += piece.length;
         }
-        if (job_.specs[unit.k].kind == SegmentKind::kKv) io.kv_put += piece.length;
-        put += piece.length;
+        unit.sent = true;
+        --io.unsent;
       }
-      unit.sent = true;
-      --io.unsent;
+      // Each group's copies wait for the compute that writes their sources (their own marks).
+      if (on_device_ && !staged.empty()) {
+        GKA_RETURN_IF_ERROR(io.staged[j]->Copy(staged, sources, group.marks));
+      }
     }
     if (on_device_) {
-      GKA_RETURN_IF_ERROR(io.staged[j]->Copy(staged, sources, marks));
-      // The copies wait for the compute that writes their sources; the puts wait for them.
+      // Puts each group as soon as its copy is done, in order.
       GKA_RETURN_IF_ERROR(io.staged[j]->PutCopied(*io.transfers[j], /*wait=*/true).status());
     } else if (!desc.segments.empty()) {
       GKA_RETURN_IF_ERROR(io.transfers[j]->Put(desc));
@@ -491,8 +500,7 @@ void HandoffStream::Pump() {
   // Loops while there is work: updates that arrive meanwhile are picked up here (Schedule
   // posts no second task while this one runs, so no sender thread waits on io_mu_).
   while (true) {
-    std::vector<size_t> ready;
-    Marks marks;
+    std::vector<Group> ready;
     bool complete = false, stopping = false, failed = false;
     absl::Status stop_why;
     {
@@ -506,15 +514,36 @@ void HandoffStream::Pump() {
       complete = complete_;
       failed = !io.begin_error.ok() || cancelled();
       if (!stopping && !failed) {
+        // Grouped by what made them final, in the order it happened: earlier steps' pages,
+        // then this step's layers, then what only Complete finalised.
+        constexpr int64_t kPages = -1, kComplete = std::numeric_limits<int64_t>::max();
+        std::map<int64_t, Group> groups;
         for (size_t u = 0; u < units_.size(); ++u) {
           const Unit& unit = units_[u];
           if (unit.sent || memory_[unit.i][unit.k] == nullptr) continue;
           const int32_t layer = job_.specs[unit.k].layer;
-          const bool final = complete || layers_final_[unit.i] > layer ||
-                             (page_of_[unit.k] >= 0 && page_of_[unit.k] < pages_final_);
-          if (final) ready.push_back(u);
+          int64_t key;
+          if (page_of_[unit.k] >= 0 && page_of_[unit.k] < pages_final_) {
+            key = kPages;
+          } else if (layers_final_[unit.i] > layer) {
+            key = layer;
+          } else if (complete) {
+            key = kComplete;
+          } else {
+            continue;
+          }
+          groups[key].units.push_back(u);
         }
-        marks = marks_;
+        for (auto& [key, group] : groups) {
+          group.marks = key == kPages ? page_marks_ : marks_;
+          if (key == kPages || key == kComplete) continue;
+          for (size_t r = 0; r < layer_marks_.size(); ++r) {
+            // That layer's mark; a later one (conservative) if it came without its own.
+            auto it = layer_marks_[r].lower_bound(static_cast<int32_t>(key));
+            if (it != layer_marks_[r].end()) group.marks[r] = it->second;
+          }
+        }
+        for (auto& [key, group] : groups) ready.push_back(std::move(group));
         putting_ = !ready.empty();
       }
       // Nothing to do until the next update (a failure is reported once Complete comes):
@@ -541,7 +570,7 @@ void HandoffStream::Pump() {
       Deliver(Finish());
       return;
     }
-    absl::Status put = PutUnits(ready, marks);
+    absl::Status put = PutUnits(ready);
     {
       absl::MutexLock lock(&mu_);
       putting_ = false;

@@ -35,6 +35,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -201,8 +202,14 @@ class HandoffStream : public std::enable_shared_from_this<HandoffStream> {
   void Pump();
   // Under io_mu_: the transfers' handshakes; an error when one failed (those begun cancelled).
   absl::Status Begin();
-  // Under io_mu_: puts the units `ready` names; false when a put failed (r_ has the outcome).
-  absl::Status PutUnits(const std::vector<size_t>& ready, const Marks& marks);
+  // Units made final by one event (a step's pages, one layer, Complete) and the compute marks
+  // their copies wait for.
+  struct Group {
+    std::vector<size_t> units;
+    Marks marks;
+  };
+  // Under io_mu_: puts the groups' units, in order; an error when a put failed.
+  absl::Status PutUnits(const std::vector<Group>& groups);
   HandoffResult Cancel(absl::Status why);
   HandoffResult Finish();
   void Deliver(HandoffResult r);
@@ -221,6 +228,12 @@ class HandoffStream : public std::enable_shared_from_this<HandoffStream> {
   int64_t pages_final_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int32_t> layers_final_ ABSL_GUARDED_BY(mu_);  // [prefill rank]: layers < this
   Marks marks_ ABSL_GUARDED_BY(mu_);                        // latest per rank
+  Marks page_marks_ ABSL_GUARDED_BY(mu_);                   // PagesFinal's, per rank
+  // [prefill rank]: layer → the mark after it. Each layer's copies wait for their own layer
+  // only: the engine thread enqueues a step's layers long before the GPU runs them, so waiting
+  // for the latest mark would hold every layer's copy until the step ends.
+  std::vector<std::map<int32_t, std::shared_ptr<kernels::StreamMark>>> layer_marks_
+      ABSL_GUARDED_BY(mu_);
   bool complete_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time complete_at_ ABSL_GUARDED_BY(mu_);
   wpb::HandoffCompletion completion_ ABSL_GUARDED_BY(mu_);

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -89,7 +90,17 @@ class CudaStageCopier final : public StageCopier {
     std::unique_ptr<CudaStageCopier> c(new CudaStageCopier(ordinal));
     DeviceGuard device(ordinal);
     GKA_RETURN_IF_ERROR(device.status());
-    GKA_CUDA_OK(cudaStreamCreateWithFlags(&c->stream_, cudaStreamNonBlocking));
+    // The copies run as kernels (the fused poly61 copy), beside a prefill that fills every SM:
+    // at equal priority the block scheduler keeps feeding the compute stream's kernels and a
+    // layer's staging copy waits for the end of the step, which defeats the streamed hand-off.
+    // At the greatest priority its blocks go first as SMs free up; it is PCIe-bound and short.
+    // GKA_STAGE_COPY_PRIORITY=0 keeps the default priority (for A/B measurements).
+    int least = 0, greatest = 0;
+    GKA_CUDA_OK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    const char* knob = std::getenv("GKA_STAGE_COPY_PRIORITY");
+    const bool high = knob == nullptr || absl::string_view(knob) != "0";
+    GKA_CUDA_OK(cudaStreamCreateWithPriority(&c->stream_, cudaStreamNonBlocking,
+                                             high ? greatest : least));
     GKA_CUDA_OK(
         cudaMalloc(reinterpret_cast<void**>(&c->device_acc_), kSlots * 2 * sizeof(uint64_t)));
     GKA_CUDA_OK(cudaHostAlloc(reinterpret_cast<void**>(&c->host_acc_),
