@@ -95,8 +95,11 @@ asan-test: san-configure
 # real UCX transfers between two processes), rpc, router and workers (real gRPC servers and
 # UCX in one process). Debian's Abseil is uninstrumented, so every target of this build links
 # tests/tsan/absl_annotations.cc, which gives absl::Mutex, CondVar and Notification the TSan
-# annotations of Abseil's own TSan build; tests/tsan/suppressions.txt ignores only the
-# interceptors called from inside uninstrumented Debian libraries (each one justified there).
+# annotations of Abseil's own TSan build, and tests/tsan/grpc_annotations.cc, which states
+# gRPC's own orderings (a batch's start before its completion, a callback call's reactions
+# before its OnDone) at the entry points of Debian's uninstrumented gRPC; nothing is excluded.
+# tests/tsan/suppressions.txt ignores only the interceptors called from inside uninstrumented
+# Debian libraries (each one justified there).
 # The `tsan_probe` test proves that a race in our code is still reported under those
 # suppressions, and that without the annotations absl::Mutex would report false races.
 TSAN_BUILD ?= build-tsan
@@ -107,11 +110,7 @@ TSAN_TESTS_1 := tsan_probe|SchedulerTest|Workloads/SchedulerProperty|Descriptor|
 TSAN_TESTS_2 := CompatHash|Transports/|Rpc|Admission|OutputText|RateLimits
 TSAN_TESTS_3 := RequestValidation|TierTable|Wire|WorkerRegistry|Router|WorkersTest|DecodeCore
 TSAN_TESTS_RE := ^($(TSAN_TESTS_1)|$(TSAN_TESTS_2)|$(TSAN_TESTS_3))
-# Left out until analysed (tests/RELIABILITY.md, Sanitizers): the router's gRPC integration
-# tests and one workers cancellation test report races whose other side is gRPC's callback API
-# (a reactor's Finish/OnDone on gRPC's threads), an ordering tests/tsan does not model yet;
-# which test reports varies run to run. Possibly false, not yet shown to be.
-TSAN_EXCLUDE := _NOT_BUILT|RouterIntegrationTest|RouterMetricsTest|ReleaseAbortAndCancellationReturnMemory
+TSAN_EXCLUDE := _NOT_BUILT
 TSAN_ENV := TSAN_OPTIONS=suppressions=$(CURDIR)/tests/tsan/suppressions.txt:second_deadlock_stack=1 \
 	UCX_MEM_MALLOC_HOOKS=no UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_EVENTS=no
 

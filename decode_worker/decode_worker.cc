@@ -59,6 +59,14 @@ namespace {
 
 // One StartDecode call: a queue of messages written one at a time. The core Sends and then
 // Closes; writes that pile up while one is in flight are merged (token batches).
+//
+// Lifetime: gRPC deletes the reactor (OnDone) as soon as the last write and Finish completed.
+// Send and Close run on the engine thread, outside any reaction, so nothing holds the
+// reactor alive for them: each changes the state and decides its next step in one critical
+// section and then touches only what that step owns (a write in flight or the Finish both
+// keep the reactor alive until they complete). Re-locking after the unlock (as a separate
+// Pump would) can find the reactor already deleted: an OnWriteDone on a gRPC thread may
+// have seen `closed_` in between, finished the call, and OnDone run.
 class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStreamResponse>,
                                  public DecodeStream {
  public:
@@ -67,25 +75,30 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
   uint64_t id() const override { return id_; }
 
   void Send(wpb::DecodeStreamResponse message) override {
+    Step step;
     {
       absl::MutexLock lock(&mu_);
       if (closed_ || broken_) return;
       pending_.push_back(std::move(message));
+      step = NextStepLocked();
     }
-    Pump();
+    Take(std::move(step));
   }
 
   void Close(const absl::Status& status) override {
+    Step step;
     {
       absl::MutexLock lock(&mu_);
       if (closed_) return;
       closed_ = true;
       final_ = rpc::ToGrpcStatus(status);
+      step = NextStepLocked();
     }
-    Pump();
+    Take(std::move(step));
   }
 
   void OnWriteDone(bool ok) override {
+    Step step;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
@@ -93,8 +106,9 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
         broken_ = true;
         pending_.clear();
       }
+      step = NextStepLocked();
     }
-    Pump();
+    Take(std::move(step));
   }
 
   void OnCancel() override {
@@ -109,29 +123,37 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
   void OnDone() override { delete this; }
 
  private:
-  void Pump() {
+  // What the caller does once the lock is released. kWrite: current_ holds the message.
+  struct Step {
     enum { kNothing, kWrite, kFinish } action = kNothing;
-    {
-      absl::MutexLock lock(&mu_);
-      if (writing_ || finished_) return;
-      if (!pending_.empty()) {
-        current_ = std::move(pending_.front());
+    grpc::Status finish;  // kFinish: the call's status
+  };
+
+  Step NextStepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Step step;
+    if (writing_ || finished_) return step;
+    if (!pending_.empty()) {
+      current_ = std::move(pending_.front());
+      pending_.pop_front();
+      // Tokens that queued up behind a slow write go out as one batch.
+      while (current_.has_tokens() && !pending_.empty() && pending_.front().has_tokens()) {
+        current_.mutable_tokens()->MergeFrom(pending_.front().tokens());
         pending_.pop_front();
-        // Tokens that queued up behind a slow write go out as one batch.
-        while (current_.has_tokens() && !pending_.empty() && pending_.front().has_tokens()) {
-          current_.mutable_tokens()->MergeFrom(pending_.front().tokens());
-          pending_.pop_front();
-        }
-        writing_ = true;
-        action = kWrite;
-      } else if (closed_) {
-        finished_ = true;
-        action = kFinish;
       }
+      writing_ = true;
+      step.action = Step::kWrite;
+    } else if (closed_) {
+      finished_ = true;
+      step.action = Step::kFinish;
+      step.finish = final_;
     }
-    // Outside the lock: gRPC may run reactions inline.
-    if (action == kWrite) StartWrite(&current_);
-    if (action == kFinish) Finish(final_);
+    return step;
+  }
+
+  // Outside the lock: gRPC may run reactions inline. After Finish the reactor may be gone.
+  void Take(Step step) {
+    if (step.action == Step::kWrite) StartWrite(&current_);
+    if (step.action == Step::kFinish) Finish(std::move(step.finish));
   }
 
   DecodeWorker::Impl* const w_;
