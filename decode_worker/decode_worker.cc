@@ -250,11 +250,10 @@ class DecodeServiceImpl final : public wpb::DecodeService::CallbackService {
     DecodeWorker::Impl* w = w_;
     auto* reactor = new MigrateReactor(w, request->request_id());
     if (!w->engine_queue().Post([w, request, response, reactor] {
-          w->core->Migrate(*request,
-                           [response, reactor](absl::StatusOr<wpb::MigrateResponse> r) {
-                             if (r.ok()) *response = *std::move(r);
-                             reactor->Finish(rpc::ToGrpcStatus(r.status()));
-                           });
+          w->core->Migrate(*request, [response, reactor](absl::StatusOr<wpb::MigrateResponse> r) {
+            if (r.ok()) *response = *std::move(r);
+            reactor->Finish(rpc::ToGrpcStatus(r.status()));
+          });
         })) {
       reactor->Finish(ShuttingDown());
     }
