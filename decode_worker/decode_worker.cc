@@ -8,8 +8,10 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/base/logging.h"
 #include "common/base/status.h"
 #include "common/rpc/status.h"
@@ -70,7 +72,9 @@ namespace {
 class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStreamResponse>,
                                  public DecodeStream {
  public:
-  StartDecodeReactor(DecodeWorker::Impl* w, uint64_t id) : w_(w), id_(id) {}
+  // `close_delay`: a test's fault (decode_worker.h), zero otherwise.
+  StartDecodeReactor(DecodeWorker::Impl* w, uint64_t id, absl::Duration close_delay)
+      : w_(w), id_(id), close_delay_(close_delay) {}
 
   uint64_t id() const override { return id_; }
 
@@ -87,13 +91,16 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
 
   void Close(const absl::Status& status) override {
     Step step;
+    absl::Duration delay;
     {
       absl::MutexLock lock(&mu_);
       if (closed_) return;
       closed_ = true;
       final_ = rpc::ToGrpcStatus(status);
       step = NextStepLocked();
+      delay = close_delay_;  // read while the reactor is surely alive
     }
+    if (delay > absl::ZeroDuration()) absl::SleepFor(delay);
     Take(std::move(step));
   }
 
@@ -158,6 +165,7 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
 
   DecodeWorker::Impl* const w_;
   const uint64_t id_;
+  const absl::Duration close_delay_;
   absl::Mutex mu_;
   std::deque<wpb::DecodeStreamResponse> pending_ ABSL_GUARDED_BY(mu_);
   wpb::DecodeStreamResponse current_;  // owned by the write in flight
@@ -187,6 +195,17 @@ class MigrateReactor final : public grpc::ServerUnaryReactor {
 
 grpc::Status ShuttingDown() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the decode worker is shutting down");
+}
+
+// The "fault-slow-close" test fault (decode_worker.h); zero in other builds and requests.
+absl::Duration CloseDelayFor([[maybe_unused]] const DecodeWorkerOptions& options,
+                             [[maybe_unused]] const std::string& request_id) {
+#ifdef GKA_FAULT_INJECTION
+  if (options.fault_injection && absl::StrContains(request_id, "fault-slow-close")) {
+    return absl::Milliseconds(100);
+  }
+#endif
+  return absl::ZeroDuration();
 }
 
 }  // namespace
@@ -263,7 +282,8 @@ class DecodeServiceImpl final : public wpb::DecodeService::CallbackService {
   grpc::ServerWriteReactor<wpb::DecodeStreamResponse>* StartDecode(
       grpc::CallbackServerContext* ctx, const wpb::StartDecodeRequest* request) override {
     DecodeWorker::Impl* w = w_;
-    auto* reactor = new StartDecodeReactor(w, w->next_stream_id++);
+    auto* reactor = new StartDecodeReactor(w, w->next_stream_id++,
+                                           CloseDelayFor(w->options, request->request_id()));
     if (!w->engine_queue().Post(
             [w, request, reactor] { w->core->StartDecode(*request, reactor); })) {
       reactor->Close(absl::UnavailableError("the decode worker is shutting down"));

@@ -16,6 +16,12 @@
 //
 // Thread-safety: public methods are thread-safe. gRPC handlers only enqueue work for the
 // engine thread and stream what it produces.
+//
+// Fault injection (builds with -DGKA_FAULT_INJECTION=ON and options.fault_injection): a
+// StartDecode whose request id contains "fault-slow-close" has the engine thread sleep
+// 100 ms right after it closed the stream (between the close and what the close starts),
+// so that the last write's completion, Finish and OnDone on gRPC's threads run in that
+// window: the sanitizer builds then catch any touch of the stream after it was closed.
 #pragma once
 
 #include <memory>
@@ -43,6 +49,7 @@ struct DecodeWorkerOptions {
   // How long one fence waits for the sender to confirm it stopped; then quarantine.
   absl::Duration fence_timeout = absl::Seconds(2);
   absl::Duration quarantine_retry = absl::Seconds(1);
+  bool fault_injection = false;  // honoured only in GKA_FAULT_INJECTION builds
 };
 
 class DecodeWorker {
