@@ -437,7 +437,8 @@ absl::Status HandoffStream::PutUnits(const std::vector<Group>& groups) {
     absl::MutexLock lock(&mu_);
     memory = memory_;
   }
-  uint64_t put = 0;
+  uint64_t host_put = 0;
+  std::vector<int> copied(d, 0);  // device: groups copied per decode rank
   for (int j = 0; j < d; ++j) {
     transfer::TransferDescriptor desc;
     for (const Group& group : groups) {
@@ -453,25 +454,23 @@ absl::Status HandoffStream::PutUnits(const std::vector<Group>& groups) {
           if (!on_device_) {
             desc.Add(src + piece.src_offset, dst.region, dst.remote_addr + piece.dst_offset,
                      piece.length);
+            host_put += piece.length;
           } else {
             staged.push_back(unit.staged[c]);
             sources.push_back(src + piece.src_offset);
           }
           if (job_.specs[unit.k].kind == SegmentKind::kKv) io.kv_put += piece.length;
-          put += piece.length;
         }
         unit.sent = true;
         --io.unsent;
       }
-      // Each group's copies wait for the compute that writes their sources (their own marks).
+      // Each group's copies wait for the compute that writes their sources (its own marks).
       if (on_device_ && !staged.empty()) {
         GKA_RETURN_IF_ERROR(io.staged[j]->Copy(staged, sources, group.marks));
+        ++copied[j];
       }
     }
-    if (on_device_) {
-      // Puts each group as soon as its copy is done, in order.
-      GKA_RETURN_IF_ERROR(io.staged[j]->PutCopied(*io.transfers[j], /*wait=*/true).status());
-    } else if (!desc.segments.empty()) {
+    if (!on_device_ && !desc.segments.empty()) {
       GKA_RETURN_IF_ERROR(io.transfers[j]->Put(desc));
 #ifdef GKA_FAULT_INJECTION
       if (job_.faults.fail_put) {
@@ -482,9 +481,23 @@ absl::Status HandoffStream::PutUnits(const std::vector<Group>& groups) {
 #endif
     }
   }
+  if (!on_device_) {
+    absl::MutexLock lock(&mu_);
+    bytes_put_ += host_put;
+  }
+  // Device: every rank's copies are enqueued above; put group by group, alternating between
+  // the decode ranks, each group once its copy is done. (Rank by rank would hold the second
+  // rank's copies until the first rank's last group — the end of the step — had been copied.)
+  const int most = d == 0 ? 0 : *std::max_element(copied.begin(), copied.end());
+  for (int g = 0; g < most; ++g) {
+    for (int j = 0; j < d; ++j) {
+      if (g >= copied[j]) continue;
+      GKA_ASSIGN_OR_RETURN(uint64_t bytes, io.staged[j]->PutNextCopied(*io.transfers[j]));
+      absl::MutexLock lock(&mu_);
+      bytes_put_ += bytes;
+    }
+  }
   if (!io.kv_posted.has_value() && io.kv_put == io.result.kv_bytes) io.kv_posted = absl::Now();
-  absl::MutexLock lock(&mu_);
-  bytes_put_ += put;
   return absl::OkStatus();
 }
 

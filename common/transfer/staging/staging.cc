@@ -352,6 +352,12 @@ absl::StatusOr<uint64_t> StagedSender::PutCopied(OutgoingTransfer& transfer, boo
   return put_bytes_ - before;
 }
 
+absl::StatusOr<uint64_t> StagedSender::PutNextCopied(OutgoingTransfer& transfer) {
+  const uint64_t before = put_bytes_;
+  GKA_RETURN_IF_ERROR(PutNextGroup(transfer, /*wait=*/true).status());
+  return put_bytes_ - before;
+}
+
 absl::StatusOr<StagedSend> StagedSender::Checksum() const {
   if (put_bytes_ != bytes_ || next_put_ != stages_.size()) {
     return absl::FailedPreconditionError(

@@ -230,6 +230,9 @@ class StagedSender {
   // Puts the copied groups in Copy order: those whose copies are done (`wait`: all of them,
   // blocking). Returns the bytes put.
   absl::StatusOr<uint64_t> PutCopied(OutgoingTransfer& transfer, bool wait);
+  // Puts the next copied group (in Copy order), waiting for its copies: its bytes, 0 when every
+  // copied group was put. Lets a caller interleave several senders group by group.
+  absl::StatusOr<uint64_t> PutNextCopied(OutgoingTransfer& transfer);
   // Once every segment was copied and put: OutgoingTransfer::SupplyChecksum's value.
   // FAILED_PRECONDITION naming how many segments are missing otherwise.
   absl::StatusOr<StagedSend> Checksum() const;
