@@ -29,6 +29,8 @@ absl::StatusOr<ModelDims> DimsFromConfig(const model::ModelConfig& c, int tp, in
   d.tp_size = tp;
   d.tp_rank = rank;
   d.vocab = c.vocab_size;
+  d.vocab_parallel = tp > 1 && c.vocab_size % tp == 0;
+  d.vocab_shard = d.vocab_parallel ? c.vocab_size / tp : c.vocab_size;
   d.hidden = c.hidden_size;
   d.ffn = c.intermediate_size / tp;
   d.num_layers = c.num_layers();

@@ -10,11 +10,18 @@
 namespace gka::engine {
 
 // Per tensor-parallel rank: head counts and widths are this rank's share (model-spec §6);
-// hidden and vocab are whole (norms, embedding and lm_head are replicated).
+// hidden and vocab are whole (norms and the embedding table are replicated; the lm_head is
+// vocab-parallel, see vocab_shard).
 struct ModelDims {
   int32_t tp_size = 1;
   int32_t tp_rank = 0;
   int64_t vocab = 0;
+  // lm_head rows this rank holds and computes logits for: rows
+  // [tp_rank * vocab_shard, (tp_rank + 1) * vocab_shard) when vocab_parallel, the ranks then
+  // all-gathering the [R, vocab] logits; else all `vocab` rows (TP 1, or a vocabulary that
+  // tp_size does not divide: a replicated lm_head, every rank computing every logit).
+  int64_t vocab_shard = 0;
+  bool vocab_parallel = false;
   int64_t hidden = 0;
   int64_t ffn = 0;
   int32_t num_layers = 0;

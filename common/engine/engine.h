@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/base/ids.h"
@@ -222,6 +223,10 @@ class Engine {
          std::unique_ptr<kernels::Backend> backend);
   // Sums a row-parallel GEMM's partial output over the tensor-parallel ranks.
   absl::Status AllReduce(const tensor::TensorView& t);
+  // Runs one collective on the communicator (there must be one), ordered with the backend's
+  // work: a host communicator after the backend has finished, a device one enqueued on its
+  // stream (then waited for when this step may allocate; see AllReduce).
+  absl::Status Collective(absl::FunctionRef<absl::Status(parallel::Communicator&)> op);
   // Device TP: whether this Forward waits for each collective (a step larger than any before
   // may allocate; see AllReduce).
   void NoteStepShape(int64_t tokens, int32_t seqs, int32_t max_context);
@@ -231,9 +236,12 @@ class Engine {
   std::vector<std::pair<std::string, MemorySegment>> Segments(const SequenceMemory& mem);
 
   // Every op of one step after the metadata upload: embedding, layers, final norm, the row
-  // gather and lm_head. Returns the logits [rows, V] F32 (workspace memory).
+  // gather and lm_head (vocab-parallel: this rank's slice, the all-gather and the reorder by
+  // `shard_order` [rows * tp], null otherwise). Returns the logits [rows, V] F32 (workspace
+  // memory).
   absl::StatusOr<tensor::TensorView> RunModel(const BatchMeta& meta, const int32_t* ids,
-                                              const int32_t* row_index, int64_t rows);
+                                              const int32_t* row_index, const int32_t* shard_order,
+                                              int64_t rows);
   // A decode step (one token per sequence) through a captured graph: the batch padded to its
   // bucket with empty sequences, metadata uploaded in one copy into fixed buffers.
   struct DecodePack;

@@ -2,10 +2,12 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <mutex>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/check.h"
+#include "common/base/logging.h"
 #include "common/base/status.h"
 #include "common/engine/dims.h"
 #include "common/model/weights.h"
@@ -130,8 +132,26 @@ absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
   ModelWeights w;
   GKA_ASSIGN_OR_RETURN(w.embed, up.Matrix("model.embed_tokens.weight"));
   GKA_ASSIGN_OR_RETURN(w.final_norm, up.Vector("model.norm.weight"));
-  GKA_ASSIGN_OR_RETURN(w.lm_head, up.Matrix(config.tie_word_embeddings ? "model.embed_tokens.weight"
-                                                                       : "lm_head.weight"));
+  // Vocab-parallel: this rank's rows only, read from the file's slice (tied: the embedding
+  // table's, which itself stays whole because any rank may look up any token).
+  const std::string head =
+      config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  if (d.vocab_parallel) {
+    GKA_ASSIGN_OR_RETURN(w.lm_head, up.Rows(head));
+    GKA_CHECK(w.lm_head.view().shape[0] == d.vocab_shard);
+  } else {
+    if (d.tp_size > 1) {
+      static std::once_flag logged;
+      std::call_once(logged, [&] {
+        GKA_LOG(WARNING) << "vocab_size " << d.vocab << " is not a multiple of the tensor-parallel "
+                         << "size " << d.tp_size << ": every rank holds the whole lm_head ("
+                         << d.vocab * d.hidden * tensor::DTypeSize(dtype)
+                         << " bytes) and computes every logit, instead of 1/" << d.tp_size
+                         << " of them and an all-gather";
+      });
+    }
+    GKA_ASSIGN_OR_RETURN(w.lm_head, up.Matrix(head));
+  }
   w.layers.resize(d.num_layers);
   for (int l = 0; l < d.num_layers; ++l) {
     LayerWeights& lw = w.layers[l];

@@ -82,12 +82,15 @@ struct LayerWeights {
 struct ModelWeights {
   kernels::DeviceBuffer embed;       // [V, hidden]
   kernels::DeviceBuffer final_norm;  // [hidden] F32
-  kernels::DeviceBuffer lm_head;     // [V, hidden] (a copy of embed when tied)
+  // [dims.vocab_shard, hidden]: this rank's rows of lm_head (of embed when tied), the whole
+  // [V, hidden] when not vocab-parallel.
+  kernels::DeviceBuffer lm_head;
   std::vector<LayerWeights> layers;
 };
 
 // Validates the checkpoint against the config (presence, shapes, dtypes), then uploads this
-// tensor-parallel rank's share (dims.tp_rank of dims.tp_size).
+// tensor-parallel rank's share (dims.tp_rank of dims.tp_size), reading only that share of each
+// tensor from the mapped files.
 absl::StatusOr<ModelWeights> LoadWeights(kernels::Backend& backend,
                                          const model::ModelConfig& config,
                                          const model::Checkpoint& checkpoint, tensor::DType dtype,

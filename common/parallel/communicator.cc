@@ -105,7 +105,10 @@ class InProcess final : public Communicator {
     }
     if (status.ok()) {
       for (int r = 0; r < rv_->size(); ++r) {
-        std::memcpy(static_cast<char*>(out.ptr) + r * in.nbytes(), rv_->view(r).ptr, in.nbytes());
+        // In place, this rank's block already holds its input; the other ranks read only their
+        // own inputs, never the blocks this rank writes.
+        char* dst = static_cast<char*>(out.ptr) + r * in.nbytes();
+        if (dst != rv_->view(r).ptr) std::memcpy(dst, rv_->view(r).ptr, in.nbytes());
       }
     }
     rv_->Arrive();

@@ -30,7 +30,10 @@ class Communicator {
   // t ← Σ_ranks t, elementwise, F32 or BF16. Every rank gets bitwise the same result: the sum
   // runs in rank order 0..N-1 (in fp32).
   virtual absl::Status AllReduceSum(const tensor::TensorView& t) = 0;
-  // out = concat over ranks of `in` along dim 0 (out has world_size × in's rows).
+  // out = concat over ranks of `in` along dim 0 (out has world_size × in's elements, rank r's
+  // at element offset r × in.numel()). In place when `in` is this rank's block of `out` (its
+  // ptr is out's plus rank × in.nbytes(), NCCL's in-place form); otherwise they must not
+  // overlap.
   virtual absl::Status AllGather(const tensor::TensorView& in, const tensor::TensorView& out) = 0;
 
   // Device communicators (NCCL, kernels/nccl) take device memory and enqueue collectives on a

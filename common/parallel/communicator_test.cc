@@ -4,6 +4,8 @@
 
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+
 namespace gka::parallel {
 namespace {
 
@@ -40,6 +42,42 @@ TEST(InProcessGroupTest, AllReduceSumsInRankOrderAndAllGatherConcatenates) {
       }
     }
   }
+}
+
+// The engine's vocab-parallel lm_head: each rank writes its logits into its own block of the
+// gathered buffer and gathers in place (NCCL's in-place form).
+TEST(InProcessGroupTest, AllGatherInPlaceFillsTheOtherBlocks) {
+  constexpr int kRanks = 3;
+  constexpr int64_t kBlock = 5;
+  auto group = CreateInProcessGroup(kRanks);
+  std::vector<Buffer> gathered;
+  for (int r = 0; r < kRanks; ++r) {
+    gathered.push_back(Buffer::Allocate(Shape{kRanks * kBlock}, DType::kF32));
+    for (int64_t i = 0; i < kRanks * kBlock; ++i) gathered[r].data<float>()[i] = -1.0f;
+  }
+  std::vector<std::thread> threads;
+  std::vector<absl::Status> status(kRanks);
+  for (int r = 0; r < kRanks; ++r) {
+    threads.emplace_back([&, r] {
+      for (int rep = 0; rep < 20 && status[r].ok(); ++rep) {
+        float* mine = gathered[r].data<float>() + r * kBlock;
+        for (int64_t i = 0; i < kBlock; ++i) mine[i] = static_cast<float>(rep * 100 + r * 10 + i);
+        const tensor::TensorView in{mine, DType::kF32, Shape{kBlock}, tensor::Device::kCpu};
+        status[r] = group[r]->AllGather(in, gathered[r].view());
+        for (int q = 0; q < kRanks && status[r].ok(); ++q) {
+          for (int64_t i = 0; i < kBlock; ++i) {
+            if (gathered[r].data<float>()[q * kBlock + i] != rep * 100 + q * 10 + i) {
+              status[r] = absl::InternalError(
+                  absl::StrCat("rank ", r, " rep ", rep, ": block ", q, " element ", i, " wrong"));
+              break;
+            }
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < kRanks; ++r) EXPECT_TRUE(status[r].ok()) << status[r];
 }
 
 TEST(InProcessGroupTest, MismatchedSizesFailOnEveryRank) {

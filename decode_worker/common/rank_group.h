@@ -21,9 +21,9 @@
 //     return nccl::CreateNcclGroup(gpus); }};
 //
 // Rank 0 leads: the scheduler reads its pools (every rank's pools move in lockstep, so page
-// and slot ids are the same on all ranks) and it samples. The engine's lm_head is replicated
-// (vocab-parallel with the usual gather, model-spec §6): every rank ends a Forward with the
-// same logits, so sampling on rank 0 needs no extra collective.
+// and slot ids are the same on all ranks) and it samples. The engine's lm_head is
+// vocab-parallel with the usual gather (model-spec §6): every rank ends a Forward with the
+// same whole logits, so sampling on rank 0 needs no extra collective.
 //
 // Threads: with tp_size 1 there is no rank thread and RunOnAll runs on the caller (a TP=1
 // worker behaves exactly as before). With tp_size > 1 every rank, rank 0 included, has its own

@@ -89,7 +89,7 @@ StepRunner::Report StepRunner::Step(SamplingFn sampling) {
         requests.push_back({.config = s.config, .step = s.step, .history = s.history});
       }
       // Every rank runs the Forward (their collectives meet inside); the logits are the same
-      // on every rank (replicated lm_head), and rank 0 samples from its copy.
+      // on every rank (each rank's vocab slice, all-gathered), and rank 0 samples from its copy.
       absl::StatusOr<std::vector<engine::Engine::Sampled>> sampled =
           absl::UnknownError("not sampled");
       absl::Status forward = ranks_->RunOnAll([&](int rank, engine::Engine& e) -> absl::Status {

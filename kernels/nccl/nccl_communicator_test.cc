@@ -42,7 +42,8 @@ std::vector<float> RankData(int rank, int64_t n) {
 }
 
 // All-reduce of F32 and BF16 data (a length that is not a multiple of anything NCCL likes),
-// then an all-gather; checked on the host against the rank-order sum.
+// then an all-gather (into another buffer, and in place); checked on the host against the
+// rank-order sum and the ranks' data.
 void CheckCollectives(std::vector<std::unique_ptr<parallel::Communicator>>& comms) {
   const int n = static_cast<int>(comms.size());
   const int64_t len = 100003;
@@ -103,6 +104,19 @@ void CheckCollectives(std::vector<std::unique_ptr<parallel::Communicator>>& comm
     ASSERT_EQ(cudaMemcpy(all.data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
     for (int q = 0; q < n; ++q)
       for (int64_t i = 0; i < m; ++i) ASSERT_EQ(all[q * m + i], data[q][i]) << q << " " << i;
+
+    // In place (the engine's vocab-parallel logits): `in` is this rank's block of `out`.
+    DeviceArray inplace(m * n * 4);
+    ASSERT_EQ(cudaMemset(inplace.ptr, 0xff, m * n * 4), cudaSuccess);  // NaNs elsewhere
+    float* mine = static_cast<float*>(inplace.ptr) + r * m;
+    ASSERT_EQ(cudaMemcpy(mine, data[r].data() + m, m * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_TRUE(c.AllGather({mine, DType::kF32, Shape{m}, tensor::Device::kCuda},
+                            {inplace.ptr, DType::kF32, Shape{n * m}, tensor::Device::kCuda})
+                    .ok());
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(all.data(), inplace.ptr, m * n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int q = 0; q < n; ++q)
+      for (int64_t i = 0; i < m; ++i) ASSERT_EQ(all[q * m + i], data[q][m + i]) << q << " " << i;
     cudaStreamDestroy(stream);
   });
 }

@@ -14,6 +14,10 @@
 //         and TP n whose partial sums are rounded to bf16 before the all-reduce) each sit within
 //         that of the exact result, so their distance is bounded by twice it (measured on an H100:
 //         state ≤ 1.8e-2). The fp32 case is what shows the sharding itself is exact.
+// The lm_head is vocab-parallel (each rank's rows, the logits all-gathered with NCCL in place
+// and reordered on the device, inside the decode graphs too). The vocabulary-2046 cases cover
+// TP 2's 1023-column shards (not 16-byte rows: the reorder's element-wise path) and TP 4, which
+// does not divide 2046 and keeps the replicated lm_head.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -44,14 +48,14 @@ int Gpus() {
   return kernels::CudaAvailable() && cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
-const std::string& ModelDir(DType dtype) {
-  static std::map<DType, std::string>* dirs = new std::map<DType, std::string>();
-  auto it = dirs->find(dtype);
+const std::string& ModelDir(DType dtype, int64_t vocab) {
+  static auto* dirs = new std::map<std::pair<DType, int64_t>, std::string>();
+  auto it = dirs->find({dtype, vocab});
   if (it != dirs->end()) return it->second;
-  const std::string dir =
-      (std::filesystem::temp_directory_path() /
-       absl::StrCat("gka_tp_gpu_model_", getpid(), dtype == DType::kF32 ? "_f32" : "_bf16"))
-          .string();
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           absl::StrCat("gka_tp_gpu_model_", getpid(),
+                                        dtype == DType::kF32 ? "_f32" : "_bf16", "_v", vocab))
+                              .string();
   model::TinyModelOptions o;
   o.pattern = "*-GKA-*-GKA";
   o.hidden_size = 512;
@@ -59,10 +63,10 @@ const std::string& ModelDir(DType dtype) {
   o.num_key_value_heads = 4;  // GQA group 2; TP 4 leaves one KV head per rank
   o.head_dim = 128;
   o.intermediate_size = 1024;
-  o.vocab_size = 2048;
+  o.vocab_size = vocab;
   o.weight_dtype = dtype;
   GKA_CHECK_OK(model::MakeTinyModel(o, dir));
-  return dirs->emplace(dtype, dir).first->second;
+  return dirs->emplace(std::make_pair(dtype, vocab), dir).first->second;
 }
 
 struct RankResult {
@@ -70,13 +74,14 @@ struct RankResult {
   std::vector<float> decode;          // [steps, 2, V]
   std::vector<SequenceState> states;  // after prefill, per sequence
   Engine::GraphStats graphs;          // after the decode steps
+  bool vocab_parallel = false;        // ModelDims::vocab_parallel
   absl::Status status = absl::OkStatus();
 };
 
-std::vector<std::vector<int32_t>> Prompts() {
+std::vector<std::vector<int32_t>> Prompts(int64_t vocab) {
   std::vector<std::vector<int32_t>> p(2);
-  for (int i = 0; i < 97; ++i) p[0].push_back((i * 131 + 7) % 2048);
-  for (int i = 0; i < 41; ++i) p[1].push_back((i * 71 + 3) % 2048);
+  for (int i = 0; i < 97; ++i) p[0].push_back(static_cast<int32_t>((i * 131 + 7) % vocab));
+  for (int i = 0; i < 41; ++i) p[1].push_back(static_cast<int32_t>((i * 71 + 3) % vocab));
   return p;
 }
 
@@ -97,7 +102,8 @@ void RunRank(const std::string& dir, DType dtype, int device, parallel::Communic
                             *cfg, **ckpt);
   if (!eng.ok()) return fail(eng.status());
   Engine& e = **eng;
-  const auto prompts = Prompts();
+  res.vocab_parallel = e.dims().vocab_parallel;
+  const auto prompts = Prompts(cfg->vocab_size);
   std::vector<SequenceInput> batch;
   for (int b = 0; b < 2; ++b) {
     if (auto s = e.AddSequence(SequenceId(b)); !s.ok()) return fail(s);
@@ -124,8 +130,8 @@ void RunRank(const std::string& dir, DType dtype, int device, parallel::Communic
   res.graphs = e.graph_stats();
 }
 
-std::vector<RankResult> RunTp(int tp, DType dtype, bool graphs = true) {
-  const std::string& dir = ModelDir(dtype);
+std::vector<RankResult> RunTp(int tp, DType dtype, bool graphs = true, int64_t vocab = 2048) {
+  const std::string& dir = ModelDir(dtype, vocab);
   std::vector<RankResult> out(tp);
   if (tp == 1) {
     RunRank(dir, dtype, 0, nullptr, out[0], graphs);
@@ -156,22 +162,28 @@ double ArgmaxAgreement(const std::vector<float>& a, const std::vector<float>& b,
 struct Case {
   int tp;
   DType dtype;
+  int64_t vocab = 2048;
 };
+
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  return absl::StrCat("Tp", info.param.tp, info.param.dtype == DType::kF32 ? "Fp32" : "Bf16",
+                      info.param.vocab == 2048 ? "" : absl::StrCat("Vocab", info.param.vocab));
+}
 
 class TensorParallelGpuTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(TensorParallelGpuTest, LogitsAndGatheredStatesMatchTp1) {
-  const auto [tp, dtype] = GetParam();
+  const auto [tp, dtype, V] = GetParam();
   if (Gpus() < tp) GTEST_SKIP() << "needs " << tp << " CUDA devices, " << Gpus() << " visible";
   const bool f32 = dtype == DType::kF32;
   const double logit_bar = f32 ? 1e-4 : 6e-2;  // see the header
   const double state_bar = f32 ? 1e-4 : 2e-2;  // see the header
-  const std::vector<RankResult> ref = RunTp(1, dtype);
+  const std::vector<RankResult> ref = RunTp(1, dtype, true, V);
   ASSERT_TRUE(ref[0].status.ok()) << ref[0].status;
-  const std::vector<RankResult> ranks = RunTp(tp, dtype);
-  const int64_t V = 2048;
+  const std::vector<RankResult> ranks = RunTp(tp, dtype, true, V);
   for (int r = 0; r < tp; ++r) {
     ASSERT_TRUE(ranks[r].status.ok()) << "rank " << r << ": " << ranks[r].status;
+    EXPECT_EQ(ranks[r].vocab_parallel, V % tp == 0) << "rank " << r;
     ASSERT_EQ(ranks[r].prefill.size(), ref[0].prefill.size());
     ASSERT_EQ(ranks[r].decode.size(), ref[0].decode.size());
     const double pre = RelL2(ranks[r].prefill, ref[0].prefill);
@@ -225,11 +237,9 @@ TEST_P(TensorParallelGpuTest, LogitsAndGatheredStatesMatchTp1) {
 
 INSTANTIATE_TEST_SUITE_P(Tp, TensorParallelGpuTest,
                          ::testing::Values(Case{2, DType::kF32}, Case{4, DType::kF32},
-                                           Case{2, DType::kBF16}, Case{4, DType::kBF16}),
-                         [](const auto& info) {
-                           return absl::StrCat("Tp", info.param.tp,
-                                               info.param.dtype == DType::kF32 ? "Fp32" : "Bf16");
-                         });
+                                           Case{2, DType::kBF16}, Case{4, DType::kBF16},
+                                           Case{2, DType::kF32, 2046}, Case{4, DType::kF32, 2046}),
+                         CaseName);
 
 // Decode steps at TP > 1 as CUDA graphs (each rank captures its own step, the all-reduces
 // included) against the same ranks op by op: the 4 decode steps are one capture and 3 replays
@@ -238,11 +248,11 @@ INSTANTIATE_TEST_SUITE_P(Tp, TensorParallelGpuTest,
 class TensorParallelGraphTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(TensorParallelGraphTest, DecodeGraphsMatchOpByOp) {
-  const auto [tp, dtype] = GetParam();
+  const auto [tp, dtype, vocab] = GetParam();
   if (Gpus() < tp) GTEST_SKIP() << "needs " << tp << " CUDA devices, " << Gpus() << " visible";
   const bool f32 = dtype == DType::kF32;
-  const std::vector<RankResult> eager = RunTp(tp, dtype, /*graphs=*/false);
-  const std::vector<RankResult> graph = RunTp(tp, dtype, /*graphs=*/true);
+  const std::vector<RankResult> eager = RunTp(tp, dtype, /*graphs=*/false, vocab);
+  const std::vector<RankResult> graph = RunTp(tp, dtype, /*graphs=*/true, vocab);
   for (int r = 0; r < tp; ++r) {
     ASSERT_TRUE(eager[r].status.ok()) << "rank " << r << ": " << eager[r].status;
     ASSERT_TRUE(graph[r].status.ok()) << "rank " << r << ": " << graph[r].status;
@@ -267,17 +277,14 @@ TEST_P(TensorParallelGraphTest, DecodeGraphsMatchOpByOp) {
 
 INSTANTIATE_TEST_SUITE_P(Tp, TensorParallelGraphTest,
                          ::testing::Values(Case{2, DType::kBF16}, Case{4, DType::kBF16},
-                                           Case{4, DType::kF32}),
-                         [](const auto& info) {
-                           return absl::StrCat("Tp", info.param.tp,
-                                               info.param.dtype == DType::kF32 ? "Fp32" : "Bf16");
-                         });
+                                           Case{4, DType::kF32}, Case{2, DType::kBF16, 2046}),
+                         CaseName);
 
 TEST(TensorParallelGpuTest, NcclCommunicatorNeedsTheCudaBackend) {
   if (Gpus() < 2) GTEST_SKIP() << "needs 2 CUDA devices";
   auto comms = kernels::nccl::CreateNcclGroup({0, 1});
   ASSERT_TRUE(comms.ok()) << comms.status();
-  const std::string& dir = ModelDir(DType::kF32);
+  const std::string& dir = ModelDir(DType::kF32, 2048);
   auto cfg = model::ModelConfig::FromJsonFile(dir + "/config.json");
   auto ckpt = model::Checkpoint::Open(dir);
   ASSERT_TRUE(cfg.ok() && ckpt.ok());

@@ -124,7 +124,9 @@ void StartWatchdog(int64_t limit_s) {
 }
 
 // Per-rank bytes of the weights as the engine loads them: matrices in bf16, small vectors in
-// F32; per-layer tensors split over TP except norms; embedding and lm_head replicated.
+// F32; per-layer tensors split over TP except norms; the embedding table replicated; the
+// lm_head vocab-parallel (1/tp of its rows) when tp divides the vocabulary, else replicated
+// (tied: a slice of the embedding table, allocated on its own).
 struct WeightBytes {
   double per_rank = 0;       // resident on each GPU
   double embed = 0;          // the embedding table (not read by a decode step)
@@ -132,6 +134,7 @@ struct WeightBytes {
 };
 WeightBytes CountWeights(const model::Checkpoint& ckpt, int tp) {
   WeightBytes w;
+  const bool tied = !ckpt.Contains("lm_head.weight");
   for (const std::string& name : ckpt.names()) {
     auto info = ckpt.Get(name);
     OK_OR_DIE(info.status());
@@ -141,8 +144,15 @@ WeightBytes CountWeights(const model::Checkpoint& ckpt, int tp) {
     const bool layer = name.find("layers.") != std::string::npos;
     const bool norm = name.find("norm") != std::string::npos;
     const bool split = layer && !norm;
-    w.per_rank += split ? bytes / tp : bytes;
-    if (name == "model.embed_tokens.weight") w.embed = bytes;
+    const bool embed = name == "model.embed_tokens.weight";
+    const double lm_head = info->shape[0] % tp == 0 ? bytes / tp : bytes;  // if it is one
+    if (name == "lm_head.weight") {
+      w.per_rank += lm_head;
+    } else {
+      w.per_rank += split ? bytes / tp : bytes;
+    }
+    if (embed) w.embed = bytes;
+    if (embed && tied) w.per_rank += lm_head;
     if (layer && matrix) w.matmul_params += n;
   }
   return w;
