@@ -165,6 +165,11 @@ struct Case {
   int64_t vocab = 2048;
 };
 
+// gtest would print the struct's bytes, padding included (different on every run).
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << "TP " << c.tp << (c.dtype == DType::kF32 ? " fp32" : " bf16") << " vocab " << c.vocab;
+}
+
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   return absl::StrCat("Tp", info.param.tp, info.param.dtype == DType::kF32 ? "Fp32" : "Bf16",
                       info.param.vocab == 2048 ? "" : absl::StrCat("Vocab", info.param.vocab));
