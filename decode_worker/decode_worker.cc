@@ -349,6 +349,10 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
     for (int r = 0; r < w->model.ranks->size(); ++r) engines.push_back(&w->model.ranks->rank(r));
     GKA_ASSIGN_OR_RETURN(w->device, worker_common::DeviceTransfer::Create(
                                         engines, w->transfers[0]->SupportsCuda(), {.mode = mode}));
+    // The landings are reserved on the engine thread: pin them now, not between decode steps.
+    GKA_RETURN_IF_ERROR(w->device->Prewarm(
+        worker_common::HandoffLayout::Of(w->model.lead()).Segments(w->model.lead().max_seq_len()),
+        options.common.staging_prewarm));
   }
   w->registry = std::make_shared<metrics::Registry>();
   GKA_ASSIGN_OR_RETURN(w->metrics, DecodeMetrics::Create(*w->registry, options.common.worker_id,

@@ -225,6 +225,9 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
     for (int r = 0; r < w->model.ranks->size(); ++r) engines.push_back(&w->model.ranks->rank(r));
     GKA_ASSIGN_OR_RETURN(w->device, worker_common::DeviceTransfer::Create(
                                         engines, w->transfer->SupportsCuda(), {.mode = mode}));
+    // Sender staging, one buffer per decode rank's share (sized for decode TP = this TP).
+    GKA_RETURN_IF_ERROR(w->device->Prewarm(w->layout.Segments(w->max_seq_len),
+                                           options.common.staging_prewarm));
   }
   w->registry = std::make_shared<metrics::Registry>();
   GKA_ASSIGN_OR_RETURN(w->metrics, PrefillMetrics::Create(*w->registry, options.common.worker_id,

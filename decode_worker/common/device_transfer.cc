@@ -34,4 +34,21 @@ absl::StatusOr<std::unique_ptr<DeviceTransfer>> DeviceTransfer::Create(
   return dt;
 }
 
+absl::Status DeviceTransfer::Prewarm(const std::vector<SegmentSpec>& segments, int count) {
+  if (path_ != transfer::TransferPath::kStaged || count <= 0) return absl::OkStatus();
+  std::vector<uint64_t> lengths;
+  for (const SegmentSpec& s : segments) lengths.push_back(s.bytes);
+  const uint64_t bytes = transfer::StagingOffsets(lengths).back();
+  const absl::Time start = absl::Now();
+  for (Rank& r : ranks_) {
+    if (absl::Status s = r.pool->Prewarm(bytes, count); !s.ok()) {
+      return base::Annotate(s, "pinning the staging prewarm (--staging-prewarm 0 turns it off)");
+    }
+  }
+  GKA_LOG(INFO) << "staging prewarmed: " << count << " x " << (bytes >> 20)
+                << " MiB pinned per rank (" << ranks_.size() << " rank(s)) in "
+                << absl::ToDoubleMilliseconds(absl::Now() - start) << " ms";
+  return absl::OkStatus();
+}
+
 }  // namespace gka::worker_common

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "common/engine/engine.h"
 #include "common/transfer/staging/staging.h"
+#include "decode_worker/common/handoff.h"
 
 namespace gka::worker_common {
 
@@ -49,6 +50,12 @@ class DeviceTransfer {
   transfer::StageCopier& copier(int rank) const { return *ranks_[rank].copier; }
   // Non-null only on the staged path.
   transfer::StagingPool* pool(int rank) const { return ranks_[rank].pool.get(); }
+  // Staged path: pins `count` staging buffers per rank for the largest hand-off share
+  // (`segments`: one rank's segments of a max-length sequence), so that hand-offs up to
+  // `count` at a time never pin memory on a hot path (a decode worker's engine thread reserves
+  // its landings: pinning a 16K-token 32B share there stalls the decode batch ~1 s). No-op on
+  // other paths.
+  absl::Status Prewarm(const std::vector<SegmentSpec>& segments, int count);
 
  private:
   struct Rank {

@@ -39,6 +39,11 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
                  "GPU state hand-offs: auto (UCX registers GPU memory if it can, else pinned "
                  "staging) | staged | direct")
       ->capture_default_str();
+  app.add_option("--staging-prewarm", o.staging_prewarm,
+                 "staged hand-offs: pinned staging for this many max-length sequences per rank, "
+                 "allocated at startup (more concurrent long hand-offs pin memory on the fly)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--tp", o.model.tp_size,
                  "tensor-parallel ranks: one engine and one thread per rank, each holding 1/tp "
                  "of the heads and GKA state (prefill and decode workers may differ)")

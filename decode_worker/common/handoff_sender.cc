@@ -413,8 +413,11 @@ absl::Status HandoffStream::Begin() {
     std::vector<transfer::StageCopier*> copiers;
     for (int i = 0; i < job_.prefill_tp; ++i) copiers.push_back(&options_.device->copier(i));
     for (int j = 0; j < d; ++j) {
+      // Decode rank j's staging from prefill rank j's pool (any rank's pinned memory serves):
+      // the pools are prewarmed alike, one max-length share each per expected hand-off.
+      transfer::StagingPool* pool = options_.device->pool(j % job_.prefill_tp);
       GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::StagedSender> staged,
-                           transfer::StagedSender::Create(copiers, options_.device->pool(0),
+                           transfer::StagedSender::Create(copiers, pool,
                                                           std::move(io.device_pieces[j])));
       io.staged.push_back(std::move(staged));
     }

@@ -59,6 +59,8 @@ struct WorkerOptions {
   std::string ucx_transports;
   // How state in GPU memory moves (transfer/staging's StagingMode): auto | staged | direct.
   std::string device_transfer = "auto";
+  // Staged path: max-length hand-off shares pinned per rank at startup (DeviceTransfer::Prewarm).
+  int32_t staging_prewarm = 2;
   int32_t vocab_limit = 0;  // sample ids below this (0: the whole vocabulary)
   // Tier names, so per-tier series exist from start.
   std::vector<std::string> tiers;

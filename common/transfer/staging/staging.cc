@@ -6,6 +6,8 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/base/logging.h"
 #include "common/base/status.h"
 #include "kernels/cpu/ops.h"
 
@@ -191,10 +193,38 @@ absl::StatusOr<std::unique_ptr<StagingPool::Lease>> StagingPool::Acquire(uint64_
       return std::make_unique<Lease>(this, std::move(b));
     }
   }
-  GKA_ASSIGN_OR_RETURN(
-      std::unique_ptr<StagingBuffer> b,
-      copier_->AllocateStaging(RoundUp(std::max<uint64_t>(bytes, 1), kPoolGranule)));
+  const uint64_t size = RoundUp(std::max<uint64_t>(bytes, 1), kPoolGranule);
+  const absl::Time start = absl::Now();
+  GKA_ASSIGN_OR_RETURN(std::unique_ptr<StagingBuffer> b, copier_->AllocateStaging(size));
+  int64_t misses;
+  {
+    absl::MutexLock lock(&mu_);
+    misses = ++misses_;
+  }
+  GKA_LOG(INFO) << "staging pool miss " << misses << ": pinned " << (size >> 20) << " MiB in "
+                << absl::ToDoubleMilliseconds(absl::Now() - start)
+                << " ms on this thread (prewarm more: --staging-prewarm)";
   return std::make_unique<Lease>(this, std::move(b));
+}
+
+absl::Status StagingPool::Prewarm(uint64_t bytes, int count) {
+  const uint64_t size = RoundUp(std::max<uint64_t>(bytes, 1), kPoolGranule);
+  for (int i = 0; i < count; ++i) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (idle_bytes_ + size > keep_bytes_) return absl::OkStatus();  // Return would free it
+    }
+    GKA_ASSIGN_OR_RETURN(std::unique_ptr<StagingBuffer> b, copier_->AllocateStaging(size));
+    absl::MutexLock lock(&mu_);
+    idle_bytes_ += b->size();
+    idle_.push_back(std::move(b));
+  }
+  return absl::OkStatus();
+}
+
+int64_t StagingPool::misses() const {
+  absl::MutexLock lock(&mu_);
+  return misses_;
 }
 
 void StagingPool::Return(std::unique_ptr<StagingBuffer> buffer) {

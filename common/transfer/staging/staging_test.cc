@@ -381,6 +381,29 @@ TEST(StagingPool, ReusesIdleBuffers) {
   EXPECT_EQ((*b)->data(), first);  // the idle 2 MiB buffer came back
 }
 
+TEST(StagingPool, PrewarmedBuffersServeWithoutPinningAndMissesAreCounted) {
+  auto copier = MakeStageCopier({.device = false});
+  ASSERT_TRUE(copier.ok());
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  StagingPool pool(copier->get(), /*keep_bytes=*/8 * kMiB);
+  ASSERT_TRUE(pool.Prewarm(3 * kMiB, 2).ok());  // two 4 MiB buffers (2 MiB granules)
+  auto a = pool.Acquire(3 * kMiB);
+  auto b = pool.Acquire(3 * kMiB);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(pool.misses(), 0);
+  EXPECT_NE((*a)->data(), (*b)->data());
+  auto c = pool.Acquire(3 * kMiB);  // a third at once: pinned on the fly
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(pool.misses(), 1);
+  // Prewarming stops at keep_bytes (a buffer beyond it would be freed on its first return).
+  StagingPool small(copier->get(), /*keep_bytes=*/6 * kMiB);
+  ASSERT_TRUE(small.Prewarm(3 * kMiB, 3).ok());
+  auto d = small.Acquire(3 * kMiB);
+  auto e = small.Acquire(3 * kMiB);
+  ASSERT_TRUE(d.ok() && e.ok());
+  EXPECT_EQ(small.misses(), 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, StagedTransferTest, ::testing::Values("tcp", "sm"));
 
 }  // namespace
