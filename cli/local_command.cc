@@ -25,6 +25,10 @@
 // and passed to every child; the CA's key is never written. --insecure keeps every internal
 // port plaintext. The router's public port stays plaintext on 127.0.0.1 (clients need no
 // certificate; API keys only if --router-args configures them).
+//
+// UCX's network transports are confined to loopback (UCX_NET_DEVICES=lo, unless the
+// environment sets UCX_NET_DEVICES): the hand-offs between these processes must not depend on
+// the host's other interfaces, which come and go.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -35,6 +39,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -135,10 +140,11 @@ std::string BinDir() {
 }
 
 // Forks and execs `argv` into process group `pgid` (0: start a new group). The child's stdout
-// is a pipe we read; it dies with us.
+// is a pipe we read; it dies with us. Its stderr goes to <log_dir>/<role>-<index>.log, which a
+// restart (`restarted`) appends to: the log of the life that died is what explains a fault.
 absl::StatusOr<Child> Spawn(const std::string& role, int index,
                             const std::vector<std::string>& argv, pid_t pgid,
-                            const std::string& log_dir) {
+                            const std::string& log_dir, bool restarted) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
   const pid_t parent = getpid();
@@ -151,7 +157,7 @@ absl::StatusOr<Child> Spawn(const std::string& role, int index,
     dup2(fds[1], STDOUT_FILENO);
     if (!log_dir.empty()) {
       const std::string log = absl::StrCat(log_dir, "/", role, "-", index, ".log");
-      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | (restarted ? O_APPEND : O_TRUNC), 0644);
       if (fd >= 0) dup2(fd, STDERR_FILENO);
     }
     std::vector<std::string> copy = argv;
@@ -312,6 +318,15 @@ absl::Status RunLocal(const LocalFlags& f) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
+  // UCX's network transports on loopback only (the children inherit it), as every process of
+  // this cluster is on this host. Otherwise each worker advertises every interface up when it
+  // starts, and UCX 1.13 runs all traffic between two workers over the one it scores best —
+  // by link speed, so a 10 Gb/s veth of a container or test namespace outranks a VM's eth0 of
+  // unknown speed — and when that interface goes down or away, every connection to the
+  // worker fails ("Destination is unreachable", or a BEGIN never answered). An explicit
+  // UCX_NET_DEVICES wins (the chaos test's namespace worker needs the host's uplink).
+  // Shared-memory and GPU transports are not network devices: unaffected.
+  setenv("UCX_NET_DEVICES", "lo", /*overwrite=*/0);
   const std::string bin = BinDir();
   std::vector<Child> children;
   pid_t pgid = 0;
@@ -321,7 +336,7 @@ absl::Status RunLocal(const LocalFlags& f) {
   // for its JSON line and prints it.
   auto spawn = [&](const std::string& role, int index, std::vector<std::string> argv,
                    int slot = -1) -> absl::StatusOr<int> {
-    GKA_ASSIGN_OR_RETURN(Child c, Spawn(role, index, argv, pgid, f.log_dir));
+    GKA_ASSIGN_OR_RETURN(Child c, Spawn(role, index, argv, pgid, f.log_dir, slot >= 0));
     if (pgid == 0) pgid = c.pid;
     if (slot < 0) {
       children.push_back(std::move(c));

@@ -1269,9 +1269,10 @@ void DecodeCore::OnMigrated(uint64_t generation, worker_common::HandoffResult re
     return;
   }
   if (!o.status.ok()) {
-    ResumeHere(*e, absl::StrCat("moving it to ", e->move_target, " failed: ", o.status.ToString()));
-    reply(base::Annotate(o.status, absl::StrCat("moving request ", e->request_id, " to ",
-                                                e->move_target, " (it runs on here)")));
+    const std::string target = e->move_target;  // ResumeHere clears it
+    ResumeHere(*e, absl::StrCat("moving it to ", target, " failed: ", o.status.ToString()));
+    reply(base::Annotate(o.status, absl::StrCat("moving request ", e->request_id, " to ", target,
+                                                " (it runs on here)")));
     UpdateGauges();
     return;
   }

@@ -25,6 +25,13 @@ set -uo pipefail
 BIN=$(cd "$1" && pwd); shift
 HERE=$(cd "$(dirname "$0")" && pwd)
 export UCX_TLS=tcp
+# The host-side workers' UCX on the host's uplink (the device of its default route), not the
+# loopback `gka local` keeps it on by default: the partition scenario's namespace worker must
+# reach them. Only that device: a worker must not take another test's veth for its lane (the
+# drain bug in tests/RELIABILITY.md).
+UPLINK=$(ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit }}')
+[[ -n $UPLINK ]] || UPLINK=$(ip -4 -o addr show scope global | awk '{print $2; exit}')
+[[ -n $UPLINK ]] && export UCX_NET_DEVICES=${UCX_NET_DEVICES:-$UPLINK}
 GKA=$BIN/gka
 TMP=$(mktemp -d)
 NS=gkachaos$$  # network namespace of the partition scenario
@@ -110,7 +117,7 @@ bench() {  # out prefix request-timeout-s extra-args... (random token prompts)
 # scenario takes the link down past the heartbeat timeout and the lease, then up again.
 # The namespace routes everything through the veth (a default route via the host's end): UCX's
 # tcp transport dials in both directions, to the addresses each worker advertises (the host-side
-# workers advertise the host's own interfaces, which existed before the veth did). Without that
+# workers advertise the uplink's, UCX_NET_DEVICES above). Without that
 # route the namespace's worker could only answer on connections the prefill workers opened, and
 # after a partition UCX's connection matching no longer pairs them: its wireup replies then dial,
 # fail ("Network is unreachable"), and a prefill worker's new endpoint never connects (every
