@@ -16,7 +16,8 @@
 #
 # Layout of the disaggregated run: PTP/DTP (TP sizes, default 2/2), PGPUS/DGPUS (default
 # 0,1 and 2,3).
-# Stages: disagg | colo | sweep (with disagg: a rate sweep before its cluster stops). Env: BUDGET_S (default 570), SIZES (prompt lengths),
+# Stages: disagg | colo | sweep (with disagg: a rate sweep before its cluster stops) | link
+# (ucx_perftest, then the disaggregated cluster with --stream-handoff=false: the link's rates). Env: BUDGET_S (default 570), SIZES (prompt lengths),
 # MIX_S (mixed-load seconds; 0 skips it), GREEDY=0 (skip the greedy check), MODEL (default /dev/shm/gka32b, written if missing).
 set -uo pipefail
 STAGES=${*:-disagg colo}
@@ -184,13 +185,13 @@ for x, y in zip(a, b):
 EOF
 }
 
-run_mode() {  # run_mode MODE
-  local mode=$1
+run_mode() {  # run_mode MODE [TAG]: TAG names its rows and files (default MODE)
+  local mode=$1 tag=${2:-$1}
   start_cluster "$mode" || return 1
   # Warm up: one request per size (first-use allocations, graph captures).
-  for n in ${SIZES//,/ }; do bench "$mode-warm-$n" --concurrency 1 --num-requests 1 \
+  for n in ${SIZES//,/ }; do bench "$tag-warm-$n" --concurrency 1 --num-requests 1 \
     --input-len "$n" --output-len 4 >/dev/null; done
-  [[ ${GREEDY:-1} == 1 ]] && { greedy "$mode" || echo "!! greedy $mode failed"; }
+  [[ ${GREEDY:-1} == 1 ]] && { greedy "$tag" || echo "!! greedy $tag failed"; }
   for n in ${SIZES//,/ }; do
     local kv0 st0 kvs0 sts0 tail0 str0
     if [[ $mode == disagg ]]; then
@@ -202,8 +203,8 @@ run_mode() {  # run_mode MODE
       tail0=$(metric_sum $pm gka_prefill_transfer_tail_seconds_sum)
       str0=$(metric_sum $pm gka_prefill_streamed_bytes_total)
     fi
-    bench "$mode-ttft-$n" --concurrency 1 --num-requests 3 --input-len "$n" --output-len 8 || continue
-    read -r p50 p99 <<< "$(pct "$LOGS/$mode-ttft-$n.json" ttft_ms)"
+    bench "$tag-ttft-$n" --concurrency 1 --num-requests 3 --input-len "$n" --output-len 8 || continue
+    read -r p50 p99 <<< "$(pct "$LOGS/$tag-ttft-$n.json" ttft_ms)"
     local xfer=""
     if [[ $mode == disagg ]]; then
       local kv st kvs sts
@@ -225,7 +226,7 @@ share = f'{streamed / (kv + st) * 100:.0f} %' if kv + st > 0 else '-'
 print(f'KV {f(kv, kvs)}, state {f(st, sts)} (per request; kv {kvs/3*1e3:.0f} ms, state {sts/3*1e3:.0f} ms); '
       f'tail {tail/3*1e3:.1f} ms = {tail/3*1e3/$p50*100:.1f} % of TTFT p50, {share} streamed before the last step ended')")
     fi
-    echo "TTFT $mode prompt=$n p50=${p50}ms p99=${p99}ms ${xfer}" | tee -a "$TABLE"
+    echo "TTFT $tag prompt=$n p50=${p50}ms p99=${p99}ms ${xfer}" | tee -a "$TABLE"
   done
   # Mixed load: a decode-heavy stream (short prompts, long outputs) while 16K prompts arrive.
   local long=${SIZES##*,}
@@ -233,28 +234,46 @@ print(f'KV {f(kv, kvs)}, state {f(st, sts)} (per request; kv {kvs/3*1e3:.0f} ms,
     [[ $mode == disagg && " $STAGES " == *" sweep "* ]] && sweep
     stop_cluster; return
   fi
-  bench "$mode-mix-decode" --concurrency 8 --input-len 512 --output-len "${MIX_OUT:-512}" --duration "$MIX_S" \
+  bench "$tag-mix-decode" --concurrency 8 --input-len 512 --output-len "${MIX_OUT:-512}" --duration "$MIX_S" \
     --slo ttft=2000ms,itl=100ms --timeout 600 &
   local dec=$!
   sleep 5
-  bench "$mode-mix-long" --request-rate 0.2 --arrival constant --input-len "$long" --output-len 16 \
+  bench "$tag-mix-long" --request-rate 0.2 --arrival constant --input-len "$long" --output-len 16 \
     --duration $((MIX_S - 10)) --slo ttft=6000ms,itl=100ms --timeout 600
   wait $dec
-  if [[ -f $LOGS/$mode-mix-decode.json && -f $LOGS/$mode-mix-long.json ]]; then
-    read -r i50 i99 <<< "$(pct "$LOGS/$mode-mix-decode.json" itl_ms)"
-    read -r t50 t99 <<< "$(pct "$LOGS/$mode-mix-long.json" ttft_ms)"
-    read -r o50 o99 <<< "$(pct "$LOGS/$mode-mix-decode.json" tpot_ms)"
+  if [[ -f $LOGS/$tag-mix-decode.json && -f $LOGS/$tag-mix-long.json ]]; then
+    read -r i50 i99 <<< "$(pct "$LOGS/$tag-mix-decode.json" itl_ms)"
+    read -r t50 t99 <<< "$(pct "$LOGS/$tag-mix-long.json" ttft_ms)"
+    read -r o50 o99 <<< "$(pct "$LOGS/$tag-mix-decode.json" tpot_ms)"
     # A prefill in the decoders' engine stalls them once per chunk: one long gap per stream,
     # rarer than 1 % of the gaps, so ITL max and the per-request TPOT p99 are where it shows.
-    echo "MIX $mode decode-ITL p50=${i50}ms p99=${i99}ms max=$(pct "$LOGS/$mode-mix-decode.json" itl_ms max)ms TPOT p50=${o50}ms p99=${o99}ms goodput=$(pct "$LOGS/$mode-mix-decode.json" x g)/s; long-prompt TTFT p50=${t50}ms p99=${t99}ms goodput=$(pct "$LOGS/$mode-mix-long.json" x g)/s" | tee -a "$TABLE"
+    echo "MIX $tag decode-ITL p50=${i50}ms p99=${i99}ms max=$(pct "$LOGS/$tag-mix-decode.json" itl_ms max)ms TPOT p50=${o50}ms p99=${o99}ms goodput=$(pct "$LOGS/$tag-mix-decode.json" x g)/s; long-prompt TTFT p50=${t50}ms p99=${t99}ms goodput=$(pct "$LOGS/$tag-mix-long.json" x g)/s" | tee -a "$TABLE"
   fi
   [[ $mode == disagg && " $STAGES " == *" sweep "* ]] && sweep
   stop_cluster
 }
 
+link() {  # the hand-off's link: UCX's raw put rate, then the cluster with streaming off
+  if [[ -x $BIN/ucx_perftest ]]; then
+    local port=$((13000 + RANDOM % 2000))
+    UCX_TLS=${LINK_TLS:-sm} "$BIN/ucx_perftest" -p $port >/dev/null 2>&1 &
+    local srv=$!
+    sleep 1
+    local mbs
+    mbs=$(UCX_TLS=${LINK_TLS:-sm} timeout 60 "$BIN/ucx_perftest" 127.0.0.1 -p $port -t ucp_put_bw \
+      -s 67108864 -n 20 2>&1 | awk '/Final/ {print $(NF-2)}')
+    wait $srv 2>/dev/null
+    echo "LINK ucx_perftest ucp_put_bw UCX_TLS=${LINK_TLS:-sm} 64 MiB: ${mbs:-?} MB/s (2^20 B)" | tee -a "$TABLE"
+  fi
+  # Without streaming the hand-off starts after the last step: its per-kind seconds are the
+  # link's (copy to staging, puts, completion), so KV and state GB/s are the link's rates.
+  PREFILL_ARGS="$PREFILL_ARGS --stream-handoff=false" run_mode disagg link
+}
+
 for stage in $STAGES; do
   case $stage in
     disagg|colo) run_mode "$stage" ;;
+    link) link ;;
     sweep) ;;  # inside the disaggregated run (the cluster is up)
     *) echo "unknown stage $stage" ;;
   esac
