@@ -17,7 +17,8 @@
 # Layout of the disaggregated run: PTP/DTP (TP sizes, default 2/2), PGPUS/DGPUS (default
 # 0,1 and 2,3).
 # Stages: disagg | colo | sweep (with disagg: a rate sweep before its cluster stops) | link
-# (ucx_perftest, then the disaggregated cluster with --stream-handoff=false: the link's rates). Env: BUDGET_S (default 570), SIZES (prompt lengths),
+# (ucx_perftest, then the disaggregated cluster with --stream-handoff=false: the link's rates)
+# | ladder (the rate sweep LADDER_RATES at num_iter 30 without and with a degrade ladder). Env: BUDGET_S (default 570), SIZES (prompt lengths),
 # MIX_S (mixed-load seconds; 0 skips it), GREEDY=0 (skip the greedy check), MODEL (default /dev/shm/gka32b, written if missing).
 set -uo pipefail
 STAGES=${*:-disagg colo}
@@ -87,7 +88,7 @@ start_cluster() {  # start_cluster MODE: disagg or colo
   local t0=$SECONDS
   "$BIN/gka" local --model "$MODEL" --backend "$BACKEND" --port 50151 --metrics-port 9500 \
     --ready-timeout 300 --page-size 64 --num-slots 24 --state-file "$LOGS/$mode/state.jsonl" --log-dir "$LOGS/$mode" \
-    --http-port 8151 "${args[@]}" > "$LOGS/$mode/local.out" 2>&1 &
+    --http-port 8151 "${args[@]}" ${EXTRA_LOCAL:-} > "$LOGS/$mode/local.out" 2>&1 &
   CLUSTER_PID=$!
   for _ in $(seq 1 600); do
     grep -q "cluster up" "$LOGS/$mode/local.out" 2>/dev/null && break
@@ -128,14 +129,16 @@ metric_sum() {  # metric_sum URL NAME [LABEL_SUBSTRING]: sum of a Prometheus ser
   curl -s "$1" | awk -v n="$2" -v s="${3:-}" '$1 ~ "^"n && index($1, s) {t += $2} END {printf "%.6g", t}'
 }
 
-sweep() {  # a request-rate sweep through the running disaggregated cluster (issue 9)
-  bench sweep --sweep "${RATES:-0.5,1,2}" --duration "${SWEEP_S:-25}" --input-len 2048 \
-    --output-len 256 --slo ttft=2000ms,itl=100ms --timeout 300 --plot "$LOGS/sweep.svg" || return
-  python3 - "$LOGS/sweep.json" >> "$TABLE" <<'EOF'
+sweep() {  # sweep [TAG]: a request-rate sweep through the running disaggregated cluster (issue 9)
+  local tag=${1:-sweep}
+  bench "$tag" --sweep "${RATES:-0.5,1,2}" --duration "${SWEEP_S:-25}" --input-len 2048 \
+    --output-len 256 --slo ttft=2000ms,itl=100ms --timeout 300 --plot "$LOGS/$tag.svg" || return
+  python3 - "$LOGS/$tag.json" "$tag" >> "$TABLE" <<'EOF'
 import json, sys
 for p in json.load(open(sys.argv[1]))["points"]:
     o = p["report"]["overall"]
-    print(f'SWEEP rate={p["request_rate"]} ttft p50/p99={o["ttft_ms"]["p50"]:.0f}/{o["ttft_ms"]["p99"]:.0f}ms '
+    it = o.get("decode_num_iter", {})
+    print(f'SWEEP {sys.argv[2]} rate={p["request_rate"]} decode num_iter {it} ttft p50/p99={o["ttft_ms"]["p50"]:.0f}/{o["ttft_ms"]["p99"]:.0f}ms '
           f'itl p50/p99={o["itl_ms"]["p50"]:.1f}/{o["itl_ms"]["p99"]:.1f}ms '
           f'tok/s={o["output_token_throughput"]:.0f} goodput={o.get("goodput", 0):.2f}/s')
 EOF
@@ -253,6 +256,32 @@ print(f'KV {f(kv, kvs)}, state {f(st, sts)} (per request; kv {kvs/3*1e3:.0f} ms,
   stop_cluster
 }
 
+ladder() {  # issue 9 on the GPU: the same rate sweep without and with a degrade ladder
+  # One tier at num_iter 30; the ladder lowers decode/prefill num_iter to 10, then 1, while
+  # requests wait longer than 200 ms in the router's queue (and raises it again after).
+  cat > "$LOGS/base-tiers.json" <<'JSON'
+{"default": "standard",
+ "tiers": [{"name": "standard", "prefill_num_iter": 30, "decode_num_iter": 30, "queue_limit": 64}]}
+JSON
+  cat > "$LOGS/ladder-tiers.json" <<'JSON'
+{"default": "standard",
+ "tiers": [{"name": "standard", "prefill_num_iter": 30, "decode_num_iter": 30, "queue_limit": 64,
+            "degrade_ladder": [{"decode_num_iter": 10, "prefill_num_iter": 10},
+                               {"decode_num_iter": 1, "prefill_num_iter": 1}],
+            "degrade_queue_ms": 200}]}
+JSON
+  local cfg
+  for cfg in base ladder; do
+    EXTRA_LOCAL="--tiers $LOGS/$cfg-tiers.json" start_cluster disagg || return 1
+    bench "$cfg-warm" --concurrency 1 --num-requests 1 --input-len 2048 --output-len 4 >/dev/null
+    RATES=${LADDER_RATES:-1,2,4,6} SWEEP_S=${LADDER_S:-20} sweep "$cfg-sweep"
+    stop_cluster
+  done
+  [[ -f $LOGS/base-sweep.json && -f $LOGS/ladder-sweep.json ]] &&
+    "$BIN/gka" bench plot --in "$LOGS/base-sweep.json" --in "$LOGS/ladder-sweep.json" \
+      --out "$LOGS/ladder.svg" 2>/dev/null
+}
+
 link() {  # the hand-off's link: UCX's raw put rate, then the cluster with streaming off
   if [[ -x $BIN/ucx_perftest ]]; then
     local port=$((13000 + RANDOM % 2000))
@@ -274,6 +303,7 @@ for stage in $STAGES; do
   case $stage in
     disagg|colo) run_mode "$stage" ;;
     link) link ;;
+    ladder) ladder ;;
     sweep) ;;  # inside the disaggregated run (the cluster is up)
     *) echo "unknown stage $stage" ;;
   esac
