@@ -86,7 +86,7 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
       pending_.push_back(std::move(message));
       step = NextStepLocked();
     }
-    Take(std::move(step));
+    Take(this, std::move(step));
   }
 
   void Close(const absl::Status& status) override {
@@ -101,7 +101,7 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
       delay = close_delay_;  // read while the reactor is surely alive
     }
     if (delay > absl::ZeroDuration()) absl::SleepFor(delay);
-    Take(std::move(step));
+    Take(this, std::move(step));
   }
 
   void OnWriteDone(bool ok) override {
@@ -115,7 +115,7 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
       }
       step = NextStepLocked();
     }
-    Take(std::move(step));
+    Take(this, std::move(step));
   }
 
   void OnCancel() override {
@@ -158,9 +158,12 @@ class StartDecodeReactor final : public grpc::ServerWriteReactor<wpb::DecodeStre
   }
 
   // Outside the lock: gRPC may run reactions inline. After Finish the reactor may be gone.
-  void Take(Step step) {
-    if (step.action == Step::kWrite) StartWrite(&current_);
-    if (step.action == Step::kFinish) Finish(std::move(step.finish));
+  // Static, and `r` touched only for a step with an action (a write in flight or the Finish
+  // keeps the reactor alive until it completes): with none, another thread may already have
+  // finished the call and gRPC deleted the reactor — even a member call on it would be UB.
+  static void Take(StartDecodeReactor* r, Step step) {
+    if (step.action == Step::kWrite) r->StartWrite(&r->current_);
+    if (step.action == Step::kFinish) r->Finish(std::move(step.finish));
   }
 
   DecodeWorker::Impl* const w_;
