@@ -78,11 +78,11 @@ struct DecodeCore::Entry {
   absl::Time reserved_at;
   // GPU state, staged path: per rank, the pinned landing its share is written into (freed
   // with the entry: after the registrations below are revoked, never while quarantined).
-  std::vector<std::unique_ptr<transfer::Landing>> landings;
+  std::vector<std::unique_ptr<transfer::staging::Landing>> landings;
   // Staged path: the landings' copies into GPU memory, per rank, polled by Tick (the engine
   // thread keeps stepping the batch meanwhile). Destroyed before the landings and before the
   // pages are freed: destroying a job waits for its copy.
-  std::vector<std::unique_ptr<transfer::CopyJob>> copy_in;
+  std::vector<std::unique_ptr<transfer::staging::CopyJob>> copy_in;
   // This reservation's UCX registrations, per rank; cleared (revoked) as soon as nothing may
   // write.
   std::vector<std::vector<std::unique_ptr<transfer::MemoryRegion>>> regions;
@@ -412,15 +412,15 @@ absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequ
     x.lease_deadline = e->lease.deadline;
     const worker_common::DeviceTransfer* device = options_.device;
     if (device != nullptr && device->on_device()) x.caller_verifies_checksum = true;
-    if (device != nullptr && device->path() == transfer::TransferPath::kStaged) {
+    if (device != nullptr && device->path() == transfer::staging::TransferPath::kStaged) {
       // The share lands in pinned staging laid out like the segments (one region); the copy
       // into GPU memory happens once every rank reported.
-      std::vector<transfer::DeviceRange> device_ranges;
+      std::vector<transfer::staging::DeviceRange> device_ranges;
       for (const engine::MemorySegment& s : segments) device_ranges.push_back({s.ptr, s.bytes});
       e->landings.resize(tp);
       GKA_ASSIGN_OR_RETURN(e->landings[r],
-                           transfer::Landing::Create(*device->pool(r), std::move(device_ranges)));
-      transfer::Landing& landing = *e->landings[r];
+                           transfer::staging::Landing::Create(*device->pool(r), std::move(device_ranges)));
+      transfer::staging::Landing& landing = *e->landings[r];
       GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::MemoryRegion> region,
                            transfers_[r]->RegisterMemory(landing.data(), landing.size(),
                                                          transfer::MemoryKind::kHost));
@@ -573,7 +573,7 @@ void DecodeCore::OnAllTransferred(Entry& e) {
   const worker_common::DeviceTransfer* device = options_.device;
   if (bad.ok() && !e.landings.empty()) {
     for (int r = 0; r < d && bad.ok(); ++r) {
-      absl::StatusOr<std::unique_ptr<transfer::CopyJob>> job =
+      absl::StatusOr<std::unique_ptr<transfer::staging::CopyJob>> job =
           e.landings[r]->StartCopyIn(device->copier(r));
       if (job.ok()) {
         e.copy_in.push_back(*std::move(job));
@@ -594,9 +594,9 @@ void DecodeCore::OnAllTransferred(Entry& e) {
         ranks_->rank(r).DescribeSequence(e.seq);
     bad = segments.status();
     if (bad.ok()) {
-      std::vector<transfer::DeviceRange> ranges;
+      std::vector<transfer::staging::DeviceRange> ranges;
       for (const engine::MemorySegment& s : *segments) ranges.push_back({s.ptr, s.bytes});
-      bad = transfer::VerifyInPlace(device->copier(r), ranges, c.checksum, c.bytes);
+      bad = transfer::staging::VerifyInPlace(device->copier(r), ranges, c.checksum, c.bytes);
     }
     if (!bad.ok()) {
       bad = base::Annotate(bad, absl::StrCat("rank ", r));

@@ -219,8 +219,8 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
       w->transfer, transfer::UcxTransferEngine::Create({.transports = options.common.ucx_transports,
                                                         .name = options.common.worker_id}));
   {
-    GKA_ASSIGN_OR_RETURN(transfer::StagingMode mode,
-                         transfer::ParseStagingMode(options.common.device_transfer));
+    GKA_ASSIGN_OR_RETURN(transfer::staging::StagingMode mode,
+                         transfer::staging::ParseStagingMode(options.common.device_transfer));
     std::vector<const engine::Engine*> engines;
     for (int r = 0; r < w->model.ranks->size(); ++r) engines.push_back(&w->model.ranks->rank(r));
     GKA_ASSIGN_OR_RETURN(w->device, worker_common::DeviceTransfer::Create(

@@ -7,7 +7,7 @@
 // (PutStaged), the decode worker's engine thread (Landing::CopyInAndVerify / VerifyInPlace).
 //
 //   GKA_ASSIGN_OR_RETURN(auto dt, DeviceTransfer::Create(engines, ucx->SupportsCuda(), {}));
-//   if (dt->path() == transfer::TransferPath::kStaged) { ... dt->pool(rank) ... }
+//   if (dt->path() == transfer::staging::TransferPath::kStaged) { ... dt->pool(rank) ... }
 //
 // Thread-safety: immutable after Create; copiers and pools are thread-safe (staging.h).
 #pragma once
@@ -23,7 +23,7 @@
 namespace gka::worker_common {
 
 struct DeviceTransferOptions {
-  transfer::StagingMode mode = transfer::StagingMode::kAuto;  // --device-transfer
+  transfer::staging::StagingMode mode = transfer::staging::StagingMode::kAuto;  // --device-transfer
   // Idle pinned staging kept per rank for reuse (pinning costs milliseconds per call).
   uint64_t keep_bytes = uint64_t{8} << 30;
 };
@@ -37,19 +37,19 @@ class DeviceTransfer {
       const std::vector<const engine::Engine*>& ranks, bool transport_supports_cuda,
       const DeviceTransferOptions& options);
 
-  transfer::TransferPath path() const { return path_; }
+  transfer::staging::TransferPath path() const { return path_; }
   // True unless state moves in place from host memory (kHost): the staged or direct path,
   // with the poly61 checksum computed by the copiers.
-  bool on_device() const { return path_ != transfer::TransferPath::kHost; }
+  bool on_device() const { return path_ != transfer::staging::TransferPath::kHost; }
   // What the direct path registers.
   transfer::MemoryKind memory_kind() const {
-    return path_ == transfer::TransferPath::kDeviceDirect ? transfer::MemoryKind::kCuda
+    return path_ == transfer::staging::TransferPath::kDeviceDirect ? transfer::MemoryKind::kCuda
                                                           : transfer::MemoryKind::kHost;
   }
   // Valid when on_device().
-  transfer::StageCopier& copier(int rank) const { return *ranks_[rank].copier; }
+  transfer::staging::StageCopier& copier(int rank) const { return *ranks_[rank].copier; }
   // Non-null only on the staged path.
-  transfer::StagingPool* pool(int rank) const { return ranks_[rank].pool.get(); }
+  transfer::staging::StagingPool* pool(int rank) const { return ranks_[rank].pool.get(); }
   // Staged path: pins `count` staging buffers per rank for the largest hand-off share
   // (`segments`: one rank's segments of a max-length sequence), so that hand-offs up to
   // `count` at a time never pin memory on a hot path (a decode worker's engine thread reserves
@@ -59,10 +59,10 @@ class DeviceTransfer {
 
  private:
   struct Rank {
-    std::unique_ptr<transfer::StageCopier> copier;
-    std::unique_ptr<transfer::StagingPool> pool;  // after the copier: destroyed first
+    std::unique_ptr<transfer::staging::StageCopier> copier;
+    std::unique_ptr<transfer::staging::StagingPool> pool;  // after the copier: destroyed first
   };
-  transfer::TransferPath path_ = transfer::TransferPath::kHost;
+  transfer::staging::TransferPath path_ = transfer::staging::TransferPath::kHost;
   std::vector<Rank> ranks_;
 };
 

@@ -165,8 +165,8 @@ struct HandoffStream::Io {
   bool begun = false;
   absl::Status begin_error;
   std::vector<std::unique_ptr<transfer::OutgoingTransfer>> transfers;  // [decode rank]
-  std::vector<std::unique_ptr<transfer::StagedSender>> staged;         // [decode rank], device
-  std::vector<std::vector<transfer::DeviceSegment>> device_pieces;     // what `staged` is made of
+  std::vector<std::unique_ptr<transfer::staging::StagedSender>> staged;         // [decode rank], device
+  std::vector<std::vector<transfer::staging::DeviceSegment>> device_pieces;     // what `staged` is made of
   size_t unsent = 0;
   bool cancelled = false;
   uint64_t kv_put = 0;
@@ -218,7 +218,7 @@ absl::StatusOr<std::shared_ptr<HandoffStream>> HandoffStream::Create(const Optio
   }
   auto io = std::make_unique<Io>();
   const bool on_device = s->on_device_;
-  std::vector<std::vector<transfer::DeviceSegment>> device_pieces(d);
+  std::vector<std::vector<transfer::staging::DeviceSegment>> device_pieces(d);
   for (size_t k = 0; k < jb.specs.size(); ++k) {
     for (int j = 0; j < d; ++j) {
       const transfer::Segment& dst = jb.ticket.ranks[j].destinations[k];
@@ -410,14 +410,14 @@ absl::Status HandoffStream::Begin() {
   if (on_device_) {
     // The staging (pinned host memory from the pool) for the whole sequence, off the engine
     // thread: a pool miss pins memory, which takes milliseconds per call.
-    std::vector<transfer::StageCopier*> copiers;
+    std::vector<transfer::staging::StageCopier*> copiers;
     for (int i = 0; i < job_.prefill_tp; ++i) copiers.push_back(&options_.device->copier(i));
     for (int j = 0; j < d; ++j) {
       // Decode rank j's staging from prefill rank j's pool (any rank's pinned memory serves):
       // the pools are prewarmed alike, one max-length share each per expected hand-off.
-      transfer::StagingPool* pool = options_.device->pool(j % job_.prefill_tp);
-      GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::StagedSender> staged,
-                           transfer::StagedSender::Create(copiers, pool,
+      transfer::staging::StagingPool* pool = options_.device->pool(j % job_.prefill_tp);
+      GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::staging::StagedSender> staged,
+                           transfer::staging::StagedSender::Create(copiers, pool,
                                                           std::move(io.device_pieces[j])));
       io.staged.push_back(std::move(staged));
     }
@@ -665,7 +665,7 @@ HandoffResult HandoffStream::Finish() {
     r.streamed_bytes = streamed_;
   }
   for (int j = 0; j < static_cast<int>(io.staged.size()); ++j) {
-    absl::StatusOr<transfer::StagedSend> sent = io.staged[j]->Checksum();
+    absl::StatusOr<transfer::staging::StagedSend> sent = io.staged[j]->Checksum();
     if (!sent.ok()) return Cancel(sent.status());
     io.transfers[j]->SupplyChecksum(sent->checksum);
   }

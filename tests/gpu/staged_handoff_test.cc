@@ -29,8 +29,8 @@ namespace {
 
 using engine::Engine;
 using engine::MemorySegment;
-using transfer::DeviceRange;
-using transfer::DeviceSegment;
+using transfer::staging::DeviceRange;
+using transfer::staging::DeviceSegment;
 
 std::unique_ptr<Engine> MakeEngine(const std::string& dir, int device) {
   auto config = model::ModelConfig::FromJsonFile(dir + "/config.json");
@@ -112,23 +112,23 @@ TEST_P(StagedHandoffTest, TeacherForcedLogitsMatchTheColocatedEngine) {
   ASSERT_TRUE(src.ok()) << src.status();
   ASSERT_EQ(src->size(), dst->size());
 
-  auto rx_copier = transfer::MakeStageCopier({.device = true, .ordinal = decode_device_});
+  auto rx_copier = transfer::staging::MakeStageCopier({.device = true, .ordinal = decode_device_});
   ASSERT_TRUE(rx_copier.ok()) << rx_copier.status();
-  auto tx_copier = transfer::MakeStageCopier({.device = true, .ordinal = 0});
+  auto tx_copier = transfer::staging::MakeStageCopier({.device = true, .ordinal = 0});
   ASSERT_TRUE(tx_copier.ok()) << tx_copier.status();
-  transfer::StagingPool rx_pool(rx_copier->get()), tx_pool(tx_copier->get());
+  transfer::staging::StagingPool rx_pool(rx_copier->get()), tx_pool(tx_copier->get());
   std::vector<DeviceRange> dst_ranges;
   for (const MemorySegment& m : *dst) dst_ranges.push_back({m.ptr, m.bytes});
-  auto landing = transfer::Landing::Create(rx_pool, dst_ranges);
+  auto landing = transfer::staging::Landing::Create(rx_pool, dst_ranges);
   ASSERT_TRUE(landing.ok()) << landing.status();
 
   auto receiver = transfer::UcxTransferEngine::Create({.transports = GetParam(), .name = "rx"});
   ASSERT_TRUE(receiver.ok()) << receiver.status();
   auto sender = transfer::UcxTransferEngine::Create({.transports = GetParam(), .name = "tx"});
   ASSERT_TRUE(sender.ok()) << sender.status();
-  auto path = transfer::SelectTransferPath(transfer::MemoryKind::kCuda, (*receiver)->SupportsCuda(),
-                                           transfer::StagingMode::kStaged);
-  ASSERT_EQ(*path, transfer::TransferPath::kStaged);
+  auto path = transfer::staging::SelectTransferPath(transfer::MemoryKind::kCuda, (*receiver)->SupportsCuda(),
+                                           transfer::staging::StagingMode::kStaged);
+  ASSERT_EQ(*path, transfer::staging::TransferPath::kStaged);
   {
     auto region = (*receiver)->RegisterMemory((*landing)->data(), (*landing)->size());
     ASSERT_TRUE(region.ok()) << region.status();
@@ -157,8 +157,8 @@ TEST_P(StagedHandoffTest, TeacherForcedLogitsMatchTheColocatedEngine) {
     const transfer::TransferTarget target{(*receiver)->WorkerAddress(), {(*region)->remote()}};
     auto t = (*sender)->StartTransfer(target, 42, absl::Now() + absl::Seconds(60));
     ASSERT_TRUE(t.ok()) << t.status();
-    std::unique_ptr<transfer::StagedSender> staging;
-    auto sent = transfer::PutStaged(**t, **tx_copier, &tx_pool, segments, nullptr, &staging);
+    std::unique_ptr<transfer::staging::StagedSender> staging;
+    auto sent = transfer::staging::PutStaged(**t, **tx_copier, &tx_pool, segments, nullptr, &staging);
     ASSERT_TRUE(sent.ok()) << sent.status();
     (*t)->SupplyChecksum(sent->checksum);
     transfer::TransferOutcome outcome = (*t)->FinishAndWait("first-token");

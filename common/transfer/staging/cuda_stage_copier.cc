@@ -11,7 +11,7 @@
 #include "common/base/status.h"
 #include "kernels/cuda/copy_checksum.h"
 
-namespace gka::transfer {
+namespace gka::transfer::staging {
 namespace {
 
 absl::Status Cuda(cudaError_t e, absl::string_view call) {
@@ -229,4 +229,4 @@ absl::StatusOr<std::unique_ptr<StageCopier>> MakeCudaStageCopier(int ordinal) {
   return CudaStageCopier::Create(ordinal);
 }
 
-}  // namespace gka::transfer
+}  // namespace gka::transfer::staging

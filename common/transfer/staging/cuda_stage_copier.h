@@ -15,9 +15,9 @@
 #include "absl/status/statusor.h"
 #include "common/transfer/staging/staging.h"
 
-namespace gka::transfer {
+namespace gka::transfer::staging {
 
 // UNAVAILABLE without a GPU; the CUDA error otherwise.
 absl::StatusOr<std::unique_ptr<StageCopier>> MakeCudaStageCopier(int ordinal);
 
-}  // namespace gka::transfer
+}  // namespace gka::transfer::staging

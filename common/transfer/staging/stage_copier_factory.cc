@@ -5,7 +5,7 @@
 #include "common/transfer/staging/cuda_stage_copier.h"
 #endif
 
-namespace gka::transfer {
+namespace gka::transfer::staging {
 
 std::unique_ptr<StageCopier> MakeHostStageCopier();  // staging.cc
 
@@ -19,4 +19,4 @@ absl::StatusOr<std::unique_ptr<StageCopier>> MakeStageCopier(const StageCopierOp
 #endif
 }
 
-}  // namespace gka::transfer
+}  // namespace gka::transfer::staging

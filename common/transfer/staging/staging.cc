@@ -11,7 +11,7 @@
 #include "common/base/status.h"
 #include "kernels/cpu/ops.h"
 
-namespace gka::transfer {
+namespace gka::transfer::staging {
 namespace {
 
 constexpr uint64_t kAlign = 16;
@@ -489,4 +489,4 @@ absl::Status VerifyInPlace(StageCopier& copier, const std::vector<DeviceRange>& 
                           sender_bytes);
 }
 
-}  // namespace gka::transfer
+}  // namespace gka::transfer::staging

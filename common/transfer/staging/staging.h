@@ -46,7 +46,7 @@
 #include "kernels/api/backend.h"
 #include "kernels/api/copy_checksum.h"
 
-namespace gka::transfer {
+namespace gka::transfer::staging {
 
 // --- which path ----------------------------------------------------------------------------
 
@@ -318,4 +318,4 @@ class Landing {
 absl::Status VerifyInPlace(StageCopier& copier, const std::vector<DeviceRange>& segments,
                            uint64_t sender_checksum, uint64_t sender_bytes);
 
-}  // namespace gka::transfer
+}  // namespace gka::transfer::staging

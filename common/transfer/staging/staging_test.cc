@@ -15,7 +15,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/ops.h"
 
-namespace gka::transfer {
+namespace gka::transfer::staging {
 namespace {
 
 using kernels::CopyChecksumRange;
@@ -407,4 +407,4 @@ TEST(StagingPool, PrewarmedBuffersServeWithoutPinningAndMissesAreCounted) {
 INSTANTIATE_TEST_SUITE_P(Transports, StagedTransferTest, ::testing::Values("tcp", "sm"));
 
 }  // namespace
-}  // namespace gka::transfer
+}  // namespace gka::transfer::staging

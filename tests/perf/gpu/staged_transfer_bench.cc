@@ -23,7 +23,7 @@
 #include "common/transfer/ucx/ucx_transfer_engine.h"
 #include "kernels/cuda/copy_checksum.h"
 
-namespace gka::transfer {
+namespace gka::transfer::staging {
 namespace {
 
 #define CUDA_CHECK(x)                                                                         \
@@ -269,6 +269,6 @@ int Main(int argc, char** argv) {
 }
 
 }  // namespace
-}  // namespace gka::transfer
+}  // namespace gka::transfer::staging
 
-int main(int argc, char** argv) { return gka::transfer::Main(argc, argv); }
+int main(int argc, char** argv) { return gka::transfer::staging::Main(argc, argv); }
