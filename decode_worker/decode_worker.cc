@@ -37,7 +37,7 @@ struct DecodeWorker::Impl {
   worker_common::WorkerRuntime runtime;  // the engine thread and its queue, server, exposer
   // One per tensor-parallel rank (its own UCX worker address in the ticket): each rank
   // receives its heads' share of every hand-off on its own.
-  std::vector<std::unique_ptr<transfer::UcxTransferEngine>> transfers;
+  std::vector<std::unique_ptr<transfer::ucx::UcxTransferEngine>> transfers;
   // GPU state: staging copiers and pinned pools per rank (outlive the core's landings).
   std::unique_ptr<worker_common::DeviceTransfer> device;
   std::shared_ptr<metrics::Registry> registry;
@@ -337,7 +337,7 @@ absl::StatusOr<std::unique_ptr<DecodeWorker>> DecodeWorker::Create(
   std::vector<transfer::TransferEngine*> transfers;
   for (int r = 0; r < w->model.ranks->size(); ++r) {
     GKA_ASSIGN_OR_RETURN(auto t,
-                         transfer::UcxTransferEngine::Create(
+                         transfer::ucx::UcxTransferEngine::Create(
                              {.transports = options.common.ucx_transports,
                               .name = w->model.ranks->size() == 1
                                           ? options.common.worker_id

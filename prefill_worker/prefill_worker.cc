@@ -34,7 +34,7 @@ struct PrefillWorker::Impl {
   int32_t max_seq_len = 0;
   worker_common::TaskQueue send_queue;
   worker_common::WorkerRuntime runtime;
-  std::unique_ptr<transfer::UcxTransferEngine> transfer;
+  std::unique_ptr<transfer::ucx::UcxTransferEngine> transfer;
   // GPU state: how hand-offs leave device memory (staging copiers and pools per rank).
   std::unique_ptr<worker_common::DeviceTransfer> device;
   std::shared_ptr<metrics::Registry> registry;
@@ -216,7 +216,7 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
   w->vocab_size = w->model.lead().vocab_size();
   w->max_seq_len = w->model.lead().max_seq_len();
   GKA_ASSIGN_OR_RETURN(
-      w->transfer, transfer::UcxTransferEngine::Create({.transports = options.common.ucx_transports,
+      w->transfer, transfer::ucx::UcxTransferEngine::Create({.transports = options.common.ucx_transports,
                                                         .name = options.common.worker_id}));
   {
     GKA_ASSIGN_OR_RETURN(transfer::staging::StagingMode mode,

@@ -122,9 +122,9 @@ TEST_P(StagedHandoffTest, TeacherForcedLogitsMatchTheColocatedEngine) {
   auto landing = transfer::staging::Landing::Create(rx_pool, dst_ranges);
   ASSERT_TRUE(landing.ok()) << landing.status();
 
-  auto receiver = transfer::UcxTransferEngine::Create({.transports = GetParam(), .name = "rx"});
+  auto receiver = transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "rx"});
   ASSERT_TRUE(receiver.ok()) << receiver.status();
-  auto sender = transfer::UcxTransferEngine::Create({.transports = GetParam(), .name = "tx"});
+  auto sender = transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "tx"});
   ASSERT_TRUE(sender.ok()) << sender.status();
   auto path = transfer::staging::SelectTransferPath(transfer::MemoryKind::kCuda, (*receiver)->SupportsCuda(),
                                            transfer::staging::StagingMode::kStaged);

@@ -32,9 +32,9 @@ int Main(int argc, char** argv) {
     if (k == "--iters") GKA_CHECK(absl::SimpleAtoi(v, &iters));
     if (k == "--verify") verify = v == "1";
   }
-  auto receiver = UcxTransferEngine::Create({.transports = tls, .name = "bench-rx"});
+  auto receiver = ucx::UcxTransferEngine::Create({.transports = tls, .name = "bench-rx"});
   GKA_CHECK(receiver.ok()) << receiver.status();
-  auto sender = UcxTransferEngine::Create({.transports = tls, .name = "bench-tx"});
+  auto sender = ucx::UcxTransferEngine::Create({.transports = tls, .name = "bench-tx"});
   GKA_CHECK(sender.ok()) << sender.status();
   std::vector<uint8_t> dst(bytes), src(bytes);
   for (uint64_t i = 0; i < bytes; ++i) src[i] = static_cast<uint8_t>(i * 131 + 7);

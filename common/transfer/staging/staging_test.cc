@@ -44,7 +44,7 @@ TEST(SelectTransferPath, DeviceMemoryFollowsTheTransport) {
 }
 
 TEST(SelectTransferPath, RealUcxChoosesAtRunTime) {
-  auto engine = UcxTransferEngine::Create({.transports = "tcp"});
+  auto engine = ucx::UcxTransferEngine::Create({.transports = "tcp"});
   ASSERT_TRUE(engine.ok()) << engine.status();
   // Whatever this UCX reports (Debian's 1.13: no cuda memory type), auto follows it.
   const bool cuda = (*engine)->SupportsCuda();
@@ -156,10 +156,10 @@ TEST(StagingOffsets, AlignEverySegmentTo16Bytes) {
 class StagedTransferTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    auto s = UcxTransferEngine::Create({.transports = GetParam(), .name = "sender"});
+    auto s = ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "sender"});
     ASSERT_TRUE(s.ok()) << s.status();
     sender_ = std::move(s).value();
-    auto r = UcxTransferEngine::Create({.transports = GetParam(), .name = "receiver"});
+    auto r = ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "receiver"});
     ASSERT_TRUE(r.ok()) << r.status();
     receiver_ = std::move(r).value();
     auto c = MakeStageCopier({.device = false});
@@ -278,7 +278,7 @@ class StagedTransferTest : public ::testing::TestWithParam<const char*> {
     return done_future.get();
   }
 
-  std::unique_ptr<UcxTransferEngine> sender_, receiver_;
+  std::unique_ptr<ucx::UcxTransferEngine> sender_, receiver_;
   std::unique_ptr<StageCopier> copier_, copier2_;
   std::unique_ptr<StagingPool> pool_;
   std::vector<std::pair<int, uint64_t>> sizes_;  // (stage, bytes)

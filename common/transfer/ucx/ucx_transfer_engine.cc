@@ -29,7 +29,7 @@
 #include "common/transfer/checksum.h"
 #include "common/transfer/ucx/ucx_handles.h"
 
-namespace gka::transfer {
+namespace gka::transfer::ucx {
 namespace {
 
 using ucx::UcsError;
@@ -1614,4 +1614,4 @@ absl::Status UcxTransferEngine::Fence(uint64_t transfer_id, absl::Duration timeo
   return waiter->get_future().get();
 }
 
-}  // namespace gka::transfer
+}  // namespace gka::transfer::ucx

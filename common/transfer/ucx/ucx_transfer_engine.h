@@ -35,7 +35,7 @@
 #include "absl/time/time.h"
 #include "common/transfer/transfer_engine.h"
 
-namespace gka::transfer {
+namespace gka::transfer::ucx {
 
 struct UcxOptions {
   // UCX transport list in UCX_TLS syntax ("tcp", "sm", "posix,sysv,cma,self"). Empty: the
@@ -97,4 +97,4 @@ class UcxTransferEngine final : public TransferEngine {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace gka::transfer
+}  // namespace gka::transfer::ucx

@@ -54,7 +54,7 @@ uint64_t U64(absl::string_view s) {
 }
 
 int Run(int argc, char** argv) {
-  UcxOptions options;
+  ucx::UcxOptions options;
   uint64_t buffer_bytes = 1 << 20;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
@@ -62,10 +62,10 @@ int Run(int argc, char** argv) {
     if (absl::ConsumePrefix(&arg, "--bytes=")) buffer_bytes = U64(arg);
     if (absl::ConsumePrefix(&arg, "--data-path=")) {
       options.data_path =
-          arg == "put" ? UcxOptions::DataPath::kPut : UcxOptions::DataPath::kActiveMessage;
+          arg == "put" ? ucx::UcxOptions::DataPath::kPut : ucx::UcxOptions::DataPath::kActiveMessage;
     }
   }
-  auto engine = UcxTransferEngine::Create(options);
+  auto engine = ucx::UcxTransferEngine::Create(options);
   if (!engine.ok()) {
     std::cerr << "transfer_peer: " << engine.status() << "\n";
     return 1;

@@ -42,11 +42,11 @@ void PrintTo(const Setup& setup, std::ostream* os) {
   *os << setup.transports << "/" << setup.data_path;
 }
 
-UcxOptions OptionsFor(const Setup& setup) {
-  UcxOptions options;
+ucx::UcxOptions OptionsFor(const Setup& setup) {
+  ucx::UcxOptions options;
   options.transports = setup.transports;
   options.data_path =
-      setup.data_path == "put" ? UcxOptions::DataPath::kPut : UcxOptions::DataPath::kActiveMessage;
+      setup.data_path == "put" ? ucx::UcxOptions::DataPath::kPut : ucx::UcxOptions::DataPath::kActiveMessage;
   return options;
 }
 
@@ -55,7 +55,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Setup> {
   bool puts() const { return GetParam().data_path == "put"; }
 
   void SetUp() override {
-    auto engine = UcxTransferEngine::Create(OptionsFor(GetParam()));
+    auto engine = ucx::UcxTransferEngine::Create(OptionsFor(GetParam()));
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = *std::move(engine);
   }
@@ -121,7 +121,7 @@ class UcxTransferTest : public ::testing::TestWithParam<Setup> {
 
   // Source buffers an outcome said may still be read: freed only after the engine.
   std::vector<std::vector<uint8_t>> keep_alive_;
-  std::unique_ptr<UcxTransferEngine> engine_;
+  std::unique_ptr<ucx::UcxTransferEngine> engine_;
   PeerProcess peer_;
   TransferTarget target_;
   std::string peer_address_hex_;

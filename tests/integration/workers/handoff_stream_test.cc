@@ -22,10 +22,10 @@ class HandoffStreamTest : public ::testing::TestWithParam<const char*> {
     auto m = LoadModel({.model_dir = kModelDir, .num_slots = 2, .max_seq_len = 256});
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = *std::move(m);
-    auto s = transfer::UcxTransferEngine::Create({.transports = GetParam(), .name = "sender"});
+    auto s = transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "sender"});
     ASSERT_TRUE(s.ok()) << s.status();
     sender_ = *std::move(s);
-    auto r = transfer::UcxTransferEngine::Create({.transports = GetParam(), .name = "receiver"});
+    auto r = transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "receiver"});
     ASSERT_TRUE(r.ok()) << r.status();
     receiver_ = *std::move(r);
     const HandoffLayout layout = HandoffLayout::Of(model_.lead());
@@ -90,7 +90,7 @@ class HandoffStreamTest : public ::testing::TestWithParam<const char*> {
   }
 
   LoadedModel model_;
-  std::unique_ptr<transfer::UcxTransferEngine> sender_, receiver_;
+  std::unique_ptr<transfer::ucx::UcxTransferEngine> sender_, receiver_;
   std::unique_ptr<transfer::MemoryRegion> region_;
   std::vector<SegmentSpec> specs_;
   std::vector<char> landing_;

@@ -126,7 +126,7 @@ struct Timing {
   uint64_t bytes = 0;
 };
 
-Timing RunTransfer(UcxTransferEngine& tx, UcxTransferEngine& rx, StageCopier& tx_copier,
+Timing RunTransfer(ucx::UcxTransferEngine& tx, ucx::UcxTransferEngine& rx, StageCopier& tx_copier,
                    StageCopier& rx_copier, StagingPool& tx_pool, StagingPool& rx_pool,
                    const std::vector<Piece>& pieces, char* src_arena, char* dst_arena,
                    uint64_t id) {
@@ -207,9 +207,9 @@ int Main(int argc, char** argv) {
   std::printf("GPU: %s x%d\n", prop.name, gpus);
   LinkTable(0, uint64_t{1} << 30, 5);
 
-  auto tx = UcxTransferEngine::Create({.transports = tls, .name = "bench-tx"});
+  auto tx = ucx::UcxTransferEngine::Create({.transports = tls, .name = "bench-tx"});
   GKA_CHECK(tx.ok()) << tx.status();
-  auto rx = UcxTransferEngine::Create({.transports = tls, .name = "bench-rx"});
+  auto rx = ucx::UcxTransferEngine::Create({.transports = tls, .name = "bench-rx"});
   GKA_CHECK(rx.ok()) << rx.status();
   const auto path =
       SelectTransferPath(MemoryKind::kCuda, (*rx)->SupportsCuda(), StagingMode::kAuto);
