@@ -22,15 +22,10 @@
 #include "common/transfer/staging/staging.h"
 #include "common/transfer/ucx/ucx_transfer_engine.h"
 #include "kernels/cuda/copy_checksum.h"
+#include "tests/perf/gpu/bench_check.h"
 
 namespace gka::transfer::staging {
 namespace {
-
-#define CUDA_CHECK(x)                                                                         \
-  do {                                                                                        \
-    const cudaError_t cuda_check_e = (x);                                                     \
-    GKA_CHECK(cuda_check_e == cudaSuccess) << #x << ": " << cudaGetErrorString(cuda_check_e); \
-  } while (0)
 
 double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();

@@ -50,6 +50,7 @@
 #include "common/model/tiny_model.h"
 #include "kernels/nccl/nccl_communicator.h"
 #include "kernels/registry.h"
+#include "tests/perf/gpu/bench_check.h"
 #include "tests/perf/gpu/bench_random.h"
 #include "tests/perf/gpu/timing_backend.h"
 
@@ -60,15 +61,6 @@ using engine::Engine;
 using engine::SequenceId;
 using engine::SequenceInput;
 using tensor::DType;
-
-#define CUDA_OK(expr)                                                                            \
-  do {                                                                                           \
-    cudaError_t e_ = (expr);                                                                     \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
 
 void Die(const absl::Status& s, const std::string& what) {
   std::fprintf(stderr, "%s: %s\n", what.c_str(), s.ToString().c_str());
@@ -163,26 +155,26 @@ WeightBytes CountWeights(const model::Checkpoint& ckpt, int tp) {
 double CopyBandwidth() {
   const size_t bytes = size_t{4} << 30;
   void *a, *b;
-  CUDA_OK(cudaSetDevice(0));
-  CUDA_OK(cudaMalloc(&a, bytes));
-  CUDA_OK(cudaMalloc(&b, bytes));
-  CUDA_OK(RandomFillDevice(a, bytes / 4, false, 1, 1.f, 0.f, nullptr));
+  CUDA_CHECK(cudaSetDevice(0));
+  CUDA_CHECK(cudaMalloc(&a, bytes));
+  CUDA_CHECK(cudaMalloc(&b, bytes));
+  CUDA_CHECK(RandomFillDevice(a, bytes / 4, false, 1, 1.f, 0.f, nullptr));
   cudaEvent_t e0, e1;
-  CUDA_OK(cudaEventCreate(&e0));
-  CUDA_OK(cudaEventCreate(&e1));
+  CUDA_CHECK(cudaEventCreate(&e0));
+  CUDA_CHECK(cudaEventCreate(&e1));
   std::vector<float> ms;
   for (int i = 0; i < 12; ++i) {
-    CUDA_OK(cudaEventRecord(e0));
-    CUDA_OK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CUDA_OK(cudaEventRecord(e1));
-    CUDA_OK(cudaEventSynchronize(e1));
+    CUDA_CHECK(cudaEventRecord(e0));
+    CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaEventRecord(e1));
+    CUDA_CHECK(cudaEventSynchronize(e1));
     float t;
-    CUDA_OK(cudaEventElapsedTime(&t, e0, e1));
+    CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
     if (i >= 2) ms.push_back(t);
   }
   std::sort(ms.begin(), ms.end());
-  CUDA_OK(cudaFree(a));
-  CUDA_OK(cudaFree(b));
+  CUDA_CHECK(cudaFree(a));
+  CUDA_CHECK(cudaFree(b));
   return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);
 }
 
@@ -242,14 +234,14 @@ void FillRandom(Engine& e, int batch, uint64_t seed) {
         }
         // KV ~ N(0, 1)-sized values; states small (a GKA state's entries are sums of
         // products of normalised keys, decayed).
-        CUDA_OK(RandomFillDevice(begin, bytes / (bf16 ? 2 : 4), bf16, seed + l * 7919 + b,
+        CUDA_CHECK(RandomFillDevice(begin, bytes / (bf16 ? 2 : 4), bf16, seed + l * 7919 + b,
                                  bf16 ? 1.0f : 0.05f, 0.f, nullptr));
         j = k;
       }
       i += n;
     }
   }
-  CUDA_OK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 RunResult RunContext(const Args& a, const model::ModelConfig& cfg, const model::Checkpoint& ckpt,
@@ -269,7 +261,7 @@ RunResult RunContext(const Args& a, const model::ModelConfig& cfg, const model::
   std::vector<std::thread> threads;
   for (int r = 0; r < a.tp; ++r) {
     threads.emplace_back([&, r] {
-      CUDA_OK(cudaSetDevice(r));
+      CUDA_CHECK(cudaSetDevice(r));
       std::shared_ptr<OpTimer> timer;
       std::unique_ptr<parallel::Communicator> timed_comm;
       engine::EngineOptions o{
@@ -462,7 +454,7 @@ int Main(int argc, char** argv) {
   setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
   const Args a = Parse(argc, argv);
   int gpus = 0;
-  CUDA_OK(cudaGetDeviceCount(&gpus));
+  CUDA_CHECK(cudaGetDeviceCount(&gpus));
   if (gpus < a.tp) {
     std::fprintf(stderr, "--tp %d needs %d GPUs, %d visible\n", a.tp, a.tp, gpus);
     return 2;
@@ -491,7 +483,7 @@ int Main(int argc, char** argv) {
   }
   StartWatchdog(400);
   cudaDeviceProp prop;
-  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   auto cfg = model::ModelConfig::FromJsonFile(a.model + "/config.json");
   OK_OR_DIE(cfg.status());
   auto ckpt = model::Checkpoint::Open(a.model);
@@ -503,8 +495,8 @@ int Main(int argc, char** argv) {
   size_t free_b = SIZE_MAX, total_b = 0;
   for (int r = 0; r < a.tp; ++r) {
     size_t f, t;
-    CUDA_OK(cudaSetDevice(r));
-    CUDA_OK(cudaMemGetInfo(&f, &t));
+    CUDA_CHECK(cudaSetDevice(r));
+    CUDA_CHECK(cudaMemGetInfo(&f, &t));
     free_b = std::min(free_b, f);
     total_b = t;
   }
