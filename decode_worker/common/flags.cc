@@ -40,8 +40,9 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
                  "staging) | staged | direct")
       ->capture_default_str();
   app.add_option("--staging-prewarm", o.staging_prewarm,
-                 "staged hand-offs: pinned staging for this many max-length sequences per rank, "
-                 "allocated at startup (more concurrent long hand-offs pin memory on the fly)")
+                 "staged hand-offs: pinned staging of this many max-length sequences per rank, "
+                 "allocated at startup and shared by hand-offs of any length (beyond it, "
+                 "memory is pinned on the fly, which stalls the GPU's other work)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--tp", o.model.tp_size,

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -167,44 +168,86 @@ std::vector<uint64_t> StagingOffsets(const std::vector<uint64_t>& lengths) {
 
 // --- pool ---------------------------------------------------------------------------------------
 
+// One pinned allocation and its free ranges (offset -> length, disjoint, never adjacent).
+struct StagingPool::Slab {
+  std::unique_ptr<StagingBuffer> buffer;
+  uint64_t bytes = 0;
+  std::map<uint64_t, uint64_t> free;
+  uint64_t leased = 0;
+
+  // First fit: the offset of `size` bytes taken from the lowest free range that holds them.
+  std::optional<uint64_t> Take(uint64_t size) {
+    for (auto it = free.begin(); it != free.end(); ++it) {
+      if (it->second < size) continue;
+      const uint64_t offset = it->first;
+      const uint64_t rest = it->second - size;
+      free.erase(it);
+      if (rest > 0) free.emplace(offset + size, rest);
+      leased += size;
+      return offset;
+    }
+    return std::nullopt;
+  }
+  void Give(uint64_t offset, uint64_t size) {
+    leased -= size;
+    auto next = free.lower_bound(offset);
+    if (next != free.end() && offset + size == next->first) {  // merge with the range after
+      size += next->second;
+      next = free.erase(next);
+    }
+    if (next != free.begin()) {  // and with the range before
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == offset) {
+        prev->second += size;
+        return;
+      }
+    }
+    free.emplace(offset, size);
+  }
+};
+
 StagingPool::StagingPool(StageCopier* copier, uint64_t keep_bytes)
     : copier_(copier), keep_bytes_(keep_bytes) {}
 
 StagingPool::~StagingPool() = default;
 
-StagingPool::Lease::~Lease() {
-  if (buffer_ != nullptr) pool_->Return(std::move(buffer_));
-}
+StagingPool::Lease::Lease(StagingPool* pool, Slab* slab, uint64_t offset, uint64_t size)
+    : pool_(pool),
+      slab_(slab),
+      offset_(offset),
+      size_(size),
+      data_(static_cast<char*>(slab->buffer->data()) + offset) {}
+
+StagingPool::Lease::~Lease() { pool_->Release(slab_, offset_, size_); }
 
 absl::StatusOr<std::unique_ptr<StagingPool::Lease>> StagingPool::Acquire(uint64_t bytes) {
+  const uint64_t size = RoundUp(std::max<uint64_t>(bytes, 1), kPoolGranule);
   {
     absl::MutexLock lock(&mu_);
-    // Best fit among idle buffers.
-    auto best = idle_.end();
-    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-      if ((*it)->size() >= bytes && (best == idle_.end() || (*it)->size() < (*best)->size())) {
-        best = it;
+    for (const std::unique_ptr<Slab>& slab : slabs_) {
+      if (std::optional<uint64_t> offset = slab->Take(size)) {
+        return std::make_unique<Lease>(this, slab.get(), *offset, size);
       }
     }
-    if (best != idle_.end()) {
-      std::unique_ptr<StagingBuffer> b = std::move(*best);
-      idle_.erase(best);
-      idle_bytes_ -= b->size();
-      return std::make_unique<Lease>(this, std::move(b));
-    }
   }
-  const uint64_t size = RoundUp(std::max<uint64_t>(bytes, 1), kPoolGranule);
+  // Pinned outside the lock: other hand-offs keep taking from the slabs meanwhile.
   const absl::Time start = absl::Now();
-  GKA_ASSIGN_OR_RETURN(std::unique_ptr<StagingBuffer> b, copier_->AllocateStaging(size));
+  auto slab = std::make_unique<Slab>();
+  GKA_ASSIGN_OR_RETURN(slab->buffer, copier_->AllocateStaging(size));
+  slab->bytes = size;
+  slab->leased = size;  // the whole slab, to this caller
   int64_t misses;
+  Slab* raw = slab.get();
   {
     absl::MutexLock lock(&mu_);
     misses = ++misses_;
+    pinned_bytes_ += size;
+    slabs_.push_back(std::move(slab));
   }
   GKA_LOG(INFO) << "staging pool miss " << misses << ": pinned " << (size >> 20) << " MiB in "
                 << absl::ToDoubleMilliseconds(absl::Now() - start)
                 << " ms on this thread (prewarm more: --staging-prewarm)";
-  return std::make_unique<Lease>(this, std::move(b));
+  return std::make_unique<Lease>(this, raw, /*offset=*/0, size);
 }
 
 absl::Status StagingPool::Prewarm(uint64_t bytes, int count) {
@@ -212,12 +255,15 @@ absl::Status StagingPool::Prewarm(uint64_t bytes, int count) {
   for (int i = 0; i < count; ++i) {
     {
       absl::MutexLock lock(&mu_);
-      if (idle_bytes_ + size > keep_bytes_) return absl::OkStatus();  // Return would free it
+      if (pinned_bytes_ + size > keep_bytes_) return absl::OkStatus();  // Release would free it
     }
-    GKA_ASSIGN_OR_RETURN(std::unique_ptr<StagingBuffer> b, copier_->AllocateStaging(size));
+    auto slab = std::make_unique<Slab>();
+    GKA_ASSIGN_OR_RETURN(slab->buffer, copier_->AllocateStaging(size));
+    slab->bytes = size;
+    slab->free.emplace(0, size);
     absl::MutexLock lock(&mu_);
-    idle_bytes_ += b->size();
-    idle_.push_back(std::move(b));
+    pinned_bytes_ += size;
+    slabs_.push_back(std::move(slab));
   }
   return absl::OkStatus();
 }
@@ -227,11 +273,24 @@ int64_t StagingPool::misses() const {
   return misses_;
 }
 
-void StagingPool::Return(std::unique_ptr<StagingBuffer> buffer) {
+uint64_t StagingPool::pinned_bytes() const {
   absl::MutexLock lock(&mu_);
-  if (idle_bytes_ + buffer->size() > keep_bytes_) return;  // freed here
-  idle_bytes_ += buffer->size();
-  idle_.push_back(std::move(buffer));
+  return pinned_bytes_;
+}
+
+void StagingPool::Release(Slab* slab, uint64_t offset, uint64_t size) {
+  std::unique_ptr<Slab> unpin;  // freed after the lock: unpinning is slow too
+  {
+    absl::MutexLock lock(&mu_);
+    slab->Give(offset, size);
+    if (slab->leased == 0 && pinned_bytes_ > keep_bytes_) {
+      auto it = std::find_if(slabs_.begin(), slabs_.end(),
+                             [&](const std::unique_ptr<Slab>& s) { return s.get() == slab; });
+      pinned_bytes_ -= slab->bytes;
+      unpin = std::move(*it);
+      slabs_.erase(it);
+    }
+  }
 }
 
 // --- sender --------------------------------------------------------------------------------------

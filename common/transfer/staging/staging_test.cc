@@ -404,6 +404,58 @@ TEST(StagingPool, PrewarmedBuffersServeWithoutPinningAndMissesAreCounted) {
   EXPECT_EQ(small.misses(), 1);
 }
 
+// The stall this prevents: eight concurrent 512-token hand-offs each pinned their own 162 MiB
+// beside two idle max-length buffers, and every pin stalled the decode batch (RESULTS.md).
+TEST(StagingPool, SmallHandOffsShareAPrewarmedSlabAndFreedRangesCoalesce) {
+  auto copier = MakeStageCopier({.device = false});
+  ASSERT_TRUE(copier.ok());
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  StagingPool pool(copier->get(), /*keep_bytes=*/16 * kMiB);
+  ASSERT_TRUE(pool.Prewarm(8 * kMiB, 1).ok());
+  std::vector<std::unique_ptr<StagingPool::Lease>> leases;
+  for (int i = 0; i < 4; ++i) {
+    auto l = pool.Acquire(2 * kMiB - 100);
+    ASSERT_TRUE(l.ok()) << l.status();
+    leases.push_back(*std::move(l));
+  }
+  EXPECT_EQ(pool.misses(), 0);
+  EXPECT_EQ(pool.pinned_bytes(), 8 * kMiB);
+  for (int i = 1; i < 4; ++i) {
+    EXPECT_EQ(leases[i]->data(), leases[i - 1]->data() + 2 * kMiB) << "first fit, in order";
+  }
+  std::memset(leases[0]->data(), 1, leases[0]->size());  // the whole lease is usable
+  std::memset(leases[3]->data(), 4, leases[3]->size());
+  char* second = leases[1]->data();
+  leases[1].reset();
+  leases[2].reset();
+  auto middle = pool.Acquire(4 * kMiB);  // fits only if the two freed ranges merged
+  ASSERT_TRUE(middle.ok());
+  EXPECT_EQ((*middle)->data(), second);
+  EXPECT_EQ(pool.misses(), 0);
+  middle->reset();
+  leases.clear();
+  auto whole = pool.Acquire(8 * kMiB);  // everything merged back into one range
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ(pool.misses(), 0);
+}
+
+TEST(StagingPool, SlabsBeyondKeepBytesAreUnpinnedWhenIdle) {
+  auto copier = MakeStageCopier({.device = false});
+  ASSERT_TRUE(copier.ok());
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  StagingPool pool(copier->get(), /*keep_bytes=*/4 * kMiB);
+  ASSERT_TRUE(pool.Prewarm(4 * kMiB, 1).ok());
+  auto held = pool.Acquire(4 * kMiB);
+  auto extra = pool.Acquire(2 * kMiB);  // no room: a new slab
+  ASSERT_TRUE(held.ok() && extra.ok());
+  EXPECT_EQ(pool.misses(), 1);
+  EXPECT_EQ(pool.pinned_bytes(), 6 * kMiB);
+  extra->reset();
+  EXPECT_EQ(pool.pinned_bytes(), 4 * kMiB);
+  held->reset();  // within keep_bytes: stays pinned for the next hand-off
+  EXPECT_EQ(pool.pinned_bytes(), 4 * kMiB);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, StagedTransferTest, ::testing::Values("tcp", "sm"));
 
 }  // namespace
