@@ -121,6 +121,8 @@ class Launcher {
       r.server_ttft_ms = t.ttft_ms;
       r.server_admission_ms = t.admission_ms;
       r.server_router_ms = t.router_ms;
+      r.server_prefill_ms = t.prefill_ms;
+      r.server_transfer_ms = t.transfer_ms;
     }
     r.degrade_rung = result->degrade_rung;
   }

@@ -56,7 +56,7 @@ bool MeetsSlo(const Latencies& l, const Slo& slo) {
 Summary SummarizeGroup(const std::vector<const RequestRecord*>& group, double duration_s,
                        const Slo& slo) {
   Summary s;
-  std::vector<double> ttft, itl, tpot, e2e, overhead, router, admission;
+  std::vector<double> ttft, itl, tpot, e2e, overhead, router, admission, queue, prefill, transfer;
   for (const RequestRecord* r : group) {
     ++s.sent;
     ++s.by_code[absl::StatusCodeToString(r->code)];
@@ -72,6 +72,9 @@ Summary SummarizeGroup(const std::vector<const RequestRecord*>& group, double du
     ++s.degrade_rung[r->degrade_rung];
     if (r->server_router_ms >= 0) router.push_back(r->server_router_ms);
     if (r->server_admission_ms >= 0) admission.push_back(r->server_admission_ms);
+    if (r->server_queue_ms >= 0) queue.push_back(r->server_queue_ms);
+    if (r->server_prefill_ms >= 0) prefill.push_back(r->server_prefill_ms);
+    if (r->server_transfer_ms >= 0) transfer.push_back(r->server_transfer_ms);
     const Latencies l = Measure(*r);
     if (l.ttft_ms) ttft.push_back(*l.ttft_ms);
     if (l.ttft_ms && r->server_ttft_ms >= 0) overhead.push_back(*l.ttft_ms - r->server_ttft_ms);
@@ -93,6 +96,9 @@ Summary SummarizeGroup(const std::vector<const RequestRecord*>& group, double du
   s.client_overhead_ms = Describe(std::move(overhead));
   s.router_ms = Describe(std::move(router));
   s.admission_ms = Describe(std::move(admission));
+  s.queue_ms = Describe(std::move(queue));
+  s.prefill_ms = Describe(std::move(prefill));
+  s.transfer_ms = Describe(std::move(transfer));
   return s;
 }
 
@@ -289,7 +295,10 @@ nlohmann::json ToJson(const Summary& s) {
           {"decode_num_iter", iters},
           {"degrade_rung", rungs},
           {"router_ms", ToJson(s.router_ms)},
-          {"admission_ms", ToJson(s.admission_ms)}};
+          {"admission_ms", ToJson(s.admission_ms)},
+          {"server_queue_ms", ToJson(s.queue_ms)},
+          {"server_prefill_ms", ToJson(s.prefill_ms)},
+          {"server_transfer_ms", ToJson(s.transfer_ms)}};
 }
 
 nlohmann::json ToJson(const Report& r) {
@@ -333,6 +342,8 @@ nlohmann::json ToJson(const RequestRecord& r) {
           {"server_ttft_ms", r.server_ttft_ms},
           {"server_admission_ms", r.server_admission_ms},
           {"server_router_ms", r.server_router_ms},
+          {"server_prefill_ms", r.server_prefill_ms},
+          {"server_transfer_ms", r.server_transfer_ms},
           {"degrade_rung", r.degrade_rung},
           {"chunks_ms_tokens", chunks}};
 }
@@ -362,6 +373,11 @@ std::string FormatReport(const Report& r) {
     dist("E2E", s.e2e_ms);
     if (s.router_ms.count > 0) dist("router", s.router_ms);
     if (s.admission_ms.count > 0 && s.admission_ms.max > 0) dist("admit", s.admission_ms);
+    if (s.prefill_ms.count > 0 && s.prefill_ms.max > 0) {  // the server's share of TTFT
+      dist("queue", s.queue_ms);
+      dist("prefil", s.prefill_ms);
+      dist("xfer", s.transfer_ms);
+    }
     if (s.degrade_rung.size() > 1 ||
         (s.degrade_rung.size() == 1 && s.degrade_rung.begin()->first > 0)) {
       out += "  served on degrade rung:";

@@ -68,6 +68,11 @@ struct RequestRecord {
   // timings; negative when absent), and the degrade-ladder rung that served the request.
   double server_admission_ms = -1;
   double server_router_ms = -1;
+  // Where the server's TTFT went (Final's timings; negative when absent): queue_ms is router
+  // admission -> the prefill worker starting (includes the decode worker's Reserve),
+  // prefill_ms the prompt's compute, transfer_ms the hand-off to the decode worker.
+  double server_prefill_ms = -1;
+  double server_transfer_ms = -1;
   int degrade_rung = 0;
 };
 
@@ -124,6 +129,10 @@ struct Summary {
   // its admission queue (Timings.admission_ms); count 0 when the server gave no timings.
   Distribution router_ms;
   Distribution admission_ms;
+  // The server's queue (Timings.queue_ms), prefill and hand-off times; count 0 without timings.
+  Distribution queue_ms;
+  Distribution prefill_ms;
+  Distribution transfer_ms;
 };
 
 // One time bin of the run, for the plots.

@@ -229,7 +229,14 @@ share = f'{streamed / (kv + st) * 100:.0f} %' if kv + st > 0 else '-'
 print(f'KV {f(kv, kvs)}, state {f(st, sts)} (per request; kv {kvs/3*1e3:.0f} ms, state {sts/3*1e3:.0f} ms); '
       f'tail {tail/3*1e3:.1f} ms = {tail/3*1e3/$p50*100:.1f} % of TTFT p50, {share} streamed before the last step ended')")
     fi
-    echo "TTFT $tag prompt=$n p50=${p50}ms p99=${p99}ms ${xfer}" | tee -a "$TABLE"
+    # The router's breakdown of each request's TTFT (Final timings): queue (admission -> prefill
+    # start, incl. the decode worker's Reserve), prefill compute, hand-off.
+    local srv
+    srv=$(python3 -c "
+import json
+o = json.load(open('$LOGS/$tag-ttft-$n.json'))['report']['overall']
+print('/'.join(f\"{o.get(k, {}).get('p50', 0):.1f}\" for k in ('server_queue_ms', 'server_prefill_ms', 'server_transfer_ms')))")
+    echo "TTFT $tag prompt=$n p50=${p50}ms p99=${p99}ms server queue/prefill/transfer p50=${srv}ms ${xfer}" | tee -a "$TABLE"
   done
   # Mixed load: a decode-heavy stream (short prompts, long outputs) while 16K prompts arrive.
   local long=${SIZES##*,}

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include "absl/strings/numbers.h"
@@ -308,6 +309,7 @@ struct Script {
   std::vector<int> chunk_tokens;     // tokens per chunk (default: max_tokens chunks of 1)
   absl::Duration final_delay = absl::ZeroDuration();
   absl::StatusCode fail = absl::StatusCode::kOk;  // fail after `ttft` instead of answering
+  std::optional<pb::Timings> timings;             // Final's timings (none by default)
 };
 
 class SyntheticService final : public pb::GenerateService::Service {
@@ -380,6 +382,7 @@ class SyntheticService final : public pb::GenerateService::Service {
     f->mutable_usage()->set_completion_tokens(total);
     f->set_tier(request.tier());
     f->set_decode_num_iter(request.has_decode_num_iter() ? request.decode_num_iter() : 10);
+    if (s.timings) *f->mutable_timings() = *s.timings;
     writer->WriteLast(final, grpc::WriteOptions());
     return grpc::Status::OK;
   }
@@ -499,6 +502,36 @@ TEST(BenchSyntheticServer, ClosedLoopStatisticsAreExact) {
   EXPECT_EQ(s.decode_num_iter.at(10), 4);
   // A closed loop sends when a slot frees: no lag against its own schedule.
   EXPECT_DOUBLE_EQ(r.send_lag_ms.max, 0);
+}
+
+// The server's breakdown of TTFT (queue, prefill, hand-off) travels from each Final into the
+// report: what tells a disaggregated cluster's added TTFT apart.
+TEST(BenchSyntheticServer, ServerTimingsAreSummarized) {
+  SyntheticServer server(/*virtual_time=*/true, [](int k) {
+    Script s{.ttft = Milliseconds(1), .gaps = {Milliseconds(1), Milliseconds(1), Milliseconds(1)}};
+    pb::Timings t;
+    t.set_ttft_ms(1);
+    t.set_total_ms(3);
+    t.set_queue_ms(1 + k);
+    t.set_prefill_ms(10 * (k + 1));
+    t.set_transfer_ms(0.5 * (k + 1));
+    s.timings = t;
+    return s;
+  });
+  absl::StatusOr<RunResult> run = server.Run({.concurrency = 1, .num_requests = 4});
+  ASSERT_TRUE(run.ok()) << run.status();
+  const Report r = Summarize(run->records, run->duration, {});
+  const Summary& s = r.overall;
+  ASSERT_EQ(s.ok, 4);
+  ASSERT_EQ(s.prefill_ms.count, 4);
+  EXPECT_DOUBLE_EQ(s.queue_ms.mean, 2.5);   // {1, 2, 3, 4}
+  EXPECT_DOUBLE_EQ(s.prefill_ms.mean, 25);  // {10, 20, 30, 40}
+  EXPECT_DOUBLE_EQ(s.prefill_ms.p50, 25);
+  EXPECT_DOUBLE_EQ(s.transfer_ms.max, 2);  // {0.5, 1, 1.5, 2}
+  const nlohmann::json j = ToJson(r);
+  EXPECT_DOUBLE_EQ(j["overall"]["server_prefill_ms"]["mean"].get<double>(), 25);
+  EXPECT_DOUBLE_EQ(j["overall"]["server_transfer_ms"]["p50"].get<double>(), 1.25);
+  EXPECT_NE(FormatReport(r).find("prefil"), std::string::npos);
 }
 
 TEST(BenchSyntheticServer, TierMixAndRequestShapeReachTheServer) {
