@@ -171,7 +171,6 @@ std::vector<uint64_t> StagingOffsets(const std::vector<uint64_t>& lengths) {
 // One pinned allocation and its free ranges (offset -> length, disjoint, never adjacent).
 struct StagingPool::Slab {
   std::unique_ptr<StagingBuffer> buffer;
-  uint64_t bytes = 0;
   std::map<uint64_t, uint64_t> free;
   uint64_t leased = 0;
 
@@ -211,14 +210,11 @@ StagingPool::StagingPool(StageCopier* copier, uint64_t keep_bytes)
 
 StagingPool::~StagingPool() = default;
 
-StagingPool::Lease::Lease(StagingPool* pool, Slab* slab, uint64_t offset, uint64_t size)
-    : pool_(pool),
-      slab_(slab),
-      offset_(offset),
-      size_(size),
-      data_(static_cast<char*>(slab->buffer->data()) + offset) {}
-
 StagingPool::Lease::~Lease() { pool_->Release(slab_, offset_, size_); }
+
+char* StagingPool::Lease::data() const {
+  return static_cast<char*>(slab_->buffer->data()) + offset_;
+}
 
 absl::StatusOr<std::unique_ptr<StagingPool::Lease>> StagingPool::Acquire(uint64_t bytes) {
   const uint64_t size = RoundUp(std::max<uint64_t>(bytes, 1), kPoolGranule);
@@ -230,24 +226,33 @@ absl::StatusOr<std::unique_ptr<StagingPool::Lease>> StagingPool::Acquire(uint64_
       }
     }
   }
-  // Pinned outside the lock: other hand-offs keep taking from the slabs meanwhile.
   const absl::Time start = absl::Now();
-  auto slab = std::make_unique<Slab>();
-  GKA_ASSIGN_OR_RETURN(slab->buffer, copier_->AllocateStaging(size));
-  slab->bytes = size;
-  slab->leased = size;  // the whole slab, to this caller
+  GKA_ASSIGN_OR_RETURN(Slab * slab, AddSlab(size, /*lease_all=*/true));
   int64_t misses;
-  Slab* raw = slab.get();
   {
     absl::MutexLock lock(&mu_);
     misses = ++misses_;
-    pinned_bytes_ += size;
-    slabs_.push_back(std::move(slab));
   }
   GKA_LOG(INFO) << "staging pool miss " << misses << ": pinned " << (size >> 20) << " MiB in "
                 << absl::ToDoubleMilliseconds(absl::Now() - start)
                 << " ms on this thread (prewarm more: --staging-prewarm)";
-  return std::make_unique<Lease>(this, raw, /*offset=*/0, size);
+  return std::make_unique<Lease>(this, slab, /*offset=*/0, size);
+}
+
+absl::StatusOr<StagingPool::Slab*> StagingPool::AddSlab(uint64_t size, bool lease_all) {
+  // Pinned outside the lock: other hand-offs keep taking from the slabs meanwhile.
+  auto slab = std::make_unique<Slab>();
+  GKA_ASSIGN_OR_RETURN(slab->buffer, copier_->AllocateStaging(size));
+  if (lease_all) {
+    slab->leased = size;
+  } else {
+    slab->free.emplace(0, size);
+  }
+  Slab* raw = slab.get();
+  absl::MutexLock lock(&mu_);
+  pinned_bytes_ += size;
+  slabs_.push_back(std::move(slab));
+  return raw;
 }
 
 absl::Status StagingPool::Prewarm(uint64_t bytes, int count) {
@@ -257,13 +262,7 @@ absl::Status StagingPool::Prewarm(uint64_t bytes, int count) {
       absl::MutexLock lock(&mu_);
       if (pinned_bytes_ + size > keep_bytes_) return absl::OkStatus();  // Release would free it
     }
-    auto slab = std::make_unique<Slab>();
-    GKA_ASSIGN_OR_RETURN(slab->buffer, copier_->AllocateStaging(size));
-    slab->bytes = size;
-    slab->free.emplace(0, size);
-    absl::MutexLock lock(&mu_);
-    pinned_bytes_ += size;
-    slabs_.push_back(std::move(slab));
+    GKA_RETURN_IF_ERROR(AddSlab(size, /*lease_all=*/false).status());
   }
   return absl::OkStatus();
 }
@@ -286,7 +285,7 @@ void StagingPool::Release(Slab* slab, uint64_t offset, uint64_t size) {
     if (slab->leased == 0 && pinned_bytes_ > keep_bytes_) {
       auto it = std::find_if(slabs_.begin(), slabs_.end(),
                              [&](const std::unique_ptr<Slab>& s) { return s.get() == slab; });
-      pinned_bytes_ -= slab->bytes;
+      pinned_bytes_ -= slab->buffer->size();
       unpin = std::move(*it);
       slabs_.erase(it);
     }

@@ -145,11 +145,12 @@ class StagingPool {
   // `size` bytes at `data`, inside one slab, until destroyed.
   class Lease {
    public:
-    Lease(StagingPool* pool, Slab* slab, uint64_t offset, uint64_t size);
+    Lease(StagingPool* pool, Slab* slab, uint64_t offset, uint64_t size)
+        : pool_(pool), slab_(slab), offset_(offset), size_(size) {}
     ~Lease();
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
-    char* data() const { return data_; }
+    char* data() const;
     uint64_t size() const { return size_; }
 
    private:
@@ -157,7 +158,6 @@ class StagingPool {
     Slab* slab_;
     uint64_t offset_;
     uint64_t size_;
-    char* data_;
   };
   // At least `bytes` (rounded up to 2 MiB). A miss pins a new slab in the caller's thread.
   absl::StatusOr<std::unique_ptr<Lease>> Acquire(uint64_t bytes);
@@ -172,6 +172,9 @@ class StagingPool {
   StageCopier& copier() const { return *copier_; }
 
  private:
+  // Pins a slab of `size` (in the caller's thread, outside the lock) and adds it: free, or
+  // `lease_all` to the caller.
+  absl::StatusOr<Slab*> AddSlab(uint64_t size, bool lease_all);
   void Release(Slab* slab, uint64_t offset, uint64_t size);
   StageCopier* const copier_;
   const uint64_t keep_bytes_;

@@ -365,6 +365,8 @@ TEST_P(StagedTransferTest, DirectPathVerifiesInPlace) {
             absl::StatusCode::kDataLoss);
 }
 
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
 TEST(StagingPool, ReusesIdleBuffers) {
   auto copier = MakeStageCopier({.device = false});
   ASSERT_TRUE(copier.ok());
@@ -384,7 +386,6 @@ TEST(StagingPool, ReusesIdleBuffers) {
 TEST(StagingPool, PrewarmedBuffersServeWithoutPinningAndMissesAreCounted) {
   auto copier = MakeStageCopier({.device = false});
   ASSERT_TRUE(copier.ok());
-  constexpr uint64_t kMiB = uint64_t{1} << 20;
   StagingPool pool(copier->get(), /*keep_bytes=*/8 * kMiB);
   ASSERT_TRUE(pool.Prewarm(3 * kMiB, 2).ok());  // two 4 MiB buffers (2 MiB granules)
   auto a = pool.Acquire(3 * kMiB);
@@ -409,7 +410,6 @@ TEST(StagingPool, PrewarmedBuffersServeWithoutPinningAndMissesAreCounted) {
 TEST(StagingPool, SmallHandOffsShareAPrewarmedSlabAndFreedRangesCoalesce) {
   auto copier = MakeStageCopier({.device = false});
   ASSERT_TRUE(copier.ok());
-  constexpr uint64_t kMiB = uint64_t{1} << 20;
   StagingPool pool(copier->get(), /*keep_bytes=*/16 * kMiB);
   ASSERT_TRUE(pool.Prewarm(8 * kMiB, 1).ok());
   std::vector<std::unique_ptr<StagingPool::Lease>> leases;
@@ -442,7 +442,6 @@ TEST(StagingPool, SmallHandOffsShareAPrewarmedSlabAndFreedRangesCoalesce) {
 TEST(StagingPool, SlabsBeyondKeepBytesAreUnpinnedWhenIdle) {
   auto copier = MakeStageCopier({.device = false});
   ASSERT_TRUE(copier.ok());
-  constexpr uint64_t kMiB = uint64_t{1} << 20;
   StagingPool pool(copier->get(), /*keep_bytes=*/4 * kMiB);
   ASSERT_TRUE(pool.Prewarm(4 * kMiB, 1).ok());
   auto held = pool.Acquire(4 * kMiB);
