@@ -12,12 +12,12 @@
 //
 // Starts the router (gRPC on --port, metrics on --metrics-port), then the prefill workers
 // (metrics on MP+1, MP+2, ...) and the decode workers (numbered after the prefill ones), all
-// workers loading at once; worker gRPC and UCX ports are ephemeral. With --colocated there are no prefill workers: each decode worker
-// runs with --colocated (prefills its prompts itself, chunked into its decode batch), the
-// baseline disaggregation is measured against. Prints one JSON line per process ({"role",
-// "index", "pid", "grpc", "metrics"}) and writes them to --state-file. The children share one
-// process group and get SIGKILL if this process dies (PR_SET_PDEATHSIG); SIGINT/SIGTERM stop
-// them all.
+// workers loading at once; worker gRPC and UCX ports are ephemeral. With --colocated there are no
+// prefill workers: each decode worker runs with --colocated (prefills its prompts itself, chunked
+// into its decode batch), the baseline disaggregation is measured against. Prints one JSON line per
+// process ({"role", "index", "pid", "grpc", "metrics"}) and writes them to --state-file. The
+// children share one process group and get SIGKILL if this process dies (PR_SET_PDEATHSIG);
+// SIGINT/SIGTERM stop them all.
 //
 // Router <-> workers is mutual TLS without the user doing anything: a throwaway CA and one
 // certificate per process (plus "client", for tools and processes started beside the cluster)
@@ -282,8 +282,8 @@ absl::Status RunLocal(const LocalFlags& f) {
     if (dir.empty() && !f.log_dir.empty()) dir = f.log_dir + "/tls";
     if (dir.empty()) {
       const char* tmp = std::getenv("TMPDIR");
-      std::string tmpl = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp",
-                                      "/gka-local-XXXXXX");
+      std::string tmpl =
+          absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/gka-local-XXXXXX");
       if (mkdtemp(tmpl.data()) == nullptr) {
         return absl::InternalError(absl::StrCat("mkdtemp ", tmpl, ": ", strerror(errno)));
       }
@@ -411,10 +411,10 @@ absl::Status RunLocal(const LocalFlags& f) {
     if (vocab_limit.empty() || absl::StrContains(extra, "--vocab-limit")) return extra;
     return absl::StrCat(vocab_limit, " ", extra);
   };
-  absl::Status status = start(
-      "router", 0,
-      WithArgs(WithArgs(router, TlsArgs(f, pki, "router", f.router_args)), f.router_args));
-  std::string router_addr;  // the public port
+  absl::Status status =
+      start("router", 0,
+            WithArgs(WithArgs(router, TlsArgs(f, pki, "router", f.router_args)), f.router_args));
+  std::string router_addr;    // the public port
   std::string registry_addr;  // the internal port: workers' --router
   if (status.ok()) {
     Child& r = children[0];
@@ -442,15 +442,15 @@ absl::Status RunLocal(const LocalFlags& f) {
     const std::string binary = absl::StrCat(bin, "/gka-", role, "-worker");
     return spawn(
         role, i,
-        WithArgs(Placed(placement,
-                        WithArgs({binary, "--model", f.model_dir, "--router", registry_addr,
-                                  "--port",
-                                  "0", "--metrics-port", NextMetricsPort(), "--backend", f.backend,
-                                  "--worker-id", absl::StrCat(role, "-", i), "--page-size",
-                                  absl::StrCat(f.page_size), "--tp", absl::StrCat(tp)},
-                                 absl::StrCat(own, " ",
-                                              TlsArgs(f, pki, absl::StrCat(role, "-", i), extra)))),
-                 WithVocabLimit(extra)));
+        WithArgs(
+            Placed(placement,
+                   WithArgs(
+                       {binary, "--model", f.model_dir, "--router", registry_addr, "--port", "0",
+                        "--metrics-port", NextMetricsPort(), "--backend", f.backend, "--worker-id",
+                        absl::StrCat(role, "-", i), "--page-size", absl::StrCat(f.page_size),
+                        "--tp", absl::StrCat(tp)},
+                       absl::StrCat(own, " ", TlsArgs(f, pki, absl::StrCat(role, "-", i), extra)))),
+            WithVocabLimit(extra)));
   };
   const int prefill_workers = f.colocated ? 0 : f.prefill_workers;
   // Every worker is spawned before any is awaited; their lines print in launch order.
@@ -473,8 +473,8 @@ absl::Status RunLocal(const LocalFlags& f) {
     absl::StrAppend(&decode_own, " --prefill-chunk-size ", f.prefill_chunk_size);
   }
   for (int i = 0; status.ok() && i < f.decode_workers; ++i) {
-    add_worker(start_worker("decode", i, f.decode_tp, f.decode_gpus,
-                            prefill_workers * f.prefill_tp, decode_own, f.decode_args));
+    add_worker(start_worker("decode", i, f.decode_tp, f.decode_gpus, prefill_workers * f.prefill_tp,
+                            decode_own, f.decode_args));
   }
   for (size_t k = 0; status.ok() && k < worker_slots.size(); ++k) {
     status = await_ready(worker_slots[k]);

@@ -418,8 +418,8 @@ absl::StatusOr<wpb::TransferTicket> DecodeCore::DoReserve(const wpb::ReserveRequ
       std::vector<transfer::staging::DeviceRange> device_ranges;
       for (const engine::MemorySegment& s : segments) device_ranges.push_back({s.ptr, s.bytes});
       e->landings.resize(tp);
-      GKA_ASSIGN_OR_RETURN(e->landings[r],
-                           transfer::staging::Landing::Create(*device->pool(r), std::move(device_ranges)));
+      GKA_ASSIGN_OR_RETURN(e->landings[r], transfer::staging::Landing::Create(
+                                               *device->pool(r), std::move(device_ranges)));
       transfer::staging::Landing& landing = *e->landings[r];
       GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::MemoryRegion> region,
                            transfers_[r]->RegisterMemory(landing.data(), landing.size(),
@@ -711,9 +711,9 @@ absl::Status DecodeCore::AttachDecode(Entry& e, const wpb::StartDecodeRequest& r
                        e.prompt_tokens, " tokens: no prompt would be left"));
     }
     if (request.resumed_tokens_size() > static_cast<int64_t>(request.max_new_tokens())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(request.resumed_tokens_size(), " resumed tokens exceed max_new_tokens ",
-                       request.max_new_tokens()));
+      return absl::InvalidArgumentError(absl::StrCat(request.resumed_tokens_size(),
+                                                     " resumed tokens exceed max_new_tokens ",
+                                                     request.max_new_tokens()));
     }
     for (int32_t id : request.resumed_tokens()) {
       if (id < 0 || id >= engine_->vocab_size()) {
@@ -722,10 +722,10 @@ absl::Status DecodeCore::AttachDecode(Entry& e, const wpb::StartDecodeRequest& r
     }
   }
   if (e.prompt_tokens - prior + request.max_new_tokens() > engine_->max_seq_len()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", e.prompt_tokens - prior, " tokens) + max_new_tokens (",
-        request.max_new_tokens(), ") exceed this worker's context of ", engine_->max_seq_len(),
-        " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", e.prompt_tokens - prior, " tokens) + max_new_tokens (",
+                     request.max_new_tokens(), ") exceed this worker's context of ",
+                     engine_->max_seq_len(), " tokens"));
   }
   if (request.decode_num_iter() < -1) {
     return absl::InvalidArgumentError("decode_num_iter must be >= 0 (or -1: the model's)");
@@ -1172,8 +1172,9 @@ void DecodeCore::ResumeHere(Entry& e, absl::string_view why) {
   absl::StatusOr<std::optional<FinishReason>> added = AddToScheduler(e);
   if (!added.ok() || added->has_value()) {
     // Neither can happen (it was running with these tokens); end it rather than guess.
-    EndEntry(e, absl::InternalError(absl::StrCat("request ", e.request_id,
-                                                 " could not resume after a failed move")),
+    EndEntry(e,
+             absl::InternalError(
+                 absl::StrCat("request ", e.request_id, " could not resume after a failed move")),
              std::nullopt);
   }
 }

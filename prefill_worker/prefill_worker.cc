@@ -215,9 +215,9 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
   w->layout = worker_common::HandoffLayout::Of(w->model.lead());
   w->vocab_size = w->model.lead().vocab_size();
   w->max_seq_len = w->model.lead().max_seq_len();
-  GKA_ASSIGN_OR_RETURN(
-      w->transfer, transfer::ucx::UcxTransferEngine::Create({.transports = options.common.ucx_transports,
-                                                        .name = options.common.worker_id}));
+  GKA_ASSIGN_OR_RETURN(w->transfer, transfer::ucx::UcxTransferEngine::Create(
+                                        {.transports = options.common.ucx_transports,
+                                         .name = options.common.worker_id}));
   {
     GKA_ASSIGN_OR_RETURN(transfer::staging::StagingMode mode,
                          transfer::staging::ParseStagingMode(options.common.device_transfer));
@@ -226,8 +226,8 @@ absl::StatusOr<std::unique_ptr<PrefillWorker>> PrefillWorker::Create(
     GKA_ASSIGN_OR_RETURN(w->device, worker_common::DeviceTransfer::Create(
                                         engines, w->transfer->SupportsCuda(), {.mode = mode}));
     // Sender staging, one buffer per decode rank's share (sized for decode TP = this TP).
-    GKA_RETURN_IF_ERROR(w->device->Prewarm(w->layout.Segments(w->max_seq_len),
-                                           options.common.staging_prewarm));
+    GKA_RETURN_IF_ERROR(
+        w->device->Prewarm(w->layout.Segments(w->max_seq_len), options.common.staging_prewarm));
   }
   w->registry = std::make_shared<metrics::Registry>();
   GKA_ASSIGN_OR_RETURN(w->metrics, PrefillMetrics::Create(*w->registry, options.common.worker_id,

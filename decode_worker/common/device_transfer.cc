@@ -12,10 +12,10 @@ absl::StatusOr<std::unique_ptr<DeviceTransfer>> DeviceTransfer::Create(
   auto dt = std::unique_ptr<DeviceTransfer>(new DeviceTransfer());
   if (ranks.empty()) return absl::InvalidArgumentError("no engine ranks");
   const bool cuda = ranks[0]->options().backend == kernels::BackendKind::kCuda;
-  GKA_ASSIGN_OR_RETURN(
-      dt->path_,
-      transfer::staging::SelectTransferPath(cuda ? transfer::MemoryKind::kCuda : transfer::MemoryKind::kHost,
-                                   transport_supports_cuda, options.mode));
+  GKA_ASSIGN_OR_RETURN(dt->path_,
+                       transfer::staging::SelectTransferPath(
+                           cuda ? transfer::MemoryKind::kCuda : transfer::MemoryKind::kHost,
+                           transport_supports_cuda, options.mode));
   if (!dt->on_device()) return dt;
   for (const engine::Engine* e : ranks) {
     Rank r;

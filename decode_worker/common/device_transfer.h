@@ -24,7 +24,7 @@ namespace gka::worker_common {
 
 struct DeviceTransferOptions {
   transfer::staging::StagingMode mode = transfer::staging::StagingMode::kAuto;  // --device-transfer
-  // Idle pinned staging kept per rank for reuse (pinning costs milliseconds per call).
+  // Pinned staging kept per rank (StagingPool: slabs beyond it are unpinned once idle).
   uint64_t keep_bytes = uint64_t{8} << 30;
 };
 
@@ -44,17 +44,16 @@ class DeviceTransfer {
   // What the direct path registers.
   transfer::MemoryKind memory_kind() const {
     return path_ == transfer::staging::TransferPath::kDeviceDirect ? transfer::MemoryKind::kCuda
-                                                          : transfer::MemoryKind::kHost;
+                                                                   : transfer::MemoryKind::kHost;
   }
   // Valid when on_device().
   transfer::staging::StageCopier& copier(int rank) const { return *ranks_[rank].copier; }
   // Non-null only on the staged path.
   transfer::staging::StagingPool* pool(int rank) const { return ranks_[rank].pool.get(); }
-  // Staged path: pins `count` staging buffers per rank for the largest hand-off share
-  // (`segments`: one rank's segments of a max-length sequence), so that hand-offs up to
-  // `count` at a time never pin memory on a hot path (a decode worker's engine thread reserves
-  // its landings: pinning a 16K-token 32B share there stalls the decode batch ~1 s). No-op on
-  // other paths.
+  // Staged path: pins `count` max-length shares (`segments`: one rank's segments of a
+  // max-length sequence) per rank as pool slabs that hand-offs of any length share, so that
+  // hand-offs do not pin memory on a hot path (a decode worker's engine thread reserves its
+  // landings: pinning there stalls the decode batch). No-op on other paths.
   absl::Status Prewarm(const std::vector<SegmentSpec>& segments, int count);
 
  private:

@@ -18,7 +18,6 @@
 namespace gka::worker_common {
 namespace {
 
-
 std::string FailureReason(const absl::Status& s, absl::Time lease_deadline) {
   switch (s.code()) {
     case absl::StatusCode::kOk:
@@ -164,9 +163,10 @@ struct HandoffStream::Unit {
 struct HandoffStream::Io {
   bool begun = false;
   absl::Status begin_error;
-  std::vector<std::unique_ptr<transfer::OutgoingTransfer>> transfers;  // [decode rank]
-  std::vector<std::unique_ptr<transfer::staging::StagedSender>> staged;         // [decode rank], device
-  std::vector<std::vector<transfer::staging::DeviceSegment>> device_pieces;     // what `staged` is made of
+  std::vector<std::unique_ptr<transfer::OutgoingTransfer>> transfers;    // [decode rank]
+  std::vector<std::unique_ptr<transfer::staging::StagedSender>> staged;  // [decode rank], device
+  std::vector<std::vector<transfer::staging::DeviceSegment>>
+      device_pieces;  // what `staged` is made of
   size_t unsent = 0;
   bool cancelled = false;
   uint64_t kv_put = 0;
@@ -414,11 +414,11 @@ absl::Status HandoffStream::Begin() {
     for (int i = 0; i < job_.prefill_tp; ++i) copiers.push_back(&options_.device->copier(i));
     for (int j = 0; j < d; ++j) {
       // Decode rank j's staging from prefill rank j's pool (any rank's pinned memory serves):
-      // the pools are prewarmed alike, one max-length share each per expected hand-off.
+      // the pools are prewarmed alike, so the shares spread over them.
       transfer::staging::StagingPool* pool = options_.device->pool(j % job_.prefill_tp);
-      GKA_ASSIGN_OR_RETURN(std::unique_ptr<transfer::staging::StagedSender> staged,
-                           transfer::staging::StagedSender::Create(copiers, pool,
-                                                          std::move(io.device_pieces[j])));
+      GKA_ASSIGN_OR_RETURN(
+          std::unique_ptr<transfer::staging::StagedSender> staged,
+          transfer::staging::StagedSender::Create(copiers, pool, std::move(io.device_pieces[j])));
       io.staged.push_back(std::move(staged));
     }
   }

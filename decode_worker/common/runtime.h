@@ -47,7 +47,7 @@ struct WorkerOptions {
   // "" = none. A plaintext grpc.health.v1-only port for probes that cannot speak TLS (the
   // kubelet's); it says nothing but SERVING / NOT_SERVING.
   std::string health_address;
-  std::string router_address;                   // "" = do not register; "a:1,b:2": several
+  std::string router_address;  // "" = do not register; "a:1,b:2": several
   // host:port names resolving to every router (a headless Service), comma-separated.
   std::string router_service;
   absl::Duration heartbeat_interval = absl::Seconds(1);
@@ -109,23 +109,18 @@ struct ServeOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   // Sent to the router; Serve fills in the bound gRPC and metrics addresses.
   wpb::RegisterRequest registration;
-  rpc::TlsConfig tls;  // see WorkerOptions
+  rpc::TlsConfig tls;           // see WorkerOptions
   std::string tls_server_name;  // see WorkerOptions
   // Passed to the registry client (decode workers: the degrade ladder's caps).
   std::function<void(const std::string& router, const std::map<std::string, int32_t>& caps)>
       on_num_iter_caps;
 
   static ServeOptions Of(const WorkerOptions& options, wpb::RegisterRequest registration) {
-    return {options.grpc_address,
-            options.metrics_address,
-            options.health_address,
-            options.router_address,
-            options.router_service,
-            options.heartbeat_interval,
-            std::move(registration),
-            options.tls,
-            options.tls_server_name,
-            {}};
+    return {options.grpc_address,    options.metrics_address,
+            options.health_address,  options.router_address,
+            options.router_service,  options.heartbeat_interval,
+            std::move(registration), options.tls,
+            options.tls_server_name, {}};
   }
 };
 

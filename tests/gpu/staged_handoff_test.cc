@@ -122,12 +122,14 @@ TEST_P(StagedHandoffTest, TeacherForcedLogitsMatchTheColocatedEngine) {
   auto landing = transfer::staging::Landing::Create(rx_pool, dst_ranges);
   ASSERT_TRUE(landing.ok()) << landing.status();
 
-  auto receiver = transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "rx"});
+  auto receiver =
+      transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "rx"});
   ASSERT_TRUE(receiver.ok()) << receiver.status();
   auto sender = transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "tx"});
   ASSERT_TRUE(sender.ok()) << sender.status();
-  auto path = transfer::staging::SelectTransferPath(transfer::MemoryKind::kCuda, (*receiver)->SupportsCuda(),
-                                           transfer::staging::StagingMode::kStaged);
+  auto path = transfer::staging::SelectTransferPath(transfer::MemoryKind::kCuda,
+                                                    (*receiver)->SupportsCuda(),
+                                                    transfer::staging::StagingMode::kStaged);
   ASSERT_EQ(*path, transfer::staging::TransferPath::kStaged);
   {
     auto region = (*receiver)->RegisterMemory((*landing)->data(), (*landing)->size());
@@ -158,7 +160,8 @@ TEST_P(StagedHandoffTest, TeacherForcedLogitsMatchTheColocatedEngine) {
     auto t = (*sender)->StartTransfer(target, 42, absl::Now() + absl::Seconds(60));
     ASSERT_TRUE(t.ok()) << t.status();
     std::unique_ptr<transfer::staging::StagedSender> staging;
-    auto sent = transfer::staging::PutStaged(**t, **tx_copier, &tx_pool, segments, nullptr, &staging);
+    auto sent =
+        transfer::staging::PutStaged(**t, **tx_copier, &tx_pool, segments, nullptr, &staging);
     ASSERT_TRUE(sent.ok()) << sent.status();
     (*t)->SupplyChecksum(sent->checksum);
     transfer::TransferOutcome outcome = (*t)->FinishAndWait("first-token");

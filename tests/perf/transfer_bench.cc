@@ -46,11 +46,11 @@ int Main(int argc, char** argv) {
     for (int it = 0; it < iters + 1; ++it) {  // first iteration warms up connections
       const uint64_t id = 1000 + it;
       std::promise<absl::StatusOr<TransferCompletion>> done;
-      ExpectedTransfer expected{.transfer_id = id, .lease_deadline = absl::Now() + absl::Seconds(60)};
+      ExpectedTransfer expected{.transfer_id = id,
+                                .lease_deadline = absl::Now() + absl::Seconds(60)};
       if (verify) expected.verify_ranges = {{dst.data(), bytes}};
-      GKA_CHECK_OK((*receiver)->Expect(expected, [&](absl::StatusOr<TransferCompletion> c) {
-        done.set_value(std::move(c));
-      }));
+      GKA_CHECK_OK((*receiver)->Expect(
+          expected, [&](absl::StatusOr<TransferCompletion> c) { done.set_value(std::move(c)); }));
       const auto t0 = std::chrono::steady_clock::now();
       auto t = (*sender)->StartTransfer(target, id, absl::Now() + absl::Seconds(60));
       GKA_CHECK(t.ok()) << t.status();
@@ -68,16 +68,16 @@ int Main(int argc, char** argv) {
       GKA_CHECK(out.status.ok()) << out.status;
       auto completion = done.get_future().get();
       GKA_CHECK(completion.ok()) << completion.status();
-      const double s =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (it > 0) gbps.push_back(bytes / s / 1e9);
     }
     GKA_CHECK(std::memcmp(src.data(), dst.data(), bytes) == 0) << "bytes differ";
     std::sort(gbps.begin(), gbps.end());
-    std::printf("gka transfer  tls=%-10s bytes=%-10llu segment=%-8llu verify=%d  median %.2f GB/s  best %.2f GB/s\n",
-                tls.c_str(), static_cast<unsigned long long>(bytes),
-                static_cast<unsigned long long>(segment), verify, gbps[gbps.size() / 2],
-                gbps.back());
+    std::printf(
+        "gka transfer  tls=%-10s bytes=%-10llu segment=%-8llu verify=%d  median %.2f GB/s  best "
+        "%.2f GB/s\n",
+        tls.c_str(), static_cast<unsigned long long>(bytes),
+        static_cast<unsigned long long>(segment), verify, gbps[gbps.size() / 2], gbps.back());
   }
   return 0;
 }

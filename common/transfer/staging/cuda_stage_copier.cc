@@ -99,8 +99,8 @@ class CudaStageCopier final : public StageCopier {
     GKA_CUDA_OK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
     const char* knob = std::getenv("GKA_STAGE_COPY_PRIORITY");
     const bool high = knob == nullptr || absl::string_view(knob) != "0";
-    GKA_CUDA_OK(cudaStreamCreateWithPriority(&c->stream_, cudaStreamNonBlocking,
-                                             high ? greatest : least));
+    GKA_CUDA_OK(
+        cudaStreamCreateWithPriority(&c->stream_, cudaStreamNonBlocking, high ? greatest : least));
     GKA_CUDA_OK(
         cudaMalloc(reinterpret_cast<void**>(&c->device_acc_), kSlots * 2 * sizeof(uint64_t)));
     GKA_CUDA_OK(cudaHostAlloc(reinterpret_cast<void**>(&c->host_acc_),

@@ -61,8 +61,8 @@ int Run(int argc, char** argv) {
     if (absl::ConsumePrefix(&arg, "--transports=")) options.transports = std::string(arg);
     if (absl::ConsumePrefix(&arg, "--bytes=")) buffer_bytes = U64(arg);
     if (absl::ConsumePrefix(&arg, "--data-path=")) {
-      options.data_path =
-          arg == "put" ? ucx::UcxOptions::DataPath::kPut : ucx::UcxOptions::DataPath::kActiveMessage;
+      options.data_path = arg == "put" ? ucx::UcxOptions::DataPath::kPut
+                                       : ucx::UcxOptions::DataPath::kActiveMessage;
     }
   }
   auto engine = ucx::UcxTransferEngine::Create(options);

@@ -45,8 +45,8 @@ void PrintTo(const Setup& setup, std::ostream* os) {
 ucx::UcxOptions OptionsFor(const Setup& setup) {
   ucx::UcxOptions options;
   options.transports = setup.transports;
-  options.data_path =
-      setup.data_path == "put" ? ucx::UcxOptions::DataPath::kPut : ucx::UcxOptions::DataPath::kActiveMessage;
+  options.data_path = setup.data_path == "put" ? ucx::UcxOptions::DataPath::kPut
+                                               : ucx::UcxOptions::DataPath::kActiveMessage;
   return options;
 }
 

@@ -25,7 +25,8 @@ class HandoffStreamTest : public ::testing::TestWithParam<const char*> {
     auto s = transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "sender"});
     ASSERT_TRUE(s.ok()) << s.status();
     sender_ = *std::move(s);
-    auto r = transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "receiver"});
+    auto r =
+        transfer::ucx::UcxTransferEngine::Create({.transports = GetParam(), .name = "receiver"});
     ASSERT_TRUE(r.ok()) << r.status();
     receiver_ = *std::move(r);
     const HandoffLayout layout = HandoffLayout::Of(model_.lead());

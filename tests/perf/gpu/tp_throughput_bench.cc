@@ -235,7 +235,7 @@ void FillRandom(Engine& e, int batch, uint64_t seed) {
         // KV ~ N(0, 1)-sized values; states small (a GKA state's entries are sums of
         // products of normalised keys, decayed).
         CUDA_CHECK(RandomFillDevice(begin, bytes / (bf16 ? 2 : 4), bf16, seed + l * 7919 + b,
-                                 bf16 ? 1.0f : 0.05f, 0.f, nullptr));
+                                    bf16 ? 1.0f : 0.05f, 0.f, nullptr));
         j = k;
       }
       i += n;
