@@ -128,9 +128,9 @@ struct StageCopierOptions {
 absl::StatusOr<std::unique_ptr<StageCopier>> MakeStageCopier(const StageCopierOptions& options);
 
 // Hands out staging memory carved from a few large pinned slabs. Pinning costs ~0.65 ms per MiB
-// and holds the CUDA driver's lock while it runs, so every other CUDA call of the process waits
-// (a decode batch stalls for the whole pin: measured 12 x 162 MiB = 1.3 s on 32B at TP 2,
-// 4x H100, tests/perf/RESULTS.md).
+// in the caller's thread, and a decode worker acquires landings on its engine thread, so a pin
+// there stalls the decode batch (measured: 12 x 162 MiB = 1.3 s on 32B at TP 2, 4x H100,
+// tests/perf/RESULTS.md).
 // Workers therefore pin slabs once at startup (Prewarm) and every hand-off of any size takes a
 // sub-range of them (first fit, 2 MiB granules, neighbours coalesced on release). Only when no
 // slab has room does Acquire pin a new slab of the request's size (a miss, logged and counted).
