@@ -42,7 +42,7 @@ void AddWorkerFlags(CLI::App& app, WorkerOptions& o, WorkerFlags& f) {
   app.add_option("--staging-prewarm", o.staging_prewarm,
                  "staged hand-offs: pinned staging of this many max-length sequences per rank, "
                  "allocated at startup and shared by hand-offs of any length (beyond it, "
-                 "memory is pinned on the fly, which stalls the GPU's other work)")
+                 "memory is pinned on the fly, stalling a decode worker's steps)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--tp", o.model.tp_size,
