@@ -18,6 +18,8 @@
 #                  (the default) then unfused (GKA_FUSE_PROJECTIONS=0), same machine
 #           model  writes the GKA-32B model in the background (the next bench waits for it), so
 #                  the tests of the stages in between overlap the ~96 s it takes
+#           models  both models (GKA-32B and Qwen3-32B) in the background at once
+#           ctx4   both models at TP 4, decode at 16K (with the breakdown), 32K, 64K and 128K
 #           oneshot  the one-shot all-reduce and TP > 1 decode graphs, correctness:
 #                  one_shot_all_reduce_test (bitwise vs the CPU reference, vs NCCL, calls in
 #                  flight, graph replays), nccl_communicator_test, tp_gpu_test (TP 2/4 vs TP 1,
@@ -39,6 +41,7 @@
 #                  and all_reduce_bench (NCCL / one-shot / two-shot per message size)
 #           verify  one_shot_all_reduce_test + cuda_parity_test's GEMM cases (the tuner's too)
 #           prefill_bd  GKA-32B 16K prefill at TP 4 with the per-op breakdown (TFLOP/s per GEMM)
+#           tp4_16k  both models, 16K decode at TP 4 with graphs (no breakdown)
 #           tp2_16k  GKA-32B 16K decode at TP 2
 #           tuned_ab  GKA-32B 16K decode at TP 4, same machine and model: tuned GEMMs + two-shot,
 #                  then neither (session 3's default: graphs + one-shot), then the same new
@@ -82,10 +85,10 @@ df -h /dev/shm /tmp | sed 's/^/  /'
 BENCH="$CARRY/bin/tp_throughput_bench"
 TABLE="$LOGS/table.txt"
 : > "$TABLE"
-MODEL_PID=""
+MODEL_PIDS=""  # model writers running in the background; the next bench waits for them
 bench() {  # bench LOGNAME ARGS...: runs the benchmark, keeps its rows for the table
   local name=$1; shift
-  if [[ -n "$MODEL_PID" ]]; then wait "$MODEL_PID"; MODEL_PID=""; fi
+  if [[ -n "$MODEL_PIDS" ]]; then wait $MODEL_PIDS; MODEL_PIDS=""; fi
   echo "== tp_throughput_bench $* (GKA_CUDA_GRAPHS=${GKA_CUDA_GRAPHS:-1} GKA_ONESHOT_ALLREDUCE=${GKA_ONESHOT_ALLREDUCE:-1} GKA_GEMM_TUNE=${GKA_GEMM_TUNE:-0} GKA_TWO_SHOT_MIN_BYTES=${GKA_TWO_SHOT_MIN_BYTES:-default})"
   local left=$((END - SECONDS))
   (( left > 20 )) || { echo "== skipped (no time left): $*"; return; }
@@ -146,7 +149,16 @@ for stage in $STAGES; do
     model)  # writes the GKA-32B model in the background (CPU and disk) while later stages test
       echo "== writing $MODELS/hqwen3-32b-gka in the background"
       "$BENCH" $GKA --tp 1 --contexts "" > "$LOGS/model.log" 2>&1 &
-      MODEL_PID=$! ;;
+      MODEL_PIDS=$! ;;
+    models)  # both models at once (each writer is CPU-parallel; the two overlap their writes)
+      echo "== writing $MODELS/hqwen3-32b-gka and $MODELS/qwen3-32b in the background"
+      "$BENCH" $GKA --tp 1 --contexts "" > "$LOGS/model.log" 2>&1 &
+      MODEL_PIDS=$!
+      "$BENCH" $BASE --tp 1 --contexts "" > "$LOGS/model_base.log" 2>&1 &
+      MODEL_PIDS="$MODEL_PIDS $!" ;;
+    ctx4)  # both models at TP 4 over all four contexts (16K with the per-op breakdown)
+      bench gka_tp4_ctx4 $GKA --tp 4 --contexts 16384,32768,65536,131072 --breakdown
+      bench base_tp4_ctx4 $BASE --tp 4 --contexts 16384,32768,65536,131072 --breakdown ;;
     oneshot)
       gtest one_shot_all_reduce_test || export GKA_ONESHOT_ALLREDUCE=0
       gtest tp_gpu_test "*Graph*" || export GKA_CUDA_GRAPHS=0
@@ -181,6 +193,9 @@ for stage in $STAGES; do
       gtest cuda_parity_test "*Gemm*" ;;
     prefill_bd)
       bench gka_tp4_prefill_bd $GKA --tp 4 --prefill 16384 --contexts "" --breakdown ;;
+    tp4_16k)  # the 16K gate rows as served: graphs on (a --breakdown context runs op by op)
+      bench gka_tp4_16k $GKA --tp 4 --contexts 16384
+      bench base_tp4_16k $BASE --tp 4 --contexts 16384 ;;
     tp2_16k)
       bench gka_tp2_16k $GKA --tp 2 --contexts 16384 ;;
     tuned_ab)
