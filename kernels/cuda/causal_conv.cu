@@ -35,6 +35,7 @@ __global__ void CausalConvKernel(const T* __restrict__ x, int64_t x_stride, floa
                                  const float* __restrict__ weight, const float* __restrict__ state,
                                  const int32_t* __restrict__ slots, const int32_t* __restrict__ cu,
                                  int num_seqs, int64_t total, int64_t C, int K) {
+  PdlEnter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total * C;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = i / C, c = i - t * C;
@@ -57,6 +58,7 @@ __global__ void CausalConvStateKernel(const T* __restrict__ x, int64_t x_stride,
                                       float* __restrict__ state, const int32_t* __restrict__ slots,
                                       const int32_t* __restrict__ cu, int num_seqs, int64_t C,
                                       int K) {
+  PdlEnter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < num_seqs * C;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int b = static_cast<int>(i / C);
@@ -83,6 +85,7 @@ __global__ void CausalConvPerSequenceKernel(
     const T* __restrict__ x, int64_t x_stride, float* __restrict__ out,
     const float* __restrict__ weight, float* __restrict__ state, const int32_t* __restrict__ slots,
     const int32_t* __restrict__ cu, int num_seqs, int64_t C, int K) {
+  PdlEnter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < num_seqs * C;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int b = static_cast<int>(i / C);
@@ -160,22 +163,22 @@ absl::Status CausalConv(const CudaContext& ctx, const CausalConvParams& p) {
         GKA_RETURN_IF_ERROR(CheckOnDevice(p.x, kOp, "x"));
         GKA_RETURN_IF_ERROR(CheckOnDevice(p.out, kOp, "out"));
       }
-      CausalConvPerSequenceKernel<T_><<<GridFor(p.num_seqs * C, 256, ctx), 256, 0, ctx.stream()>>>(
-          x, stride, p.out.data<float>(), p.weight.data<float>(), p.state.data<float>(), p.slots,
-          p.cu_seqlens, p.num_seqs, C, k);
+      Launch(CausalConvPerSequenceKernel<T_>, GridFor(p.num_seqs * C, 256, ctx), 256, 0,
+             ctx.stream(), x, stride, p.out.data<float>(), p.weight.data<float>(),
+             p.state.data<float>(), p.slots, p.cu_seqlens, p.num_seqs, C, k);
       GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvPerSequenceKernel");
       return absl::OkStatus();
     }
     if (T > 0) {
       GKA_RETURN_IF_ERROR(CheckOnDevice(p.x, kOp, "x"));
       GKA_RETURN_IF_ERROR(CheckOnDevice(p.out, kOp, "out"));
-      CausalConvKernel<T_><<<GridFor(T * C, 256, ctx), 256, 0, ctx.stream()>>>(
-          x, stride, p.out.data<float>(), p.weight.data<float>(), p.state.data<float>(), p.slots,
-          p.cu_seqlens, p.num_seqs, T, C, k);
+      Launch(CausalConvKernel<T_>, GridFor(T * C, 256, ctx), 256, 0, ctx.stream(), x, stride,
+             p.out.data<float>(), p.weight.data<float>(), p.state.data<float>(), p.slots,
+             p.cu_seqlens, p.num_seqs, T, C, k);
       GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvKernel");
     }
-    CausalConvStateKernel<T_><<<GridFor(p.num_seqs * C, 256, ctx), 256, 0, ctx.stream()>>>(
-        x, stride, p.state.data<float>(), p.slots, p.cu_seqlens, p.num_seqs, C, k);
+    Launch(CausalConvStateKernel<T_>, GridFor(p.num_seqs * C, 256, ctx), 256, 0, ctx.stream(), x,
+           stride, p.state.data<float>(), p.slots, p.cu_seqlens, p.num_seqs, C, k);
     GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CausalConvStateKernel");
   });
   return absl::OkStatus();

@@ -8,6 +8,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
 
 #include "common/tensor/dtype.h"
 
@@ -80,6 +83,50 @@ __device__ __forceinline__ float BlockSum(float v, float* shared) {
   t = WarpSum(t);
   __syncthreads();
   return t;
+}
+
+// Programmatic dependent launch (PDL, sm_90). A decode step is ~900 kernels, most of them a few
+// microseconds long, so the gap between one kernel's last CTA and the next kernel's first (launch,
+// CTA scheduling, prologue) is a measurable share of the step. Every kernel here is launched
+// with Launch() and begins with PdlEnter(), which lets the next kernel on the stream be scheduled
+// while this one still runs; the next kernel's own PdlEnter() then blocks until this whole grid
+// has finished and its writes are visible. Ordering is therefore exactly the stream's (nothing is
+// read or written before the wait), only the launch overlaps. Kernels launched without the
+// attribute (PDL off, or a cuBLAS/NCCL kernel between ours) see plain stream order.
+__device__ __forceinline__ void PdlEnter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  // The dependents are scheduled once every CTA of this grid has issued this (i.e. all have
+  // started): they take only SM space this grid no longer needs.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// GKA_PDL=0 launches every kernel in plain stream order (for A/B runs); read once.
+inline bool PdlEnabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("GKA_PDL");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return enabled;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent launch (see
+// PdlEnter). Errors are reported like <<<>>>'s: through cudaGetLastError().
+template <typename... Params, typename... Args>
+cudaError_t Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                   cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = PdlEnabled() ? 1 : 0;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 __device__ __forceinline__ float Silu(float z) { return z / (1.0f + expf(-z)); }

@@ -17,6 +17,7 @@ namespace {
 // (the API says the caller guarantees the range; this only keeps a bug from faulting).
 __global__ void EmbeddingVecKernel(const uint4* __restrict__ table, const int32_t* __restrict__ ids,
                                    uint4* __restrict__ out, int64_t row_vecs, int64_t num_rows) {
+  PdlEnter();
   const int64_t t = blockIdx.x;
   const int32_t id = ids[t];
   uint4* dst = out + t * row_vecs;
@@ -31,6 +32,7 @@ __global__ void EmbeddingVecKernel(const uint4* __restrict__ table, const int32_
 template <typename T>
 __global__ void EmbeddingKernel(const T* __restrict__ table, const int32_t* __restrict__ ids,
                                 T* __restrict__ out, int64_t hidden, int64_t num_rows) {
+  PdlEnter();
   const int64_t t = blockIdx.x;
   const int32_t id = ids[t];
   T* dst = out + t * hidden;
@@ -45,6 +47,7 @@ __global__ void EmbeddingKernel(const T* __restrict__ table, const int32_t* __re
 template <typename T>
 __global__ void SiluMulVec4Kernel(const T* __restrict__ gu, T* __restrict__ out, int64_t rows,
                                   int64_t F) {
+  PdlEnter();
   const int64_t f4 = F / 4;
   const int64_t n = rows * f4;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -60,6 +63,7 @@ __global__ void SiluMulVec4Kernel(const T* __restrict__ gu, T* __restrict__ out,
 template <typename T>
 __global__ void SiluMulKernel(const T* __restrict__ gu, T* __restrict__ out, int64_t rows,
                               int64_t F) {
+  PdlEnter();
   const int64_t n = rows * F;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -70,6 +74,7 @@ __global__ void SiluMulKernel(const T* __restrict__ gu, T* __restrict__ out, int
 
 template <typename X, typename Y>
 __global__ void AddKernel(const X* __restrict__ x, Y* __restrict__ y, int64_t n) {
+  PdlEnter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     y[i] = FromFloat<Y>(ToFloat(y[i]) + ToFloat(x[i]));
@@ -78,6 +83,7 @@ __global__ void AddKernel(const X* __restrict__ x, Y* __restrict__ y, int64_t n)
 
 template <typename X, typename Y>
 __global__ void AddVec4Kernel(const X* __restrict__ x, Y* __restrict__ y, int64_t n4) {
+  PdlEnter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float4 a = Load4(x + 4 * i);
@@ -96,9 +102,9 @@ absl::Status LaunchAdd(const CudaContext& ctx, const X* x, const tensor::TensorV
   const unsigned grid = GridFor(work, 256, ctx);
   GKA_DISPATCH_ACT(y.dtype, Y, {
     if (vec) {
-      AddVec4Kernel<X, Y><<<grid, 256, 0, ctx.stream()>>>(x, y.data<Y>(), n / 4);
+      Launch(AddVec4Kernel<X, Y>, grid, 256, 0, ctx.stream(), x, y.data<Y>(), n / 4);
     } else {
-      AddKernel<X, Y><<<grid, 256, 0, ctx.stream()>>>(x, y.data<Y>(), n);
+      Launch(AddKernel<X, Y>, grid, 256, 0, ctx.stream(), x, y.data<Y>(), n);
     }
   });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("AddKernel");
@@ -125,13 +131,12 @@ absl::Status Embedding(const CudaContext& ctx, const EmbeddingParams& p) {
   if (p.ids == nullptr) return absl::InvalidArgumentError("Embedding: ids is null");
   const size_t row_bytes = hidden * tensor::DTypeSize(p.out.dtype);
   if (row_bytes % 16 == 0 && Aligned(p.table.ptr, 16) && Aligned(p.out.ptr, 16)) {
-    EmbeddingVecKernel<<<T, 256, 0, ctx.stream()>>>(static_cast<const uint4*>(p.table.ptr), p.ids,
-                                                    static_cast<uint4*>(p.out.ptr), row_bytes / 16,
-                                                    V);
+    Launch(EmbeddingVecKernel, T, 256, 0, ctx.stream(), static_cast<const uint4*>(p.table.ptr),
+           p.ids, static_cast<uint4*>(p.out.ptr), row_bytes / 16, V);
   } else {
     GKA_DISPATCH_ACT(p.out.dtype, T_,
-                     EmbeddingKernel<T_><<<T, 256, 0, ctx.stream()>>>(p.table.data<T_>(), p.ids,
-                                                                      p.out.data<T_>(), hidden, V));
+                     Launch(EmbeddingKernel<T_>, T, 256, 0, ctx.stream(), p.table.data<T_>(), p.ids,
+                            p.out.data<T_>(), hidden, V));
   }
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("EmbeddingKernel");
   return absl::OkStatus();
@@ -155,11 +160,11 @@ absl::Status SiluMul(const CudaContext& ctx, const SiluMulParams& p) {
   const bool vec = F % 4 == 0 && Aligned(p.gate_up.ptr, 4 * es) && Aligned(p.out.ptr, 4 * es);
   GKA_DISPATCH_ACT(p.out.dtype, T, {
     if (vec) {
-      SiluMulVec4Kernel<T><<<GridFor(rows * F / 4, 256, ctx), 256, 0, ctx.stream()>>>(
-          p.gate_up.data<T>(), p.out.data<T>(), rows, F);
+      Launch(SiluMulVec4Kernel<T>, GridFor(rows * F / 4, 256, ctx), 256, 0, ctx.stream(),
+             p.gate_up.data<T>(), p.out.data<T>(), rows, F);
     } else {
-      SiluMulKernel<T><<<GridFor(rows * F, 256, ctx), 256, 0, ctx.stream()>>>(
-          p.gate_up.data<T>(), p.out.data<T>(), rows, F);
+      Launch(SiluMulKernel<T>, GridFor(rows * F, 256, ctx), 256, 0, ctx.stream(),
+             p.gate_up.data<T>(), p.out.data<T>(), rows, F);
     }
   });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("SiluMulKernel");

@@ -17,6 +17,7 @@ __global__ void GatedRmsNormKernel(const float* __restrict__ x, const T* __restr
                                    const float* __restrict__ weight, T* __restrict__ out,
                                    int64_t rows, int64_t gate_heads, int64_t gate_token_stride,
                                    float eps) {
+  PdlEnter();
   constexpr int D = kE * 32;
   const int lane = threadIdx.x & 31;
   const int64_t row = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
@@ -88,14 +89,14 @@ absl::Status GatedRmsNorm(const CudaContext& ctx, const GatedRmsNormParams& p) {
     const float* w = p.weight.data<float>();
     T* o = p.out.data<T>();
     if (D == 64) {
-      GatedRmsNormKernel<T, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, gate_heads,
-                                                                       gate_token_stride, p.eps);
+      Launch(GatedRmsNormKernel<T, 2>, grid, kWarps * 32, 0, ctx.stream(), x, g, w, o, rows,
+             gate_heads, gate_token_stride, p.eps);
     } else if (D == 128) {
-      GatedRmsNormKernel<T, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, gate_heads,
-                                                                       gate_token_stride, p.eps);
+      Launch(GatedRmsNormKernel<T, 4>, grid, kWarps * 32, 0, ctx.stream(), x, g, w, o, rows,
+             gate_heads, gate_token_stride, p.eps);
     } else {
-      GatedRmsNormKernel<T, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(x, g, w, o, rows, gate_heads,
-                                                                       gate_token_stride, p.eps);
+      Launch(GatedRmsNormKernel<T, 8>, grid, kWarps * 32, 0, ctx.stream(), x, g, w, o, rows,
+             gate_heads, gate_token_stride, p.eps);
     }
   });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GatedRmsNormKernel");

@@ -136,6 +136,7 @@ constexpr size_t CoreSmemBytes() {
 
 template <int D>
 __global__ void __launch_bounds__(kThreads, 2) GkaCoreKernel(const CoreArgs a) {
+  PdlEnter();
   constexpr int R = D / 16;          // block edge
   constexpr int U = R / 4;           // float4 column groups per thread (2 for D = 128)
   constexpr int JQ = D / 4;          // float4 columns of a row (h_kv phase)
@@ -327,7 +328,7 @@ absl::Status LaunchCore(const CudaContext& ctx, const CoreArgs& args, int H, int
   // Per launch (cheap, host-side): the attribute is per device, and a process may drive several.
   GKA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
       GkaCoreKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  GkaCoreKernel<D><<<dim3(H, B), kThreads, smem, ctx.stream()>>>(args);
+  Launch(GkaCoreKernel<D>, dim3(H, B), kThreads, smem, ctx.stream(), args);
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaCoreKernel");
   return absl::OkStatus();
 }

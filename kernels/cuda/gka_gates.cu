@@ -39,6 +39,7 @@ struct GatesArgs {
 
 template <typename A, int kE>  // A: dtype of a/b/c; kE = D / 32
 __global__ void GkaGatesKernel(const GatesArgs args) {
+  PdlEnter();
   constexpr int D = kE * 32;
   const int lane = threadIdx.x & 31;
   const int64_t item = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
@@ -185,11 +186,11 @@ absl::Status GkaGates(const CudaContext& ctx, const GkaGatesParams& p) {
   const unsigned grid = static_cast<unsigned>((T * H + kWarps - 1) / kWarps);
   GKA_DISPATCH_ACT(gate_dtype, A, {
     if (D == 64) {
-      GkaGatesKernel<A, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+      Launch(GkaGatesKernel<A, 2>, grid, kWarps * 32, 0, ctx.stream(), args);
     } else if (D == 128) {
-      GkaGatesKernel<A, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+      Launch(GkaGatesKernel<A, 4>, grid, kWarps * 32, 0, ctx.stream(), args);
     } else {
-      GkaGatesKernel<A, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+      Launch(GkaGatesKernel<A, 8>, grid, kWarps * 32, 0, ctx.stream(), args);
     }
   });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaGatesKernel");

@@ -136,6 +136,7 @@ struct ScanSmem {
 };
 
 __global__ void __launch_bounds__(kScanThreads, 2) GkaChunkScanKernel(const ChunkArgs a) {
+  PdlEnter();
   extern __shared__ __align__(16) unsigned char scan_smem_raw[];
   ScanSmem& sm = *reinterpret_cast<ScanSmem*>(scan_smem_raw);
   const int m = blockIdx.x / kScanTiles;  // 0: h_kk, 1: h_kv
@@ -652,6 +653,7 @@ __device__ __forceinline__ void LoadState(float* dst, int stride, const float* s
 
 template <class Math>
 __global__ void __launch_bounds__(kSolveThreads, 1) GkaChunkSolveKernel(const ChunkArgs a) {
+  PdlEnter();
   using Smem = SolveSmem<Math>;
   extern __shared__ __align__(16) unsigned char solve_smem_raw[];
   Smem& sm = *reinterpret_cast<Smem*>(solve_smem_raw);
@@ -814,10 +816,11 @@ absl::Status LaunchChunked(const CudaContext& ctx, ChunkArgs args, int max_chunk
   for (int c0 = 0; c0 < max_chunks; c0 += W) {
     args.c0 = c0;
     const int w_here = std::min(W, max_chunks - c0);
-    GkaChunkScanKernel<<<dim3(2 * kScanTiles, H, B), kScanThreads, scan_smem, ctx.stream()>>>(args);
+    Launch(GkaChunkScanKernel, dim3(2 * kScanTiles, H, B), kScanThreads, scan_smem, ctx.stream(),
+           args);
     GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaChunkScanKernel");
-    GkaChunkSolveKernel<Math>
-        <<<dim3(w_here, H, B), kSolveThreads, solve_smem, ctx.stream()>>>(args);
+    Launch(GkaChunkSolveKernel<Math>, dim3(w_here, H, B), kSolveThreads, solve_smem, ctx.stream(),
+           args);
     GKA_CUDA_RETURN_IF_LAUNCH_ERROR("GkaChunkSolveKernel");
   }
   return absl::OkStatus();

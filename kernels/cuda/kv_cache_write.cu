@@ -18,6 +18,7 @@ __global__ void KvCacheWriteKernel(const V* __restrict__ k, const V* __restrict_
                                    V* __restrict__ k_pages, V* __restrict__ v_pages,
                                    const int32_t* __restrict__ slot_mapping, int64_t row_elems,
                                    int64_t src_stride, int64_t num_slots) {
+  PdlEnter();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot < 0 || slot >= num_slots) return;
@@ -66,15 +67,15 @@ absl::Status KvCacheWrite(const CudaContext& ctx, const KvCacheWriteParams& p) {
   if (row_bytes % 16 == 0 && stride_bytes % 16 == 0 && aligned(p.k.ptr) && aligned(p.v.ptr) &&
       aligned(p.k_pages.ptr) && aligned(p.v_pages.ptr)) {
     const int threads = static_cast<int>(std::min<int64_t>(256, row_bytes / 16));
-    KvCacheWriteKernel<uint4><<<T, threads, 0, ctx.stream()>>>(
-        static_cast<const uint4*>(p.k.ptr), static_cast<const uint4*>(p.v.ptr),
-        static_cast<uint4*>(p.k_pages.ptr), static_cast<uint4*>(p.v_pages.ptr), p.slot_mapping,
-        row_bytes / 16, stride_bytes / 16, num_slots);
+    Launch(KvCacheWriteKernel<uint4>, T, threads, 0, ctx.stream(),
+           static_cast<const uint4*>(p.k.ptr), static_cast<const uint4*>(p.v.ptr),
+           static_cast<uint4*>(p.k_pages.ptr), static_cast<uint4*>(p.v_pages.ptr), p.slot_mapping,
+           row_bytes / 16, stride_bytes / 16, num_slots);
   } else {
     GKA_DISPATCH_ACT(dt, T_,
-                     KvCacheWriteKernel<T_><<<T, 256, 0, ctx.stream()>>>(
-                         p.k.data<T_>(), p.v.data<T_>(), p.k_pages.data<T_>(), p.v_pages.data<T_>(),
-                         p.slot_mapping, hkv * D, stride, num_slots));
+                     Launch(KvCacheWriteKernel<T_>, T, 256, 0, ctx.stream(), p.k.data<T_>(),
+                            p.v.data<T_>(), p.k_pages.data<T_>(), p.v_pages.data<T_>(),
+                            p.slot_mapping, hkv * D, stride, num_slots));
   }
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("KvCacheWriteKernel");
   return absl::OkStatus();

@@ -40,6 +40,7 @@ __device__ __forceinline__ float Widen(__half v) { return __half2float(v); }
 
 template <typename T>
 __global__ void FillKernel(T* __restrict__ out, int64_t n, float value) {
+  PdlEnter();
   const T v = Cast<T>(value);
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -49,6 +50,7 @@ __global__ void FillKernel(T* __restrict__ out, int64_t n, float value) {
 
 template <typename S, typename D>
 __global__ void ConvertKernel(const S* __restrict__ in, D* __restrict__ out, int64_t n) {
+  PdlEnter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     out[i] = Cast<D>(Widen(in[i]));
@@ -61,13 +63,13 @@ absl::Status LaunchConvert(const CudaContext& ctx, const S* in, const tensor::Te
   const unsigned grid = GridFor(n, 256, ctx);
   switch (dst.dtype) {
     case DType::kF32:
-      ConvertKernel<S, float><<<grid, 256, 0, ctx.stream()>>>(in, dst.data<float>(), n);
+      Launch(ConvertKernel<S, float>, grid, 256, 0, ctx.stream(), in, dst.data<float>(), n);
       break;
     case DType::kBF16:
-      ConvertKernel<S, bf16><<<grid, 256, 0, ctx.stream()>>>(in, dst.data<bf16>(), n);
+      Launch(ConvertKernel<S, bf16>, grid, 256, 0, ctx.stream(), in, dst.data<bf16>(), n);
       break;
     case DType::kF16:
-      ConvertKernel<S, __half><<<grid, 256, 0, ctx.stream()>>>(in, dst.data<__half>(), n);
+      Launch(ConvertKernel<S, __half>, grid, 256, 0, ctx.stream(), in, dst.data<__half>(), n);
       break;
     default:
       return absl::InvalidArgumentError(
@@ -86,16 +88,16 @@ absl::Status Fill(const CudaContext& ctx, const tensor::TensorView& t, float val
   const unsigned grid = GridFor(n, 256, ctx);
   switch (t.dtype) {
     case DType::kF32:
-      FillKernel<<<grid, 256, 0, ctx.stream()>>>(t.data<float>(), n, value);
+      Launch(FillKernel<float>, grid, 256, 0, ctx.stream(), t.data<float>(), n, value);
       break;
     case DType::kBF16:
-      FillKernel<<<grid, 256, 0, ctx.stream()>>>(t.data<bf16>(), n, value);
+      Launch(FillKernel<bf16>, grid, 256, 0, ctx.stream(), t.data<bf16>(), n, value);
       break;
     case DType::kF16:
-      FillKernel<<<grid, 256, 0, ctx.stream()>>>(t.data<__half>(), n, value);
+      Launch(FillKernel<__half>, grid, 256, 0, ctx.stream(), t.data<__half>(), n, value);
       break;
     case DType::kI32:
-      FillKernel<<<grid, 256, 0, ctx.stream()>>>(t.data<int32_t>(), n, value);
+      Launch(FillKernel<int32_t>, grid, 256, 0, ctx.stream(), t.data<int32_t>(), n, value);
       break;
     default:
       return absl::InvalidArgumentError(

@@ -50,6 +50,7 @@ __device__ __forceinline__ int FindSeq(const int32_t* __restrict__ cu, int num_s
 
 template <typename T, int kE>  // kE = D / 32
 __global__ void __launch_bounds__(kWarps * 32) PagedAttentionGenericKernel(const GenericArgs a) {
+  PdlEnter();
   constexpr int D = kE * 32;
   __shared__ __align__(16) float qs[kWarps][D];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
@@ -174,11 +175,11 @@ absl::Status PagedAttention(const CudaContext& ctx, const PagedAttentionParams& 
   const unsigned grid = static_cast<unsigned>((T * hq + kWarps - 1) / kWarps);
   GKA_DISPATCH_ACT(dt, T_, {
     if (D == 64) {
-      PagedAttentionGenericKernel<T_, 2><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+      Launch(PagedAttentionGenericKernel<T_, 2>, grid, kWarps * 32, 0, ctx.stream(), args);
     } else if (D == 128) {
-      PagedAttentionGenericKernel<T_, 4><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+      Launch(PagedAttentionGenericKernel<T_, 4>, grid, kWarps * 32, 0, ctx.stream(), args);
     } else {
-      PagedAttentionGenericKernel<T_, 8><<<grid, kWarps * 32, 0, ctx.stream()>>>(args);
+      Launch(PagedAttentionGenericKernel<T_, 8>, grid, kWarps * 32, 0, ctx.stream(), args);
     }
   });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("PagedAttentionGenericKernel");

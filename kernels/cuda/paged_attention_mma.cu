@@ -108,6 +108,7 @@ struct Cfg {
 
 template <Layout L, int G>
 __global__ void __launch_bounds__(kThreads) PagedAttentionMmaKernel(const MmaArgs a) {
+  PdlEnter();
   using C = Cfg<L>;
   constexpr int kTok = C::kRows / G;  // query tokens per CTA
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -411,6 +412,7 @@ __global__ void CombineSplitsKernel(const float* __restrict__ part_m,
                                     const float* __restrict__ part_l,
                                     const float* __restrict__ part_o, bf16* __restrict__ out,
                                     int64_t rows, int num_splits) {
+  PdlEnter();
   const int64_t row = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -575,20 +577,19 @@ absl::Status PagedAttentionMma(const CudaContext& ctx, const PagedAttentionParam
     const size_t smem_k = Cfg<Layout::kKeysSplit>::kSmemBytes;
     const size_t smem_r = Cfg<Layout::kRowsSplit>::kSmemBytes;
     if (decode) {
-      PagedAttentionMmaKernel<Layout::kKeysSplit, kG>
-          <<<grid, kThreads, smem_k, ctx.stream()>>>(args);
+      Launch(PagedAttentionMmaKernel<Layout::kKeysSplit, kG>, grid, kThreads, smem_k, ctx.stream(),
+             args);
     } else {
-      PagedAttentionMmaKernel<Layout::kRowsSplit, kG>
-          <<<grid, kThreads, smem_r, ctx.stream()>>>(args);
+      Launch(PagedAttentionMmaKernel<Layout::kRowsSplit, kG>, grid, kThreads, smem_r, ctx.stream(),
+             args);
     }
     GKA_CUDA_RETURN_IF_LAUNCH_ERROR("PagedAttentionMmaKernel");
     return absl::OkStatus();
   }));
   if (splits > 1) {
     constexpr int kWarps = 8;
-    CombineSplitsKernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kWarps * 32, 0,
-                          ctx.stream()>>>(args.part_m, args.part_l, args.part_o, args.out, rows,
-                                          splits);
+    Launch(CombineSplitsKernel, static_cast<unsigned>((rows + kWarps - 1) / kWarps), kWarps * 32, 0,
+           ctx.stream(), args.part_m, args.part_l, args.part_o, args.out, rows, splits);
     GKA_CUDA_RETURN_IF_LAUNCH_ERROR("CombineSplitsKernel");
   }
   return absl::OkStatus();

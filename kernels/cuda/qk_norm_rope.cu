@@ -28,6 +28,7 @@ __global__ void QkNormRopeKernel(T* __restrict__ q, T* __restrict__ k, int hq, i
                                  const float* __restrict__ kw,
                                  const int32_t* __restrict__ positions, int64_t num_tokens,
                                  float eps, const InvFreq inv_freq) {
+  PdlEnter();
   constexpr int D = kE * 32;
   const int lane = threadIdx.x & 31;
   const int64_t warp = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
@@ -110,14 +111,14 @@ absl::Status QkNormRope(const CudaContext& ctx, const QkNormRopeParams& p) {
     const float* qw = p.q_weight.data<float>();
     const float* kw = p.k_weight.data<float>();
     if (D == 64) {
-      QkNormRopeKernel<T_, 2><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-          q, k, ihq, ihkv, q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
+      Launch(QkNormRopeKernel<T_, 2>, grid, kWarpsPerBlock * 32, 0, ctx.stream(), q, k, ihq, ihkv,
+             q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
     } else if (D == 128) {
-      QkNormRopeKernel<T_, 4><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-          q, k, ihq, ihkv, q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
+      Launch(QkNormRopeKernel<T_, 4>, grid, kWarpsPerBlock * 32, 0, ctx.stream(), q, k, ihq, ihkv,
+             q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
     } else {
-      QkNormRopeKernel<T_, 8><<<grid, kWarpsPerBlock * 32, 0, ctx.stream()>>>(
-          q, k, ihq, ihkv, q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
+      Launch(QkNormRopeKernel<T_, 8>, grid, kWarpsPerBlock * 32, 0, ctx.stream(), q, k, ihq, ihkv,
+             q_stride, k_stride, qw, kw, p.positions, T, p.eps, inv_freq);
     }
   });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("QkNormRopeKernel");

@@ -21,6 +21,7 @@ template <typename T, bool kResidual>
 __global__ void __launch_bounds__(kThreads)
     RmsNormVec4Kernel(const T* x, T* residual, const float* __restrict__ weight, T* out, int64_t n,
                       float eps) {
+  PdlEnter();
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * n;
@@ -64,6 +65,7 @@ template <typename T, bool kResidual>
 __global__ void __launch_bounds__(kThreads)
     RmsNormRowInRegistersKernel(const T* x, T* residual, const float* __restrict__ weight, T* out,
                                 int64_t n, float eps) {
+  PdlEnter();
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * n;
@@ -117,6 +119,7 @@ template <typename T, bool kResidual>
 __global__ void __launch_bounds__(kThreads)
     RmsNormKernel(const T* x, T* residual, const float* __restrict__ weight, T* out, int64_t n,
                   float eps) {
+  PdlEnter();
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const T* xr = x + row * n;
@@ -173,20 +176,21 @@ absl::Status RmsNorm(const CudaContext& ctx, const RmsNormParams& p) {
     const float* w = p.weight.data<float>();
     if (vec && n <= int64_t{kThreads} * 4 * kRowQuads) {
       if (has_res) {
-        RmsNormRowInRegistersKernel<T, true>
-            <<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+        Launch(RmsNormRowInRegistersKernel<T, true>, rows, kThreads, 0, ctx.stream(), x, res, w,
+               out, n, p.eps);
       } else {
-        RmsNormRowInRegistersKernel<T, false>
-            <<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+        Launch(RmsNormRowInRegistersKernel<T, false>, rows, kThreads, 0, ctx.stream(), x, res, w,
+               out, n, p.eps);
       }
     } else if (vec && has_res) {
-      RmsNormVec4Kernel<T, true><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+      Launch(RmsNormVec4Kernel<T, true>, rows, kThreads, 0, ctx.stream(), x, res, w, out, n, p.eps);
     } else if (vec) {
-      RmsNormVec4Kernel<T, false><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+      Launch(RmsNormVec4Kernel<T, false>, rows, kThreads, 0, ctx.stream(), x, res, w, out, n,
+             p.eps);
     } else if (has_res) {
-      RmsNormKernel<T, true><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+      Launch(RmsNormKernel<T, true>, rows, kThreads, 0, ctx.stream(), x, res, w, out, n, p.eps);
     } else {
-      RmsNormKernel<T, false><<<rows, kThreads, 0, ctx.stream()>>>(x, res, w, out, n, p.eps);
+      Launch(RmsNormKernel<T, false>, rows, kThreads, 0, ctx.stream(), x, res, w, out, n, p.eps);
     }
   });
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("RmsNormKernel");

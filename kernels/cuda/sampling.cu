@@ -132,6 +132,7 @@ __global__ void __launch_bounds__(kThreads)
                  const int32_t* __restrict__ pen_tokens, const int32_t* __restrict__ pen_counts,
                  int32_t* __restrict__ out_ids, float* __restrict__ out_logprobs,
                  int32_t* __restrict__ top_ids, float* __restrict__ top_logprobs) {
+  PdlEnter();
   __shared__ float red_f[32];
   __shared__ double red_d[32];
   __shared__ ArgMax red_am[32];
@@ -427,11 +428,11 @@ absl::Status Sample(const CudaContext& ctx, const SampleParams& p) {
   auto* d_top_lps = any_top ? reinterpret_cast<float*>(dev + out_off + 2 * sizeof(int32_t) * B +
                                                        sizeof(int32_t) * top_count)
                             : nullptr;
-  SampleKernel<<<static_cast<unsigned>(B), kThreads, 0, ctx.stream()>>>(
-      p.logits.data<float>(), V, static_cast<int>(n), reinterpret_cast<const RowParams*>(dev),
-      reinterpret_cast<const int32_t*>(dev + rows_bytes),
-      reinterpret_cast<const int32_t*>(dev + rows_bytes + tok_bytes), d_ids, d_lp, d_top_ids,
-      d_top_lps);
+  Launch(SampleKernel, static_cast<unsigned>(B), kThreads, 0, ctx.stream(), p.logits.data<float>(),
+         V, static_cast<int>(n), reinterpret_cast<const RowParams*>(dev),
+         reinterpret_cast<const int32_t*>(dev + rows_bytes),
+         reinterpret_cast<const int32_t*>(dev + rows_bytes + tok_bytes), d_ids, d_lp, d_top_ids,
+         d_top_lps);
   GKA_CUDA_RETURN_IF_LAUNCH_ERROR("SampleKernel");
   std::vector<float> lp(B);
   GKA_CUDA_RETURN_IF_ERROR(

@@ -42,6 +42,10 @@
 #           verify  one_shot_all_reduce_test + cuda_parity_test's GEMM cases (the tuner's too)
 #           prefill_bd  GKA-32B 16K prefill at TP 4 with the per-op breakdown (TFLOP/s per GEMM)
 #           tp4_16k  both models, 16K decode at TP 4 with graphs (no breakdown)
+#           pdl    programmatic dependent launch: cuda_parity_test, cuda_graph_test,
+#                  cuda_stride_test, tp_gpu_test, gpu_golden_test (GOLDEN_SRC), then GKA-32B 16K
+#                  TP 4 with PDL, without (GKA_PDL=0), with again — one machine, one model
+#           pdl_rows  with PDL: Qwen3-32B 16K and 128K, GKA-32B 128K/64K/32K + 16K prefill
 #           tp2_16k  GKA-32B 16K decode at TP 2
 #           tuned_ab  GKA-32B 16K decode at TP 4, same machine and model: tuned GEMMs + two-shot,
 #                  then neither (session 3's default: graphs + one-shot), then the same new
@@ -94,6 +98,14 @@ bench() {  # bench LOGNAME ARGS...: runs the benchmark, keeps its rows for the t
   (( left > 20 )) || { echo "== skipped (no time left): $*"; return; }
   timeout $left "$BENCH" "$@" 2>&1 | tee "$LOGS/$name.log" | grep -E "^(#|DECODE|PREFILL|BREAKDOWN)|rror|watchdog|capture"
   grep -E "^(#|DECODE|PREFILL|BREAKDOWN)" "$LOGS/$name.log" >> "$TABLE"
+}
+# gpu_golden_test reads tests/data at the source path compiled in (GOLDEN_SRC: the dev machine's
+# checkout it was built from): point that path at this copy of the repository.
+link_golden_src() {
+  local src=${GOLDEN_SRC:-}
+  if [[ -n "$src" && ! -d "$src/tests/data" ]]; then
+    mkdir -p "$(dirname "$src")" && ln -sfn "$PWD" "$src" && echo "== linked $src -> $PWD"
+  fi
 }
 ntest=0
 gtest() {  # gtest NAME [FILTER]: one test binary, bounded, its verdict lines
@@ -169,12 +181,7 @@ for stage in $STAGES; do
       gtest cuda_graph_test
       gtest gpu_golden_test ;;
     tuned)
-      # gpu_golden_test reads tests/data at the source path compiled in (GOLDEN_SRC: the dev
-      # machine's checkout it was built from): point that path at this copy of the repository.
-      src=${GOLDEN_SRC:-}
-      if [[ -n "$src" && ! -d "$src/tests/data" ]]; then
-        mkdir -p "$(dirname "$src")" && ln -sfn "$PWD" "$src" && echo "== linked $src -> $PWD"
-      fi
+      link_golden_src
       gtest one_shot_all_reduce_test || export GKA_TWO_SHOT_MIN_BYTES=$((1 << 62))
       gtest cuda_parity_test "*Gemm*:*RmsNorm*" || export GKA_GEMM_TUNE=0
       gtest tp_gpu_test
@@ -196,6 +203,21 @@ for stage in $STAGES; do
     tp4_16k)  # the 16K gate rows as served: graphs on (a --breakdown context runs op by op)
       bench gka_tp4_16k $GKA --tp 4 --contexts 16384
       bench base_tp4_16k $BASE --tp 4 --contexts 16384 ;;
+    pdl)  # programmatic dependent launch: every CUDA op's parity, graphs, TP, goldens (a failure
+          # turns PDL off for the later stages: GKA_PDL=0), then the 16K TP 4 A/B on one machine
+      link_golden_src
+      gtest cuda_parity_test || export GKA_PDL=0
+      gtest cuda_graph_test || export GKA_PDL=0
+      gtest cuda_stride_test || export GKA_PDL=0
+      gtest tp_gpu_test || export GKA_PDL=0
+      gtest gpu_golden_test || export GKA_PDL=0
+      bench gka_tp4_pdl $GKA --tp 4 --contexts 16384 --label GKA-32B-pdl
+      GKA_PDL=0 bench gka_tp4_nopdl $GKA --tp 4 --contexts 16384 --label GKA-32B-no-pdl
+      bench gka_tp4_pdl2 $GKA --tp 4 --contexts 16384 --label GKA-32B-pdl ;;
+    pdl_rows)  # with PDL: the baseline at 16K and 128K, the hybrid at 32K-128K, prefill 16K
+      bench base_tp4_pdl $BASE --tp 4 --contexts 16384,131072 --label Qwen3-32B-pdl
+      bench gka_tp4_pdl_mid $GKA --tp 4 --contexts 131072,65536,32768 --prefill 16384 \
+        --label GKA-32B-pdl ;;
     tp2_16k)
       bench gka_tp2_16k $GKA --tp 2 --contexts 16384 ;;
     tuned_ab)

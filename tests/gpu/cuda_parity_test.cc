@@ -103,6 +103,28 @@ TEST_F(CudaParityTest, FillAndConvert) {
   Expect("Fill bf16", Download(*cuda_, b->view()), std::vector<float>(want.size(), 1.5f), 0.0);
 }
 
+// Every kernel is a programmatic dependent launch (device_util.cuh: the next kernel is scheduled
+// while this one runs and waits in PdlEnter for it to finish). A long chain in which each kernel
+// overwrites what the next one reads: a kernel that read before its wait, or wrote before the
+// previous one finished reading, leaves a wrong sum. 4M floats: each kernel spans many waves.
+TEST_F(CudaParityTest, DependentKernelChainKeepsStreamOrder) {
+  const int64_t n = int64_t{1} << 22;
+  auto x = cuda_->Allocate(Shape{n}, DType::kF32);
+  auto y = cuda_->Allocate(Shape{n}, DType::kF32);
+  ASSERT_TRUE(x.ok() && y.ok());
+  ASSERT_TRUE(cuda_->Fill(y->view(), 0.0f).ok());
+  constexpr int kSteps = 200;
+  for (int k = 1; k <= kSteps; ++k) {
+    ASSERT_TRUE(cuda_->Fill(x->view(), static_cast<float>(k)).ok());  // x = k
+    ASSERT_TRUE(cuda_->Add({.x = x->view(), .y = y->view()}).ok());   // y += x
+  }
+  const char* pdl = std::getenv("GKA_PDL");
+  Expect(absl::StrCat("200 x (Fill, Add) chain, PDL ",
+                      pdl != nullptr && std::string(pdl) == "0" ? "off" : "on")
+             .c_str(),
+         Download(*cuda_, y->view()), std::vector<float>(n, kSteps * (kSteps + 1) / 2.0f), 0.0);
+}
+
 // ---- GEMM --------------------------------------------------------------------------------
 
 TEST_F(CudaParityTest, Gemm) {

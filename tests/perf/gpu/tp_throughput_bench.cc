@@ -562,7 +562,7 @@ int Main(int argc, char** argv) {
       std::printf(
           "DECODE | %s | TP%d | ctx %lld | batch %d | run %zu | %.0f tok/s | %.2f ms/step | "
           "mem/GPU GiB: weights %.1f, KV %.1f, state %.1f | %.1f GB read/step/GPU | "
-          "%.0f %% of HBM roofline\n",
+          "%.1f %% of HBM roofline\n",
           label.c_str(), a.tp, static_cast<long long>(ctx), batch, run + 1, r.tok_s[run], ms,
           w.per_rank / kGiB, kv / kGiB, state / kGiB, step_bytes / 1e9,
           100.0 * (step_bytes / bw) / (ms * 1e-3));
