@@ -87,8 +87,9 @@ __device__ __forceinline__ float BlockSum(float v, float* shared) {
 
 // Programmatic dependent launch (PDL, sm_90). A decode step is ~900 kernels, most of them a few
 // microseconds long, so the gap between one kernel's last CTA and the next kernel's first (launch,
-// CTA scheduling, prologue) is a measurable share of the step. Every kernel here is launched
-// with Launch() and begins with PdlEnter(), which lets the next kernel on the stream be scheduled
+// CTA scheduling, prologue) is a measurable share of the step. Every op kernel here (not the
+// hand-off's CopyChecksumKernel, on its own stream) is launched with Launch() and begins with
+// PdlEnter(), which lets the next kernel on the stream be scheduled
 // while this one still runs; the next kernel's own PdlEnter() then blocks until this whole grid
 // has finished and its writes are visible. Ordering is therefore exactly the stream's (nothing is
 // read or written before the wait), only the launch overlaps. Kernels launched without the

@@ -107,6 +107,12 @@ link_golden_src() {
     mkdir -p "$(dirname "$src")" && ln -sfn "$PWD" "$src" && echo "== linked $src -> $PWD"
   fi
 }
+write_model() {  # write_model LOGNAME MODEL_ARGS...: the benchmark writes the model (if absent)
+  local name=$1; shift  # in the background; the next bench waits for it
+  echo "== writing $2 in the background"
+  "$BENCH" "$@" --tp 1 --contexts "" > "$LOGS/$name.log" 2>&1 &
+  MODEL_PIDS="$MODEL_PIDS $!"
+}
 ntest=0
 gtest() {  # gtest NAME [FILTER]: one test binary, bounded, its verdict lines
   echo "== $1 ${2:-}"
@@ -159,15 +165,10 @@ for stage in $STAGES; do
       bench gka_tp4_fused $GKA --tp 4 --contexts 16384 --breakdown
       GKA_FUSE_PROJECTIONS=0 bench gka_tp4_unfused $GKA --tp 4 --contexts 16384 --breakdown ;;
     model)  # writes the GKA-32B model in the background (CPU and disk) while later stages test
-      echo "== writing $MODELS/hqwen3-32b-gka in the background"
-      "$BENCH" $GKA --tp 1 --contexts "" > "$LOGS/model.log" 2>&1 &
-      MODEL_PIDS=$! ;;
+      write_model model $GKA ;;
     models)  # both models at once (each writer is CPU-parallel; the two overlap their writes)
-      echo "== writing $MODELS/hqwen3-32b-gka and $MODELS/qwen3-32b in the background"
-      "$BENCH" $GKA --tp 1 --contexts "" > "$LOGS/model.log" 2>&1 &
-      MODEL_PIDS=$!
-      "$BENCH" $BASE --tp 1 --contexts "" > "$LOGS/model_base.log" 2>&1 &
-      MODEL_PIDS="$MODEL_PIDS $!" ;;
+      write_model model $GKA
+      write_model model_base $BASE ;;
     ctx4)  # both models at TP 4 over all four contexts (16K with the per-op breakdown)
       bench gka_tp4_ctx4 $GKA --tp 4 --contexts 16384,32768,65536,131072 --breakdown
       bench base_tp4_ctx4 $BASE --tp 4 --contexts 16384,32768,65536,131072 --breakdown ;;
